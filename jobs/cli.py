@@ -1,0 +1,61 @@
+"""What every job shares: `--config`/`--set` parsing into a frozen config, and one-line errors (exit 2)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import yaml
+
+from lab.config import from_dict, load_yaml
+from lab.errors import LabError
+
+T = TypeVar("T")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted key, e.g. --set sweep.layers=[10,12]")
+    p.add_argument("--output", help="override output_dir")
+    p.add_argument("--tracking-uri", help="override tracking.uri (MLflow)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def apply_overrides(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    for item in sets:
+        if "=" not in item:
+            raise LabError(f"--set expects KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        node = data
+        *parents, last = key.strip().split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise LabError(f"--set {key}: '{k}' is not a section")
+        node[last] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(cls: type[T], args: argparse.Namespace) -> T:
+    data = apply_overrides(load_yaml(args.config), args.set)
+    if getattr(args, "output", None):
+        data["output_dir"] = args.output
+    if getattr(args, "tracking_uri", None):
+        data.setdefault("tracking", {})["uri"] = args.tracking_uri
+    return from_dict(cls, data)
+
+
+def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a job's main so that a `LabError` becomes one line on stderr and exit code 2."""
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except LabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    wrapped.__doc__ = main.__doc__
+    return wrapped

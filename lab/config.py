@@ -1,0 +1,154 @@
+"""Configs as frozen dataclasses, validated at the edge.
+
+`from_dict(Cls, mapping)` builds a (nested) frozen dataclass from YAML-like data and raises a one-line `LabError`
+for a key that does not exist, a value of the wrong type or a failed `validate()`. Every job config is built with it,
+so a typo in a YAML file never passes silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from lab.errors import LabError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass `cls` from a mapping, recursively; unknown keys and bad types raise `LabError`."""
+    where = path or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LabError(f"config section '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise LabError(f"unknown config key '{_join(path, unknown[0])}' (known keys: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise LabError(f"config section '{where}': {e}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-data form of a config dataclass (tuples become lists), the inverse of `from_dict`."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(obj)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`: the form MLflow params take."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise LabError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise LabError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, path)
+            except LabError as e:
+                errors.append(str(e))
+        raise LabError(errors[0] if errors else f"'{path}' has a bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise LabError(f"'{path}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise LabError(f"'{path}' must be a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LabError(f"'{path}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LabError(f"'{path}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise LabError(f"'{path}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise LabError(f"'{path}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def check_strength(value: float, where: str = "strength") -> float:
+    """Strengths are finite and ≥ 0 (0 means no injection)."""
+    if not math.isfinite(value) or value < 0:
+        raise LabError(f"{where} must be a finite number >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to load and how."""
+
+    name: str = field(default="smollm2-135m", metadata={"help": "registry name, local HF dir, or hub id on a cluster"})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "weights dtype"})
+    device: Literal["cpu", "cuda", "auto"] = field(
+        default="cpu", metadata={"help": "cpu; cuda = one GPU; auto = device_map across the actor's GPUs"})
+    cache_dir: str | None = field(default=None, metadata={"help": "safetensors cache for converted GGUF models"})
+    adapter: str | None = field(default=None, metadata={"help": "path of a PEFT LoRA adapter to load on top"})

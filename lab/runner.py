@@ -1,0 +1,142 @@
+"""Batched steered generation for a list of trials, in-process (lab/parallel.py fans it out over Ray actors).
+
+Rows in one batch may differ in everything: concept, layer, strength, start position, control or not. One `inject`
+hook per distinct layer in the batch carries per-row vectors; rows of other layers get strength 0 there, which
+leaves them exactly untouched. Under greedy decoding, identical requests (e.g. the controls of one trial number) are
+generated once and shared.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lab.concepts import ConceptVector
+from lab.prompts import inject_start, render
+from lab.steering import inject
+from lab.trials import Trial
+
+
+@dataclass
+class VectorBank:
+    """Concept vectors plus per-layer norms; derives the control vectors deterministically."""
+
+    vectors: dict[tuple[str, int], ConceptVector]
+    typical_norm: dict[int, float]  # mean ‖baseline word − baseline mean‖ at the layer (the `random` control's norm)
+
+    def resid_norm(self, layer: int) -> float:
+        return next(v.resid_norm for (_, lay), v in self.vectors.items() if lay == layer)
+
+    def vector(self, trial: Trial) -> torch.Tensor:
+        cv = self.vectors[(trial.concept, trial.layer)].vector
+        if trial.kind in ("injection", "control"):
+            return cv
+        g = torch.Generator().manual_seed(int(hashlib.sha256(
+            f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}".encode()
+        ).hexdigest()[:15], 16))
+        if trial.kind == "shuffled":
+            return cv[torch.randperm(cv.numel(), generator=g)]
+        direction = torch.randn(cv.numel(), generator=g)
+        direction = direction / direction.norm()
+        return direction * (cv.norm() if trial.kind == "norm_matched" else self.typical_norm[trial.layer])
+
+    def strengths(self, trial: Trial) -> tuple[float, float, float]:
+        """(raw multiplier applied, relative strength ‖s·v‖/‖resid‖, ‖v‖) for the vector this trial injects."""
+        concept = self.vectors[(trial.concept, trial.layer)]
+        resid = concept.resid_norm
+        raw = trial.strength if trial.strength_mode == "raw" else trial.strength * resid / max(concept.norm, 1e-12)
+        if trial.kind == "control":
+            return 0.0, 0.0, 0.0
+        vnorm = float(self.vector(trial).norm())
+        return raw, raw * vnorm / resid, vnorm
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_text: str
+    ids: list[int]
+    start: int
+    layer: int
+    vector: torch.Tensor | None
+    raw: float
+
+
+class Runner:
+    def __init__(self, lm: Any, bank: VectorBank, batch_size: int = 16):
+        self.lm, self.bank, self.batch_size = lm, bank, batch_size
+
+    def request(self, t: Trial) -> Request:
+        prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced)
+        ids, start = inject_start(self.lm.tokenizer, prompt)
+        raw = self.bank.strengths(t)[0]
+        return Request(prompt.text, ids, start, t.layer, self.bank.vector(t) if raw > 0 else None, raw)
+
+    def run(self, trials: Sequence[Trial], on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Generate every trial; returns one row per trial (trial fields + generation fields), in input order."""
+        reqs = [self.request(t) for t in trials]
+        # under greedy decoding, identical requests give identical outputs: generate each once
+        keys = [_dedupe_key(t, r) if t.temperature == 0 else (i,) for i, (t, r) in enumerate(zip(trials, reqs))]
+        first: dict[Any, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = sorted(set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, i))
+        texts: dict[int, tuple[str, int]] = {}
+        for b in range(0, len(todo), self.batch_size):
+            chunk = todo[b:b + self.batch_size]
+            groups: dict[tuple[float, int], list[int]] = {}
+            for i in chunk:
+                groups.setdefault((trials[i].temperature, trials[i].max_new_tokens), []).append(i)
+            for (temp, max_new), idx in groups.items():
+                outs = self._generate([reqs[i] for i in idx], temp, max_new, [trials[i] for i in idx])
+                texts.update(zip(idx, outs))
+            if on_batch:
+                on_batch(sum(1 for k in keys if first[k] in set(chunk)))
+        rows = []
+        for i, (t, r) in enumerate(zip(trials, reqs)):
+            raw, rel, vnorm = self.bank.strengths(t)
+            text, n_new = texts[first[keys[i]]]
+            rows.append(t.to_dict() | {
+                "prompt": r.prompt_text, "inject_start": r.start, "prompt_tokens": len(r.ids), "response": text,
+                "new_tokens": n_new, "strength_raw": raw, "strength_rel": rel, "vector_norm": vnorm,
+                "resid_norm": self.bank.resid_norm(t.layer)})
+        return rows
+
+    @torch.no_grad()
+    def _generate(self, reqs: list[Request], temperature: float, max_new: int,
+                  trials: list[Trial]) -> list[tuple[str, int]]:
+        tok, model = self.lm.tokenizer, self.lm.model
+        width = max(len(r.ids) for r in reqs)
+        pad = [width - len(r.ids) for r in reqs]
+        input_ids = torch.tensor([[tok.pad_token_id] * p + r.ids for p, r in zip(pad, reqs)], device=self.lm.device)
+        mask = torch.tensor([[0] * p + [1] * len(r.ids) for p, r in zip(pad, reqs)], device=self.lm.device)
+        starts = [p + r.start for p, r in zip(pad, reqs)]
+        d = self.lm.spec.d_model
+        with ExitStack() as stack:
+            for layer in sorted({r.layer for r in reqs if r.vector is not None}):
+                vecs = torch.stack([r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d)
+                                    for r in reqs])
+                strengths = [r.raw if (r.vector is not None and r.layer == layer) else 0.0 for r in reqs]
+                stack.enter_context(inject(model, layer, vecs, strengths, starts))
+            kwargs: dict[str, Any] = {"do_sample": False}
+            if temperature > 0:
+                torch.manual_seed(int(hashlib.sha256("|".join(t.trial_id for t in trials).encode())
+                                      .hexdigest()[:15], 16))
+                kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
+                                 pad_token_id=tok.pad_token_id, **kwargs)
+        new = out[:, width:].cpu()
+        eos = {tok.eos_token_id, tok.pad_token_id}
+        results = []
+        for row in new.tolist():
+            n = next((j for j, x in enumerate(row) if x in eos), len(row))
+            results.append((tok.decode(row[:n], skip_special_tokens=True).strip(), n))
+        return results
+
+
+def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:
+    vec = None if r.vector is None else (t.kind, t.concept, t.layer, t.trial_number, t.sample)
+    return (r.prompt_text, t.max_new_tokens, vec, r.raw)

@@ -1,0 +1,129 @@
+"""Trials: one generation each, with a deterministic id, expanded from a `SweepConfig`.
+
+Every injected trial has a paired no-injection control (same concept/layer/strength/trial number/sample, strength
+applied = 0), and optionally paired vector controls that inject something that is not the concept:
+`random` (a random direction with the mean concept-vector norm at that layer), `norm_matched` (a random direction
+with exactly this concept vector's norm) and `shuffled` (this concept vector with its dimensions permuted).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from lab.concepts import DEFAULT_TEMPLATE, select_concepts
+from lab.config import check_strength
+from lab.errors import LabError
+
+Kind = Literal["injection", "control", "random", "norm_matched", "shuffled"]
+VECTOR_CONTROLS = ("random", "norm_matched", "shuffled")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to sweep: concepts × layers × strengths × trial numbers × samples (+ controls)."""
+
+    concepts: str | tuple[str, ...] = field(default="first:10", metadata={
+        "help": "'first:N', 'slice:A:B', 'all' (500 words) or a list of words"})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "0-based blocks; empty = the model's defaults"})
+    strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
+    strength_mode: Literal["raw", "relative", "default"] = field(default="default", metadata={
+        "help": "raw: the paper's multiplier of v; relative: ‖s·v‖/‖resid‖ (mean resid norm at the layer)"})
+    trials_per_concept: int = field(default=2, metadata={"help": "trial numbers n = 1..N in 'Trial {n}'"})
+    samples: int = field(default=1, metadata={"help": "samples per trial number"})
+    controls: tuple[str, ...] = field(default=("random",), metadata={"help": f"vector controls: {VECTOR_CONTROLS}"})
+    forced_identification: bool = field(default=False, metadata={"help": "also run prefilled 'Yes, I detect' trials"})
+    prompt_variant: str = "original"
+    dialogue_format: str = "standard"
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt"})
+    baseline: str = "baseline_words"
+    max_new_tokens: int = 48
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        select_concepts(self.concepts)
+        for s in self.strengths:
+            check_strength(s)
+        bad = [c for c in self.controls if c not in VECTOR_CONTROLS]
+        if bad:
+            raise LabError(f"unknown control '{bad[0]}' (known: {', '.join(VECTOR_CONTROLS)})")
+        if self.trials_per_concept < 1 or self.samples < 1:
+            raise LabError("trials_per_concept and samples must be >= 1")
+        if self.max_new_tokens < 1:
+            raise LabError("max_new_tokens must be >= 1")
+        if not 0 <= self.temperature <= 5:
+            raise LabError(f"temperature must be in [0, 5], got {self.temperature}")
+        if len(set(self.layers)) != len(self.layers) or len(set(self.strengths)) != len(self.strengths):
+            raise LabError("layers and strengths must not repeat")
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    model: str
+    concept: str
+    layer: int
+    strength: float
+    strength_mode: str
+    kind: Kind
+    trial_number: int
+    sample: int
+    forced: bool
+    prompt_variant: str
+    dialogue_format: str
+    seed: int
+    max_new_tokens: int
+    temperature: float
+
+    @property
+    def injects(self) -> bool:
+        return self.kind != "control" and self.strength > 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def trial_id(**fields: object) -> str:
+    """A stable id from the fields that determine a generation (same config → same ids → resumable)."""
+    blob = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def make_trial(**fields: object) -> Trial:
+    return Trial(trial_id=trial_id(**fields), **fields)  # type: ignore[arg-type]
+
+
+def resolve(sweep: SweepConfig, spec_layers: tuple[int, ...], spec_strengths: tuple[float, ...],
+            spec_mode: str) -> tuple[tuple[int, ...], tuple[float, ...], str]:
+    """Fill empty layers/strengths/mode with the model's registry defaults."""
+    layers = sweep.layers or spec_layers
+    strengths = sweep.strengths or spec_strengths
+    mode = spec_mode if sweep.strength_mode == "default" else sweep.strength_mode
+    if not layers or not strengths:
+        raise LabError("sweep.layers and sweep.strengths are empty and the model has no defaults")
+    return tuple(layers), tuple(strengths), mode
+
+
+def expand(sweep: SweepConfig, model: str, layers: tuple[int, ...], strengths: tuple[float, ...],
+           mode: str) -> list[Trial]:
+    """All trials of a sweep in a fixed order: per setting, the injection then its paired controls."""
+    out: list[Trial] = []
+    common = dict(model=model, strength_mode=mode, prompt_variant=sweep.prompt_variant,
+                  dialogue_format=sweep.dialogue_format, seed=sweep.seed, max_new_tokens=sweep.max_new_tokens,
+                  temperature=sweep.temperature)
+    for concept in select_concepts(sweep.concepts):
+        for layer in layers:
+            for strength in strengths:
+                for n in range(1, sweep.trials_per_concept + 1):
+                    for s in range(sweep.samples):
+                        key = dict(common, concept=concept, layer=layer, strength=strength, trial_number=n, sample=s)
+                        out.append(make_trial(kind="injection", forced=False, **key))
+                        out.append(make_trial(kind="control", forced=False, **key))
+                        out.extend(make_trial(kind=c, forced=False, **key) for c in sweep.controls)
+                        if sweep.forced_identification:
+                            out.append(make_trial(kind="injection", forced=True, **key))
+    ids = [t.trial_id for t in out]
+    assert len(ids) == len(set(ids)), "trial ids collide"
+    return out

@@ -1,0 +1,57 @@
+"""Greedy batched (left-padded, heterogeneous) generation equals one-row-at-a-time generation, token for token."""
+from __future__ import annotations
+
+import torch
+
+from lab.concepts import concept_vectors
+from lab.prompts import inject_start, render
+from lab.runner import Runner, VectorBank
+from lab.trials import make_trial
+
+
+def _trial(concept, layer, strength, kind="injection", n=1, forced=False, mode="relative"):
+    return make_trial(model="smollm2-135m", concept=concept, layer=layer, strength=strength, strength_mode=mode,
+                      kind=kind, trial_number=n, sample=0, forced=forced, prompt_variant="original",
+                      dialogue_format="standard", seed=0, max_new_tokens=12, temperature=0.0)
+
+
+def test_batched_equals_unbatched(embedded, tmp_path):
+    vecs, typical = concept_vectors(embedded, ["Dust", "Trumpets"], [10, 14], cache_dir=tmp_path)
+    bank = VectorBank(vecs, typical)
+    trials = [
+        _trial("Dust", 10, 0.3, n=1),
+        _trial("Trumpets", 14, 0.2, n=10),              # longer prompt: different left padding
+        _trial("Dust", 10, 0.3, kind="control", n=3),
+        _trial("Trumpets", 10, 0.25, kind="random", n=2),
+        _trial("Dust", 14, 0.3, n=4, forced=True),     # prefilled: longest prompt
+        _trial("Trumpets", 14, 4.0, kind="norm_matched", n=5, mode="raw"),
+    ]
+    batched = Runner(embedded, bank, batch_size=len(trials)).run(trials)
+    single = Runner(embedded, bank, batch_size=1).run(trials)
+    assert [r["response"] for r in batched] == [r["response"] for r in single]
+    assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
+    plain = Runner(embedded, bank, batch_size=1).run([_trial("Dust", 10, 0.3, kind="control", n=1)])
+    assert batched[0]["response"] != plain[0]["response"]  # the injection did something at this strength
+
+
+def test_strengths_recorded_in_both_units(embedded, tmp_path):
+    vecs, typical = concept_vectors(embedded, ["Dust"], [12], cache_dir=tmp_path)
+    bank = VectorBank(vecs, typical)
+    cv = vecs[("Dust", 12)]
+    raw, rel, norm = bank.strengths(_trial("Dust", 12, 0.2))
+    assert abs(rel - 0.2) < 1e-9 and abs(raw - 0.2 * cv.resid_norm / cv.norm) < 1e-9 and norm == cv.norm
+    raw, rel, _ = bank.strengths(_trial("Dust", 12, 4.0, mode="raw"))
+    assert raw == 4.0 and abs(rel - 4.0 * cv.norm / cv.resid_norm) < 1e-9
+    assert bank.strengths(_trial("Dust", 12, 4.0, kind="control")) == (0.0, 0.0, 0.0)
+    nm = bank.vector(_trial("Dust", 12, 0.2, kind="norm_matched"))
+    assert abs(float(nm.norm()) - cv.norm) < 1e-4 and abs(float(nm @ cv.vector) / cv.norm ** 2) < 0.3
+    sh = bank.vector(_trial("Dust", 12, 0.2, kind="shuffled"))
+    assert torch.equal(sh.sort().values, cv.vector.sort().values)
+
+
+def test_injection_starts_just_before_trial_marker(embedded):
+    p = render(embedded, "original", "standard", 7)
+    ids, start = inject_start(embedded.tokenizer, p)
+    following = embedded.tokenizer.decode(ids[start + 1:])
+    assert following.startswith("Trial 7:")
+    assert not embedded.tokenizer.decode(ids[start:]).startswith("Trial")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lab import metrics, store
+from lab.errors import LabError
+from lab.trials import SweepConfig, expand
+
+
+def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():
+    sw = SweepConfig(concepts="first:2", trials_per_concept=3, controls=("random", "norm_matched"),
+                     forced_identification=True)
+    a = expand(sw, "m", (10, 12), (0.1, 0.2), "relative")
+    b = expand(sw, "m", (10, 12), (0.1, 0.2), "relative")
+    assert [t.trial_id for t in a] == [t.trial_id for t in b]
+    inj = [t for t in a if t.kind == "injection" and not t.forced]
+    ctl = [t for t in a if t.kind == "control"]
+    assert len(inj) == len(ctl) == 2 * 2 * 2 * 3
+    assert {(t.concept, t.layer, t.strength, t.trial_number) for t in inj} == \
+           {(t.concept, t.layer, t.strength, t.trial_number) for t in ctl}
+    assert sum(t.forced for t in a) == len(inj) and len(a) == len(inj) * 5
+    c = expand(SweepConfig(concepts="first:2", trials_per_concept=3, temperature=1.0), "m", (10,), (0.1,), "raw")
+    assert not {t.trial_id for t in c} & {t.trial_id for t in a}
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
+                                       (1, 100, 0.0018, 0.0545)])
+def test_wilson_matches_reference_values(k, n, lo, hi):
+    p, a, b = metrics.wilson(k, n)
+    assert p == k / n and round(a, 4) == lo and round(b, 4) == hi
+
+
+def _rows():
+    rows = []
+    for i, (kind, det, ide, forced) in enumerate([
+        ("injection", True, True, False), ("injection", True, False, False), ("injection", False, False, False),
+        ("injection", None, None, False), ("control", False, None, False), ("control", True, None, False),
+        ("random", True, False, False), ("injection", True, True, True), ("injection", True, False, True)]):
+        rows.append(dict(trial_id=f"t{i}", kind=kind, detected=det, identified=ide, coherent=True, forced=forced,
+                         layer=10, strength=0.1, concept="Dust"))
+    return rows
+
+
+def test_rates_by_hand():
+    s = metrics.summarize(pd.DataFrame(_rows()))
+    assert (s["tpr"], s["n_tpr"]) == (2 / 3, 3)  # the unparsed verdict is out of the denominator
+    assert s["fpr"] == 0.5 and s["introspection"] == 1 / 3 and s["forced_id"] == 0.5
+    assert s["random_rate"] == 1.0 and s["n_unparsed"] == 1
+    assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 0.5) / 2)
+    assert (s["tpr_lo"], s["tpr_hi"]) == pytest.approx(metrics.wilson(2, 3)[1:])
+
+
+def test_store_is_resumable_and_atomic(tmp_path):
+    rows = _rows()
+    store.write_shard(tmp_path, rows[:4])
+    store.write_shard(tmp_path, rows[4:])
+    (tmp_path / ".shard-dead.123.tmp").write_text("half")
+    assert store.finished_ids(tmp_path) == {r["trial_id"] for r in rows}
+    assert store.pending(["t0", "t99"], tmp_path) == ["t99"]
+    assert store.clean_partial(tmp_path) == 1
+    store.write_shard(tmp_path, rows[:4])  # idempotent: same ids → same shard file
+    assert len(store.shard_files(tmp_path)) == 2
+    df = store.read(tmp_path)
+    assert len(df) == len(rows) and df["trial_id"].is_unique
+    with pytest.raises(LabError, match="no results found"):
+        store.read(tmp_path / "nothing")
