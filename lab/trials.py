@@ -43,7 +43,11 @@ class SweepConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from lab.prompts import dialogue_format, variant
+
         select_concepts(self.concepts)
+        variant(self.prompt_variant)
+        dialogue_format(self.dialogue_format)
         for s in self.strengths:
             check_strength(s)
         bad = [c for c in self.controls if c not in VECTOR_CONTROLS]
