@@ -15,7 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-slow bench ui clean
+.PHONY: setup demo test test-slow bench ui ray-up ray-down submit-demo clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -43,6 +43,27 @@ bench: setup
 ui: setup
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+# A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`.
+RAY_TMP ?= /tmp/ray-introspection-lab
+ray-up: setup
+	@mkdir -p .ray
+	@if [ -f .ray/head.pid ] && kill -0 $$(cat .ray/head.pid) 2>/dev/null; then echo "Ray head already running"; exit 0; fi; \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH setsid $(VENV)/bin/ray start --head --block --port=6390 \
+	  --node-ip-address=127.0.0.2 --dashboard-host=127.0.0.1 --dashboard-port=8265 --temp-dir=$(RAY_TMP) \
+	  --disable-usage-stats > .ray/head.log 2>&1 & echo $$! > .ray/head.pid; \
+	for i in $$(seq 1 60); do curl -sf http://127.0.0.1:8265/api/version >/dev/null && break; sleep 1; done; \
+	echo "Ray dashboard on http://127.0.0.1:8265 (pid $$(cat .ray/head.pid))"
+
+ray-down:
+	@if [ -f .ray/head.pid ]; then pid=$$(cat .ray/head.pid); kill -TERM -$$pid 2>/dev/null || kill -TERM $$pid 2>/dev/null; \
+	  for i in $$(seq 1 30); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; kill -KILL -$$pid 2>/dev/null; \
+	  rm -f .ray/head.pid; echo "Ray head stopped"; else echo "no Ray head started by make ray-up"; fi
+
+submit-demo: ray-up
+	$(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env cluster/runtime-env.yaml \
+	  -- python -m jobs.concept_injection --config configs/demo.yaml --output $(CURDIR)/results/demo-cluster \
+	  --tracking-uri sqlite:///$(CURDIR)/mlflow.db
 
 clean:
 	rm -rf results .pytest_cache

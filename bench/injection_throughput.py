@@ -1,0 +1,81 @@
+"""Trials/s of the batched Ray runner vs a naive loop of one HF `generate` per trial, on the same trials.
+
+    python bench/injection_throughput.py [--concepts 8] [--max-new-tokens 32]
+
+Both sides are timed end to end in one run: the runner from `run_sweep` (Ray start, actor model load, vectors,
+batched generation, judging, Parquet writes), the naive loop from model load (vectors, then one `generate` per trial
+with a one-row injection hook). Target: ratio >= 5 on the embedded model on 2 cores. The last line is the figure.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+import lab  # noqa: F401
+from lab.concepts import concept_vectors, select_concepts
+from lab.config import ModelConfig
+from lab.models import load
+from lab.parallel import RunnerConfig
+from lab.prompts import inject_start, render
+from lab.runner import VectorBank
+from lab.steering import inject
+from lab.sweep import InjectionConfig, plan, run_sweep
+from lab.tracking import TrackingConfig
+from lab.trials import SweepConfig
+
+
+def naive(cfg: InjectionConfig, cache: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.runner.threads)
+    lm = load(cfg.model)
+    p = plan(cfg)
+    vecs, typical = concept_vectors(lm, select_concepts(cfg.sweep.concepts), p.layers, cache_dir=cache)
+    bank = VectorBank(vecs, typical)
+    for t in p.trials:
+        ids, start = inject_start(lm.tokenizer, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number,
+                                                       t.forced))
+        x = torch.tensor([ids])
+        raw = bank.strengths(t)[0]
+        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [raw], [start]):
+            lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=t.max_new_tokens,
+                              do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    return time.perf_counter() - t0, len(p.trials)
+
+
+def ours(cfg: InjectionConfig) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, progress=False)
+    return time.perf_counter() - t0, res["new"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concepts", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = InjectionConfig(
+            model=ModelConfig("smollm2-135m"),
+            sweep=SweepConfig(concepts=f"first:{a.concepts}", layers=(10, 14), strengths=(0.2,),
+                              strength_mode="relative", trials_per_concept=2, controls=("random",),
+                              max_new_tokens=a.max_new_tokens),
+            runner=RunnerConfig(num_actors=1, cpus_per_actor=2, threads=2, batch_size=a.batch_size, shard_size=64),
+            tracking=TrackingConfig(enabled=False), output_dir=f"{tmp}/out", cache_dir=f"{tmp}/vectors")
+        load(cfg.model)  # convert the embedded model once, outside both timings
+        t_ours, n_ours = ours(cfg)
+        t_naive, n_naive = naive(replace(cfg, output_dir=f"{tmp}/naive"), f"{tmp}/vectors-naive")
+    assert n_ours == n_naive
+    r_ours, r_naive = n_ours / t_ours, n_naive / t_naive
+    print(f"trials={n_ours} max_new_tokens={a.max_new_tokens} batch_size={a.batch_size}")
+    print(f"ray_runner: {t_ours:.1f} s  {r_ours:.2f} trials/s")
+    print(f"naive_loop: {t_naive:.1f} s  {r_naive:.2f} trials/s")
+    print(f"ratio={r_ours / r_naive:.2f}")
+
+
+if __name__ == "__main__":
+    main()
