@@ -1,0 +1,244 @@
+"""One entry point: `train(condition, data, ...)` → a PEFT LoRA adapter on disk plus its training curve.
+
+The run directory is built as `.<name>.partial` beside `output_dir` and renamed into place at the end, so a
+crashed or killed run never leaves a half-written adapter. It holds the adapter (`adapter_config.json`,
+`adapter_model.safetensors`, loadable with `peft.PeftModel.from_pretrained(base, output_dir)` or
+`lab.models.load(..., adapter=output_dir)`), the tokenizer, a model card, and `training.json` (condition,
+LoRA settings, hyper-parameters, seed, metrics, log history).
+The base model object is modified in place while training (LoRA layers, a fused LM head) and restored afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lab.config import to_dict
+from lab.errors import LabError
+from training.conditions import PAPER_HPARAMS, PAPER_LORA, Condition, LoraSettings, TrainHParams, get_condition
+from training.data import load_preferences, select_domains, swap_pairs
+from training.ds_config import deepspeed_config, init_deepspeed
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the adapter is, the final metrics, and the Trainer's log history (one entry per logging step)."""
+
+    adapter_dir: Path
+    metrics: dict[str, float]
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def losses(self) -> list[tuple[int, float]]:
+        """(optimizer step, training loss) per logging step."""
+        return [(int(h["step"]), float(h["loss"])) for h in self.log_history if "loss" in h and "step" in h]
+
+
+def train(condition: Condition | str, data: Any, *, output_dir: str | os.PathLike[str],
+          lora: LoraSettings | None = None, hparams: TrainHParams | None = None, seed: int = 0,
+          model: Any = "smollm2-135m", tokenizer: Any = None, eval_data: Any = None,
+          deepspeed: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+          gradient_checkpointing: bool | None = None, bf16: bool | None = None, max_steps: int | None = None,
+          epochs: float | None = None, use_cpu: bool | None = None, callbacks: Sequence[Any] = (),
+          overwrite: bool = False) -> TrainResult:
+    """Train one condition's LoRA adapter and write it atomically to `output_dir`.
+
+    `data` / `eval_data`: anything `training.data.load_preferences` reads (path, Dataset, list of rows).
+    `model`: a registry name / local HF dir (loaded with `lab.models.load`), a `lab.models.LoadedModel`, or a
+    `PreTrainedModel` together with `tokenizer`. `deepspeed`: a ZeRO JSON path or dict. `bf16` / `use_cpu`:
+    None = decide from the hardware (bf16 on a bf16-capable GPU; CPU when no GPU is visible). `max_steps`,
+    `epochs`, `gradient_checkpointing` override `hparams` (paper preset by default).
+    """
+    cond = get_condition(condition) if isinstance(condition, str) else condition
+    lora = lora or PAPER_LORA
+    hp = hparams or PAPER_HPARAMS
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise LabError(f"output directory {out} already exists (pass overwrite=True to replace it)")
+    cuda = torch.cuda.is_available()
+    use_cpu = (not cuda) if use_cpu is None else use_cpu
+    bf16 = (cuda and not use_cpu and torch.cuda.is_bf16_supported()) if bf16 is None else bf16
+    ds_cfg = deepspeed_config(deepspeed)
+    if ds_cfg is not None:
+        init_deepspeed(use_cpu)
+    train_ds = prepare_pairs(cond, data, seed)
+    eval_ds = prepare_pairs(cond, eval_data, seed) if eval_data is not None else None
+    hf_model, tok = _resolve_model(model, tokenizer, bf16)
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    tmp = out.parent / f".{out.name}.partial"  # same name on every rank of a distributed run
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        if cond.objective == "none":
+            peft_model = random_lora(hf_model, lora, cond.random_delta_rel, seed)
+            metrics: dict[str, float] = {"train_steps": 0.0, "random_delta_rel": cond.random_delta_rel}
+            history: list[dict[str, Any]] = []
+            peft_model.save_pretrained(str(tmp))
+        else:
+            args = trl_args(hp, output_dir=tmp / "_trainer", n_rows=len(train_ds), seed=seed, use_cpu=use_cpu,
+                            bf16=bf16, deepspeed=ds_cfg, max_steps=max_steps, epochs=epochs,
+                            gradient_checkpointing=gradient_checkpointing)
+            trainer = build_trainer(cond, hf_model, tok, train_ds, eval_ds, args, lora, list(callbacks))
+            output = trainer.train()
+            metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
+            metrics["train_steps"] = float(trainer.state.global_step)
+            if eval_ds is not None:
+                metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
+            history = [dict(h) for h in trainer.state.log_history]
+            trainer.save_model(str(tmp))  # collective under DeepSpeed (gathers ZeRO-3 shards); rank 0 writes
+            main = trainer.accelerator.is_main_process
+        if main:
+            _finish(tmp, cond, lora, hp, seed, metrics, history)
+            _swap_into_place(tmp, out)
+    finally:
+        if main and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        _restore(hf_model)
+    return TrainResult(out, metrics, history)
+
+
+def prepare_pairs(cond: Condition, data: Any, seed: int) -> Any:
+    """Load/validate, keep the condition's domains, swap pairs as the condition says; only the three text columns."""
+    ds = load_preferences(data)
+    if cond.domains:
+        ds = select_domains(ds, cond.domains)
+    if cond.swap_prob > 0:
+        ds = swap_pairs(ds, cond.swap_prob, seed)
+    return ds.select_columns(["prompt", "chosen", "rejected"])
+
+
+def trl_args(hp: TrainHParams, *, output_dir: str | os.PathLike[str], n_rows: int, seed: int = 0,
+             use_cpu: bool = True, bf16: bool = False, deepspeed: dict[str, Any] | None = None,
+             max_steps: int | None = None, epochs: float | None = None,
+             gradient_checkpointing: bool | None = None) -> dict[str, Any]:
+    """Keyword arguments shared by the DPOConfig / SFTConfig of a run (warm-up from the real step count)."""
+    steps = max_steps if max_steps is not None else hp.max_steps
+    eps = epochs if epochs is not None else hp.epochs
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    total = dataclasses.replace(hp, max_steps=steps, epochs=eps).total_steps(n_rows, world)
+    return dict(
+        output_dir=str(output_dir), learning_rate=hp.learning_rate, num_train_epochs=eps, max_steps=steps,
+        per_device_train_batch_size=hp.per_device_batch_size, per_device_eval_batch_size=hp.per_device_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps, lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=hp.warmup_steps(total), weight_decay=hp.weight_decay, optim=hp.optim,
+        gradient_checkpointing=hp.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
+        logging_steps=hp.logging_steps, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        use_cpu=use_cpu, bf16=bf16, max_length=hp.max_length, deepspeed=deepspeed, disable_tqdm=True,
+        precompute_ref_batch_size=hp.ref_batch_size)
+
+
+def build_trainer(cond: Condition, model: Any, tok: Any, train_ds: Any, eval_ds: Any, args: dict[str, Any],
+                  lora: LoraSettings, callbacks: Sequence[Any] = ()) -> Any:
+    """The TRL trainer for `cond` (PreferenceTrainer or SFTKLTrainer) on prepared pairs; `args` from `trl_args`."""
+    from trl import DPOConfig, SFTConfig
+
+    from training.trainers import PreferenceTrainer, SFTKLTrainer
+
+    common = dict(model=model, processing_class=tok, peft_config=lora.peft_config(), callbacks=list(callbacks))
+    args = dict(args)
+    ref_batch_size = args.pop("precompute_ref_batch_size", None)
+    if cond.objective == "sft":
+        def to_sft(ds: Any) -> Any:
+            return ds.rename_column(cond.sft_target, "completion").select_columns(["prompt", "completion"])
+
+        cfg = SFTConfig(**args, completion_only_loss=True, packing=False)
+        return SFTKLTrainer(args=cfg, train_dataset=to_sft(train_ds),
+                            eval_dataset=to_sft(eval_ds) if eval_ds is not None else None,
+                            kl_weight=cond.kl_weight, **common)
+    cfg = DPOConfig(**args, beta=cond.beta, loss_type=["sigmoid"], precompute_ref_log_probs=cond.objective == "dpo",
+                    precompute_ref_batch_size=ref_batch_size)
+    return PreferenceTrainer(args=cfg, train_dataset=train_ds, eval_dataset=eval_ds, condition=cond, **common)
+
+
+def _resolve_model(model: Any, tokenizer: Any, bf16: bool) -> tuple[Any, Any]:
+    from lab.models import LoadedModel, load
+
+    if isinstance(model, str):
+        from lab.config import ModelConfig
+
+        model = load(ModelConfig(name=model, dtype="bfloat16" if bf16 else "float32"))
+    if isinstance(model, LoadedModel):
+        return model.model, tokenizer or model.tokenizer
+    if tokenizer is None:
+        raise LabError("train(model=<PreTrainedModel>) needs tokenizer= as well")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def random_lora(model: Any, lora: LoraSettings, delta_rel: float, seed: int) -> Any:
+    """Wrap `model` in an untrained LoRA whose B is random (seeded), scaled so ‖ΔW‖_F = delta_rel·‖W‖_F per layer."""
+    from peft import get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from transformers import set_seed
+
+    set_seed(seed)
+    peft_model = get_peft_model(model, lora.peft_config())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, mod in peft_model.named_modules():
+            if not isinstance(mod, LoraLayer) or "default" not in mod.lora_A:
+                continue
+            a = mod.lora_A["default"].weight
+            b = mod.lora_B["default"].weight
+            w = mod.get_base_layer().weight.float()
+            new_b = torch.randn(b.shape, generator=gen)
+            delta = mod.scaling["default"] * (new_b @ a.detach().float().cpu())
+            new_b *= delta_rel * w.norm().cpu() / delta.norm().clamp(min=1e-12)
+            b.copy_(new_b.to(b.dtype))
+    return peft_model
+
+
+def _finish(tmp: Path, cond: Condition, lora: LoraSettings, hp: TrainHParams, seed: int,
+            metrics: dict[str, float], history: list[dict[str, Any]]) -> None:
+    shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+    if not (tmp / "adapter_config.json").is_file():
+        raise LabError(f"saving the adapter to {tmp} wrote no adapter_config.json")
+    record = {"condition": to_dict(cond), "lora": to_dict(lora), "hparams": to_dict(hp), "seed": seed,
+              "metrics": metrics, "log_history": history}
+    (tmp / "training.json").write_text(json.dumps(record, indent=1, default=str))
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(model: Any) -> None:
+    """Undo the in-place changes to the caller's base model: LoRA layers and TRL's fused-LM-head forward."""
+    from peft.tuners.lora import LoraLayer
+
+    if any(isinstance(m, LoraLayer) for m in model.modules()):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for name, mod in list(model.named_modules()):
+            if isinstance(mod, BaseTunerLayer):
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, mod.get_base_layer())
+    model.__dict__.pop("forward", None)
+    for undo in ("disable_input_require_grads", "gradient_checkpointing_disable"):
+        try:
+            getattr(model, undo)()
+        except (AttributeError, ValueError, RuntimeError):
+            pass
+    if hasattr(model, "peft_config"):
+        try:
+            del model.peft_config
+        except AttributeError:
+            pass
