@@ -26,7 +26,7 @@ LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address;
 class RunnerConfig:
     """How trials are fanned out."""
 
-    num_actors: int = field(default=1, metadata={"help": "model replicas (Ray actors)"})
+    num_actors: int = field(default=1, metadata={"help": "model replicas (Ray actors); 0 = in this process"})
     cpus_per_actor: float = field(default=2.0, metadata={"help": "Ray CPUs reserved per replica"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per replica (a 235B MoE: several)"})
     threads: int = field(default=2, metadata={"help": "torch intra-op threads per replica (0 = leave Ray's)"})
@@ -37,8 +37,8 @@ class RunnerConfig:
         "help": "Ray address; empty: $RAY_ADDRESS (set inside `ray job submit`) or start a local Ray on loopback"})
 
     def __post_init__(self) -> None:
-        if self.num_actors < 1 or self.batch_size < 1 or self.shard_size < 1:
-            raise LabError("runner.num_actors, batch_size and shard_size must be >= 1")
+        if self.num_actors < 0 or self.batch_size < 1 or self.shard_size < 1:
+            raise LabError("runner.num_actors must be >= 0 (0 = in this process); batch_size, shard_size >= 1")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0:
             raise LabError("runner.cpus_per_actor and gpus_per_actor must be >= 0")
 
@@ -80,6 +80,13 @@ class ModelWorker:
         models.threads(threads)
         self.lm = models.load(model_cfg)
         self.batch_size = batch_size
+
+    @classmethod
+    def wrap(cls, lm: Any, batch_size: int) -> ModelWorker:
+        """A worker around an already loaded `LoadedModel` (in-process runs)."""
+        self = cls.__new__(cls)
+        self.lm, self.batch_size = lm, batch_size
+        return self
 
     def vectors(self, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
                 cache_dir: str | None, model_key: str) -> tuple[dict, dict]:

@@ -76,13 +76,15 @@ def model_key(model: ModelConfig) -> str:
     return model.name + (f"+{os.path.abspath(model.adapter)}" if model.adapter else "")
 
 
-def run_sweep(cfg: InjectionConfig, progress: bool = True) -> dict[str, Any]:
-    """Generate and judge every trial not yet stored in `cfg.output_dir`. Returns counts and the plan."""
-    import ray
+def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: Any = None) -> dict[str, Any]:
+    """Generate and judge every trial not yet stored in `cfg.output_dir`. Returns counts and the plan.
+
+    Runs on a pool of Ray actors, or in this process when `runner.num_actors` is 0 or an already loaded model
+    (`lm`, e.g. an adapter just trained inside a Tune trial) is given.
+    """
     from tqdm.auto import tqdm
 
-    from lab import parallel, store
-    from lab.runner import VectorBank
+    from lab import store
 
     p = plan(cfg)
     judge = make_judge(cfg.judge.name, **cfg.judge.options)
@@ -94,39 +96,69 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True) -> dict[str, Any]:
               "output_dir": str(out), "judge": f"{judge.name}@{judge.version}"}
     if not pending:
         return result
-    if spec_for(cfg.model.name) is not None and spec_for(cfg.model.name).source == "embedded":
+    spec = spec_for(cfg.model.name)
+    if lm is None and spec is not None and spec.source == "embedded":
         from lab.embedded import ensure_converted
 
         ensure_converted(cfg.model.cache_dir)  # once, in the driver: a missing package fails here, in one line
+    shards = [pending[i:i + cfg.runner.shard_size] for i in range(0, len(pending), cfg.runner.shard_size)]
+    bar = tqdm(total=len(pending), desc="trials", unit="trial", disable=not progress)
+
+    def on_shard(shard: list[Trial], rows: list[dict[str, Any]]) -> None:
+        store.write_shard(out, grade(judge, rows))
+        result["new"] += len(rows)
+        bar.update(len(rows))
+
+    try:
+        if lm is not None or cfg.runner.num_actors == 0:
+            _in_process(cfg, p, shards, on_shard, lm)
+        else:
+            _on_ray(cfg, p, shards, on_shard)
+    finally:
+        bar.close()
+    return result
+
+
+def _vector_args(cfg: InjectionConfig, p: Plan) -> tuple[Any, ...]:
+    return (select_concepts(cfg.sweep.concepts), p.layers, cfg.sweep.template, cfg.sweep.baseline,
+            vector_cache_dir(cfg), model_key(cfg.model))
+
+
+def _check_layers(p: Plan, n_layers: int, name: str) -> None:
+    for layer in p.layers:
+        if not 0 <= layer < n_layers:
+            raise LabError(f"layer {layer} is out of range for {name} (0..{n_layers - 1})")
+
+
+def _in_process(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any, lm: Any) -> None:
+    from lab.parallel import ModelWorker
+    from lab.runner import VectorBank
+
+    worker = ModelWorker.wrap(lm, cfg.runner.batch_size) if lm is not None else \
+        ModelWorker(cfg.model, cfg.runner.threads, cfg.runner.batch_size)
+    _check_layers(p, worker.n_layers(), cfg.model.name)
+    bank = VectorBank(*worker.vectors(*_vector_args(cfg, p)))
+    for shard in shards:
+        on_shard(shard, worker.run(shard, bank))
+
+
+def _on_ray(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any) -> None:
+    import ray
+
+    from lab import parallel
+    from lab.runner import VectorBank
+
     started_ray = not ray.is_initialized()
     parallel.connect(cfg.runner.address, num_cpus=max(cfg.runner.cpus_per_actor * cfg.runner.num_actors, 1))
     workers = parallel.pool(cfg.model, cfg.runner)
     try:
-        n_layers = parallel.get(workers[0].n_layers.remote())
-        for layer in p.layers:
-            if not 0 <= layer < n_layers:
-                raise LabError(f"layer {layer} is out of range for {cfg.model.name} (0..{n_layers - 1})")
-        vectors, typical = parallel.get(workers[0].vectors.remote(
-            select_concepts(cfg.sweep.concepts), p.layers, cfg.sweep.template, cfg.sweep.baseline,
-            vector_cache_dir(cfg), model_key(cfg.model)))
-        bank_ref = ray.put(VectorBank(vectors, typical))
-        shards = [pending[i:i + cfg.runner.shard_size] for i in range(0, len(pending), cfg.runner.shard_size)]
-        bar = tqdm(total=len(pending), desc="trials", unit="trial", disable=not progress)
-
-        def on_shard(shard: list[Trial], rows: list[dict[str, Any]]) -> None:
-            store.write_shard(out, grade(judge, rows))
-            result["new"] += len(rows)
-            bar.update(len(rows))
-
-        try:
-            parallel.run_shards(workers, shards, bank_ref, on_shard)
-        finally:
-            bar.close()
+        _check_layers(p, parallel.get(workers[0].n_layers.remote()), cfg.model.name)
+        bank_ref = ray.put(VectorBank(*parallel.get(workers[0].vectors.remote(*_vector_args(cfg, p)))))
+        parallel.run_shards(workers, shards, bank_ref, on_shard)
     finally:
         parallel.shutdown_pool(workers)
         if started_ray:
             ray.shutdown()
-    return result
 
 
 def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

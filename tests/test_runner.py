@@ -55,3 +55,23 @@ def test_injection_starts_just_before_trial_marker(embedded):
     following = embedded.tokenizer.decode(ids[start + 1:])
     assert following.startswith("Trial 7:")
     assert not embedded.tokenizer.decode(ids[start:]).startswith("Trial")
+
+
+def test_in_process_sweep_with_a_loaded_model(embedded, tmp_path):
+    """`run_sweep(cfg, lm=...)` (used inside Tune trials) stores the same rows the Ray path would."""
+    from lab import store
+    from lab.config import ModelConfig
+    from lab.parallel import RunnerConfig
+    from lab.sweep import InjectionConfig, run_sweep
+    from lab.trials import SweepConfig
+
+    cfg = InjectionConfig(model=ModelConfig("smollm2-135m"),
+                          sweep=SweepConfig(concepts=("Dust",), layers=(12,), strengths=(0.2,),
+                                            strength_mode="relative", trials_per_concept=1, max_new_tokens=6),
+                          runner=RunnerConfig(num_actors=0, batch_size=4, shard_size=2),
+                          output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "vec"))
+    res = run_sweep(cfg, progress=False, lm=embedded)
+    df = store.read(tmp_path / "out")
+    assert res["new"] == 3 and len(df) == 3 and len(store.shard_files(tmp_path / "out")) == 2
+    assert set(df["kind"]) == {"injection", "control", "random"} and df["judge"].eq("rules").all()
+    assert run_sweep(cfg, progress=False, lm=embedded)["skipped"] == 3
