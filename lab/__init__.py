@@ -16,6 +16,9 @@ _DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # model-load bars from every actor would bury the sweep's own bar
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 for _k, _v in _DEFAULTS.items():
     os.environ.setdefault(_k, _v)
