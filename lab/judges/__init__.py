@@ -36,6 +36,7 @@ def judge_names() -> list[str]:
 
 def _load_builtin() -> None:
     import lab.judges.rules  # noqa: F401  (registers "rules")
+    import lab.judges.hf  # noqa: F401  (registers "openai" via lab.judges.llm, and "hf")
 
 
 __all__ = ["Answer", "Judge", "Verdict", "make_judge", "register_judge", "judge_names"]

@@ -1,0 +1,227 @@
+"""Serve an HF chat model as an OpenAI-compatible judge on Ray Serve: `python -m jobs.serve_judge --config
+configs/judge-serve.yaml`.
+
+Deploys `POST <prefix>/chat/completions` (and `GET <prefix>/models`) bound to loopback, backed by `ChatModel`
+(greedy, requests batched with `serve.batch`, left padding). Point a sweep's judge at it with
+`judge: {name: openai, options: {base_url: http://127.0.0.1:<port>/v1, model: <served_model_name>}}`. The CLI blocks
+until Ctrl-C (or SIGTERM); tests use `start(cfg)` / `stop()`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+
+from jobs.cli import apply_overrides, entry
+from lab.config import ModelConfig, from_dict, load_yaml
+from lab.errors import LabError
+
+APP_NAME = "judge"
+
+
+@dataclass(frozen=True)
+class ServeJudgeConfig:
+    """configs/judge-serve.yaml"""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    served_model_name: str | None = field(default=None, metadata={"help": "the `model` clients send; empty: model.name"})
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (loopback only)"})
+    port: int = field(default=8000, metadata={"help": "HTTP port"})
+    route_prefix: str = field(default="/v1", metadata={"help": "URL prefix: <prefix>/chat/completions"})
+    num_replicas: int = field(default=1, metadata={"help": "model replicas"})
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    threads: int = field(default=2, metadata={"help": "torch threads per replica (0 = leave Ray's)"})
+    max_batch_size: int = field(default=8, metadata={"help": "requests generated together (serve.batch)"})
+    batch_wait_s: float = field(default=0.05, metadata={"help": "how long a batch waits to fill"})
+    max_new_tokens: int = field(default=256, metadata={"help": "cap on a request's max_tokens"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "Ray address; empty: $RAY_ADDRESS or a local Ray on loopback"})
+
+    def __post_init__(self) -> None:
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise LabError(f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}'")
+        if not 0 < self.port < 65536:
+            raise LabError(f"serve judge: port must be 1..65535, got {self.port}")
+        if not self.route_prefix.startswith("/"):
+            raise LabError(f"serve judge: route_prefix must start with '/', got '{self.route_prefix}'")
+        if min(self.num_replicas, self.max_batch_size, self.max_new_tokens) < 1:
+            raise LabError("serve judge: num_replicas, max_batch_size and max_new_tokens must be >= 1")
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model.name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.route_prefix.rstrip('/')}"
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+class ChatServer:
+    """One replica: an OpenAI-style chat-completions endpoint over `ChatModel` (always greedy)."""
+
+    def __init__(self, model: ModelConfig, served_name: str, threads: int, max_new_tokens: int, max_batch_size: int,
+                 batch_wait_s: float):
+        from lab.judges.hf import ChatModel
+
+        self.chat = ChatModel(model, threads)
+        self.served_name, self.max_new_tokens, self.max_batch_size = served_name, max_new_tokens, max_batch_size
+        self.generate_batch.set_max_batch_size(max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(batch_wait_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def generate_batch(self, items: list[tuple[list[dict[str, str]], int]]) -> list[Any]:
+        convs, budgets = [m for m, _ in items], [b for _, b in items]
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.chat.generate(convs, budgets, self.max_batch_size))
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        path = request.url.path.rstrip("/")
+        if request.method == "GET" and path.endswith("/models"):
+            return JSONResponse({"object": "list", "data": [{"id": self.served_name, "object": "model",
+                                                             "owned_by": "introspection-lab"}]})
+        if not path.endswith("/chat/completions"):
+            return _error(404, f"no route {request.method} {request.url.path}", "not_found")
+        if request.method != "POST":
+            return _error(405, "use POST for chat completions")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "request body is not JSON")
+        problem = _check_request(body, self.served_name)
+        if problem:
+            return _error(*problem)
+        budget = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or self.max_new_tokens),
+                     self.max_new_tokens)
+        messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
+        out = await self.generate_batch((messages, max(budget, 1)))
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.served_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
+                         "finish_reason": out.finish_reason}],
+            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                      "total_tokens": out.prompt_tokens + out.completion_tokens}})
+
+
+def _check_request(body: Any, served_name: str) -> tuple[int, str] | None:
+    if not isinstance(body, dict):
+        return 400, "request body must be a JSON object"
+    if body.get("model") != served_name:
+        return 404, f"model '{body.get('model')}' is not served here (serving '{served_name}')"
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs or not all(
+            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+            for m in msgs):
+        return 400, "messages must be a non-empty list of {role: system|user|assistant, content: string}"
+    if body.get("stream"):
+        return 400, "streaming is not supported"
+    tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        return 400, "max_tokens must be a positive integer"
+    return None
+
+
+_started_ray = False
+
+
+def start(cfg: ServeJudgeConfig) -> str:
+    """Deploy the endpoint (joining or starting Ray on loopback) and return its base URL once it answers."""
+    import ray
+
+    from lab import parallel
+
+    global _started_ray
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET) as s:
+            s.bind((cfg.host, cfg.port))
+    except OSError as e:
+        raise LabError(f"serve judge: cannot bind {cfg.host}:{cfg.port} ({e.strerror or e})") from None
+    if not ray.is_initialized():
+        parallel.connect(cfg.ray_address, num_cpus=max(cfg.cpus_per_replica * cfg.num_replicas, 2))
+        _started_ray = True
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    app = serve.deployment(ChatServer, name="ChatServer", num_replicas=cfg.num_replicas,
+                           ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+                           max_ongoing_requests=max(2 * cfg.max_batch_size, 4)).bind(
+        cfg.model, cfg.served_name, cfg.threads, cfg.max_new_tokens, cfg.max_batch_size, cfg.batch_wait_s)
+    serve.run(app, name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
+    _wait_ready(cfg.base_url + "/models", timeout=120)
+    return cfg.base_url
+
+
+def _wait_ready(url: str, timeout: float) -> None:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with opener.open(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise LabError(f"serve judge: {url} did not answer within {timeout:.0f}s")
+
+
+def stop() -> None:
+    """Tear the endpoint down (and the local Ray this module started)."""
+    import ray
+
+    global _started_ray
+    if ray.is_initialized():
+        serve.shutdown()
+        if _started_ray:
+            ray.shutdown()
+            _started_ray = False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Deploy the judge endpoint and block until Ctrl-C; exit 0, or 2 on bad input."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="YAML config (configs/judge-serve.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    args = ap.parse_args(argv)
+    cfg = from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set))
+    url = start(cfg)
+    print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
+    print(f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the judge endpoint", flush=True)
+    finally:
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""LLM judges: a versioned prompt, a strict JSON parser, and an OpenAI-compatible chat-completions client ("openai").
+
+The prompt is data (lab/data/judge_prompt.yaml: version, system, user and forced_user templates). The judge must reply
+with one JSON object — `{"detected", "identified", "coherent", "reason"}`, or `{"identified", "reason"}` for a forced
+identification trial — optionally wrapped in a single ```json fence; anything looser (prose around it, single quotes,
+"yes" instead of true, a missing key, identified without detected) is an unparseable answer. Unparseable answers and
+requests that still fail after bounded retries become `Verdict(None, None, None, parse_error=True, reason=…)`: never
+dropped, never guessed, and counted in `judge.stats`. `ChatJudge` holds the shared flow; lab/judges/hf.py runs the
+same prompt on an in-process HF model.
+"""
+from __future__ import annotations
+
+import http.client
+import inspect
+import json
+import random
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from lab.errors import LabError
+from lab.judges import register_judge
+from lab.judges.base import Answer, Verdict
+from lab.judges.text import cut_invented_turn
+
+SNIPPET = 300
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    version: str
+    system: str
+    user: str
+    forced_user: str
+
+    def messages(self, answer: Answer) -> Conversation:
+        """System + user message for one answer (the answer cut at its first invented new turn)."""
+        fields = {"concept": answer.concept or "(none)", "response": cut_invented_turn(answer.text),
+                  "prefill": answer.prefill}
+        template = self.forced_user if answer.forced else self.user
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": Template(template).safe_substitute(fields)}]
+
+
+def load_prompt(path: str | Path | None = None) -> JudgePrompt:
+    """The packaged judge prompt, or a YAML file with the same keys (version, system, user, forced_user)."""
+    if path is None:
+        text, where = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text(), "lab/data/judge_prompt.yaml"
+    else:
+        if not Path(path).is_file():
+            raise LabError(f"judge prompt file not found: {path}")
+        text, where = Path(path).read_text(), str(path)
+    data = yaml.safe_load(text)
+    keys = ("version", "system", "user", "forced_user")
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), str) or not data[k] for k in keys):
+        raise LabError(f"judge prompt {where} needs non-empty string keys {', '.join(keys)}")
+    return JudgePrompt(**{k: data[k] for k in keys})
+
+
+class ParseError(ValueError):
+    """The judge's answer is not the structured answer the prompt asked for."""
+
+
+_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n[ \t]*```\Z", re.S)
+
+
+def parse_verdict(raw: str, forced: bool) -> tuple[bool, bool, bool | None, str]:
+    """(detected, identified, coherent, reason) from a judge's reply, or `ParseError`. Strict: see module docstring."""
+    text = raw.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ParseError(f"not a JSON object ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ParseError("not a JSON object")
+    flags = ("identified",) if forced else ("detected", "identified", "coherent")
+    for key in (*flags, "reason"):
+        if key not in obj:
+            raise ParseError(f"missing key '{key}'")
+    for key in flags:
+        if not isinstance(obj[key], bool):
+            raise ParseError(f"'{key}' must be true or false, got {obj[key]!r}")
+    if not isinstance(obj["reason"], str):
+        raise ParseError("'reason' must be a string")
+    if forced:
+        coherent = obj.get("coherent")
+        return True, obj["identified"], coherent if isinstance(coherent, bool) else None, obj["reason"]
+    if obj["identified"] and not obj["detected"]:
+        raise ParseError("identified is true while detected is false")
+    return obj["detected"], obj["identified"], obj["coherent"], obj["reason"]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request that produced no judge answer (after retries, or a non-retryable error)."""
+
+    message: str
+
+
+class ChatJudge:
+    """Renders the prompt, asks the model (`complete`, in subclasses) and parses each reply into a `Verdict`.
+
+    `stats` counts answers, parse errors, request failures (and, for HTTP judges, requests and retries).
+    """
+
+    name: str
+    version: str
+
+    def __init__(self, prompt: str | Path | None = None):
+        self.prompt = load_prompt(prompt)
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[key] += n
+
+    def complete(self, conversations: Sequence[Conversation], forced: Sequence[bool]) -> list[str | Failed]:
+        raise NotImplementedError
+
+    def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
+        if not answers:
+            return []
+        replies = self.complete([self.prompt.messages(a) for a in answers], [a.forced for a in answers])
+        if len(replies) != len(answers):
+            raise RuntimeError(f"{self.name}: {len(replies)} replies for {len(answers)} answers")
+        return [self.verdict(a, r) for a, r in zip(answers, replies)]
+
+    def verdict(self, answer: Answer, reply: str | Failed) -> Verdict:
+        self.count("answers")
+        if isinstance(reply, Failed):
+            self.count("request_failures")
+            return self._unknown(f"request failed: {reply.message}")
+        try:
+            detected, identified, coherent, reason = parse_verdict(reply, answer.forced)
+        except ParseError as e:
+            self.count("parse_errors")
+            return self._unknown(f"unparseable judge answer ({e}): {reply.strip()[:SNIPPET]!r}")
+        return Verdict(detected, identified, coherent, reason, self.name, self.version)
+
+    def _unknown(self, reason: str) -> Verdict:
+        return Verdict(None, None, None, reason, self.name, self.version, parse_error=True)
+
+
+_RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def check_reachable(base_url: str, timeout: float = 3.0) -> None:
+    """One-line `LabError` unless base_url is http(s) and its host:port accepts a TCP connection."""
+    u = urlparse(base_url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise LabError(f"judge base_url must be an http(s) URL, got '{base_url}'")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise LabError(f"judge base_url {base_url} is unreachable ({e.strerror or e})") from None
+
+
+class OpenAIJudge(ChatJudge):
+    """POST {base_url}/chat/completions at temperature 0 with bounded retries and a thread-pool concurrency limit.
+
+    Retried (exponential backoff, `backoff`·2^k s capped at `backoff_max`, a numeric Retry-After honoured): HTTP 408,
+    409, 429 and 5xx, timeouts and connection errors. Other HTTP errors and malformed response bodies fail at once.
+    """
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 4, backoff: float = 1.0, backoff_max: float = 30.0, concurrency: int = 4,
+                 max_tokens: int = 256, prompt: str | Path | None = None, check: bool = True):
+        super().__init__(prompt)
+        if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
+            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, max_retries and backoff >= 0")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
+        self.backoff, self.backoff_max, self.concurrency, self.max_tokens = backoff, backoff_max, concurrency, max_tokens
+        self.version = f"openai:{model}@{self.prompt.version}"
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key_env:
+            import os
+
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise LabError(f"openai judge: environment variable {api_key_env} (api_key_env) is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+        if check:
+            check_reachable(base_url)
+        loopback = (urlparse(base_url).hostname or "").startswith(_LOOPBACK)
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
+
+    def complete(self, conversations: Sequence[Conversation], forced: Sequence[bool]) -> list[str | Failed]:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
+            return list(pool.map(self.ask, conversations))
+
+    def ask(self, messages: Conversation) -> str | Failed:
+        """One chat completion with retries: the reply text, or `Failed`."""
+        payload = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
+                              "max_tokens": self.max_tokens}).encode()
+        error = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.count("retries")
+            self.count("requests")
+            wait: float | None = None
+            try:
+                req = urllib.request.Request(self.url, data=payload, headers=self._headers, method="POST")
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    body = resp.read()
+                return _content(body)
+            except urllib.error.HTTPError as e:
+                detail = e.read(SNIPPET).decode("utf-8", "replace") if e.fp else ""
+                error = f"HTTP {e.code} {detail.strip()[:SNIPPET]}".strip()
+                if e.code not in _RETRY_STATUS:
+                    return Failed(f"{error} (not retried)")
+                wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
+            except _Malformed as e:
+                return Failed(f"malformed API response ({e})")
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:  # timeouts, refused/reset connections
+                reason = getattr(e, "reason", e)
+                error = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
+            if attempt < self.max_retries:
+                delay = min(self.backoff_max, self.backoff * 2 ** attempt) * (1 + 0.1 * random.random())
+                time.sleep(max(delay, min(wait or 0.0, self.backoff_max)))
+        return Failed(f"{error} after {self.max_retries + 1} attempts")
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _content(body: bytes) -> str:
+    try:
+        content = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise _Malformed(f"no choices[0].message.content in {body[:SNIPPET]!r}") from None
+    if not isinstance(content, str):
+        raise _Malformed("choices[0].message.content is not a string")
+    return content
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@register_judge("openai")
+def make_openai_judge(base_url: str | None = None, model: str | None = None, **options: Any) -> OpenAIJudge:
+    if not base_url or not model:
+        raise LabError("openai judge needs options base_url and model")
+    if "api_key" in options:
+        raise LabError("openai judge: never put the API key in a config; name its environment variable in api_key_env")
+    known = set(inspect.signature(OpenAIJudge.__init__).parameters) - {"self", "base_url", "model"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise LabError(f"openai judge: unknown option '{unknown[0]}' (known: base_url, model, {', '.join(sorted(known))})")
+    return OpenAIJudge(base_url, model, **options)
