@@ -33,7 +33,9 @@ class ServeJudgeConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     served_model_name: str | None = field(default=None, metadata={"help": "the `model` clients send; empty: model.name"})
-    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (loopback only)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (loopback unless allow_remote)"})
+    allow_remote: bool = field(default=False, metadata={
+        "help": "permit a non-loopback host (on a cluster, so sweeps on other nodes reach the judge)"})
     port: int = field(default=8000, metadata={"help": "HTTP port"})
     route_prefix: str = field(default="/v1", metadata={"help": "URL prefix: <prefix>/chat/completions"})
     num_replicas: int = field(default=1, metadata={"help": "model replicas"})
@@ -51,8 +53,9 @@ class ServeJudgeConfig:
             loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             loopback = False
-        if not loopback:
-            raise LabError(f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}'")
+        if not loopback and not self.allow_remote:
+            raise LabError(f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}' "
+                           "(set allow_remote: true on a cluster)")
         if not 0 < self.port < 65536:
             raise LabError(f"serve judge: port must be 1..65535, got {self.port}")
         if not self.route_prefix.startswith("/"):
