@@ -94,7 +94,13 @@ def render(lm: Any, variant_name: str = "original", format_name: str = "standard
         if not lm.spec.chat_template or lm.tokenizer.chat_template is None:
             raise LabError(f"dialogue format '{fmt.name}' needs a chat template; {lm.name} has none (use 'plain')")
         turns = [{"role": r, "content": c} for r, c in zip(fmt.roles, (var.preamble, ack, trial))]
-        text = lm.chat(turns, add_generation_prompt=False) + _turn_header(lm, turns, fmt.answer_role)
+        try:
+            text = lm.chat(turns, add_generation_prompt=False) + _turn_header(lm, turns, fmt.answer_role)
+        except LabError:
+            raise
+        except Exception as e:  # a template that refuses this role order (e.g. strict alternation checks)
+            raise LabError(f"dialogue format '{fmt.name}': the chat template of {lm.name} refused it "
+                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     else:
         bos = lm.tokenizer.bos_token if getattr(lm.tokenizer, "add_bos_token", False) else None
         text = (bos or "") + fmt.template.format(preamble=var.preamble, ack=ack, trial=trial)

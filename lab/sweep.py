@@ -4,8 +4,9 @@ Every experiment that generates (robustness, stages, adapters after training) ca
 """
 from __future__ import annotations
 
-import os
+import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def plan(cfg: InjectionConfig) -> Plan:
                 raise LabError(f"layer {layer} is out of range for {spec.name} (0..{spec.n_layers - 1})")
     if mode == "relative" and any(s > 2 for s in strengths):
         raise LabError(f"relative strengths are ‖s·v‖/‖resid‖ and must be <= 2, got {max(strengths)}")
-    return Plan(expand(cfg.sweep, cfg.model.name, layers, strengths, mode), layers, strengths, mode)
+    return Plan(expand(cfg.sweep, model_key(cfg.model), layers, strengths, mode), layers, strengths, mode)
 
 
 def vector_cache_dir(cfg: InjectionConfig) -> str:
@@ -73,20 +74,32 @@ def vector_cache_dir(cfg: InjectionConfig) -> str:
 
 
 def model_key(model: ModelConfig) -> str:
-    return model.name + (f"+{os.path.abspath(model.adapter)}" if model.adapter else "")
+    """The model's identity in trial ids and the vector cache: name, plus the adapter's path and a fingerprint of
+    its weights file (size, mtime), so a retrained adapter at the same path gets fresh vectors and trials."""
+    if not model.adapter:
+        return model.name
+    path = Path(model.adapter).resolve()
+    weights = path / "adapter_model.safetensors"
+    stat = weights.stat() if weights.is_file() else None
+    tag = f"{path}|{stat.st_size}|{stat.st_mtime_ns}" if stat else str(path)
+    return f"{model.name}+{path.name}@{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
 
 
-def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: Any = None) -> dict[str, Any]:
+def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: Any = None,
+              trials: Sequence[Trial] | None = None) -> dict[str, Any]:
     """Generate and judge every trial not yet stored in `cfg.output_dir`. Returns counts and the plan.
 
     Runs on a pool of Ray actors, or in this process when `runner.num_actors` is 0 or an already loaded model
-    (`lm`, e.g. an adapter just trained inside a Tune trial) is given.
+    (`lm`, e.g. an adapter just trained inside a Tune trial) is given. `trials` replaces the config's own trial set
+    (e.g. a robustness grid: many variants × formats on one pool); `cfg` still gives model, runner and judge.
     """
     from tqdm.auto import tqdm
 
     from lab import store
 
     p = plan(cfg)
+    if trials is not None:
+        p = Plan(list(trials), tuple(sorted({t.layer for t in trials})), p.strengths, p.mode)
     judge = make_judge(cfg.judge.name, **cfg.judge.options)
     out = Path(cfg.output_dir)
     store.clean_partial(out)
