@@ -13,6 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
+export RAY_worker_niceness := 0
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
 .PHONY: setup demo test test-slow bench ui ray-up ray-down submit-demo clean

@@ -178,12 +178,18 @@ def concept_vectors(lm: Any, concepts: Iterable[str], layers: Sequence[int], tem
     typical: dict[int, float] = {}
     for layer in layers:
         lm.check_layer(layer)
-        acts = cache.get(layer)
-        missing = [w for w in dict.fromkeys(base_words + concepts) if f"w:{w}" not in acts]
-        if missing:
-            new = last_token_activations(lm, missing, [layer], template)[layer]
-            acts.update({f"w:{w}": new[i] for i, w in enumerate(missing)})
-            cache.put(layer, acts)
+    cached = {layer: cache.get(layer) for layer in layers}
+    words = list(dict.fromkeys(base_words + concepts))
+    missing = {layer: [w for w in words if f"w:{w}" not in cached[layer]] for layer in layers}
+    todo = list(dict.fromkeys(w for ws in missing.values() for w in ws))
+    if todo:  # one pass over the words that any layer lacks, reading every layer that lacks them
+        need = [layer for layer in layers if missing[layer]]
+        new = last_token_activations(lm, todo, need, template)
+        for layer in need:
+            cached[layer].update({f"w:{w}": new[layer][i] for i, w in enumerate(todo)})
+            cache.put(layer, cached[layer])
+    for layer in layers:
+        acts = cached[layer]
         b = torch.stack([acts[f"w:{w}"] for w in base_words])
         mean, resid_norm = b.mean(0), float(b.norm(dim=-1).mean())
         typical[layer] = float((b - mean).norm(dim=-1).mean())
