@@ -9,7 +9,6 @@ the frozen weights are sharded over the workers and each keeps activations and i
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict, dataclass
 
 from lab.errors import LabError

@@ -53,7 +53,8 @@ def rate_bars(table: pd.DataFrame, label: str, path: str | os.PathLike, metrics:
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table) + 2), 3.6))
     for k, m in enumerate(metrics):
         vals = table[m].to_numpy(dtype=float)
-        err = np.vstack([vals - table[f"{m}_lo"].to_numpy(dtype=float), table[f"{m}_hi"].to_numpy(dtype=float) - vals])
+        err = np.clip(np.vstack([vals - table[f"{m}_lo"].to_numpy(dtype=float),
+                                 table[f"{m}_hi"].to_numpy(dtype=float) - vals]), 0, None)
         ax.bar(x + (k - (len(metrics) - 1) / 2) * width, np.nan_to_num(vals), width, yerr=np.nan_to_num(err),
                capsize=3, label=m.upper())
     ax.set_xticks(x, table[label].astype(str), rotation=30, ha="right")

@@ -15,16 +15,15 @@ concept-vector norm; `norm_matched`: a random direction with this concept vector
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from lab.errors import LabError
-from lab.models import decoder_layers
-from lab.steering import _as_rows, _hidden, _replace
+from lab.steering import inject
 
 PROBE_VERSION = 1
 PROBES = ("localisation", "discrimination")
@@ -63,47 +62,11 @@ DISCRIMINATION = dict(
 # span injection
 
 
-@contextmanager
 def inject_span(model: Any, layer: int, vectors: torch.Tensor, strengths: torch.Tensor | Sequence[float] | float,
                 starts: torch.Tensor | Sequence[int] | int, ends: torch.Tensor | Sequence[int] | int
-                ) -> Iterator[dict[str, int]]:
-    """Add `strengths[b] * vectors[b]` to the output of block `layer` for row b at positions in [starts[b], ends[b]).
-
-    Exactly like `lab.steering.inject` (per-row vectors, positions counted across forward calls, hook removed in
-    `finally`), but only on a span: positions outside it, rows with strength 0 and rows with an empty span are left
-    bit-for-bit untouched. Nest two contexts on one block to steer two spans of a row.
-    """
-    v = torch.as_tensor(vectors, dtype=torch.float32)
-    if v.ndim == 1:
-        v = v.unsqueeze(0)
-    s = _as_rows(strengths, v.shape[0], "strengths")
-    if v.shape[0] == 1 and s.shape[0] > 1:
-        v = v.expand(s.shape[0], -1)
-    start = _as_rows(starts, v.shape[0], "starts").long()
-    end = _as_rows(ends, v.shape[0], "ends").long()
-    delta = s[:, None] * v
-    state = {"seen": 0}
-    cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def hook(_module: Any, _args: Any, output: Any) -> Any:
-        h = _hidden(output)
-        key = (h.device, h.dtype)
-        if key not in cache:
-            cache[key] = (delta.to(h.device, h.dtype), start.to(h.device), end.to(h.device))
-        d, st, en = cache[key]
-        b, t = h.shape[0], h.shape[1]
-        if b != d.shape[0]:
-            raise RuntimeError(f"inject_span was set up for {d.shape[0]} rows but block {layer} saw a batch of {b}")
-        pos = state["seen"] + torch.arange(t, device=h.device)
-        mask = ((pos[None, :] >= st[:, None]) & (pos[None, :] < en[:, None])).unsqueeze(-1)
-        state["seen"] += t
-        return _replace(output, torch.where(mask, h + d[:, None, :], h))
-
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        yield state
-    finally:
-        handle.remove()
+                ) -> AbstractContextManager[dict[str, int]]:
+    """`lab.steering.inject` on a span: positions in [starts[b], ends[b]) only. Nest two on one block for two spans."""
+    return inject(model, layer, vectors, strengths, starts, ends)
 
 
 # ---------------------------------------------------------------------------------------------------------------

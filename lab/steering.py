@@ -42,8 +42,10 @@ def inject(
     vectors: torch.Tensor,
     strengths: torch.Tensor | Sequence[float] | float = 1.0,
     starts: torch.Tensor | Sequence[int] | int = 0,
+    ends: torch.Tensor | Sequence[int] | int | None = None,
 ) -> Iterator[dict[str, int]]:
-    """Add `strengths[b] * vectors[b]` to the output of block `layer` for row b, at positions `>= starts[b]`.
+    """Add `strengths[b] * vectors[b]` to the output of block `layer` for row b, at positions `>= starts[b]`
+    (and `< ends[b]` when `ends` is given: a span, e.g. one sentence of the prompt).
 
     `vectors` is `[B, d]` (or `[d]`, shared by every row); strength 0 leaves a row exactly untouched, so controls
     ride in the same batch. `starts` are positions in the (left-padded) input; every generated token is steered.
@@ -56,21 +58,23 @@ def inject(
     if v.shape[0] == 1 and s.shape[0] > 1:
         v = v.expand(s.shape[0], -1)
     start = _as_rows(starts, v.shape[0], "starts").long()
+    end = None if ends is None else _as_rows(ends, v.shape[0], "ends").long()
     delta = s[:, None] * v  # [B, d], computed once in float32
     state = {"seen": 0}
-    cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+    cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def hook(_module: Any, _args: Any, output: Any) -> Any:
         h = _hidden(output)
         key = (h.device, h.dtype)
         if key not in cache:
-            cache[key] = (delta.to(h.device, h.dtype), start.to(h.device))
-        d, st = cache[key]
+            cache[key] = (delta.to(h.device, h.dtype), start.to(h.device), None if end is None else end.to(h.device))
+        d, st, en = cache[key]
         b, t = h.shape[0], h.shape[1]
         if b != d.shape[0]:
             raise RuntimeError(f"inject was set up for {d.shape[0]} rows but block {layer} saw a batch of {b}")
-        pos = state["seen"] + torch.arange(t, device=h.device)
-        mask = (pos[None, :] >= st[:, None]).unsqueeze(-1)  # [B, T, 1]
+        pos = state["seen"] + torch.arange(t, device=h.device)[None, :]
+        inside = pos >= st[:, None] if en is None else (pos >= st[:, None]) & (pos < en[:, None])
+        mask = inside.unsqueeze(-1)  # [B, T, 1]
         state["seen"] += t
         return _replace(output, torch.where(mask, h + d[:, None, :], h))
 

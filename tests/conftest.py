@@ -38,6 +38,54 @@ def tiny_model():
     return LlamaForCausalLM(cfg).eval()
 
 
+RAY = str(Path(PY).parent / "ray")
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real `ray start --head --block` on loopback (node 127.0.0.2, dashboard on 127.0.0.1, free ports, its own
+    dashboard-agent port so another local Ray cannot steal it); stopped by PID at the end of the session."""
+    import tempfile
+
+    port, dash, agent = free_port(), free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.2",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true"],
+        env=env(), cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        wait_for(lambda: _dashboard_up(address), 90, "the Ray dashboard")
+        yield address, JobSubmissionClient(address)
+    finally:
+        stop_group(proc, grace=30)
+
+
+def _dashboard_up(address: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def submit(address: str, sid: str, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """`ray job submit` with the project's runtime env; retried while the head's job agent is still starting."""
+    cmd = [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", ".",
+           "--runtime-env", "cluster/runtime-env.yaml", "--", *entrypoint]
+    for _ in range(20):  # on a loaded machine the job agent may come up well after the dashboard
+        proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            return proc
+        time.sleep(3)
+    raise AssertionError("the Ray job agent never came up")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,57 +1,17 @@
-"""A real local Ray head; the tiny sweep goes through `ray job submit`; its Parquet and MLflow run are read back."""
+"""A real local Ray head (tests/conftest.py); the tiny sweep goes through `ray job submit`; its Parquet and MLflow run are read back."""
 from __future__ import annotations
 
-import subprocess
-import tempfile
 import uuid
-from pathlib import Path
 
-import pytest
-
-from tests.conftest import PY, ROOT, env, free_port, stop_group, wait_for
-
-RAY = str(Path(PY).parent / "ray")
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """`ray start --head --block` on loopback (node 127.0.0.2, dashboard 127.0.0.1); stopped by PID afterwards."""
-    port, dash = free_port(), free_port()
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    proc = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp}",
-         "--disable-usage-stats", "--include-dashboard=true"],
-        env=env(), cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        from ray.job_submission import JobSubmissionClient
-
-        wait_for(lambda: _client_ok(address), 90, "the Ray dashboard")
-        yield address, JobSubmissionClient(address)
-    finally:
-        stop_group(proc, grace=30)
-
-
-def _client_ok(address: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+from tests.conftest import submit
 
 
 def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
     address, client = ray_head
     out, db = tmp_path / "results", tmp_path / "mlflow.db"
     sid = f"test-{uuid.uuid4().hex[:8]}"
-    cmd = [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", ".",
-           "--runtime-env", "cluster/runtime-env.yaml", "--",
-           "python", "-m", "jobs.concept_injection", "--config", "configs/test-tiny.yaml",
-           "--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    proc = submit(address, sid, ["python", "-m", "jobs.concept_injection", "--config", "configs/test-tiny.yaml",
+                                 "--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"], timeout=600)
     logs = client.get_job_logs(sid)
     assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
     assert "overall" in logs and "mlflow:  run" in logs
