@@ -76,7 +76,8 @@ def print_table(table, overall: dict[str, float]) -> None:  # type: ignore[no-un
     def ci(r, k: str) -> str:  # type: ignore[no-untyped-def]
         return "   n/a           " if r[k] != r[k] else f"{r[k]:.2f} [{r[k + '_lo']:.2f},{r[k + '_hi']:.2f}]"
 
-    cols = [c for c in ("tpr", "fpr", "introspection", "random_rate", "forced_id") if c in table]
+    cols = [c for c in ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "shuffled_rate",
+                        "forced_id") if c in table and table[c].notna().any()]
     print("layer strength  " + "  ".join(f"{c:<17}" for c in cols) + "  n_inj")
     for _, r in table.iterrows():
         print(f"{int(r['layer']):>5} {r['strength']:>8g}  " + "  ".join(f"{ci(r, c):<17}" for c in cols)
@@ -85,6 +86,27 @@ def print_table(table, overall: dict[str, float]) -> None:  # type: ignore[no-un
           + f"  {int(overall['n_tpr'])}")
     if overall["n_unparsed"]:
         print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
+    for line in interpret(overall):
+        print(line)
+
+
+def interpret(o: dict[str, float]) -> list[str]:
+    """Plain-language reading of the overall rates, from their intervals (no verdict beyond what they support)."""
+    out = []
+    for ctl in ("random", "norm_matched", "shuffled"):
+        k = f"{ctl}_rate"
+        if o.get(f"n_{k}"):
+            if o["tpr_lo"] > o[f"{k}_hi"]:
+                out.append(f"reading: TPR is above the {ctl}-vector control (intervals apart): detection is "
+                           "concept-specific here")
+            else:
+                out.append(f"reading: TPR {o['tpr']:.2f} is not above the {ctl}-vector control "
+                           f"{o[k]:.2f} (intervals overlap): no evidence that detection is concept-specific "
+                           "rather than a yes-bias under any perturbation")
+    if o.get("n_introspection") and o["introspection"] == 0:
+        out.append(f"reading: no injected concept was named with a detection claim (0/{o['n_introspection']}, "
+                   f"95% CI up to {o['introspection_hi']:.2f})")
+    return out
 
 
 if __name__ == "__main__":
