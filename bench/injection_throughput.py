@@ -54,7 +54,7 @@ def ours(cfg: InjectionConfig) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--concepts", type=int, default=8)
+    ap.add_argument("--concepts", type=int, default=12)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     a = ap.parse_args()

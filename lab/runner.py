@@ -108,24 +108,37 @@ class Runner:
     @torch.no_grad()
     def _generate(self, reqs: list[Request], temperature: float, max_new: int,
                   trials: list[Trial]) -> list[tuple[str, int]]:
-        tok, model = self.lm.tokenizer, self.lm.model
+        """One batched `generate`. The prompt prefix every row shares and no row steers (the preamble before
+        "Trial {n}") is run once and its KV cache repeated over the batch; each row's own suffix is left-padded
+        after it (pads masked out), so only the suffixes and the new tokens cost a batched forward."""
+        from transformers import DynamicCache
+
+        tok, model, dev = self.lm.tokenizer, self.lm.model, self.lm.device
+        shared = _common_prefix([r.ids for r in reqs])
+        p = min(shared, min(r.start for r in reqs), min(len(r.ids) for r in reqs) - 1)
         width = max(len(r.ids) for r in reqs)
         pad = [width - len(r.ids) for r in reqs]
-        input_ids = torch.tensor([[tok.pad_token_id] * p + r.ids for p, r in zip(pad, reqs)], device=self.lm.device)
-        mask = torch.tensor([[0] * p + [1] * len(r.ids) for p, r in zip(pad, reqs)], device=self.lm.device)
-        starts = [p + r.start for p, r in zip(pad, reqs)]
+        rows = [r.ids[:p] + [tok.pad_token_id] * n + r.ids[p:] for n, r in zip(pad, reqs)]
+        masks = [[1] * p + [0] * n + [1] * (len(r.ids) - p) for n, r in zip(pad, reqs)]
+        input_ids, mask = torch.tensor(rows, device=dev), torch.tensor(masks, device=dev)
+        starts = [n + r.start for n, r in zip(pad, reqs)]  # pads sit between prefix and suffix, before any start
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if p > 0:
+            cache = DynamicCache(config=model.config)
+            model(input_ids=input_ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(len(reqs))
+            kwargs["past_key_values"] = cache
         d = self.lm.spec.d_model
         with ExitStack() as stack:
             for layer in sorted({r.layer for r in reqs if r.vector is not None}):
                 vecs = torch.stack([r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d)
                                     for r in reqs])
                 strengths = [r.raw if (r.vector is not None and r.layer == layer) else 0.0 for r in reqs]
-                stack.enter_context(inject(model, layer, vecs, strengths, starts))
-            kwargs: dict[str, Any] = {"do_sample": False}
+                stack.enter_context(inject(model, layer, vecs, strengths, starts, offset=p))
             if temperature > 0:
                 torch.manual_seed(int(hashlib.sha256("|".join(t.trial_id for t in trials).encode())
                                       .hexdigest()[:15], 16))
-                kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                kwargs |= {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
                                  pad_token_id=tok.pad_token_id, **kwargs)
         new = out[:, width:].cpu()
@@ -135,6 +148,14 @@ class Runner:
             n = next((j for j, x in enumerate(row) if x in eos), len(row))
             results.append((tok.decode(row[:n], skip_special_tokens=True).strip(), n))
         return results
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs[1:]):
+            return i
+    return n
 
 
 def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:

@@ -43,9 +43,11 @@ def inject(
     strengths: torch.Tensor | Sequence[float] | float = 1.0,
     starts: torch.Tensor | Sequence[int] | int = 0,
     ends: torch.Tensor | Sequence[int] | int | None = None,
+    offset: int = 0,
 ) -> Iterator[dict[str, int]]:
     """Add `strengths[b] * vectors[b]` to the output of block `layer` for row b, at positions `>= starts[b]`
-    (and `< ends[b]` when `ends` is given: a span, e.g. one sentence of the prompt).
+    (and `< ends[b]` when `ends` is given: a span, e.g. one sentence of the prompt). `offset` is the number of
+    positions already in a KV cache the first call continues from (a shared prompt prefix computed beforehand).
 
     `vectors` is `[B, d]` (or `[d]`, shared by every row); strength 0 leaves a row exactly untouched, so controls
     ride in the same batch. `starts` are positions in the (left-padded) input; every generated token is steered.
@@ -60,7 +62,7 @@ def inject(
     start = _as_rows(starts, v.shape[0], "starts").long()
     end = None if ends is None else _as_rows(ends, v.shape[0], "ends").long()
     delta = s[:, None] * v  # [B, d], computed once in float32
-    state = {"seen": 0}
+    state = {"seen": offset}
     cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def hook(_module: Any, _args: Any, output: Any) -> Any:

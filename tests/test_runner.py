@@ -6,6 +6,7 @@ import torch
 from lab.concepts import concept_vectors
 from lab.prompts import inject_start, render
 from lab.runner import Runner, VectorBank
+from lab.steering import inject
 from lab.trials import make_trial
 
 
@@ -32,6 +33,17 @@ def test_batched_equals_unbatched(embedded, tmp_path):
     assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
     plain = Runner(embedded, bank, batch_size=1).run([_trial("Dust", 10, 0.3, kind="control", n=1)])
     assert batched[0]["response"] != plain[0]["response"]  # the injection did something at this strength
+    # and both equal a plain HF generate on the whole prompt, one row at a time (no shared-prefix cache)
+    tok = embedded.tokenizer
+    for t, row in zip(trials, batched):
+        ids, start = inject_start(tok, render(embedded, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
+        x = torch.tensor([ids])
+        with torch.no_grad(), inject(embedded.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
+            out = embedded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=t.max_new_tokens,
+                                          do_sample=False, pad_token_id=tok.pad_token_id)
+        new = out[0, len(ids):].tolist()
+        new = new[:next((j for j, v in enumerate(new) if v == tok.eos_token_id), len(new))]
+        assert tok.decode(new, skip_special_tokens=True).strip() == row["response"]
 
 
 def test_strengths_recorded_in_both_units(embedded, tmp_path):
