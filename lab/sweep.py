@@ -5,6 +5,7 @@ Every experiment that generates (robustness, stages, adapters after training) ca
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,13 +123,15 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: Any = None,
         result["new"] += len(rows)
         bar.update(len(rows))
 
+    timing: dict[str, float] = {}
     try:
         if lm is not None or cfg.runner.num_actors == 0:
-            _in_process(cfg, p, shards, on_shard, lm)
+            _in_process(cfg, p, shards, on_shard, lm, timing)
         else:
-            _on_ray(cfg, p, shards, on_shard)
+            _on_ray(cfg, p, shards, on_shard, timing)
     finally:
         bar.close()
+    result["generate_s"] = timing.get("end", 0.0) - timing.get("start", 0.0)  # shards only: no start-up, vectors
     return result
 
 
@@ -143,7 +146,8 @@ def _check_layers(p: Plan, n_layers: int, name: str) -> None:
             raise LabError(f"layer {layer} is out of range for {name} (0..{n_layers - 1})")
 
 
-def _in_process(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any, lm: Any) -> None:
+def _in_process(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any, lm: Any,
+                timing: dict[str, float]) -> None:
     from lab.parallel import ModelWorker
     from lab.runner import VectorBank
 
@@ -151,11 +155,14 @@ def _in_process(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_sha
         ModelWorker(cfg.model, cfg.runner.threads, cfg.runner.batch_size)
     _check_layers(p, worker.n_layers(), cfg.model.name)
     bank = VectorBank(*worker.vectors(*_vector_args(cfg, p)))
+    timing["start"] = time.perf_counter()
     for shard in shards:
         on_shard(shard, worker.run(shard, bank))
+    timing["end"] = time.perf_counter()
 
 
-def _on_ray(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any) -> None:
+def _on_ray(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any,
+            timing: dict[str, float]) -> None:
     import ray
 
     from lab import parallel
@@ -167,7 +174,9 @@ def _on_ray(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: 
     try:
         _check_layers(p, parallel.get(workers[0].n_layers.remote()), cfg.model.name)
         bank_ref = ray.put(VectorBank(*parallel.get(workers[0].vectors.remote(*_vector_args(cfg, p)))))
+        timing["start"] = time.perf_counter()
         parallel.run_shards(workers, shards, bank_ref, on_shard)
+        timing["end"] = time.perf_counter()
     finally:
         parallel.shutdown_pool(workers)
         if started_ray:
