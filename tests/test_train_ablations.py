@@ -178,3 +178,28 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     assert [r.data.tags["attempt"] for r in runs] == ["1", "2"]
     assert "fault_injection" in runs[0].data.tags["error"] and runs[0].data.tags["condition"] == "sft_chosen"
     assert runs[0].data.params["condition.objective"] == "sft" and runs[0].data.params["seed"] == "0"
+
+
+def test_trial_as_a_two_worker_torchtrainer(tmp_path):
+    """The multi-GPU trial path on CPU: Ray Train TorchTrainer × 2 (gloo, world size 2) trains, then an evaluation
+    worker scores the adapter; the child run records the mode. (DeepSpeed itself is not installed here.)"""
+    import subprocess
+
+    import mlflow
+
+    from tests.conftest import PY, env
+
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run(
+        [PY, "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml",
+         "--set", "conditions=[{name: sft_chosen}]", "--set", "fault_injection={}", "--set", "resources.workers=2",
+         "--set", "resources.cpus_per_worker=1", "--set", "resources.eval_cpus=1", "--set", "ray_cpus=4",
+         "--output", str(tmp_path / "out"), "--tracking-uri", db, "--quiet"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "world_size=2" in proc.stdout + proc.stderr
+    ml = mlflow.MlflowClient(db)
+    runs = ml.search_runs([ml.get_experiment_by_name("dpo-ablation-test").experiment_id])
+    child = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(child) == 1 and child[0].info.status == "FINISHED"
+    assert child[0].data.tags["mode"] == "torchtrainer x2" and "tpr_hi" in child[0].data.metrics
