@@ -13,6 +13,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def save(fig: plt.Figure, path: str | os.PathLike, suptitle: str = "") -> Path:
+    """Lay out, write as PNG and close a figure (every plot of the lab ends here)."""
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def annotate_rate(ax: plt.Axes, j: int, i: int, r: pd.Series, m: str, fontsize: float = 7) -> None:
+    """Write `rate [lo,hi]` into heatmap cell (row i, column j)."""
+    ax.text(j, i, f"{r[m]:.2f}\n[{r[m + '_lo']:.2f},{r[m + '_hi']:.2f}]", ha="center", va="center",
+            fontsize=fontsize, color="white" if r[m] < 0.6 else "black")
+
+
 def rate_heatmaps(table: pd.DataFrame, path: str | os.PathLike, metrics: Sequence[str] = ("tpr", "fpr"),
                   title: str = "") -> Path:
     """One heatmap per metric over layer × strength, each cell annotated with the rate and its 95 % interval."""
@@ -28,21 +45,14 @@ def rate_heatmaps(table: pd.DataFrame, path: str | os.PathLike, metrics: Sequenc
         for _, r in table.iterrows():
             i, j = layers.index(r["layer"]), strengths.index(r["strength"])
             if not np.isnan(r[m]):
-                ax.text(j, i, f"{r[m]:.2f}\n[{r[m + '_lo']:.2f},{r[m + '_hi']:.2f}]", ha="center", va="center",
-                        fontsize=7, color="white" if r[m] < 0.6 else "black")
+                annotate_rate(ax, j, i, r, m)
         ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
         ax.set_yticks(range(len(layers)), [str(x) for x in layers])
         ax.set_xlabel("strength")
         ax.set_ylabel("layer (0-based block)")
         ax.set_title(m.upper())
         fig.colorbar(im, ax=ax, fraction=0.046)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path, title)
 
 
 def rate_bars(table: pd.DataFrame, label: str, path: str | os.PathLike, metrics: Sequence[str] = ("tpr", "fpr"),
@@ -63,8 +73,4 @@ def rate_bars(table: pd.DataFrame, label: str, path: str | os.PathLike, metrics:
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path)

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lab.plots import annotate_rate, save  # noqa: E402
+
 
 def _ok(x: object) -> bool:
     try:
@@ -52,21 +54,14 @@ def category_grid(table: pd.DataFrame, row: str, col: str, path: str | os.PathLi
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", hatch="//", edgecolor="0.6"))
                 ax.text(j, i, st, ha="center", va="center", fontsize=7, color="0.2")
             elif _ok(r.get(m)):
-                ax.text(j, i, f"{r[m]:.2f}\n[{r[m + '_lo']:.2f},{r[m + '_hi']:.2f}]", ha="center", va="center",
-                        fontsize=6.5, color="white" if r[m] < 0.6 else "black")
+                annotate_rate(ax, j, i, r, m, 6.5)
         ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
         ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel(col.replace("_", " "))
         ax.set_ylabel(row.replace("_", " "))
         ax.set_title(f"{m.upper()} (95 % CI)")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path, title)
 
 
 def tpr_vs_fpr(table: pd.DataFrame, label: str, path: str | os.PathLike, title: str = "",
@@ -91,11 +86,7 @@ def tpr_vs_fpr(table: pd.DataFrame, label: str, path: str | os.PathLike, title: 
     ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path)
 
 
 def accuracy_intervals(table: pd.DataFrame, label: str, path: str | os.PathLike, chance: dict[str, float] | None = None,
@@ -118,10 +109,4 @@ def accuracy_intervals(table: pd.DataFrame, label: str, path: str | os.PathLike,
         ax.set_xlim(0, 1)
         ax.set_xlabel("accuracy (95 % Wilson CI)")
         ax.set_title(str(g) if g is not None else "")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path, title)
