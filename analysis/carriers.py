@@ -121,18 +121,18 @@ def pathway(vectors: Mapping[str, torch.Tensor], inject_layer: int, rows: pd.Dat
         idx = c["feature"].astype(int).tolist()
         per_row = [float(s) * float((vectors[k].float() @ enc[int(lay)][:, idx]).sum())
                    for k, s in zip(steered["concept"], steered["strength_raw"])]
-        out.append(dict(stage="vector→carriers", layer_from=inject_layer, layer_to=int(lay),
-                        attribution=float(np.mean(per_row)) if per_row else 0.0, n_from=1, n_to=len(idx)))
+        out.append({"stage": "vector→carriers", "layer_from": inject_layer, "layer_to": int(lay),
+                        "attribution": float(np.mean(per_row)) if per_row else 0.0, "n_from": 1, "n_to": len(idx)})
         a_pos = torch.tensor(c["a_pos"].to_numpy(dtype=float), dtype=torch.float32)
         w = transcoders[int(lay)].w_dec.float()[idx] * a_pos[:, None]  # type: ignore[attr-defined]
         for glay, g in gates.groupby("layer"):
             if int(glay) > int(lay):
                 a = float((w @ enc[int(glay)][:, g["feature"].astype(int).tolist()]).sum())
-                out.append(dict(stage="carriers→gates", layer_from=int(lay), layer_to=int(glay), attribution=a,
-                                n_from=len(idx), n_to=len(g)))
+                out.append({"stage": "carriers→gates", "layer_from": int(lay), "layer_to": int(glay), "attribution": a,
+                                "n_from": len(idx), "n_to": len(g)})
     for glay, g in gates.groupby("layer"):
-        out.append(dict(stage="gates→No", layer_from=int(glay), layer_to=-1, n_from=len(g), n_to=1,
-                        attribution=float((g["dla_unit"] * (g["a_pos"] - g["a0"])).sum())))
-        out.append(dict(stage="gates→No (unsteered)", layer_from=int(glay), layer_to=-1, n_from=len(g), n_to=1,
-                        attribution=float(g["dla"].sum())))
+        out.append({"stage": "gates→No", "layer_from": int(glay), "layer_to": -1, "n_from": len(g), "n_to": 1,
+                        "attribution": float((g["dla_unit"] * (g["a_pos"] - g["a0"])).sum())})
+        out.append({"stage": "gates→No (unsteered)", "layer_from": int(glay), "layer_to": -1, "n_from": len(g),
+                    "n_to": 1, "attribution": float(g["dla"].sum())})
     return pd.DataFrame(out, columns=["stage", "layer_from", "layer_to", "attribution", "n_from", "n_to"])

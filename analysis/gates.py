@@ -137,7 +137,7 @@ def gate_summary(gates: pd.DataFrame) -> dict[str, float]:
     if gates.empty:
         return {"n_gates": 0, "n_inverted_v": 0, "share_inverted_v": float("nan"), "mean_inv_v_rel": float("nan")}
     inv = (gates["inv_v"] > 0) & (gates["rho_pos"] < 0) & (gates["rho_neg"] > 0)
-    return {"n_gates": int(len(gates)), "n_inverted_v": int(inv.sum()), "share_inverted_v": float(inv.mean()),
+    return {"n_gates": len(gates), "n_inverted_v": int(inv.sum()), "share_inverted_v": float(inv.mean()),
             "mean_inv_v_rel": float(gates["inv_v_rel"].mean()), "total_dla": float(gates["dla"].sum())}
 
 

@@ -66,8 +66,8 @@ def pathway_plot(table: pd.DataFrame, inject_layer: int, path: str | os.PathLike
         a, b = edges[r["stage"]]
         (x0, y0), (x1, y1) = node(a, int(r["layer_from"])), node(b, int(r["layer_to"]))
         w = 0.5 + 6 * abs(r["attribution"]) / (scale or 1.0)
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=w,
-                                                              color="tab:red" if r["attribution"] > 0 else "tab:blue"))
+        color = "tab:red" if r["attribution"] > 0 else "tab:blue"
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "lw": w, "color": color})
         ax.text((x0 + x1) / 2, (y0 + y1) / 2, f"{r['attribution']:+.2g}", fontsize=7, ha="center")
     nodes = {("vector", inject_layer)} | {(edges[s][0], int(lf)) for s, lf in zip(table["stage"], table["layer_from"])
                                           if s in edges} | {(edges[s][1], int(lt)) for s, lt in

@@ -149,9 +149,9 @@ def gate_effects(lm: Any, rows: Sequence[list[int]], starts: Sequence[int], vect
            "unsteered": yes_no_score(forward(lm, rows).logits, yes, no)}
     for name, fs in sets.items():
         fs = {lay: list(f) for lay, f in fs.items() if len(f)}
-        ab = forward(lm, rows, lambda pad: [*add(pad), *feature_edits(dictionaries, fs, 0.0)])
+        ab = forward(lm, rows, lambda pad, fs=fs: [*add(pad), *feature_edits(dictionaries, fs, 0.0)])
         vals = {lay: dictionaries[lay].encode(steered.captured[f"mlp_in.{lay}"])[..., f] for lay, f in fs.items()}
-        pa = forward(lm, rows, lambda pad: feature_edits(dictionaries, fs, vals))
+        pa = forward(lm, rows, lambda pad, fs=fs, vals=vals: feature_edits(dictionaries, fs, vals))
         out[f"ablate:{name}"] = yes_no_score(ab.logits, yes, no)
         out[f"patch:{name}"] = yes_no_score(pa.logits, yes, no)
     return out

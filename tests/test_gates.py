@@ -75,7 +75,8 @@ def test_dla_equals_logit_change_of_the_decoder_write(tiny_model):
         delta = (_no_minus_yes(tiny_model(ids).logits) - base) / 1e-4
     r = rms[:, -1, 0]
     dla = torch.stack([gates.dla_unit(tc.w_dec, direction, float(r[b]))[3] for b in range(2)])
-    projection = (x * tiny_model.model.norm.weight) @ (direction / tiny_model.model.norm.weight) * (x @ w) / (d * r ** 3)
+    gamma = tiny_model.model.norm.weight
+    projection = (x * gamma) @ (direction / gamma) * (x @ w) / (d * r ** 3)
     torch.testing.assert_close(delta, dla - projection, rtol=0.02, atol=2e-3)
 
 
@@ -87,14 +88,14 @@ def _tables():
     for c, gain in (("Dust", 1.0), ("Bread", 2.0)):
         for s in strengths:
             for n in (1, 2, 3):
-                rows.append(dict(concept=c, strength=s, strength_raw=s * 10, trial_number=n, yes_no=gain * max(s, 0) - 1,
-                                 rms_final=2.0, rms_mid_1=1.0, rms_mid_2=1.0))
-                feats.append(dict(concept=c, strength=s, trial_number=n, layer=2, feature=6, activation=1.0))
+                key = {"concept": c, "strength": s, "trial_number": n}
+                rows.append({**key, "strength_raw": s * 10, "yes_no": gain * max(s, 0) - 1, "rms_final": 2.0,
+                             "rms_mid_1": 1.0, "rms_mid_2": 1.0})
+                feats.append({**key, "layer": 2, "feature": 6, "activation": 1.0})
                 if abs(s) < 2:
-                    feats.append(dict(concept=c, strength=s, trial_number=n, layer=2, feature=4,
-                                      activation=3.0 - 2.0 * abs(s)))
+                    feats.append({**key, "layer": 2, "feature": 4, "activation": 3.0 - 2.0 * abs(s)})
                 if s > 0:
-                    feats.append(dict(concept=c, strength=s, trial_number=n, layer=1, feature=0, activation=gain * s))
+                    feats.append({**key, "layer": 1, "feature": 0, "activation": gain * s})
     return pd.DataFrame(feats), pd.DataFrame(rows)
 
 
@@ -137,8 +138,8 @@ def test_carriers_by_the_three_criteria_and_the_pathway():
     assert bool(r["carrier"]) and bool(r["generic"]) and r["r_detection"] == pytest.approx(1.0)
     assert r["gate_attr_unit"] == -2.0 and r["gate_attr"] == -2.0 * 2.25  # a_pos = mean(1,2,2,4)
     counts = car.carrier_counts(t)
-    assert counts.to_dict("records") == [dict(layer=1, tested=1, c_strength=1, c_detection=1, c_gates=1, carriers=1,
-                                              generic=1, specific=0)]
+    assert counts.to_dict("records") == [{"layer": 1, "tested": 1, "c_strength": 1, "c_detection": 1, "c_gates": 1,
+                                          "carriers": 1, "generic": 1, "specific": 0}]
     vec = {"Dust": torch.tensor([1.0, 0, 0, 0]), "Bread": torch.tensor([0.0, 1, 0, 0])}
     enc[1] = torch.zeros(4, 8)
     enc[1][0, 0] = 0.5
@@ -161,7 +162,8 @@ def test_gate_selection_reruns_from_stored_tables(tmp_path):
     dec2[4] = torch.tensor([1.0, 0, 0])
     dec2[6] = torch.tensor([0, 1.0, 0])
     _tc(3, 8, 3, 0).save(tmp_path / "transcoders" / "layer1.safetensors")
-    Transcoder(torch.zeros(3, 8), dec2, torch.zeros(8), torch.zeros(3)).save(tmp_path / "transcoders" / "layer2.safetensors")
+    layer2 = Transcoder(torch.zeros(3, 8), dec2, torch.zeros(8), torch.zeros(3))
+    layer2.save(tmp_path / "transcoders" / "layer2.safetensors")
     # u_No − u_Yes = (1, −0.2, 0) with γ = 1: feature 4 → +1/rms, feature 6 → −0.2/rms
     save_file({"final_norm_weight": torch.ones(3), "unembed_yes_no": torch.tensor([[0.0, 0.2, 0], [1.0, 0, 0]])},
               str(tmp_path / "readout.safetensors"))
