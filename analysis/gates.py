@@ -78,6 +78,8 @@ def spearman_rows(x: Sequence[float], m: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row of m with x (NaN for constant rows)."""
     from scipy.stats import rankdata
 
+    if m.size == 0:
+        return np.full(len(m), np.nan)
     rx = rankdata(np.asarray(x, dtype=float))
     rm = rankdata(m, axis=1)
     rx = rx - rx.mean()

@@ -84,3 +84,18 @@ def pathway_plot(table: pd.DataFrame, inject_layer: int, path: str | os.PathLike
     if table.empty:
         ax.text(0.5, 0.5, "no pathway: no carriers or gates selected", transform=ax.transAxes, ha="center")
     return save(fig, path, title or "steering attribution: concept vector → carriers → gates → No (red +, blue −)")
+
+
+def causal_plot(table: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
+    """Δ(Yes − No score) and Δdetection per intervention with 95 % intervals (gates vs the random control)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = [str(c) for c in table["condition"]]
+    x = np.arange(len(labels))
+    for ax, m, yl in zip(axes, ("d_score", "d_detection"), ("Δ(Yes − No score)", "Δ P(score > 0)")):
+        v = table[m].to_numpy(float)
+        err = np.vstack([v - table[f"{m}_lo"].to_numpy(float), table[f"{m}_hi"].to_numpy(float) - v])
+        ax.bar(x, v, yerr=err, capsize=4, color=["tab:orange" if "gates" in c else "tab:grey" for c in labels])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(x, labels, rotation=20, fontsize=8)
+        ax.set_ylabel(yl)
+    return save(fig, path, title or "causal tests: ablate gates in steered runs, patch them into unsteered runs")

@@ -9,16 +9,50 @@ Dictionaries are anything with `encode` and `w_dec` (`analysis.transcoders.Trans
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
 from lab import interventions as iv
+from lab.errors import LabError
 from lab.models import decoder_layers
 from lab.prompts import inject_start, render
 from lab.readouts import NO_VARIANTS, YES_VARIANTS, forward, variant_token_ids, yes_no_score
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    """What a dose-response pass reads: concepts × signed strengths × trial numbers, injected at one layer, read by
+    a feature dictionary at each of `layers` (all after the injection layer)."""
+
+    concepts: str | tuple[str, ...] = field(default="first:12", metadata={"help": "as sweep.concepts"})
+    inject_layer: int = 12
+    layers: tuple[int, ...] = field(default=(16, 22, 27), metadata={"help": "transcoder layers (> inject_layer)"})
+    strengths: tuple[float, ...] = (-0.4, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.4)
+    strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={
+        "help": "raw: multiplier of v; relative: ‖s·v‖/‖resid‖ at the injection layer"})
+    trial_numbers: tuple[int, ...] = (1, 2, 3)
+    prompt_variant: str = "original"
+    dialogue_format: str = "standard"
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        from lab.concepts import select_concepts
+
+        select_concepts(self.concepts)
+        if not self.layers or any(lay <= self.inject_layer for lay in self.layers):
+            raise LabError(f"dose.layers must be non-empty and after inject_layer {self.inject_layer}")
+        if not self.strengths or any(not math.isfinite(x) for x in self.strengths) or 0.0 not in self.strengths:
+            raise LabError("dose.strengths must be finite and include 0 (the unsteered reference)")
+        if not self.trial_numbers or self.batch_size < 1:
+            raise LabError("dose.trial_numbers must be non-empty and batch_size >= 1")
 
 
 @dataclass(frozen=True)
@@ -154,4 +188,72 @@ def gate_effects(lm: Any, rows: Sequence[list[int]], starts: Sequence[int], vect
         pa = forward(lm, rows, lambda pad, fs=fs, vals=vals: feature_edits(dictionaries, fs, vals))
         out[f"ablate:{name}"] = yes_no_score(ab.logits, yes, no)
         out[f"patch:{name}"] = yes_no_score(pa.logits, yes, no)
+    return out
+
+
+def _slug(concept: str) -> str:
+    return hashlib.sha256(concept.encode()).hexdigest()[:12]
+
+
+def _write(df: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+FEATURE_COLUMNS = ("concept", "strength", "trial_number", "layer", "feature", "activation")
+FEATURE_TYPES = {"concept": str, "strength": "float64", "trial_number": "int64", "layer": "int64", "feature": "int64",
+                 "activation": "float32"}
+
+
+def fingerprint(dictionary: Any) -> dict[str, Any]:
+    """A dictionary's identity (hash of its weights) and its quality figures when it has them."""
+    w = torch.cat([dictionary.w_enc.flatten(), dictionary.w_dec.flatten()]).float().contiguous()
+    meta = getattr(dictionary, "meta", None) or {}
+    return {"sha": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16], "n_features": int(dictionary.w_dec.shape[0]),
+            **{k: meta[k] for k in ("fve", "l0", "dead_frac") if k in meta}}
+
+
+def run_dose_response(lm: Any, cfg: DoseConfig, vectors: Mapping[str, Any], dictionaries: Mapping[int, Any],
+                      out_dir: str | os.PathLike, meta: Mapping[str, Any] | None = None,
+                      on_concept: Callable[[str], None] | None = None) -> Path:
+    """Write the dose-response tables into `out_dir` (features/, rows/ one Parquet file per concept; meta.json,
+    readout.safetensors, vectors.safetensors, transcoders/layer<L>.safetensors). Resumable: a concept whose rows
+    file exists is skipped; a directory written under another config is refused. `vectors`: concept →
+    `lab.concepts.ConceptVector` at `cfg.inject_layer`."""
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from lab.config import to_dict
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t, ids = readout_tensors(lm, cfg.layers)
+    info = {"config": to_dict(cfg), "model": lm.name, "layers": list(cfg.layers), **ids, **dict(meta or {}),
+            "transcoders": {str(lay): fingerprint(d) for lay, d in dictionaries.items()}}
+    mpath = out / "meta.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if {k: old.get(k) for k in info} != json.loads(json.dumps(info)):
+            raise LabError(f"{out} holds a dose response of another config or model; use another output_dir")
+    else:
+        save_file(t, str(out / "readout.safetensors"))
+        save_file({c: v.vector.float().contiguous() for c, v in vectors.items()}, str(out / "vectors.safetensors"))
+        (out / "transcoders").mkdir(exist_ok=True)
+        for lay, d in dictionaries.items():
+            d.save(out / "transcoders" / f"layer{lay}.safetensors")
+        mpath.write_text(json.dumps(info, indent=1))
+    prompts = trial_prompts(lm, cfg.trial_numbers, cfg.prompt_variant, cfg.dialogue_format)
+    for concept, cv in vectors.items():
+        done = out / "rows" / f"{_slug(concept)}.parquet"
+        if not done.is_file():
+            scale = 1.0 if cfg.strength_mode == "raw" else cv.resid_norm / max(cv.norm, 1e-12)
+            feats, rows = dose_rows(lm, concept, cv.vector, [(s, s * scale) for s in cfg.strengths], prompts,
+                                    cfg.inject_layer, dictionaries, cfg.batch_size)
+            table = pd.DataFrame(feats, columns=list(FEATURE_COLUMNS)).astype(FEATURE_TYPES)
+            _write(table, out / "features" / f"{_slug(concept)}.parquet")
+            _write(pd.DataFrame(rows), done)
+        if on_concept:
+            on_concept(concept)
     return out
