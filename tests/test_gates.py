@@ -173,3 +173,31 @@ def test_gate_selection_reruns_from_stored_tables(tmp_path):
     assert time.time() - t0 < 60
     out = pd.read_csv(tmp_path / "report" / "gates-rerun.csv")
     assert out[["layer", "feature", "dla"]].values.tolist() == [[2, 4, 1.5]]  # 3 × 1/2
+
+
+def test_causal_table_intervals_random_set_and_verdict():
+    from analysis import gates_report as gr
+
+    recs = []
+    for i, c in enumerate(["A", "B", "C", "D"]):
+        for n in (1, 2):
+            base = -1.0 + 0.5 * i
+            recs += [{"concept": c, "trial_number": n, "condition": k, "yes_no": v} for k, v in (
+                ("steered", base), ("unsteered", -1.0), ("ablate:gates", base + 1.0), ("ablate:random", base),
+                ("patch:gates", -1.0 + 0.25 * (i + 1)), ("patch:random", -1.0))]
+    t = gr.causal_table(pd.DataFrame(recs), n_boot=500).set_index("condition")
+    g = t.loc["ablate:gates"]
+    assert (g["reference"], g["n"], g["n_concepts"], g["d_score"], g["d_score_lo"], g["d_score_hi"]) == (
+        "steered", 8, 4, 1.0, 1.0, 1.0)
+    # detection (score > 0): steered only D (0.5); ablated B, C, D (0.5, 1.0, 1.5)
+    assert (g["detection_ref"], g["detection"], g["d_detection"]) == (0.25, 0.75, 0.5)
+    assert t.loc["ablate:random", "d_score_hi"] == 0.0
+    p = t.loc["patch:gates"]
+    assert p["d_score"] == 0.625 and (p["d_score_lo"], p["d_score_hi"]) == (0.375, 0.875)  # bootstrap over 4 concepts
+    attr = pd.DataFrame({"layer": [2] * 6, "feature": [0, 1, 2, 3, 4, 5], "a0": [1.0, 0, 2.0, 1.0, 0, 3.0]})
+    gates_df = pd.DataFrame({"layer": [2, 2], "feature": [2, 5]})
+    rnd = gr.random_set(attr, gates_df, {2: 6}, seed=0)
+    assert sorted(rnd[2]) == [0, 3]  # the two active non-gates
+    lines = gr.verdict({"n_gates": 2, "n_inverted_v": 1}, t.reset_index())
+    assert lines[-1].startswith("verdict: this model shows a gate")
+    assert "separated from the random control" in lines[1] and "an effect" in lines[1]
