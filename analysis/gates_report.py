@@ -132,8 +132,8 @@ def verdict(summary: dict[str, Any], table: pd.DataFrame) -> list[str]:
         hit = table[table["condition"] == cond] if len(table) else table
         return hit.iloc[0] if len(hit) else None
 
-    lines = [f"gate candidates: {summary['n_gates']}, of which {summary['n_inverted_v']} have an inverted V "
-             f"(unsteered activation above both signs, Spearman < 0 for s ≥ 0 and > 0 for s ≤ 0)"]
+    lines = [(f"gate candidates: {summary['n_gates']}, of which {summary['n_inverted_v']} have an inverted V "
+              f"(unsteered activation above both signs, Spearman < 0 for s ≥ 0 and > 0 for s ≤ 0)")]
     for kind in ("patch", "ablate"):
         g, r = row(f"{kind}:gates"), row(f"{kind}:random")
         if g is None:
