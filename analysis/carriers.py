@@ -45,6 +45,13 @@ def detection_measure(rows: pd.DataFrame) -> pd.Series:
     return rows[rows["strength"] > 0].groupby("concept")["yes_no"].mean()
 
 
+def judged_detection(trials: pd.DataFrame, layer: int) -> pd.Series:
+    """Per concept: the judged detection rate (TPR) of a concept-injection sweep's injected trials at `layer`
+    (all strengths pooled) — the paper's per-concept detection, to use instead of the logit measure."""
+    t = trials[(trials["kind"] == "injection") & (trials["layer"] == layer) & ~trials["forced"].astype(bool)]
+    return t.groupby("concept")["detected"].mean().astype(float)
+
+
 def gate_attribution(transcoders: Mapping[int, object], enc: Mapping[int, torch.Tensor], gates: pd.DataFrame,
                      layer: int, features: Sequence[int]) -> np.ndarray:
     """Σ over gates at layers > `layer` of the virtual weights from each of `features` (at `layer`) to them [k]."""

@@ -69,6 +69,21 @@ def analyse(run_dir: str | Path, k: int = 20, gate_layers: list[int] | None = No
     return {**tables, "profile": prof, "summary": summary, "paths": paths, "meta": meta}
 
 
+def detection_from(run_dir: str | Path, trials_dir: str | None) -> pd.Series | None:
+    """Judged per-concept detection from a concept-injection store, at the run's injection layer (None: none)."""
+    if not trials_dir:
+        return None
+    from lab import store
+
+    layer = int(json.loads((Path(run_dir) / "meta.json").read_text())["config"]["inject_layer"])
+    det = car.judged_detection(store.read(trials_dir), layer)
+    if det.empty:
+        from lab.errors import LabError
+
+        raise LabError(f"{trials_dir} has no injected trials at layer {layer}")
+    return det
+
+
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     if n == 0:
         return float("nan"), float("nan")
@@ -160,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Gate / carrier / pathway report from a stored dose-response run")
     p.add_argument("--run", required=True, help="dose-response output directory")
     p.add_argument("--k", type=int, default=20, help="gate candidates")
+    p.add_argument("--detection", help="a concept-injection results dir: per-concept judged TPR for the carriers")
     a = p.parse_args(argv)
     t0 = time.time()
-    res = analyse(a.run, a.k)
+    res = analyse(a.run, a.k, detection=detection_from(a.run, a.detection))
     print(res["gates"].head(10).to_string(index=False))
     print(res["carrier_counts"].to_string(index=False))
     print(json.dumps(res["summary"]), f"[{time.time() - t0:.1f} s]")

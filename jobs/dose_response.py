@@ -27,6 +27,8 @@ class DoseResponseConfig:
     dose: DoseConfig = field(default_factory=DoseConfig)
     transcoders: TranscoderSource = field(default_factory=TranscoderSource)
     gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
+    detection_from: str | None = field(default=None, metadata={
+        "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"})
     template: str = DEFAULT_TEMPLATE
     baseline: str = "baseline_words"
     threads: int = 2
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm.auto import tqdm
 
-    from analysis.gates_report import analyse
+    from analysis.gates_report import analyse, detection_from
     from lab import models, tracking
     from lab.config import flatten, to_dict
     from lab.features import run_dose_response
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(vectors), desc="concepts", unit="concept", disable=args.quiet)
     run_dose_response(lm, d, vectors, tcs, cfg.output_dir, on_concept=lambda _c: bar.update(1))
     bar.close()
-    res = analyse(cfg.output_dir, cfg.gates_k)
+    res = analyse(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
     print(f"dose response: {len(vectors)} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
           f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]")
     print_report(res, cfg.model.name)

@@ -201,3 +201,11 @@ def test_causal_table_intervals_random_set_and_verdict():
     lines = gr.verdict({"n_gates": 2, "n_inverted_v": 1}, t.reset_index())
     assert lines[-1].startswith("verdict: this model shows a gate")
     assert "separated from the random control" in lines[1] and "an effect" in lines[1]
+
+
+def test_judged_detection_counts_only_injected_unforced_trials_at_the_layer():
+    trials = pd.DataFrame({"concept": ["A", "A", "A", "B", "B", "B"], "kind": ["injection"] * 3 + ["injection", "control",
+                                                                                                     "injection"],
+                           "layer": [12, 12, 14, 12, 12, 12], "forced": [False, False, False, False, False, True],
+                           "detected": [True, False, True, True, True, False]})
+    assert car.judged_detection(trials, 12).to_dict() == {"A": 0.5, "B": 1.0}
