@@ -141,31 +141,37 @@ def random_set(attr: pd.DataFrame, gates: pd.DataFrame, n_features: dict[int, in
     return out
 
 
-def verdict(summary: dict[str, Any], table: pd.DataFrame) -> list[str]:
-    """Plain statements: is there a gate in this model by the shape criterion and by the causal tests?"""
+def verdict(summary: dict[str, Any], table: pd.DataFrame, min_effect: float = 0.1) -> list[str]:
+    """Plain statements: is there a gate in this model by the shape criterion and by the causal tests? A causal
+    effect counts only when its interval excludes 0 *and* it is at least `min_effect` logits (or it moves
+    logit-detection with an interval above 0): tiny but consistent shifts of a deterministic readout are not a gate."""
     def row(cond: str) -> pd.Series | None:
         hit = table[table["condition"] == cond] if len(table) else table
         return hit.iloc[0] if len(hit) else None
 
+    def real(g: pd.Series) -> bool:
+        sig = g["d_score_lo"] > 0 or g["d_score_hi"] < 0
+        return bool((sig and abs(g["d_score"]) >= min_effect) or g["d_detection_lo"] > 0 or g["d_detection_hi"] < 0)
+
     lines = [(f"gate candidates: {summary['n_gates']}, of which {summary['n_inverted_v']} have an inverted V "
-              f"(unsteered activation above both signs, Spearman < 0 for s ≥ 0 and > 0 for s ≤ 0)")]
+              f"(unsteered activation above both signs, Spearman < 0 for s ≥ 0 and > 0 for s ≤ 0); their summed "
+              f"direct attribution to No − Yes unsteered: {summary.get('total_dla', float('nan')):.3g} logits")]
     for kind in ("patch", "ablate"):
         g, r = row(f"{kind}:gates"), row(f"{kind}:random")
         if g is None:
             continue
-        sig = g["d_score_lo"] > 0 or g["d_score_hi"] < 0
         beats = r is not None and (g["d_score_lo"] > r["d_score_hi"] or g["d_score_hi"] < r["d_score_lo"])
-        lines.append(f"{kind} gates: Δ(Yes−No) {g['d_score']:+.3f} [{g['d_score_lo']:+.3f}, {g['d_score_hi']:+.3f}], "
+        lines.append(f"{kind} gates: Δ(Yes−No) {g['d_score']:+.3g} [{g['d_score_lo']:+.3g}, {g['d_score_hi']:+.3g}], "
                      f"Δdetection {g['d_detection']:+.3f} [{g['d_detection_lo']:+.3f}, {g['d_detection_hi']:+.3f}]"
-                     + (f"; random set Δ(Yes−No) {r['d_score']:+.3f} [{r['d_score_lo']:+.3f}, {r['d_score_hi']:+.3f}]"
+                     + (f"; random set Δ(Yes−No) {r['d_score']:+.3g} [{r['d_score_lo']:+.3g}, {r['d_score_hi']:+.3g}]"
                         if r is not None else "")
-                     + f" → {'an effect' if sig else 'no effect distinguishable from 0'}"
+                     + (" → an effect" if real(g) else f" → no effect (|Δ| < {min_effect:g} logit or interval spans 0)")
                      + (", separated from the random control" if beats else ", not separated from the random control"))
     patch = row("patch:gates")
-    shows = bool(summary["n_inverted_v"] > 0 and patch is not None and patch["d_score_lo"] > 0)
+    shows = bool(summary["n_inverted_v"] > 0 and patch is not None and real(patch) and patch["d_score"] > 0)
     lines.append("verdict: this model " + ("shows" if shows else "does NOT show") + " a gate by these criteria "
-                 "(inverted-V candidates whose steered activations, patched into unsteered runs, raise Yes − No "
-                 "with an interval above 0)")
+                 f"(inverted-V candidates whose steered activations, patched into unsteered runs, raise Yes − No by "
+                 f"≥ {min_effect:g} logit with an interval above 0, or raise logit-detection)")
     return lines
 
 
@@ -182,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     print(res["gates"].head(10).to_string(index=False))
     print(res["carrier_counts"].to_string(index=False))
     print(json.dumps(res["summary"]), f"[{time.time() - t0:.1f} s]")
+    causal = Path(a.run) / "causal.parquet"
+    if causal.is_file():  # written by jobs.gates: redo its summary and verdict too
+        table = causal_table(pd.read_parquet(causal))
+        table.to_csv(Path(a.run) / "report" / "causal.csv", index=False)
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        print("\n".join(verdict(res["summary"], table)))
     return 0
 
 
