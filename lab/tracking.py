@@ -121,3 +121,19 @@ def log_artifacts(*paths: str | os.PathLike) -> None:
 
     for p in paths:
         mlflow.log_artifact(str(p))
+
+
+def run_dir(run_id: str, cfg: TrackingConfig | None = None) -> str:
+    """The results directory an MLflow run recorded (tag `results_dir`, else param `output_dir`), for reruns of
+    model-free analyses from a run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(check_uri(resolve_uri(cfg or TrackingConfig())))
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception as e:  # unknown id, bad store
+        raise LabError(f"cannot find MLflow run '{run_id}' ({str(e).splitlines()[0]})") from None
+    out = run.data.tags.get("results_dir") or run.data.params.get("output_dir")
+    if not out or not Path(out).exists():
+        raise LabError(f"MLflow run {run_id} records no existing results directory (got {out!r})")
+    return out
