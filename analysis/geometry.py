@@ -181,7 +181,7 @@ def analyse(X: np.ndarray, rates: np.ndarray, concepts: Sequence[str], refusal: 
     comps, ratios, scores = pca(X, rates, n_pcs)
     rid = nested_ridge(X, rates, seed=seed)
     ref = unit(refusal) if refusal is not None else None
-    cos = (lambda a, b: float(np.dot(unit(a), unit(b))))  # noqa: E731
+    cos = (lambda a, b: float(np.dot(unit(a), unit(b))))
     g = Geometry(list(concepts), rates.tolist(), float(tau), f1, source, int(success.sum()), int((~success).sum()),
                  ratios.tolist(), cos(comps[0], md), cos(comps[0], ref) if ref is not None else float("nan"),
                  cos(md, ref) if ref is not None else float("nan"), rid["r2_pooled"], rid["r2_folds"], rid["alphas"],
@@ -223,11 +223,11 @@ def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
 
 def report_lines(g: Geometry) -> list[str]:
     ev = ", ".join(f"{x:.3f}" for x in g.explained[:5])
-    return [f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
-            f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}",
+    return [(f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
+             f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}"),
             f"PCA explained variance (first 5): {ev}",
-            f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
-            f"{g.meandiff_proj_rate_corr:.3f} (in-sample)",
+            (f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
+             f"{g.meandiff_proj_rate_corr:.3f} (in-sample)"),
             f"ridge nested CV: R² pooled {g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
             f"pc1_meandiff_cos={g.pc1_meandiff_cos:.4f} pc1_refusal_cos={g.pc1_refusal_cos:.4f}"]
 

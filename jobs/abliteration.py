@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from analysis import abliteration as ab, compare, directions as dr
-    from lab import interventions as iv, metrics, store, tracking
+    from analysis import abliteration as ab
+    from analysis import compare
+    from analysis import directions as dr
+    from lab import interventions as iv
+    from lab import metrics, store, tracking
     from lab.config import flatten, to_dict
     from lab.models import load, threads
 

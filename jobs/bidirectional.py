@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from analysis import geometry as geo, pairs as pr
+    from analysis import geometry as geo
+    from analysis import pairs as pr
     from lab import plots, store, tracking, vector_trials
     from lab.judges import make_judge
     from lab.models import load, threads

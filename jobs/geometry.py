@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from analysis import directions as dr, geometry as geo, geometry_plots as gp
+    from analysis import directions as dr
+    from analysis import geometry as geo
+    from analysis import geometry_plots as gp
     from lab import metrics, store, tracking, vector_trials
     from lab.concepts import concept_vectors
     from lab.judges import make_judge
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.output_dir)
     bad = set(cfg.parts) - {"full", "proj", "resid"}
     if bad:
-        raise LabError(f"unknown part '{sorted(bad)[0]}' (known: full, proj, resid)")
+        raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
     if cfg.tracking.enabled:
         tracking.check_uri(tracking.resolve_uri(cfg.tracking))
     threads(cfg.runner.threads)

@@ -131,7 +131,7 @@ def run_dir(run_id: str, cfg: TrackingConfig | None = None) -> str:
     mlflow.set_tracking_uri(check_uri(resolve_uri(cfg or TrackingConfig())))
     try:
         run = mlflow.get_run(run_id)
-    except Exception as e:  # unknown id, bad store
+    except Exception as e:  # noqa: BLE001  (MLflow raises several types for an unknown id or a bad store)
         raise LabError(f"cannot find MLflow run '{run_id}' ({str(e).splitlines()[0]})") from None
     out = run.data.tags.get("results_dir") or run.data.params.get("output_dir")
     if not out or not Path(out).exists():
