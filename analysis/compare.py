@@ -71,3 +71,17 @@ def plot_compare(table: pd.DataFrame, path: str | os.PathLike, labels: tuple[str
     ax.set_ylabel("rate (95 % CI)")
     ax.legend(fontsize=8)
     return plots.save(fig, path, title)
+
+
+def readings(table: pd.DataFrame, before: Mapping[str, float]) -> list[str]:
+    """Plain-language lines from the intervals: whether the model refused to begin with, and which deltas exclude 0."""
+    out = []
+    if before.get("n_refusal_rate") and before["refusal_rate_hi"] < 0.2:
+        out.append(f"reading: the original model barely refuses ({before['refusal_rate']:.2f} of "
+                   f"{before['n_refusal_rate']} held-out harmful prompts by the phrase matcher), so there is little "
+                   "refusal to remove; no effect of abliteration on introspection is claimed from this model")
+    for _, r in table.iterrows():
+        moved = r["delta_lo"] > 0 or r["delta_hi"] < 0
+        out.append(f"reading: Δ{r['metric']} {r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}] "
+                   + ("excludes 0" if moved else "includes 0: no evidence of a change"))
+    return out

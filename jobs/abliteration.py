@@ -119,17 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     plot = compare.plot_compare(table, rep / "before_after.png", ("original", "abliterated"),
                                 f"{cfg.model.name}: refusal abliteration ({rc.method})")
     compare.print_compare(table, ("original", "abliterated"))
-    o = arms["original"]
-    if o["refusal_rate_hi"] < 0.2:
-        print(f"reading: the original model barely refuses ({o['refusal_rate']:.2f} of {o['n_refusal_rate']} held-out "
-              "harmful prompts by the phrase matcher), so there is little refusal to remove; no effect is claimed")
-    for m in ("tpr", "fpr", "introspection"):
-        r = table[table.metric == m]
-        if len(r):
-            r = r.iloc[0]
-            moved = r["delta_lo"] > 0 or r["delta_hi"] < 0
-            print(f"reading: Δ{m} {r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}] "
-                  + ("excludes 0" if moved else "includes 0: no evidence of a change"))
+    for line in compare.readings(table, arms["original"]):
+        print(line)
     if cfg.tracking.enabled:
         with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "abliteration"},
                           run_name="abliteration") as parent:

@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                             not args.quiet)
     pdf = store.read(out / "parts")
     pdf = pdf[pdf.trial_id.isin(set(ids))]
+    if "full" in cfg.parts:  # the harness check: the full vector at its raw multiplier is the stored sweep's trial
+        key = ["concept", "trial_number"]
+        both = pdf[pdf.vector_set == "full"].merge(inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
+                                                   on=key, suffixes=("", "_src"))
+        print(f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
+              f"{len(both)} stored responses")
     table = pd.DataFrame([{"part": p} | metrics.summarize(pdf[pdf.vector_set == p]) for p in cfg.parts])
     rel = {p: float(np.mean([float(parts[p][i].norm()) * raws[i] / resid for i in range(len(concepts))]))
            for p in cfg.parts}
