@@ -36,7 +36,7 @@ def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float 
         sub = sub[sub.layer == layer]
     if strength is not None:
         sub = sub[np.isclose(sub.strength.astype(float), strength)]
-    g = sub.groupby("concept", sort=False)["detected"]
+    g = sub.assign(detected=sub.detected.astype(bool)).groupby("concept", sort=False)["detected"]
     out = pd.DataFrame({"n": g.size(), "detected": g.sum().astype(int)})
     out["rate"] = out["detected"] / out["n"]
     return out.reset_index()
@@ -176,7 +176,10 @@ def analyse(X: np.ndarray, rates: np.ndarray, concepts: Sequence[str], refusal: 
         f1, source = float("nan"), "fixed"
     success = rates > tau
     if success.all() or (~success).all():
-        raise ValueError(f"threshold {tau} puts every concept in one class")
+        from lab.errors import LabError
+
+        raise LabError(f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
+                       f"(rates {min(rates):.2f}..{max(rates):.2f})")
     md = mean_difference(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)
     rid = nested_ridge(X, rates, seed=seed)

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                             not args.quiet)
     df = store.read(out / "trials")
     df = df[df.trial_id.isin(set(ids))]
-    det = df.groupby(["vector_set", "concept"])["detected"].mean()
+    det = df.assign(detected=df.detected.astype(float)).groupby(["vector_set", "concept"])["detected"].mean()
     per_pair = pd.DataFrame([{"group": g, "a": a, "b": b, "rate_a": rate[a], "rate_b": rate[b],
                               "proj_diff": abs(proj[a] - proj[b]), "rate_ab": float(det[("a_minus_b", a)]),
                               "rate_ba": float(det[("b_minus_a", b)])} for g, a, b in all_pairs])
