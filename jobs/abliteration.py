@@ -28,6 +28,7 @@ class RefusalConfig:
     harmless: str = field(default="harmless", metadata={"help": "'harmless' (shipped) or a file"})
     extra_harmful: str | None = field(default=None, metadata={"help": "a local file of more harmful instructions"})
     extra_harmless: str | None = None
+    directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
     position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
     heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
     direction_layer: int | None = field(default=None, metadata={
@@ -74,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     harmless = dr.instructions(rc.harmless, rc.extra_harmless)
     threads(cfg.runner.threads)
     lm = load(cfg.model)
-    rd = dr.refusal_direction(lm, harmful, harmless, rc.position)
+    rd = dr.RefusalDirections.load(rc.directions) if rc.directions else \
+        dr.refusal_direction(lm, harmful, harmless, rc.position)
     rd.save(out / "refusal_directions.safetensors")
     n = lm.n_layers
     dirs = rd.directions if rc.direction_layer is None else rd.layer(lm.check_layer(rc.direction_layer))
     weights = torch.tensor(rc.weights) if rc.weights else 1.0
-    print(f"refusal directions: {n} layers from {len(harmful)} harmful / {len(harmless)} harmless, position "
-          f"{rc.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms))
+    print(f"refusal directions: {n} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
+          f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms))
 
     arms: dict[str, dict] = {}
 
