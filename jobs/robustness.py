@@ -153,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the variant × format grid of --config; exit 0 on success, 2 on bad input."""
     import time
 
-    from jobs.concept_injection import preflight
+    from jobs.cli import preflight
     from lab.sweep import plan, run_sweep
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(RobustnessConfig, args)
     base = cfg.injection()
-    preflight(base)
+    preflight(base.tracking, base.runner.address, base.output_dir)
     t0 = time.time()
     reasons = skip_reasons(cfg)
     trials: list[Trial] = []

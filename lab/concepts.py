@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import torch
 
 from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.models import LoadedModel
 
 DEFAULT_TEMPLATE = "Tell me about {word}"
 
@@ -106,7 +109,7 @@ class ConceptVector:
 
 
 @torch.no_grad()
-def last_token_activations(lm: Any, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
+def last_token_activations(lm: LoadedModel, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
                            batch_size: int = 16) -> dict[int, torch.Tensor]:
     """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU)."""
     from lab.steering import capture
@@ -125,7 +128,7 @@ def last_token_activations(lm: Any, words: Sequence[str], layers: Sequence[int],
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
-def _prompt(lm: Any, template: str, word: str) -> str:
+def _prompt(lm: LoadedModel, template: str, word: str) -> str:
     text = template.format(word=word)
     if lm.spec.chat_template and lm.tokenizer.chat_template is not None:
         return lm.chat([{"role": "user", "content": text}], add_generation_prompt=True)
@@ -163,7 +166,7 @@ class ActivationCache:
         os.replace(tmp, p)
 
 
-def concept_vectors(lm: Any, concepts: Iterable[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
+def concept_vectors(lm: LoadedModel, concepts: Iterable[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
                     baseline: str = "baseline_words", cache_dir: str | os.PathLike | None = None,
                     model_key: str | None = None) -> tuple[dict[tuple[str, int], ConceptVector], dict[int, float]]:
     """Concept vectors for every (concept, layer), reusing cached activations and computing only what is missing.

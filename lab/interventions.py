@@ -117,7 +117,7 @@ class Add:
 
     def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         d = self._delta.to(h.device, h.dtype)  # type: ignore[attr-defined]
-        if h.shape[0] != d.shape[0]:
+        if h.shape[0] != d.shape[0] and d.shape[0] != 1:
             raise RuntimeError(f"Add at {self.site} was set up for {d.shape[0]} rows but saw a batch of {h.shape[0]}")
         st = self._start.to(h.device)[:, None]  # type: ignore[attr-defined]
         inside = pos[None, :] >= st
