@@ -14,7 +14,7 @@ from tests.conftest import ROOT, submit
 
 def _cfg(**over):
     from lab.config import from_dict, load_yaml
-    from training.tune import AblationConfig
+    from training.tune_config import AblationConfig
 
     return from_dict(AblationConfig, load_yaml(ROOT / "configs/test-ablations-tiny.yaml") | over)
 
@@ -24,7 +24,7 @@ def _cfg(**over):
 
 
 def test_config_search_space_and_trial_keys() -> None:
-    from training.tune import expected_trials, spec_from_config, trial_settings
+    from training.tune_config import expected_trials, spec_from_config, trial_settings
 
     cfg = _cfg(seeds=[0, 1], conditions=[{"name": "dpo"}, {"name": "dpo", "domains": ["code", "math"]}],
                grid={"hparams.learning_rate": [1e-4, 1e-5]}, fault_injection={})
@@ -59,7 +59,8 @@ def test_preflight_validates_the_evaluation_and_paths(tmp_path) -> None:
 
 def test_paper_preset_and_deepspeed_plumbing() -> None:
     from jobs.cli import load_config, parser
-    from training.tune import AblationConfig, absolutize, concrete_deepspeed, expected_trials, scaling
+    from training.distributed import concrete_deepspeed, scaling
+    from training.tune_config import AblationConfig, absolutize, expected_trials
 
     cfg = absolutize(load_config(AblationConfig, parser("x").parse_args(
         ["--config", "configs/ablations-olmo-3.1-32b.yaml"])))
@@ -161,7 +162,8 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     """In process, no model: an attempt that raises ends its child run FAILED with the error, and counts attempts."""
     import mlflow
 
-    from training.tune import TrialSpec, attempts, clear_attempts, run_trial
+    from training.trial import attempts, clear_attempts, run_trial
+    from training.tune_config import TrialSpec
 
     uri = f"sqlite:///{tmp_path}/m.db"
     cfg = _cfg(output_dir=str(tmp_path / "o"), tracking={"uri": uri, "experiment": "t"},
