@@ -35,6 +35,9 @@ REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry; a name that is already there raises (no silent replacement)."""
+    if spec.name in REGISTRY:
+        raise LabError(f"model '{spec.name}' is already registered")
     REGISTRY[spec.name] = spec
     return spec
 

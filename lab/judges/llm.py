@@ -265,14 +265,8 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-@register_judge("openai")
+@register_judge("openai", options=tuple(inspect.signature(OpenAIJudge.__init__).parameters)[1:])
 def make_openai_judge(base_url: str | None = None, model: str | None = None, **options: Any) -> OpenAIJudge:
     if not base_url or not model:
         raise LabError("openai judge needs options base_url and model")
-    if "api_key" in options:
-        raise LabError("openai judge: never put the API key in a config; name its environment variable in api_key_env")
-    known = set(inspect.signature(OpenAIJudge.__init__).parameters) - {"self", "base_url", "model"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LabError(f"openai judge: unknown option '{unknown[0]}' (known: base_url, model, {', '.join(sorted(known))})")
-    return OpenAIJudge(base_url, model, **options)
+    return OpenAIJudge(base_url, model, **options)  # options checked by make_judge against OpenAIJudge's parameters
