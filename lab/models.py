@@ -27,7 +27,8 @@ class ModelSpec:
     strength_mode: str = "raw"
     chat_template: bool = True
     system_role: bool = field(default=True, metadata={"help": "False: the template folds system text into turn 1"})
-    template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "extra apply_chat_template args"})
+    template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+        "help": "extra apply_chat_template args"})
     notes: str = ""
 
 

@@ -48,7 +48,8 @@ def test_parse_rejects_anything_looser(raw, why):
 
 
 def test_forced_answers_are_only_asked_about_identification():
-    assert parse_verdict('{"identified": true, "reason": "names dust"}', forced=True) == (True, True, None, "names dust")
+    verdict = parse_verdict('{"identified": true, "reason": "names dust"}', forced=True)
+    assert verdict == (True, True, None, "names dust")
     with pytest.raises(ParseError, match="missing key 'identified'"):
         parse_verdict('{"detected": true, "reason": "r"}', forced=True)
     prompt = load_prompt()

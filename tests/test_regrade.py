@@ -111,7 +111,8 @@ def test_http_judge_garbage_is_stored_as_counted_parse_errors(dataset, tmp_path,
     assert len(new) == 8 and new["parse_error"].all() and new["detected"].isna().all()
     assert new["reason"].str.contains("I think the model detected it").all()
     assert new["judge_version"].eq("openai:m@prompt-v1").all()
-    assert "unparseable verdicts: 8" in out and "detected: kappa=n/a agreement=n/a n=0 (unknown verdicts left out: 6)" in out
+    assert "unparseable verdicts: 8" in out
+    assert "detected: kappa=n/a agreement=n/a n=0 (unknown verdicts left out: 6)" in out
 
 
 def test_bad_input_fails_in_one_line(dataset, tmp_path, capsys):

@@ -17,8 +17,16 @@ from typing import Any, Literal
 from lab.config import ModelConfig, from_dict, to_dict
 from lab.errors import LabError
 from lab.tracking import TrackingConfig, resolve_uri
-from training.conditions import (CONDITIONS, PAPER_HPARAMS, PAPER_LORA, Condition, LoraSettings, TrainHParams,
-                                 condition_from_dict, get_condition)
+from training.conditions import (
+    CONDITIONS,
+    PAPER_HPARAMS,
+    PAPER_LORA,
+    Condition,
+    LoraSettings,
+    TrainHParams,
+    condition_from_dict,
+    get_condition,
+)
 from training.evaluate import EvalSpec
 
 

@@ -60,8 +60,8 @@ def judge_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    import lab.judges.rules  # noqa: F401  (registers "rules")
     import lab.judges.hf  # noqa: F401  (registers "openai" via lab.judges.llm, and "hf")
+    import lab.judges.rules  # noqa: F401  (registers "rules")
 
 
 __all__ = ["Answer", "Judge", "Verdict", "check_judge_options", "make_judge", "register_judge", "judge_names"]
