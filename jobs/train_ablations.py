@@ -1,12 +1,12 @@
 """DPO-component ablation: `python -m jobs.train_ablations --config configs/ablations-demo.yaml`.
 
-Conditions × seeds (× an optional hyper-parameter grid) run as Ray Tune trials (training.tune): each trains a LoRA
-adapter and evaluates it with concept vectors re-extracted from the adapted model, on the same trials for every
-condition. MLflow: one parent run (config, comparison CSV, TPR/FPR/introspection plot with 95 % intervals, failed
-trials) and one child run per trial (condition/domain/seed tags, training curve, rates with Wilson bounds). A failed
-trial is retried `resources.max_failures` times; one that still fails is printed, tagged `failed_trials` on the parent
-run, listed in failed_trials.json and kept as a `failed` row in the comparison (never silently missing); the job
-then exits 3 after writing everything. Runs locally (Ray on loopback) and under `ray job submit`.
+Conditions × seeds (× an optional hyper-parameter grid) run as Ray Tune trials (training.tune, training.trial): each
+trains a LoRA adapter and evaluates it with concept vectors re-extracted from the adapted model, on the same trials
+for every condition. MLflow: one parent run (config, comparison CSV, TPR/FPR/introspection plot with 95 % intervals,
+failed trials) and one child run per trial (condition/domain/seed tags, training curve, rates with Wilson bounds). A
+failed trial is retried `resources.max_failures` times; one that still fails is printed, tagged `failed_trials` on
+the parent run, listed in failed_trials.json and kept as a `failed` row in the comparison (never silently missing);
+the job then exits 3 after writing everything. Runs locally (Ray on loopback) and under `ray job submit`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
-from training.tune import AblationConfig, TrialSpec, absolutize, expected_trials
+from training.tune_config import AblationConfig, TrialSpec, absolutize, expected_trials
 
 EXIT_TRIALS_FAILED = 3
 RATES = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "shuffled_rate", "forced_id")
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lab import parallel, tracking
     from lab.config import flatten, to_dict
-    from training.tune import clear_attempts, tuner
+    from training.trial import clear_attempts
+    from training.tune import tuner
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = absolutize(load_config(AblationConfig, args))
@@ -112,7 +113,8 @@ def _parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
 
 def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dict[str, Any]]:
     """One record per expected trial: finished (with its metrics) or failed (with its error), in config order."""
-    from training.tune import attempts, spec_from_config
+    from training.trial import attempts
+    from training.tune_config import spec_from_config
 
     by_key: dict[str, Any] = {}
     for res in grid:
@@ -204,11 +206,9 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
 
 
 def _log_parent(pooled: Any, failed: list[dict[str, Any]], paths: list[Path], elapsed: float) -> None:
-    import mlflow
-
     from lab import tracking
 
-    mlflow.set_tags({"failed_trials": ",".join(f["trial"] for f in failed) or "none",
+    tracking.set_tags({"failed_trials": ",".join(f["trial"] for f in failed) or "none",
                      "n_failed_trials": str(len(failed))})
     flat: dict[str, Any] = {"n_failed_trials": len(failed), "elapsed_seconds": elapsed}
     for _, r in pooled.iterrows():

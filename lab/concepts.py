@@ -135,13 +135,22 @@ def _prompt(lm: LoadedModel, template: str, word: str) -> str:
     return text
 
 
-class ActivationCache:
-    """On-disk cache of last-token activations, one safetensors file per (model, layer, template, baseline)."""
+def model_dtype(model: Any) -> str:
+    """The dtype of a loaded model's parameters as a plain name ('float32', 'bfloat16', ...)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
-    def __init__(self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList):
+
+class ActivationCache:
+    """On-disk cache of last-token activations, one safetensors file per (model, dtype, layer, template, baseline).
+
+    The dtype is part of the key: activations of a bfloat16 load differ from those of a float32 load of the same
+    weights, so neither may stand in for the other."""
+
+    def __init__(self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList,
+                 dtype: str = "float32"):
         self.root = Path(root) if root else None
-        tag = hashlib.sha256(f"{model_key}|{template}|{baseline.version}".encode()).hexdigest()[:16]
-        self.prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_key)}-{tag}"
+        tag = hashlib.sha256(f"{model_key}|{dtype}|{template}|{baseline.version}".encode()).hexdigest()[:16]
+        self.prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_key)}-{dtype}-{tag}"
 
     def path(self, layer: int) -> Path | None:
         return self.root / f"{self.prefix}-L{layer}.safetensors" if self.root else None
@@ -176,7 +185,7 @@ def concept_vectors(lm: LoadedModel, concepts: Iterable[str], layers: Sequence[i
     base = word_list(baseline)
     base_words = list(dict.fromkeys(base.words))  # the source list repeats a word; a mean counts it once
     concepts = list(concepts)
-    cache = ActivationCache(cache_dir, model_key or lm.name, template, base)
+    cache = ActivationCache(cache_dir, model_key or lm.name, template, base, dtype=model_dtype(lm.model))
     out: dict[tuple[str, int], ConceptVector] = {}
     typical: dict[int, float] = {}
     for layer in layers:

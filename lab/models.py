@@ -27,7 +27,8 @@ class ModelSpec:
     strength_mode: str = "raw"
     chat_template: bool = True
     system_role: bool = field(default=True, metadata={"help": "False: the template folds system text into turn 1"})
-    template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "extra apply_chat_template args"})
+    template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+        "help": "extra apply_chat_template args"})
     notes: str = ""
 
 
@@ -35,6 +36,9 @@ REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry; a name that is already there raises (no silent replacement)."""
+    if spec.name in REGISTRY:
+        raise LabError(f"model '{spec.name}' is already registered")
     REGISTRY[spec.name] = spec
     return spec
 

@@ -105,11 +105,7 @@ def _check_model_name(name: str) -> None:
                        "or a local HF directory, or a hub id already in the HF cache)")
 
 
-@register_judge("hf")
+@register_judge("hf", options=("batch_size", "max_new_tokens", "threads", "prompt"))
 def make_hf_judge(model: str | Mapping[str, Any] = "smollm2-135m", **options: Any) -> HFJudge:
     cfg = from_dict(ModelConfig, {"name": model} if isinstance(model, str) else dict(model), "hf.model")
-    known = {"batch_size", "max_new_tokens", "threads", "prompt"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LabError(f"hf judge: unknown option '{unknown[0]}' (known: model, {', '.join(sorted(known))})")
-    return HFJudge(cfg, **options)
+    return HFJudge(cfg, **options)  # options checked by make_judge against the registered names

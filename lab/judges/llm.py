@@ -60,7 +60,8 @@ class JudgePrompt:
 def load_prompt(path: str | Path | None = None) -> JudgePrompt:
     """The packaged judge prompt, or a YAML file with the same keys (version, system, user, forced_user)."""
     if path is None:
-        text, where = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text(), "lab/data/judge_prompt.yaml"
+        where = "lab/data/judge_prompt.yaml"
+        text = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text()
     else:
         if not Path(path).is_file():
             raise LabError(f"judge prompt file not found: {path}")
@@ -190,10 +191,12 @@ class OpenAIJudge(ChatJudge):
                  max_tokens: int = 256, prompt: str | Path | None = None, check: bool = True):
         super().__init__(prompt)
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
-            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, max_retries and backoff >= 0")
+            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, "
+                           "max_retries and backoff >= 0")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
-        self.backoff, self.backoff_max, self.concurrency, self.max_tokens = backoff, backoff_max, concurrency, max_tokens
+        self.backoff, self.backoff_max = backoff, backoff_max
+        self.concurrency, self.max_tokens = concurrency, max_tokens
         self.version = f"openai:{model}@{self.prompt.version}"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key_env:
@@ -235,7 +238,8 @@ class OpenAIJudge(ChatJudge):
                 wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
             except _Malformed as e:
                 return Failed(f"malformed API response ({e})")
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:  # timeouts, refused/reset connections
+            # timeouts, refused/reset connections
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
                 reason = getattr(e, "reason", e)
                 error = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
             if attempt < self.max_retries:
@@ -265,14 +269,8 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-@register_judge("openai")
+@register_judge("openai", options=tuple(inspect.signature(OpenAIJudge.__init__).parameters)[1:])
 def make_openai_judge(base_url: str | None = None, model: str | None = None, **options: Any) -> OpenAIJudge:
     if not base_url or not model:
         raise LabError("openai judge needs options base_url and model")
-    if "api_key" in options:
-        raise LabError("openai judge: never put the API key in a config; name its environment variable in api_key_env")
-    known = set(inspect.signature(OpenAIJudge.__init__).parameters) - {"self", "base_url", "model"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LabError(f"openai judge: unknown option '{unknown[0]}' (known: base_url, model, {', '.join(sorted(known))})")
-    return OpenAIJudge(base_url, model, **options)
+    return OpenAIJudge(base_url, model, **options)  # options checked by make_judge against OpenAIJudge's parameters
