@@ -28,6 +28,11 @@ class JudgeConfig:
     name: str = field(default="rules", metadata={"help": "registry name (lab.judges)"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options of the judge"})
 
+    def __post_init__(self) -> None:
+        from lab.judges import check_judge_options
+
+        check_judge_options(self.name, self.options)  # a typo in an option name is one line, before any work
+
 
 @dataclass(frozen=True)
 class InjectionConfig:
