@@ -70,7 +70,7 @@ def no_template_model(tmp_path_factory):
     from lab.prompts import variants
     from training.testing import tiny_model, tiny_tokenizer
 
-    texts = [v.preamble + " " + v.question for v in variants().values()] + list(word_list("baseline").words)
+    texts = [v.preamble + " " + v.ack + " " + v.trial for v in variants().values()] + list(word_list("baseline").words)
     tok = tiny_tokenizer(texts + ["Dust Trial 1 2 User Assistant Ok Response Tell me about"])
     tok.chat_template = None
     d = tmp_path_factory.mktemp("no-template")
