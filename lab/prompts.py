@@ -140,6 +140,17 @@ def dialogue(variant_name: str = "original", format_name: str = "standard", n: i
     return {"text": fmt.template.format(preamble=preamble, ack=ack, trial=trial)}
 
 
+def judge_question(variant_name: str = "original", format_name: str = "standard", n: int = 1,
+                   concept: str | None = None) -> str:
+    """The dialogue as the judge is shown it ("the question below"): a raw format's text; a chat format's turns as
+    "User: …\n\nAssistant: …" text ending in the answering role (the reference's plain-text rendering of messages)."""
+    d = dialogue(variant_name, format_name, n, concept, system_role=False)
+    if "text" in d:
+        return str(d["text"])
+    turns_ = [f"{m['role'].capitalize()}: {m['content']}" for m in d["messages"]]
+    return "\n\n".join(turns_ + [f"{dialogue_format(format_name).answer_role.capitalize()}:"])
+
+
 def render(lm: Any, variant_name: str = "original", format_name: str = "standard", n: int = 1,
            forced: bool = False, concept: str | None = None) -> Prompt:
     """Build the trial prompt for model `lm` (a `LoadedModel`; the tokenizer is enough).

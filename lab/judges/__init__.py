@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lab.errors import LabError
-from lab.judges.base import Answer, Judge, Verdict
+from lab.judges.base import Answer, Judge, Verdict, answer_for
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {}
 
@@ -39,4 +39,4 @@ def _load_builtin() -> None:
     import lab.judges.hf  # noqa: F401  (registers "openai" via lab.judges.llm, and "hf")
 
 
-__all__ = ["Answer", "Judge", "Verdict", "make_judge", "register_judge", "judge_names"]
+__all__ = ["Answer", "Judge", "Verdict", "answer_for", "make_judge", "register_judge", "judge_names"]
