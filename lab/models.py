@@ -29,8 +29,8 @@ class ModelSpec:
     system_role: bool = field(default=True, metadata={"help": "False: the template folds system text into turn 1"})
     template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "extra apply_chat_template args"})
     sampling: str = field(default="generation_config", metadata={
-        "help": "at temperature > 0: 'generation_config' = the checkpoint's own top-k/top-p (the paper's setting, "
-                "HF generate's default); 'plain' = top-k 0, top-p 1"})
+        "help": "at temperature > 0: 'generation_config' = the checkpoint's own top-k/top-p (the paper's "
+                "setting, HF generate's default); 'plain' = top-k 0, top-p 1"})
     notes: str = ""
 
 

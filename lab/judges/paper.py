@@ -9,7 +9,8 @@
 
 Every answer is first cut at the first invented new turn (the reference's `extract_first_response` markers). The
 reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or a failed request counts as NO and
-sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`). Texts: lab/data/judge_prompt.yaml.
+sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`).
+Texts: lab/data/judge_prompt.yaml (`paper`).
 """
 from __future__ import annotations
 
