@@ -159,15 +159,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from jobs.concept_injection import preflight
     from lab import parallel
+    from lab.grid import preflight
     from lab.sweep import run_sweep
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(StagesConfig, args)
     for s in cfg.stages:
         check_stage(cfg, s)
-    preflight(cfg.injection(cfg.stages[0]))
+    preflight(cfg.tracking, cfg.runner.address)
     for s in cfg.stages:
         if s.model.adapter and not (Path(s.model.adapter) / "adapter_config.json").is_file():
             print(create_random_adapter(s))
@@ -216,8 +216,8 @@ def stage_tables(cfg: StagesConfig, ids: dict[str, list[str]]) -> tuple[Any, Any
 
 
 def report_and_log(cfg: StagesConfig, ids: dict[str, list[str]]) -> Any:
-    from jobs.robustness import child_metrics, ci, metric_names
     from lab import plots, plots_grid, tracking
+    from lab.grid import child_metrics, ci, metric_names
     from lab.config import flatten, to_dict
 
     table, by_setting = stage_tables(cfg, ids)
@@ -229,7 +229,8 @@ def report_and_log(cfg: StagesConfig, ids: dict[str, list[str]]) -> Any:
     settings = ", ".join(f"L{int(r['layer'])}/s{r['strength']:g}"
                          for _, r in by_setting.drop_duplicates(["layer", "strength"]).iterrows())
     plots_grid.tpr_vs_fpr(table, "stage", paths[2], title=f"TPR vs FPR per stage ({settings})")
-    plots.rate_bars(table, "stage", paths[3], metrics=metric_names(cfg.sweep)[:4], title="rates per stage")
+    names = metric_names(cfg.sweep.controls, cfg.sweep.forced_identification)
+    plots.rate_bars(table, "stage", paths[3], metrics=names[:4], title="rates per stage")
     parent_id = None
     if cfg.tracking.enabled:
         with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "stages"},
@@ -244,13 +245,14 @@ def report_and_log(cfg: StagesConfig, ids: dict[str, list[str]]) -> Any:
                 with tracking.run(cfg.tracking, flatten(to_dict(inj)), run_name=s.name, parent_run_id=parent_id,
                                   tags={"job": "stages", "stage": s.name, "model": s.model.name,
                                         "adapter": inj.model.adapter or ""}):
-                    tracking.log_metrics(child_metrics(r.to_dict(), cfg.sweep) | per_setting)
+                    tracking.log_metrics(child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification)
+                                         | per_setting)
             tracking.log_artifacts(*paths)
-    cols = metric_names(cfg.sweep)[:4]
+    cols = names[:4]
     w = max(16, *(len(s.name) + 1 for s in cfg.stages))
-    print(f"{'stage':<{w}} " + "  ".join(f"{c:<17}" for c in cols) + "  n_inj")
+    print(f"{'stage':<{w}} " + "  ".join(f"{c:<24}" for c in cols))
     for _, r in table.iterrows():
-        print(f"{r['stage']:<{w}} " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {int(r['n_tpr'])}")
+        print(f"{r['stage']:<{w}} " + "  ".join(f"{ci(r, c):<24}" for c in cols))
     print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
     if parent_id:
         print(f"mlflow:  parent run {parent_id} ({len(table)} child runs) in experiment '{cfg.tracking.experiment}' "
