@@ -60,27 +60,3 @@ def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None
     wrapped.__doc__ = main.__doc__
     return wrapped
 
-
-def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | None = None) -> None:
-    """Fail in one line before any work: the tracking URI and Ray address must be reachable and the output folder
-    writable."""
-    import os
-    from pathlib import Path
-
-    from lab.parallel import check_address
-    from lab.tracking import check_uri, resolve_uri
-
-    if tracking_cfg.enabled:
-        check_uri(resolve_uri(tracking_cfg))
-    addr = ray_address or os.environ.get("RAY_ADDRESS")
-    if addr:
-        check_address(addr)
-    if output_dir:
-        out = Path(output_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write-probe-{os.getpid()}"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as e:
-            raise LabError(f"output folder {out} is not writable ({e.strerror or e})") from None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser, preflight
+from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from lab import report, store
 from lab.config import flatten, to_dict
 from lab.sweep import InjectionConfig, run_sweep

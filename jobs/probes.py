@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.cli import entry, load_config, parser, preflight
+from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig, check_strength
 from lab.errors import LabError

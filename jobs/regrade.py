@@ -22,11 +22,12 @@ import pandas as pd
 from jobs.cli import entry
 from lab.config import load_yaml
 from lab.errors import LabError
-from lab.judges import Answer, Judge, make_judge
+from lab.judges import Judge, answer_for, make_judge
 from lab.judges.agreement import Confusion, accuracy, cohen_kappa, confusion, format_confusion
 
 VERDICT_COLUMNS = ("detected", "identified", "coherent", "reason", "judge", "judge_version", "parse_error")
 NEEDED = ("trial_id", "concept", "response", "forced")
+DIALOGUE = ("prompt_variant", "dialogue_format", "trial_number")
 
 
 @dataclass(frozen=True)
@@ -97,28 +98,20 @@ def _manifest(vdir: Path, judge: Judge, options: dict[str, Any]) -> None:
     path.write_text(json.dumps(want, indent=2, sort_keys=True))
 
 
-def _answer(row: dict[str, Any], prefill: str) -> Answer:
-    concept = row["concept"] if isinstance(row["concept"], str) and row["concept"] else None
-    forced = bool(row["forced"])
-    return Answer(concept, row["response"] if isinstance(row["response"], str) else "", forced,
-                  prefill if forced else "")
-
-
 def regrade(source: pd.DataFrame, judge: Judge, vdir: Path, chunk: int = 64) -> dict[str, int]:
     """Grade every stored trial not yet in `vdir`; one verdict shard per chunk. Returns counts."""
     from lab import store
-    from lab.prompts import prefill_text
 
     missing = [c for c in NEEDED if c not in source.columns]
     if missing:
         raise LabError(f"stored results lack column '{missing[0]}' (need {', '.join(NEEDED)})")
     store.clean_partial(vdir)
     todo = source[~source["trial_id"].isin(store.finished_ids(vdir))]
-    prefill = prefill_text()
-    records = todo[list(NEEDED)].to_dict("records")
+    extra = [c for c in DIALOGUE if c in source.columns]  # the judge is shown the variant's own dialogue
+    records = todo[list(NEEDED) + extra].to_dict("records")
     for i in range(0, len(records), chunk):
         rows = records[i:i + chunk]
-        verdicts = judge.grade([_answer(r, prefill) for r in rows])
+        verdicts = judge.grade([answer_for(r) for r in rows])
         if len(verdicts) != len(rows):
             raise LabError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(rows)} answers")
         store.write_shard(vdir, [{"trial_id": r["trial_id"], **{c: getattr(v, c) for c in VERDICT_COLUMNS}}

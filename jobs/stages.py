@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import entry, load_config, parser, preflight
+from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.parallel import RunnerConfig

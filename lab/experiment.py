@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import store
+from lab.errors import LabError
 from lab.config import ModelConfig
 from lab.models import LoadedModel
 from lab.parallel import RunnerConfig
@@ -96,3 +97,27 @@ def _on_ray(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]], w
             res["t1"] = time.perf_counter()
         finally:
             parallel.shutdown_pool(workers)
+
+
+def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:
+    """Fail in one line before any work: the tracking URI and Ray address must be reachable and the output folder
+    writable."""
+    import os
+
+    from lab.parallel import check_address
+    from lab.tracking import check_uri, resolve_uri
+
+    if tracking_cfg.enabled:
+        check_uri(resolve_uri(tracking_cfg))
+    addr = ray_address or os.environ.get("RAY_ADDRESS")
+    if addr:
+        check_address(addr)
+    if output_dir:
+        out = Path(output_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as e:
+            raise LabError(f"output folder {out} is not writable ({e.strerror or e})") from None

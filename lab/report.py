@@ -28,12 +28,13 @@ def cell(layer: int, strength: float) -> str:
     return f"L{int(layer)}_s{float(strength):g}"
 
 
-def ci(r: Mapping[str, Any], k: str) -> str:
-    """`0.25 [0.10,0.48]`, or `n/a` when the rate has no samples."""
+def ci(r: Mapping[str, Any], k: str, with_n: bool = False) -> str:
+    """`0.25 [0.10,0.48]` (with `n=12`, the distinct generations behind it, if asked), or `n/a` without samples."""
     v = r.get(k, math.nan)
     if v is None or v != v:
         return "n/a"
-    return f"{v:.2f} [{r[k + '_lo']:.2f},{r[k + '_hi']:.2f}]"
+    n = r.get(f"n_{k}", math.nan)
+    return f"{v:.2f} [{r[k + '_lo']:.2f},{r[k + '_hi']:.2f}]" + (f" n={int(n)}" if with_n and n == n else "")
 
 
 def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] = RATES) -> dict[str, float]:
@@ -42,9 +43,10 @@ def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] 
     for k in names:
         if f"n_{k}" not in row:
             continue
-        for key in (k, f"{k}_lo", f"{k}_hi", f"n_{k}"):
-            out[f"{prefix}{key}"] = row[key]
-    for k in ("balanced_accuracy", "coherence", "n_unparsed"):
+        for key in (k, f"{k}_lo", f"{k}_hi", f"n_{k}", f"trials_{k}"):
+            if key in row:
+                out[f"{prefix}{key}"] = row[key]
+    for k in ("balanced_accuracy", "coherence", "n_unparsed", "n_parse_errors"):
         if k in row:
             out[f"{prefix}{k}"] = row[k]
     return out

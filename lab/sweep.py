@@ -13,7 +13,7 @@ from typing import Any, TYPE_CHECKING
 from lab.concepts import select_concepts
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.judges import Answer, make_judge
+from lab.judges import make_judge
 from lab.models import spec_for
 from lab.parallel import RunnerConfig
 from lab.tracking import TrackingConfig
@@ -178,12 +178,10 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
 
 
 def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Attach a judge's verdict fields to generated rows."""
-    from lab.prompts import prefill_text
+    """Attach a judge's verdict fields to generated rows (the judge sees the variant's own question)."""
+    from lab.judges import answer_for
 
-    answers = [Answer(r["concept"], r["response"], bool(r["forced"]), prefill_text() if r["forced"] else "")
-               for r in rows]
-    verdicts = judge.grade(answers)
+    verdicts = judge.grade([answer_for(r) for r in rows])
     return [r | {"detected": v.detected, "identified": v.identified, "coherent": v.coherent, "reason": v.reason,
                  "judge": v.judge, "judge_version": v.judge_version, "parse_error": v.parse_error}
             for r, v in zip(rows, verdicts)]

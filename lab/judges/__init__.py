@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lab.errors import LabError
-from lab.judges.base import Answer, Judge, Verdict
+from lab.judges.base import Answer, Judge, Verdict, answer_for
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {}
 _OPTIONS: dict[str, tuple[str, ...] | None] = {}
@@ -64,4 +64,5 @@ def _load_builtin() -> None:
     import lab.judges.rules  # noqa: F401  (registers "rules")
 
 
-__all__ = ["Answer", "Judge", "Verdict", "check_judge_options", "make_judge", "register_judge", "judge_names"]
+__all__ = ["Answer", "Judge", "Verdict", "answer_for", "check_judge_options", "make_judge", "register_judge",
+           "judge_names"]

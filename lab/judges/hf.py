@@ -75,9 +75,10 @@ class HFJudge(ChatJudge):
 
     name = "hf"
 
-    def __init__(self, model: ModelConfig, batch_size: int = 8, max_new_tokens: int = 128, threads: int = 0,
+    def __init__(self, model: ModelConfig, batch_size: int = 8, max_new_tokens: int | None = None, threads: int = 0,
                  prompt: str | Path | None = None):
         super().__init__(prompt)
+        max_new_tokens = max_new_tokens or (500 if self.paper else 128)
         if batch_size < 1 or max_new_tokens < 1:
             raise LabError("hf judge: batch_size and max_new_tokens must be >= 1")
         _check_model_name(model.name)

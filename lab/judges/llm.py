@@ -6,7 +6,8 @@ identification trial — optionally wrapped in a single ```json fence; anything 
 "yes" instead of true, a missing key, identified without detected) is an unparseable answer. Unparseable answers and
 requests that still fail after bounded retries become `Verdict(None, None, None, parse_error=True, reason=…)`: never
 dropped, never guessed, and counted in `judge.stats`. `ChatJudge` holds the shared flow; lab/judges/hf.py runs the
-same prompt on an in-process HF model.
+same prompt on an in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
+(lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens).
 """
 from __future__ import annotations
 
@@ -126,7 +127,10 @@ class ChatJudge:
     version: str
 
     def __init__(self, prompt: str | Path | None = None):
-        self.prompt = load_prompt(prompt)
+        from lab.judges.paper import load_paper_prompt
+
+        self.paper = load_paper_prompt() if str(prompt) == "paper" else None
+        self.prompt: Any = self.paper or load_prompt(prompt)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -140,6 +144,10 @@ class ChatJudge:
     def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
         if not answers:
             return []
+        if self.paper is not None:
+            from lab.judges import paper
+
+            return paper.grade(self, self.paper, answers, self.complete)
         replies = self.complete([self.prompt.messages(a) for a in answers], [a.forced for a in answers])
         if len(replies) != len(answers):
             raise RuntimeError(f"{self.name}: {len(replies)} replies for {len(answers)} answers")
@@ -188,8 +196,9 @@ class OpenAIJudge(ChatJudge):
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
                  max_retries: int = 4, backoff: float = 1.0, backoff_max: float = 30.0, concurrency: int = 4,
-                 max_tokens: int = 256, prompt: str | Path | None = None, check: bool = True):
+                 max_tokens: int | None = None, prompt: str | Path | None = None, check: bool = True):
         super().__init__(prompt)
+        max_tokens = max_tokens or (500 if self.paper else 256)  # the paper's judge: up to 500 tokens
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
             raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, "
                            "max_retries and backoff >= 0")
