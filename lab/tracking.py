@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -208,3 +209,35 @@ def end_run(ref: RunRef, status: str = "FINISHED") -> None:
     from mlflow import MlflowClient
 
     MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+
+
+@dataclass(frozen=True)
+class Source:
+    directory: Path
+    run_id: str | None = None
+    experiment: str | None = None
+
+
+def resolve_source(run: str, tracking_uri: str | None = None) -> Source:
+    """`--run` of a rerun: a directory of shards, or an MLflow run id whose `output_dir` param names one."""
+    if Path(run).is_dir():
+        return Source(Path(run))
+    if not re.fullmatch(r"[0-9a-f]{32}", run):
+        raise LabError(f"--run '{run}' is neither a directory of Parquet shards nor an MLflow run id")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = check_uri(resolve_uri(TrackingConfig(uri=tracking_uri)))
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).expanduser().is_file():
+        raise LabError(f"MLflow database {uri[len('sqlite:///'):]} does not exist (pass --tracking-uri)")
+    client = mlflow.MlflowClient(uri)
+    try:
+        info = client.get_run(run)
+    except MlflowException:
+        raise LabError(f"MLflow run {run} not found at {uri}") from None
+    out = info.data.params.get("output_dir")
+    if not out:
+        raise LabError(f"MLflow run {run} has no 'output_dir' param (is it a sweep run?)")
+    if not Path(out).is_dir():
+        raise LabError(f"output_dir '{out}' of MLflow run {run} does not exist here (relative to {Path.cwd()})")
+    return Source(Path(out), run, client.get_experiment(info.info.experiment_id).name)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.regrade import compare, main, verdict_name
+from jobs.regrade import main
+from lab.regrade import compare, verdict_name
 from lab import store
 from lab.judges import make_judge
 from lab.sweep import grade

@@ -90,7 +90,7 @@ def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
 def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
     import pandas as pd
 
-    from jobs.train_ablations import pool, report
+    from training.ablation_report import pool, report
 
     cfg = _cfg(output_dir=str(tmp_path), seeds=[0, 1])
     ok = {"status": "finished", "error": "", "eval_trials_hash": "h", "train/train_loss": 0.5}
