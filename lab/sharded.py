@@ -90,7 +90,8 @@ def shard_model(model: Any, ds_config: dict[str, Any]) -> Any:
     leaves = moe_leaf_classes(model)
     if leaves:
         set_z3_leaf_modules(model, leaves)
-    engine, *_ = deepspeed.initialize(model=model, config=ds_config)
+    trainable = [p for p in model.parameters() if p.requires_grad] if "optimizer" in ds_config else None
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
     engine.module.eval()
     return engine
 
@@ -128,12 +129,28 @@ class ShardedWorker:
         self.batch_size = batch_size
         return self.local_numel()
 
+    def setup_built(self, build: Callable[[], Any], ds_config: dict[str, Any], threads: int, master: str,
+                    port: int) -> int:
+        """Shard a model that `build()` makes (same seed on every rank) with `ds_config`; `call(fn)` then gets the
+        engine (training: give `ds_config` an optimizer and use `engine.backward` / `engine.step`)."""
+        from transformers.integrations import HfDeepSpeedConfig
+
+        from lab import models
+
+        models.threads(threads)
+        init_distributed(self.rank, self.world, master, port)
+        self.ds_config = ds_config
+        self._hf_ds = HfDeepSpeedConfig(ds_config)
+        self.engine = shard_model(build(), ds_config)
+        self.lm = self.engine
+        return self.local_numel()
+
     def attach(self, peers: list[Any], pg: Any = None) -> None:
         self.peers, self.pg = peers, pg
 
     def local_numel(self) -> int:
         """Parameter elements this rank stores (its partitions)."""
-        return sum(p.ds_tensor.numel() for p in self.lm.model.parameters() if hasattr(p, "ds_tensor"))
+        return sum(p.ds_tensor.numel() for p in self.engine.module.parameters() if hasattr(p, "ds_tensor"))
 
     def _all(self, method: str, *args: Any) -> Any:
         import ray
@@ -146,7 +163,7 @@ class ShardedWorker:
         return out
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(lm, *args)` on every rank together (rank 0's result)."""
+        """`fn(lm, *args)` on every rank together (rank 0's result); `lm` is the engine after `setup_built`."""
         return self._all("call_local", fn, *args)
 
     def call_local(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -181,16 +198,20 @@ class ShardedWorker:
         return self.pg
 
 
-def replica(model_cfg: ModelConfig, shard: ShardConfig, *, cpus: float = 1.0, gpus: float = 0.0,
+def replica(model: ModelConfig | Callable[[], Any], shard: ShardConfig, *, cpus: float = 1.0, gpus: float = 0.0,
             resources: dict[str, float] | None = None, threads: int = 1, batch_size: int = 16,
-            strategy: str = "PACK", timeout: float = 600) -> Any:
+            ds_config: dict[str, Any] | None = None, strategy: str = "PACK", timeout: float = 600) -> Any:
     """Start one ZeRO-3 replica: `workers_per_replica` actors in a placement group (one bundle of `cpus`, `gpus` and
-    `resources` each), joined in one process group; returns rank 0's handle (a `ModelWorker` look-alike)."""
+    `resources` each), joined in one process group; returns rank 0's handle (a `ModelWorker` look-alike).
+    `model` is a `ModelConfig` (loaded with `lab.models.load`) or a function that builds the model on each rank
+    (then `ds_config` is required and `call` gets the engine)."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     if shard.shard != "zero3":
         raise LabError("lab.sharded.replica needs model.shard: zero3")
+    if not isinstance(model, ModelConfig) and ds_config is None:
+        raise LabError("a model built by a function needs an explicit ds_config")
     n = shard.workers_per_replica
     bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **(resources or {})}
     pg = ray.util.placement_group([bundle] * n, strategy=strategy)
@@ -204,7 +225,10 @@ def replica(model_cfg: ModelConfig, shard: ShardConfig, *, cpus: float = 1.0, gp
                            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i))
              .remote(i, n) for i in range(n)]
     master, port = ray.get(ranks[0].endpoint.remote())
-    ray.get([r.setup.remote(model_cfg, shard, threads, batch_size, master, port) for r in ranks])
+    if isinstance(model, ModelConfig):
+        ray.get([r.setup.remote(model, shard, threads, batch_size, master, port) for r in ranks])
+    else:
+        ray.get([r.setup_built.remote(model, ds_config, threads, master, port) for r in ranks])
     ray.get(ranks[0].attach.remote(ranks[1:], pg))
     return ranks[0]
 
