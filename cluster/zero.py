@@ -51,6 +51,20 @@ def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") 
             "steps_per_print": 1000000, "wall_clock_breakdown": False}
 
 
+def concrete(cfg: dict[str, Any], micro_batch: int, accumulation: int, world_size: int, *, bf16: bool,
+             lr: float | None = None) -> dict[str, Any]:
+    """A generated config with its "auto" keys filled, for a bare `deepspeed.initialize` (no HF trainer to fill
+    them); `lr` adds a torch AdamW (no compiled DeepSpeed optimizer needed)."""
+    out = json.loads(json.dumps(cfg))
+    fill = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": accumulation,
+            "train_batch_size": micro_batch * accumulation * world_size, "gradient_clipping": 0.0}
+    out |= {k: v for k, v in fill.items() if out.get(k) in ("auto", None)}
+    out["bf16"] = {"enabled": bf16}
+    if lr is not None:
+        out["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "weight_decay": 0.0, "torch_adam": True}}
+    return out
+
+
 def reference_files() -> dict[str, dict[str, Any]]:
     """What cluster/deepspeed/zero{2,3}.json hold: configs of the reference plan, batch keys left "auto"."""
     r = dict(REFERENCE)
