@@ -1,5 +1,7 @@
-"""DeepSpeed ZeRO-3 on CPU (gloo, world size 2): a sharded replica of the embedded model generates, under injection,
-exactly the tokens of the unsharded model; ShardConfig and the generated ZeRO configs."""
+"""DeepSpeed ZeRO-3 on CPU (gloo, world size 2, Ray actors in a placement group): a sharded replica runs the lab's
+Runner under injection and generates exactly the unsharded model's tokens; a tiny Qwen3-MoE with its sparse blocks as
+ZeRO-3 leaves matches unsharded logits; a ZeRO-3 LoRA DPO step (config generated from a plan) matches the unsharded
+step's loss."""
 from __future__ import annotations
 
 import pytest
@@ -15,9 +17,9 @@ pytest.importorskip("deepspeed")
 
 
 def _trial(concept, layer, strength, kind="injection", n=1):
-    return make_trial(model="smollm2-135m", concept=concept, layer=layer, strength=strength, strength_mode="relative",
+    return make_trial(model="tiny", concept=concept, layer=layer, strength=strength, strength_mode="relative",
                       kind=kind, trial_number=n, sample=0, forced=False, prompt_variant="original",
-                      dialogue_format="standard", seed=0, max_new_tokens=6, temperature=0.0)
+                      dialogue_format="standard", seed=0, max_new_tokens=8, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -31,25 +33,50 @@ def ray_local():
     ray.shutdown()
 
 
-def test_sharded_replica_generates_the_unsharded_tokens(embedded, tmp_path, ray_local):
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A random 4-layer Llama with the embedded model's tokenizer and chat template, saved as a local HF dir (the
+    whole runner path runs on it; ZeRO-3 gathers per module, so 4 small layers keep the test short on CPU)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from lab.embedded import ensure_converted
+
+    tok = AutoTokenizer.from_pretrained(ensure_converted())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_local):
     import ray
 
     from lab import sharded
+    from lab.models import load
 
-    vecs, typical = concept_vectors(embedded, ["Dust"], [10, 14], cache_dir=tmp_path)
+    lm = load(ModelConfig(tiny_dir))
+    vecs, typical = concept_vectors(lm, ["Dust", "Trumpets"], [1, 2], cache_dir=tmp_path)
     bank = VectorBank(vecs, typical)
-    trials = [_trial("Dust", 10, 0.5, n=1), _trial("Dust", 14, 0.4, n=10), _trial("Dust", 10, 0.5, "control", n=3)]
-    want = Runner(embedded, bank, batch_size=len(trials)).run(trials)
-    w = sharded.replica(ModelConfig("smollm2-135m"), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=3)
+    trials = [_trial("Dust", 1, 1.0, n=1), _trial("Trumpets", 2, 1.0, n=10), _trial("Dust", 1, 1.0, "control", n=3),
+              _trial("Trumpets", 1, 1.0, "random", n=2)]
+    want = Runner(lm, bank, batch_size=len(trials)).run(trials)
+    w = sharded.replica(ModelConfig(tiny_dir), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=len(trials))
     try:
-        total = sum(p.numel() for p in embedded.model.parameters())
+        total = sum(p.numel() for p in lm.model.parameters())
         local = ray.get(w.local_numel.remote())
         assert local < 0.6 * total  # rank 0 stores about half of the weights
+        assert ray.get(w.n_layers.remote()) == 4
         got = ray.get(w.run.remote(trials, bank))
     finally:
         sharded.shutdown([w])
     assert [r["response"] for r in got] == [r["response"] for r in want]
-    assert [r["new_tokens"] for r in got] == [r["new_tokens"] for r in want]
+    assert [r["new_tokens"] for r in got] == [r["new_tokens"] for r in want] == [8] * 4
     assert got[0]["response"] != got[2]["response"]  # the injection changed the tokens
 
 
