@@ -59,7 +59,7 @@ class Placement:
         """Config values for a sweep (`--set` keys) that realise this placement. ZeRO-3: one Ray worker per GPU,
         `model.workers_per_replica` of them per replica (lab.sharded.ShardConfig)."""
         if self.strategy == "zero3":
-            return {"model.device": "cuda", "model.dtype": "bfloat16", "model.shard": "zero3",
+            return {"model.dtype": "bfloat16", "model.shard": "zero3",
                     "model.workers_per_replica": self.gpus_per_replica, "model.offload": self.offload,
                     "runner.num_actors": self.replicas, "runner.gpus_per_actor": 1, "runner.cpus_per_actor": 4}
         device = "cuda" if self.gpus_per_replica == 1 else "auto"

@@ -13,6 +13,7 @@ exactly like a one-process one. Mixture-of-experts blocks (`*SparseMoeBlock`) ar
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ class ShardedWorker:
 
         models.threads(threads)
         init_distributed(self.rank, self.world, master, port)
-        self.lm = models.load(model_cfg)
+        # host memory first: deepspeed.initialize moves each rank's partitions to its GPU (a full model on one GPU
+        # is what ZeRO-3 avoids); model.device is ignored here
+        self.lm = models.load(dataclasses.replace(model_cfg, device="cpu"))
         self.ds_config = inference_config(self.lm.spec.d_model, model_cfg.dtype, shard.offload)
         self._hf_ds = HfDeepSpeedConfig(self.ds_config)  # kept alive: generate() then sets synced_gpus itself
         self.engine = shard_model(self.lm.model, self.ds_config)

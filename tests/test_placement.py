@@ -53,7 +53,7 @@ def test_qwen3_235b_plan_on_16_h100():
     assert (z.strategy, z.gpus_per_replica, z.replicas) == ("zero3", 12, 1)
     assert z.per_gpu_gib == pytest.approx(437.9117 / 12 + 9.3173 + 2.9375 + 2, abs=0.01)
     assert z.runner_overrides() == {
-        "model.device": "cuda", "model.dtype": "bfloat16", "model.shard": "zero3", "model.workers_per_replica": 12,
+        "model.dtype": "bfloat16", "model.shard": "zero3", "model.workers_per_replica": 12,
         "model.offload": False, "runner.num_actors": 1, "runner.gpus_per_actor": 1, "runner.cpus_per_actor": 4}
 
 
