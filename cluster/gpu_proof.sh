@@ -45,7 +45,8 @@ bank = VectorBank(vecs, typical)
 trials = [make_trial(model="smollm2-135m", concept=c, layer=l, strength=s, strength_mode="relative", kind=k,
                      trial_number=n, sample=0, forced=False, prompt_variant="original", dialogue_format="standard",
                      seed=0, max_new_tokens=32, temperature=0.0)
-          for n in range(1, 5) for c in ("Dust", "Trumpets") for l in (10, 14) for s, k in ((0.3, "injection"), (0, "control"))]
+          for n in range(1, 5) for c in ("Dust", "Trumpets") for l in (10, 14)
+          for s, k in ((0.3, "injection"), (0.3, "control"))]
 torch.cuda.reset_peak_memory_stats()
 t = time.time(); want = Runner(lm, bank, batch_size=16).run(trials); dt = time.time() - t
 rec["unsharded"] = {"seconds": dt, "new_tokens": sum(r["new_tokens"] for r in want),
@@ -81,12 +82,15 @@ if 4 % n_gpu == 0:
                   "seconds_2_steps": dt}
 (out / "gpu_proof.json").write_text(json.dumps(rec, indent=2))
 u, z = rec["unsharded"], rec["zero3"]
-md = [f"GPU proof ({', '.join(rec['gpus'])}, torch {rec['torch']}): smollm2-135m bf16, {len(trials)} trials × 32 tokens:",
+md = [f"GPU proof ({', '.join(rec['gpus'])}, torch {rec['torch']}): smollm2-135m bf16, "
+      f"{len(trials)} trials × 32 tokens:",
       f"- unsharded 1 GPU: {u['new_tokens'] / u['seconds']:.0f} tok/s, peak {u['peak_gib']:.2f} GiB",
-      f"- ZeRO-3 × {z['workers']}: {z['new_tokens'] / z['seconds']:.0f} tok/s, peak rank 0 {z['peak_gib_rank0']:.2f} GiB, "
+      f"- ZeRO-3 × {z['workers']}: {z['new_tokens'] / z['seconds']:.0f} tok/s, "
+      f"peak rank 0 {z['peak_gib_rank0']:.2f} GiB, "
       f"start {rec['zero3_start_seconds']:.0f} s; responses equal: {rec['zero3_rows_equal']}/{len(trials)}"]
 if "dpo" in rec:
-    md.append(f"- ZeRO-3 LoRA DPO, 2 steps: max |loss diff| {rec['dpo']['max_diff']:.2e} ({rec['dpo']['seconds_2_steps']:.1f} s)")
+    d = rec["dpo"]
+    md.append(f"- ZeRO-3 LoRA DPO, 2 steps: max |loss diff| {d['max_diff']:.2e} ({d['seconds_2_steps']:.1f} s)")
 (out / "gpu_proof.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF
