@@ -174,7 +174,9 @@ class ShardedWorker:
 
     def vectors(self, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
                 cache_dir: str | None, model_key: str) -> tuple[dict, dict]:
-        return self._all("vectors_local", concepts, layers, template, baseline, cache_dir, model_key)
+        """Concept vectors, computed by all ranks without the on-disk activation cache: a rank that found a cached
+        layer another rank had not would skip forward passes the others run, and the gathers would deadlock."""
+        return self._all("vectors_local", concepts, layers, template, baseline, None, model_key)
 
     def vectors_local(self, *args: Any) -> tuple[dict, dict]:
         from lab.concepts import concept_vectors

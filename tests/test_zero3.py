@@ -75,6 +75,12 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
         local = ray.get(w.local_numel.remote())
         assert local < 0.6 * total  # rank 0 stores about half of the weights
         assert ray.get(w.n_layers.remote()) == 4
+        from lab.concepts import DEFAULT_TEMPLATE
+
+        svecs, styp = ray.get(w.vectors.remote(["Dust", "Trumpets"], [1, 2], DEFAULT_TEMPLATE, "baseline_words",
+                                               str(tmp_path), "tiny"))
+        assert svecs.keys() == vecs.keys() and styp == pytest.approx(typical, abs=1e-4)
+        assert max((svecs[k].vector - vecs[k].vector).abs().max().item() for k in vecs) <= 1e-4
         got = ray.get(w.run.remote(trials, bank))
     finally:
         sharded.shutdown([w])
