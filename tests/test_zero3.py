@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.concepts import concept_vectors
+from lab.concepts import DEFAULT_TEMPLATE, concept_vectors
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.runner import Runner, VectorBank
@@ -62,31 +62,34 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
 
     from lab import sharded
     from lab.models import load
+    from lab.parallel import run_shards
 
     lm = load(ModelConfig(tiny_dir))
     vecs, typical = concept_vectors(lm, ["Dust", "Trumpets"], [1, 2], cache_dir=tmp_path)
     bank = VectorBank(vecs, typical)
-    trials = [_trial("Dust", 1, 1.0, n=1), _trial("Trumpets", 2, 1.0, n=10), _trial("Dust", 1, 1.0, "control", n=3),
+    trials = [_trial("Dust", 1, 1.0, n=1), _trial("Trumpets", 2, 1.0, n=10), _trial("Dust", 1, 1.0, "control", n=1),
               _trial("Trumpets", 1, 1.0, "random", n=2)]
-    want = Runner(lm, bank, batch_size=len(trials)).run(trials)
-    w = sharded.replica(ModelConfig(tiny_dir), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=len(trials))
+    shards = [trials[:2], trials[2:]]
+    want = [row for shard in shards for row in Runner(lm, bank, batch_size=2).run(shard)]
+    w = sharded.replica(ModelConfig(tiny_dir), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=2)
     try:
         total = sum(p.numel() for p in lm.model.parameters())
         local = ray.get(w.local_numel.remote())
         assert local < 0.6 * total  # rank 0 stores about half of the weights
         assert ray.get(w.n_layers.remote()) == 4
-        from lab.concepts import DEFAULT_TEMPLATE
-
         svecs, styp = ray.get(w.vectors.remote(["Dust", "Trumpets"], [1, 2], DEFAULT_TEMPLATE, "baseline_words",
                                                str(tmp_path), "tiny"))
         assert svecs.keys() == vecs.keys() and styp == pytest.approx(typical, abs=1e-4)
         assert max((svecs[k].vector - vecs[k].vector).abs().max().item() for k in vecs) <= 1e-4
-        got = ray.get(w.run.remote(trials, bank))
+        # driven exactly as lab.parallel drives a one-process replica: two shards in flight, the bank as an object
+        stored: dict[str, dict] = {}
+        run_shards([w], shards, ray.put(bank), lambda _shard, rows: stored.update((r["trial_id"], r) for r in rows))
+        got = [stored[t.trial_id] for t in trials]
     finally:
         sharded.shutdown([w])
     assert [r["response"] for r in got] == [r["response"] for r in want]
     assert [r["new_tokens"] for r in got] == [r["new_tokens"] for r in want] == [8] * 4
-    assert got[0]["response"] != got[2]["response"]  # the injection changed the tokens
+    assert got[0]["response"] != got[2]["response"]  # same prompt: the injection changed the tokens
 
 
 def test_shard_config_and_inference_config():
