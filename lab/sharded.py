@@ -122,9 +122,14 @@ class ShardedWorker:
 
         models.threads(threads)
         init_distributed(self.rank, self.world, master, port)
-        # host memory first: deepspeed.initialize moves each rank's partitions to its GPU (a full model on one GPU
-        # is what ZeRO-3 avoids); model.device is ignored here
+        # partitioned while loading: with a ZeRO-3 HfDeepSpeedConfig alive, from_pretrained builds the model under
+        # deepspeed.zero.Init, so no rank ever holds the whole model (bucket sizes are refined once d_model is known);
+        # model.device is ignored: deepspeed places each rank's partitions on its GPU
+        spec = models.spec_for(model_cfg.name)
+        self._hf_ds = HfDeepSpeedConfig(inference_config(spec.d_model if spec else 4096, model_cfg.dtype,
+                                                         shard.offload))
         self.lm = models.load(dataclasses.replace(model_cfg, device="cpu"))
+        self.partitioned_on_load = all(hasattr(p, "ds_id") for p in self.lm.model.parameters())
         self.ds_config = inference_config(self.lm.spec.d_model, model_cfg.dtype, shard.offload)
         self._hf_ds = HfDeepSpeedConfig(self.ds_config)  # kept alive: generate() then sets synced_gpus itself
         self.engine = shard_model(self.lm.model, self.ds_config)
@@ -150,6 +155,10 @@ class ShardedWorker:
 
     def attach(self, peers: list[Any], pg: Any = None) -> None:
         self.peers, self.pg = peers, pg
+
+    def info(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world": self.world, "local_numel": self.local_numel(),
+                "partitioned_on_load": getattr(self, "partitioned_on_load", False)}
 
     def local_numel(self) -> int:
         """Parameter elements this rank stores (its partitions)."""
