@@ -93,7 +93,8 @@ def shard_model(model: Any, ds_config: dict[str, Any]) -> Any:
         set_z3_leaf_modules(model, leaves)
     trainable = [p for p in model.parameters() if p.requires_grad] if "optimizer" in ds_config else None
     engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
-    engine.module.eval()
+    if trainable is None:
+        engine.module.eval()  # inference replica; a training engine keeps the module's mode
     return engine
 
 
