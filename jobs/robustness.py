@@ -231,11 +231,9 @@ def report_and_log(cfg: RobustnessConfig, reasons: dict[tuple[str, str], str | N
                                   tags={"job": "robustness", "prompt_variant": v, "dialogue_format": f,
                                         "model": cfg.model.name}, parent_run_id=parent_id):
                     tracking.log_metrics(child_metrics(r.to_dict(), cfg.sweep))
-            import mlflow
-
-            mlflow.set_tags({"skipped_cells": "; ".join(f"{a}×{b}" for a, b in
-                                                        zip(skipped["prompt_variant"], skipped["dialogue_format"]))
-                             or "none"})
+            tracking.set_tags({"skipped_cells": "; ".join(f"{a}×{b}" for a, b in
+                                                          zip(skipped["prompt_variant"], skipped["dialogue_format"]))
+                               or "none"})
             tracking.log_metrics({"cells_run": len(ok), "cells_skipped": len(skipped)})
             tracking.log_artifacts(csv, png)
     print_grid(table, rows, cols)
