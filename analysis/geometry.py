@@ -247,11 +247,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Rerun the concept-vector geometry from a geometry job's stored outputs")
     ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
     ap.add_argument("--tau", type=float, help="a fixed success threshold (default: as stored / CV choice)")
+    ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
     ns = ap.parse_args()
-    src = ns.run
-    if not Path(src).exists():
-        from lab.tracking import run_dir
+    from lab.errors import LabError
+    from lab.tracking import resolve_source
 
-        src = run_dir(src)
+    try:
+        src = resolve_source(ns.run, ns.tracking_uri).directory
+    except LabError as e:
+        raise SystemExit(f"error: {e}") from None
     for line in report_lines(rerun(src, ns.tau)):
         print(line)

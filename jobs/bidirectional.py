@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(BidirectionalConfig, args)
     if not cfg.geometry:
         raise LabError("set `geometry` to a geometry job's output_dir or MLflow run id")
-    src = Path(cfg.geometry) if Path(cfg.geometry).exists() else Path(tracking.run_dir(cfg.geometry, cfg.tracking))
+    src = Path(cfg.geometry) if Path(cfg.geometry).exists() else tracking.resolve_source(cfg.geometry, cfg.tracking.uri).directory
     adir = src / "analysis" if (src / "analysis" / geo.VECTORS).is_file() else src
     if not (adir / geo.RESULT).is_file():
         raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     plot = plots.save(fig, rep / "bidirectional.png", f"{extra.get('model', cfg.model.name)} L{layer}: A−B vs B−A")
     if cfg.tracking.enabled:
         with tracking.run(cfg.tracking, {"geometry": str(adir), "layer": layer, "strength": strength, "tau": tau,
-                                         "threshold": cfg.threshold, "bucket": cfg.bucket, "model": cfg.model.name},
+                                         "threshold": cfg.threshold, "bucket": cfg.bucket, "model": cfg.model.name,
+                                         "output_dir": str(out.resolve())},
                           tags={"job": "bidirectional", "results_dir": str(out.resolve())},
                           run_name="bidirectional") as run:
             tracking.log_metrics({f"{r['group']}/{k}": r[k] for _, r in summary.iterrows()

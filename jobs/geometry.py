@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         src = str(out / "sweep")
         run_sweep(dataclasses.replace(cfg, output_dir=src), progress=not args.quiet, lm=lm)
     elif not Path(src).exists():
-        src = tracking.run_dir(src, cfg.tracking)
+        src = str(tracking.resolve_source(src, cfg.tracking.uri).directory)
     df = store.read(src)
     inj = df[(df.kind == "injection") & ~df.forced.astype(bool)]
     layer = int(_only(inj.layer, "layer", cfg.layer))
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
              gp.cosines(cos, rep / "cosines.png", title), gp.part_rates(table, rep / "parts.png", title)]
     if cfg.tracking.enabled:
         with tracking.run(cfg.tracking, {"source": src, "layer": layer, "strength": strength, "tau": g.tau,
-                                         "parts": ",".join(cfg.parts), "model": cfg.model.name},
+                                         "parts": ",".join(cfg.parts), "model": cfg.model.name,
+                                         "output_dir": str(out.resolve())},
                           tags={"job": "geometry", "results_dir": str(out.resolve())}, run_name="geometry") as run:
             tracking.log_metrics({"pc1_meandiff_cos": g.pc1_meandiff_cos, "pc1_refusal_cos": g.pc1_refusal_cos,
                                   "meandiff_refusal_cos": g.meandiff_refusal_cos, "ridge_r2": g.ridge_r2,
