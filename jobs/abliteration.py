@@ -2,7 +2,7 @@
 
 1. Refusal directions per layer from the shipped harmful/harmless instructions (held-out harmful lines excluded),
    saved as <output_dir>/refusal_directions.safetensors.
-2. Concept injection on the original model (<output_dir>/original) and on the abliterated one (<output_dir>/abliterated):
+2. Concept injection on the original model (<output_dir>/original) and the abliterated one (<output_dir>/abliterated):
    same concepts, layers, strengths and seeds. `refusal.method: weights` orthogonalises the residual writers and saves
    the checkpoint (<output_dir>/model, loaded back from disk for the sweep); `interventions` ablates with hooks.
    Each arm's concept vectors come from its own model.
@@ -52,11 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from analysis import abliteration as ab
-    from analysis import compare
-    from analysis import directions as dr
-    from lab import interventions as iv
-    from lab import metrics, store, tracking
+    from analysis import abliteration as ab, compare, directions as dr
+    from lab import interventions as iv, metrics, store, tracking
     from lab.config import flatten, to_dict
     from lab.models import load, threads
 

@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from analysis import geometry as geo
-    from analysis import pairs as pr
+    from analysis import geometry as geo, pairs as pr
     from lab import plots, store, tracking, vector_trials
     from lab.judges import make_judge
     from lab.models import load, threads
@@ -51,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(BidirectionalConfig, args)
     if not cfg.geometry:
         raise LabError("set `geometry` to a geometry job's output_dir or MLflow run id")
-    src = Path(cfg.geometry) if Path(cfg.geometry).exists() else tracking.resolve_source(cfg.geometry, cfg.tracking.uri).directory
+    src = Path(cfg.geometry) if Path(cfg.geometry).exists() else \
+        tracking.resolve_source(cfg.geometry, cfg.tracking.uri).directory
     adir = src / "analysis" if (src / "analysis" / geo.VECTORS).is_file() else src
     if not (adir / geo.RESULT).is_file():
         raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from analysis import directions as dr
-    from analysis import geometry as geo
-    from analysis import geometry_plots as gp
+    from analysis import directions as dr, geometry as geo, geometry_plots as gp
     from lab import metrics, store, tracking, vector_trials
     from lab.concepts import concept_vectors
     from lab.judges import make_judge

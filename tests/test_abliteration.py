@@ -7,8 +7,7 @@ import copy
 import pytest
 import torch
 
-from analysis import abliteration as ab
-from analysis import directions as dr
+from analysis import abliteration as ab, directions as dr
 from lab import interventions as iv
 from lab.errors import LabError
 
@@ -33,7 +32,8 @@ def test_mean_difference_and_roundtrip(tmp_path):
     torch.testing.assert_close(d, want / want.norm(dim=-1, keepdim=True))
     rd = dr.RefusalDirections(d, -2, "m", 5, 6, "v1", raw_norms=(1.0, 2.0, 3.0))
     back = dr.RefusalDirections.load(rd.save(tmp_path / "r.safetensors"))
-    assert torch.equal(back.directions, d) and (back.position, back.n_harmful, back.raw_norms) == (-2, 5, (1.0, 2.0, 3.0))
+    assert torch.equal(back.directions, d)
+    assert (back.position, back.n_harmful, back.raw_norms) == (-2, 5, (1.0, 2.0, 3.0))
 
 
 def test_refusal_matcher():
@@ -83,7 +83,7 @@ def refusal(embedded):
 def test_refusal_direction_on_embedded(refusal, embedded):
     assert refusal.directions.shape == (30, 576)
     torch.testing.assert_close(refusal.directions.norm(dim=-1), torch.ones(30))
-    # position -2 of the ChatML generation prompt is "istant" (of "assistant\n"); numbers pinned from a deterministic run
+    # position -2 of the ChatML generation prompt is "istant" (of "assistant\n"); numbers pinned from a fixed run
     assert refusal.raw_norms[14] == pytest.approx(RAW_NORM_14, rel=1e-4)
     last = dr.refusal_direction(embedded, dr.instructions("harmful")[:8], dr.instructions("harmless")[:8], -1)
     assert float(last.directions[14] @ refusal.directions[14]) == pytest.approx(COS_LAST_VS_M2_14, abs=1e-4)

@@ -73,8 +73,8 @@ TAU, F1, PC1_MD = 0.67, 0.857143, 0.9605917718372988
 
 def test_detection_rates_and_model_free_rerun(tmp_path):
     X, y, concepts, ref = _synthetic()
-    rows = [{"concept": c, "kind": "injection", "forced": False, "layer": 3, "strength": 0.2, "detected": bool(k < r * 4)}
-            for c, r in zip(concepts, y) for k in range(4)]
+    rows = [{"concept": c, "kind": "injection", "forced": False, "layer": 3, "strength": 0.2,
+             "detected": bool(k < r * 4)} for c, r in zip(concepts, y) for k in range(4)]
     rows += [{"concept": concepts[0], "kind": "control", "forced": False, "layer": 3, "strength": 0.2,
               "detected": True}]
     rates = geo.detection_rates(pd.DataFrame(rows), 3, 0.2)
