@@ -1,20 +1,18 @@
 """Trained bias vector ("introspection is under-elicited"): the pure parts — the stored concept split, the injection
-band scaled to a model's depth, the training examples and their target answers, the answer-only loss, and the
-held-out evaluation's guards (identification against chance, whether a gain is concept-specific).
+band scaled to a model's depth, the training examples and their target answers, and the answer-only loss (the
+held-out evaluation's guards are in analysis/bias_guards.py).
 
 Protocol (PROTOCOL.md, "Trained bias vector"): 400 training / 100 held-out concepts (seeded, stored), 10 trials per
 concept with controls mixed in at p = 0.5; inject at a random layer of a band (odd layers 29–55 of Gemma's 62) and a
 random strength in {2, 3, 4, 5}; cross-entropy on the target answer only. The guard exists because a bias can teach
 a model to report *any* perturbation: then random same-norm vectors are "detected" as often as concepts, and the
-answer names a concept no more often than chance. Rerun the analysis from stored generations:
-`python -m analysis.steering_vector --run <job output_dir>`.
+answer names a concept no more often than chance (analysis/bias_guards.py checks both). Write the stored split:
+`python -m analysis.steering_vector --write-split SEED`.
 """
 from __future__ import annotations
 
 import json
-import math
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -169,114 +167,19 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Ten
                                              ignore_index=IGNORE)
 
 
-# --------------------------------------------------------------------------------------------------- guards
-def mentions(text: str, word: str) -> bool:
-    """Whole-word, case-insensitive (plural s/es allowed)."""
-    return re.search(rf"\b{re.escape(word.lower())}(?:s|es)?\b", str(text).lower()) is not None
-
-
-def identification_vs_chance(df: Any, concepts: Sequence[str]) -> dict[str, float]:
-    """From stored responses: how often an injected trial's answer names its own concept (`own_id`), another of
-    `concepts` (`other_id`), and the chance level of naming one specific concept — the mean fraction of the other
-    concepts named (`chance_id`); plus how often a random-vector trial names its paired concept (`random_id`)."""
-    from lab.metrics import wilson
-
-    out: dict[str, float] = {}
-    inj = df[(df.kind == "injection") & ~df.forced.astype(bool)]
-    rnd = df[df.kind.isin(["random", "norm_matched"]) & ~df.forced.astype(bool)]
-    names = list(dict.fromkeys(concepts))
-    own = [mentions(r, c) for r, c in zip(inj.response, inj.concept)]
-    others = [[w for w in names if w != c and mentions(r, w)] for r, c in zip(inj.response, inj.concept)]
-    for key, hits, n in (("own_id", sum(own), len(own)), ("other_id", sum(bool(o) for o in others), len(others)),
-                         ("random_id", sum(mentions(r, c) for r, c in zip(rnd.response, rnd.concept)), len(rnd))):
-        p, lo, hi = wilson(int(hits), int(n))
-        out |= {key: p, f"{key}_lo": lo, f"{key}_hi": hi, f"n_{key}": n}
-    k = max(len(names) - 1, 1)
-    out["chance_id"] = (sum(len(o) for o in others) / k / len(others)) if others else math.nan
-    return out
-
-
-def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """What the intervals support, as flags and one sentence each. Rates come from `lab.metrics.summarize` (with
-    `identification_vs_chance` merged in); 'apart' means the 95 % intervals do not overlap."""
-    def g(d: dict[str, float], k: str) -> float:
-        v = d.get(k, math.nan)
-        return math.nan if v is None else float(v)
-
-    def above(a: dict[str, float], ka: str, b: dict[str, float], kb: str) -> bool:
-        return g(a, f"{ka}_lo") > g(b, f"{kb}_hi")
-
-    vec = [k for k in ("random_rate", "norm_matched_rate") if not math.isnan(g(after, k))]
-    flags = {
-        "tpr_gain": above(after, "tpr", before, "tpr"),
-        "fpr_rise": above(after, "fpr", before, "fpr"),
-        "concept_specific": bool(vec) and all(above(after, "tpr", after, k) for k in vec),
-        "vector_rate_rise": any(above(after, k, before, k) for k in vec),
-        "id_above_chance": g(after, "own_id_lo") > max(g(after, "chance_id"), g(after, "random_id_hi")),
-    }
-    flags["perturbation_detector"] = flags["vector_rate_rise"] and not flags["concept_specific"]
-    lines = [
-        f"TPR {_ci(before, 'tpr')} → {_ci(after, 'tpr')}: " + ("a gain (intervals apart)" if flags["tpr_gain"]
-                                                              else "no gain the intervals support"),
-        f"FPR {_ci(before, 'fpr')} → {_ci(after, 'fpr')}" + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
-    ]
-    for k in vec:
-        lines.append(f"{k} {_ci(before, k)} → {_ci(after, k)}")
-    if flags["perturbation_detector"]:
-        lines.append("PERTURBATION DETECTOR: random same-norm vectors are 'detected' more after training and not "
-                     "less than concepts — the bias reports any perturbation, not the concept")
-    elif flags["concept_specific"]:
-        lines.append("concept-specific: held-out TPR lies above every random-vector rate (intervals apart)")
-    else:
-        lines.append("not shown concept-specific: held-out TPR is not above the random-vector rate (intervals overlap)")
-    lines.append(f"identification: own concept {_ci(after, 'own_id')} vs another held-out concept "
-                 f"{_ci(after, 'other_id')}, chance per concept {g(after, 'chance_id'):.3f}, paired concept on "
-                 f"random vectors {_ci(after, 'random_id')} → "
-                 + ("above chance" if flags["id_above_chance"] else "NOT above chance"))
-    return flags | {"lines": lines}
-
-
-def _ci(d: dict[str, float], k: str) -> str:
-    v = d.get(k, math.nan)
-    if v is None or v != v:
-        return "n/a"
-    return f"{v:.2f} [{d[k + '_lo']:.2f},{d[k + '_hi']:.2f}]"
-
-
-def arm_rates(df: Any, heldout: Sequence[str]) -> dict[str, float]:
-    """`lab.metrics.summarize` + `identification_vs_chance` for one arm's stored trials."""
-    from lab.metrics import summarize
-
-    return summarize(df) | identification_vs_chance(df, heldout)
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="re-analyse a steering-vector run from its stored generations")
-    ap.add_argument("--run", help="the job's output_dir (holds arms/<arm>/eval/trials)")
-    ap.add_argument("--write-split", type=int, metavar="SEED", help="write analysis/data/steering_split_seedSEED.json")
+    ap = argparse.ArgumentParser(description="write the stored concept split of a seed")
+    ap.add_argument("--write-split", type=int, metavar="SEED", required=True,
+                    help="write analysis/data/steering_split_seedSEED.json")
     args = ap.parse_args(argv)
-    if args.write_split is not None:
-        from lab.concepts import word_list
+    from lab.concepts import word_list
 
-        wl = word_list("concepts")
-        p = split_path(args.write_split)
-        p.write_text(json.dumps(make_split(wl.words, args.write_split, words_version=wl.version).to_dict(), indent=1))
-        print(f"wrote {p}")
-        return 0
-    from lab import store
-
-    root = Path(args.run)
-    meta = json.loads((root / "split.json").read_text())
-    heldout = meta["heldout"]
-    arms = sorted(p.name for p in (root / "arms").iterdir() if (p / "eval" / "trials").is_dir())
-    rates = {a: arm_rates(store.read(root / "arms" / a / "eval" / "trials"), heldout) for a in arms}
-    base = rates.get("baseline", {})
-    for a in arms:
-        print(f"== {a}")
-        for line in verdict(base, rates[a])["lines"]:
-            print("  " + line)
+    wl = word_list("concepts")
+    p = split_path(args.write_split)
+    p.write_text(json.dumps(make_split(wl.words, args.write_split, words_version=wl.version).to_dict(), indent=1))
+    print(f"wrote {p}")
     return 0
 
 

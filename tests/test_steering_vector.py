@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis import bias_guards as bg
 from analysis import steering_vector as sv
 from lab import interventions as iv
 from training import bias_vector as bv
@@ -94,7 +95,7 @@ def test_bias_save_load_roundtrip(tmp_path):
 
 def _rows(kind: str, concept: str, response: str, detected: bool, n: int = 1) -> list[dict]:
     return [{"kind": kind, "forced": False, "concept": concept, "response": response, "detected": detected,
-             "identified": kind == "injection" and sv.mentions(response, concept), "coherent": True}] * n
+             "identified": kind == "injection" and bg.mentions(response, concept), "coherent": True}] * n
 
 
 def test_guards_flag_a_perturbation_detector():
@@ -107,11 +108,11 @@ def test_guards_flag_a_perturbation_detector():
     after = pd.DataFrame(sum([_rows("injection", c, yes.format("Bread"), True, 10)
                               + _rows("control", c, no if c != "Fire" else yes.format("Bread"), c == "Fire", 10)
                               + _rows("random", c, yes.format("Bread"), True, 10) for c in held], []))
-    b, a = sv.arm_rates(before, held), sv.arm_rates(after, held)
+    b, a = bg.arm_rates(before, held), bg.arm_rates(after, held)
     assert (a["tpr"], a["fpr"], a["random_rate"]) == (1.0, 0.25, 1.0)
     assert (a["own_id"], a["other_id"], a["random_id"]) == (0.25, 0.75, 0.25)
     assert a["chance_id"] == pytest.approx(0.25)
-    v = sv.verdict(b, a)
+    v = bg.verdict(b, a)
     assert v["tpr_gain"] and v["fpr_rise"] and v["perturbation_detector"]
     assert not v["concept_specific"] and not v["id_above_chance"]
     assert any("PERTURBATION DETECTOR" in line for line in v["lines"])
@@ -125,7 +126,7 @@ def test_guards_accept_a_concept_specific_gain():
                                + _rows("norm_matched", c, no, False, 20) for c in held], []))
     after = pd.DataFrame(sum([_rows("injection", c, yes.format(c), True, 20) + _rows("control", c, no, False, 20)
                               + _rows("norm_matched", c, no, False, 20) for c in held], []))
-    v = sv.verdict(sv.arm_rates(before, held), sv.arm_rates(after, held))
+    v = bg.verdict(bg.arm_rates(before, held), bg.arm_rates(after, held))
     assert v["tpr_gain"] and v["concept_specific"] and v["id_above_chance"]
     assert not v["fpr_rise"] and not v["perturbation_detector"]
-    assert math.isnan(sv.arm_rates(after, held).get("random_rate", math.nan))
+    assert math.isnan(bg.arm_rates(after, held).get("random_rate", math.nan))
