@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     started = not ray.is_initialized()
     parallel.connect(cfg.address, num_cpus=cfg.ray_cpus)
-    ctx = tracking.run(cfg.tracking, flatten(to_dict(cfg)), {"job": "steering_vector", "model": cfg.model.name},
-                       run_name=cfg.tracking.run_name or "steering-vector") if cfg.tracking.enabled else None
-    try:
-        parent = ctx.__enter__() if ctx else None
+    with ExitStack() as stack:
+        stack.callback(lambda: ray.shutdown() if started else None)
+        parent = stack.enter_context(tracking.run(
+            cfg.tracking, flatten(to_dict(cfg)), {"job": "steering_vector", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or "steering-vector")) if cfg.tracking.enabled else None
         grid = tuner(cfg, parent.info.run_id if parent else None).fit()
         failed = [r.config.get("arm", "?") for r in grid if r.error is not None]
         run_ids = {r.metrics.get("arm"): r.metrics.get("mlflow_run_id") for r in grid if r.error is None}
@@ -65,11 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                                  | {"elapsed_seconds": time.time() - t0, "n_failed_arms": len(failed)})
             tracking.log_artifacts(*paths)
             _annotate_children(cfg, run_ids, rates.get("baseline", {}), verdicts)
-    finally:
-        if ctx:
-            ctx.__exit__(None, None, None)
-        if started:
-            ray.shutdown()
     print(paths[-1].read_text())
     print(f"report:  {paths[0].parent}  ({', '.join(p.name for p in paths)})")
     if parent:

@@ -85,6 +85,25 @@ def test_training_loss_decreases_on_a_tiny_model(tiny_model):
     # can only fall a little below ln 128 = 4.85; the embedded model is where the drop is large)
 
 
+def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
+    g = torch.Generator().manual_seed(2)
+    prefix = torch.randint(0, 128, (9,), generator=g).tolist()
+    batch = []
+    for i in range(4):
+        tail = torch.randint(0, 128, (3 + i,), generator=g).tolist()
+        row, labels = sv.answer_row(prefix + tail, [4, 8, 15][: 2 + i % 2])
+        batch.append(bv.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g)
+                                if i % 2 else None))
+    grads = []
+    for share in (False, True):
+        b = torch.nn.Parameter(torch.full((32,), 0.05))
+        loss = bv.batch_loss(tiny_model, batch, {"mlp_out.0": b}, pad_id=0, share_prefix=share)
+        loss.backward()
+        grads.append((float(loss), b.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
+
+
 def test_bias_save_load_roundtrip(tmp_path):
     res = bv.BiasResult({"mlp_out.3": torch.arange(4.0)}, [1.0, 0.5], [(0, 1.2)], 2, 2, False)
     bv.save_bias(tmp_path, res, {"model": "tiny", "split_seed": 0})

@@ -116,8 +116,13 @@ def encode(lm: Any, examples: Sequence[Example], vectors: dict[tuple[str, int], 
     return out
 
 
-def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tensor], pad_id: int) -> torch.Tensor:
-    """Answer-only cross-entropy of a batch with its injections and the bias applied (logits only where scored)."""
+def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tensor], pad_id: int,
+               share_prefix: bool = True) -> torch.Tensor:
+    """Answer-only cross-entropy of a batch with its injections and the bias applied (logits only where scored).
+
+    With `share_prefix`, the prompt prefix every row shares before the first injection start (the preamble) is run
+    once, with the bias and with gradient, and its KV cache repeated over the batch — the same forward pass and the
+    same gradient as the full batch (tests check it), at a fraction of the cost."""
     ids, mask, labels = collate([(e.ids, e.labels) for e in batch], pad_id)
     dev = next(model.parameters()).device
     d = next(v for v in bias.values()).shape[-1]
@@ -129,10 +134,25 @@ def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tenso
                           [e.start for e in batch]))
     ops += bias_edits(bias)
     pos = scored_positions(labels)
-    with iv.apply(model, ops):
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), logits_to_keep=pos.to(dev),
-                       use_cache=False).logits
-    return answer_loss(logits, labels.to(dev), pos.to(dev))
+    p = min(_common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
+    ids, mask, labels, pos = ids.to(dev), mask.to(dev), labels.to(dev), pos.to(dev)
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if p > 0:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        with iv.apply(model, bias_edits(bias)):
+            model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(batch))
+        kwargs = {"past_key_values": cache, "use_cache": True}
+    with iv.apply(model, ops, offset=p):
+        logits = model(input_ids=ids[:, p:], attention_mask=mask, logits_to_keep=pos - p, **kwargs).logits
+    return answer_loss(logits, labels, pos)
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    n = min(len(r) for r in rows)
+    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows[1:])), n)
 
 
 def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Encoded], val: Sequence[Encoded],
