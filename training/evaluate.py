@@ -129,3 +129,8 @@ def setting_metrics(table: Any, names: tuple[str, ...] = ("tpr", "fpr", "introsp
             if k in r:
                 out[f"{cell}/{k}"] = r[k]
     return out
+
+
+def eval_payload(ev: EvalResult) -> dict[str, Any]:
+    """What a trial reports of an evaluation (JSON-able: it crosses from a Ray Train worker as a file)."""
+    return {"summary": dict(ev.summary), "settings": setting_metrics(ev.by_setting), "trials_hash": ev.trials_hash}
