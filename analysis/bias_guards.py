@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.report import ci
+
 METRICS = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "own_id", "other_id", "random_id")
 FLAGS = ("tpr_gain", "fpr_rise", "concept_specific", "vector_rate_rise", "id_above_chance", "perturbation_detector")
 
@@ -68,12 +70,12 @@ def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]
     }
     flags["perturbation_detector"] = flags["vector_rate_rise"] and not flags["concept_specific"]
     lines = [
-        f"TPR {_ci(before, 'tpr')} → {_ci(after, 'tpr')}: " + ("a gain (intervals apart)" if flags["tpr_gain"]
+        f"TPR {ci(before, 'tpr')} → {ci(after, 'tpr', True)}: " + ("a gain (intervals apart)" if flags["tpr_gain"]
                                                               else "no gain the intervals support"),
-        f"FPR {_ci(before, 'fpr')} → {_ci(after, 'fpr')}" + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
+        f"FPR {ci(before, 'fpr')} → {ci(after, 'fpr', True)}" + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
     ]
     for k in vec:
-        lines.append(f"{k} {_ci(before, k)} → {_ci(after, k)}")
+        lines.append(f"{k} {ci(before, k)} → {ci(after, k, True)}")
     if flags["perturbation_detector"]:
         lines.append("PERTURBATION DETECTOR: random same-norm vectors are 'detected' more after training and not "
                      "less than concepts — the bias reports any perturbation, not the concept")
@@ -81,18 +83,11 @@ def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]
         lines.append("concept-specific: held-out TPR lies above every random-vector rate (intervals apart)")
     else:
         lines.append("not shown concept-specific: held-out TPR is not above the random-vector rate (intervals overlap)")
-    lines.append(f"identification: own concept {_ci(after, 'own_id')} vs another held-out concept "
-                 f"{_ci(after, 'other_id')}, chance per concept {g(after, 'chance_id'):.3f}, paired concept on "
-                 f"random vectors {_ci(after, 'random_id')} → "
+    lines.append(f"identification: own concept {ci(after, 'own_id', True)} vs another held-out concept "
+                 f"{ci(after, 'other_id', True)}, chance per concept {g(after, 'chance_id'):.3f}, paired concept on "
+                 f"random vectors {ci(after, 'random_id', True)} → "
                  + ("above chance" if flags["id_above_chance"] else "NOT above chance"))
     return flags | {"lines": lines}
-
-
-def _ci(d: dict[str, float], k: str) -> str:
-    v = d.get(k, math.nan)
-    if v is None or v != v:
-        return "n/a"
-    return f"{v:.2f} [{d[k + '_lo']:.2f},{d[k + '_hi']:.2f}]"
 
 
 def arm_rates(df: Any, heldout: Sequence[str]) -> dict[str, float]:

@@ -85,9 +85,12 @@ def report(cfg: SteeringVectorConfig, table: Any, verdicts: dict[str, Any], rep:
     paths = [rep / "comparison.csv", rep / "before_after.png", rep / "per_layer.png", rep / "verdict.txt"]
     table.to_csv(paths[0], index=False)
     shown = [m for m in SHOWN if m in table and table[m].notna().any()]
-    plots.rate_bars(table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}), "arm", paths[1],
-                    metrics=shown, title=f"{cfg.model.name}: held-out concepts, before (baseline) vs after the bias")
-    layer_curve(table, shown, paths[2], f"{cfg.model.name}: bias layer sweep (seeds pooled by mean)")
+    if not shown:  # no arm finished: the table and the verdict say so, there is nothing to plot
+        paths = [paths[0], paths[3]]
+    else:
+        plots.rate_bars(table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}), "arm", paths[1],
+                        metrics=shown, title=f"{cfg.model.name}: held-out concepts, before vs after the bias")
+        layer_curve(table, shown, paths[2], f"{cfg.model.name}: bias layer sweep (seeds pooled by mean)")
     lines = [f"{cfg.model.name}: trained bias at {cfg.bias.site}, {cfg.evaluation.n_heldout} held-out concepts"]
     for arm, v in verdicts.items():
         lines += [f"== {arm}"] + [f"  {line}" for line in v["lines"]]

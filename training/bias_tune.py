@@ -2,11 +2,11 @@
 "before") and one per bias layer × seed — each loading the model, training its bias (training/bias_vector.py) and
 evaluating it with the concept-injection flow on the HELD-OUT concepts of the stored split.
 
-Evaluation of an arm: concept vectors of the held-out concepts are computed from the UNMODIFIED model first (into the
-sweep's activation cache), then `lab.sweep.run_sweep(..., lm=lm)` runs with the bias applied to every forward pass
-(a `lab.interventions.apply` context around it, removed in `finally`), so it reads those cached vectors and never
-re-extracts them under the bias. Each arm has its own output dir (trial ids do not carry the bias). Trials hold
-held-out concept injections, no-injection controls and the sweep's `random` / `norm_matched` vector controls.
+Evaluation of an arm: `lab.sweep.run_sweep(..., lm=lm, edits=[Add("mlp_out.L", bias, 1.0, 0)], edits_tag=<bias
+fingerprint>)` — the sweep computes the held-out concept vectors from the UNEDITED model and applies the bias to
+every forward pass of every trial (shared prefix included); trial ids carry the fingerprint. Each arm still writes
+its own output dir. Trials hold held-out concept injections, no-injection controls and the sweep's `random` /
+`norm_matched` vector controls.
 """
 from __future__ import annotations
 
@@ -110,13 +110,12 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     """Train (unless baseline) and evaluate one arm; log its MLflow child run. Returns its rates."""
     from analysis.bias_guards import arm_rates
     from analysis.steering_vector import stored_split
-    from lab import interventions as iv
     from lab import store, tracking
-    from lab.concepts import concept_vectors
     from lab.config import flatten
+    from lab.interventions import Add
     from lab.models import load, threads
-    from lab.sweep import model_key, plan, run_sweep, vector_cache_dir
-    from training.bias_vector import bias_edits, fingerprint, save_bias, train_bias
+    from lab.sweep import model_key, run_sweep, vector_cache_dir
+    from training.bias_vector import fingerprint, save_bias, train_bias
 
     meta = arms(cfg)[arm]
     out = Path(cfg.output_dir) / "arms" / arm
@@ -129,7 +128,6 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     threads(cfg.resources.threads)
     lm = load(cfg.model)
     cache, key = vector_cache_dir(inj), model_key(inj.model)
-    concept_vectors(lm, heldout, plan(inj).layers, inj.sweep.template, inj.sweep.baseline, cache, key)  # unmodified
     tags = {"job": "steering_vector", "arm": arm, "layer": str(meta["layer"]), "seed": str(meta["seed"])}
     params = flatten(to_dict(cfg.bias)) | {"arm": arm, "model": cfg.model.name, "n_heldout": len(heldout)}
     ctx = tracking.run(cfg.tracking, params, tags, run_name=arm, parent_run_id=parent_run_id) \
@@ -152,9 +150,11 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
                        "val_loss_best": min(v for _, v in res.val_losses) if res.val_losses else math.nan,
                        "fingerprint": fingerprint(bias)}
         t_eval = time.time()
-        with iv.apply(lm.model, bias_edits(bias)):  # TODO(lead API): run_sweep(..., edits=..., edits_tag=fp)
-            run_sweep(inj, progress=False, lm=lm)
-        rates = arm_rates(store.read(inj.output_dir), heldout)
+        edits = [Add(site, v, 1.0, 0) for site, v in bias.items()]
+        res = run_sweep(inj, progress=False, lm=lm, edits=edits, edits_tag=fingerprint(bias) if bias else "")
+        ids = {t.trial_id for t in res["plan"].trials}
+        df = store.read(inj.output_dir)
+        rates = arm_rates(df[df.trial_id.isin(ids)], heldout)
         result |= rates | {"eval_seconds": time.time() - t_eval, "arm_seconds": time.time() - t0}
         if run is not None:
             tracking.log_metrics(result)
