@@ -72,7 +72,8 @@ def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]
     lines = [
         f"TPR {ci(before, 'tpr')} → {ci(after, 'tpr', True)}: " + ("a gain (intervals apart)" if flags["tpr_gain"]
                                                               else "no gain the intervals support"),
-        f"FPR {ci(before, 'fpr')} → {ci(after, 'fpr', True)}" + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
+        f"FPR {ci(before, 'fpr')} → {ci(after, 'fpr', True)}"
+        + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
     ]
     for k in vec:
         lines.append(f"{k} {ci(before, k)} → {ci(after, k, True)}")
@@ -103,7 +104,8 @@ def comparison(rates: dict[str, dict[str, float]], arms_meta: dict[str, dict[str
 
     base = rates.get("baseline", {})
     rows = []
-    for arm, r in rates.items():
+    for arm in sorted(rates, key=lambda a: a != "baseline"):  # baseline ("before") first, then arms in order
+        r = rates[arm]
         v = verdict(base, r) if arm != "baseline" else {}
         row = {"arm": arm} | arms_meta.get(arm, {})
         for m in METRICS:
@@ -114,14 +116,15 @@ def comparison(rates: dict[str, dict[str, float]], arms_meta: dict[str, dict[str
     return pd.DataFrame(rows)
 
 
-def load_rates(root: str | Path) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Per-arm rates recomputed from the Parquet trials a job stored under <root>/arms/<arm>/eval/trials."""
+def load_rates(root: str | Path, evaluation: str = "eval") -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per-arm rates recomputed from the Parquet trials a job stored under <root>/arms/<arm>/<evaluation>/trials
+    (`eval`: the standard dialogue; `eval_paper`: the paper code's variant)."""
     from lab import store
 
     root = Path(root)
     heldout = json.loads((root / "split.json").read_text())["heldout_evaluated"]
-    arms = sorted(p.name for p in (root / "arms").iterdir() if (p / "eval" / "trials").is_dir())
-    return {a: arm_rates(store.read(root / "arms" / a / "eval" / "trials"), heldout) for a in arms}, heldout
+    arms = sorted(p.name for p in (root / "arms").iterdir() if (p / evaluation / "trials").is_dir())
+    return {a: arm_rates(store.read(root / "arms" / a / evaluation / "trials"), heldout) for a in arms}, heldout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="re-analyse a steering-vector run from its stored generations")
     ap.add_argument("--run", required=True, help="the job's output_dir (holds split.json and arms/<arm>/eval)")
+    ap.add_argument("--evaluation", default="eval", help="eval (standard dialogue) or eval_paper (paper variant)")
     args = ap.parse_args(argv)
-    rates, _ = load_rates(args.run)
+    rates, _ = load_rates(args.run, args.evaluation)
     for arm in rates:
         if arm != "baseline":
             print(f"== {arm}")

@@ -1,4 +1,4 @@
-"""Trained bias vector on held-out concepts: `python -m jobs.steering_vector --config configs/steering-vector-demo.yaml`.
+"""Trained bias vector, held-out concepts: `python -m jobs.steering_vector --config configs/steering-vector-demo.yaml`.
 
 A Ray Tune grid (training/bias_tune.py): `baseline` (no bias) and one trial per bias layer × seed, each training a
 zero-initialised bias on the 400 training-side concepts of the stored split and evaluating it on the held-out ones
@@ -89,7 +89,7 @@ def report(cfg: SteeringVectorConfig, table: Any, verdicts: dict[str, Any], rep:
         paths = [paths[0], paths[3]]
     else:
         plots.rate_bars(table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}), "arm", paths[1],
-                        metrics=shown, title=f"{cfg.model.name}: held-out concepts, before vs after the bias")
+                        metrics=shown, title=f"{cfg.model.name}, held-out: before vs after")
         layer_curve(table, shown, paths[2], f"{cfg.model.name}: bias layer sweep (seeds pooled by mean)")
     lines = [f"{cfg.model.name}: trained bias at {cfg.bias.site}, {cfg.evaluation.n_heldout} held-out concepts"]
     for arm, v in verdicts.items():

@@ -71,7 +71,8 @@ def test_zero_bias_leaves_logits_bit_identical(tiny_model):
 
 
 def test_training_loss_decreases_on_a_tiny_model(tiny_model):
-    cfg = bv.BiasTrainConfig(layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=30, val_every=10, patience=5, seed=0)
+    cfg = bv.BiasTrainConfig(layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=30, val_every=10, patience=5,
+                             seed=0)
     train, val = _examples(32, 0), _examples(8, 1)
     flags = [p.requires_grad for p in tiny_model.parameters()]
     res = bv.fit_bias(tiny_model, 32, ["mlp_out.1"], train, val, cfg, pad_id=0)
@@ -149,3 +150,22 @@ def test_guards_accept_a_concept_specific_gain():
     assert v["tpr_gain"] and v["concept_specific"] and v["id_above_chance"]
     assert not v["fpr_rise"] and not v["perturbation_detector"]
     assert math.isnan(bg.arm_rates(after, held).get("random_rate", math.nan))
+
+
+def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
+    from lab.config import ModelConfig
+    from lab.parallel import RunnerConfig
+    from lab.sweep import InjectionConfig
+    from lab.trials import SweepConfig
+    from training import bias_paper_eval as pe
+
+    inj = InjectionConfig(model=ModelConfig(name="smollm2-135m"), runner=RunnerConfig(num_actors=0, batch_size=8),
+                          sweep=SweepConfig(concepts=("Dust",), layers=(14,), strengths=(0.2,),
+                                            strength_mode="relative", trials_per_concept=1, controls=("random",),
+                                            max_new_tokens=6),
+                          output_dir=str(tmp_path / "trials"), cache_dir=str(tmp_path / "vectors"))
+    df = pe.paper_eval(embedded, inj, [], tmp_path / "paper", setup_tokens=6)
+    assert list(df.kind) == ["injection", "control", "random"]
+    assert (df.prompt_variant == pe.VARIANT).all() and df.prompt.str.contains("Do you notice any injected").all()
+    assert df.strength_raw.tolist()[1] == 0.0 and df.strength_rel.tolist()[0] == pytest.approx(0.2)
+    print(df[["kind", "response", "detected"]].to_dict("records"), df.setup_replies.iloc[0])

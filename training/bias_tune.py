@@ -36,6 +36,10 @@ class HeldoutEval:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     batch_size: int = 16
     shard_size: int = 64
+    paper_variant: bool = field(default=False, metadata={
+        "help": "also run the paper code's evaluation (own setup replies, steering before the trial turn only; "
+                "training/bias_paper_eval.py) into arms/<arm>/eval_paper"})
+    paper_setup_tokens: int = field(default=100, metadata={"help": "max new tokens of each own setup reply"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_heldout <= 100:
@@ -155,6 +159,11 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
         ids = {t.trial_id for t in res["plan"].trials}
         df = store.read(inj.output_dir)
         rates = arm_rates(df[df.trial_id.isin(ids)], heldout)
+        if cfg.evaluation.paper_variant:
+            from training.bias_paper_eval import paper_eval
+
+            pdf = paper_eval(lm, inj, edits, out / "eval_paper" / "trials", cfg.evaluation.paper_setup_tokens)
+            rates |= {f"paper/{k}": v for k, v in arm_rates(pdf, heldout).items()}
         result |= rates | {"eval_seconds": time.time() - t_eval, "arm_seconds": time.time() - t0}
         if run is not None:
             tracking.log_metrics(result)
