@@ -152,6 +152,7 @@ def test_guards_accept_a_concept_specific_gain():
     assert math.isnan(bg.arm_rates(after, held).get("random_rate", math.nan))
 
 
+@pytest.mark.slow  # 13 min on the shared 2-core box (load, 99 baseline words, own setup replies)
 def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
     from lab.config import ModelConfig
     from lab.parallel import RunnerConfig
@@ -168,4 +169,7 @@ def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
     assert list(df.kind) == ["injection", "control", "random"]
     assert (df.prompt_variant == pe.VARIANT).all() and df.prompt.str.contains("Do you notice any injected").all()
     assert df.strength_raw.tolist()[1] == 0.0 and df.strength_rel.tolist()[0] == pytest.approx(0.2)
-    print(df[["kind", "response", "detected"]].to_dict("records"), df.setup_replies.iloc[0])
+    # pinned (greedy, 6 tokens): the injection before the trial turn alone makes the model claim a thought
+    assert df.response.tolist() == ['I noticed a thought about "', "I'm glad to hear that", "I'm not sure what to"]
+    assert df.detected.tolist() == [True, False, False]
+    assert df.setup_replies.iloc[0] == "I'm glad to hear that\n---\nI'm glad to hear that"
