@@ -118,11 +118,9 @@ def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
                                         "model": cfg.model.name}, parent_run_id=parent_id):
                     tracking.log_metrics(grid.child_metrics(r.to_dict(), cfg.sweep.controls,
                                                             cfg.sweep.forced_identification))
-            import mlflow
-
-            mlflow.set_tags({"skipped_cells": "; ".join(f"{a}×{b}" for a, b in
-                                                        zip(skipped["prompt_variant"], skipped["dialogue_format"]))
-                             or "none"})
+            tracking.set_tags({"skipped_cells": "; ".join(f"{a}×{b}" for a, b in
+                                                          zip(skipped["prompt_variant"], skipped["dialogue_format"]))
+                               or "none"})
             tracking.log_metrics({"cells_run": len(ok), "cells_skipped": len(skipped)})
             tracking.log_artifacts(csv, png)
     print(grid.format_grid(table, shown))
