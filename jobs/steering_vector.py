@@ -125,20 +125,18 @@ def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
 
 def _annotate_children(cfg: SteeringVectorConfig, run_ids: dict[str, Any], before: dict[str, float],
                        verdicts: dict[str, Any]) -> None:
-    from mlflow import MlflowClient
+    """Each arm's child run gets the baseline's rates as `before/*`, the verdict flags as tags, verdict.txt."""
+    from lab import tracking
 
-    from lab.tracking import finite_metrics
-
-    client = MlflowClient(cfg.tracking.uri)
     for arm, rid in run_ids.items():
         if not rid or arm not in verdicts:
             continue
-        for k, v in finite_metrics({f"before/{m}": before.get(m, math.nan) for m in SHOWN}).items():
-            client.log_metric(rid, k, v)
-        for flag, value in verdicts[arm].items():
-            if flag != "lines":
-                client.set_tag(rid, f"verdict.{flag}", str(value))
-        client.log_text(rid, "\n".join(verdicts[arm]["lines"]) + "\n", "verdict.txt")
+        ref = tracking.RunRef(str(cfg.tracking.uri), rid)
+        tracking.log_to_run(ref, {f"before/{m}": before.get(m, math.nan) for m in SHOWN})
+        tracking.tag_run(ref, {f"verdict.{k}": v for k, v in verdicts[arm].items() if k != "lines"})
+        text = Path(cfg.output_dir) / "arms" / arm / "verdict.txt"
+        text.write_text("\n".join(verdicts[arm]["lines"]) + "\n")
+        tracking.log_artifacts_to_run(ref, text)
 
 
 if __name__ == "__main__":
