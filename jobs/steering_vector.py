@@ -110,6 +110,7 @@ def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
     if len(rows):
         rows["x"] = rows["layer"].astype(int)
         mean = rows.groupby("x")[[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")]].mean().reset_index()
+        ax.set_xticks(mean.x.tolist())
         for m in metrics:
             line = ax.errorbar(mean.x, mean[m], yerr=[(mean[m] - mean[f"{m}_lo"]).clip(lower=0),
                                                       (mean[f"{m}_hi"] - mean[m]).clip(lower=0)],
