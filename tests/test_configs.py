@@ -28,6 +28,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "robustness-demo.yaml": ("robustness", "RobustnessConfig"),
     "stages-demo.yaml": ("stages", "StagesConfig"),
     "stages-olmo-3.1-32b.yaml": ("stages", "StagesConfig"),
+    "steering-vector-demo.yaml": ("steering_vector", "SteeringVectorConfig"),
     "test-ablations-tiny.yaml": ABLATION,
     "test-resume.yaml": INJECTION,
     "test-tiny.yaml": INJECTION,
