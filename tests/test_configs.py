@@ -23,6 +23,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
     "judge-openai.yaml": INJECTION,
+    "judge-paper-local.yaml": INJECTION,
     "judge-serve.yaml": ("serve_judge", "ServeJudgeConfig"),
     "probes-demo.yaml": ("probes", "ProbesConfig"),
     "robustness-demo.yaml": ("robustness", "RobustnessConfig"),
