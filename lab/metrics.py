@@ -97,12 +97,13 @@ def forced_identification_rate(df: pd.DataFrame) -> tuple[float, float, float]:
 
 
 def summarize(df: pd.DataFrame) -> dict[str, float]:
-    """One row of rates with `_lo`/`_hi` bounds, `n_` (distinct generations) and `trials_` (rows) per rate."""
+    """One row of rates with `_lo`/`_hi` bounds, `k_`/`n_` (successes / distinct generations behind the interval)
+    and `trials_` (rows) per rate."""
     out: dict[str, float] = {}
     rows, parts = _parts(df), _parts(distinct(df))
     for name, series in parts.items():
         k, n, p, lo, hi = _rate(series)
-        out.update({name: p, f"{name}_lo": lo, f"{name}_hi": hi, f"n_{name}": n,
+        out.update({name: p, f"{name}_lo": lo, f"{name}_hi": hi, f"k_{name}": k, f"n_{name}": n,
                     f"trials_{name}": int(rows[name].notna().sum()) if name in rows else n})
     tpr, fpr = out["tpr"], out["fpr"]
     out["balanced_accuracy"] = (tpr + 1 - fpr) / 2 if not (math.isnan(tpr) or math.isnan(fpr)) else float("nan")

@@ -43,7 +43,7 @@ def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] 
     for k in names:
         if f"n_{k}" not in row:
             continue
-        for key in (k, f"{k}_lo", f"{k}_hi", f"n_{k}", f"trials_{k}"):
+        for key in (k, f"{k}_lo", f"{k}_hi", f"k_{k}", f"n_{k}", f"trials_{k}"):
             if key in row:
                 out[f"{prefix}{key}"] = row[key]
     for k in ("balanced_accuracy", "coherence", "n_unparsed", "n_parse_errors"):

@@ -102,7 +102,7 @@ def run_trial(cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = 
             tracking.log_to_run(run, {"train_steps": train_metrics.get("train_steps", math.nan)})
             tracking.tag_run(run, {"eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter),
                                    "eval_dir": str(tdir / "eval")})
-            tracking.log_artifacts_to_run(run, adapter / "training.json", tdir / "eval" / "report" / "by_setting.csv")
+            tracking.log_artifacts_to_run(run, adapter / "training.json", tdir / "eval" / "report" / "summary.csv")
             tracking.end_run(run, "FINISHED")
         return result | {"condition": spec.label, "seed": spec.seed, "variant": spec.variant,
                          "eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter),
