@@ -63,6 +63,7 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
     from lab import sharded
     from lab.models import load
     from lab.parallel import run_shards
+    from lab.sweep import SweepContext, generate
 
     lm = load(ModelConfig(tiny_dir))
     vecs, typical = concept_vectors(lm, ["Dust", "Trumpets"], [1, 2], cache_dir=tmp_path)
@@ -84,7 +85,8 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
         assert max((svecs[k].vector - vecs[k].vector).abs().max().item() for k in vecs) <= 1e-4
         # driven exactly as lab.parallel drives a one-process replica: two shards in flight, the bank as an object
         stored: dict[str, dict] = {}
-        run_shards([w], shards, ray.put(bank), lambda _shard, rows: stored.update((r["trial_id"], r) for r in rows))
+        ctx = ray.put(SweepContext(bank, 2))
+        run_shards([w], shards, generate, ctx, lambda rows: stored.update((r["trial_id"], r) for r in rows))
         got = [stored[t.trial_id] for t in trials]
     finally:
         sharded.shutdown([w])
