@@ -124,3 +124,19 @@ def test_paper_data_recipe_on_parquet_and_jsonl_files_with_domain_filters(tmp_pa
     assert drop.dropped_domain == 14 and set(drop.domains) == {"math", "general", "code"}
     with pytest.raises(LabError, match="domain 'poetry' is not in"):
         load_paper_preferences(tmp_path / "hub", "<eos>", split="train", include=["poetry"])
+
+
+def test_validation_runs_stops_early_and_restores_the_best_checkpoint(tmp_path) -> None:
+    hp = TrainHParams(learning_rate=0.3, gradient_accumulation_steps=1, max_length=128, gradient_checkpointing=False,
+                      eval_steps=1, early_stopping_patience=1)  # a huge step size: eval loss soon gets worse
+    with single_thread():
+        res = train("sft_chosen", ROWS, eval_data=ROWS[:2], output_dir=tmp_path / "v", model=tiny_model(len(TOK)),
+                    tokenizer=TOK, lora=LORA, hparams=hp, max_steps=6)
+    evals = [(h["step"], h["eval_loss"]) for h in res.log_history if "eval_loss" in h and "train_runtime" not in h]
+    assert res.metrics["train_steps"] == 2  # stopped early: step 2's eval loss is worse, patience 1 (of 6 steps)
+    assert [s for s, _ in evals[:2]] == [1, 2] and evals[1][1] > evals[0][1]
+    assert evals[0][1] == pytest.approx(5.1303, abs=1e-3) and evals[1][1] == pytest.approx(5.1519, abs=1e-3)
+    best_step, best = evals[0]
+    assert res.metrics["best_eval_loss"] == pytest.approx(best) and res.metrics["best_step"] == best_step
+    assert res.metrics["eval_loss"] == pytest.approx(best)  # the restored best checkpoint is what was saved
+    assert not (res.adapter_dir / "_trainer").exists()
