@@ -140,3 +140,18 @@ def test_validation_runs_stops_early_and_restores_the_best_checkpoint(tmp_path) 
     assert res.metrics["best_eval_loss"] == pytest.approx(best) and res.metrics["best_step"] == best_step
     assert res.metrics["eval_loss"] == pytest.approx(best)  # the restored best checkpoint is what was saved
     assert not (res.adapter_dir / "_trainer").exists()
+
+
+def test_ablation_data_spec_with_the_paper_layout(tmp_path) -> None:
+    from datasets import Dataset
+
+    from training.data import load_rows
+    from training.tune_config import DataSpec
+
+    Dataset.from_list(PAPER_ROWS).save_to_disk(str(tmp_path / "ds"))
+    spec = DataSpec(path=str(tmp_path / "ds"), layout="paper", exclude_domains=("code",), split_seed=0)
+    train_ds, eval_ds = load_rows(spec, "</s>")
+    assert (len(train_ds), len(eval_ds)) == (14, 2) and "code" not in set(train_ds["domain"]) | set(eval_ds["domain"])
+    assert all(c.startswith(" ") and c.endswith("</s>") for c in train_ds["chosen"])
+    with pytest.raises(LabError, match="layout 'paper' needs data.path"):
+        DataSpec(layout="paper")

@@ -262,9 +262,19 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return p
 
 
-def load_rows(data: Any) -> tuple[Any, Any]:
+def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
     """(train rows, eval rows or None) of a `training.tune_config.DataSpec`, as `datasets.Dataset`s, deterministic
-    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs."""
+    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs; `layout: paper` runs
+    `training.paper_data.load_paper_preferences` (needs the tokenizer's `eos_token`)."""
+    if data.layout == "paper":
+        from training.paper_data import load_paper_preferences
+
+        pd = load_paper_preferences(data.path, eos_token or "", domain_column=data.domain_column,
+                                    include=data.include_domains, exclude=data.exclude_domains,
+                                    max_prompt_chars=data.max_prompt_chars, max_answer_chars=data.max_answer_chars,
+                                    eval_fraction=data.eval_fraction, seed=data.split_seed)
+        print(f"preference data {data.path}: {pd.summary()}", flush=True)
+        return pd.train, (pd.eval if len(pd.eval) else None)
     if data.path:
         source: Any = data.path
     else:
