@@ -17,9 +17,13 @@ JOBS: dict[str, tuple[str, str]] = {
     "ablations-demo.yaml": ABLATION,
     "ablations-dpo-components.yaml": ABLATION,
     "ablations-olmo-3.1-32b.yaml": ABLATION,
+    "abliteration-demo.yaml": ("abliteration", "AbliterationConfig"),
+    "abliteration-gemma-3-27b-it.yaml": ("abliteration", "AbliterationConfig"),
+    "bidirectional-demo.yaml": ("bidirectional", "BidirectionalConfig"),
     "concept-injection-gemma-3-27b-it.yaml": INJECTION,
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
     "demo.yaml": INJECTION,
+    "geometry-demo.yaml": ("geometry", "GeometryConfig"),
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
     "judge-openai.yaml": INJECTION,
