@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobs.cli import entry, load_config, parser
-from jobs.features_setup import TranscoderSource, setup
+from analysis.feature_setup import TranscoderSource, setup
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError

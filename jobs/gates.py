@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from jobs.features_setup import TranscoderSource, setup
+from analysis.feature_setup import TranscoderSource, setup
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError
