@@ -28,9 +28,9 @@ def test_negative_trial_injects_exactly_minus_v(tiny_model):
     ids = torch.tensor([[1, 5, 9, 17, 33, 2]])
     with torch.no_grad(), capture(tiny_model, [1]) as plain:
         tiny_model(ids)
-    with torch.no_grad(), inject(tiny_model, 1, bank.vector(neg)[None], [4.0], [2]), capture(tiny_model, [1]) as steered:
+    with torch.no_grad(), inject(tiny_model, 1, bank.vector(neg)[None], [4.0], [2]), capture(tiny_model, [1]) as out:
         tiny_model(ids)
-    delta = steered[1][0] - plain[1][0]
+    delta = out[1][0] - plain[1][0]
     assert torch.equal(delta[0, :2], torch.zeros(2, 32))
     assert torch.allclose(delta[0, 2:], (-4.0 * v).expand(4, 32), atol=1e-6)
 
