@@ -27,11 +27,16 @@ if TYPE_CHECKING:
 class JudgeConfig:
     name: str = field(default="rules", metadata={"help": "registry name (lab.judges)"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options of the judge"})
+    calibration: str | None = field(default=None, metadata={
+        "help": "hand-labelled answers (CSV concept,response,detected,identified, e.g. lab/data/judge_labels.csv): "
+                "report judge-corrected rates beside the raw ones (lab.calibration); empty = off"})
 
     def __post_init__(self) -> None:
         from lab.judges import check_judge_options
 
         check_judge_options(self.name, self.options)  # a typo in an option name is one line, before any work
+        if self.calibration and not Path(self.calibration).is_file():
+            raise LabError(f"judge.calibration: labels file not found: {self.calibration}")
 
 
 @dataclass(frozen=True)
