@@ -129,15 +129,22 @@ class SweepContext:
 
 
 def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str, cache_dir: str,
-            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None) -> SweepContext:
-    """Check layers against the loaded model and compute the concept vectors (from the unedited model)."""
+            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None,
+            probes: tuple[Trial, ...] = ()) -> SweepContext:
+    """Check layers against the loaded model and compute the concept vectors (from the unedited model); with
+    `probes`, run the steering self-test (lab.selftest) on them."""
     from lab.concepts import concept_vectors
     from lab.runner import VectorBank
 
     for layer in layers:
         lm.check_layer(layer)
     vectors, typical = concept_vectors(lm, concepts, layers, template, baseline, cache_dir, key)
-    return SweepContext(VectorBank({**vectors, **(extra or {})}, typical), batch_size, tuple(edits))
+    ctx = SweepContext(VectorBank({**vectors, **(extra or {})}, typical), batch_size, tuple(edits))
+    if probes:
+        from lab.selftest import check_steering
+
+        check_steering(lm, ctx.bank, probes, ctx.edits)
+    return ctx
 
 
 def generate(lm: LoadedModel, shard: list[Trial], ctx: SweepContext) -> list[dict[str, Any]]:
@@ -166,6 +173,10 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
     if trials is not None:
         p = Plan(list(trials), tuple(sorted({t.layer for t in trials})), p.strengths, p.mode)
     judge = make_judge(cfg.judge.name, **cfg.judge.options)
+    from lab import selftest
+
+    if cfg.sweep.selftest:
+        selftest.check_judge(judge)  # a broken judge stops the sweep here, before any model is loaded
     spec = spec_for(cfg.model.name)
     if lm is None and spec is not None and spec.source == "embedded":
         from lab.embedded import ensure_converted
@@ -175,7 +186,7 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
     concepts = list(dict.fromkeys([*select_concepts(cfg.sweep.concepts),
                                    *(t.concept for t in p.trials if (t.vector or t.concept, t.layer) not in extra)]))
     args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg), model_key(cfg.model),
-            cfg.runner.batch_size, tuple(edits), extra)
+            cfg.runner.batch_size, tuple(edits), extra, selftest.probes(p.trials) if cfg.sweep.selftest else ())
     out = execute(p.trials, cfg.output_dir, cfg.model, cfg.runner, generate, prepare, args,
                   grade=partial(grade, judge), lm=lm, progress=progress)
     return {"plan": p, "total": out.total, "skipped": out.skipped, "new": out.new, "output_dir": out.output_dir,

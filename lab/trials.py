@@ -42,6 +42,9 @@ class SweepConfig:
     max_new_tokens: int = 48
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
     seed: int = 0
+    selftest: bool = field(default=True, metadata={
+        "help": "before generating: the judge grades canned answers and a probe injection must raise the concept's "
+                "logit (lab.selftest)"})
 
     def __post_init__(self) -> None:
         from lab.prompts import dialogue_format, variant
