@@ -15,6 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 export RAY_worker_niceness := 0
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export DS_BUILD_OPS := 0
 
 .PHONY: setup demo test test-slow bench ui ray-up ray-down submit-demo clean
 setup: $(STAMP)

@@ -73,6 +73,8 @@ def _in_process(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]
                 prepare_args: tuple[Any, ...], on_shard: Any, lm: LoadedModel | None, res: dict[str, Any]) -> None:
     from lab.parallel import ModelWorker
 
+    if model.shard == "zero3" and lm is None:
+        raise LabError("model.shard: zero3 runs on Ray actors: set runner.num_actors >= 1")
     worker = ModelWorker.wrap(lm) if lm is not None else ModelWorker(model, runner.threads)
     ctx = worker.call(prepare, *prepare_args) if prepare else None
     res["t0"] = time.perf_counter()
@@ -96,7 +98,7 @@ def _on_ray(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]], w
             parallel.run_shards(workers, shards, work, ctx_ref, on_shard)
             res["t1"] = time.perf_counter()
         finally:
-            parallel.shutdown_pool(workers)
+            parallel.shutdown_pool(workers, model)
 
 
 def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:

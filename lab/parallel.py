@@ -110,7 +110,15 @@ class ModelWorker:
 
 
 def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
+    """`cfg.num_actors` model replicas: one actor each, or (model.shard: zero3) a ZeRO-3 group of actors each whose
+    rank 0 answers `call` like a `ModelWorker` (lab/sharded.py)."""
     import ray
+
+    if model_cfg.shard == "zero3":
+        from lab import sharded
+
+        return sharded.pool(model_cfg, cfg, sharded.ShardConfig(model_cfg.shard, model_cfg.workers_per_replica,
+                                                                model_cfg.offload))
 
     # no per-actor runtime_env: inside `ray job submit` it would clash with the job's own; importing `lab` in the
     # actor sets the offline defaults, and paths travel in the config
@@ -159,8 +167,13 @@ def get(refs: Any) -> Any:
         raise
 
 
-def shutdown_pool(workers: list[Any]) -> None:
+def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> None:
     import ray
+
+    if model_cfg is not None and model_cfg.shard == "zero3":
+        from lab import sharded
+
+        return sharded.shutdown(workers)
 
     for w in workers:
         ray.kill(w)

@@ -128,7 +128,8 @@ class SweepContext:
     edits: tuple[Any, ...] = ()
 
 
-def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str, cache_dir: str,
+def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
+            cache_dir: str | None,
             key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None,
             probes: tuple[Trial, ...] = ()) -> SweepContext:
     """Check layers against the loaded model and compute the concept vectors (from the unedited model); with
@@ -185,7 +186,9 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
     extra = dict(extra_vectors or {})
     concepts = list(dict.fromkeys([*select_concepts(cfg.sweep.concepts),
                                    *(t.concept for t in p.trials if (t.vector or t.concept, t.layer) not in extra)]))
-    args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg), model_key(cfg.model),
+    # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
+    cache = vector_cache_dir(cfg) if cfg.model.shard == "none" else None
+    args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, cache, model_key(cfg.model),
             cfg.runner.batch_size, tuple(edits), extra, selftest.probes(p.trials) if cfg.sweep.selftest else ())
     out = execute(p.trials, cfg.output_dir, cfg.model, cfg.runner, generate, prepare, args,
                   grade=partial(grade, judge), lm=lm, progress=progress)
