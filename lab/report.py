@@ -152,7 +152,8 @@ def parent_run(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str
 def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any], title: str,
                  by: Sequence[str] = ("layer", "strength"), parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None, run_name: str | None = None, artifacts: Sequence[Any] = (),
-                 quiet: bool = False, calibration: Mapping[str, Any] | None = None) -> Report:
+                 quiet: bool = False, calibration: Mapping[str, Any] | None = None,
+                 extra_metrics: Mapping[str, Any] | None = None) -> Report:
     """Rates of stored trials → `<out_dir>/report/{summary,per_concept}.csv` + `heatmap.png`, one MLflow run with
     overall and per-setting metrics (provenance tags, the per-trial answers as a table), and a printed table.
     `calibration` (lab.calibration.for_judge) adds judge-corrected rates `<rate>_corrected` with intervals."""
@@ -173,7 +174,8 @@ def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, par
     if tuple(by) == ("layer", "strength"):
         paths.append(rep / "heatmap.png")
         plots.rate_heatmaps(table, paths[-1], title=title)
-    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by)}, [*paths, *artifacts],
+    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by), **(extra_metrics or {})},
+                     [*paths, *artifacts],
                      tags=tags, run_name=run_name, parent_run_id=parent_run_id, trials=df)
     if not quiet:
         print_rates(table, overall, by)

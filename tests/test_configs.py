@@ -19,6 +19,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "ablations-olmo-3.1-32b.yaml": ABLATION,
     "concept-injection-gemma-3-27b-it.yaml": INJECTION,
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
+    "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseConfig"),
     "demo.yaml": INJECTION,
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
