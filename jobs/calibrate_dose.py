@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         artifacts=paths, calibration=cal, extra_metrics=extra)
     print(f"\n{'layer':>5} {'strength':>9} {'raw':>8} {'rel':>6}  {'tpr':<17} {'random':<17} coherence")
     for _, r in table.iterrows():
-        print(f"{r['layer']:>5} {r['strength']:>9g} {r['strength_raw']:>8.3g} {r['strength_rel']:>6.3f}  "
+        print(f"{int(r['layer']):>5} {r['strength']:>9g} {r['strength_raw']:>8.3g} {r['strength_rel']:>6.3f}  "
               f"{report.ci(r, 'tpr'):<17} {report.ci(r, 'random_rate'):<17} {r['coherence']:.2f}")
     print("\n" + paths[2].read_text())
     print(f"dose:    {paths[0].resolve()}  {paths[3].resolve()}  {paths[2].resolve()}")

@@ -77,6 +77,10 @@ def bands(table: pd.DataFrame, settings: DoseSettings) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _onset(r: pd.Series) -> str:
+    return f"{r['detection_onset']:g}" if r["detects"] else "none (no TPR interval above the controls)"
+
+
 def _first(g: pd.DataFrame, col: str) -> float:
     return float(g[col].iloc[0]) if len(g) else math.nan
 
@@ -91,7 +95,7 @@ def snippet(b: pd.DataFrame, mode: str, settings: DoseSettings) -> str:
              "detection = TPR interval above FPR and random-vector rate"]
     for _, r in b.iterrows():
         lines.append(f"#   layer {r['layer']}: coherent {r['coherent_lo']:g}..{r['coherent_hi']:g} ({mode}); "
-                     f"detection onset {r['detection_onset']:g}; recommended {r['recommended']} "
+                     f"detection onset {_onset(r)}; recommended {r['recommended']} "
                      f"(relative {r['recommended_rel']}, raw {r['recommended_raw']})")
     use = b[b["recommended"].map(len) > 0]
     strengths = sorted({s for rec in use["recommended"] for s in rec})
@@ -120,8 +124,8 @@ def plot(table: pd.DataFrame, b: pd.DataFrame, path: str | Path, title: str = ""
         if g["random_rate"].notna().any():
             ax.plot(x, g["random_rate"], "s-", color="tab:orange", label="random-vector rate")
         ax.plot(x, g["coherence"], "^-", color="tab:green", label="coherence")
-        rel = ", ".join(f"{s:g}→{r:.2f}" for s, r in zip(x, g["strength_rel"]))
-        ax.set_title(f"layer {layer}\n‖s·v‖/‖resid‖: {rel}", fontsize=7)
+        other, unit = ("strength_raw", "raw ×v") if mode == "relative" else ("strength_rel", "‖s·v‖/‖resid‖")
+        ax.set_title(f"layer {layer}\n{unit}: " + ", ".join(f"{v:.3g}" for v in g[other]), fontsize=7)
         ax.set_xlabel(f"strength ({mode})" if mode else "strength")
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("rate")
