@@ -17,7 +17,7 @@ export RAY_worker_niceness := 0
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_BUILD_OPS := 0
 
-.PHONY: setup demo test test-slow bench ui ray-up ray-down submit-demo clean
+.PHONY: setup demo test lint test-slow bench ui ray-up ray-down submit-demo clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -33,9 +33,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) -m jobs.concept_injection --config configs/demo.yaml
 
-test: setup
-	@$(PY) -m pytest -q; rc=$$?; \
+test: setup lint
+	@$(PY) -m pytest -q --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

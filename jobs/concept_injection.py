@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(InjectionConfig, args)
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
+    store.save_config(cfg.output_dir, to_dict(cfg))  # Parquet + this config are the run: jobs.sync_mlflow relogs it
     cal = calibration.for_judge(cfg.judge)  # graded before the sweep: a chance-level judge stops here
     if cal:
         print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")

@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 "judge": judge.name, "judge_version": judge.version, "job": "regrade"}
         with tracking.run(cfg, params, tags=tags, run_name=f"regrade-{vname}") as active:
             tracking.log_metrics(logged)
-            import mlflow
-
-            mlflow.log_text(text + "\n", "agreement.txt")
+            tracking.log_text(text + "\n", "agreement.txt")
         print(f"mlflow:  run {active.info.run_id} in experiment '{cfg.experiment}' at {tracking.resolve_uri(cfg)}")
     return 0
 

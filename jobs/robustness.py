@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
                    cell_ids: dict[grid.Cell, list[str]]) -> Any:
-    """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs, and a printed grid."""
-    from lab import plots_grid, store, tracking
+    """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs (lab.report), a printed grid."""
+    from lab import plots_grid, report, store, tracking
     from lab.config import flatten, to_dict
 
     table = grid.cell_table(store.read(cfg.output_dir), reasons, cell_ids)
@@ -100,29 +100,22 @@ def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
     rep.mkdir(parents=True, exist_ok=True)
     csv, png = rep / "cells.csv", rep / "grid.png"
     table.to_csv(csv, index=False)
-    rows = list(dict.fromkeys(v for v, _ in reasons))
-    cols = list(dict.fromkeys(f for _, f in reasons))
+    rows, cols = list(dict.fromkeys(v for v, _ in reasons)), list(dict.fromkeys(f for _, f in reasons))
     shown = ["tpr", "fpr"] + [f"{c}_rate" for c in cfg.sweep.controls][:1]
     plots_grid.category_grid(table, "prompt_variant", "dialogue_format", png, metrics=shown, rows=rows, cols=cols,
                              title=f"{cfg.model.name}: prompt variant × dialogue format")
-    parent_id = None
-    if cfg.tracking.enabled:
-        ok, skipped = table[table["status"] == "ok"], table[table["status"] != "ok"]
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "robustness", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"robustness {cfg.model.name}") as parent:
-            parent_id = parent.info.run_id
-            for _, r in ok.iterrows():
-                v, f = r["prompt_variant"], r["dialogue_format"]
-                with tracking.run(cfg.tracking, flatten(to_dict(cfg.injection(v, f))), run_name=f"{v} × {f}",
-                                  tags={"job": "robustness", "prompt_variant": v, "dialogue_format": f,
-                                        "model": cfg.model.name}, parent_run_id=parent_id):
-                    tracking.log_metrics(grid.child_metrics(r.to_dict(), cfg.sweep.controls,
-                                                            cfg.sweep.forced_identification))
-            import mlflow
-
-            mlflow.set_tags({"skipped_cells": "; ".join(f"{a}×{b}" for a, b in
-                                                        zip(skipped["prompt_variant"], skipped["dialogue_format"]))
-                             or "none"})
+    ok, skipped = table[table["status"] == "ok"], table[table["status"] != "ok"]
+    tags = {"job": "robustness", "model": cfg.model.name}
+    skipped_tag = "; ".join(f"{a}×{b}" for a, b in zip(skipped["prompt_variant"], skipped["dialogue_format"]))
+    with report.parent_run(cfg.tracking, flatten(to_dict(cfg)), tags=tags | {"skipped_cells": skipped_tag or "none"},
+                           run_name=cfg.tracking.run_name or f"robustness {cfg.model.name}") as parent_id:
+        for _, r in ok.iterrows():
+            v, f = r["prompt_variant"], r["dialogue_format"]
+            report.log_run(cfg.tracking, flatten(to_dict(cfg.injection(v, f))),
+                           grid.child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification),
+                           tags=tags | {"prompt_variant": v, "dialogue_format": f}, run_name=f"{v} × {f}",
+                           parent_run_id=parent_id)
+        if parent_id:
             tracking.log_metrics({"cells_run": len(ok), "cells_skipped": len(skipped)})
             tracking.log_artifacts(csv, png)
     print(grid.format_grid(table, shown))

@@ -75,8 +75,9 @@ class StagesConfig:
 
     def injection(self, stage: StageConfig) -> InjectionConfig:
         model = stage.model
-        if model.adapter:
-            model = dataclasses.replace(model, adapter=str(Path(model.adapter).resolve()))
+        if model.adapter:  # a created adapter's relative path lives under output_dir: a job writes only there
+            base = Path(self.output_dir) if stage.create_adapter else Path()
+            model = dataclasses.replace(model, adapter=str((base / model.adapter).resolve()))
         sweep = self.sweep
         if stage.dialogue_format:
             sweep = dataclasses.replace(sweep, dialogue_format=stage.dialogue_format)
@@ -93,7 +94,7 @@ def check_stage(cfg: StagesConfig, stage: StageConfig) -> Any:
 
     inj = cfg.injection(stage)
     p = plan(inj)
-    ad = stage.model.adapter
+    ad = inj.model.adapter
     if ad and not (Path(ad) / "adapter_config.json").is_file() and not stage.create_adapter:
         raise LabError(f"stage '{stage.name}': LoRA adapter not found: {ad} (train one, or set create_adapter: true "
                        "for an untrained random-LoRA control)")
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         check_stage(cfg, s)
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
     for s in cfg.stages:
-        if s.model.adapter and not (Path(s.model.adapter) / "adapter_config.json").is_file():
-            print(create_random_adapter(s))
+        model = cfg.injection(s).model
+        if model.adapter and not (Path(model.adapter) / "adapter_config.json").is_file():
+            print(create_random_adapter(dataclasses.replace(s, model=model)))
     # plan after the adapters exist: trial ids carry the adapter's fingerprint (lab.sweep.model_key)
     plans = {s.name: check_stage(cfg, s) for s in cfg.stages}
     groups = {}

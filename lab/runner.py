@@ -84,7 +84,7 @@ class Runner:
         self.lm, self.bank, self.batch_size, self.edits = lm, bank, batch_size, list(edits)
 
     def request(self, t: Trial) -> Request:
-        prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced)
+        prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced, concept=t.concept)
         ids, start = inject_start(self.lm.tokenizer, prompt)
         raw = self.bank.strengths(t)[0]
         return Request(prompt.text, ids, start, t.layer, self.bank.vector(t) if raw > 0 else None, raw)
@@ -154,7 +154,9 @@ class Runner:
             if temperature > 0:
                 torch.manual_seed(int(hashlib.sha256("|".join(t.trial_id for t in trials).encode())
                                       .hexdigest()[:15], 16))
-                kwargs |= {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                kwargs |= {"do_sample": True, "temperature": temperature}
+                if self.lm.spec.sampling != "generation_config":  # else the checkpoint's own top-k/top-p (paper)
+                    kwargs |= {"top_k": 0, "top_p": 1.0}
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
                                  pad_token_id=tok.pad_token_id, **kwargs)
         new = out[:, width:].cpu()

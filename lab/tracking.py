@@ -140,6 +140,13 @@ def log_artifacts(*paths: str | os.PathLike) -> None:
         mlflow.log_artifact(str(p))
 
 
+def log_text(text: str, artifact_file: str) -> None:
+    """A text artifact on the active run (`run()`)."""
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
 def set_tags(tags: Mapping[str, Any]) -> None:
     """Tags on the active run (`run()`)."""
     import mlflow

@@ -8,8 +8,7 @@ import subprocess
 
 import pytest
 
-from lab.prompts import (category, dialogue, inject_start, main, paper_formats, paper_variants, render,
-                         tokenizer_model)
+from lab.prompts import category, dialogue, inject_start, main, paper_formats, paper_variants, render, tokenizer_model
 from tests.conftest import PY, ROOT, env
 
 PAPER = json.loads((ROOT / "tests/data/paper_prompts.json").read_text())

@@ -19,7 +19,8 @@ def test_paper_presets_use_the_paper_judge_and_sampling():
     for name in ("concept-injection-gemma-3-27b-it", "concept-injection-qwen3-235b-a22b", "stages-olmo-3.1-32b"):
         cfg = load_yaml(ROOT / f"configs/{name}.yaml")
         judge = cfg["judge"]["options"] | {"name": cfg["judge"]["name"]}
-        assert {"name": "openai", "model": "gpt-4.1-mini", "prompt": "paper", "max_tokens": 500}.items() <= judge.items()
+        want = {"name": "openai", "model": "gpt-4.1-mini", "prompt": "paper", "max_tokens": 500}
+        assert want.items() <= judge.items()
         sweep = cfg["sweep"]
         assert (sweep["temperature"], sweep["trials_per_concept"], sweep["samples"], sweep["max_new_tokens"]) == (
             1.0, 10, 10, 100)

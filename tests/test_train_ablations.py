@@ -120,7 +120,12 @@ def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
 
 
 # Each condition's child-run rates on configs/test-ablations-tiny.yaml (1 injected + 1 control trial; Wilson 95 %).
-PINNED_CHILD_RATES: dict[str, dict[str, float]] = {"dpo_no_ref": {}, "sft_chosen": {}}
+PINNED_CHILD_RATES: dict[str, dict[str, float]] = {
+    cond: {k: v for m in ("tpr", "fpr", "introspection")
+           for k, v in ((m, 0.0), (f"{m}_lo", 0.0), (f"{m}_hi", 0.7935), (f"n_{m}", 1.0))}
+    for cond in ("dpo_no_ref", "sft_chosen")}
+# The sft_chosen child run of the same config trained by a 2-worker TorchTrainer.
+PINNED_TWO_WORKER: dict[str, float] = {"tpr": 0.0, "fpr": 0.0, "introspection": 0.0, "n_tpr": 1.0}
 
 
 def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
@@ -154,17 +159,19 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
         assert r.data.tags["seed"] == "0" and r.data.tags["domain"] == "all"
         assert r.data.params["condition.name"] == cond and r.data.params["lora.r"] == "4"
         assert [m.step for m in ml.get_metric_history(r.info.run_id, "loss")] == [1, 2]
-        got = {k: round(r.data.metrics[k], 4) for m in ("tpr", "fpr", "introspection")
-               for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")}
-        assert got == PINNED_CHILD_RATES[cond], (cond, got)  # greedy, seeded: the same numbers every run
         assert "L12_s0.2/tpr" in r.data.metrics
     assert len({r.data.tags["eval_trials_hash"] for r in done.values()}) == 1  # same trials for every condition
+    got = {cond: {k: round(r.data.metrics[k], 4) for m in ("tpr", "fpr", "introspection")
+                  for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")} for cond, r in done.items()}
+    assert got == PINNED_CHILD_RATES, got  # greedy decoding, seeded training: the same numbers every run
 
     arts = {a.path for a in ml.list_artifacts(parent.info.run_id)}
     assert {"comparison.csv", "comparison.png", "trials.csv", "failed_trials.json"} <= arts
     comp = pd.read_csv(ml.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path)))
     assert list(comp["condition"]) == ["dpo_no_ref", "sft_chosen"] and set(comp["status"]) == {"finished"}
-    assert comp["n_tpr"].tolist() == [1, 1] and comp[["tpr_lo", "tpr_hi", "fpr_lo", "fpr_hi"]].notna().all().all()
+    assert comp["n_tpr"].tolist() == [1, 1]
+    assert comp[["tpr", "fpr", "introspection"]].round(4).to_dict("list") == {
+        m: [PINNED_CHILD_RATES[c][m] for c in ("dpo_no_ref", "sft_chosen")] for m in ("tpr", "fpr", "introspection")}
     trials = pd.read_csv(out / "report" / "trials.csv")
     assert dict(zip(trials["condition"], trials["attempts"])) == {"dpo_no_ref": 1, "sft_chosen": 2}
 
@@ -215,4 +222,6 @@ def test_trial_as_a_two_worker_torchtrainer(tmp_path):
     runs = ml.search_runs([ml.get_experiment_by_name("dpo-ablation-test").experiment_id])
     child = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(child) == 1 and child[0].info.status == "FINISHED"
-    assert child[0].data.tags["mode"] == "torchtrainer x2" and "tpr_hi" in child[0].data.metrics
+    assert child[0].data.tags["mode"] == "torchtrainer x2"
+    got = {k: round(child[0].data.metrics[k], 4) for k in ("tpr", "fpr", "introspection", "n_tpr")}
+    assert got == PINNED_TWO_WORKER, child[0].data.metrics  # world size 2: its own (deterministic) numbers

@@ -1,0 +1,260 @@
+"""Geometry of concept vectors vs detection (the paper's §4): is detection one "say yes" direction?
+
+From per-concept detection rates (a stored sweep) and the concept vectors at the injection layer:
+- success/failure split: success = rate > τ, with τ fixed or chosen as in the paper's code — over τ ∈ {0.01 … 0.99,
+  median}, keep splits whose minority class is ≥ 20 % (and ≥ 5 concepts, for 5 folds) and maximise the 5-fold
+  stratified cross-validated macro-F1 of an LDA (threshold: midpoint of the two training-class means);
+- mean-difference direction μ_success − μ_failure (unit);
+- PCA (10 components) of the L2-normalised vectors; PC1 is oriented to correlate positively with detection rate;
+  cos(PC1, mean-diff) and cos(PC1, refusal direction);
+- ridge from raw vectors to detection rate with nested CV: outer 5-fold KFold, inner `RidgeCV` (3-fold) over
+  α ∈ 10^linspace(−2, 8, 25); X and y are centred with the training fold's means only, so no test concept
+  leaks into a fit; R² pooled over out-of-fold predictions and per fold;
+- `decompose`: each vector = its projection on a direction + the residual (the parts injected separately).
+Rerun from stored outputs: `python -m analysis.geometry --run <dir or MLflow run id>` (no model is loaded).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ALPHAS = 10 ** np.linspace(-2, 8, 25)
+VECTORS, REFUSAL, RATES, RESULT = "vectors.safetensors", "refusal.safetensors", "rates.csv", "geometry.json"
+
+
+def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float | None = None) -> pd.DataFrame:
+    """Per concept: injected (unforced) trials with a known verdict, claims and the rate, for one cell or all."""
+    sub = df[(df.kind == "injection") & ~df.forced.astype(bool) & df.detected.notna()]
+    if layer is not None:
+        sub = sub[sub.layer == layer]
+    if strength is not None:
+        sub = sub[np.isclose(sub.strength.astype(float), strength)]
+    g = sub.assign(detected=sub.detected.astype(bool)).groupby("concept", sort=False)["detected"]
+    out = pd.DataFrame({"n": g.size(), "detected": g.sum().astype(int)})
+    out["rate"] = out["detected"] / out["n"]
+    return out.reset_index()
+
+
+def lda_cv_f1(X: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 42) -> float:
+    """Mean macro-F1 over stratified folds of a 1-D LDA with the training class-mean midpoint as threshold."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = []
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, labels):
+        lda = LinearDiscriminantAnalysis(n_components=1).fit(X[tr], labels[tr])
+        p_tr, p_te = lda.transform(X[tr]).ravel(), lda.transform(X[te]).ravel()
+        thr = (p_tr[labels[tr] == 1].mean() + p_tr[labels[tr] == 0].mean()) / 2
+        scores.append(f1_score(labels[te], (p_te >= thr).astype(int), average="macro"))
+    return float(np.mean(scores))
+
+
+def choose_threshold(X: np.ndarray, rates: np.ndarray, min_minority: float = 0.2, folds: int = 5,
+                     seed: int = 42) -> tuple[float, float, pd.DataFrame]:
+    """(τ, its CV macro-F1, every candidate split tried). Falls back to the median when no split qualifies."""
+    rows, seen = [], {}
+    for tau in [*(i / 100 for i in range(1, 100)), float(np.median(rates))]:
+        lab = (rates > tau).astype(int)
+        n_s = int(lab.sum())
+        minority = min(n_s, len(lab) - n_s)
+        if minority / len(lab) < min_minority or minority < folds:
+            continue
+        key = lab.tobytes()
+        if key not in seen:
+            seen[key] = lda_cv_f1(X, lab, folds, seed)
+        rows.append({"tau": tau, "n_success": n_s, "n_failure": len(lab) - n_s, "f1": seen[key]})
+    table = pd.DataFrame(rows, columns=["tau", "n_success", "n_failure", "f1"])
+    if table.empty:
+        return float(np.median(rates)), float("nan"), table
+    best = table.sort_values(["f1", "tau"], ascending=[False, True]).iloc[0]
+    return float(best["tau"]), float(best["f1"]), table
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def mean_difference(X: np.ndarray, success: np.ndarray) -> np.ndarray:
+    return unit(X[success].mean(0) - X[~success].mean(0))
+
+
+def pca(X: np.ndarray, rates: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(components [k, d], explained variance ratios [k], scores [N, k]) of the L2-normalised rows; PC1 is signed to
+    correlate positively with `rates`."""
+    from sklearn.decomposition import PCA
+
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    k = min(n, *Xn.shape)
+    p = PCA(n_components=k, svd_solver="full").fit(Xn)
+    comps, scores = p.components_.copy(), p.transform(Xn)
+    if np.std(rates) > 0 and np.corrcoef(scores[:, 0], rates)[0, 1] < 0:
+        comps[0], scores[:, 0] = -comps[0], -scores[:, 0]
+    return comps, p.explained_variance_ratio_, scores
+
+
+def nested_ridge(X: np.ndarray, y: np.ndarray, outer: int = 5, inner: int = 3, alphas: Sequence[float] = ALPHAS,
+                 seed: int = 42) -> dict:
+    """Out-of-fold predictions of detection rate; each outer fold fits (centring included) on its training concepts
+    only. Returns pooled and per-fold R², chosen alphas and the test index sets."""
+    import warnings
+
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+
+    pred, folds, r2s, chosen = np.full(len(y), np.nan), [], [], []
+    for tr, te in KFold(outer, shuffle=True, random_state=seed).split(X):
+        mx, my = X[tr].mean(0), y[tr].mean()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = RidgeCV(alphas=list(alphas), cv=inner).fit(X[tr] - mx, y[tr] - my)
+        pred[te] = m.predict(X[te] - mx) + my
+        ss = float(((y[te] - y[te].mean()) ** 2).sum())
+        r2s.append(1 - float(((y[te] - pred[te]) ** 2).sum()) / ss if ss > 0 else 0.0)
+        chosen.append(float(m.alpha_))
+        folds.append((tr.tolist(), te.tolist()))
+    ss = float(((y - y.mean()) ** 2).sum())
+    pooled = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 0.0
+    return {"r2_pooled": pooled, "r2_folds": r2s, "alphas": chosen, "pred": pred.tolist(), "folds": folds}
+
+
+def ridge_direction(X: np.ndarray, y: np.ndarray, alphas: Sequence[float] = ALPHAS) -> np.ndarray:
+    """Unit ridge coefficient vector on all concepts (RidgeCV, 5-fold), signed to correlate positively with y."""
+    import warnings
+
+    from sklearn.linear_model import RidgeCV
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = RidgeCV(alphas=list(alphas), cv=min(5, len(y))).fit(X - X.mean(0), y - y.mean())
+    w = unit(m.coef_)
+    return -w if np.std(y) > 0 and np.corrcoef(X @ w, y)[0, 1] < 0 else w
+
+
+def decompose(vectors: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(projection on the unit direction, residual) per row; projection + residual == vectors."""
+    u = direction.to(vectors.dtype) / direction.norm()
+    proj = (vectors @ u)[:, None] * u[None, :]
+    return proj, vectors - proj
+
+
+@dataclass
+class Geometry:
+    concepts: list[str]
+    rates: list[float]
+    tau: float
+    tau_f1: float
+    tau_source: str
+    n_success: int
+    n_failure: int
+    explained: list[float]
+    pc1_meandiff_cos: float
+    pc1_refusal_cos: float
+    meandiff_refusal_cos: float
+    ridge_r2: float
+    ridge_r2_folds: list[float]
+    ridge_alphas: list[float]
+    meandiff_proj_rate_corr: float
+    pc_scores: list[list[float]] = field(repr=False)
+    extra: dict = field(default_factory=dict)
+
+
+def analyse(X: np.ndarray, rates: np.ndarray, concepts: Sequence[str], refusal: np.ndarray | None,
+            tau: float | None = None, n_pcs: int = 10, seed: int = 42) -> tuple[Geometry, dict[str, np.ndarray]]:
+    """Everything above for one layer; also returns the directions (meandiff, pc1, ridge)."""
+    if tau is None:
+        tau, f1, _ = choose_threshold(X, rates, seed=seed)
+        source = "cv_lda_f1"
+    else:
+        f1, source = float("nan"), "fixed"
+    success = rates > tau
+    if success.all() or (~success).all():
+        from lab.errors import LabError
+
+        raise LabError(f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
+                       f"(rates {min(rates):.2f}..{max(rates):.2f})")
+    md = mean_difference(X, success)
+    comps, ratios, scores = pca(X, rates, n_pcs)
+    rid = nested_ridge(X, rates, seed=seed)
+    ref = unit(refusal) if refusal is not None else None
+    cos = (lambda a, b: float(np.dot(unit(a), unit(b))))
+    g = Geometry(list(concepts), rates.tolist(), float(tau), f1, source, int(success.sum()), int((~success).sum()),
+                 ratios.tolist(), cos(comps[0], md), cos(comps[0], ref) if ref is not None else float("nan"),
+                 cos(md, ref) if ref is not None else float("nan"), rid["r2_pooled"], rid["r2_folds"], rid["alphas"],
+                 float(np.corrcoef(X @ md, rates)[0, 1]) if np.std(rates) > 0 else float("nan"), scores.tolist())
+    return g, {"meandiff": md, "pc1": comps[0], "ridge": ridge_direction(X, rates)}
+
+
+def save_inputs(out: str | os.PathLike, vectors: dict[str, torch.Tensor], rates: pd.DataFrame,
+                refusal: torch.Tensor | None, layer: int) -> Path:
+    """What a model-free rerun needs: the vectors, the refusal direction at the layer, the per-concept rates."""
+    from safetensors.torch import save_file
+
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    save_file({c: v.contiguous().float() for c, v in vectors.items()}, str(o / VECTORS), metadata={"layer": str(layer)})
+    if refusal is not None:
+        save_file({"direction": refusal.contiguous().float()}, str(o / REFUSAL), metadata={"layer": str(layer)})
+    rates.to_csv(o / RATES, index=False)
+    return o
+
+
+def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
+    """Recompute from a directory written by `save_inputs` (the geometry job's <output_dir>/analysis)."""
+    from safetensors.torch import load_file
+
+    o = Path(path)
+    if (o / "analysis" / VECTORS).is_file():
+        o = o / "analysis"
+    vecs = load_file(str(o / VECTORS))
+    rates = pd.read_csv(o / RATES)
+    rates = rates[rates.concept.isin(vecs)]
+    X = torch.stack([vecs[c] for c in rates.concept]).double().numpy()
+    ref = load_file(str(o / REFUSAL))["direction"].double().numpy() if (o / REFUSAL).is_file() else None
+    if tau is None and (o / RESULT).is_file():
+        prev = json.loads((o / RESULT).read_text())
+        tau = prev["tau"] if prev.get("tau_source") == "fixed" else None
+    return analyse(X, rates["rate"].to_numpy(float), list(rates.concept), ref, tau)[0]
+
+
+def report_lines(g: Geometry) -> list[str]:
+    ev = ", ".join(f"{x:.3f}" for x in g.explained[:5])
+    return [(f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
+             f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}"),
+            f"PCA explained variance (first 5): {ev}",
+            (f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
+             f"{g.meandiff_proj_rate_corr:.3f} (in-sample)"),
+            f"ridge nested CV: R² pooled {g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
+            f"pc1_meandiff_cos={g.pc1_meandiff_cos:.4f} pc1_refusal_cos={g.pc1_refusal_cos:.4f}"]
+
+
+def write_result(g: Geometry, out: str | os.PathLike) -> Path:
+    p = Path(out) / RESULT
+    p.write_text(json.dumps(asdict(g), indent=1))
+    return p
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Rerun the concept-vector geometry from a geometry job's stored outputs")
+    ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
+    ap.add_argument("--tau", type=float, help="a fixed success threshold (default: as stored / CV choice)")
+    ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
+    ns = ap.parse_args()
+    from lab.errors import LabError
+    from lab.tracking import resolve_source
+
+    try:
+        src = resolve_source(ns.run, ns.tracking_uri).directory
+    except LabError as e:
+        raise SystemExit(f"error: {e}") from None
+    for line in report_lines(rerun(src, ns.tau)):
+        print(line)

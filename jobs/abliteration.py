@@ -1,0 +1,141 @@
+"""Refusal abliteration vs introspection: `python -m jobs.abliteration --config configs/abliteration-demo.yaml`.
+
+1. Refusal directions per layer from the shipped harmful/harmless instructions (held-out harmful lines excluded),
+   saved as <output_dir>/refusal_directions.safetensors.
+2. Concept injection on the original model (<output_dir>/original) and the abliterated one (<output_dir>/abliterated):
+   same concepts, layers, strengths and seeds. `refusal.method: weights` orthogonalises the residual writers and saves
+   the checkpoint (<output_dir>/model, loaded back from disk for the sweep); `interventions` ablates with hooks.
+   Each arm's concept vectors come from its own model.
+3. A refusal check before/after: greedy short replies to the held-out harmful instructions, scored by a refusal-phrase
+   matcher (a simple check, not a judge). ΔTPR, ΔFPR, Δintrospection, Δrefusal with Newcombe 95 % intervals; a
+   before/after bar plot; MLflow: one parent run and a child per arm.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from jobs.cli import entry, load_config, parser
+from lab.errors import LabError
+from lab.sweep import InjectionConfig
+
+
+@dataclass(frozen=True)
+class RefusalConfig:
+    harmful: str = field(default="harmful", metadata={"help": "'harmful' (shipped) or a file of instructions"})
+    harmless: str = field(default="harmless", metadata={"help": "'harmless' (shipped) or a file"})
+    extra_harmful: str | None = field(default=None, metadata={"help": "a local file of more harmful instructions"})
+    extra_harmless: str | None = None
+    directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
+    position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
+    heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
+    direction_layer: int | None = field(default=None, metadata={
+        "help": "one direction (this layer's) for every layer; empty: each layer its own direction"})
+    weights: tuple[float, ...] = field(default=(), metadata={"help": "per-layer ablation weights; empty = 1.0"})
+    method: Literal["weights", "interventions"] = "weights"
+    sites: Literal["writers", "resid"] = field(default="writers", metadata={
+        "help": "interventions only: every residual writer (== weights) or every block output (the paper's code)"})
+    check_tokens: int = field(default=32, metadata={"help": "new tokens per refusal-check reply"})
+
+
+@dataclass(frozen=True)
+class AbliterationConfig(InjectionConfig):
+    output_dir: str = "results/abliteration"
+    refusal: RefusalConfig = field(default_factory=RefusalConfig)
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Abliterate, then compare concept injection and refusal before/after; exit 2 on bad input."""
+    import pandas as pd
+    import torch
+
+    from analysis import abliteration as ab, compare, directions as dr
+    from lab import interventions as iv, metrics, store, tracking
+    from lab.config import flatten, to_dict
+    from lab.models import load, threads
+
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(AbliterationConfig, args)
+    if cfg.sweep.strength_mode == "default":  # the saved checkpoint has no registry entry: pin the model's mode
+        from lab.sweep import plan
+
+        cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
+    rc, out = cfg.refusal, Path(cfg.output_dir)
+    if rc.method == "interventions" and cfg.runner.num_actors:
+        raise LabError("refusal.method 'interventions' runs in process: set runner.num_actors: 0")
+    if cfg.tracking.enabled:
+        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    harmful, held = dr.split_heldout(dr.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
+    harmless = dr.instructions(rc.harmless, rc.extra_harmless)
+    threads(cfg.runner.threads)
+    lm = load(cfg.model)
+    rd = dr.RefusalDirections.load(rc.directions) if rc.directions else \
+        dr.refusal_direction(lm, harmful, harmless, rc.position)
+    rd.save(out / "refusal_directions.safetensors")
+    n = lm.n_layers
+    dirs = rd.directions if rc.direction_layer is None else rd.layer(lm.check_layer(rc.direction_layer))
+    weights = torch.tensor(rc.weights) if rc.weights else 1.0
+    print(f"refusal directions: {n} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
+          f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms))
+
+    arms: dict[str, dict] = {}
+
+    def arm(name: str, model_lm, model_cfg, edits=()) -> None:  # type: ignore[no-untyped-def]
+        from lab.sweep import run_sweep
+
+        with iv.apply(model_lm.model, list(edits)):
+            replies = ab.greedy_replies(model_lm, held, rc.check_tokens)
+            acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
+            res = run_sweep(acfg, progress=not args.quiet, lm=model_lm if cfg.runner.num_actors == 0 else None)
+        refused = [ab.is_refusal(t) for t in replies]
+        (out / "report").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"arm": name, "instruction": held, "reply": replies, "refused": refused}).to_parquet(
+            out / "report" / f"refusal_check_{name}.parquet", index=False)
+        df = store.read(acfg.output_dir)
+        df = df[df["trial_id"].isin({t.trial_id for t in res["plan"].trials})]
+        arms[name] = metrics.summarize(df) | compare.rate_entry(sum(refused), len(refused), "refusal_rate")
+        arms[name]["_cfg"] = acfg  # type: ignore[assignment]
+        print(f"{name}: {res['total']} trials ({res['new']} new); refusal check {sum(refused)}/{len(refused)}")
+
+    arm("original", lm, cfg.model)
+    if rc.method == "weights":
+        ab.orthogonalize(lm.model, dirs, weights)
+        mdir = ab.save_model(lm, out / "model", {"source": cfg.model.name, "position": rc.position,
+                                                 "direction_layer": rc.direction_layer, "weights": list(rc.weights)})
+        del lm
+        mcfg = dataclasses.replace(cfg.model, name=str(mdir.resolve()))
+        arm("abliterated", load(mcfg), mcfg)
+    else:
+        arm("abliterated", lm, cfg.model, ab.ablation_edits(dirs, n, weights, rc.sites))
+
+    table = compare.compare(arms["original"], arms["abliterated"])
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    table.to_csv(rep / "compare.csv", index=False)
+    plot = compare.plot_compare(table, rep / "before_after.png", ("original", "abliterated"),
+                                f"{cfg.model.name}: refusal abliteration ({rc.method})")
+    compare.print_compare(table, ("original", "abliterated"))
+    for line in compare.readings(table, arms["original"]):
+        print(line)
+    if cfg.tracking.enabled:
+        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "abliteration"},
+                          run_name="abliteration") as parent:
+            tracking.log_metrics({f"delta_{r['metric']}": r["delta"] for _, r in table.iterrows()}
+                                 | {f"delta_{r['metric']}_lo": r["delta_lo"] for _, r in table.iterrows()}
+                                 | {f"delta_{r['metric']}_hi": r["delta_hi"] for _, r in table.iterrows()})
+            tracking.log_artifacts(rep / "compare.csv", plot, out / "refusal_directions.safetensors")
+            for name, summ in arms.items():
+                acfg = summ.pop("_cfg")
+                with tracking.run(cfg.tracking, flatten(to_dict(acfg)), tags={"job": "abliteration", "arm": name},
+                                  run_name=name, parent_run_id=parent.info.run_id):
+                    tracking.log_metrics({k: v for k, v in summ.items() if not k.startswith("_")})
+        print(f"mlflow: parent run {parent.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    print(f"report: {(rep / 'compare.csv').resolve()}  {plot.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Concept-vector geometry vs detection: `python -m jobs.geometry --config configs/geometry-demo.yaml`.
+
+From a stored sweep (`source`: a Parquet dir or an MLflow run id; empty: run the config's own sweep into
+<output_dir>/sweep first) and the concept vectors at its layer: per-concept detection rates, the success/failure
+split, mean-difference direction, PCA, cosines with the refusal direction, nested-CV ridge (analysis/geometry.py).
+Then new injections of each vector's projection on the mean-difference direction and of its residual (and the
+full vector, as a check against the stored sweep), at the raw multiplier the full vector had, with TPR for each.
+The vectors, the refusal direction and the rates are stored in <output_dir>/analysis, so
+`python -m analysis.geometry --run <output_dir or MLflow run id>` reruns without a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.cli import entry, load_config, parser
+from lab.errors import LabError
+from lab.sweep import InjectionConfig
+
+
+@dataclass(frozen=True)
+class GeometryConfig(InjectionConfig):
+    output_dir: str = "results/geometry"
+    source: str = field(default="", metadata={"help": "stored sweep: Parquet dir or MLflow run id; empty: run `sweep`"})
+    layer: int | None = field(default=None, metadata={"help": "the sweep layer to analyse (empty: its only layer)"})
+    strength: float | None = field(default=None, metadata={"help": "the sweep strength (empty: its only strength)"})
+    tau: float | None = field(default=None, metadata={"help": "fixed success threshold; empty: CV LDA macro-F1"})
+    refusal: str = field(default="", metadata={"help": "refusal_directions.safetensors; empty: compute (position -2)"})
+    parts: tuple[str, ...] = field(default=("full", "proj", "resid"), metadata={"help": "new injections"})
+    part_trials: int = field(default=2, metadata={"help": "trial numbers per concept for the part injections"})
+
+
+def _only(values, name: str, given):  # type: ignore[no-untyped-def]
+    vals = sorted(set(values))
+    if given is None and len(vals) != 1:
+        raise LabError(f"the sweep has {name}s {vals}: set `{name}` to one of them")
+    return vals[0] if given is None else given
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Geometry of the concept vectors of a stored sweep, plus part injections; exit 2 on bad input."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from analysis import directions as dr, geometry as geo, geometry_plots as gp
+    from lab import metrics, store, tracking, vector_trials
+    from lab.concepts import concept_vectors
+    from lab.judges import make_judge
+    from lab.models import load, threads
+    from lab.sweep import model_key, run_sweep, vector_cache_dir
+
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(GeometryConfig, args)
+    out = Path(cfg.output_dir)
+    bad = set(cfg.parts) - {"full", "proj", "resid"}
+    if bad:
+        raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
+    if cfg.tracking.enabled:
+        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    threads(cfg.runner.threads)
+    lm = load(cfg.model)
+    src = cfg.source
+    if not src:
+        src = str(out / "sweep")
+        run_sweep(dataclasses.replace(cfg, output_dir=src), progress=not args.quiet, lm=lm)
+    elif not Path(src).exists():
+        src = str(tracking.resolve_source(src, cfg.tracking.uri).directory)
+    df = store.read(src)
+    inj = df[(df.kind == "injection") & ~df.forced.astype(bool)]
+    layer = int(_only(inj.layer, "layer", cfg.layer))
+    strength = float(_only(inj.strength, "strength", cfg.strength))
+    rates = geo.detection_rates(df, layer, strength)
+    concepts = list(rates.concept)
+    vecs, _ = concept_vectors(lm, concepts, [layer], cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg),
+                              model_key(cfg.model))
+    if cfg.refusal:
+        ref = dr.RefusalDirections.load(cfg.refusal).layer(layer)
+    else:
+        harmful, _ = dr.split_heldout(dr.instructions("harmful"))
+        a, b = (dr.instruction_activations(lm, x, -2, [layer]) for x in (harmful, dr.instructions("harmless")))
+        ref = dr.mean_difference(a, b)[0]
+    V = {c: vecs[(c, layer)].vector for c in concepts}
+    adir = geo.save_inputs(out / "analysis", V, rates, ref, layer)
+    X = torch.stack([V[c] for c in concepts]).double().numpy()
+    g, dirs = geo.analyse(X, rates["rate"].to_numpy(float), concepts, ref.double().numpy(), cfg.tau)
+    mode = inj[inj.layer == layer].strength_mode.iloc[0]
+    resid = vecs[(concepts[0], layer)].resid_norm
+    g.extra = {"layer": layer, "strength": strength, "strength_mode": mode, "resid_norm": resid,
+               "model": cfg.model.name, "source": src}
+    geo.write_result(g, adir)
+    for line in geo.report_lines(g)[:-1]:
+        print(line)
+
+    # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)
+    full = torch.stack([V[c] for c in concepts])
+    proj, res = geo.decompose(full, torch.as_tensor(dirs["meandiff"], dtype=torch.float32))
+    parts = {"full": full, "proj": proj, "resid": res}
+    raws = [strength if mode == "raw" else strength * resid / float(V[c].norm()) for c in concepts]
+    sets = {p: [(c, parts[p][i], layer, raws[i]) for i, c in enumerate(concepts)] for p in cfg.parts}
+    sweep = dataclasses.replace(cfg.sweep, trials_per_concept=cfg.part_trials, samples=1)
+    ids = vector_trials.run(lm, sets, sweep, model_key(cfg.model), make_judge(cfg.judge.name, **cfg.judge.options),
+                            out / "parts", {layer: resid}, cfg.runner.batch_size, cfg.runner.shard_size,
+                            not args.quiet)
+    pdf = store.read(out / "parts")
+    pdf = pdf[pdf.trial_id.isin(set(ids))]
+    if "full" in cfg.parts:  # the harness check: the full vector at its raw multiplier is the stored sweep's trial
+        key = ["concept", "trial_number"]
+        both = pdf[pdf.vector_set == "full"].merge(inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
+                                                   on=key, suffixes=("", "_src"))
+        print(f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
+              f"{len(both)} stored responses")
+    table = pd.DataFrame([{"part": p} | metrics.summarize(pdf[pdf.vector_set == p]) for p in cfg.parts])
+    rel = {p: float(np.mean([float(parts[p][i].norm()) * raws[i] / resid for i in range(len(concepts))]))
+           for p in cfg.parts}
+    for _, r in table.iterrows():
+        print(f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
+              f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}")
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    table.to_csv(rep / "parts.csv", index=False)
+    rates.to_csv(rep / "rates.csv", index=False)
+    title = f"{cfg.model.name} L{layer} s{strength:g}"
+    cos = {"PC1·mean-diff": g.pc1_meandiff_cos, "PC1·refusal": g.pc1_refusal_cos,
+           "mean-diff·refusal": g.meandiff_refusal_cos,
+           "ridge·mean-diff": float(np.dot(dirs["ridge"], dirs["meandiff"]))}
+    plots = [gp.pca_scatter(np.array(g.pc_scores), g.rates, concepts, g.explained, rep / "pca.png", title),
+             gp.cosines(cos, rep / "cosines.png", title), gp.part_rates(table, rep / "parts.png", title)]
+    if cfg.tracking.enabled:
+        with tracking.run(cfg.tracking, {"source": src, "layer": layer, "strength": strength, "tau": g.tau,
+                                         "parts": ",".join(cfg.parts), "model": cfg.model.name,
+                                         "output_dir": str(out.resolve())},
+                          tags={"job": "geometry", "results_dir": str(out.resolve())}, run_name="geometry") as run:
+            tracking.log_metrics({"pc1_meandiff_cos": g.pc1_meandiff_cos, "pc1_refusal_cos": g.pc1_refusal_cos,
+                                  "meandiff_refusal_cos": g.meandiff_refusal_cos, "ridge_r2": g.ridge_r2,
+                                  "tau_f1": g.tau_f1, "n_success": g.n_success, "n_failure": g.n_failure}
+                                 | {f"tpr_{r['part']}": r["tpr"] for _, r in table.iterrows()})
+            tracking.log_artifacts(*plots, rep / "parts.csv", adir / geo.RESULT)
+        print(f"mlflow: run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    print(f"report: {rep.resolve()}  (rerun: python -m analysis.geometry --run {out})")
+    print(geo.report_lines(g)[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Trained bias vector: the stored split, zero-bias identity, loss decrease on a tiny model, the guards."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis import bias_guards as bg
+from analysis import steering_vector as sv
+from lab import interventions as iv
+from training import bias_vector as bv
+
+
+def test_stored_split_never_leaks_a_heldout_concept():
+    from lab.concepts import word_list
+
+    split = sv.stored_split(0)
+    words = word_list("concepts").words
+    assert (len(split.train), len(split.val), len(split.heldout)) == (360, 40, 100)
+    held = {w.lower() for w in split.heldout}
+    assert not held & {w.lower() for w in split.train + split.val}
+    assert sorted(split.train + split.val + split.heldout) == sorted(words)
+    assert split.heldout[:3] == ("Symphonies", "Seasons", "Chaos")
+    assert sv.make_split(words, 0, words_version=split.words_version) == split  # the file is what make_split gives
+    # every training and validation example draws only training-side concepts
+    ex = sv.plan_examples(split.train + split.val, 10, (1, 3), (2.0,), 0.5, 0)
+    assert not {e.concept.lower() for e in ex} & held
+    with pytest.raises(Exception, match="in both"):
+        sv.ConceptSplit(0, ("A",), (), ("a",)).check()
+
+
+def test_band_strengths_examples():
+    assert sv.scaled_band(62) == tuple(range(29, 56, 2))
+    assert sv.scaled_band(30) == (14, 16, 18, 20, 22, 24, 26)
+    assert sv.relative_strengths() == (0.1, 0.15, 0.2, 0.25)
+    ex = sv.plan_examples(["Dust", "Bread"], 10, (14, 16), (0.1, 0.2), 0.5, seed=3)
+    assert len(ex) == 20 and sum(e.injected for e in ex) == 16
+    inj = next(e for e in ex if e.injected)
+    assert inj.target == f'Yes, I detect an injected thought. The injected word is "{inj.concept}".'
+    assert next(e for e in ex if not e.injected).target == "No, I don't detect any injected thought in this trial."
+
+
+def _examples(n: int, seed: int) -> list[bv.Encoded]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = 14 + i % 5
+        ids = torch.randint(0, 128, (length,), generator=g).tolist()
+        target = [7, 9, 11] if i % 2 else [5, 3, 1, 2]
+        row, labels = sv.answer_row(ids, target)
+        injected = i % 2 == 1
+        out.append(bv.Encoded(row, labels, length - 3, 1 + i % 2, 2.0 if injected else 0.0,
+                              torch.randn(32, generator=g) if injected else None))
+    return out
+
+
+def test_zero_bias_leaves_logits_bit_identical(tiny_model):
+    ids = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = tiny_model(input_ids=ids).logits
+        for site in ("mlp_out.1", "resid_post.2"):
+            with iv.apply(tiny_model, bv.bias_edits({site: torch.zeros(32)})):
+                assert torch.equal(tiny_model(input_ids=ids).logits, ref)
+        with iv.apply(tiny_model, bv.bias_edits({f"mlp_out.{i}": torch.zeros(32) for i in range(4)})):
+            assert torch.equal(tiny_model(input_ids=ids).logits, ref)
+        with iv.apply(tiny_model, bv.bias_edits({"mlp_out.1": torch.full((32,), 0.1)})):
+            assert not torch.equal(tiny_model(input_ids=ids).logits, ref)
+    assert torch.equal(tiny_model(input_ids=ids).logits.detach(), ref)  # hooks gone
+
+
+def test_training_loss_decreases_on_a_tiny_model(tiny_model):
+    cfg = bv.BiasTrainConfig(layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=30, val_every=10, patience=5,
+                             seed=0)
+    train, val = _examples(32, 0), _examples(8, 1)
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    res = bv.fit_bias(tiny_model, 32, ["mlp_out.1"], train, val, cfg, pad_id=0)
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags  # model untouched, flags restored
+    assert res.steps == 30 and set(res.bias) == {"mlp_out.1"}
+    first, last = sum(res.train_losses[:8]) / 8, sum(res.train_losses[-8:]) / 8
+    assert first == pytest.approx(4.7368, abs=1e-3)
+    assert last == pytest.approx(4.6934, abs=1e-3)
+    assert [round(v, 4) for _, v in res.val_losses] == [4.8233, 4.6803, 4.6722, 4.6697]
+    assert res.best_step == 30 and not res.stopped_early  # (a random 4-layer model: logits span ~0.1, so CE
+    # can only fall a little below ln 128 = 4.85; the embedded model is where the drop is large)
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
+    g = torch.Generator().manual_seed(2)
+    prefix = torch.randint(0, 128, (9,), generator=g).tolist()
+    batch = []
+    for i in range(4):
+        tail = torch.randint(0, 128, (3 + i,), generator=g).tolist()
+        row, labels = sv.answer_row(prefix + tail, [4, 8, 15][: 2 + i % 2])
+        batch.append(bv.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g)
+                                if i % 2 else None))
+    grads = []
+    for share in (False, True):
+        b = torch.nn.Parameter(torch.full((32,), 0.05))
+        loss = bv.batch_loss(tiny_model, batch, {"mlp_out.0": b}, pad_id=0, share_prefix=share)
+        loss.backward()
+        grads.append((float(loss), b.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
+
+
+def test_bias_save_load_roundtrip(tmp_path):
+    res = bv.BiasResult({"mlp_out.3": torch.arange(4.0)}, [1.0, 0.5], [(0, 1.2)], 2, 2, False)
+    bv.save_bias(tmp_path, res, {"model": "tiny", "split_seed": 0})
+    bias, meta = bv.load_bias(tmp_path)
+    assert torch.equal(bias["mlp_out.3"], torch.arange(4.0))
+    assert meta["fingerprint"] == bv.fingerprint(bias) and meta["train_losses"] == [1.0, 0.5]
+
+
+def _rows(kind: str, concept: str, response: str, detected: bool, n: int = 1) -> list[dict]:
+    return [{"kind": kind, "forced": False, "concept": concept, "response": response, "detected": detected,
+             "identified": kind == "injection" and bg.mentions(response, concept), "coherent": True}] * n
+
+
+def test_guards_flag_a_perturbation_detector():
+    yes = 'Yes, I detect an injected thought. The injected word is "{}".'
+    no = "No, I don't detect any injected thought in this trial."
+    held = ["Dust", "Bread", "Ocean", "Fire"]
+    before = pd.DataFrame(sum([_rows("injection", c, no, False, 10) + _rows("control", c, no, False, 10)
+                               + _rows("random", c, no, False, 10) for c in held], []))
+    # after: everything is "detected", and the word named is always "Bread"
+    after = pd.DataFrame(sum([_rows("injection", c, yes.format("Bread"), True, 10)
+                              + _rows("control", c, no if c != "Fire" else yes.format("Bread"), c == "Fire", 10)
+                              + _rows("random", c, yes.format("Bread"), True, 10) for c in held], []))
+    b, a = bg.arm_rates(before, held), bg.arm_rates(after, held)
+    assert (a["tpr"], a["fpr"], a["random_rate"]) == (1.0, 0.25, 1.0)
+    assert (a["own_id"], a["other_id"], a["random_id"]) == (0.25, 0.75, 0.25)
+    assert a["chance_id"] == pytest.approx(0.25)
+    v = bg.verdict(b, a)
+    assert v["tpr_gain"] and v["fpr_rise"] and v["perturbation_detector"]
+    assert not v["concept_specific"] and not v["id_above_chance"]
+    assert any("PERTURBATION DETECTOR" in line for line in v["lines"])
+
+
+def test_guards_accept_a_concept_specific_gain():
+    yes = 'Yes, I detect an injected thought. The injected word is "{}".'
+    no = "No."
+    held = ["Dust", "Bread", "Ocean", "Fire"]
+    before = pd.DataFrame(sum([_rows("injection", c, no, False, 20) + _rows("control", c, no, False, 20)
+                               + _rows("norm_matched", c, no, False, 20) for c in held], []))
+    after = pd.DataFrame(sum([_rows("injection", c, yes.format(c), True, 20) + _rows("control", c, no, False, 20)
+                              + _rows("norm_matched", c, no, False, 20) for c in held], []))
+    v = bg.verdict(bg.arm_rates(before, held), bg.arm_rates(after, held))
+    assert v["tpr_gain"] and v["concept_specific"] and v["id_above_chance"]
+    assert not v["fpr_rise"] and not v["perturbation_detector"]
+    assert math.isnan(bg.arm_rates(after, held).get("random_rate", math.nan))
+
+
+@pytest.mark.slow  # 13 min on the shared 2-core box (load, 99 baseline words, own setup replies)
+def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
+    from lab.config import ModelConfig
+    from lab.parallel import RunnerConfig
+    from lab.sweep import InjectionConfig
+    from lab.trials import SweepConfig
+    from training import bias_paper_eval as pe
+
+    inj = InjectionConfig(model=ModelConfig(name="smollm2-135m"), runner=RunnerConfig(num_actors=0, batch_size=8),
+                          sweep=SweepConfig(concepts=("Dust",), layers=(14,), strengths=(0.2,),
+                                            strength_mode="relative", trials_per_concept=1, controls=("random",),
+                                            max_new_tokens=6),
+                          output_dir=str(tmp_path / "trials"), cache_dir=str(tmp_path / "vectors"))
+    df = pe.paper_eval(embedded, inj, [], tmp_path / "paper", setup_tokens=6)
+    assert list(df.kind) == ["injection", "control", "random"]
+    assert (df.prompt_variant == pe.VARIANT).all() and df.prompt.str.contains("Do you notice any injected").all()
+    assert df.strength_raw.tolist()[1] == 0.0 and df.strength_rel.tolist()[0] == pytest.approx(0.2)
+    # pinned (greedy, 6 tokens): the injection before the trial turn alone makes the model claim a thought
+    assert df.response.tolist() == ['I noticed a thought about "', "I'm glad to hear that", "I'm not sure what to"]
+    assert df.detected.tolist() == [True, False, False]
+    assert df.setup_replies.iloc[0] == "I'm glad to hear that\n---\nI'm glad to hear that"

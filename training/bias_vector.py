@@ -1,0 +1,276 @@
+"""Train a zero-initialised bias vector on a frozen model so that it reports injected concepts (PROTOCOL.md,
+"Trained bias vector"); the pure parts (split, band, targets, loss) are in analysis/steering_vector.py.
+
+The bias is a learnable [d_model] vector added at `mlp_out.L` (the MLP down-projection output of block L), at every
+layer (`all_layers`), or at `resid_post.L`; it is one `Bias` edit per site under `lab.interventions.apply`, so its
+hooks are removed in `finally` and a zero bias leaves logits bit-identical. During training each example's concept
+vector (from the unmodified model) is added to `resid_post` of a random band layer from the token before "Trial n"
+through the target answer; the loss is cross-entropy on the target tokens only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from analysis.steering_vector import (
+    PAPER_STRENGTHS, ConceptSplit, Example, answer_loss, answer_row, collate, plan_examples, scaled_band,
+    scored_positions)
+from lab import interventions as iv
+from lab.errors import LabError
+
+
+@dataclass(frozen=True, eq=False)
+class Bias:
+    """h + v at every position and row of `site` (broadcast over the batch; differentiable in `vector`)."""
+
+    site: str
+    vector: torch.Tensor  # [d]
+
+    def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        return h + self.vector.to(h.device, h.dtype)
+
+
+def bias_edits(bias: dict[str, torch.Tensor]) -> list[Bias]:
+    return [Bias(site, v) for site, v in bias.items()]
+
+
+@dataclass(frozen=True)
+class BiasTrainConfig:
+    """How the bias is trained (defaults: the paper's recipe)."""
+
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "bias layers (0-based); the job sweeps these"})
+    all_layers: bool = field(default=False, metadata={"help": "one bias at every layer instead"})
+    site: Literal["mlp_out", "resid_post"] = field(default="mlp_out", metadata={"help": "where the bias is added"})
+    band: tuple[int, ...] = field(default=(), metadata={
+        "help": "training injection layers; empty: the paper's odd 29–55 of 62 scaled to the model"})
+    strengths: tuple[float, ...] = field(default=PAPER_STRENGTHS, metadata={"help": "training injection strengths"})
+    strength_mode: Literal["raw", "relative"] = "raw"
+    trials_per_concept: int = 10
+    control_p: float = field(default=0.5, metadata={"help": "probability that an example is a no-injection control"})
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    epochs: float = 1.0
+    max_steps: int = field(default=0, metadata={"help": "cap on optimizer steps; 0 = epochs decide"})
+    max_train_concepts: int = field(default=0, metadata={"help": "use only the first N training concepts; 0 = all"})
+    val_examples: int = field(default=64, metadata={"help": "validation examples (validation concepts); 0 = none"})
+    val_every: int = field(default=50, metadata={"help": "steps between validation losses"})
+    patience: int = field(default=3, metadata={"help": "validations without improvement before stopping"})
+    seed: int = 0
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.trials_per_concept < 1 or self.val_every < 1 or self.patience < 1:
+            raise LabError("bias: batch_size, trials_per_concept, val_every and patience must be >= 1")
+        if not 0 <= self.control_p < 1 or not self.lr > 0 or self.epochs <= 0:
+            raise LabError("bias: control_p must be in [0, 1), lr and epochs > 0")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised training example: ids, answer-only labels, injection start, layer, raw multiplier, vector."""
+
+    ids: list[int]
+    labels: list[int]
+    start: int
+    layer: int
+    raw: float
+    vector: torch.Tensor | None
+
+
+@dataclass
+class BiasResult:
+    bias: dict[str, torch.Tensor]
+    train_losses: list[float]
+    val_losses: list[tuple[int, float]]  # (steps done, loss); step 0 = the zero bias
+    steps: int
+    best_step: int
+    stopped_early: bool
+
+
+def encode(lm: Any, examples: Sequence[Example], vectors: dict[tuple[str, int], Any], mode: str) -> list[Encoded]:
+    """Tokenise examples with the standard dialogue ("original" variant) and their target answers."""
+    from lab.prompts import inject_start, render
+
+    prompts: dict[int, tuple[list[int], int]] = {}
+    out = []
+    for ex in examples:
+        if ex.trial_number not in prompts:
+            prompts[ex.trial_number] = inject_start(lm.tokenizer, render(lm, "original", "standard", ex.trial_number))
+        ids, start = prompts[ex.trial_number]
+        row, labels = answer_row(ids, lm.tokenizer(ex.target, add_special_tokens=False)["input_ids"])
+        vec, raw = None, 0.0
+        if ex.injected:
+            cv = vectors[(ex.concept, ex.layer)]
+            vec = cv.vector
+            raw = ex.strength if mode == "raw" else ex.strength * cv.resid_norm / max(cv.norm, 1e-12)
+        out.append(Encoded(row, labels, start, ex.layer, raw, vec))
+    return out
+
+
+def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tensor], pad_id: int,
+               share_prefix: bool = True) -> torch.Tensor:
+    """Answer-only cross-entropy of a batch with its injections and the bias applied (logits only where scored).
+
+    With `share_prefix`, the prompt prefix every row shares before the first injection start (the preamble) is run
+    once, with the bias and with gradient, and its KV cache repeated over the batch — the same forward pass and the
+    same gradient as the full batch (tests check it), at a fraction of the cost."""
+    ids, mask, labels = collate([(e.ids, e.labels) for e in batch], pad_id)
+    dev = next(model.parameters()).device
+    d = next(v for v in bias.values()).shape[-1]
+    ops: list[Any] = []
+    for layer in sorted({e.layer for e in batch if e.vector is not None}):
+        on = [e.vector is not None and e.layer == layer for e in batch]
+        vecs = torch.stack([e.vector if o else torch.zeros(d) for e, o in zip(batch, on)])  # type: ignore[misc]
+        ops.append(iv.Add(f"resid_post.{layer}", vecs, [e.raw if o else 0.0 for e, o in zip(batch, on)],
+                          [e.start for e in batch]))
+    ops += bias_edits(bias)
+    pos = scored_positions(labels)
+    p = min(_common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
+    ids, mask, labels, pos = ids.to(dev), mask.to(dev), labels.to(dev), pos.to(dev)
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if p > 0:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        with iv.apply(model, bias_edits(bias)):
+            model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(batch))
+        kwargs = {"past_key_values": cache, "use_cache": True}
+    with iv.apply(model, ops, offset=p):
+        logits = model(input_ids=ids[:, p:], attention_mask=mask, logits_to_keep=pos - p, **kwargs).logits
+    return answer_loss(logits, labels, pos)
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    n = min(len(r) for r in rows)
+    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows[1:])), n)
+
+
+def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Encoded], val: Sequence[Encoded],
+             cfg: BiasTrainConfig, pad_id: int, on_step: Callable[[int, dict[str, float]], None] | None = None
+             ) -> BiasResult:
+    """AdamW on zero-initialised biases at `sites`, model frozen (its requires_grad flags restored afterwards);
+    validation loss every `val_every` steps, early stopping after `patience` validations without improvement, the
+    best bias kept."""
+    torch.manual_seed(cfg.seed)
+    params = {s: torch.nn.Parameter(torch.zeros(d_model, device=next(model.parameters()).device)) for s in sites}
+    opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = math.ceil(cfg.epochs * math.ceil(len(train) / cfg.batch_size))
+    total = min(total, cfg.max_steps) if cfg.max_steps else total
+    flags = [p.requires_grad for p in model.parameters()]
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    losses: list[float] = []
+    vals: list[tuple[int, float]] = []
+    best = (math.inf, 0, {s: p.detach().clone() for s, p in params.items()})
+    bad, stopped = 0, False
+
+    def validate(step: int) -> None:
+        nonlocal best, bad, stopped
+        with torch.no_grad():
+            v = sum(float(batch_loss(model, val[i:i + cfg.batch_size], params, pad_id)) * len(val[i:i + cfg.batch_size])
+                    for i in range(0, len(val), cfg.batch_size)) / len(val)
+        vals.append((step, v))
+        if on_step:
+            on_step(step, {"val_loss": v})
+        if v < best[0]:
+            best, bad = (v, step, {s: p.detach().clone() for s, p in params.items()}), 0
+        else:
+            bad += 1
+            stopped = bad >= cfg.patience
+
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if val:
+            validate(0)
+        for step in range(1, total + 1):
+            if not order:
+                order = list(range(len(train)))
+                rng.shuffle(order)
+            idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+            loss = batch_loss(model, [train[i] for i in idx], params, pad_id)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if on_step:
+                on_step(step, {"train_loss": losses[-1]})
+            if val and (step % cfg.val_every == 0 or step == total):
+                validate(step)
+                if stopped:
+                    break
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    final = best[2] if val else {s: p.detach().clone() for s, p in params.items()}
+    return BiasResult({s: v.cpu() for s, v in final.items()}, losses, vals, len(losses),
+                      best[1] if val else len(losses), stopped)
+
+
+def bias_sites(cfg: BiasTrainConfig, n_layers: int) -> list[str]:
+    layers = range(n_layers) if cfg.all_layers else cfg.layers
+    if not layers:
+        raise LabError("bias: give layers or all_layers: true")
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad:
+        raise LabError(f"bias layer {bad[0]} is out of range (0..{n_layers - 1})")
+    return [f"{cfg.site}.{x}" for x in layers]
+
+
+def train_bias(lm: Any, split: ConceptSplit, cfg: BiasTrainConfig, cache_dir: str | None = None,
+               model_key: str | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None
+               ) -> BiasResult:
+    """Concept vectors of the training and validation concepts from the unmodified model, then `fit_bias`."""
+    from lab.concepts import concept_vectors
+
+    band = cfg.band or scaled_band(lm.n_layers)
+    concepts = split.train[:cfg.max_train_concepts or None]
+    train_ex = plan_examples(concepts, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed)
+    val_ex = plan_examples(split.val, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed + 1)
+    val_ex = val_ex[:cfg.val_examples]
+    need = list(dict.fromkeys([*concepts, *(e.concept for e in val_ex)]))
+    vectors, _ = concept_vectors(lm, need, band, cache_dir=cache_dir, model_key=model_key)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    return fit_bias(lm.model, lm.spec.d_model, bias_sites(cfg, lm.n_layers), encode(lm, train_ex, vectors,
+                    cfg.strength_mode), encode(lm, val_ex, vectors, cfg.strength_mode), cfg, pad, on_step)
+
+
+def fingerprint(bias: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for site in sorted(bias):
+        h.update(site.encode())
+        h.update(bias[site].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def save_bias(out_dir: str | Path, res: BiasResult, meta: dict[str, Any]) -> Path:
+    """bias.safetensors (one tensor per site) + bias.json (sites, model, split seed, steps, losses, …)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({s: v.contiguous() for s, v in res.bias.items()}, str(out / "bias.safetensors"),
+              metadata={"fingerprint": fingerprint(res.bias)})
+    info = dict(meta) | {"sites": list(res.bias), "fingerprint": fingerprint(res.bias), "steps": res.steps,
+                         "best_step": res.best_step, "stopped_early": res.stopped_early,
+                         "train_losses": res.train_losses, "val_losses": res.val_losses,
+                         "norms": {s: float(v.norm()) for s, v in res.bias.items()}}
+    (out / "bias.json").write_text(json.dumps(info, indent=1))
+    return out
+
+
+def load_bias(out_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    return load_file(str(out / "bias.safetensors")), json.loads((out / "bias.json").read_text())
