@@ -36,7 +36,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float, float]:
     return p, lo, hi
 
 
-_VECTOR_CONTROLS = ("random", "norm_matched", "shuffled")
+_VECTOR_CONTROLS = ("random", "norm_matched", "shuffled", "negative")  # = lab.trials.VECTOR_CONTROLS
 
 
 def distinct(df: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def _parts(df: pd.DataFrame) -> dict[str, pd.Series]:
         "introspection": inj["detected"].astype(bool) & inj["identified"].fillna(False).astype(bool),
         "forced_id": df[(df.kind == "injection") & df.forced]["identified"],
     }
-    for kind in ("random", "norm_matched", "shuffled"):
+    for kind in _VECTOR_CONTROLS:
         sub = _known(df[(df.kind == kind) & ~df.forced])
         if len(sub):
             parts[f"{kind}_rate"] = sub["detected"]

@@ -46,6 +46,9 @@ def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] 
         for key in (k, f"{k}_lo", f"{k}_hi", f"k_{k}", f"n_{k}", f"trials_{k}"):
             if key in row:
                 out[f"{prefix}{key}"] = row[key]
+        for key in (f"{k}_corrected", f"{k}_corrected_lo", f"{k}_corrected_hi"):  # judge-corrected (calibration)
+            if key in row:
+                out[f"{prefix}{key}"] = row[key]
     for k in ("balanced_accuracy", "coherence", "n_unparsed", "n_parse_errors"):
         if k in row:
             out[f"{prefix}{k}"] = row[k]
@@ -67,6 +70,7 @@ def table_metrics(table: pd.DataFrame, by: Sequence[str] = ("layer", "strength")
 def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[str] = ("layer", "strength")) -> None:
     """A table of the rates present, with intervals and the n behind each, then a plain reading."""
     cols = [c for c in RATES if c in table and table[c].notna().any()]
+    cols += [f"{c}_corrected" for c in cols if f"{c}_corrected" in table]  # judge-corrected, when calibrated
     head = "  ".join(f"{k:>10}" for k in by)
     print(f"{head}  " + "  ".join(f"{c:<17}" for c in cols) + "  n (inj/ctl)")
     for _, r in table.iterrows():
@@ -116,13 +120,19 @@ class Report:
 
 def log_run(cfg: TrackingConfig, params: Mapping[str, Any], metrics_: Mapping[str, Any], artifacts: Sequence[Any] = (),
             tags: Mapping[str, str] | None = None, run_name: str | None = None,
-            parent_run_id: str | None = None) -> str | None:
-    """One finished MLflow run with params, metrics and artefacts; None when tracking is off."""
+            parent_run_id: str | None = None, trials: pd.DataFrame | None = None) -> str | None:
+    """One finished MLflow run with params, metrics, artefacts and provenance tags (lab.provenance); `trials` (stored
+    rows) is logged as a per-trial table of prompts, answers and verdicts. None when tracking is off."""
     if not cfg.enabled:
         return None
-    with tracking.run(cfg, params, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as active:
+    from lab import provenance
+
+    with tracking.run(cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name,
+                      parent_run_id=parent_run_id) as active:
         tracking.log_metrics(metrics_)
         tracking.log_artifacts(*artifacts)
+        if trials is not None:
+            provenance.log_trial_table(trials)
         return str(active.info.run_id)
 
 
@@ -133,20 +143,29 @@ def parent_run(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str
     if not cfg.enabled:
         yield None
         return
-    with tracking.run(cfg, params, tags=tags, run_name=run_name) as active:
+    from lab import provenance
+
+    with tracking.run(cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name) as active:
         yield str(active.info.run_id)
 
 
 def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any], title: str,
                  by: Sequence[str] = ("layer", "strength"), parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None, run_name: str | None = None, artifacts: Sequence[Any] = (),
-                 quiet: bool = False) -> Report:
+                 quiet: bool = False, calibration: Mapping[str, Any] | None = None,
+                 extra_metrics: Mapping[str, Any] | None = None) -> Report:
     """Rates of stored trials → `<out_dir>/report/{summary,per_concept}.csv` + `heatmap.png`, one MLflow run with
-    overall and per-setting metrics, and a printed table."""
+    overall and per-setting metrics (provenance tags, the per-trial answers as a table), and a printed table.
+    `calibration` (lab.calibration.for_judge) adds judge-corrected rates `<rate>_corrected` with intervals."""
     from lab import plots
 
     table = metrics.rates(df, by=by)
     overall = metrics.summarize(df)
+    if calibration:
+        from lab.calibration import correct_row
+
+        overall |= correct_row(overall, calibration)
+        table = pd.DataFrame([r | correct_row(r, calibration) for r in table.to_dict("records")])
     rep = Path(out_dir) / "report"
     rep.mkdir(parents=True, exist_ok=True)
     paths = [rep / "summary.csv", rep / "per_concept.csv"]
@@ -155,8 +174,9 @@ def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, par
     if tuple(by) == ("layer", "strength"):
         paths.append(rep / "heatmap.png")
         plots.rate_heatmaps(table, paths[-1], title=title)
-    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by)}, [*paths, *artifacts],
-                     tags=tags, run_name=run_name, parent_run_id=parent_run_id)
+    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by), **(extra_metrics or {})},
+                     [*paths, *artifacts],
+                     tags=tags, run_name=run_name, parent_run_id=parent_run_id, trials=df)
     if not quiet:
         print_rates(table, overall, by)
         print(f"report:  {paths[0].resolve()}" + (f"  {paths[-1].resolve()}" if len(paths) > 2 else ""))
@@ -191,7 +211,8 @@ def compare(groups: Mapping[str, pd.DataFrame], out_dir: str | Path, cfg: Tracki
         for name, (_, r) in zip(groups, table.iterrows()):
             sub = by_setting[by_setting[label] == name]
             log_run(cfg, (child_params or {}).get(name, {}), rate_metrics(r.to_dict()) | table_metrics(sub),
-                    tags={label: name, **(child_tags or {}).get(name, {})}, run_name=name, parent_run_id=parent_id)
+                    tags={label: name, **(child_tags or {}).get(name, {})}, run_name=name, parent_run_id=parent_id,
+                    trials=df)
         if parent_id:
             tracking.log_artifacts(*paths)
     if not quiet:

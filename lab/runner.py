@@ -44,6 +44,8 @@ class VectorBank:
         cv = self._cv(trial).vector
         if trial.kind in ("injection", "control"):
             return cv
+        if trial.kind == "negative":
+            return -cv  # exactly −v (sign flip is exact in floating point), same norm
         g = torch.Generator().manual_seed(int(hashlib.sha256(
             (f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}"
              + (f"|{trial.vector}" if trial.vector else "")).encode()

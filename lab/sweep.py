@@ -27,11 +27,16 @@ if TYPE_CHECKING:
 class JudgeConfig:
     name: str = field(default="rules", metadata={"help": "registry name (lab.judges)"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options of the judge"})
+    calibration: str | None = field(default=None, metadata={
+        "help": "hand-labelled answers (CSV concept,response,detected,identified, e.g. lab/data/judge_labels.csv): "
+                "report judge-corrected rates beside the raw ones (lab.calibration); empty = off"})
 
     def __post_init__(self) -> None:
         from lab.judges import check_judge_options
 
         check_judge_options(self.name, self.options)  # a typo in an option name is one line, before any work
+        if self.calibration and not Path(self.calibration).is_file():
+            raise LabError(f"judge.calibration: labels file not found: {self.calibration}")
 
 
 @dataclass(frozen=True)
@@ -125,15 +130,22 @@ class SweepContext:
 
 def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
             cache_dir: str | None,
-            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None) -> SweepContext:
-    """Check layers against the loaded model and compute the concept vectors (from the unedited model)."""
+            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None,
+            probes: tuple[Trial, ...] = ()) -> SweepContext:
+    """Check layers against the loaded model and compute the concept vectors (from the unedited model); with
+    `probes`, run the steering self-test (lab.selftest) on them."""
     from lab.concepts import concept_vectors
     from lab.runner import VectorBank
 
     for layer in layers:
         lm.check_layer(layer)
     vectors, typical = concept_vectors(lm, concepts, layers, template, baseline, cache_dir, key)
-    return SweepContext(VectorBank({**vectors, **(extra or {})}, typical), batch_size, tuple(edits))
+    ctx = SweepContext(VectorBank({**vectors, **(extra or {})}, typical), batch_size, tuple(edits))
+    if probes:
+        from lab.selftest import check_steering
+
+        check_steering(lm, ctx.bank, probes, ctx.edits)
+    return ctx
 
 
 def generate(lm: LoadedModel, shard: list[Trial], ctx: SweepContext) -> list[dict[str, Any]]:
@@ -162,6 +174,10 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
     if trials is not None:
         p = Plan(list(trials), tuple(sorted({t.layer for t in trials})), p.strengths, p.mode)
     judge = make_judge(cfg.judge.name, **cfg.judge.options)
+    from lab import selftest
+
+    if cfg.sweep.selftest:
+        selftest.check_judge(judge)  # a broken judge stops the sweep here, before any model is loaded
     spec = spec_for(cfg.model.name)
     if lm is None and spec is not None and spec.source == "embedded":
         from lab.embedded import ensure_converted
@@ -173,7 +189,7 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
     # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
     cache = vector_cache_dir(cfg) if cfg.model.shard == "none" else None
     args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, cache, model_key(cfg.model),
-            cfg.runner.batch_size, tuple(edits), extra)
+            cfg.runner.batch_size, tuple(edits), extra, selftest.probes(p.trials) if cfg.sweep.selftest else ())
     out = execute(p.trials, cfg.output_dir, cfg.model, cfg.runner, generate, prepare, args,
                   grade=partial(grade, judge), lm=lm, progress=progress)
     return {"plan": p, "total": out.total, "skipped": out.skipped, "new": out.new, "output_dir": out.output_dir,

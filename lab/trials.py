@@ -3,7 +3,8 @@
 Every injected trial has a paired no-injection control (same concept/layer/strength/trial number/sample, strength
 applied = 0), and optionally paired vector controls that inject something that is not the concept:
 `random` (a random direction with the mean concept-vector norm at that layer), `norm_matched` (a random direction
-with exactly this concept vector's norm) and `shuffled` (this concept vector with its dimensions permuted).
+with exactly this concept vector's norm), `shuffled` (this concept vector with its dimensions permuted) and
+`negative` (−v: the concept vector with its sign flipped, same norm; the paper's gates respond to both signs).
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from lab.concepts import DEFAULT_TEMPLATE, select_concepts
 from lab.config import check_strength
 from lab.errors import LabError
 
-Kind = Literal["injection", "control", "random", "norm_matched", "shuffled"]
-VECTOR_CONTROLS = ("random", "norm_matched", "shuffled")
+Kind = Literal["injection", "control", "random", "norm_matched", "shuffled", "negative"]
+VECTOR_CONTROLS = ("random", "norm_matched", "shuffled", "negative")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class SweepConfig:
     max_new_tokens: int = 48
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
     seed: int = 0
+    selftest: bool = field(default=True, metadata={
+        "help": "before generating: the judge grades canned answers and a probe injection must raise the concept's "
+                "logit (lab.selftest)"})
 
     def __post_init__(self) -> None:
         from lab.prompts import dialogue_format, variant

@@ -22,6 +22,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "bidirectional-demo.yaml": ("bidirectional", "BidirectionalConfig"),
     "concept-injection-gemma-3-27b-it.yaml": INJECTION,
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
+    "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseConfig"),
     "demo.yaml": INJECTION,
     "geometry-demo.yaml": ("geometry", "GeometryConfig"),
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)

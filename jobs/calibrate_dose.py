@@ -1,0 +1,83 @@
+"""Dose calibration: `python -m jobs.calibrate_dose --config configs/calibrate-dose-demo.yaml`.
+
+Per layer, sweeps injection strengths (a concept-injection sweep with random-vector controls), then finds where the
+injected answers stop being coherent and where detection starts (lab.dose). Writes the rates (through lab.report,
+judge-corrected when `judge.calibration` names a labelled set), `report/dose.csv` with strengths in both units (raw
+multiplier and ‖s·v‖/‖resid‖), `report/dose.png` (TPR, random-vector rate and coherence against strength per layer,
+coherent band shaded) and `report/recommended.yaml` (a config snippet with the recommended band).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from jobs.cli import entry, load_config, parser
+from lab import calibration, dose, report, store
+from lab.config import ModelConfig, flatten, to_dict
+from lab.dose import DoseSettings
+from lab.experiment import preflight
+from lab.parallel import RunnerConfig
+from lab.sweep import InjectionConfig, JudgeConfig, run_sweep
+from lab.tracking import TrackingConfig
+from lab.trials import SweepConfig
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    """A concept-injection sweep over strengths plus the dose settings (configs/calibrate-dose-demo.yaml)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    dose: DoseSettings = field(default_factory=DoseSettings)
+    output_dir: str = "results/calibrate-dose"
+    cache_dir: str | None = None
+
+    def injection(self) -> InjectionConfig:
+        return InjectionConfig(**{f.name: getattr(self, f.name) for f in fields(InjectionConfig)})
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Run the dose sweep of --config; exit 0 on success, 2 on bad input."""
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(DoseConfig, args)
+    preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
+    cal = calibration.for_judge(cfg.judge)
+    if cal:
+        print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
+    res = run_sweep(cfg.injection(), progress=not args.quiet)
+    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) "
+          f"judge: {res['judge']}")
+    ids = {t.trial_id for t in res["plan"].trials}
+    df = store.read(cfg.output_dir)
+    df = df[df["trial_id"].isin(ids)]
+    table = dose.curve(df)
+    bands = dose.bands(table, cfg.dose)
+    rep_dir = Path(cfg.output_dir) / "report"
+    rep_dir.mkdir(parents=True, exist_ok=True)
+    paths = [rep_dir / "dose.csv", rep_dir / "dose_bands.csv", rep_dir / "recommended.yaml", rep_dir / "dose.png"]
+    table.to_csv(paths[0], index=False)
+    bands.to_csv(paths[1], index=False)
+    paths[2].write_text(dose.snippet(bands, res["plan"].mode, cfg.dose))
+    dose.plot(table, bands, paths[3], title=f"{cfg.model.name}: dose calibration", mode=res["plan"].mode)
+    extra = {f"L{r['layer']}/{k}": r[k] for _, r in bands.iterrows()
+             for k in ("coherent_lo", "coherent_hi", "detection_onset")}
+    report.report_rates(df, cfg.output_dir, cfg.tracking, flatten(to_dict(cfg)),
+                        title=f"{cfg.model.name}: dose calibration", tags={"job": "calibrate_dose",
+                                                                           "model": cfg.model.name},
+                        artifacts=paths, calibration=cal, extra_metrics=extra)
+    print(f"\n{'layer':>5} {'strength':>9} {'raw':>8} {'rel':>6}  {'tpr':<17} {'random':<17} coherence")
+    for _, r in table.iterrows():
+        print(f"{int(r['layer']):>5} {r['strength']:>9g} {r['strength_raw']:>8.3g} {r['strength_rel']:>6.3f}  "
+              f"{report.ci(r, 'tpr'):<17} {report.ci(r, 'random_rate'):<17} {r['coherence']:.2f}")
+    print("\n" + paths[2].read_text())
+    print(f"dose:    {paths[0].resolve()}  {paths[3].resolve()}  {paths[2].resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
