@@ -14,42 +14,10 @@ from typing import Any
 
 from jobs.cli import entry
 from lab.config import load_yaml
+from lab.calibration import DEFAULT_LABELS, LABEL_COLUMNS as COLUMNS, read_labels  # noqa: F401
 from lab.errors import LabError
 from lab.judges import Answer, Judge, Verdict, make_judge
 from lab.judges.agreement import accuracy, cohen_kappa, confusion, format_confusion
-
-DEFAULT_LABELS = Path(__file__).resolve().parent.parent / "lab" / "data" / "judge_labels.csv"
-COLUMNS = ("concept", "response", "detected", "identified")
-
-
-def read_labels(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of the labels CSV with 0/1 labels as bools; a bad file, column or label raises a one-line LabError."""
-    p = Path(path)
-    if not p.is_file():
-        raise LabError(f"labels file not found: {p}")
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LabError(f"labels file {p} lacks column '{missing[0]}' (needs {', '.join(COLUMNS)})")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            labels = {k: _label(row[k], k, p, line) for k in ("detected", "identified")}
-            if labels["identified"] and not labels["detected"]:
-                raise LabError(f"{p} row {line}: identified=1 needs detected=1")
-            rows.append({"concept": (row["concept"] or "").strip() or None, "response": row["response"] or "",
-                         **labels})
-    if not rows:
-        raise LabError(f"labels file {p} has no rows")
-    return rows
-
-
-def _label(value: str | None, column: str, path: Path, line: int) -> bool:
-    v = (value or "").strip()
-    if v not in ("0", "1"):
-        raise LabError(f"{path} row {line}: column '{column}' must be 0 or 1, got '{v}'")
-    return v == "1"
-
 
 def load_judge(spec: str) -> Judge:
     """A registered judge name, or a YAML file with `name` and optional `options` (also under a `judge:` key)."""

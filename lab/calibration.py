@@ -90,10 +90,10 @@ def corrected_interval(k: int, n: int, cal: Calibration, draws: int = DRAWS,
 
 
 def read_labels(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a labels CSV (columns concept,response,detected,identified; 0/1); a bad file is one LabError."""
+    """Rows of the labels CSV with 0/1 labels as bools; a bad file, column or label raises a one-line LabError."""
     p = Path(path)
     if not p.is_file():
-        raise LabError(f"judge calibration labels not found: {p}")
+        raise LabError(f"labels file not found: {p}")
     with p.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
@@ -101,17 +101,21 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
             raise LabError(f"labels file {p} lacks column '{missing[0]}' (needs {', '.join(LABEL_COLUMNS)})")
         rows = []
         for line, row in enumerate(reader, start=2):
-            flags = {}
-            for c in ("detected", "identified"):
-                v = (row[c] or "").strip()
-                if v not in ("0", "1"):
-                    raise LabError(f"{p} row {line}: column '{c}' must be 0 or 1, got '{v}'")
-                flags[c] = v == "1"
+            labels = {k: _label(row[k], k, p, line) for k in ("detected", "identified")}
+            if labels["identified"] and not labels["detected"]:
+                raise LabError(f"{p} row {line}: identified=1 needs detected=1")
             rows.append({"concept": (row["concept"] or "").strip() or None, "response": row["response"] or "",
-                         **flags})
+                         **labels})
     if not rows:
         raise LabError(f"labels file {p} has no rows")
     return rows
+
+
+def _label(value: str | None, column: str, path: Path, line: int) -> bool:
+    v = (value or "").strip()
+    if v not in ("0", "1"):
+        raise LabError(f"{path} row {line}: column '{column}' must be 0 or 1, got '{v}'")
+    return v == "1"
 
 
 def calibrate(judge: Any, labels: str | Path | Sequence[Mapping[str, Any]]) -> dict[str, Calibration]:

@@ -25,7 +25,7 @@ SCHEMA_DOC = {
     "layer": "0-based decoder block whose output (resid_post) is steered",
     "strength": "configured strength, in `strength_mode` units",
     "strength_mode": "raw (multiplier of v) or relative (‖s·v‖/‖resid‖)",
-    "kind": "injection | control | random | norm_matched | shuffled",
+    "kind": "injection | control | random | norm_matched | shuffled | negative",
     "trial_number": "n in 'Trial {n}'", "sample": "sample index", "forced": "prefilled 'Yes, I detect…'",
     "prompt_variant": "prompt variant name", "dialogue_format": "dialogue format name",
     "seed": "sweep seed", "max_new_tokens": "generation budget", "temperature": "0 = greedy",

@@ -26,7 +26,8 @@ from lab.config import flatten, to_dict
 from training.conditions import Condition, LoraSettings, TrainHParams
 from training.tune_config import AblationConfig, TrialSpec, trial_settings
 
-COUNTED_RATES = ("tpr", "fpr", "introspection", "forced_id", "random_rate", "norm_matched_rate", "shuffled_rate")
+COUNTED_RATES = ("tpr", "fpr", "introspection", "forced_id", "random_rate", "norm_matched_rate", "shuffled_rate",
+                 "negative_rate")
 
 
 def trial_params(cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: LoraSettings,
