@@ -21,6 +21,9 @@ import torch
 from lab.errors import LabError
 
 _SKIP_KEYS = ("w_skip", "affine_skip_connection", "W_skip")
+# Gemma Scope 2 `params.safetensors` names (lower case, skip as `affine_skip_connection`, x @ skip); Gemma Scope 1
+# `params.npz` and SAELens use W_enc / W_dec; SAELens keeps the threshold as `activation_function.threshold`.
+_ALIASES = {"W_enc": "w_enc", "W_dec": "w_dec", "activation_function.threshold": "threshold"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +81,9 @@ class Transcoder:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Transcoder:
+        d = _canonical(d)
+        if "log_threshold" in d and "threshold" not in d:
+            d["threshold"] = torch.as_tensor(d["log_threshold"]).float().exp()
         skip = next((d[k] for k in _SKIP_KEYS if k in d), None)
         t = {k: torch.as_tensor(d[k]).float() for k in ("w_enc", "w_dec", "b_enc", "b_dec")}
         thr = d.get("threshold")
@@ -91,6 +97,29 @@ class Transcoder:
         d = self.to_dict()
         meta = d.pop("meta")
         save_file({k: v.contiguous() for k, v in d.items()}, str(path), metadata={"meta": json.dumps(meta)})
+
+
+def _canonical(d: dict[str, Any]) -> dict[str, Any]:
+    return {_ALIASES.get(k, k): v for k, v in d.items()}
+
+
+def save_gemma_scope(tc: Transcoder, directory: str | os.PathLike) -> Path:
+    """Write `directory/params.safetensors` with the Gemma Scope 2 tensor names (`affine_skip_connection` for the
+    skip) and `config.json` from `meta["config"]` when present; `load(directory)` reads it back."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    d = {"w_enc": tc.w_enc, "w_dec": tc.w_dec, "b_enc": tc.b_enc, "b_dec": tc.b_dec}
+    if tc.threshold is not None:
+        d["threshold"] = tc.threshold
+    if tc.w_skip is not None:
+        d["affine_skip_connection"] = tc.w_skip
+    save_file({k: v.contiguous() for k, v in d.items()}, str(out / "params.safetensors"))
+    cfg = (tc.meta or {}).get("config")
+    if isinstance(cfg, dict):
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    return out
 
 
 def load(path: str | os.PathLike) -> Transcoder:
@@ -120,6 +149,7 @@ def load(path: str | os.PathLike) -> Transcoder:
     cfg = f.parent / "config.json"
     if cfg.is_file():
         meta = {"config": json.loads(cfg.read_text())} | meta
+    d = _canonical(d)
     missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec") if k not in d]
     if missing:
         raise LabError(f"transcoder file {f} lacks {', '.join(missing)} (has: {', '.join(sorted(d))})")

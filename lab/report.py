@@ -188,7 +188,7 @@ def compare(groups: Mapping[str, pd.DataFrame], out_dir: str | Path, cfg: Tracki
     plots.rate_bars(table, label, paths[2], metrics=shown, title=title)
     plots_grid.tpr_vs_fpr(table, label, paths[3], title=f"TPR vs FPR per {label}")
     with parent_run(cfg, params, tags=tags, run_name=run_name) as parent_id:
-        for (name, df), (_, r) in zip(groups.items(), table.iterrows()):
+        for name, (_, r) in zip(groups, table.iterrows()):
             sub = by_setting[by_setting[label] == name]
             log_run(cfg, (child_params or {}).get(name, {}), rate_metrics(r.to_dict()) | table_metrics(sub),
                     tags={label: name, **(child_tags or {}).get(name, {})}, run_name=name, parent_run_id=parent_id)

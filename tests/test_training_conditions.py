@@ -12,7 +12,7 @@ from training.conditions import (CONDITIONS, PAPER_HPARAMS, PAPER_LORA, Conditio
 
 def test_registry_holds_every_arm_of_the_ablation() -> None:
     want = {"dpo", "dpo_no_ref", "dpo_shuffled", "dpo_reversed", "margin", "margin_kl", "sft_chosen",
-            "sft_rejected", "sft_kl", "sft_kl_rejected", "random_lora"}
+            "sft_rejected", "sft_kl", "sft_kl_rejected", "random_lora", "random_lora_peft"}
     assert want <= set(CONDITIONS)
     c = CONDITIONS
     assert (c["dpo"].objective, c["dpo"].beta, c["dpo"].reference) == ("dpo", 0.1, "adapter_disabled")
@@ -22,6 +22,7 @@ def test_registry_holds_every_arm_of_the_ablation() -> None:
     assert c["margin_kl"].kl_weight == 0.1 and c["sft_kl"].kl_weight == 0.1
     assert (c["sft_rejected"].sft_target, c["sft_kl"].sft_target) == ("rejected", "chosen")
     assert c["random_lora"].objective == "none" and c["random_lora"].random_delta_rel > 0
+    assert (c["random_lora_peft"].objective, c["random_lora_peft"].random_init) == ("none", "peft")
     assert all(cond.description for cond in CONDITIONS.values())
     help_text = {f.name: f.metadata.get("help") for f in dataclasses.fields(Condition)}
     assert all(help_text[k] for k in ("objective", "beta", "reference", "kl_weight", "domains"))
@@ -86,4 +87,6 @@ def test_ablation_template_parses() -> None:
     conds = [condition_from_dict(c) for c in spec["conditions"]]
     assert {c.name for c in conds} >= set(CONDITIONS) and "dpo@code" in {c.name for c in conds}
     assert from_dict(LoraSettings, spec["lora"]) == PAPER_LORA
-    assert from_dict(TrainHParams, spec["hparams"]) == PAPER_HPARAMS
+    # validation during training needs eval data, so it is on in the preset files but not in the code default
+    assert from_dict(TrainHParams, spec["hparams"]) == dataclasses.replace(PAPER_HPARAMS, eval_steps=200,
+                                                                           early_stopping_patience=3)

@@ -39,7 +39,8 @@ class LoraSettings:
 @dataclass(frozen=True)
 class TrainHParams:
     """Optimiser and schedule (paper: AdamW lr 1e-5, 1 epoch, 1 × 8 accumulation, max length 2048, linear, warm-up
-    min(50, 10 % of steps), gradient checkpointing)."""
+    min(50, 10 % of steps), weight decay 0.01, gradient checkpointing; validation every 200 steps with patience and
+    the best checkpoint restored — `eval_steps` 0 (the default) turns validation during training off)."""
 
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
@@ -50,12 +51,22 @@ class TrainHParams:
     lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name"})
     warmup_max_steps: int = field(default=50, metadata={"help": "warm-up is min(this, warmup_fraction · steps)"})
     warmup_fraction: float = field(default=0.1, metadata={"help": "warm-up share of the optimizer steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (torch's default, the paper's)"})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations in backward"})
     logging_steps: int = field(default=1, metadata={"help": "log the loss every this many optimizer steps"})
     optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name"})
     ref_batch_size: int = field(default=8, metadata={"help": "pairs per forward when precomputing DPO reference "
                                                               "log-probs (no gradients, so larger than training)"})
+    eval_steps: int = field(default=0, metadata={"help": "> 0: eval loss every this many optimizer steps, checkpoint "
+                                                         "each time, restore the best (lowest eval_loss) at the end"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "> 0 (with eval_steps): stop after this many evaluations without a better eval_loss"})
+
+    def __post_init__(self) -> None:
+        if self.eval_steps < 0 or self.early_stopping_patience < 0:
+            raise LabError("hparams: eval_steps and early_stopping_patience must be >= 0")
+        if self.early_stopping_patience > 0 and self.eval_steps == 0:
+            raise LabError("hparams: early_stopping_patience needs eval_steps > 0")
 
     def warmup_steps(self, total_steps: int) -> int:
         return max(0, min(self.warmup_max_steps, int(self.warmup_fraction * total_steps)))
@@ -89,6 +100,9 @@ class Condition:
     sft_target: Literal["chosen", "rejected"] = field(default="chosen", metadata={"help": "SFT completion"})
     random_delta_rel: float = field(default=0.0, metadata={
         "help": "random_lora: ‖ΔW‖_F / ‖W‖_F of the untrained adapter on every adapted layer (B is non-zero)"})
+    random_init: Literal["norm_matched", "peft"] = field(default="norm_matched", metadata={
+        "help": "objective none: norm_matched = random B scaled to random_delta_rel; peft = PEFT's own random init "
+                "(init_lora_weights=False, no rescaling: the paper's control)"})
     domains: tuple[str, ...] = field(default=(), metadata={"help": "train on these data domains only (empty: all)"})
 
     def __post_init__(self) -> None:
@@ -106,8 +120,12 @@ class Condition:
             raise LabError(f"{where}: kl_weight applies to the margin and sft objectives, not '{self.objective}'")
         if self.reference == "zero" and self.objective != "dpo":
             raise LabError(f"{where}: reference 'zero' applies to the dpo objective only")
-        if (self.objective == "none") != (self.random_delta_rel > 0):
-            raise LabError(f"{where}: random_delta_rel > 0 goes with objective 'none' (and only with it)")
+        if self.random_init not in ("norm_matched", "peft"):
+            raise LabError(f"{where}: random_init must be 'norm_matched' or 'peft', got {self.random_init!r}")
+        untrained = self.random_delta_rel > 0 if self.random_init == "norm_matched" else self.random_delta_rel == 0
+        if (self.objective == "none") != untrained or (self.random_init == "peft" and self.objective != "none"):
+            raise LabError(f"{where}: random_delta_rel > 0 goes with objective 'none' (and only with it); "
+                           "random_init 'peft' goes with objective 'none' and no random_delta_rel")
 
     def with_domains(self, domains: tuple[str, ...] | list[str]) -> Condition:
         doms = tuple(domains)
@@ -140,6 +158,8 @@ register(Condition("sft_kl_rejected", "sft", "SFT on rejected + 0.1 · KL to the
                    sft_target="rejected", kl_weight=0.1))
 register(Condition("random_lora", "none", "untrained LoRA with random non-zero B (‖ΔW‖/‖W‖ = 0.02 per layer)",
                    random_delta_rel=0.02))
+register(Condition("random_lora_peft", "none", "untrained LoRA from PEFT's random init (init_lora_weights=False), "
+                   "not rescaled: the paper's control", random_init="peft"))
 
 PAPER_LORA = LoraSettings()
 PAPER_HPARAMS = TrainHParams()

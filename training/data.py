@@ -49,6 +49,10 @@ def _read(source: Any, split: str | None) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(source, (list, tuple)):
         return "rows", [dict(r) if isinstance(r, Mapping) else r for r in source]
     path = Path(source)
+    if path.is_dir() and not any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        files = _data_files(path, split)
+        if files:  # the Hub layout: data/<split>-00000-of-00001.parquet (or .jsonl)
+            return str(path), [row for f in files for row in _read(str(f), None)[1]]
     if path.is_dir():
         from datasets import load_from_disk
 
@@ -70,6 +74,14 @@ def _read(source: Any, split: str | None) -> tuple[str, list[dict[str, Any]]]:
     if path.suffix in (".jsonl", ".json"):
         return str(path), _read_jsonl(path)
     raise LabError(f"unsupported preference data file {path} (use .jsonl, .parquet or a save_to_disk directory)")
+
+
+def _data_files(path: Path, split: str | None) -> list[Path]:
+    """Parquet / JSONL files under `path` (sorted); with `split`, those whose name or a parent folder is that split."""
+    files = sorted(f for f in path.rglob("*") if f.suffix in (".parquet", ".jsonl") and f.is_file())
+    if split is not None:
+        files = [f for f in files if split in f.relative_to(path).parts[:-1] or f.name.startswith(split)]
+    return files
 
 
 def _pick_split(dd: Any, split: str | None, where: str) -> Any:
@@ -250,9 +262,19 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return p
 
 
-def load_rows(data: Any) -> tuple[Any, Any]:
+def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
     """(train rows, eval rows or None) of a `training.tune_config.DataSpec`, as `datasets.Dataset`s, deterministic
-    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs."""
+    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs; `layout: paper` runs
+    `training.paper_data.load_paper_preferences` (needs the tokenizer's `eos_token`)."""
+    if data.layout == "paper":
+        from training.paper_data import load_paper_preferences
+
+        pd = load_paper_preferences(data.path, eos_token or "", domain_column=data.domain_column,
+                                    include=data.include_domains, exclude=data.exclude_domains,
+                                    max_prompt_chars=data.max_prompt_chars, max_answer_chars=data.max_answer_chars,
+                                    eval_fraction=data.eval_fraction, seed=data.split_seed)
+        print(f"preference data {data.path}: {pd.summary()}", flush=True)
+        return pd.train, (pd.eval if len(pd.eval) else None)
     if data.path:
         source: Any = data.path
     else:

@@ -104,8 +104,8 @@ def train_worker(loop: dict[str, Any]) -> None:
 
         init_deepspeed(use_cpu=not on_gpu)
         keep = HfDeepSpeedConfig(ds)  # noqa: F841  (must stay alive: from_pretrained partitions under zero.Init)
-    train_ds, eval_ds = load_rows(cfg.data)
     lm = load(dataclasses.replace(cfg.model, device="cpu"))  # the Trainer / DeepSpeed place it
+    train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
     callbacks = [step_logger(RunRef(**loop["mlflow"]))] if loop["mlflow"] else []
     res = train(cond, train_ds, output_dir=loop["adapter"], model=lm, lora=lora, hparams=hp, seed=spec.seed,
                 eval_data=eval_ds, deepspeed=ds, callbacks=callbacks, overwrite=True,

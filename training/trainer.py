@@ -80,7 +80,10 @@ def train(condition: Condition | str, data: Any, *, output_dir: str | os.PathLik
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         if cond.objective == "none":
-            peft_model = random_lora(hf_model, lora, cond.random_delta_rel, seed)
+            if cond.random_init == "peft":
+                peft_model = peft_random_lora(hf_model, lora, seed)
+            else:
+                peft_model = random_lora(hf_model, lora, cond.random_delta_rel, seed)
             metrics: dict[str, float] = {"train_steps": 0.0, "random_delta_rel": cond.random_delta_rel}
             history: list[dict[str, Any]] = []
             peft_model.save_pretrained(str(tmp))
@@ -88,10 +91,18 @@ def train(condition: Condition | str, data: Any, *, output_dir: str | os.PathLik
             args = trl_args(hp, output_dir=tmp / "_trainer", n_rows=len(train_ds), seed=seed, use_cpu=use_cpu,
                             bf16=bf16, deepspeed=ds_cfg, max_steps=max_steps, epochs=epochs,
                             gradient_checkpointing=gradient_checkpointing)
-            trainer = build_trainer(cond, hf_model, tok, train_ds, eval_ds, args, lora, list(callbacks))
+            if hp.eval_steps > 0 and eval_ds is None:
+                raise LabError("hparams.eval_steps > 0 needs eval_data (validation during training)")
+            trainer = build_trainer(cond, hf_model, tok, train_ds, eval_ds, args, lora,
+                                    list(callbacks) + early_stopping(hp))
             output = trainer.train()
             metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
             metrics["train_steps"] = float(trainer.state.global_step)
+            if hp.eval_steps > 0 and trainer.state.best_metric is not None:  # the restored checkpoint
+                metrics["best_eval_loss"] = float(trainer.state.best_metric)
+                best = getattr(trainer.state, "best_global_step", None)
+                if best is not None:
+                    metrics["best_step"] = float(best)
             if eval_ds is not None:
                 metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
             history = [dict(h) for h in trainer.state.log_history]
@@ -126,15 +137,29 @@ def trl_args(hp: TrainHParams, *, output_dir: str | os.PathLike[str], n_rows: in
     eps = epochs if epochs is not None else hp.epochs
     world = int(os.environ.get("WORLD_SIZE", "1"))
     total = dataclasses.replace(hp, max_steps=steps, epochs=eps).total_steps(n_rows, world)
-    return dict(
+    validation: dict[str, Any] = dict(save_strategy="no")
+    if hp.eval_steps > 0:  # the paper's validation: eval loss every K steps, best checkpoint restored at the end
+        validation = dict(eval_strategy="steps", eval_steps=hp.eval_steps, save_strategy="steps",
+                          save_steps=hp.eval_steps, save_total_limit=2, load_best_model_at_end=True,
+                          metric_for_best_model="eval_loss", greater_is_better=False)
+    return dict(**validation,
         output_dir=str(output_dir), learning_rate=hp.learning_rate, num_train_epochs=eps, max_steps=steps,
         per_device_train_batch_size=hp.per_device_batch_size, per_device_eval_batch_size=hp.per_device_batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps, lr_scheduler_type=hp.lr_scheduler,
         warmup_steps=hp.warmup_steps(total), weight_decay=hp.weight_decay, optim=hp.optim,
         gradient_checkpointing=hp.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
-        logging_steps=hp.logging_steps, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        logging_steps=hp.logging_steps, report_to="none", seed=seed, data_seed=seed,
         use_cpu=use_cpu, bf16=bf16, max_length=hp.max_length, deepspeed=deepspeed, disable_tqdm=True,
         precompute_ref_batch_size=hp.ref_batch_size)
+
+
+def early_stopping(hp: TrainHParams) -> list[Any]:
+    """`[EarlyStoppingCallback(patience)]` when `hp` asks for early stopping, else `[]`."""
+    if hp.early_stopping_patience <= 0:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience)]
 
 
 def build_trainer(cond: Condition, model: Any, tok: Any, train_ds: Any, eval_ds: Any, args: dict[str, Any],
@@ -197,6 +222,16 @@ def random_lora(model: Any, lora: LoraSettings, delta_rel: float, seed: int) -> 
             new_b *= delta_rel * w.norm().cpu() / delta.norm().clamp(min=1e-12)
             b.copy_(new_b.to(b.dtype))
     return peft_model
+
+
+def peft_random_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
+    """Wrap `model` in an untrained LoRA from PEFT's own random init (`init_lora_weights=False`: A and B both random,
+    not rescaled), seeded with `transformers.set_seed(seed)` — the paper's random-LoRA control."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    set_seed(seed)
+    return get_peft_model(model, lora.peft_config(init_lora_weights=False))
 
 
 def _finish(tmp: Path, cond: Condition, lora: LoraSettings, hp: TrainHParams, seed: int,

@@ -124,8 +124,8 @@ def _train_local(cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: Lo
     from training.trainer import step_logger, train
 
     threads(cfg.resources.threads)
-    train_ds, eval_ds = load_rows(cfg.data)
     lm = load(cfg.model)
+    train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
     callbacks = [step_logger(run)] if run is not None else []
     res = train(cond, train_ds, output_dir=adapter, model=lm, lora=lora, hparams=hp, seed=spec.seed,
                 eval_data=eval_ds, deepspeed=cfg.deepspeed, callbacks=callbacks, overwrite=True)

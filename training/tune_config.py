@@ -42,12 +42,22 @@ class DataSpec:
         "help": "conversational = chat messages (the chat template is applied, as in the evaluation)"})
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share (eval loss); 0 = none"})
     split_seed: int = 0
+    layout: Literal["lab", "paper"] = field(default="lab", metadata={"help": (
+        "paper: training.paper_data recipe on a local HF-layout copy at path (prompt ≤ max_prompt_chars, answers ≤ "
+        "max_answer_chars, ' ' + answer + EOS, plain text, random eval_fraction split, domains from domain_column)")})
+    domain_column: str = field(default="source", metadata={"help": "layout paper: the column naming each row's domain"})
+    include_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: keep only these domains"})
+    exclude_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: drop these domains"})
+    max_prompt_chars: int = 500
+    max_answer_chars: int = 1500
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise LabError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.path is None and self.synthetic_pairs < 1:
             raise LabError("data.synthetic_pairs must be >= 1 when data.path is empty")
+        if self.layout == "paper" and not self.path:
+            raise LabError("data.layout 'paper' needs data.path (a local copy of the preference data set)")
 
 
 @dataclass(frozen=True)

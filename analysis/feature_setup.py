@@ -1,0 +1,62 @@
+"""What the feature jobs (dose_response, gates) share — not a job itself: the transcoder source section and the
+loading of model, concept vectors and transcoders for one model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.config import ModelConfig
+from lab.errors import LabError
+
+
+@dataclass(frozen=True)
+class TranscoderSource:
+    dir: str | None = field(default=None, metadata={
+        "help": "load <dir>/layer<L>.safetensors (or a Gemma Scope 2 directory <dir>/layer_<L>_*); empty: train"})
+    cache_dir: str | None = field(default=None, metadata={"help": "trained transcoders; empty: <lab cache>/transcoders"})
+    train: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "overrides of analysis.transcoder_training.TranscoderConfig (n_features, max_tokens, epochs, ...)"})
+
+
+def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict[int, Any]:
+    """One transcoder per layer: loaded from `src.dir`, or trained once per (model, layer, config) and cached."""
+    from analysis.transcoders import load
+
+    out: dict[int, Any] = {}
+    for lay in layers:
+        if src.dir:
+            root = Path(src.dir)
+            cand = [root / f"layer{lay}.safetensors", *sorted(root.glob(f"layer_{lay}_*"))]
+            hit = next((c for c in cand if c.exists()), None)
+            if hit is None:
+                raise LabError(f"no transcoder for layer {lay} in {root} (expected layer{lay}.safetensors)")
+            out[lay] = load(hit)
+            continue
+        try:
+            from analysis.transcoder_training import TranscoderConfig, transcoder_for
+        except ImportError:
+            raise LabError("training transcoders needs analysis.transcoder_training; set transcoders.dir") from None
+        from lab.config import from_dict
+        from lab.embedded import default_cache_dir
+
+        cfg = from_dict(TranscoderConfig, dict(src.train), "transcoders.train")
+        out[lay] = transcoder_for(lm, lay, src.cache_dir or default_cache_dir() / "transcoders", cfg)
+    return out
+
+
+def setup(model: ModelConfig, concepts: Any, inject_layer: int, layers: tuple[int, ...], src: TranscoderSource,
+          template: str, baseline: str, cache_dir: str | None) -> tuple[Any, dict[str, Any], dict[int, Any]]:
+    """(loaded model, {concept: ConceptVector at inject_layer}, {layer: transcoder})."""
+    from lab import models
+    from lab.concepts import concept_vectors, select_concepts
+    from lab.embedded import default_cache_dir
+    from lab.sweep import model_key
+
+    lm = models.load(model)
+    for lay in (inject_layer, *layers):
+        lm.check_layer(lay)
+    words = select_concepts(concepts)
+    vecs, _ = concept_vectors(lm, words, [inject_layer], template, baseline,
+                              cache_dir or str(default_cache_dir() / "vectors"), model_key(model))
+    return lm, {c: vecs[(c, inject_layer)] for c in words}, transcoders(lm, layers, src)

@@ -1,0 +1,201 @@
+"""Train a transcoder (MLP input → MLP output of one block) for a loaded model, and cache it on disk.
+
+    train_transcoder(lm, layer, texts, cfg) -> Transcoder     collect activations, fit, measure on held-out tokens
+    transcoder_for(lm, layer, cache_dir, cfg) -> Transcoder   the same, trained once per (model, layer, config)
+
+Recipe: ReLU features, loss = mean squared error (per element, on activations normalised to unit RMS) + λ · Σ_i f_i ·
+‖w_dec,i‖ (decoder-norm-weighted L1), a linear skip (initialised at the least-squares map), Adam, a few epochs.
+Activations are `mlp_in.L` / `mlp_out.L` of fixed-length windows of the tokenised corpus (`analysis.corpus`), read
+with `capture(..., stop=True)` so the forward pass ends after block L; the first position of every window (an
+attention sink with outlying norms) is dropped. Windows are split into train / held-out at random (seeded). The
+normalisation is folded back into the weights, so the returned `Transcoder` reads and writes raw activations.
+Held-out figures go into `meta`: `fve` (1 − SSE / total variance of the MLP output), `fve_linear` (the skip map alone),
+`l0` (mean active features per token), `dead_frac` (features never active on held-out tokens).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analysis.transcoders import Transcoder, load
+from lab.errors import LabError
+
+
+@dataclass(frozen=True)
+class TranscoderConfig:
+    n_features: int = 4608
+    l1: float = 0.003
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 1e-3
+    seq_len: int = 128
+    max_tokens: int = 250_000
+    holdout: float = 0.05
+    skip: bool = True
+    sources: tuple[str, ...] = ("dialogues", "pydoc", "docstrings")
+    seed: int = 0
+    threads: int = 1
+    collect_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.n_features < 1 or self.epochs < 1 or self.batch_size < 1 or self.seq_len < 2:
+            raise LabError("transcoder config: n_features, epochs, batch_size must be ≥ 1 and seq_len ≥ 2")
+        if not 0 < self.holdout < 1 or self.l1 < 0 or self.lr <= 0:
+            raise LabError("transcoder config: holdout must be in (0, 1), l1 ≥ 0 and lr > 0")
+
+
+def windows(tokenizer: Any, texts: Sequence[str], seq_len: int, max_tokens: int) -> torch.Tensor:
+    """The texts tokenised and joined (EOS between them) into [n, seq_len] windows, at most ~max_tokens in all."""
+    sep = tokenizer.eos_token_id
+    stream: list[int] = []
+    limit = (max_tokens // (seq_len - 1) + 1) * seq_len
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=False)["input_ids"] + ([sep] if sep is not None else [])
+        if len(stream) >= limit:
+            break
+    n = min(len(stream), limit) // seq_len
+    if n == 0:
+        raise LabError(f"the corpus has {len(stream)} tokens, fewer than one window of {seq_len}")
+    return torch.tensor(stream[:n * seq_len]).view(n, seq_len)
+
+
+@torch.no_grad()
+def collect(model: Any, ids: torch.Tensor, layer: int, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mlp_in.L, mlp_out.L) at every position but the first of each window: two [n·(T−1), d] float32 tensors."""
+    from lab.interventions import capture
+
+    dev = next(model.parameters()).device
+    xs, ys = [], []
+    for i in range(0, ids.shape[0], batch):
+        with capture(model, [f"mlp_in.{layer}", f"mlp_out.{layer}"], stop=True) as acts:
+            model(input_ids=ids[i:i + batch].to(dev), use_cache=False)
+        xs.append(acts[f"mlp_in.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
+        ys.append(acts[f"mlp_out.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
+    """Fit on (x, y) rows; returns the transcoder in raw units (meta: training loss, time)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.time()
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = float((x - mx).pow(2).mean().sqrt()), float((y - my).pow(2).mean().sqrt())
+    xn, yn = (x - mx) / sx, (y - my) / sy
+    d_in, d_out, n = x.shape[1], y.shape[1], cfg.n_features
+    w_enc = (torch.randn(d_in, n, generator=g) / d_in**0.5).requires_grad_()
+    w_dec = torch.randn(n, d_out, generator=g)
+    w_dec = (0.1 * w_dec / w_dec.norm(dim=1, keepdim=True)).requires_grad_()
+    b_enc, b_dec = torch.zeros(n, requires_grad=True), torch.zeros(d_out, requires_grad=True)
+    params = [w_enc, w_dec, b_enc, b_dec]
+    w_skip = None
+    if cfg.skip:
+        w_skip = torch.linalg.lstsq(xn, yn).solution.clone().requires_grad_()
+        params.append(w_skip)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    steps_per_epoch = max(1, xn.shape[0] // cfg.batch_size)
+    total, step, loss_v = steps_per_epoch * cfg.epochs, 0, float("nan")
+    for _ in range(cfg.epochs):
+        order = torch.randperm(xn.shape[0], generator=g)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb, yb = xn[idx], yn[idx]
+            f = torch.relu(xb @ w_enc + b_enc)
+            pred = f @ w_dec + b_dec + (xb @ w_skip if w_skip is not None else 0)
+            warm = min(1.0, (step + 1) / max(1, total // 20))  # L1 warm-up over the first 5 % of steps
+            loss = (pred - yb).pow(2).mean() + warm * cfg.l1 * (f * w_dec.norm(dim=1)).sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, loss_v = step + 1, float(loss.detach())
+    with torch.no_grad():  # fold the normalisation into the weights
+        we, be, wd, bd = w_enc / sx, b_enc - (mx / sx) @ w_enc, w_dec * sy, b_dec * sy + my
+        ws = None
+        if w_skip is not None:
+            ws = w_skip * (sy / sx)
+            bd = bd - (mx / sx) @ w_skip * sy
+    meta = {"train_loss": loss_v, "train_tokens": int(x.shape[0]), "steps": step, "train_s": round(time.time() - t0, 1)}
+    return Transcoder(we.detach(), wd.detach(), be.detach(), bd.detach(), None,
+                      None if ws is None else ws.detach(), meta)
+
+
+@torch.no_grad()
+def evaluate(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> dict[str, float]:
+    """Held-out FVE, FVE of the skip map alone, L0 and the fraction of features never active."""
+    sse = sse_lin = 0.0
+    l0 = 0.0
+    alive = torch.zeros(tc.n_features, dtype=torch.bool)
+    for i in range(0, x.shape[0], batch):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        f = tc.encode(xb)
+        sse += float((tc.decode(f, xb) - yb).pow(2).sum())
+        if tc.w_skip is not None:
+            sse_lin += float((xb @ tc.w_skip + tc.b_dec - yb).pow(2).sum())
+        active = f > 0
+        l0 += float(active.sum())
+        alive |= active.any(0)
+    sst = float((y - y.mean(0)).pow(2).sum())
+    out = {"fve": 1 - sse / sst, "l0": l0 / x.shape[0], "dead_frac": 1 - float(alive.float().mean()),
+           "eval_tokens": int(x.shape[0])}
+    if tc.w_skip is not None:
+        out["fve_linear"] = 1 - sse_lin / sst
+    return out
+
+
+def train_transcoder(lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
+                     ) -> Transcoder:
+    """Collect mlp_in/mlp_out of `layer` on `texts`, fit on most windows, measure on the held-out ones."""
+    lm.check_layer(layer)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        t0 = time.time()
+        ids = windows(lm.tokenizer, texts, cfg.seq_len, cfg.max_tokens)
+        ids = ids[torch.randperm(ids.shape[0], generator=torch.Generator().manual_seed(cfg.seed))]
+        n_test = max(1, round(cfg.holdout * ids.shape[0]))
+        x, y = collect(lm.model, ids, layer, cfg.collect_batch)
+        cut = (ids.shape[0] - n_test) * (cfg.seq_len - 1)
+        collect_s = round(time.time() - t0, 1)
+        tc = fit(x[:cut], y[:cut], cfg)
+        figures = evaluate(tc, x[cut:], y[cut:])
+    finally:
+        torch.set_num_threads(threads)
+    meta = {"model": lm.name, "layer": layer, "site_in": f"mlp_in.{layer}", "site_out": f"mlp_out.{layer}",
+            "config": asdict(cfg), "collect_s": collect_s, **(tc.meta or {}), **figures}
+    return Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
+
+
+def cache_key(model_name: str, layer: int, cfg: TranscoderConfig) -> str:
+    from analysis.corpus import CORPUS_VERSION
+
+    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": CORPUS_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cache_path(cache_dir: str | os.PathLike, model_name: str, layer: int, cfg: TranscoderConfig) -> Path:
+    return Path(cache_dir) / f"{model_name}-mlp{layer}-{cache_key(model_name, layer, cfg)}.safetensors"
+
+
+def transcoder_for(lm: Any, layer: int, cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
+                   ) -> Transcoder:
+    """The cached transcoder for (model, layer, config); trained on `analysis.corpus` text and saved if absent."""
+    from analysis.corpus import texts
+
+    path = cache_path(cache_dir, lm.name, layer, cfg)
+    if path.is_file():
+        return load(path)
+    tc = train_transcoder(lm, layer, texts(lm, cfg.sources), cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tc.save(tmp)
+    os.replace(tmp, path)  # atomic: a concurrent job sees the whole file or none
+    return tc

@@ -1,0 +1,96 @@
+"""Dose response of transcoder features: `python -m jobs.dose_response --config configs/dose-response-demo.yaml`.
+
+Per concept, the injection-trial prompt (trial numbers 1..k) with the concept vector added at `dose.inject_layer`
+at each signed strength (0 = unsteered); at the last token, the transcoder features of every `dose.layers` layer
+(all after the injection layer) and the Yes − No score. Stored sparse (only non-zero activations) as
+<output_dir>/features/*.parquet (concept, strength, trial_number, layer, feature, activation) and rows/*.parquet
+(one row per forward pass), resumable per concept. Then the gate / evidence-carrier / pathway report
+(`analysis.gates_report`, rerunnable without the model) and one MLflow run with its plots.
+Runs in-process (forward passes only; no generation, no judge).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobs.cli import entry, load_config, parser
+from analysis.feature_setup import TranscoderSource, setup
+from lab.concepts import DEFAULT_TEMPLATE
+from lab.config import ModelConfig
+from lab.errors import LabError
+from lab.features import DoseConfig
+from lab.tracking import TrackingConfig
+
+
+@dataclass(frozen=True)
+class DoseResponseConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dose: DoseConfig = field(default_factory=DoseConfig)
+    transcoders: TranscoderSource = field(default_factory=TranscoderSource)
+    gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
+    detection_from: str | None = field(default=None, metadata={
+        "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"})
+    template: str = DEFAULT_TEMPLATE
+    baseline: str = "baseline_words"
+    threads: int = 2
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="dose-response"))
+    output_dir: str = "results/dose-response"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gates_k < 1:
+            raise LabError("gates_k must be >= 1")
+
+
+def print_report(res: dict, label: str) -> None:
+    s = res["summary"]
+    print(f"{label}: {s['n_features_seen']} features seen, {s['n_gates']} gate candidates, "
+          f"{s['n_inverted_v']} with an inverted V (suppressed by both signs), {s['n_carriers']} evidence carriers "
+          f"({s['n_generic_carriers']} generic)")
+    cols = ["rank", "layer", "feature", "dla", "a0", "a_pos", "a_neg", "inv_v_rel", "rho_pos", "rho_neg"]
+    print(res["gates"][cols].head(8).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    if len(res["carrier_counts"]):
+        print(res["carrier_counts"].to_string(index=False))
+    print(res["pathway"].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Run the dose response of --config; exit 0 on success, 2 on bad input."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from analysis.gates_report import analyse, detection_from
+    from lab import models, tracking
+    from lab.config import flatten, to_dict
+    from lab.features import run_dose_response
+
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(DoseResponseConfig, args)
+    if cfg.tracking.enabled:
+        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    t0 = time.time()
+    models.threads(cfg.threads)
+    d = cfg.dose
+    lm, vectors, tcs = setup(cfg.model, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template,
+                             cfg.baseline, cfg.cache_dir)
+    t_setup = time.time() - t0
+    bar = tqdm(total=len(vectors), desc="concepts", unit="concept", disable=args.quiet)
+    run_dose_response(lm, d, vectors, tcs, cfg.output_dir, on_concept=lambda _c: bar.update(1))
+    bar.close()
+    res = analyse(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
+    print(f"dose response: {len(vectors)} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
+          f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]")
+    print_report(res, cfg.model.name)
+    if cfg.tracking.enabled:
+        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "dose_response", "model": cfg.model.name},
+                          run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}") as active:
+            tracking.log_metrics(res["summary"])
+            tracking.log_artifacts(*res["paths"])
+            print(f"mlflow:  run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    print(f"tables:  {cfg.output_dir}/features, {cfg.output_dir}/rows; report: {cfg.output_dir}/report")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

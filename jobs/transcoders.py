@@ -1,0 +1,81 @@
+"""Train (or reuse) transcoders for the embedded model: `python -m jobs.transcoders --config configs/transcoders-demo.yaml`.
+
+For each layer: collect mlp_in / mlp_out on the corpus (analysis/corpus.py), fit (analysis/transcoder_training.py),
+cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
+run). Other jobs (feature regression, gates) call `transcoder_for` with the same cache and config and reuse them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis.transcoder_training import TranscoderConfig
+from jobs.cli import entry, load_config, parser
+from lab.config import ModelConfig
+from lab.errors import LabError
+from lab.tracking import TrackingConfig
+
+
+@dataclass(frozen=True)
+class TranscodersJob:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    layers: tuple[int, ...] = (12,)
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
+    cache_dir: str | None = field(default=None, metadata={"help": "default: <model cache>/transcoders"})
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="transcoders"))
+    output_dir: str = "results/transcoders"
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise LabError("layers must name at least one layer")
+
+
+def cache_dir(cfg_dir: str | None) -> str:
+    from lab.embedded import default_cache_dir
+
+    return cfg_dir or str(default_cache_dir() / "transcoders")
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Train or load the transcoders of --config; exit 0 on success, 2 on bad input."""
+    import time
+
+    import pandas as pd
+
+    from analysis.transcoder_training import cache_path, transcoder_for
+    from lab import models, tracking
+    from lab.config import flatten, to_dict
+
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cfg = load_config(TranscodersJob, args)
+    t0 = time.time()
+    lm = models.load(cfg.model)
+    rows = []
+    for layer in cfg.layers:
+        lm.check_layer(layer)
+        cached = cache_path(cache_dir(cfg.cache_dir), lm.name, layer, cfg.transcoder).is_file()
+        tc = transcoder_for(lm, layer, cache_dir(cfg.cache_dir), cfg.transcoder)
+        m = tc.meta or {}
+        rows.append({"layer": layer, "cached": cached, **{k: m.get(k) for k in (
+            "fve", "fve_linear", "l0", "dead_frac", "eval_tokens", "train_tokens", "collect_s", "train_s")}})
+        r = rows[-1]
+        how = "cached" if cached else f"collect {r['collect_s']} s, train {r['train_s']} s"
+        print(f"layer {layer}: held-out FVE {r['fve']:.3f} (linear skip alone {r['fve_linear']:.3f}), "
+              f"L0 {r['l0']:.1f}, dead {100 * r['dead_frac']:.1f} % on {r['eval_tokens']} tokens [{how}]")
+    df = pd.DataFrame(rows)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "transcoders.csv", index=False)
+    if cfg.tracking.enabled:
+        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "transcoders", "model": cfg.model.name},
+                          run_name=cfg.tracking.run_name or f"transcoders {cfg.model.name}"):
+            for r in rows:
+                tracking.log_metrics({k: r[k] for k in ("fve", "fve_linear", "l0", "dead_frac")}, step=r["layer"])
+            tracking.log_artifacts(out / "transcoders.csv")
+    print(f"transcoders: {len(rows)} layers in {cache_dir(cfg.cache_dir)} [{time.time() - t0:.0f} s]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
