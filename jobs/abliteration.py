@@ -4,8 +4,9 @@
    saved as <output_dir>/refusal_directions.safetensors.
 2. Concept injection on the original model (<output_dir>/original) and the abliterated one (<output_dir>/abliterated):
    same concepts, layers, strengths and seeds. `refusal.method: weights` orthogonalises the residual writers and saves
-   the checkpoint (<output_dir>/model, loaded back from disk for the sweep); `interventions` ablates with hooks.
-   Each arm's concept vectors come from its own model.
+   the checkpoint (<output_dir>/model, loaded back from disk for the sweep); `interventions` ablates with hooks
+   (`run_sweep(edits=…)`, on Ray actors too). Each arm's concept vectors come from its own model (with
+   `interventions`, from the unedited one: run_sweep computes vectors before applying edits).
 3. A refusal check before/after: greedy short replies to the held-out harmful instructions, scored by a refusal-phrase
    matcher (a simple check, not a judge). ΔTPR, ΔFPR, Δintrospection, Δrefusal with Newcombe 95 % intervals; a
    before/after bar plot; MLflow: one parent run and a child per arm.
@@ -13,12 +14,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from jobs.cli import entry, load_config, parser
-from lab.errors import LabError
 from lab.sweep import InjectionConfig
 
 
@@ -64,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
-    if rc.method == "interventions" and cfg.runner.num_actors:
-        raise LabError("refusal.method 'interventions' runs in process: set runner.num_actors: 0")
     if cfg.tracking.enabled:
         tracking.check_uri(tracking.resolve_uri(cfg.tracking))
     harmful, held = dr.split_heldout(dr.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
@@ -83,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 
     arms: dict[str, dict] = {}
 
-    def arm(name: str, model_lm, model_cfg, edits=()) -> None:  # type: ignore[no-untyped-def]
+    def arm(name: str, model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
         from lab.sweep import run_sweep
 
         with iv.apply(model_lm.model, list(edits)):
             replies = ab.greedy_replies(model_lm, held, rc.check_tokens)
-            acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
-            res = run_sweep(acfg, progress=not args.quiet, lm=model_lm if cfg.runner.num_actors == 0 else None)
+        acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
+        res = run_sweep(acfg, progress=not args.quiet, lm=model_lm if cfg.runner.num_actors == 0 else None,
+                        edits=edits, edits_tag=tag)  # the edits apply on every replica, Ray actors included
         refused = [ab.is_refusal(t) for t in replies]
         (out / "report").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"arm": name, "instruction": held, "reply": replies, "refused": refused}).to_parquet(
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         mcfg = dataclasses.replace(cfg.model, name=str(mdir.resolve()))
         arm("abliterated", load(mcfg), mcfg)
     else:
-        arm("abliterated", lm, cfg.model, ab.ablation_edits(dirs, n, weights, rc.sites))
+        edits = ab.ablation_edits(dirs, n, weights, rc.sites)  # tagged by the directions, weights and sites
+        fp = hashlib.sha256(dirs.detach().float().cpu().numpy().tobytes() + f"{list(rc.weights)}|{rc.sites}".encode())
+        arm("abliterated", lm, cfg.model, edits, f"ablate-{rc.sites}@{fp.hexdigest()[:12]}")
 
     table = compare.compare(arms["original"], arms["abliterated"])
     rep = out / "report"

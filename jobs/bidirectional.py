@@ -10,6 +10,7 @@ of pairs detected both ways (rate > τ both ways). Parquet in <output_dir>/trial
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from analysis import geometry as geo, pairs as pr
-    from lab import plots, store, tracking, vector_trials
-    from lab.judges import make_judge
-    from lab.models import load, threads
-    from lab.sweep import model_key
+    from lab import plots, store, tracking
+    from lab.concepts import ConceptVector
+    from lab.sweep import model_key, run_sweep
+    from lab.trials import make_trial
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(BidirectionalConfig, args)
@@ -79,23 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     if not all_pairs:
         raise LabError("no pairs could be matched (too few concepts per group)")
 
-    def raw(v: torch.Tensor) -> float:
-        return strength if mode == "raw" else strength * resid / max(float(v.norm()), 1e-12)
-
-    sets = {"a_minus_b": [(a, vecs[a] - vecs[b], layer, raw(vecs[a] - vecs[b])) for _, a, b in all_pairs],
-            "b_minus_a": [(b, vecs[b] - vecs[a], layer, raw(vecs[a] - vecs[b])) for _, a, b in all_pairs]}
-    threads(cfg.runner.threads)
-    lm = load(cfg.model)
+    # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖, so both signs get the same raw multiplier
+    diffs = {(f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), resid)
+             for _, a, b in all_pairs for x, z in ((a, b), (b, a))}
+    sw = cfg.sweep
+    gen = {k: getattr(sw, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens", "temperature")}
+    trials = [make_trial(model=model_key(cfg.model), concept=cv.concept, layer=layer,
+                         strength=strength, strength_mode=mode, kind="injection", trial_number=n, sample=s,
+                         forced=False, **gen, vector=name)
+              for (name, _), cv in diffs.items() for n in range(1, sw.trials_per_concept + 1)
+              for s in range(sw.samples)]
     out = Path(cfg.output_dir)
-    ids = vector_trials.run(lm, sets, cfg.sweep, model_key(cfg.model), make_judge(cfg.judge.name, **cfg.judge.options),
-                            out / "trials", {layer: resid}, cfg.runner.batch_size, cfg.runner.shard_size,
-                            not args.quiet)
+    run_sweep(dataclasses.replace(cfg, output_dir=str(out / "trials")), progress=not args.quiet, trials=trials,
+              extra_vectors=diffs)
     df = store.read(out / "trials")
-    df = df[df.trial_id.isin(set(ids))]
-    det = df.assign(detected=df.detected.astype(float)).groupby(["vector_set", "concept"])["detected"].mean()
+    df = df[df.trial_id.isin({t.trial_id for t in trials})]
+    det = df.assign(detected=df.detected.astype(float)).groupby("vector")["detected"].mean()
     per_pair = pd.DataFrame([{"group": g, "a": a, "b": b, "rate_a": rate[a], "rate_b": rate[b],
-                              "proj_diff": abs(proj[a] - proj[b]), "rate_ab": float(det[("a_minus_b", a)]),
-                              "rate_ba": float(det[("b_minus_a", b)])} for g, a, b in all_pairs])
+                              "proj_diff": abs(proj[a] - proj[b]), "rate_ab": float(det[f"{a}-{b}"]),
+                              "rate_ba": float(det[f"{b}-{a}"]), "vector_ab": f"{a}-{b}", "vector_ba": f"{b}-{a}"}
+                             for g, a, b in all_pairs])
     summary = pr.summarize(per_pair, tau)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)

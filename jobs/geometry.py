@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from analysis import directions as dr, geometry as geo, geometry_plots as gp
-    from lab import metrics, store, tracking, vector_trials
-    from lab.concepts import concept_vectors
-    from lab.judges import make_judge
+    from lab import metrics, store, tracking
+    from lab.concepts import ConceptVector, concept_vectors
     from lab.models import load, threads
     from lab.sweep import model_key, run_sweep, vector_cache_dir
+    from lab.trials import make_trial
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(GeometryConfig, args)
@@ -91,30 +91,31 @@ def main(argv: list[str] | None = None) -> int:
     g.extra = {"layer": layer, "strength": strength, "strength_mode": mode, "resid_norm": resid,
                "model": cfg.model.name, "source": src}
     geo.write_result(g, adir)
-    for line in geo.report_lines(g)[:-1]:
-        print(line)
-
+    print(*geo.report_lines(g)[:-1], sep="\n")
     # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)
     full = torch.stack([V[c] for c in concepts])
     proj, res = geo.decompose(full, torch.as_tensor(dirs["meandiff"], dtype=torch.float32))
     parts = {"full": full, "proj": proj, "resid": res}
     raws = [strength if mode == "raw" else strength * resid / float(V[c].norm()) for c in concepts]
-    sets = {p: [(c, parts[p][i], layer, raws[i]) for i, c in enumerate(concepts)] for p in cfg.parts}
-    sweep = dataclasses.replace(cfg.sweep, trials_per_concept=cfg.part_trials, samples=1)
-    ids = vector_trials.run(lm, sets, sweep, model_key(cfg.model), make_judge(cfg.judge.name, **cfg.judge.options),
-                            out / "parts", {layer: resid}, cfg.runner.batch_size, cfg.runner.shard_size,
-                            not args.quiet)
+    gen = {k: getattr(cfg.sweep, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens",
+                                              "temperature")}  # part p of concept c: bank vector "c|p", full's raw
+    trials = [make_trial(model=model_key(cfg.model), concept=c, layer=layer, strength=float(raws[i]), kind="injection",
+                         strength_mode="raw", trial_number=n, sample=0, forced=False, **gen, vector=f"{c}|{p}")
+              for p in cfg.parts for i, c in enumerate(concepts) for n in range(1, cfg.part_trials + 1)]
+    extra = {(f"{c}|{p}", layer): ConceptVector(c, layer, parts[p][i].float(), resid) for p in cfg.parts
+             for i, c in enumerate(concepts)}
+    run_sweep(dataclasses.replace(cfg, output_dir=str(out / "parts")), progress=not args.quiet,
+              lm=None if cfg.runner.num_actors else lm, trials=trials, extra_vectors=extra)
     pdf = store.read(out / "parts")
-    pdf = pdf[pdf.trial_id.isin(set(ids))]
+    pdf = pdf[pdf.trial_id.isin({t.trial_id for t in trials})]
+    pdf = pdf.assign(vector_set=pdf.vector.str.rsplit("|", n=1).str[1])  # the part
     if "full" in cfg.parts:  # the harness check: the full vector at its raw multiplier is the stored sweep's trial
-        key = ["concept", "trial_number"]
         both = pdf[pdf.vector_set == "full"].merge(inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
-                                                   on=key, suffixes=("", "_src"))
+                                                   on=["concept", "trial_number"], suffixes=("", "_src"))
         print(f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
               f"{len(both)} stored responses")
     table = pd.DataFrame([{"part": p} | metrics.summarize(pdf[pdf.vector_set == p]) for p in cfg.parts])
-    rel = {p: float(np.mean([float(parts[p][i].norm()) * raws[i] / resid for i in range(len(concepts))]))
-           for p in cfg.parts}
+    rel = {p: float(np.mean(parts[p].norm(dim=1).double().numpy() * np.array(raws))) / resid for p in cfg.parts}
     for _, r in table.iterrows():
         print(f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
               f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}")
