@@ -24,6 +24,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
     "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseConfig"),
     "demo.yaml": INJECTION,
+    "dose-response-demo.yaml": ("dose_response", "DoseResponseConfig"),
+    "gates-demo.yaml": ("gates", "GatesConfig"),
     "geometry-demo.yaml": ("geometry", "GeometryConfig"),
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
