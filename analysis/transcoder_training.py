@@ -3,8 +3,10 @@
     train_transcoder(lm, layer, texts, cfg) -> Transcoder     collect activations, fit, measure on held-out tokens
     transcoder_for(lm, layer, cache_dir, cfg) -> Transcoder   the same, trained once per (model, layer, config)
 
-Recipe: ReLU features, loss = mean squared error (per element, on activations normalised to unit RMS) + λ · Σ_i f_i ·
-‖w_dec,i‖ (decoder-norm-weighted L1), a linear skip (initialised at the least-squares map), Adam, a few epochs.
+Recipe: ReLU features, loss = mean squared error (per element, on activations centred and scaled to unit RMS) + λ ·
+Σ_i f_i · ‖w_dec,i‖ (decoder-norm-weighted L1), a linear skip (initialised at the least-squares map), Adam, a few
+epochs. Decoder rows are renormalised to unit norm after every step (so the weighted L1 is λ · Σ_i f_i in training):
+with free norms, Adam shrinks every decoder row to zero within a few hundred steps and the features carry nothing.
 Activations are `mlp_in.L` / `mlp_out.L` of fixed-length windows of the tokenised corpus (`analysis.corpus`), read
 with `capture(..., stop=True)` so the forward pass ends after block L; the first position of every window (an
 attention sink with outlying norms) is dropped. Windows are split into train / held-out at random (seeded). The
@@ -91,9 +93,9 @@ def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
     sx, sy = float((x - mx).pow(2).mean().sqrt()), float((y - my).pow(2).mean().sqrt())
     xn, yn = (x - mx) / sx, (y - my) / sy
     d_in, d_out, n = x.shape[1], y.shape[1], cfg.n_features
-    w_enc = (torch.randn(d_in, n, generator=g) / d_in**0.5).requires_grad_()
+    w_enc = (0.1 * torch.randn(d_in, n, generator=g) / d_in**0.5).requires_grad_()
     w_dec = torch.randn(n, d_out, generator=g)
-    w_dec = (0.1 * w_dec / w_dec.norm(dim=1, keepdim=True)).requires_grad_()
+    w_dec = (w_dec / w_dec.norm(dim=1, keepdim=True)).requires_grad_()
     b_enc, b_dec = torch.zeros(n, requires_grad=True), torch.zeros(d_out, requires_grad=True)
     params = [w_enc, w_dec, b_enc, b_dec]
     w_skip = None
@@ -115,6 +117,8 @@ def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            with torch.no_grad():  # unit decoder rows: under Adam a free norm would shrink to 0 and dodge the L1
+                w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
             step, loss_v = step + 1, float(loss.detach())
     with torch.no_grad():  # fold the normalisation into the weights
         we, be, wd, bd = w_enc / sx, b_enc - (mx / sx) @ w_enc, w_dec * sy, b_dec * sy + my
