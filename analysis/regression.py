@@ -133,6 +133,35 @@ def summarize(root: str | Path, cells: pd.DataFrame | None = None) -> dict[str, 
             "r2_projection": proj, "projection_alpha": proj_alpha, "n_concepts": len(y), "cells": cells}
 
 
+def fit_stored(config: dict[str, Any]) -> dict[str, Any]:
+    """`fit_cell` on the tables stored under `config["root"]` (the body of one Ray Tune trial)."""
+    root = Path(config["root"])
+    f, m = pd.read_parquet(root / "features.parquet"), pd.read_parquet(root / "feature_meta.parquet")
+    return fit_cell(f, m, config["layers"], config["n"], config["alpha"], config["folds"], config["seed"])
+
+
+def plot_curve(cells: pd.DataFrame, s: dict[str, Any], path: str | Path) -> Path:
+    """Best R² over α against N, one line per layer set, with the projection and permutation baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lab.plots import save
+
+    curve = cells.groupby(["layers", "n"], as_index=False)["r2"].max()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for lay, g in curve.groupby("layers"):
+        ax.plot(g["n"], g["r2"], marker="o", label=f"layers {lay}")
+    ax.axhline(s["r2_projection"], color="black", ls="--", lw=1, label="mean-diff projection")
+    ax.axhline(s["r2_permuted"], color="grey", ls=":", lw=1, label="permuted targets")
+    ax.set_xscale("log")
+    ax.set_xlabel("top-N features (coverage × |attribution|)")
+    ax.set_ylabel("cross-validated R² (pooled out-of-fold)")
+    ax.legend(fontsize=8)
+    return save(fig, path, f"best R² {s['r2_features']:.2f} [{s['r2_features_lo']:.2f}, {s['r2_features_hi']:.2f}]")
+
+
 def layer_sets(spec: dict[str, Any]) -> list[list[int] | None]:
     return [[int(x)] for x in spec["layers"]] + ([None] if len(spec["layers"]) > 1 else [])
 
@@ -153,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Refit the feature regression from a stored run (no model, no Ray)")
     p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
     args = p.parse_args(argv)
-    s = summarize(resolve_run(args.run))
+    print_summary(summarize(resolve_run(args.run)))
+    return 0
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """The R²-vs-N table, the headline, and last the machine-readable line both the job and the rerun print."""
     curve = s["cells"].groupby(["layers", "n"])["r2"].max().reset_index()
     for r in curve.itertuples():
         print(f"layers {r.layers:<8} N {r.n:>6}  R² {r.r2:+.3f}")
@@ -161,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
           f"[{s['r2_features_lo']:.3f}, {s['r2_features_hi']:.3f}] (permuted targets {s['r2_permuted']:.3f}); "
           f"projection R² {s['r2_projection']:.3f} ({s['n_concepts']} concepts)")
     print(f"r2_features={s['r2_features']:.6f} r2_projection={s['r2_projection']:.6f}")
-    return 0
 
 
 if __name__ == "__main__":
