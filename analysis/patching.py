@@ -74,6 +74,19 @@ def print_table(table: pd.DataFrame) -> None:
               f"[{r.effect_lo:+.3f},{r.effect_hi:+.3f}]  {r.n_concepts}")
 
 
+def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.DataFrame, dict[str, float], Path]:
+    """Effects table (CSV), plot and printed summary under `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table, inj = effects(df), injection_effect(df)
+    table.to_csv(out / "patching_effects.csv", index=False)
+    png = plot(table, out / "patching.png", title)
+    print_table(table)
+    print("injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
+          "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj))
+    return table, inj, png
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Patching effects from a stored run (no model, no Ray)")
     p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
@@ -81,10 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.store import read
 
     root = Path(args.run)
-    df = read(root / "patching" if (root / "patching").is_dir() else root)
-    table = effects(df)
-    print_table(table)
-    print(f"plot: {plot(table, root / 'report' / 'patching_rerun.png')}")
+    _, _, png = report(read(root / "patching" if (root / "patching").is_dir() else root), root / "report_rerun")
+    print(f"plot: {png}")
     return 0
 
 

@@ -43,12 +43,15 @@ class TranscoderConfig:
     max_tokens: int = 250_000
     holdout: float = 0.05
     skip: bool = True
+    init: str = "data"  # "data": encoder/decoder rows from training tokens and their residuals; "random"
     sources: tuple[str, ...] = ("dialogues", "pydoc", "docstrings")
     seed: int = 0
     threads: int = 1
     collect_batch: int = 8
 
     def __post_init__(self) -> None:
+        if self.init not in ("data", "random"):
+            raise LabError(f"transcoder init must be 'data' or 'random', got {self.init!r}")
         if self.n_features < 1 or self.epochs < 1 or self.batch_size < 1 or self.seq_len < 2:
             raise LabError("transcoder config: n_features, epochs, batch_size must be ≥ 1 and seq_len ≥ 2")
         if not 0 < self.holdout < 1 or self.l1 < 0 or self.lr <= 0:
@@ -93,15 +96,22 @@ def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
     sx, sy = float((x - mx).pow(2).mean().sqrt()), float((y - my).pow(2).mean().sqrt())
     xn, yn = (x - mx) / sx, (y - my) / sy
     d_in, d_out, n = x.shape[1], y.shape[1], cfg.n_features
-    w_enc = (0.1 * torch.randn(d_in, n, generator=g) / d_in**0.5).requires_grad_()
-    w_dec = torch.randn(n, d_out, generator=g)
-    w_dec = (w_dec / w_dec.norm(dim=1, keepdim=True)).requires_grad_()
-    b_enc, b_dec = torch.zeros(n, requires_grad=True), torch.zeros(d_out, requires_grad=True)
-    params = [w_enc, w_dec, b_enc, b_dec]
-    w_skip = None
-    if cfg.skip:
-        w_skip = torch.linalg.lstsq(xn, yn).solution.clone().requires_grad_()
-        params.append(w_skip)
+    w_skip = torch.linalg.lstsq(xn, yn).solution.clone().requires_grad_() if cfg.skip else None
+    b_enc = torch.zeros(n)
+    if cfg.init == "data":  # feature i starts as "tokens like token t_i", writing t_i's residual after the skip
+        pick = torch.randperm(xn.shape[0], generator=g)[:n]
+        xi = xn[pick]
+        res = yn[pick] - (xi @ w_skip if w_skip is not None else 0)
+        w_enc = (xi / xi.norm(dim=1, keepdim=True)).T.contiguous()
+        w_dec = res.detach().clone()
+        b_enc = -0.5 * xi.norm(dim=1)  # fires where the cosine with t_i exceeds ~0.5
+    else:
+        w_enc = 0.1 * torch.randn(d_in, n, generator=g) / d_in**0.5
+        w_dec = torch.randn(n, d_out, generator=g)
+    w_enc, b_enc = w_enc.requires_grad_(), b_enc.requires_grad_()
+    w_dec = (w_dec / w_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)).requires_grad_()
+    b_dec = torch.zeros(d_out, requires_grad=True)
+    params = [w_enc, w_dec, b_enc, b_dec] + ([w_skip] if w_skip is not None else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
     steps_per_epoch = max(1, xn.shape[0] // cfg.batch_size)
     total, step, loss_v = steps_per_epoch * cfg.epochs, 0, float("nan")
@@ -175,6 +185,13 @@ def train_transcoder(lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderC
     meta = {"model": lm.name, "layer": layer, "site_in": f"mlp_in.{layer}", "site_out": f"mlp_out.{layer}",
             "config": asdict(cfg), "collect_s": collect_s, **(tc.meta or {}), **figures}
     return Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
+
+
+def default_dir(cache_dir: str | os.PathLike | None = None) -> str:
+    """`cache_dir`, or `transcoders/` under the lab's model cache."""
+    from lab.embedded import default_cache_dir
+
+    return str(cache_dir or default_cache_dir() / "transcoders")
 
 
 def cache_key(model_name: str, layer: int, cfg: TranscoderConfig) -> str:

@@ -54,8 +54,7 @@ def tables(cfg: FeatureRegressionConfig, lm, rates: dict[str, float], root: Path
     """features / feature_meta / vectors / spec under `root` (see analysis/regression.py)."""
     import torch
 
-    from analysis.transcoder_training import transcoder_for
-    from jobs.transcoders import cache_dir
+    from analysis.transcoder_training import default_dir, transcoder_for
     from lab.concepts import concept_vectors
     from lab.embedded import default_cache_dir
     from lab.features import feature_table, write_vectors
@@ -66,7 +65,7 @@ def tables(cfg: FeatureRegressionConfig, lm, rates: dict[str, float], root: Path
     v = {c: vecs[(c, cfg.layer)] for c in concepts}
     strengths = {c: cfg.strength * (x.resid_norm / x.norm if cfg.strength_mode == "relative" else 1.0)
                  for c, x in v.items()}
-    tcs = {L: transcoder_for(lm, L, cache_dir(cfg.transcoder_dir), cfg.transcoder) for L in cfg.feature_layers}
+    tcs = {L: transcoder_for(lm, L, default_dir(cfg.transcoder_dir), cfg.transcoder) for L in cfg.feature_layers}
     feats, meta = feature_table(lm, concepts, {c: x.vector for c, x in v.items()}, strengths, cfg.layer, tcs,
                                 range(1, cfg.trials_per_concept + 1))
     root.mkdir(parents=True, exist_ok=True)

@@ -15,15 +15,8 @@ from jobs.cli import entry, load_config, parser
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.parallel import RunnerConfig
 from lab.tracking import TrackingConfig
-
-
-@dataclass(frozen=True)
-class Runner:
-    num_actors: int = field(default=1, metadata={"help": "Ray actors (model replicas); 0 = in this process"})
-    cpus_per_actor: float = 1.0
-    threads: int = 1
-    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,8 +30,7 @@ class PatchingConfig:
     patch_layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = every layer after `layer`"})
     layer_stride: int = 1
     components: tuple[str, ...] = ("attn_out", "mlp_out")
-    batch_size: int = 8
-    runner: Runner = field(default_factory=Runner)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
     template: str = DEFAULT_TEMPLATE
     baseline: str = "baseline_words"
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="patching"))
@@ -52,14 +44,15 @@ class PatchingConfig:
         select_concepts(self.concepts)
         if any(c not in COMPONENTS for c in self.components) or not self.components:
             raise LabError(f"components must be from {COMPONENTS}")
-        if self.layer_stride < 1 or self.batch_size < 1 or not self.trial_numbers or self.strength <= 0:
-            raise LabError("layer_stride, batch_size must be >= 1, trial_numbers non-empty, strength > 0")
-        if any(p <= self.layer for p in self.patch_layers):
-            raise LabError(f"patch_layers must come after the injection layer {self.layer}")
+        if self.layer_stride < 1 or not self.trial_numbers or self.strength <= 0 or min(self.patch_layers,
+                                                                                        default=99) <= self.layer:
+            raise LabError("layer_stride >= 1, trial_numbers non-empty, strength > 0, patch_layers after `layer`")
 
 
 def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
     """Batches (with vectors), the patched layers, and the tasks (batch index, layer, component, trial ids)."""
+    import torch
+
     from lab.concepts import concept_vectors, select_concepts
     from lab.embedded import default_cache_dir
     from lab.patching import PATCH_VERSION, build_batch
@@ -73,12 +66,9 @@ def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
     concepts = select_concepts(cfg.concepts)
     cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
     vecs, _ = concept_vectors(lm, concepts, [cfg.layer], cfg.template, cfg.baseline, cache, model_key(cfg.model))
-    rows = [(c, n) for c in concepts for n in cfg.trial_numbers]
-    batches, tasks = [], []
-    import torch
-
-    for i in range(0, len(rows), cfg.batch_size):
-        part = rows[i:i + cfg.batch_size]
+    rows, batches, tasks, bs = [(c, n) for c in concepts for n in cfg.trial_numbers], [], [], cfg.runner.batch_size
+    for i in range(0, len(rows), bs):
+        part = rows[i:i + bs]
         cv = [vecs[(c, cfg.layer)] for c, _ in part]
         raw = [cfg.strength * (v.resid_norm / v.norm if cfg.strength_mode == "relative" else 1.0) for v in cv]
         b = build_batch(lm, f"b{i}", [c for c, _ in part], [n for _, n in part],
@@ -93,12 +83,6 @@ def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
     return batches, layers, tasks
 
 
-def _rows(cfg: PatchingConfig, b, p: int, comp: str, ids: list[str], m: dict) -> list[dict]:
-    return [{"trial_id": t, "model": cfg.model.name, "concept": b.concepts[j], "trial_number": b.trial_numbers[j],
-             "layer": cfg.layer, "strength": cfg.strength, "strength_mode": cfg.strength_mode, "strength_raw": b.strengths[j], "patch_layer": p, "component": comp,
-             **{k: v[j] for k, v in m.items()}} for j, t in enumerate(ids)]
-
-
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Run the patching grid of --config; exit 0 on success, 2 on bad input."""
@@ -107,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis import patching as ap
     from lab import models, store, tracking
     from lab.config import flatten, to_dict
-    from lab.patching import PatchWorker
+    from lab.patching import PatchWorker, rows_of
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(PatchingConfig, args)
@@ -119,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     done = store.finished_ids(out)
     todo = [t for t in tasks if not set(t[3]) <= done]
     sites = [f"{c}.{p}" for p in layers for c in cfg.components]
+    fields = {"model": cfg.model.name, "strength": cfg.strength, "strength_mode": cfg.strength_mode}
     print(f"patching: {len(tasks)} tasks ({len(batches)} batches × {len(layers)} layers × {len(cfg.components)} "
           f"components), {len(tasks) - len(todo)} already stored")
     if cfg.runner.num_actors == 0:
         w = PatchWorker(lm)
         for bi, p, comp, ids in todo:
-            store.write_shard(out, _rows(cfg, batches[bi], p, comp, ids, w.cell(batches[bi], p, comp, sites)))
+            store.write_shard(out, rows_of(batches[bi], ids, p, comp, w.cell(batches[bi], p, comp, sites), **fields))
     elif todo:
         import ray
 
@@ -140,17 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             bi, p, comp, ids = refs[ready[0]]
-            store.write_shard(out, _rows(cfg, batches[bi], p, comp, ids, ray.get(ready[0])))
-    df = store.read(out)
-    table = ap.effects(df)
+            store.write_shard(out, rows_of(batches[bi], ids, p, comp, ray.get(ready[0]), **fields))
     rep = Path(cfg.output_dir) / "report"
-    rep.mkdir(parents=True, exist_ok=True)
-    table.to_csv(rep / "patching_effects.csv", index=False)
-    png = ap.plot(table, rep / "patching.png", f"{cfg.model.name}: patching after injection at layer {cfg.layer}")
-    ap.print_table(table)
-    inj = ap.injection_effect(df)
-    print("injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
-          "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj))
+    table, inj, png = ap.report(store.read(out), rep, f"{cfg.model.name}: patching after injection at layer {cfg.layer}")
     if cfg.tracking.enabled:
         with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "patching", "model": cfg.model.name},
                           run_name=cfg.tracking.run_name or f"patching {cfg.model.name} L{cfg.layer}") as run:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.transcoder_training import TranscoderConfig
+from analysis.transcoder_training import default_dir as cache_dir
 from jobs.cli import entry, load_config, parser
 from lab.config import ModelConfig
 from lab.errors import LabError
@@ -28,12 +29,6 @@ class TranscodersJob:
     def __post_init__(self) -> None:
         if not self.layers:
             raise LabError("layers must name at least one layer")
-
-
-def cache_dir(cfg_dir: str | None) -> str:
-    from lab.embedded import default_cache_dir
-
-    return cfg_dir or str(default_cache_dir() / "transcoders")
 
 
 @entry

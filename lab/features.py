@@ -37,7 +37,7 @@ def feature_table(lm: Any, concepts: Sequence[str], vectors: Mapping[str, torch.
     for c in concepts:
         def edits(pad: list[int], c: str = c) -> list[Any]:
             starts = [st + p for (_, st), p in zip(prompts, pad)]
-            return [iv.Add(f"resid_post.{layer}", vectors[c], strengths[c], starts)]
+            return [iv.Add(f"resid_post.{layer}", vectors[c].expand(len(starts), -1), strengths[c], starts)]
 
         out = forward(lm, [ids for ids, _ in prompts], edits, sites)
         for L, tc in transcoders.items():

@@ -131,3 +131,11 @@ class PatchWorker:
         cl = self._forward(b.rows, b, False, [iv.Patch(site, ref["clean"][1][site])], [])[0]
         return {"steered": ref["steered"][0], "steered_self": self._metric(st, b, False),
                 "clean": ref["clean"][0], "clean_self": self._metric(cl, b, False)}
+
+
+def rows_of(b: PatchBatch, ids: list[str], patch_layer: int, component: str, metrics: dict[str, list[float]],
+            **fields: Any) -> list[dict[str, Any]]:
+    """One stored row per trial of the batch: the trial's fields and every metric of this (layer, component)."""
+    return [{"trial_id": t, "concept": b.concepts[j], "trial_number": b.trial_numbers[j], "layer": b.layer,
+             "strength_raw": b.strengths[j], "patch_layer": patch_layer, "component": component, **fields,
+             **{k: v[j] for k, v in metrics.items()}} for j, t in enumerate(ids)]
