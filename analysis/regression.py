@@ -10,8 +10,9 @@ Inputs (a directory `jobs.feature_regression` writes, or any with the same files
 Method (the paper's code): features ranked by coverage × mean |attribution to detection|, the top N kept (N swept);
 StandardScaler + ridge at each α, K-fold grouped by concept (no concept in train and test), R² of the pooled
 out-of-fold predictions; the best (layer set, N, α) is the headline, with a bootstrap interval over concepts and a
-permutation baseline (targets shuffled, same N, α picked from the same grid). Baseline: the concept vectors projected on the mean-difference
-direction (concepts above vs below the median rate, computed inside each training fold), same CV and α grid.
+permutation baseline (targets shuffled, same N, α picked from the same grid). Baseline: the concept vectors projected
+on the mean-difference direction (concepts above vs below the median rate, computed inside each training fold), same
+CV and α grid.
 `python -m analysis.regression --run <dir or MLflow run id>` refits from the stored tables (no model, no Ray).
 """
 from __future__ import annotations

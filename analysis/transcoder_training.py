@@ -194,27 +194,37 @@ def default_dir(cache_dir: str | os.PathLike | None = None) -> str:
     return str(cache_dir or default_cache_dir() / "transcoders")
 
 
-def cache_key(model_name: str, layer: int, cfg: TranscoderConfig) -> str:
-    from analysis.corpus import CORPUS_VERSION
+def texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    return h.hexdigest()[:16]
 
-    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": CORPUS_VERSION},
-                      sort_keys=True)
+
+def cache_key(model_name: str, layer: int, cfg: TranscoderConfig, digest: str = "") -> str:
+    """Model, layer, training config and the corpus text itself (a changed prompt file retrains)."""
+    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_path(cache_dir: str | os.PathLike, model_name: str, layer: int, cfg: TranscoderConfig) -> Path:
-    return Path(cache_dir) / f"{model_name}-mlp{layer}-{cache_key(model_name, layer, cfg)}.safetensors"
+def cache_path(cache_dir: str | os.PathLike, model_name: str, layer: int, cfg: TranscoderConfig,
+               digest: str = "") -> Path:
+    return Path(cache_dir) / f"{model_name}-mlp{layer}-{cache_key(model_name, layer, cfg, digest)}.safetensors"
 
 
 def transcoder_for(lm: Any, layer: int, cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
                    ) -> Transcoder:
-    """The cached transcoder for (model, layer, config); trained on `analysis.corpus` text and saved if absent."""
+    """The cached transcoder for (model, layer, config, corpus); trained on `analysis.corpus` text and saved if absent
+    (`meta["from_cache"]` says which)."""
     from analysis.corpus import texts
 
-    path = cache_path(cache_dir, lm.name, layer, cfg)
+    corpus = texts(lm, cfg.sources)
+    path = cache_path(cache_dir, lm.name, layer, cfg, texts_digest(corpus))
     if path.is_file():
-        return load(path)
-    tc = train_transcoder(lm, layer, texts(lm, cfg.sources), cfg)
+        tc = load(path)
+        (tc.meta or {})["from_cache"] = True
+        return tc
+    tc = train_transcoder(lm, layer, corpus, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tc.save(tmp)

@@ -1,4 +1,4 @@
-"""Where detection and forced identification live: `python -m jobs.localisation --config configs/localisation-demo.yaml`.
+"""Detection vs forced identification by layer: `python -m jobs.localisation --config <yaml>`.
 
 A generation sweep (lab.sweep.run_sweep, forced identification on) over injection layers `first, first + stride, …`
 (or the config's explicit `sweep.layers`), then per layer the detection rate and the forced-identification rate with

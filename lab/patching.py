@@ -6,10 +6,11 @@ For a batch of injection trials (concept c, trial number n, injection layer Li, 
   sequence; `knock_in`: the clean run with `component.L` replaced by the steered run's output.
 - `forced_knock_out`: the same knock-out with the forced prefill appended ("Yes, I do detect an injected thought
   about"), read as the log-prob of the concept's first token (`forced_steered` / `forced_clean` are its references).
-Main metric: Yes−No logsumexp at the answer position (`lab.readouts.yes_no_score`). Patches are `lab.interventions.Patch`
-with values captured from the reference run of the same rows and padding, so patching a run with its own activations
-changes nothing, bit for bit. `PatchWorker` holds a model and caches the reference runs of each batch, so one call per
-(layer, component) does only the patched passes (a Ray actor in `jobs.patching`, or used in process).
+Main metric: Yes−No logsumexp at the answer position (`lab.readouts.yes_no_score`). Patches are
+`lab.interventions.Patch` with values captured from the reference run of the same rows and padding, so patching a run
+with its own activations changes nothing, bit for bit. `PatchWorker` holds a model and caches the reference runs of
+each batch, so one call per (layer, component) does only the patched passes (a Ray actor in `jobs.patching`, or used
+in process).
 """
 from __future__ import annotations
 

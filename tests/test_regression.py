@@ -24,8 +24,8 @@ def _tables(tmp_path, n_concepts=40, n_feat=30, d=8, seed=0):
     feats.to_parquet(tmp_path / "features.parquet")
     meta.to_parquet(tmp_path / "feature_meta.parquet")
     vectors.to_parquet(tmp_path / "vectors.parquet")
-    spec = {"ns": [2, 10, 30], "alphas": [1.0, 100.0, 10000.0], "layers": [13, 14], "folds": 10, "seed": 0, "n_boot": 200,
-            "n_perm": 10}
+    spec = {"ns": [2, 10, 30], "alphas": [1.0, 100.0, 10000.0], "layers": [13, 14], "folds": 10, "seed": 0,
+            "n_boot": 200, "n_perm": 10}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     return feats
 

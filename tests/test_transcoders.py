@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.transcoder_training import TranscoderConfig, cache_path, evaluate, fit, transcoder_for, windows
+from analysis.transcoder_training import TranscoderConfig, cache_key, evaluate, fit, transcoder_for, windows
 from analysis.transcoders import Transcoder, load, save_gemma_scope
 from lab.errors import LabError
 
@@ -91,8 +91,10 @@ def test_windows_and_config_errors():
 def test_transcoder_for_trains_once_then_reads_the_cache(embedded, tmp_path):
     cfg = TranscoderConfig(n_features=64, epochs=1, max_tokens=2000, seq_len=64, sources=("dialogues",), threads=2)
     tc = transcoder_for(embedded, 3, tmp_path, cfg)
-    path = cache_path(tmp_path, embedded.name, 3, cfg)
-    assert path.is_file() and tc.meta["eval_tokens"] > 0 and tc.meta["site_in"] == "mlp_in.3"
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1 and "from_cache" not in tc.meta
+    assert tc.meta["eval_tokens"] > 0 and tc.meta["site_in"] == "mlp_in.3"
     again = transcoder_for(embedded, 3, tmp_path, cfg)
-    assert torch.equal(again.w_enc, tc.w_enc) and again.meta["fve"] == tc.meta["fve"]
-    assert cache_path(tmp_path, embedded.name, 4, cfg) != path  # keyed by layer (and model and config)
+    assert again.meta["from_cache"] and torch.equal(again.w_enc, tc.w_enc) and again.meta["fve"] == tc.meta["fve"]
+    keys = {cache_key("m", 3, cfg, "a"), cache_key("m", 4, cfg, "a"), cache_key("m", 3, cfg, "b"),
+            cache_key("n", 3, cfg, "a"), cache_key("m", 3, TranscoderConfig(l1=0.01), "a")}
+    assert len(keys) == 5  # model, layer, corpus text and config each change the key
