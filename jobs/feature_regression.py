@@ -39,8 +39,7 @@ class FeatureRegressionConfig:
     alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
     folds: int = 10
     seed: int = 0
-    n_boot: int = 1000
-    n_perm: int = 20
+    resamples: tuple[int, int] = field(default=(1000, 20), metadata={"help": "bootstrap, permutation draws"})
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="feature-regression"))
     output_dir: str = "results/feature-regression"
     cache_dir: str | None = None
@@ -61,8 +60,8 @@ def tables(cfg: FeatureRegressionConfig, lm, rates: dict[str, float], root: Path
     from lab.sweep import model_key
 
     concepts, cache = sorted(rates), cfg.cache_dir or str(default_cache_dir() / "vectors")
-    vecs, _ = concept_vectors(lm, concepts, [cfg.layer], cache_dir=cache, model_key=model_key(cfg.model))
-    v = {c: vecs[(c, cfg.layer)] for c in concepts}
+    v = {c: x for (c, _), x in concept_vectors(lm, concepts, [cfg.layer], cache_dir=cache,
+                                               model_key=model_key(cfg.model))[0].items()}
     strengths = {c: cfg.strength * (x.resid_norm / x.norm if cfg.strength_mode == "relative" else 1.0)
                  for c, x in v.items()}
     tcs = {L: transcoder_for(lm, L, default_dir(cfg.transcoder_dir), cfg.transcoder) for L in cfg.feature_layers}
@@ -73,8 +72,8 @@ def tables(cfg: FeatureRegressionConfig, lm, rates: dict[str, float], root: Path
     meta.to_parquet(root / "feature_meta.parquet")
     write_vectors(root / "vectors.parquet", concepts, torch.stack([x.vector for x in v.values()]))
     spec = {"ns": sorted({min(n, len(meta)) if n else len(meta) for n in cfg.ns}), "alphas": list(cfg.alphas),
-            "layers": list(cfg.feature_layers), "folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.n_boot,
-            "n_perm": cfg.n_perm, "injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)}
+            "layers": list(cfg.feature_layers), "folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0],
+            "n_perm": cfg.resamples[1], "injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)}
     (root / "spec.json").write_text(json.dumps(spec, indent=1))
 
 
@@ -91,8 +90,7 @@ def rates_for(cfg: FeatureRegressionConfig) -> dict[str, float]:
                             strength_mode=cfg.strength_mode, trials_per_concept=cfg.trials_per_concept, controls=())
         run_sweep(InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, TrackingConfig(enabled=False), sweep_dir,
                                   cfg.cache_dir), progress=False)
-    rates = rates_of(store.read(sweep_dir), cfg.layer, select_concepts(cfg.concepts))
-    if len(rates) < cfg.folds:
+    if len(rates := rates_of(store.read(sweep_dir), cfg.layer, select_concepts(cfg.concepts))) < cfg.folds:
         raise LabError(f"{sweep_dir} has rates for {len(rates)} of the concepts; need >= folds ({cfg.folds})")
     return rates
 
@@ -103,12 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     import pandas as pd
-    from ray import tune
 
     from analysis import regression as rg
     from lab import models, tracking
     from lab.config import flatten, to_dict
-    from lab.parallel import connect
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg, t0 = load_config(FeatureRegressionConfig, args), time.time()
@@ -119,12 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((root / "spec.json").read_text())
     grid = [{"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}
             for lay in rg.layer_sets(spec) for n in spec["ns"] for a in spec["alphas"]]
-    connect(cfg.runner.address)
-    tuner = tune.Tuner(tune.with_resources(lambda c: rg.fit_stored(c["cell"]), {"cpu": 0.5}),
-                       param_space={"cell": tune.grid_search(grid)},
-                       run_config=tune.RunConfig(storage_path=str(root.parent / "tune"), name="cells", verbose=0))
-    res = tuner.fit()
-    cells = pd.DataFrame([r.metrics for r in res])[["layers", "n", "n_req", "alpha", "r2"]]
+    if cfg.runner.num_actors == 0:  # in process (no Ray): the same fits, one after another
+        cells = pd.DataFrame([rg.fit_stored(g) for g in grid])
+    else:
+        from ray import tune
+
+        from lab.parallel import connect
+
+        connect(cfg.runner.address)
+        tuner = tune.Tuner(tune.with_resources(lambda c: rg.fit_stored(c["cell"]), {"cpu": 0.5}),
+                           param_space={"cell": tune.grid_search(grid)},
+                           run_config=tune.RunConfig(storage_path=str(root.parent / "tune"), name="cells", verbose=0))
+        cells = pd.DataFrame([r.metrics for r in tuner.fit()])
+    cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
     s = rg.summarize(root, cells)
     png = rg.plot_curve(cells, s, root.parent / "r2_vs_n.png")
     cells.to_csv(root.parent / "cells.csv", index=False)
