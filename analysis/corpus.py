@@ -19,6 +19,7 @@ from typing import Any
 
 from lab.errors import LabError
 
+CORPUS_VERSION = 1  # of the builder (the key also holds a digest of the text)
 SOURCES = ("dialogues", "pydoc", "docstrings")
 
 

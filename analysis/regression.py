@@ -168,15 +168,13 @@ def layer_sets(spec: dict[str, Any]) -> list[list[int] | None]:
 
 
 def resolve_run(run: str) -> Path:
+    """A directory holding spec.json (or its `regression/`), or an MLflow run id whose `output_dir` param names one."""
     p = Path(run)
-    if p.is_dir():
-        return p / "regression" if (p / "regression" / "spec.json").is_file() else p
-    import mlflow  # an MLflow run id: its `output_dir` param points at the stored tables
+    if not p.is_dir():
+        from lab.tracking import resolve_source
 
-    out = mlflow.get_run(run).data.params.get("output_dir")
-    if not out:
-        raise SystemExit(f"run {run} has no output_dir param")
-    return resolve_run(out)
+        p = resolve_source(run).directory
+    return p / "regression" if (p / "regression" / "spec.json").is_file() else p
 
 
 def main(argv: list[str] | None = None) -> int:

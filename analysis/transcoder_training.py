@@ -203,7 +203,10 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 def cache_key(model_name: str, layer: int, cfg: TranscoderConfig, digest: str = "") -> str:
     """Model, layer, training config and the corpus text itself (a changed prompt file retrains)."""
-    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest}, sort_keys=True)
+    from analysis.corpus import CORPUS_VERSION
+
+    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest,
+                       "builder": CORPUS_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
