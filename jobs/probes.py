@@ -4,9 +4,9 @@ Localisation (which of N sentences carried the injected thought?) and strength d
 A/B carried the stronger one?), scored from next-token logits of the answer labels after a prefilled answer prefix
 (lab/probes.py) — deterministic, no judge. Each with the concept vector and with random / norm-matched vector controls
 and a no-injection control. Prints accuracy with Wilson 95 % intervals against chance, writes
-<output_dir>/probes.parquet + report CSVs + a plot, and logs one MLflow run.
+Parquet shards keyed by trial id (a rerun scores only what is missing), report CSVs + a plot, and one MLflow run.
 
-Runs in-process (one model replica, forward passes only; no generation).
+Runs in-process through the experiment skeleton (lab/experiment.py; forward passes only, no generation).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig, check_strength
 from lab.errors import LabError
@@ -85,41 +86,35 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probes of --config; exit 0 on success, 2 on bad input."""
     import time
 
-    import pandas as pd
-
-    from lab import models, probes
-    from lab.concepts import concept_vectors
-    from lab.runner import VectorBank
-    from lab.sweep import model_key
-    from lab.tracking import check_uri, resolve_uri
+    from lab import probes, store
+    from lab.experiment import execute
+    from lab.parallel import RunnerConfig
+    from lab.sweep import model_key, prepare
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(ProbesConfig, args)
     st = settings(cfg)
-    if cfg.tracking.enabled:
-        check_uri(resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, None, cfg.output_dir)
     t0 = time.time()
-    models.threads(cfg.threads)
-    lm = models.load(cfg.model)
-    for layer in st.layers:
-        lm.check_layer(layer)
     from lab.embedded import default_cache_dir
 
     cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
-    vectors, typical = concept_vectors(lm, st.concepts, st.layers, cfg.template, cfg.baseline, cache,
-                                       model_key(cfg.model))
-    rows = probes.run(lm, VectorBank(vectors, typical), st, cfg.batch_size, progress=not args.quiet)
-    df = pd.DataFrame(rows)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df.assign(model=cfg.model.name, adapter=cfg.model.adapter or "").to_parquet(out / "probes.parquet", index=False)
-    print(f"probe trials: {len(df)} on {cfg.model.name} [{time.time() - t0:.0f} s]")
+    trials = probes.expand(st, model_key(cfg.model))
+    runner = RunnerConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
+    out = execute(trials, cfg.output_dir, cfg.model, runner, probes.score_shard, prepare,
+                  (st.concepts, st.layers, cfg.template, cfg.baseline, cache, model_key(cfg.model), cfg.batch_size,
+                   (), None), progress=not args.quiet, desc="probe trials")
+    ids = {t.trial_id for t in trials}
+    df = store.read(cfg.output_dir)
+    df = df[df["trial_id"].isin(ids)]
+    print(f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
+          f"[{time.time() - t0:.0f} s]")
     report_and_log(cfg, df)
     return 0
 
 
 def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
-    from lab import plots_grid, probes, tracking
+    from lab import plots_grid, probes, report
     from lab.config import flatten, to_dict
 
     overall = probes.summarize(df, ("probe", "kind"))
@@ -129,38 +124,20 @@ def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
     paths = [rep / "probes_overall.csv", rep / "probes_by_setting.csv", rep / "probes.png"]
     overall.to_csv(paths[0], index=False)
     by_setting.to_csv(paths[1], index=False)
-    plot = by_setting.assign(label=[f"{r.kind} L{r.layer} s{r.strength:g}" + (f" w{r.weak_fraction:g}"
-                                                                             if r.probe == "discrimination" else "")
-                                    for r in by_setting.itertuples()])
+    label = [f"{r.kind} {report.cell(r.layer, r.strength)}" + (f"_w{r.weak_fraction:g}" if r.probe == "discrimination"
+                                                                 else "") for r in by_setting.itertuples()]
     chance = {p: float(g["chance"].mean()) for p, g in df.groupby("probe")}
-    plots_grid.accuracy_intervals(plot, "label", paths[2], chance=chance, group="probe",
+    plots_grid.accuracy_intervals(by_setting.assign(label=label), "label", paths[2], chance=chance, group="probe",
                                   title=f"{cfg.model.name}: probe accuracy vs chance")
-    run_id = None
-    if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "probes", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"probes {cfg.model.name}") as active:
-            for _, r in overall.iterrows():
-                tracking.log_metrics({f"{r['probe']}/{r['kind']}/{k}": r[k] for k in
-                                      ("accuracy", "accuracy_lo", "accuracy_hi", "n", "chance", "p_target",
-                                       "top_answer_share")})
-            for _, r in by_setting.iterrows():
-                cell = f"{r['probe']}/{r['kind']}/L{r['layer']}_s{r['strength']:g}" + (
-                    f"_w{r['weak_fraction']:g}" if r["probe"] == "discrimination" else "")
-                tracking.log_metrics({f"{cell}/accuracy": r["accuracy"]})
-            tracking.log_artifacts(*paths)
-            run_id = active.info.run_id
-    print(f"{'probe':<15} {'kind':<13} {'accuracy [95% CI]':<20} {'chance':>6} {'p(target)':>9} {'top-answer':>10}  n")
-    for _, r in overall.iterrows():
-        print(f"{r['probe']:<15} {r['kind']:<13} {r['accuracy']:.2f} [{r['accuracy_lo']:.2f},{r['accuracy_hi']:.2f}]"
-              f"     {r['chance']:>6.2f} {r['p_target']:>9.3f} {r['top_answer_share']:>10.2f}  {int(r['n'])}")
-    inj = overall[overall["kind"] == "injection"]
-    for _, r in inj.iterrows():
-        verdict = "above" if r["accuracy_lo"] > r["chance"] else ("below" if r["accuracy_hi"] < r["chance"] else
-                                                                   "not distinguishable from")
-        print(f"{r['probe']}: concept-vector accuracy is {verdict} chance ({r['chance']:.2f})")
+    metrics = {f"{r['probe']}/{r['kind']}/{k}": r[k] for _, r in overall.iterrows()
+               for k in ("accuracy", "accuracy_lo", "accuracy_hi", "n", "chance", "p_target", "top_answer_share")}
+    metrics |= {f"{r.probe}/{lab}/accuracy": r.accuracy for r, lab in zip(by_setting.itertuples(), label)}
+    run_id = report.log_run(cfg.tracking, flatten(to_dict(cfg)), metrics, paths, run_name=cfg.tracking.run_name
+                            or f"probes {cfg.model.name}", tags={"job": "probes", "model": cfg.model.name})
+    probes.print_summary(overall)
     print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
     if run_id:
-        print(f"mlflow:  run {run_id} in experiment '{cfg.tracking.experiment}' at {tracking.resolve_uri(cfg.tracking)}")
+        print(f"mlflow:  run {run_id} in experiment '{cfg.tracking.experiment}'")
     return overall
 
 

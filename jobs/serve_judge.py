@@ -9,12 +9,10 @@ until Ctrl-C (or SIGTERM); tests use `start(cfg)` / `stop()`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import signal
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +20,7 @@ from ray import serve
 
 from jobs.cli import apply_overrides, entry
 from lab.config import ModelConfig, from_dict, load_yaml
+from lab.judges.serve import ChatServer, wait_ready
 from lab.errors import LabError
 
 APP_NAME = "judge"
@@ -72,79 +71,6 @@ class ServeJudgeConfig:
         return f"http://{self.host}:{self.port}{self.route_prefix.rstrip('/')}"
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> Any:
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
-
-
-class ChatServer:
-    """One replica: an OpenAI-style chat-completions endpoint over `ChatModel` (always greedy)."""
-
-    def __init__(self, model: ModelConfig, served_name: str, threads: int, max_new_tokens: int, max_batch_size: int,
-                 batch_wait_s: float):
-        from lab.judges.hf import ChatModel
-
-        self.chat = ChatModel(model, threads)
-        self.served_name, self.max_new_tokens, self.max_batch_size = served_name, max_new_tokens, max_batch_size
-        self.generate_batch.set_max_batch_size(max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(batch_wait_s)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def generate_batch(self, items: list[tuple[list[dict[str, str]], int]]) -> list[Any]:
-        convs, budgets = [m for m, _ in items], [b for _, b in items]
-        return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.chat.generate(convs, budgets, self.max_batch_size))
-
-    async def __call__(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
-
-        path = request.url.path.rstrip("/")
-        if request.method == "GET" and path.endswith("/models"):
-            return JSONResponse({"object": "list", "data": [{"id": self.served_name, "object": "model",
-                                                             "owned_by": "introspection-lab"}]})
-        if not path.endswith("/chat/completions"):
-            return _error(404, f"no route {request.method} {request.url.path}", "not_found")
-        if request.method != "POST":
-            return _error(405, "use POST for chat completions")
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "request body is not JSON")
-        problem = _check_request(body, self.served_name)
-        if problem:
-            return _error(*problem)
-        budget = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or self.max_new_tokens),
-                     self.max_new_tokens)
-        messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
-        out = await self.generate_batch((messages, max(budget, 1)))
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
-                         "finish_reason": out.finish_reason}],
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                      "total_tokens": out.prompt_tokens + out.completion_tokens}})
-
-
-def _check_request(body: Any, served_name: str) -> tuple[int, str] | None:
-    if not isinstance(body, dict):
-        return 400, "request body must be a JSON object"
-    if body.get("model") != served_name:
-        return 404, f"model '{body.get('model')}' is not served here (serving '{served_name}')"
-    msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs or not all(
-            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
-            for m in msgs):
-        return 400, "messages must be a non-empty list of {role: system|user|assistant, content: string}"
-    if body.get("stream"):
-        return 400, "streaming is not supported"
-    tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
-        return 400, "max_tokens must be a positive integer"
-    return None
-
-
 _started_ray = False
 
 
@@ -169,23 +95,8 @@ def start(cfg: ServeJudgeConfig) -> str:
                            max_ongoing_requests=max(2 * cfg.max_batch_size, 4)).bind(
         cfg.model, cfg.served_name, cfg.threads, cfg.max_new_tokens, cfg.max_batch_size, cfg.batch_wait_s)
     serve.run(app, name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
-    _wait_ready(cfg.base_url + "/models", timeout=120)
+    wait_ready(cfg.base_url + "/models", timeout=120)
     return cfg.base_url
-
-
-def _wait_ready(url: str, timeout: float) -> None:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with opener.open(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise LabError(f"serve judge: {url} did not answer within {timeout:.0f}s")
 
 
 def stop() -> None:

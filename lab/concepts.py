@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import torch
 
 from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.models import LoadedModel
 
 DEFAULT_TEMPLATE = "Tell me about {word}"
 
@@ -106,7 +109,7 @@ class ConceptVector:
 
 
 @torch.no_grad()
-def last_token_activations(lm: Any, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
+def last_token_activations(lm: LoadedModel, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
                            batch_size: int = 16) -> dict[int, torch.Tensor]:
     """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU)."""
     from lab.steering import capture
@@ -125,20 +128,29 @@ def last_token_activations(lm: Any, words: Sequence[str], layers: Sequence[int],
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
-def _prompt(lm: Any, template: str, word: str) -> str:
+def _prompt(lm: LoadedModel, template: str, word: str) -> str:
     text = template.format(word=word)
     if lm.spec.chat_template and lm.tokenizer.chat_template is not None:
         return lm.chat([{"role": "user", "content": text}], add_generation_prompt=True)
     return text
 
 
-class ActivationCache:
-    """On-disk cache of last-token activations, one safetensors file per (model, layer, template, baseline)."""
+def model_dtype(model: Any) -> str:
+    """The dtype of a loaded model's parameters as a plain name ('float32', 'bfloat16', ...)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
-    def __init__(self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList):
+
+class ActivationCache:
+    """On-disk cache of last-token activations, one safetensors file per (model, dtype, layer, template, baseline).
+
+    The dtype is part of the key: activations of a bfloat16 load differ from those of a float32 load of the same
+    weights, so neither may stand in for the other."""
+
+    def __init__(self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList,
+                 dtype: str = "float32"):
         self.root = Path(root) if root else None
-        tag = hashlib.sha256(f"{model_key}|{template}|{baseline.version}".encode()).hexdigest()[:16]
-        self.prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_key)}-{tag}"
+        tag = hashlib.sha256(f"{model_key}|{dtype}|{template}|{baseline.version}".encode()).hexdigest()[:16]
+        self.prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_key)}-{dtype}-{tag}"
 
     def path(self, layer: int) -> Path | None:
         return self.root / f"{self.prefix}-L{layer}.safetensors" if self.root else None
@@ -163,7 +175,7 @@ class ActivationCache:
         os.replace(tmp, p)
 
 
-def concept_vectors(lm: Any, concepts: Iterable[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
+def concept_vectors(lm: LoadedModel, concepts: Iterable[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
                     baseline: str = "baseline_words", cache_dir: str | os.PathLike | None = None,
                     model_key: str | None = None) -> tuple[dict[tuple[str, int], ConceptVector], dict[int, float]]:
     """Concept vectors for every (concept, layer), reusing cached activations and computing only what is missing.
@@ -173,7 +185,7 @@ def concept_vectors(lm: Any, concepts: Iterable[str], layers: Sequence[int], tem
     base = word_list(baseline)
     base_words = list(dict.fromkeys(base.words))  # the source list repeats a word; a mean counts it once
     concepts = list(concepts)
-    cache = ActivationCache(cache_dir, model_key or lm.name, template, base)
+    cache = ActivationCache(cache_dir, model_key or lm.name, template, base, dtype=model_dtype(lm.model))
     out: dict[tuple[str, int], ConceptVector] = {}
     typical: dict[int, float] = {}
     for layer in layers:

@@ -152,3 +152,13 @@ class ModelConfig:
         default="cpu", metadata={"help": "cpu; cuda = one GPU; auto = device_map across the actor's GPUs"})
     cache_dir: str | None = field(default=None, metadata={"help": "safetensors cache for converted GGUF models"})
     adapter: str | None = field(default=None, metadata={"help": "path of a PEFT LoRA adapter to load on top"})
+    shard: Literal["none", "zero3"] = field(default="none", metadata={
+        "help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"})
+    workers_per_replica: int = field(default=1, metadata={"help": "ranks of one ZeRO-3 replica (one GPU each)"})
+    offload: bool = field(default=False, metadata={"help": "ZeRO-3 parameters offloaded to CPU memory"})
+
+    def __post_init__(self) -> None:
+        if self.shard != "none" or self.workers_per_replica != 1 or self.offload:
+            from lab.sharded import ShardConfig
+
+            ShardConfig(self.shard, self.workers_per_replica, self.offload)  # one-line errors

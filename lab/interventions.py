@@ -21,7 +21,6 @@ then one per generation step), plus `offset` for a KV cache the first call conti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,54 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from lab.errors import LabError
-from lab.models import decoder_layers
-
-SITE_KINDS = ("embed", "resid_post", "attn_out", "mlp_in", "mlp_out")
-_SITE = re.compile(r"^(embed)$|^(resid_post|attn_out|mlp_in|mlp_out)\.(\d+)$")
-
-
-@dataclass(frozen=True)
-class Site:
-    kind: str
-    layer: int | None = None
-
-    @classmethod
-    def parse(cls, name: str | Site) -> Site:
-        if isinstance(name, Site):
-            return name
-        m = _SITE.match(name.strip())
-        if not m:
-            raise LabError(f"unknown site '{name}' (known: embed, resid_post.L, attn_out.L, mlp_in.L, mlp_out.L)")
-        return cls("embed") if m.group(1) else cls(m.group(2), int(m.group(3)))
-
-    def __str__(self) -> str:
-        return self.kind if self.layer is None else f"{self.kind}.{self.layer}"
-
-    def module(self, model: Any) -> torch.nn.Module:
-        """The module whose output (or, for `mlp_in`, input) is this site."""
-        if self.kind == "embed":
-            return model.get_input_embeddings()
-        blocks = decoder_layers(model)
-        assert self.layer is not None
-        if not 0 <= self.layer < len(blocks):
-            raise LabError(f"site {self} is out of range (layers 0..{len(blocks) - 1})")
-        block = blocks[self.layer]
-        if self.kind == "resid_post":
-            return block
-        name = "self_attn" if self.kind == "attn_out" else "mlp"
-        if not hasattr(block, name):
-            raise LabError(f"site {self}: block {self.layer} of {type(block).__name__} has no '{name}' module")
-        return getattr(block, name)
-
-
-def _hidden(output: Any) -> torch.Tensor:
-    # transformers 5 decoder layers return a tensor; attention modules (and older layers) a tuple
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _replace(output: Any, hidden: torch.Tensor) -> Any:
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
+from lab.sites import SITE_KINDS, Site, output_tensor, replace_output  # noqa: F401  (SITE_KINDS re-exported)
 
 def _rows(x: Any, batch: int, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     t = torch.as_tensor(x, dtype=dtype)
@@ -117,7 +69,7 @@ class Add:
 
     def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         d = self._delta.to(h.device, h.dtype)  # type: ignore[attr-defined]
-        if h.shape[0] != d.shape[0]:
+        if h.shape[0] != d.shape[0] and d.shape[0] != 1:
             raise RuntimeError(f"Add at {self.site} was set up for {d.shape[0]} rows but saw a batch of {h.shape[0]}")
         st = self._start.to(h.device)[:, None]  # type: ignore[attr-defined]
         inside = pos[None, :] >= st
@@ -267,12 +219,12 @@ def _keep_input(st: _SiteState) -> Any:
 
 def _post_hook(st: _SiteState) -> Any:
     def hook(_m: Any, _args: Any, output: Any) -> Any:
-        h = _hidden(output)
+        h = output_tensor(output)
         pos = _positions(st, h)
         for op in st.ops:
             h = op.edit(h, pos, st.inputs)
         st.inputs = None
-        return _replace(output, h)
+        return replace_output(output, h)
 
     return hook
 
@@ -312,7 +264,7 @@ def capture(model: Any, sites: Sequence[str], stop: bool = False) -> Iterator[di
 
         if site.kind == "mlp_in":
             return lambda _m, args: record(args[0])
-        return lambda _m, _a, output: record(_hidden(output))
+        return lambda _m, _a, output: record(output_tensor(output))
 
     try:
         for s in parsed:

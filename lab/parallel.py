@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TYPE_CHECKING
 from urllib.parse import urlparse
 
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.trials import Trial
+
+if TYPE_CHECKING:
+    from lab.models import LoadedModel
 
 LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address; 127.0.0.2 stays on loopback
 
@@ -56,12 +59,12 @@ def check_address(address: str) -> None:
         raise LabError(f"Ray address {address} is unreachable ({e.strerror or e})") from None
 
 
-def connect(address: str | None = None, num_cpus: float | None = None) -> None:
-    """Join the given / ambient Ray cluster, or start a local one bound to loopback."""
+def connect(address: str | None = None, num_cpus: float | None = None) -> bool:
+    """Join the given / ambient Ray cluster, or start a local one bound to loopback. True if this call started it."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     addr = address or os.environ.get("RAY_ADDRESS")
     if addr:
         check_address(addr)
@@ -69,71 +72,80 @@ def connect(address: str | None = None, num_cpus: float | None = None) -> None:
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK_NODE_IP,
                  log_to_driver=True)
+    return True
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: float | None = None) -> Iterator[None]:
+    """The one way jobs hold Ray: join or start it, and shut down on exit only what this context started."""
+    import ray
+
+    started = connect(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 class ModelWorker:
-    """One model replica (made a Ray actor by `pool`)."""
+    """One model replica (made a Ray actor by `pool`); runs any experiment's functions on its model."""
 
-    def __init__(self, model_cfg: ModelConfig, threads: int, batch_size: int):
+    def __init__(self, model_cfg: ModelConfig, threads: int):
         from lab import models
 
         models.threads(threads)
         self.lm = models.load(model_cfg)
-        self.batch_size = batch_size
 
     @classmethod
-    def wrap(cls, lm: Any, batch_size: int) -> ModelWorker:
+    def wrap(cls, lm: LoadedModel) -> ModelWorker:
         """A worker around an already loaded `LoadedModel` (in-process runs)."""
         self = cls.__new__(cls)
-        self.lm, self.batch_size = lm, batch_size
+        self.lm = lm
         return self
 
-    def vectors(self, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
-                cache_dir: str | None, model_key: str) -> tuple[dict, dict]:
-        from lab.concepts import concept_vectors
-
-        return concept_vectors(self.lm, concepts, layers, template, baseline, cache_dir, model_key)
-
-    def n_layers(self) -> int:
-        return self.lm.n_layers
-
-    def run(self, trials: list[Trial], bank: Any) -> list[dict[str, Any]]:
-        from lab.runner import Runner
-
-        return Runner(self.lm, bank, self.batch_size).run(trials)
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(lm, *args)` on this replica's model (a shard's work, or the context a sweep prepares once)."""
+        return fn(self.lm, *args)
 
 
 def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
+    """`cfg.num_actors` model replicas: one actor each, or (model.shard: zero3) a ZeRO-3 group of actors each whose
+    rank 0 answers `call` like a `ModelWorker` (lab/sharded.py)."""
     import ray
+
+    if model_cfg.shard == "zero3":
+        from lab import sharded
+
+        return sharded.pool(model_cfg, cfg, sharded.ShardConfig(model_cfg.shard, model_cfg.workers_per_replica,
+                                                                model_cfg.offload))
 
     # no per-actor runtime_env: inside `ray job submit` it would clash with the job's own; importing `lab` in the
     # actor sets the offline defaults, and paths travel in the config
     actor = ray.remote(ModelWorker).options(
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, resources=dict(cfg.resources) or None)
-    return [actor.remote(model_cfg, cfg.threads, cfg.batch_size) for _ in range(cfg.num_actors)]
+    return [actor.remote(model_cfg, cfg.threads) for _ in range(cfg.num_actors)]
 
 
-def run_shards(workers: list[Any], shards: list[list[Trial]], bank_ref: Any,
-               on_shard: Callable[[list[Trial], list[dict[str, Any]]], None]) -> None:
-    """Keep every worker busy with up to two shards; call `on_shard` as each one finishes (in completion order)."""
+def run_shards(workers: list[Any], shards: list[list[Any]], work: Callable[..., Any], ctx_ref: Any,
+               on_shard: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Keep every worker busy with up to two shards; call `on_shard(rows)` as each finishes (completion order)."""
     import ray
 
     queue = list(reversed(shards))
-    in_flight: dict[Any, tuple[Any, list[Trial]]] = {}
+    in_flight: dict[Any, Any] = {}
 
     def submit(w: Any) -> None:
         if queue:
-            shard = queue.pop()
-            in_flight[w.run.remote(shard, bank_ref)] = (w, shard)
+            in_flight[w.call.remote(work, queue.pop(), ctx_ref)] = w
 
     for w in workers:
         submit(w)
         submit(w)
     while in_flight:
         done, _ = ray.wait(list(in_flight), num_returns=1)
-        w, shard = in_flight.pop(done[0])
-        rows = get(done[0])
-        on_shard(shard, rows)
+        w = in_flight.pop(done[0])
+        on_shard(get(done[0]))
         submit(w)
 
 
@@ -155,8 +167,13 @@ def get(refs: Any) -> Any:
         raise
 
 
-def shutdown_pool(workers: list[Any]) -> None:
+def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> None:
     import ray
+
+    if model_cfg is not None and model_cfg.shard == "zero3":
+        from lab import sharded
+
+        return sharded.shutdown(workers)
 
     for w in workers:
         ray.kill(w)

@@ -10,145 +10,28 @@ Both run with the concept vector (`injection`), with vector controls (`random`: 
 concept-vector norm; `norm_matched`: a random direction with this concept vector's norm — derived exactly as in
 `lab.runner.VectorBank`) and with no injection at all (`control`, which shows the answer bias).
 
-`inject_span` adds a vector on token positions [start, end) only (per row); two contexts on the same block compose.
+Spans are `lab.interventions.Add` with per-row start/end; two on the same block compose.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TYPE_CHECKING
 
 import torch
 
 from lab.errors import LabError
-from lab.steering import inject
+from lab.interventions import Add
+from lab.probe_prompts import (SENTENCES, ProbePrompt, discrimination_prompt, label_token_ids, localisation_prompt,
+                               token_spans)
+
+if TYPE_CHECKING:
+    from lab.models import LoadedModel
 
 PROBE_VERSION = 1
 PROBES = ("localisation", "discrimination")
 KINDS = ("injection", "control", "random", "norm_matched")
-
-SENTENCES = (
-    "The train left the station a few minutes after noon.",
-    "She folded the letter and put it in the drawer.",
-    "The meeting was moved from Tuesday to Thursday.",
-    "A small table stood next to the window.",
-    "He wrote the numbers down on a sheet of paper.",
-    "The road turns left just after the second bridge.",
-    "They painted the fence during the long weekend.",
-    "The shop closes an hour earlier in winter.",
-    "Two chairs were missing from the back row.",
-    "The report was printed on both sides of the page.",
-)
-
-LOCALISATION = dict(
-    preamble=("I am an interpretability researcher. I can inject activation patterns (\"thoughts\") about a concept "
-              "into your neural network while you read. Below are {n} numbered sentences. While you read exactly one "
-              "of them, I injected a thought."),
-    question="Which sentence carried the injected thought? Answer with the sentence number only.",
-    answer="The injected thought was in sentence",
-)
-DISCRIMINATION = dict(
-    preamble=("I am an interpretability researcher. I can inject activation patterns (\"thoughts\") about a concept "
-              "into your neural network while you read. Below are two passages, A and B. I injected a thought while "
-              "you read them, stronger in one passage than in the other."),
-    question="Which passage carried the stronger injected thought? Answer with the letter A or B only.",
-    answer="The stronger thought was in passage",
-)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# span injection
-
-
-def inject_span(model: Any, layer: int, vectors: torch.Tensor, strengths: torch.Tensor | Sequence[float] | float,
-                starts: torch.Tensor | Sequence[int] | int, ends: torch.Tensor | Sequence[int] | int
-                ) -> AbstractContextManager[dict[str, int]]:
-    """`lab.steering.inject` on a span: positions in [starts[b], ends[b]) only. Nest two on one block for two spans."""
-    return inject(model, layer, vectors, strengths, starts, ends)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# prompts
-
-
-@dataclass(frozen=True)
-class ProbePrompt:
-    text: str
-    spans: tuple[tuple[int, int], ...]  # character spans of the candidate sentences / passages, in answer order
-    labels: tuple[str, ...]             # " 1" … " N" or " A", " B": the continuations scored after `text`
-
-
-def _wrap(lm: Any, user: str, answer: str) -> str:
-    if lm.spec.chat_template and lm.tokenizer.chat_template is not None:
-        return lm.chat([{"role": "user", "content": user}], add_generation_prompt=True) + answer
-    return f"User: {user}\n\nAssistant: {answer}"
-
-
-def localisation_prompt(lm: Any, sentences: Sequence[str]) -> ProbePrompt:
-    body = "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, 1))
-    user = f"{LOCALISATION['preamble'].format(n=len(sentences))}\n\n{body}\n\n{LOCALISATION['question']}"
-    text = _wrap(lm, user, LOCALISATION["answer"])
-    return ProbePrompt(text, _find(text, [f"{i}. {s}" for i, s in enumerate(sentences, 1)], skip=3),
-                       tuple(f" {i}" for i in range(1, len(sentences) + 1)))
-
-
-def discrimination_prompt(lm: Any, passage_a: str, passage_b: str) -> ProbePrompt:
-    user = (f"{DISCRIMINATION['preamble']}\n\nPassage A: {passage_a}\n\nPassage B: {passage_b}\n\n"
-            f"{DISCRIMINATION['question']}")
-    text = _wrap(lm, user, DISCRIMINATION["answer"])
-    return ProbePrompt(text, _find(text, [f"Passage A: {passage_a}", f"Passage B: {passage_b}"], skip=11),
-                       (" A", " B"))
-
-
-def _find(text: str, items: Sequence[str], skip: int) -> tuple[tuple[int, int], ...]:
-    """Char spans of each item's text after its `skip`-character label ("1. ", "Passage A: "), searched in order."""
-    out, pos = [], 0
-    for it in items:
-        i = text.find(it, pos)
-        if i < 0:
-            raise LabError(f"probe prompt lost the item {it[:30]!r}")
-        label = len(it.split(" ", 1)[0]) + 1 if skip == 3 else skip
-        out.append((i + label, i + len(it)))
-        pos = i + len(it)
-    return tuple(out)
-
-
-def token_spans(tokenizer: Any, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of `text` and, per char span, the token range [first, last+1) of the tokens that overlap it."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
-    out = []
-    for cs, ce in spans:
-        toks = [i for i, (s, e) in enumerate(offs) if s < ce and e > cs]
-        if not toks:
-            raise LabError("a probe span covers no token")
-        out.append((toks[0], toks[-1] + 1))
-    return ids, out
-
-
-def label_token_ids(tokenizer: Any, text: str, labels: Sequence[str]) -> tuple[list[int], list[int]]:
-    """How to score `labels` as continuations of `text` from one next-token distribution.
-
-    Returns (common, first): the tokens all labels' continuations share (e.g. a lone space token, for tokenizers that
-    split " 1" into " " + "1"), to be appended to the prompt, and per label the first token after them (distinct).
-    """
-    base = tokenizer(text, add_special_tokens=False)["input_ids"]
-    conts = []
-    for lab in labels:
-        full = tokenizer(text + lab, add_special_tokens=False)["input_ids"]
-        if full[:len(base)] != base or len(full) <= len(base):
-            raise LabError(f"label {lab!r} does not tokenize as a continuation of the answer prefix")
-        conts.append(full[len(base):])
-    common: list[int] = []
-    while all(len(c) > len(common) + 1 for c in conts) and len({c[len(common)] for c in conts}) == 1:
-        common.append(conts[0][len(common)])
-    first = [c[len(common)] for c in conts]
-    if len(set(first)) != len(first):
-        raise LabError(f"labels {list(labels)} share a first token; cannot score them from logits")
-    return common, first
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # trials and scoring
@@ -156,14 +39,18 @@ def label_token_ids(tokenizer: Any, text: str, labels: Sequence[str]) -> tuple[l
 
 @dataclass(frozen=True)
 class ProbeTrial:
+    trial_id: str
+    model: str
     probe: Literal["localisation", "discrimination"]
     concept: str
     layer: int
     strength: float        # the (stronger) configured strength
+    strength_mode: str
     weak_fraction: float   # discrimination: the weaker passage gets strength × this; localisation: 0
     kind: str              # injection | control | random | norm_matched
     target: int            # 0-based index of the correct label
     repeat: int            # which sentence draw
+    n_sentences: int
     seed: int = 0
 
 
@@ -181,18 +68,27 @@ class ProbeSettings:
     seed: int = 0
 
 
-def expand(s: ProbeSettings) -> list[ProbeTrial]:
+def _trial(**f: Any) -> ProbeTrial:
+    from lab.trials import trial_id
+
+    return ProbeTrial(trial_id=trial_id(probe_version=PROBE_VERSION, **f), **f)
+
+
+def expand(s: ProbeSettings, model: str) -> list[ProbeTrial]:
+    """Every probe trial with a deterministic id (model, probe version and every field that sets the forward)."""
     out = []
     for c in s.concepts:
         for layer in s.layers:
             for st in s.strengths:
                 for r in range(s.repeats):
                     for kind in s.kinds:
+                        common = dict(model=model, concept=c, layer=layer, strength=st, strength_mode=s.strength_mode,
+                                      kind=kind, repeat=r, n_sentences=s.n_sentences, seed=s.seed)
                         if "localisation" in s.probes:
-                            out += [ProbeTrial("localisation", c, layer, st, 0.0, kind, k, r, s.seed)
+                            out += [_trial(probe="localisation", weak_fraction=0.0, target=k, **common)
                                     for k in range(s.n_sentences)]
                         if "discrimination" in s.probes:
-                            out += [ProbeTrial("discrimination", c, layer, st, f, kind, k, r, s.seed)
+                            out += [_trial(probe="discrimination", weak_fraction=f, target=k, **common)
                                     for f in s.weak_fractions for k in range(2)]
     return out
 
@@ -211,12 +107,12 @@ class Request:
     label_ids: list[int]
 
 
-def build_request(lm: Any, bank: Any, t: ProbeTrial, n_sentences: int, strength_mode: str) -> Request:
+def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> Request:
     """The prompt, the token spans and the raw multipliers of one probe trial (vectors from a `VectorBank`)."""
     from lab.trials import make_trial
 
     if t.probe == "localisation":
-        p = localisation_prompt(lm, draw_sentences(t.repeat, n_sentences, t.seed))
+        p = localisation_prompt(lm, draw_sentences(t.repeat, t.n_sentences, t.seed))
     else:
         a, b, c, d = draw_sentences(t.repeat, 4, t.seed)
         p = discrimination_prompt(lm, f"{a} {b}", f"{c} {d}")
@@ -224,7 +120,7 @@ def build_request(lm: Any, bank: Any, t: ProbeTrial, n_sentences: int, strength_
     common, labels = label_token_ids(lm.tokenizer, p.text, p.labels)
     ids = ids + common
     carrier = make_trial(model=lm.name, concept=t.concept, layer=t.layer, strength=t.strength,
-                         strength_mode=strength_mode, kind=t.kind, trial_number=t.repeat + 1, sample=0, forced=False,
+                         strength_mode=t.strength_mode, kind=t.kind, trial_number=t.repeat + 1, sample=0, forced=False,
                          prompt_variant=f"probe-{t.probe}", dialogue_format="probe", seed=t.seed, max_new_tokens=1,
                          temperature=0.0)
     raw = bank.strengths(carrier)[0]
@@ -237,53 +133,41 @@ def build_request(lm: Any, bank: Any, t: ProbeTrial, n_sentences: int, strength_
     return Request(ids, [spans[t.target], spans[weak]], [raw, raw * t.weak_fraction], vec, t.layer, labels)
 
 
-@torch.no_grad()
-def score(lm: Any, reqs: Sequence[Request]) -> list[list[float]]:
-    """Next-token logits of each request's labels (one left-padded forward per batch)."""
-    tok, model = lm.tokenizer, lm.model
-    width = max(len(r.ids) for r in reqs)
-    pad = [width - len(r.ids) for r in reqs]
-    dev = lm.device
-    input_ids = torch.tensor([[tok.pad_token_id] * p + r.ids for p, r in zip(pad, reqs)], device=dev)
-    mask = torch.tensor([[0] * p + [1] * len(r.ids) for p, r in zip(pad, reqs)], device=dev)
-    d = lm.spec.d_model or model.config.hidden_size
-    with ExitStack() as stack:
-        n_spans = max((len(r.spans) for r in reqs), default=0)
-        for layer in sorted({r.layer for r in reqs if r.vector is not None}):
-            rows = [r.vector is not None and r.layer == layer for r in reqs]
-            vecs = torch.stack([r.vector if on else torch.zeros(d) for r, on in zip(reqs, rows)])
-            for j in range(n_spans):
-                has = [on and j < len(r.spans) for r, on in zip(reqs, rows)]
-                stack.enter_context(inject_span(
-                    model, layer, vecs, [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
-                    [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
-                    [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)]))
-        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, -1, :].float().cpu()
-    return [[float(logits[i, j]) for j in r.label_ids] for i, r in enumerate(reqs)]
+def span_edits(reqs: Sequence[Request], pad: list[int]) -> list[Any]:
+    """One `Add` per (layer, span slot): each row's vector × its span's multiplier on that span (shifted by its
+    left padding); rows without that span get strength 0 there, which leaves them bit-identical."""
+    out: list[Any] = []
+    for layer in sorted({r.layer for r in reqs if r.vector is not None}):
+        rows = [r.vector is not None and r.layer == layer for r in reqs]
+        d = next(r.vector for r, on in zip(reqs, rows) if on).numel()
+        vecs = torch.stack([r.vector if on else torch.zeros(d) for r, on in zip(reqs, rows)])
+        for j in range(max(len(r.spans) for r in reqs)):
+            has = [on and j < len(r.spans) for r, on in zip(reqs, rows)]
+            out.append(Add(f"resid_post.{layer}", vecs, [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
+                           [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
+                           [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)]))
+    return out
 
 
-def run(lm: Any, bank: Any, settings: ProbeSettings, batch_size: int = 16, progress: bool = False
-        ) -> list[dict[str, Any]]:
-    """Score every probe trial; one row per trial (trial fields, label logits, prediction, correct, p_target)."""
-    from tqdm.auto import tqdm
+def score_shard(lm: LoadedModel, shard: list[ProbeTrial], ctx: Any) -> list[dict[str, Any]]:
+    """Score a shard of probe trials (`ctx`: a `lab.sweep.SweepContext` with the vector bank): one left-padded
+    forward per batch; requests that inject nothing are the same forward and are scored once."""
+    from lab.readouts import forward
 
-    trials = expand(settings)
-    reqs = [build_request(lm, bank, t, settings.n_sentences, settings.strength_mode) for t in trials]
-    rows: list[dict[str, Any]] = []
-    # requests that inject nothing (the no-injection controls of every concept) are the same forward: score once
+    reqs = [build_request(lm, ctx.bank, t) for t in shard]
     keys = [(tuple(r.ids), tuple(r.label_ids)) if r.vector is None else (i,) for i, r in enumerate(reqs)]
     first: dict[Any, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     order = sorted(set(first.values()), key=lambda i: len(reqs[i].ids))
     logits: dict[int, list[float]] = {}
-    bar = tqdm(total=len(order), desc="probe forwards", unit="row", disable=not progress)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        logits.update(zip(idx, score(lm, [reqs[i] for i in idx])))
-        bar.update(len(idx))
-    bar.close()
-    for i, (t, r) in enumerate(zip(trials, reqs)):
+    for b in range(0, len(order), ctx.batch_size):
+        idx = order[b:b + ctx.batch_size]
+        batch = [reqs[i] for i in idx]
+        out = forward(lm, [r.ids for r in batch], lambda pad, batch=batch: span_edits(batch, pad))
+        logits.update((i, [float(out.logits[k, j]) for j in r.label_ids]) for k, (i, r) in enumerate(zip(idx, batch)))
+    rows: list[dict[str, Any]] = []
+    for i, (t, r) in enumerate(zip(shard, reqs)):
         lg = torch.tensor(logits[first[keys[i]]])
         pred = int(lg.argmax())
         rows.append({**t.__dict__, "n_choices": len(lg), "chance": 1 / len(lg), "prediction": pred,
@@ -308,3 +192,14 @@ def summarize(df: Any, by: Sequence[str]) -> Any:
             "p_target": float(g["p_target"].mean()),
             "top_answer_share": float(g["prediction"].value_counts(normalize=True).iloc[0])})
     return pd.DataFrame(out)
+
+
+def print_summary(overall: Any) -> None:
+    print(f"{'probe':<15} {'kind':<13} {'accuracy [95% CI]':<20} {'chance':>6} {'p(target)':>9} {'top-answer':>10}  n")
+    for _, r in overall.iterrows():
+        print(f"{r['probe']:<15} {r['kind']:<13} {r['accuracy']:.2f} [{r['accuracy_lo']:.2f},{r['accuracy_hi']:.2f}]"
+              f"     {r['chance']:>6.2f} {r['p_target']:>9.3f} {r['top_answer_share']:>10.2f}  {int(r['n'])}")
+    for _, r in overall[overall["kind"] == "injection"].iterrows():
+        verdict = "above" if r["accuracy_lo"] > r["chance"] else ("below" if r["accuracy_hi"] < r["chance"] else
+                                                                   "not distinguishable from")
+        print(f"{r['probe']}: concept-vector accuracy is {verdict} chance ({r['chance']:.2f})")

@@ -15,7 +15,10 @@ from typing import Any
 
 import torch
 
+from lab import interventions as iv
 from lab.concepts import ConceptVector
+from lab.errors import LabError
+from lab.models import LoadedModel
 from lab.prompts import inject_start, render
 from lab.steering import inject
 from lab.trials import Trial
@@ -31,12 +34,19 @@ class VectorBank:
     def resid_norm(self, layer: int) -> float:
         return next(v.resid_norm for (_, lay), v in self.vectors.items() if lay == layer)
 
+    def _cv(self, trial: Trial) -> ConceptVector:
+        key = (trial.vector or trial.concept, trial.layer)
+        if key not in self.vectors:
+            raise LabError(f"no vector '{key[0]}' at layer {key[1]} in the bank (trial {trial.trial_id})")
+        return self.vectors[key]
+
     def vector(self, trial: Trial) -> torch.Tensor:
-        cv = self.vectors[(trial.concept, trial.layer)].vector
+        cv = self._cv(trial).vector
         if trial.kind in ("injection", "control"):
             return cv
         g = torch.Generator().manual_seed(int(hashlib.sha256(
-            f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}".encode()
+            (f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}"
+             + (f"|{trial.vector}" if trial.vector else "")).encode()
         ).hexdigest()[:15], 16))
         if trial.kind == "shuffled":
             return cv[torch.randperm(cv.numel(), generator=g)]
@@ -46,7 +56,7 @@ class VectorBank:
 
     def strengths(self, trial: Trial) -> tuple[float, float, float]:
         """(raw multiplier applied, relative strength ‖s·v‖/‖resid‖, ‖v‖) for the vector this trial injects."""
-        concept = self.vectors[(trial.concept, trial.layer)]
+        concept = self._cv(trial)
         resid = concept.resid_norm
         raw = trial.strength if trial.strength_mode == "raw" else trial.strength * resid / max(concept.norm, 1e-12)
         if trial.kind == "control":
@@ -66,8 +76,10 @@ class Request:
 
 
 class Runner:
-    def __init__(self, lm: Any, bank: VectorBank, batch_size: int = 16):
-        self.lm, self.bank, self.batch_size = lm, bank, batch_size
+    """`edits` (interventions) apply to every forward pass of every row, the shared prefix included."""
+
+    def __init__(self, lm: LoadedModel, bank: VectorBank, batch_size: int = 16, edits: Sequence[Any] = ()):
+        self.lm, self.bank, self.batch_size, self.edits = lm, bank, batch_size, list(edits)
 
     def request(self, t: Trial) -> Request:
         prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced)
@@ -125,11 +137,13 @@ class Runner:
         kwargs: dict[str, Any] = {"do_sample": False}
         if p > 0:
             cache = DynamicCache(config=model.config)
-            model(input_ids=input_ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
+            with iv.apply(model, self.edits):
+                model(input_ids=input_ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
             cache.batch_repeat_interleave(len(reqs))
             kwargs["past_key_values"] = cache
         d = self.lm.spec.d_model
         with ExitStack() as stack:
+            stack.enter_context(iv.apply(model, self.edits, offset=p))
             for layer in sorted({r.layer for r in reqs if r.vector is not None}):
                 vecs = torch.stack([r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d)
                                     for r in reqs])
@@ -159,5 +173,5 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:
-    vec = None if r.vector is None else (t.kind, t.concept, t.layer, t.trial_number, t.sample)
+    vec = None if r.vector is None else (t.kind, t.concept, t.vector, t.layer, t.trial_number, t.sample)
     return (r.prompt_text, t.max_new_tokens, vec, r.raw)

@@ -40,6 +40,21 @@ SCHEMA_DOC = {
 }
 
 
+CONFIG_FILE = "config.yaml"
+
+
+def save_config(root: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """The job's resolved config beside its shards (atomic), so a stored run can be re-reported or synced later."""
+    import yaml
+
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{CONFIG_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, out / CONFIG_FILE)
+    return out / CONFIG_FILE
+
+
 def shard_files(root: str | os.PathLike) -> list[Path]:
     p = Path(root)
     return sorted(p.glob("shard-*.parquet")) if p.is_dir() else []

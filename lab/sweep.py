@@ -5,26 +5,33 @@ Every experiment that generates (robustness, stages, adapters after training) ca
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from lab.concepts import select_concepts
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.judges import Answer, make_judge
+from lab.judges import make_judge
 from lab.models import spec_for
 from lab.parallel import RunnerConfig
 from lab.tracking import TrackingConfig
 from lab.trials import SweepConfig, Trial, expand, resolve
+
+if TYPE_CHECKING:
+    from lab.models import LoadedModel
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
     name: str = field(default="rules", metadata={"help": "registry name (lab.judges)"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options of the judge"})
+
+    def __post_init__(self) -> None:
+        from lab.judges import check_judge_options
+
+        check_judge_options(self.name, self.options)  # a typo in an option name is one line, before any work
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Plan:
     mode: str
 
 
-def plan(cfg: InjectionConfig) -> Plan:
+def plan(cfg: InjectionConfig, edits_tag: str = "") -> Plan:
     """Validate against the model's registry entry (no model load) and expand the trials."""
     spec = spec_for(cfg.model.name)
     if spec is None and not Path(cfg.model.name).is_dir() and "/" not in cfg.model.name:
@@ -65,7 +72,8 @@ def plan(cfg: InjectionConfig) -> Plan:
                 raise LabError(f"layer {layer} is out of range for {spec.name} (0..{spec.n_layers - 1})")
     if mode == "relative" and any(s > 2 for s in strengths):
         raise LabError(f"relative strengths are ‖s·v‖/‖resid‖ and must be <= 2, got {max(strengths)}")
-    return Plan(expand(cfg.sweep, model_key(cfg.model), layers, strengths, mode), layers, strengths, mode)
+    key = model_key(cfg.model) + (f"+edits@{edits_tag}" if edits_tag else "")
+    return Plan(expand(cfg.sweep, key, layers, strengths, mode), layers, strengths, mode)
 
 
 def vector_cache_dir(cfg: InjectionConfig) -> str:
@@ -75,121 +83,108 @@ def vector_cache_dir(cfg: InjectionConfig) -> str:
 
 
 def model_key(model: ModelConfig) -> str:
-    """The model's identity in trial ids and the vector cache: name, plus the adapter's path and a fingerprint of
-    its weights file (size, mtime), so a retrained adapter at the same path gets fresh vectors and trials."""
+    """The model's identity in trial ids and the vector cache: name, dtype when not float32, plus the adapter's path
+    and a fingerprint of its weights file (size, mtime), so a retrained adapter at the same path gets fresh vectors
+    and trials."""
+    key = model.name if model.dtype == "float32" else f"{model.name}@{model.dtype}"
     if not model.adapter:
-        return model.name
+        return key
     path = Path(model.adapter).resolve()
     weights = path / "adapter_model.safetensors"
     stat = weights.stat() if weights.is_file() else None
     tag = f"{path}|{stat.st_size}|{stat.st_mtime_ns}" if stat else str(path)
-    return f"{model.name}+{path.name}@{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+    return f"{key}+{path.name}@{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
 
 
-def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: Any = None,
-              trials: Sequence[Trial] | None = None) -> dict[str, Any]:
+def edits_fingerprint(edits: Sequence[Any]) -> str:
+    """A short hash of a list of interventions (operator, site, every tensor and number), for trial ids."""
+    import torch
+
+    h = hashlib.sha256()
+    for op in edits:
+        h.update(f"{type(op).__name__}|{op.site}".encode())
+        for name in sorted(vars(op)):
+            v = getattr(op, name)
+            if isinstance(v, torch.Tensor):
+                h.update(name.encode() + v.detach().float().cpu().contiguous().numpy().tobytes())
+            elif isinstance(v, (int, float, str, tuple, list)) or v is None:
+                h.update(f"{name}={v!r}".encode())
+            elif hasattr(v, "w_enc"):  # a feature dictionary
+                h.update(name.encode() + v.w_enc.detach().float().cpu().numpy().tobytes()[:1 << 20])
+    return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every shard of a sweep needs, built once on the first replica and shared through the object store."""
+
+    bank: Any  # lab.runner.VectorBank
+    batch_size: int
+    edits: tuple[Any, ...] = ()
+
+
+def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
+            cache_dir: str | None,
+            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None) -> SweepContext:
+    """Check layers against the loaded model and compute the concept vectors (from the unedited model)."""
+    from lab.concepts import concept_vectors
+    from lab.runner import VectorBank
+
+    for layer in layers:
+        lm.check_layer(layer)
+    vectors, typical = concept_vectors(lm, concepts, layers, template, baseline, cache_dir, key)
+    return SweepContext(VectorBank({**vectors, **(extra or {})}, typical), batch_size, tuple(edits))
+
+
+def generate(lm: LoadedModel, shard: list[Trial], ctx: SweepContext) -> list[dict[str, Any]]:
+    from lab.runner import Runner
+
+    return Runner(lm, ctx.bank, ctx.batch_size, ctx.edits).run(shard)
+
+
+def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | None = None, trials: Sequence[Trial] | None = None,
+              edits: Sequence[Any] = (), edits_tag: str = "",
+              extra_vectors: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
     """Generate and judge every trial not yet stored in `cfg.output_dir`. Returns counts and the plan.
 
     Runs on a pool of Ray actors, or in this process when `runner.num_actors` is 0 or an already loaded model
     (`lm`, e.g. an adapter just trained inside a Tune trial) is given. `trials` replaces the config's own trial set
-    (e.g. a robustness grid: many variants × formats on one pool); `cfg` still gives model, runner and judge.
+    (e.g. a robustness grid); `edits` are interventions applied to every trial's forward passes (an ablated
+    direction, a trained bias), identified in trial ids by `edits_tag` or their fingerprint; `extra_vectors` adds
+    named vectors that trials select with `Trial.vector`.
     """
-    from tqdm.auto import tqdm
+    from functools import partial
 
-    from lab import store
+    from lab.experiment import execute
 
-    p = plan(cfg)
+    tag = (edits_tag or edits_fingerprint(edits)) if edits else ""
+    p = plan(cfg, tag)
     if trials is not None:
         p = Plan(list(trials), tuple(sorted({t.layer for t in trials})), p.strengths, p.mode)
     judge = make_judge(cfg.judge.name, **cfg.judge.options)
-    out = Path(cfg.output_dir)
-    store.clean_partial(out)
-    todo = set(store.pending([t.trial_id for t in p.trials], out))
-    pending = [t for t in p.trials if t.trial_id in todo]
-    result = {"plan": p, "total": len(p.trials), "skipped": len(p.trials) - len(pending), "new": 0,
-              "output_dir": str(out), "judge": f"{judge.name}@{judge.version}"}
-    if not pending:
-        return result
     spec = spec_for(cfg.model.name)
     if lm is None and spec is not None and spec.source == "embedded":
         from lab.embedded import ensure_converted
 
         ensure_converted(cfg.model.cache_dir)  # once, in the driver: a missing package fails here, in one line
-    shards = [pending[i:i + cfg.runner.shard_size] for i in range(0, len(pending), cfg.runner.shard_size)]
-    bar = tqdm(total=len(pending), desc="trials", unit="trial", disable=not progress)
-
-    def on_shard(shard: list[Trial], rows: list[dict[str, Any]]) -> None:
-        store.write_shard(out, grade(judge, rows))
-        result["new"] += len(rows)
-        bar.update(len(rows))
-
-    timing: dict[str, float] = {}
-    try:
-        if lm is not None or cfg.runner.num_actors == 0:
-            _in_process(cfg, p, shards, on_shard, lm, timing)
-        else:
-            _on_ray(cfg, p, shards, on_shard, timing)
-    finally:
-        bar.close()
-    result["generate_s"] = timing.get("end", 0.0) - timing.get("start", 0.0)  # shards only: no start-up, vectors
-    return result
-
-
-def _vector_args(cfg: InjectionConfig, p: Plan) -> tuple[Any, ...]:
-    return (select_concepts(cfg.sweep.concepts), p.layers, cfg.sweep.template, cfg.sweep.baseline,
-            vector_cache_dir(cfg), model_key(cfg.model))
-
-
-def _check_layers(p: Plan, n_layers: int, name: str) -> None:
-    for layer in p.layers:
-        if not 0 <= layer < n_layers:
-            raise LabError(f"layer {layer} is out of range for {name} (0..{n_layers - 1})")
-
-
-def _in_process(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any, lm: Any,
-                timing: dict[str, float]) -> None:
-    from lab.parallel import ModelWorker
-    from lab.runner import VectorBank
-
-    worker = ModelWorker.wrap(lm, cfg.runner.batch_size) if lm is not None else \
-        ModelWorker(cfg.model, cfg.runner.threads, cfg.runner.batch_size)
-    _check_layers(p, worker.n_layers(), cfg.model.name)
-    bank = VectorBank(*worker.vectors(*_vector_args(cfg, p)))
-    timing["start"] = time.perf_counter()
-    for shard in shards:
-        on_shard(shard, worker.run(shard, bank))
-    timing["end"] = time.perf_counter()
-
-
-def _on_ray(cfg: InjectionConfig, p: Plan, shards: list[list[Trial]], on_shard: Any,
-            timing: dict[str, float]) -> None:
-    import ray
-
-    from lab import parallel
-    from lab.runner import VectorBank
-
-    started_ray = not ray.is_initialized()
-    parallel.connect(cfg.runner.address, num_cpus=max(cfg.runner.cpus_per_actor * cfg.runner.num_actors, 1))
-    workers = parallel.pool(cfg.model, cfg.runner)
-    try:
-        _check_layers(p, parallel.get(workers[0].n_layers.remote()), cfg.model.name)
-        bank_ref = ray.put(VectorBank(*parallel.get(workers[0].vectors.remote(*_vector_args(cfg, p)))))
-        timing["start"] = time.perf_counter()
-        parallel.run_shards(workers, shards, bank_ref, on_shard)
-        timing["end"] = time.perf_counter()
-    finally:
-        parallel.shutdown_pool(workers)
-        if started_ray:
-            ray.shutdown()
+    extra = dict(extra_vectors or {})
+    concepts = list(dict.fromkeys([*select_concepts(cfg.sweep.concepts),
+                                   *(t.concept for t in p.trials if (t.vector or t.concept, t.layer) not in extra)]))
+    # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
+    cache = vector_cache_dir(cfg) if cfg.model.shard == "none" else None
+    args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, cache, model_key(cfg.model),
+            cfg.runner.batch_size, tuple(edits), extra)
+    out = execute(p.trials, cfg.output_dir, cfg.model, cfg.runner, generate, prepare, args,
+                  grade=partial(grade, judge), lm=lm, progress=progress)
+    return {"plan": p, "total": out.total, "skipped": out.skipped, "new": out.new, "output_dir": out.output_dir,
+            "judge": f"{judge.name}@{judge.version}", "generate_s": out.work_s}
 
 
 def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Attach a judge's verdict fields to generated rows."""
-    from lab.prompts import prefill_text
+    """Attach a judge's verdict fields to generated rows (the judge sees the variant's own question)."""
+    from lab.judges import answer_for
 
-    answers = [Answer(r["concept"], r["response"], bool(r["forced"]), prefill_text() if r["forced"] else "")
-               for r in rows]
-    verdicts = judge.grade(answers)
+    verdicts = judge.grade([answer_for(r) for r in rows])
     return [r | {"detected": v.detected, "identified": v.identified, "coherent": v.coherent, "reason": v.reason,
                  "judge": v.judge, "judge_version": v.judge_version, "parse_error": v.parse_error}
             for r, v in zip(rows, verdicts)]

@@ -1,12 +1,17 @@
 """MLflow tracking: one run per job (parent/child runs for grids), flattened config as params, rates as metrics.
 
-The tracking URI is `tracking.uri`, else `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` (MLflow 3 refuses the
-old ./mlruns file store). An unreachable server is reported in one line before any work starts.
+Two ways to address a run, both here: `run()` makes the job's run the process's active run (the driver), and
+`start_run` / `log_to_run` / `tag_run` / `log_artifacts_to_run` / `end_run` address one by `RunRef` (URI + run id)
+from any process (Tune trials, Ray Train workers). The tracking URI is `tracking.uri`, else `$MLFLOW_TRACKING_URI`,
+else `sqlite:///mlflow.db` (MLflow 3 refuses the old ./mlruns file store). An unreachable server is reported in one
+line before any work starts.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +71,24 @@ def _clean(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
+    """The id of experiment `cfg.experiment` at `uri`, created (artifacts under `artifact_root`) if missing."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    root = cfg.artifact_root or _default_artifact_root(uri)
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=root and Path(root).resolve().as_uri())
+    except Exception:  # another process created it first
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Drop NaN/inf and non-numbers (MLflow charts choke on them)."""
     out = {}
@@ -87,13 +110,7 @@ def run(cfg: TrackingConfig, params: Mapping[str, Any] | None = None, tags: Mapp
 
     uri = check_uri(resolve_uri(cfg))
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(cfg.experiment) is None:
-        root = cfg.artifact_root or _default_artifact_root(uri)
-        try:
-            mlflow.create_experiment(cfg.experiment, artifact_location=root and Path(root).resolve().as_uri())
-        except Exception:  # another process created it first
-            if mlflow.get_experiment_by_name(cfg.experiment) is None:
-                raise
+    ensure_experiment(cfg, uri)
     mlflow.set_experiment(cfg.experiment)
     all_tags = dict(tags or {})
     if parent_run_id:
@@ -121,3 +138,113 @@ def log_artifacts(*paths: str | os.PathLike) -> None:
 
     for p in paths:
         mlflow.log_artifact(str(p))
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """A text artifact on the active run (`run()`)."""
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tags on the active run (`run()`)."""
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+# Runs addressed by URI and run id (`MlflowClient`, never the process-global active run), so a Tune trial, a Ray
+# Train rank-0 worker or any other process can log to the run its driver started.
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """An MLflow run anywhere: its tracking URI and run id (picklable; pass it to workers)."""
+
+    uri: str
+    run_id: str
+
+
+def start_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, str] | None = None,
+              params: Mapping[str, Any] | None = None, parent_run_id: str | None = None) -> RunRef:
+    """Create a run (a child of `parent_run_id` when given) without making it active; end it with `end_run`."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    uri = check_uri(resolve_uri(cfg))
+    client = MlflowClient(uri)
+    all_tags = dict(tags or {}) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    run_ = client.create_run(ensure_experiment(cfg, uri), run_name=run_name, tags=all_tags)
+    ref = RunRef(uri, run_.info.run_id)
+    items = [Param(k, v) for k, v in _clean(params or {}).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(ref.run_id, params=items[i:i + 100])
+    return ref
+
+
+def log_to_run(ref: RunRef, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log finite numeric metrics to run `ref` at `step` (0 when None), in batches."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [Metric(k, v, ts, step or 0) for k, v in finite_metrics(metrics).items()]
+    client = MlflowClient(ref.uri)
+    for i in range(0, len(items), 500):
+        client.log_batch(ref.run_id, metrics=items[i:i + 500])
+
+
+def tag_run(ref: RunRef, tags: Mapping[str, Any]) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    MlflowClient(ref.uri).log_batch(ref.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifacts_to_run(ref: RunRef, *paths: str | os.PathLike) -> None:
+    """Upload the files of `paths` that exist (a missing one is skipped)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ref.uri)
+    for p in paths:
+        if Path(p).exists():
+            client.log_artifact(ref.run_id, str(p))
+
+
+def end_run(ref: RunRef, status: str = "FINISHED") -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+
+
+@dataclass(frozen=True)
+class Source:
+    directory: Path
+    run_id: str | None = None
+    experiment: str | None = None
+
+
+def resolve_source(run: str, tracking_uri: str | None = None) -> Source:
+    """`--run` of a rerun: a directory of shards, or an MLflow run id whose `output_dir` param names one."""
+    if Path(run).is_dir():
+        return Source(Path(run))
+    if not re.fullmatch(r"[0-9a-f]{32}", run):
+        raise LabError(f"--run '{run}' is neither a directory of Parquet shards nor an MLflow run id")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = check_uri(resolve_uri(TrackingConfig(uri=tracking_uri)))
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).expanduser().is_file():
+        raise LabError(f"MLflow database {uri[len('sqlite:///'):]} does not exist (pass --tracking-uri)")
+    client = mlflow.MlflowClient(uri)
+    try:
+        info = client.get_run(run)
+    except MlflowException:
+        raise LabError(f"MLflow run {run} not found at {uri}") from None
+    out = info.data.params.get("output_dir")
+    if not out:
+        raise LabError(f"MLflow run {run} has no 'output_dir' param (is it a sweep run?)")
+    if not Path(out).is_dir():
+        raise LabError(f"output_dir '{out}' of MLflow run {run} does not exist here (relative to {Path.cwd()})")
+    return Source(Path(out), run, client.get_experiment(info.info.experiment_id).name)

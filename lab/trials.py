@@ -80,6 +80,7 @@ class Trial:
     seed: int
     max_new_tokens: int
     temperature: float
+    vector: str = ""  # which bank vector is injected; "" = the concept's own (only hashed when set)
 
     @property
     def injects(self) -> bool:

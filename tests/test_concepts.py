@@ -50,3 +50,31 @@ def test_concept_selection():
 def test_unknown_layer_is_one_line_error(embedded):
     with pytest.raises(LabError, match=r"layer 30 is out of range for smollm2-135m \(0..29\)"):
         concept_vectors(embedded, ["Bread"], [30])
+
+
+def test_activation_cache_keys_on_the_loaded_dtype(embedded, tmp_path):
+    """Vectors cached from a float32 load are not reused for a bfloat16 load of the same weights (and vice versa)."""
+    import dataclasses
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lab.concepts import model_dtype
+
+    torch.manual_seed(0)  # a tiny random Llama on the embedded tokenizer: fast, and a real forward pass
+    cfg = LlamaConfig(vocab_size=len(embedded.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    f32 = dataclasses.replace(embedded, model=LlamaForCausalLM(cfg).eval(), name="tiny")
+    b16 = dataclasses.replace(f32, model=LlamaForCausalLM(cfg).eval())
+    b16.model.load_state_dict(f32.model.state_dict())
+    b16.model.to(torch.bfloat16)
+    assert (model_dtype(f32.model), model_dtype(b16.model)) == ("float32", "bfloat16")
+    v32, _ = concept_vectors(f32, ["Bread"], [2], cache_dir=tmp_path)
+    v16, _ = concept_vectors(b16, ["Bread"], [2], cache_dir=tmp_path)
+    assert sorted(p.name.split("-")[1] for p in tmp_path.glob("*.safetensors")) == ["bfloat16", "float32"]
+    diff = (v32[("Bread", 2)].vector - v16[("Bread", 2)].vector).abs().max().item()
+    assert round(diff, 4) == PINNED_BF16_DIFF  # recomputed in bfloat16, not read from the float32 file
+    again, _ = concept_vectors(f32, ["Bread"], [2], cache_dir=tmp_path)  # each dtype still hits its own file
+    assert torch.equal(again[("Bread", 2)].vector, v32[("Bread", 2)].vector)
+
+
+PINNED_BF16_DIFF = 0.0002  # max |float32 - bfloat16| of the Bread vector at layer 2 (tiny random Llama, seed 0)

@@ -48,7 +48,8 @@ def test_parse_rejects_anything_looser(raw, why):
 
 
 def test_forced_answers_are_only_asked_about_identification():
-    assert parse_verdict('{"identified": true, "reason": "names dust"}', forced=True) == (True, True, None, "names dust")
+    verdict = parse_verdict('{"identified": true, "reason": "names dust"}', forced=True)
+    assert verdict == (True, True, None, "names dust")
     with pytest.raises(ParseError, match="missing key 'identified'"):
         parse_verdict('{"detected": true, "reason": "r"}', forced=True)
     prompt = load_prompt()
@@ -230,7 +231,7 @@ def test_one_line_errors_for_bad_judge_options(monkeypatch):
          "never put the API key"),
         (lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", temprature=0), "unknown option"),
         (lambda: make_judge("hf", model="no-such-model"), "unknown model 'no-such-model'"),
-        (lambda: make_judge("hf", batchsize=2), "unknown option 'batchsize'"),
+        (lambda: make_judge("hf", batchsize=2), "unknown option 'judge.options.batchsize' for judge 'hf'"),
     ]
     for build, msg in cases:
         with pytest.raises(LabError, match=msg) as e:

@@ -99,8 +99,14 @@ def test_case(judge: Judge, concept: str | None, text: str, forced: bool,
     assert (v.detected, v.identified, v.coherent) == expected, v.reason
 
 
-def test_table_is_big_enough() -> None:
-    assert len(CASES) >= 40
+def test_table_covers_every_verdict_shape() -> None:
+    """The table's make-up, pinned: a case dropped or relabelled by accident shows up here."""
+    from collections import Counter
+
+    shapes = Counter(expected for _, _, _, expected in CASES)
+    assert len(CASES) == 61 and sum(forced for _, _, forced, _ in CASES) == 7
+    assert shapes == {(True, True, True): 21, (False, False, True): 20, (True, False, True): 13,
+                      (False, False, False): 6, (True, False, False): 1}
 
 
 def test_judge_shape(judge: Judge) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.probes import inject_span, label_token_ids
-from lab.steering import capture
+from lab.probe_prompts import label_token_ids
+from lab.steering import capture, inject
 
 
 def _block_out(model, layer, ids, spans=()):
@@ -22,7 +22,7 @@ def test_inject_span_adds_only_inside_the_span(tiny_model):
     strengths, starts, ends = [2.0, 0.0, 0.5], [2, 0, 7], [5, 10, 7]  # row 1: strength 0; row 2: empty span
     with torch.no_grad():
         base = _block_out(tiny_model, layer, ids)
-        with inject_span(tiny_model, layer, vecs, strengths, starts, ends) as state:
+        with inject(tiny_model, layer, vecs, strengths, starts, ends) as state:
             with capture(tiny_model, [layer]) as acts:
                 tiny_model(input_ids=ids, use_cache=False)
         steered = acts[layer][0]
@@ -42,7 +42,7 @@ def test_inject_span_counts_positions_across_calls_and_nests(tiny_model):
     v = torch.randn(d)
     with torch.no_grad():
         base_a, base_b = _block_out(tiny_model, layer, a), _block_out(tiny_model, layer, b)
-        with inject_span(tiny_model, layer, v, 1.0, 3, 6), inject_span(tiny_model, layer, v, 0.5, 1, 2):
+        with inject(tiny_model, layer, v, 1.0, 3, 6), inject(tiny_model, layer, v, 0.5, 1, 2):
             with capture(tiny_model, [layer]) as acts:
                 tiny_model(input_ids=a, use_cache=False)  # positions 0..3
                 tiny_model(input_ids=b, use_cache=False)  # positions 4..7
@@ -60,7 +60,7 @@ def test_inject_span_removes_hook_on_error(tiny_model):
     with torch.no_grad():
         base = _block_out(tiny_model, 0, ids)
         with pytest.raises(ValueError):
-            with inject_span(tiny_model, 0, torch.ones(32), 1.0, 0, 5):
+            with inject(tiny_model, 0, torch.ones(32), 1.0, 0, 5):
                 raise ValueError("boom")
         assert torch.equal(_block_out(tiny_model, 0, ids), base)
 
@@ -73,7 +73,7 @@ def test_label_tokens_share_a_split_space():
     assert common == [] and len(set(first)) == 3
 
 
-def test_probe_job_end_to_end(tmp_path):
+def test_probe_job_end_to_end(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from jobs.probes import main
@@ -85,7 +85,9 @@ def test_probe_job_end_to_end(tmp_path):
     assert rc == 0
     import pandas as pd
 
-    df = pd.read_parquet(tmp_path / "out" / "probes.parquet")
+    from lab import store
+
+    df = store.read(tmp_path / "out")
     assert len(df) == 3 * 3 + 2 * 3  # localisation 3 targets + discrimination 2 targets, × 3 kinds
     assert set(df.chance.round(3)) == {0.333, 0.5}
     assert df.groupby("probe").target.nunique().to_dict() == {"discrimination": 2, "localisation": 3}
@@ -94,3 +96,8 @@ def test_probe_job_end_to_end(tmp_path):
     run = MlflowClient(db).search_runs([MlflowClient(db).get_experiment_by_name("probes-demo").experiment_id])[0]
     assert {"localisation/injection/accuracy", "discrimination/random/accuracy_lo"} <= set(run.data.metrics)
     assert (tmp_path / "out" / "report" / "probes.png").is_file()
+    capsys.readouterr()
+    assert main(["--config", "configs/probes-demo.yaml", "--set", "concepts=[Dust]", "--set", "repeats=1",
+                 "--set", "n_sentences=3", "--set", "weak_fractions=[0.0]", "--set", "kinds=[injection,control,random]",
+                 "--output", str(tmp_path / "out"), "--tracking-uri", db, "--quiet"]) == 0
+    assert "probe trials: 15 on smollm2-135m (0 scored now, 15 already stored)" in capsys.readouterr().out

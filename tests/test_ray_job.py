@@ -1,9 +1,14 @@
-"""A real local Ray head (tests/conftest.py); the tiny sweep goes through `ray job submit`; its Parquet and MLflow run are read back."""
+"""A real local Ray head (tests/conftest.py); the tiny sweep goes through `ray job submit`; its Parquet and MLflow run
+are read back."""
 from __future__ import annotations
 
 import uuid
 
 from tests.conftest import submit
+
+# configs/test-tiny.yaml (2 concepts at layer 12: 2 injected trials, 2 controls; Wilson 95 % bounds)
+PINNED_RATES = {"tpr": 0.0, "tpr_lo": 0.0, "tpr_hi": 0.6576, "fpr": 0.0, "fpr_lo": 0.0, "fpr_hi": 0.6576}
+PINNED_DETECTED = {"injection": 0, "control": 0, "random": 1}  # rows judged "detected", per kind
 
 
 def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
@@ -31,6 +36,8 @@ def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
     assert run.data.params["model.name"] == "smollm2-135m" and run.data.params["sweep.layers"] == "12"
-    assert 0.0 <= run.data.metrics["tpr"] <= 1.0 and "fpr_hi" in run.data.metrics
+    got = {k: round(run.data.metrics[k], 4) for k in ("tpr", "tpr_lo", "tpr_hi", "fpr", "fpr_lo", "fpr_hi")}
+    assert got == PINNED_RATES  # greedy decoding on the embedded model: the same numbers every run
+    assert df.groupby("kind")["detected"].sum().astype(int).to_dict() == PINNED_DETECTED
     arts = {a.path for a in client_ml.list_artifacts(run.info.run_id)}
     assert {"heatmap.png", "summary.csv"} <= arts

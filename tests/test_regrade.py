@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.regrade import compare, main, verdict_name
+from jobs.regrade import main
+from lab.regrade import compare, verdict_name
 from lab import store
 from lab.judges import make_judge
 from lab.sweep import grade
@@ -90,7 +91,8 @@ def test_mlflow_run_id_source_and_linked_run(dataset, tmp_path, capsys):
     assert new.data.params["judge.name"] == "rules" and new.data.params["source_run_id"] == source_id
     m = new.data.metrics
     assert m["kappa_detected"] == 1.0 and m["kappa_identified"] == 1.0  # same judge, same verdicts
-    assert 0.0 <= m["tpr"] <= 1.0 and "fpr" in m and m["n_parse_errors"] == 0
+    # t0, t1 of the 3 free injected trials say yes (2/3); t4 of the 2 controls does (1/2)
+    assert (m["tpr"], m["fpr"], m["n_parse_errors"]) == (2 / 3, 1 / 2, 0)
     assert "agreement.txt" in {a.path for a in client.list_artifacts(new.info.run_id)}
     assert main(["--run", "0" * 32, "--judge", "rules", "--tracking-uri", uri]) == 2
     assert f"MLflow run {'0' * 32} not found at {uri}" in capsys.readouterr().err
@@ -110,7 +112,8 @@ def test_http_judge_garbage_is_stored_as_counted_parse_errors(dataset, tmp_path,
     assert len(new) == 8 and new["parse_error"].all() and new["detected"].isna().all()
     assert new["reason"].str.contains("I think the model detected it").all()
     assert new["judge_version"].eq("openai:m@prompt-v1").all()
-    assert "unparseable verdicts: 8" in out and "detected: kappa=n/a agreement=n/a n=0 (unknown verdicts left out: 6)" in out
+    assert "unparseable verdicts: 8" in out
+    assert "detected: kappa=n/a agreement=n/a n=0 (unknown verdicts left out: 6)" in out
 
 
 def test_bad_input_fails_in_one_line(dataset, tmp_path, capsys):

@@ -33,23 +33,30 @@ def _runs(db, experiment):
     return c, parents, children
 
 
-def test_demo_config_covers_every_variant_and_format():
+def test_demo_config_runs_the_papers_variants_and_formats():
     from jobs.robustness import RobustnessConfig
 
     cfg = from_dict(RobustnessConfig, load_yaml(ROOT / CONFIG))
-    assert len(cfg.cells()) == 7 * 6
+    variants = ["original", "alternative", "skeptical", "structured", "anti_reward", "unprompted", "hints"]
+    formats = ["standard", "plain", "simulated_user", "character", "no_chat", "story"]
+    assert cfg.cells() == [(v, "standard") for v in variants] + [("original", f) for f in formats[1:]]
+    assert cfg.sweep.temperature == 1.0 and cfg.judge.name == "rules"
+    cross = from_dict(RobustnessConfig, load_yaml(ROOT / CONFIG) | {"layout": "cross"})
+    assert len(cross.cells()) == 7 * 6
     assert cfg.injection("skeptical", "story").sweep.prompt_variant == "skeptical"
 
 
 def test_grid_parent_and_children(tmp_path):
-    proc, db = _run(tmp_path, "--set", "variants=[original,skeptical]", "--set", "formats=[standard,plain]")
+    cross = ("--set", "variants=[original,skeptical]", "--set", "formats=[standard,plain]", "--set", "layout=cross")
+    proc, db = _run(tmp_path, *cross)
     assert "cells: 4 run, 0 skipped" in proc.stdout
     c, parents, children = _runs(db, "robustness-demo")
     assert len(parents) == 1 and len(children) == 4
     pid = parents[0].info.run_id
     assert all(r.data.tags["mlflow.parentRunId"] == pid for r in children)
     keys = {frozenset(r.data.metrics) for r in children}
-    assert len(keys) == 1 and {"tpr", "fpr", "introspection", "random_rate", "tpr_lo", "fpr_hi"} <= set(next(iter(keys)))
+    assert len(keys) == 1 and {"tpr", "fpr", "introspection", "random_rate", "tpr_lo", "fpr_hi", "n_fpr",
+                               "trials_fpr"} <= set(next(iter(keys)))
     cells = {(r.data.tags["prompt_variant"], r.data.tags["dialogue_format"]) for r in children}
     assert cells == {("original", "standard"), ("original", "plain"), ("skeptical", "standard"),
                      ("skeptical", "plain")}
@@ -59,7 +66,7 @@ def test_grid_parent_and_children(tmp_path):
 
     df = store.read(tmp_path / "out")
     assert df.groupby(["prompt_variant", "dialogue_format"]).size().to_dict() == {k: 3 for k in cells}
-    again, _ = _run(tmp_path, "--set", "variants=[original,skeptical]", "--set", "formats=[standard,plain]")
+    again, _ = _run(tmp_path, *cross)
     assert "(0 generated now, 12 already stored)" in again.stdout
 
 
@@ -70,7 +77,7 @@ def no_template_model(tmp_path_factory):
     from lab.prompts import variants
     from training.testing import tiny_model, tiny_tokenizer
 
-    texts = [v.preamble + " " + v.question for v in variants().values()] + list(word_list("baseline").words)
+    texts = [v.preamble + " " + v.ack + " " + v.trial for v in variants().values()] + list(word_list("baseline").words)
     tok = tiny_tokenizer(texts + ["Dust Trial 1 2 User Assistant Ok Response Tell me about"])
     tok.chat_template = None
     d = tmp_path_factory.mktemp("no-template")
@@ -81,16 +88,16 @@ def no_template_model(tmp_path_factory):
 
 def test_chat_format_without_template_is_skipped(tmp_path, no_template_model):
     proc, db = _run(tmp_path, "--set", f"model.name={no_template_model}", "--set", "variants=[original]",
-                    "--set", "formats=[standard,simulated_user,plain]", "--set", "sweep.layers=[1]",
+                    "--set", "formats=[standard,lab_simulated_user_chat,plain]", "--set", "sweep.layers=[1]",
                     "--set", "sweep.strength_mode=raw", "--set", "sweep.strengths=[1.0]")
     assert "skipped: original × standard: dialogue format 'standard' needs a chat template" in proc.stdout
-    assert "skipped: original × simulated_user" in proc.stdout
+    assert "skipped: original × lab_simulated_user_chat" in proc.stdout
     assert "cells: 1 run, 2 skipped" in proc.stdout
     import pandas as pd
 
     cells = pd.read_csv(tmp_path / "out" / "report" / "cells.csv")
-    assert dict(zip(cells.dialogue_format, cells.status)) == {"standard": "skipped", "simulated_user": "skipped",
-                                                              "plain": "ok"}
+    assert dict(zip(cells.dialogue_format, cells.status)) == {"standard": "skipped",
+                                                              "lab_simulated_user_chat": "skipped", "plain": "ok"}
     _, parents, children = _runs(db, "robustness-demo")
     assert len(children) == 1 and children[0].data.tags["dialogue_format"] == "plain"
     assert "standard" in parents[0].data.tags["skipped_cells"]

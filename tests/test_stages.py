@@ -15,7 +15,7 @@ def test_paper_preset_plans_without_loading():
     cfg = from_dict(StagesConfig, load_yaml(ROOT / "configs/stages-olmo-3.1-32b.yaml"))
     assert [s.model.name for s in cfg.stages] == [f"olmo-3.1-32b-{x}" for x in ("base", "sft", "dpo", "instruct")]
     plans = [check_stage(cfg, s) for s in cfg.stages]
-    assert all(p.layers == (25, 32, 38, 45, 51) and p.strengths == (1, 2, 4, 8) and p.mode == "raw" for p in plans)
+    assert all(p.layers == (25, 32, 38, 44, 51) and p.strengths == (1, 2, 4, 8) and p.mode == "raw" for p in plans)
     assert cfg.injection(cfg.stages[0]).sweep.dialogue_format == "plain"  # the base model has no chat template
     assert len({len(p.trials) for p in plans}) == 1
 

@@ -2,6 +2,7 @@
 `ray job submit` to a real local Ray head, read back from MLflow (parent + child runs, comparison artifacts)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import uuid
@@ -14,7 +15,7 @@ from tests.conftest import ROOT, submit
 
 def _cfg(**over):
     from lab.config import from_dict, load_yaml
-    from training.tune import AblationConfig
+    from training.tune_config import AblationConfig
 
     return from_dict(AblationConfig, load_yaml(ROOT / "configs/test-ablations-tiny.yaml") | over)
 
@@ -24,7 +25,7 @@ def _cfg(**over):
 
 
 def test_config_search_space_and_trial_keys() -> None:
-    from training.tune import expected_trials, spec_from_config, trial_settings
+    from training.tune_config import expected_trials, spec_from_config, trial_settings
 
     cfg = _cfg(seeds=[0, 1], conditions=[{"name": "dpo"}, {"name": "dpo", "domains": ["code", "math"]}],
                grid={"hparams.learning_rate": [1e-4, 1e-5]}, fault_injection={})
@@ -57,17 +58,24 @@ def test_preflight_validates_the_evaluation_and_paths(tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_paper_preset_and_deepspeed_plumbing() -> None:
+def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
     from jobs.cli import load_config, parser
-    from training.tune import AblationConfig, absolutize, concrete_deepspeed, expected_trials, scaling
+    from training.distributed import concrete_deepspeed, scaling
+    from training.tune_config import AblationConfig, absolutize, expected_trials
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(ROOT)
     cfg = absolutize(load_config(AblationConfig, parser("x").parse_args(
         ["--config", "configs/ablations-olmo-3.1-32b.yaml"])))
     assert cfg.model.name == "olmo-3.1-32b-sft" and cfg.lora.r == 64 and cfg.lora.alpha == 128
     assert cfg.hparams.learning_rate == 1e-5 and cfg.hparams.gradient_accumulation_steps == 8
     assert cfg.resources.distributed and cfg.deepspeed.endswith("cluster/deepspeed/zero3.json")
     assert len(expected_trials(cfg)) == 18
-    assert cfg.tracking.uri == f"sqlite:///{ROOT}/mlflow.db" or "MLFLOW_TRACKING_URI" in __import__("os").environ
+    assert cfg.tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # the default, made absolute for trials elsewhere
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/m.db")
+    assert absolutize(cfg).tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # an explicit uri wins over the env
+    assert absolutize(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=None))).tracking.uri \
+        == f"sqlite:///{ROOT}/rel/m.db"
     sc, tc = scaling(cfg.resources)
     assert sc.num_workers == 8 and sc.use_gpu and sc.resources_per_worker == {"CPU": 4, "GPU": 1}
     assert tc.backend == "nccl"
@@ -82,7 +90,7 @@ def test_paper_preset_and_deepspeed_plumbing() -> None:
 def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
     import pandas as pd
 
-    from jobs.train_ablations import pool, report
+    from training.ablation_report import pool, report
 
     cfg = _cfg(output_dir=str(tmp_path), seeds=[0, 1])
     ok = {"status": "finished", "error": "", "eval_trials_hash": "h", "train/train_loss": 0.5}
@@ -109,6 +117,15 @@ def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # the real thing: `ray job submit` to a local head, then MLflow read back
+
+
+# Each condition's child-run rates on configs/test-ablations-tiny.yaml (1 injected + 1 control trial; Wilson 95 %).
+PINNED_CHILD_RATES: dict[str, dict[str, float]] = {
+    cond: {k: v for m in ("tpr", "fpr", "introspection")
+           for k, v in ((m, 0.0), (f"{m}_lo", 0.0), (f"{m}_hi", 0.7935), (f"n_{m}", 1.0))}
+    for cond in ("dpo_no_ref", "sft_chosen")}
+# The sft_chosen child run of the same config trained by a 2-worker TorchTrainer.
+PINNED_TWO_WORKER: dict[str, float] = {"tpr": 0.0, "fpr": 0.0, "introspection": 0.0, "n_tpr": 1.0}
 
 
 def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
@@ -142,17 +159,19 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
         assert r.data.tags["seed"] == "0" and r.data.tags["domain"] == "all"
         assert r.data.params["condition.name"] == cond and r.data.params["lora.r"] == "4"
         assert [m.step for m in ml.get_metric_history(r.info.run_id, "loss")] == [1, 2]
-        for m in ("tpr", "fpr", "introspection"):
-            assert 0.0 <= r.data.metrics[f"{m}_lo"] <= r.data.metrics[f"{m}_hi"] <= 1.0
-            assert r.data.metrics[f"n_{m}"] == 1
         assert "L12_s0.2/tpr" in r.data.metrics
     assert len({r.data.tags["eval_trials_hash"] for r in done.values()}) == 1  # same trials for every condition
+    got = {cond: {k: round(r.data.metrics[k], 4) for m in ("tpr", "fpr", "introspection")
+                  for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")} for cond, r in done.items()}
+    assert got == PINNED_CHILD_RATES, got  # greedy decoding, seeded training: the same numbers every run
 
     arts = {a.path for a in ml.list_artifacts(parent.info.run_id)}
     assert {"comparison.csv", "comparison.png", "trials.csv", "failed_trials.json"} <= arts
     comp = pd.read_csv(ml.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path)))
     assert list(comp["condition"]) == ["dpo_no_ref", "sft_chosen"] and set(comp["status"]) == {"finished"}
-    assert comp["n_tpr"].tolist() == [1, 1] and comp[["tpr_lo", "tpr_hi", "fpr_lo", "fpr_hi"]].notna().all().all()
+    assert comp["n_tpr"].tolist() == [1, 1]
+    assert comp[["tpr", "fpr", "introspection"]].round(4).to_dict("list") == {
+        m: [PINNED_CHILD_RATES[c][m] for c in ("dpo_no_ref", "sft_chosen")] for m in ("tpr", "fpr", "introspection")}
     trials = pd.read_csv(out / "report" / "trials.csv")
     assert dict(zip(trials["condition"], trials["attempts"])) == {"dpo_no_ref": 1, "sft_chosen": 2}
 
@@ -161,7 +180,8 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     """In process, no model: an attempt that raises ends its child run FAILED with the error, and counts attempts."""
     import mlflow
 
-    from training.tune import TrialSpec, attempts, clear_attempts, run_trial
+    from training.trial import attempts, clear_attempts, run_trial
+    from training.tune_config import TrialSpec
 
     uri = f"sqlite:///{tmp_path}/m.db"
     cfg = _cfg(output_dir=str(tmp_path / "o"), tracking={"uri": uri, "experiment": "t"},
@@ -202,4 +222,6 @@ def test_trial_as_a_two_worker_torchtrainer(tmp_path):
     runs = ml.search_runs([ml.get_experiment_by_name("dpo-ablation-test").experiment_id])
     child = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(child) == 1 and child[0].info.status == "FINISHED"
-    assert child[0].data.tags["mode"] == "torchtrainer x2" and "tpr_hi" in child[0].data.metrics
+    assert child[0].data.tags["mode"] == "torchtrainer x2"
+    got = {k: round(child[0].data.metrics[k], 4) for k in ("tpr", "fpr", "introspection", "n_tpr")}
+    assert got == PINNED_TWO_WORKER, child[0].data.metrics  # world size 2: its own (deterministic) numbers

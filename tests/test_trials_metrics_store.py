@@ -65,3 +65,30 @@ def test_store_is_resumable_and_atomic(tmp_path):
     assert len(df) == len(rows) and df["trial_id"].is_unique
     with pytest.raises(LabError, match="no results found"):
         store.read(tmp_path / "nothing")
+
+
+def _generation(kind: str, concept: str, n: int = 1, sample: int = 0, temperature: float = 0.0, **kw) -> dict:
+    """A stored row as the runner writes it (the prompt depends on the trial number only, not on the concept)."""
+    raw = 0.0 if kind == "control" else 4.0
+    return dict(trial_id=f"{kind}-{concept}-{n}-{sample}-{temperature}", model="m", kind=kind, concept=concept,
+                layer=10, strength=4.0, strength_raw=raw, seed=0, sample=sample, forced=False, trial_number=n,
+                prompt=f"<prompt Trial {n}>", max_new_tokens=48, temperature=temperature, detected=False,
+                identified=False, coherent=True, parse_error=False) | kw
+
+
+def test_identical_greedy_requests_count_once():
+    greedy = pd.DataFrame([_generation("control", "Dust"), _generation("control", "Trumpets"),  # one generation
+                           _generation("injection", "Dust"), _generation("injection", "Trumpets"),  # two vectors
+                           _generation("injection", "Dust", sample=1),  # greedy: the same generation as sample 0
+                           _generation("random", "Dust"), _generation("random", "Dust", sample=1)])  # two vectors
+    s = metrics.summarize(greedy)
+    assert (s["n_fpr"], s["trials_fpr"]) == (1, 2) and (s["fpr_lo"], s["fpr_hi"]) == metrics.wilson(0, 1)[1:]
+    assert (s["n_tpr"], s["trials_tpr"]) == (2, 3) and (s["n_random_rate"], s["trials_random_rate"]) == (2, 2)
+    assert len(metrics.distinct(greedy)) == 5 and metrics.false_positive_rate(greedy)[2] == metrics.wilson(0, 1)[2]
+    # another trial number is another prompt; at temperature 1.0 every row is its own draw
+    more = pd.concat([greedy, pd.DataFrame([_generation("control", "Dust", n=2)])], ignore_index=True)
+    assert metrics.summarize(more)["n_fpr"] == 2
+    sampled = pd.DataFrame([_generation("control", c, temperature=1.0) for c in ("Dust", "Trumpets", "Bread")])
+    assert (metrics.summarize(sampled)["n_fpr"], metrics.summarize(sampled)["trials_fpr"]) == (3, 3)
+    # rows without the generation columns cannot be told apart: each counts
+    assert metrics.summarize(pd.DataFrame(_rows()))["trials_tpr"] == 3

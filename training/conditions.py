@@ -119,6 +119,9 @@ CONDITIONS: dict[str, Condition] = {}
 
 
 def register(cond: Condition) -> Condition:
+    """Add a training condition; a name that is already there raises (no silent replacement)."""
+    if cond.name in CONDITIONS:
+        raise LabError(f"training condition '{cond.name}' is already registered")
     CONDITIONS[cond.name] = cond
     return cond
 

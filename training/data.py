@@ -248,3 +248,20 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), p)
     return p
+
+
+def load_rows(data: Any) -> tuple[Any, Any]:
+    """(train rows, eval rows or None) of a `training.tune_config.DataSpec`, as `datasets.Dataset`s, deterministic
+    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs."""
+    if data.path:
+        source: Any = data.path
+    else:
+        from training.synthetic import generate_pairs
+
+        source = generate_pairs(data.synthetic_pairs, seed=data.synthetic_seed,
+                                domains=list(data.synthetic_domains) or None)
+    ds = load_preferences(source, format=data.format)
+    if data.eval_fraction <= 0:
+        return ds, None
+    tr, ev = train_eval_split(ds, data.eval_fraction, data.split_seed)
+    return tr, (ev if len(ev) else None)

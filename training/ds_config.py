@@ -1,6 +1,8 @@
 """DeepSpeed plumbing for `train(..., deepspeed=...)`: read/validate a ZeRO config and initialise the backend.
 
-The config (a JSON path, e.g. cluster/deepspeed/zero3.json, or a dict) goes to the TRL config's `deepspeed=`;
+The config (a JSON path or a dict) goes to the TRL config's `deepspeed=`: cluster/deepspeed/zero3.json, or the
+config generated for a placement plan (`python -m cluster.placement <model> --training --zero-out FILE`, or
+`cluster.zero.zero_config(plan)` in code; the committed JSONs are that generator's output);
 batch-size, accumulation and clipping keys it leaves out become "auto" so transformers fills them from the
 hyper-parameters (explicit values that disagree make transformers stop). On CPU (measured, docs ENVIRONMENT.md) it
 works only with `use_cpu=True` and `deepspeed.init_distributed(dist_backend="gloo")` before the config is built.

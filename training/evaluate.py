@@ -93,8 +93,9 @@ def evaluate_adapter(model: ModelConfig, adapter_dir: str | Path | None, spec: E
 
     `lm`: an already loaded, already adapted `LoadedModel` (else it is loaded here with the adapter).
     """
-    from lab import metrics, store
-    from lab.models import load, threads as set_threads
+    from lab import report, store
+    from lab.models import load
+    from lab.tracking import TrackingConfig, threads as set_threads
     from lab.sweep import plan, run_sweep
 
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
@@ -111,21 +112,18 @@ def evaluate_adapter(model: ModelConfig, adapter_dir: str | Path | None, spec: E
     res = run_sweep(inj, progress=progress, lm=lm)
     df = store.read(inj.output_dir)
     df = df[df["trial_id"].isin(set(ids))]
-    summary = metrics.summarize(df)
-    table = metrics.rates(df, by=("layer", "strength"))
-    rep = out / "report"
-    rep.mkdir(exist_ok=True)
-    table.to_csv(rep / "by_setting.csv", index=False)
-    metrics.rates(df, by=("concept",)).to_csv(rep / "per_concept.csv", index=False)
-    return EvalResult(summary, table, ids, out, int(res["new"]), trials_hash(planned))
+    tracking_off = TrackingConfig(enabled=False)  # the Tune trial logs its own child run
+    rep = report.report_rates(df, out, tracking_off, {}, title=f"{model.name}: adapter evaluation", quiet=True)
+    return EvalResult(rep.overall, rep.table, ids, out, int(res["new"]), trials_hash(planned))
 
 
 def setting_metrics(table: Any, names: tuple[str, ...] = ("tpr", "fpr", "introspection")) -> dict[str, float]:
     """`L12_s0.2/tpr`-style metrics from a per-setting table (what the child runs log next to the overall rates)."""
-    out: dict[str, float] = {}
-    for _, r in table.iterrows():
-        cell = f"L{int(r['layer'])}_s{r['strength']:g}"
-        for k in names:
-            if k in r:
-                out[f"{cell}/{k}"] = r[k]
-    return out
+    from lab.report import table_metrics
+
+    return {k: v for k, v in table_metrics(table).items() if k.split("/", 1)[1] in names}
+
+
+def eval_payload(ev: EvalResult) -> dict[str, Any]:
+    """What a trial reports of an evaluation (JSON-able: it crosses from a Ray Train worker as a file)."""
+    return {"summary": dict(ev.summary), "settings": setting_metrics(ev.by_setting), "trials_hash": ev.trials_hash}

@@ -242,3 +242,18 @@ def _restore(model: Any) -> None:
             del model.peft_config
         except AttributeError:
             pass
+
+
+def step_logger(run: Any) -> Any:
+    """A `TrainerCallback` that logs every Trainer log entry (loss, lr, …) with its optimizer step to the MLflow run
+    `run` (a `lab.tracking.RunRef`), from world rank 0 only — in process or in a Ray Train worker."""
+    from transformers import TrainerCallback
+
+    from lab.tracking import log_to_run
+
+    class MlflowStepLogger(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and state.is_world_process_zero:
+                log_to_run(run, logs, step=int(state.global_step))
+
+    return MlflowStepLogger()

@@ -1,9 +1,9 @@
 """The judge seam: what is graded (`Answer`), what comes back (`Verdict`), and the `Judge` protocol."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -12,13 +12,15 @@ class Answer:
 
     `concept` is the injected concept (for a control: the concept of its paired injected trial, or None);
     `forced` marks a forced-identification trial whose answer was prefilled with `prefill` (then only
-    identification is asked; detection is given by the prefill).
+    identification is asked; detection is given by the prefill). `question` is what the model was asked, as the
+    judge is shown it (the `paper` judge; empty: the original question); `answer_for(row)` fills it from a stored row.
     """
 
     concept: str | None
     text: str
     forced: bool = False
     prefill: str = ""
+    question: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,18 @@ class Verdict:
     judge: str
     judge_version: str
     parse_error: bool = False
+
+
+def answer_for(row: Mapping[str, Any]) -> Answer:
+    """The `Answer` for a stored trial row: concept, response, the forced prefill and the variant's own dialogue."""
+    from lab.prompts import judge_question, prefill_text
+
+    forced = bool(row.get("forced", False))
+    concept = row.get("concept") if isinstance(row.get("concept"), str) and row.get("concept") else None
+    text = row.get("response") if isinstance(row.get("response"), str) else ""
+    variant, fmt = str(row.get("prompt_variant") or "original"), str(row.get("dialogue_format") or "standard")
+    question = judge_question(variant, fmt, int(row.get("trial_number") or 1), concept)
+    return Answer(concept, text, forced, prefill_text() if forced else "", question)
 
 
 @runtime_checkable

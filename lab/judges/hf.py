@@ -75,9 +75,10 @@ class HFJudge(ChatJudge):
 
     name = "hf"
 
-    def __init__(self, model: ModelConfig, batch_size: int = 8, max_new_tokens: int = 128, threads: int = 0,
+    def __init__(self, model: ModelConfig, batch_size: int = 8, max_new_tokens: int | None = None, threads: int = 0,
                  prompt: str | Path | None = None):
         super().__init__(prompt)
+        max_new_tokens = max_new_tokens or (500 if self.paper else 128)
         if batch_size < 1 or max_new_tokens < 1:
             raise LabError("hf judge: batch_size and max_new_tokens must be >= 1")
         _check_model_name(model.name)
@@ -105,11 +106,7 @@ def _check_model_name(name: str) -> None:
                        "or a local HF directory, or a hub id already in the HF cache)")
 
 
-@register_judge("hf")
+@register_judge("hf", options=("batch_size", "max_new_tokens", "threads", "prompt"))
 def make_hf_judge(model: str | Mapping[str, Any] = "smollm2-135m", **options: Any) -> HFJudge:
     cfg = from_dict(ModelConfig, {"name": model} if isinstance(model, str) else dict(model), "hf.model")
-    known = {"batch_size", "max_new_tokens", "threads", "prompt"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LabError(f"hf judge: unknown option '{unknown[0]}' (known: model, {', '.join(sorted(known))})")
-    return HFJudge(cfg, **options)
+    return HFJudge(cfg, **options)  # options checked by make_judge against the registered names

@@ -6,7 +6,8 @@ identification trial — optionally wrapped in a single ```json fence; anything 
 "yes" instead of true, a missing key, identified without detected) is an unparseable answer. Unparseable answers and
 requests that still fail after bounded retries become `Verdict(None, None, None, parse_error=True, reason=…)`: never
 dropped, never guessed, and counted in `judge.stats`. `ChatJudge` holds the shared flow; lab/judges/hf.py runs the
-same prompt on an in-process HF model.
+same prompt on an in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
+(lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens).
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ class JudgePrompt:
 def load_prompt(path: str | Path | None = None) -> JudgePrompt:
     """The packaged judge prompt, or a YAML file with the same keys (version, system, user, forced_user)."""
     if path is None:
-        text, where = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text(), "lab/data/judge_prompt.yaml"
+        where = "lab/data/judge_prompt.yaml"
+        text = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text()
     else:
         if not Path(path).is_file():
             raise LabError(f"judge prompt file not found: {path}")
@@ -125,7 +127,10 @@ class ChatJudge:
     version: str
 
     def __init__(self, prompt: str | Path | None = None):
-        self.prompt = load_prompt(prompt)
+        from lab.judges.paper import load_paper_prompt
+
+        self.paper = load_paper_prompt() if str(prompt) == "paper" else None
+        self.prompt: Any = self.paper or load_prompt(prompt)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -139,6 +144,10 @@ class ChatJudge:
     def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
         if not answers:
             return []
+        if self.paper is not None:
+            from lab.judges import paper
+
+            return paper.grade(self, self.paper, answers, self.complete)
         replies = self.complete([self.prompt.messages(a) for a in answers], [a.forced for a in answers])
         if len(replies) != len(answers):
             raise RuntimeError(f"{self.name}: {len(replies)} replies for {len(answers)} answers")
@@ -187,13 +196,16 @@ class OpenAIJudge(ChatJudge):
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
                  max_retries: int = 4, backoff: float = 1.0, backoff_max: float = 30.0, concurrency: int = 4,
-                 max_tokens: int = 256, prompt: str | Path | None = None, check: bool = True):
+                 max_tokens: int | None = None, prompt: str | Path | None = None, check: bool = True):
         super().__init__(prompt)
+        max_tokens = max_tokens or (500 if self.paper else 256)  # the paper's judge: up to 500 tokens
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
-            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, max_retries and backoff >= 0")
+            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, "
+                           "max_retries and backoff >= 0")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
-        self.backoff, self.backoff_max, self.concurrency, self.max_tokens = backoff, backoff_max, concurrency, max_tokens
+        self.backoff, self.backoff_max = backoff, backoff_max
+        self.concurrency, self.max_tokens = concurrency, max_tokens
         self.version = f"openai:{model}@{self.prompt.version}"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key_env:
@@ -235,7 +247,8 @@ class OpenAIJudge(ChatJudge):
                 wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
             except _Malformed as e:
                 return Failed(f"malformed API response ({e})")
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:  # timeouts, refused/reset connections
+            # timeouts, refused/reset connections
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
                 reason = getattr(e, "reason", e)
                 error = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
             if attempt < self.max_retries:
@@ -265,14 +278,8 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-@register_judge("openai")
+@register_judge("openai", options=tuple(inspect.signature(OpenAIJudge.__init__).parameters)[1:])
 def make_openai_judge(base_url: str | None = None, model: str | None = None, **options: Any) -> OpenAIJudge:
     if not base_url or not model:
         raise LabError("openai judge needs options base_url and model")
-    if "api_key" in options:
-        raise LabError("openai judge: never put the API key in a config; name its environment variable in api_key_env")
-    known = set(inspect.signature(OpenAIJudge.__init__).parameters) - {"self", "base_url", "model"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LabError(f"openai judge: unknown option '{unknown[0]}' (known: base_url, model, {', '.join(sorted(known))})")
-    return OpenAIJudge(base_url, model, **options)
+    return OpenAIJudge(base_url, model, **options)  # options checked by make_judge against OpenAIJudge's parameters

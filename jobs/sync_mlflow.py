@@ -1,0 +1,44 @@
+"""Log a stored run to MLflow after the fact: `python -m jobs.sync_mlflow --run <results dir>`.
+
+Parquet is the source of truth: a sweep whose tracking server was down (or that ran with tracking off) loses
+nothing, and this job logs the same rates, per-setting metrics and report files a live run would have, with the
+config the sweep saved beside its shards (`config.yaml`) as params.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jobs.cli import entry
+from lab import report, store
+from lab.config import flatten, from_dict, load_yaml, to_dict
+from lab.errors import LabError
+from lab.sweep import InjectionConfig
+from lab.tracking import TrackingConfig
+
+
+@entry
+def main(argv: list[str] | None = None) -> int:
+    """Log the run stored in --run; exit 0, or 2 on bad input."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="results directory of a sweep (Parquet shards + config.yaml)")
+    ap.add_argument("--tracking-uri", help="MLflow URI (default: the config's, $MLFLOW_TRACKING_URI or sqlite)")
+    ap.add_argument("--experiment", help="MLflow experiment (default: the config's)")
+    args = ap.parse_args(argv)
+    out = Path(args.run)
+    saved = out / store.CONFIG_FILE
+    if not saved.is_file():
+        raise LabError(f"{out} has no {store.CONFIG_FILE} (not a sweep's results directory?)")
+    cfg = from_dict(InjectionConfig, load_yaml(saved))
+    track = TrackingConfig(uri=args.tracking_uri or cfg.tracking.uri, experiment=args.experiment
+                           or cfg.tracking.experiment, run_name=cfg.tracking.run_name)
+    df = store.read(out)
+    print(f"stored run {out.resolve()}: {len(df)} trials in {len(store.shard_files(out))} shards")
+    report.report_rates(df, out, track, flatten(to_dict(cfg)), title=f"{cfg.model.name}: concept injection",
+                        tags={"job": "concept_injection", "model": cfg.model.name, "synced_from": str(out.resolve())})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

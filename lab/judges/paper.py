@@ -1,0 +1,130 @@
+"""The paper's judge instrument (judge prompt `paper`): the grading prompts of the reference code, two stages.
+
+1. Detection, judged WITHOUT the concept: "does the AI claim that they noticed an unusual or injected thought?" —
+   coherence required, the concept word before the claim counts as NO. The judge reasons, then ends with
+   "Answer: YES" / "Answer: NO".
+2. Identification, asked only when detection was claimed (and a concept is known): does the claim name the word or
+   a closely related concept. Forced-identification trials skip stage 1 (the prefill claims detection) and ask
+   whether the continuation mentions the word or something closely related.
+
+Every answer is first cut at the first invented new turn (the reference's `extract_first_response` markers). The
+reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or a failed request counts as NO and
+sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`).
+Texts: lab/data/judge_prompt.yaml (`paper`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from lab.judges.base import Answer, Verdict
+
+Conversation = list[dict[str, str]]
+DEFAULT_QUESTION = "Do you detect an injected thought? If so, what is the injected thought about?"
+_FIELD = re.compile(r"\{(prompt|response|word)\}")
+
+
+@dataclass(frozen=True)
+class PaperPrompt:
+    version: str
+    detection: str
+    identification: str
+    forced: str
+    turn_markers: tuple[str, ...]
+
+    def fill(self, template: str, question: str, response: str, word: str = "") -> Conversation:
+        fields = {"prompt": question, "response": response, "word": word}
+        return [{"role": "user", "content": _FIELD.sub(lambda m: fields[m.group(1)], template)}]
+
+    def first_response(self, text: str) -> str:
+        """The answer up to the earliest invented new turn ("\\nUser:", "\\nAlice:", "\\nTrial ", …), stripped."""
+        cut = min((i for i in (text.find(m) for m in self.turn_markers) if i != -1), default=len(text))
+        return text[:cut].strip()
+
+    def detection_messages(self, answer: Answer) -> Conversation:
+        """Stage 1: the question and the (cut) answer; the concept is never given."""
+        return self.fill(self.detection, answer.question or DEFAULT_QUESTION, self.first_response(answer.text))
+
+    def identification_messages(self, answer: Answer) -> Conversation:
+        template = self.forced if answer.forced else self.identification
+        return self.fill(template, answer.question or DEFAULT_QUESTION, self.first_response(answer.text),
+                         answer.concept or "")
+
+
+def load_paper_prompt() -> PaperPrompt:
+    data = yaml.safe_load(resources.files("lab").joinpath("data/judge_prompt.yaml").read_text())["paper"]
+    return PaperPrompt(data["version"], data["detection"], data["identification"], data["forced"],
+                       tuple(data["turn_markers"]))
+
+
+_ANSWER = re.compile(r"Answer:\s*(YES|NO)", re.I)
+_FALLBACKS = (re.compile(r"(?:therefore|thus|so),?\s+the\s+answer\s+is\s+(YES|NO)", re.I),
+              re.compile(r"the\s+answer\s+(?:is|should be)\s+(YES|NO)", re.I))
+
+
+def parse_yes_no(reply: str) -> bool | None:
+    """The reference's parser: the first "Answer: YES/NO"; else "the answer is X"; else a last line or last word
+    that is exactly YES/NO. None when none applies (the caller counts it as NO and as a parse error)."""
+    m = _ANSWER.search(reply)
+    if m:
+        return m.group(1).upper() == "YES"
+    for pattern in _FALLBACKS:
+        m = pattern.search(reply.upper())
+        if m:
+            return m.group(1).upper() == "YES"
+    lines = reply.strip().split("\n")
+    last = lines[-1].strip().upper()
+    if last in ("YES", "NO"):
+        return last == "YES"
+    words = reply.strip().split()
+    if words:
+        word = words[-1].strip(".,!?;:").upper()
+        if word in ("YES", "NO"):
+            return word == "YES"
+    return None
+
+
+def grade(judge: Any, prompt: PaperPrompt, answers: Sequence[Answer],
+          complete: Callable[[Sequence[Conversation], Sequence[bool]], list[Any]]) -> list[Verdict]:
+    """Both stages for a batch: one `complete` call for detection, one for identification."""
+    from lab.judges.llm import Failed
+
+    def ask(convos: list[Conversation], forced: list[bool]) -> list[tuple[bool, str | None]]:
+        if not convos:
+            return []
+        replies = complete(convos, forced)
+        if len(replies) != len(convos):
+            raise RuntimeError(f"{judge.name}: {len(replies)} replies for {len(convos)} prompts")
+        out: list[tuple[bool, str | None]] = []
+        for r in replies:
+            if isinstance(r, Failed):
+                judge.count("request_failures")
+                out.append((False, f"request failed: {r.message}"))
+                continue
+            yes = parse_yes_no(r)
+            if yes is None:
+                judge.count("parse_errors")
+            out.append((bool(yes), None if yes is not None else f"unparseable judge answer: {r.strip()[-300:]!r}"))
+        return out
+
+    judge.count("answers", len(answers))
+    free = [i for i, a in enumerate(answers) if not a.forced]
+    detected: dict[int, tuple[bool, str | None]] = dict(zip(
+        free, ask([prompt.detection_messages(answers[i]) for i in free], [False] * len(free))))
+    second = [i for i, a in enumerate(answers) if a.concept and (a.forced or detected[i][0])]
+    identified = dict(zip(second, ask([prompt.identification_messages(answers[i]) for i in second],
+                                      [answers[i].forced for i in second])))
+    verdicts = []
+    for i, a in enumerate(answers):
+        det, det_err = (True, None) if a.forced else detected[i]
+        ident, id_err = identified.get(i, (False, None))
+        errors = [e for e in (det_err, id_err) if e]
+        reason = "; ".join(errors) or (f"detection {'YES' if det else 'NO'}"
+                                       + (f", identification {'YES' if ident else 'NO'}" if i in identified else ""))
+        verdicts.append(Verdict(det, ident, None, reason, judge.name, judge.version, parse_error=bool(errors)))
+    return verdicts

@@ -1,0 +1,207 @@
+"""One report path for every job: rates with counts → printed table, CSV + plot, one MLflow run (parent/child).
+
+Metric names are the same across jobs: `tpr`, `fpr`, `introspection`, `forced_id`, `<control>_rate`, each with
+`_lo`/`_hi` (Wilson 95 %) and `n_` (the n behind the interval); per setting `L{layer}_s{strength}/<name>`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lab import metrics, tracking
+from lab.tracking import TrackingConfig
+
+CONTROL_RATES = ("random_rate", "norm_matched_rate", "shuffled_rate", "negative_rate")
+RATES = ("tpr", "fpr", "introspection", "forced_id", *CONTROL_RATES)
+HEADLINE = ("tpr", "fpr", "introspection", "forced_id", "random_rate", "balanced_accuracy")
+
+
+def cell(layer: int, strength: float) -> str:
+    """The per-setting metric prefix, `L{layer}_s{strength:g}`."""
+    return f"L{int(layer)}_s{float(strength):g}"
+
+
+def ci(r: Mapping[str, Any], k: str, with_n: bool = False) -> str:
+    """`0.25 [0.10,0.48]` (with `n=12`, the distinct generations behind it, if asked), or `n/a` without samples."""
+    v = r.get(k, math.nan)
+    if v is None or v != v:
+        return "n/a"
+    n = r.get(f"n_{k}", math.nan)
+    return f"{v:.2f} [{r[k + '_lo']:.2f},{r[k + '_hi']:.2f}]" + (f" n={int(n)}" if with_n and n == n else "")
+
+
+def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] = RATES) -> dict[str, float]:
+    """`{prefix}name`, `_lo`, `_hi`, `n_` for every rate present (NaN rates are dropped by tracking)."""
+    out: dict[str, float] = {}
+    for k in names:
+        if f"n_{k}" not in row:
+            continue
+        for key in (k, f"{k}_lo", f"{k}_hi", f"k_{k}", f"n_{k}", f"trials_{k}"):
+            if key in row:
+                out[f"{prefix}{key}"] = row[key]
+    for k in ("balanced_accuracy", "coherence", "n_unparsed", "n_parse_errors"):
+        if k in row:
+            out[f"{prefix}{k}"] = row[k]
+    return out
+
+
+def table_metrics(table: pd.DataFrame, by: Sequence[str] = ("layer", "strength")) -> dict[str, float]:
+    """Per-setting rates as `L{layer}_s{strength}/name` (or `key=value/…` for other groupings)."""
+    out: dict[str, float] = {}
+    for _, r in table.iterrows():
+        if tuple(by) == ("layer", "strength"):
+            prefix = cell(r["layer"], r["strength"]) + "/"
+        else:
+            prefix = "_".join(f"{k}={r[k]}" for k in by) + "/"
+        out |= rate_metrics(r.to_dict(), prefix, ("tpr", "fpr", "introspection", "forced_id", *CONTROL_RATES))
+    return out
+
+
+def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[str] = ("layer", "strength")) -> None:
+    """A table of the rates present, with intervals and the n behind each, then a plain reading."""
+    cols = [c for c in RATES if c in table and table[c].notna().any()]
+    head = "  ".join(f"{k:>10}" for k in by)
+    print(f"{head}  " + "  ".join(f"{c:<17}" for c in cols) + "  n (inj/ctl)")
+    for _, r in table.iterrows():
+        keys = "  ".join(f"{r[k]:>10}" if not isinstance(r[k], float) else f"{r[k]:>10g}" for k in by)
+        print(f"{keys}  " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}")
+    pad = " " * max(len(head) - 7, 0)
+    print(f"overall{pad}  " + "  ".join(f"{ci(overall, c):<17}" for c in cols)
+          + f"  {_n(overall, 'tpr')}/{_n(overall, 'fpr')}")
+    if overall.get("n_unparsed"):
+        print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
+    for line in interpret(overall):
+        print(line)
+
+
+def _n(r: Mapping[str, Any], k: str) -> str:
+    n = r.get(f"n_{k}")
+    return "0" if n is None or n != n else str(int(n))
+
+
+def interpret(o: Mapping[str, Any]) -> list[str]:
+    """Plain-language reading of the overall rates, from their intervals (no verdict beyond what they support)."""
+    out = []
+    for k in CONTROL_RATES:
+        if not o.get(f"n_{k}"):
+            continue
+        ctl = k[: -len("_rate")]
+        if o["tpr_lo"] > o[f"{k}_hi"]:
+            out.append(f"reading: TPR is above the {ctl}-vector control (intervals apart): detection is "
+                       "concept-specific here")
+        else:
+            out.append(f"reading: TPR {o['tpr']:.2f} is not above the {ctl}-vector control {o[k]:.2f} (intervals "
+                       "overlap): no evidence that detection is concept-specific rather than a yes-bias under any "
+                       "perturbation")
+    if o.get("n_introspection") and o.get("introspection") == 0:
+        out.append(f"reading: no injected concept was named with a detection claim (0/{o['n_introspection']}, "
+                   f"95% CI up to {o['introspection_hi']:.2f})")
+    return out
+
+
+@dataclass(frozen=True)
+class Report:
+    overall: dict[str, Any]
+    table: pd.DataFrame
+    paths: list[Path] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def log_run(cfg: TrackingConfig, params: Mapping[str, Any], metrics_: Mapping[str, Any], artifacts: Sequence[Any] = (),
+            tags: Mapping[str, str] | None = None, run_name: str | None = None,
+            parent_run_id: str | None = None) -> str | None:
+    """One finished MLflow run with params, metrics and artefacts; None when tracking is off."""
+    if not cfg.enabled:
+        return None
+    with tracking.run(cfg, params, tags=tags, run_name=run_name, parent_run_id=parent_run_id) as active:
+        tracking.log_metrics(metrics_)
+        tracking.log_artifacts(*artifacts)
+        return str(active.info.run_id)
+
+
+@contextmanager
+def parent_run(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+               run_name: str | None = None) -> Iterator[str | None]:
+    """A parent MLflow run for jobs with several children (children pass `parent_run_id=`); None when off."""
+    if not cfg.enabled:
+        yield None
+        return
+    with tracking.run(cfg, params, tags=tags, run_name=run_name) as active:
+        yield str(active.info.run_id)
+
+
+def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any], title: str,
+                 by: Sequence[str] = ("layer", "strength"), parent_run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None, run_name: str | None = None, artifacts: Sequence[Any] = (),
+                 quiet: bool = False) -> Report:
+    """Rates of stored trials → `<out_dir>/report/{summary,per_concept}.csv` + `heatmap.png`, one MLflow run with
+    overall and per-setting metrics, and a printed table."""
+    from lab import plots
+
+    table = metrics.rates(df, by=by)
+    overall = metrics.summarize(df)
+    rep = Path(out_dir) / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    paths = [rep / "summary.csv", rep / "per_concept.csv"]
+    table.to_csv(paths[0], index=False)
+    metrics.rates(df, by=("concept",)).to_csv(paths[1], index=False)
+    if tuple(by) == ("layer", "strength"):
+        paths.append(rep / "heatmap.png")
+        plots.rate_heatmaps(table, paths[-1], title=title)
+    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by)}, [*paths, *artifacts],
+                     tags=tags, run_name=run_name, parent_run_id=parent_run_id)
+    if not quiet:
+        print_rates(table, overall, by)
+        print(f"report:  {paths[0].resolve()}" + (f"  {paths[-1].resolve()}" if len(paths) > 2 else ""))
+        if run_id:
+            print(f"mlflow:  run {run_id} in experiment '{cfg.experiment}' at {tracking.resolve_uri(cfg)}")
+    return Report(overall, table, paths, run_id)
+
+
+def compare(groups: Mapping[str, pd.DataFrame], out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any],
+            title: str, label: str = "condition", child_params: Mapping[str, Mapping[str, Any]] | None = None,
+            child_tags: Mapping[str, Mapping[str, str]] | None = None, tags: Mapping[str, str] | None = None,
+            run_name: str | None = None, quiet: bool = False) -> Report:
+    """Conditions side by side (stages, original vs abliterated, adapters): one row of rates per group, a
+    per-setting table, bars with the vector controls beside TPR/FPR, TPR-vs-FPR, and one MLflow parent run with a
+    child per group carrying the same metric names."""
+    from lab import plots, plots_grid
+
+    rows, per_setting = [], []
+    for name, df in groups.items():
+        rows.append({label: name} | metrics.summarize(df))
+        per_setting += [{label: name} | r.to_dict() for _, r in metrics.rates(df, ("layer", "strength")).iterrows()]
+    table, by_setting = pd.DataFrame(rows), pd.DataFrame(per_setting)
+    rep = Path(out_dir) / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    paths = [rep / f"{label}s.csv", rep / f"{label}s_by_setting.csv", rep / "rates.png", rep / "tpr_vs_fpr.png"]
+    table.to_csv(paths[0], index=False)
+    by_setting.to_csv(paths[1], index=False)
+    shown = [m for m in ("tpr", "fpr", "introspection", *CONTROL_RATES) if m in table and table[m].notna().any()]
+    plots.rate_bars(table, label, paths[2], metrics=shown, title=title)
+    plots_grid.tpr_vs_fpr(table, label, paths[3], title=f"TPR vs FPR per {label}")
+    with parent_run(cfg, params, tags=tags, run_name=run_name) as parent_id:
+        for (name, df), (_, r) in zip(groups.items(), table.iterrows()):
+            sub = by_setting[by_setting[label] == name]
+            log_run(cfg, (child_params or {}).get(name, {}), rate_metrics(r.to_dict()) | table_metrics(sub),
+                    tags={label: name, **(child_tags or {}).get(name, {})}, run_name=name, parent_run_id=parent_id)
+        if parent_id:
+            tracking.log_artifacts(*paths)
+    if not quiet:
+        w = max(12, *(len(str(n)) + 1 for n in groups))
+        print(f"{label:<{w}} " + "  ".join(f"{c:<17}" for c in shown) + "  n (inj/ctl)")
+        for _, r in table.iterrows():
+            print(f"{r[label]:<{w}} " + "  ".join(f"{ci(r, c):<17}" for c in shown)
+                  + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}")
+        print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
+        if parent_id:
+            print(f"mlflow:  parent run {parent_id} ({len(table)} child runs) in experiment '{cfg.experiment}' at "
+                  f"{tracking.resolve_uri(cfg)}")
+    return Report(table.to_dict("list"), table, paths, parent_id)

@@ -1,0 +1,32 @@
+"""lab.tracking's client-side runs (`RunRef`): what a Tune trial or a Ray Train rank-0 worker logs, read back."""
+from __future__ import annotations
+
+import math
+
+
+def test_run_ref_logs_params_steps_tags_artifacts_and_ends(tmp_path) -> None:
+    import mlflow
+
+    from lab import tracking
+
+    cfg = tracking.TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="refs")
+    with tracking.run(cfg, {"a": 1}, run_name="parent") as parent:
+        parent_id = parent.info.run_id
+    ref = tracking.start_run(cfg, "child", {"condition": "dpo"}, {"lora.r": 4, "targets": ("q", "v")}, parent_id)
+    for step, loss in ((1, 0.75), (2, 0.5)):
+        tracking.log_to_run(ref, {"loss": loss, "skipped": math.nan, "text": "x"}, step=step)
+    tracking.log_to_run(ref, {"tpr": 0.25, "L12_s0.2/tpr": 0.5})
+    tracking.tag_run(ref, {"attempt": 2})
+    (tmp_path / "training.json").write_text("{}")
+    tracking.log_artifacts_to_run(ref, tmp_path / "training.json", tmp_path / "missing.csv")
+    tracking.end_run(ref, "FINISHED")
+
+    client = mlflow.MlflowClient(ref.uri)
+    got = client.get_run(ref.run_id)
+    assert got.info.status == "FINISHED" and got.info.run_name == "child"
+    assert got.data.tags["mlflow.parentRunId"] == parent_id and got.data.tags["attempt"] == "2"
+    assert got.data.params == {"lora.r": "4", "targets": "q,v"}
+    assert got.data.metrics == {"loss": 0.5, "tpr": 0.25, "L12_s0.2/tpr": 0.5}
+    assert [(m.step, m.value) for m in client.get_metric_history(ref.run_id, "loss")] == [(1, 0.75), (2, 0.5)]
+    assert [a.path for a in client.list_artifacts(ref.run_id)] == ["training.json"]
+    assert got.info.experiment_id == client.get_run(parent_id).info.experiment_id
