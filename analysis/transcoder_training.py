@@ -7,6 +7,10 @@ Recipe: ReLU features, loss = mean squared error (per element, on activations ce
 Σ_i f_i · ‖w_dec,i‖ (decoder-norm-weighted L1), a linear skip (initialised at the least-squares map), Adam, a few
 epochs. Decoder rows are renormalised to unit norm after every step (so the weighted L1 is λ · Σ_i f_i in training):
 with free norms, Adam shrinks every decoder row to zero within a few hundred steps and the features carry nothing.
+`init="data"` (default) starts feature i as "tokens like training token t_i" (encoder row t_i/‖t_i‖, bias −‖t_i‖/2,
+decoder row = t_i's residual after the skip): measured on layer 12 of the embedded model (2,048 features, 50k
+training tokens, 2 epochs, λ 0.003) it reached held-out FVE 0.73 at L0 4 where a random init stayed at the skip's
+0.61 (the features learned nothing in 390 steps).
 Activations are `mlp_in.L` / `mlp_out.L` of fixed-length windows of the tokenised corpus (`analysis.corpus`), read
 with `capture(..., stop=True)` so the forward pass ends after block L; the first position of every window (an
 attention sink with outlying norms) is dropped. Windows are split into train / held-out at random (seeded). The
