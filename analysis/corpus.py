@@ -7,7 +7,7 @@ Sources, in a fixed order (so the same model gets the same token stream every ti
 - `pydoc`: the English prose of Python's own documentation topics (`pydoc_data.topics`, shipped with every CPython),
   as general text so the features are not all about the dialogue;
 - `docstrings`: docstrings longer than 200 characters of the top-level pure-Python standard-library modules.
-`CORPUS_VERSION` goes into the transcoder cache key: bump it when the text changes.
+A digest of the text itself goes into the transcoder cache key, so a changed prompt file retrains.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from lab.errors import LabError
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 1  # of the builder (the key also holds a digest of the text)
 SOURCES = ("dialogues", "pydoc", "docstrings")
 
 

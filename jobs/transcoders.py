@@ -1,4 +1,4 @@
-"""Train (or reuse) transcoders for the embedded model: `python -m jobs.transcoders --config configs/transcoders-demo.yaml`.
+"""Train (or reuse) transcoders: `python -m jobs.transcoders --config configs/transcoders-demo.yaml`.
 
 For each layer: collect mlp_in / mlp_out on the corpus (analysis/corpus.py), fit (analysis/transcoder_training.py),
 cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.transcoder_training import TranscoderConfig
+from analysis.transcoder_training import default_dir as cache_dir
 from jobs.cli import entry, load_config, parser
 from lab.config import ModelConfig
 from lab.errors import LabError
@@ -30,12 +31,6 @@ class TranscodersJob:
             raise LabError("layers must name at least one layer")
 
 
-def cache_dir(cfg_dir: str | None) -> str:
-    from lab.embedded import default_cache_dir
-
-    return cfg_dir or str(default_cache_dir() / "transcoders")
-
-
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Train or load the transcoders of --config; exit 0 on success, 2 on bad input."""
@@ -43,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from analysis.transcoder_training import cache_path, transcoder_for
+    from analysis.transcoder_training import transcoder_for
     from lab import models, tracking
     from lab.config import flatten, to_dict
 
@@ -54,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for layer in cfg.layers:
         lm.check_layer(layer)
-        cached = cache_path(cache_dir(cfg.cache_dir), lm.name, layer, cfg.transcoder).is_file()
         tc = transcoder_for(lm, layer, cache_dir(cfg.cache_dir), cfg.transcoder)
         m = tc.meta or {}
+        cached = bool(m.get("from_cache"))
         rows.append({"layer": layer, "cached": cached, **{k: m.get(k) for k in (
             "fve", "fve_linear", "l0", "dead_frac", "eval_tokens", "train_tokens", "collect_s", "train_s")}})
         r = rows[-1]
