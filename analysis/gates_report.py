@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import carriers as car
-from analysis import gates as gt
-from analysis import gates_plots as plots
+from analysis import carriers as car, gates as gt, gates_plots as plots
 
 REFERENCE = {"ablate": "steered", "patch": "unsteered"}
 

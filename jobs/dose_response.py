@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs.cli import entry, load_config, parser
 from analysis.feature_setup import TranscoderSource, setup
+from jobs.cli import entry, load_config, parser
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import entry, load_config, parser
 from analysis.feature_setup import TranscoderSource, setup
+from jobs.cli import entry, load_config, parser
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError

@@ -8,16 +8,16 @@ verdict that is not `detected` as not identified.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry
-from lab.config import load_yaml
 from lab.calibration import DEFAULT_LABELS, LABEL_COLUMNS as COLUMNS, read_labels  # noqa: F401
+from lab.config import load_yaml
 from lab.errors import LabError
 from lab.judges import Answer, Judge, Verdict, make_judge
 from lab.judges.agreement import accuracy, cohen_kappa, confusion, format_confusion
+
 
 def load_judge(spec: str) -> Judge:
     """A registered judge name, or a YAML file with `name` and optional `options` (also under a `judge:` key)."""

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
 from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig, check_strength
 from lab.errors import LabError
+from lab.experiment import preflight
 from lab.tracking import TrackingConfig
 
 

@@ -18,6 +18,7 @@ from lab.judges import make_judge
 from lab.regrade import judge_spec, manifest, regrade, report, verdict_name
 from lab.tracking import resolve_source
 
+
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Regrade, print agreement, log an MLflow run; exit 0, or 2 on bad input."""

@@ -20,8 +20,8 @@ from ray import serve
 
 from jobs.cli import apply_overrides, entry
 from lab.config import ModelConfig, from_dict, load_yaml
-from lab.judges.serve import ChatServer, wait_ready
 from lab.errors import LabError
+from lab.judges.serve import ChatServer, wait_ready
 
 APP_NAME = "judge"
 

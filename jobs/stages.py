@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.experiment import preflight
 from lab.parallel import RunnerConfig
 from lab.sweep import InjectionConfig, JudgeConfig
 from lab.tracking import TrackingConfig

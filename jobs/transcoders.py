@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.transcoder_training import TranscoderConfig
-from analysis.transcoder_training import default_dir as cache_dir
+from analysis.transcoder_training import TranscoderConfig, default_dir as cache_dir
 from jobs.cli import entry, load_config, parser
 from lab.config import ModelConfig
 from lab.errors import LabError

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import store
-from lab.errors import LabError
 from lab.config import ModelConfig
+from lab.errors import LabError
 from lab.models import LoadedModel
 from lab.parallel import RunnerConfig
 

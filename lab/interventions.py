@@ -31,6 +31,7 @@ import torch
 from lab.errors import LabError
 from lab.sites import SITE_KINDS, Site, output_tensor, replace_output  # noqa: F401  (SITE_KINDS re-exported)
 
+
 def _rows(x: Any, batch: int, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     t = torch.as_tensor(x, dtype=dtype)
     if t.ndim == 0:

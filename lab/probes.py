@@ -17,14 +17,18 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from lab.errors import LabError
 from lab.interventions import Add
-from lab.probe_prompts import (SENTENCES, ProbePrompt, discrimination_prompt, label_token_ids, localisation_prompt,
-                               token_spans)
+from lab.probe_prompts import (
+    SENTENCES,
+    discrimination_prompt,
+    label_token_ids,
+    localisation_prompt,
+    token_spans,
+)
 
 if TYPE_CHECKING:
     from lab.models import LoadedModel

@@ -5,10 +5,10 @@ Every experiment that generates (robustness, stages, adapters after training) ca
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lab.concepts import select_concepts
 from lab.config import ModelConfig

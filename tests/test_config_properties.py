@@ -7,8 +7,7 @@ import importlib
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lab.config import from_dict, load_yaml, to_dict
 from lab.errors import LabError

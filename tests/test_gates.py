@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import carriers as car
-from analysis import gates
+from analysis import carriers as car, gates
 from analysis.transcoders import Transcoder
 from lab import interventions as iv
 

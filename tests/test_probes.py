@@ -83,7 +83,6 @@ def test_probe_job_end_to_end(tmp_path, capsys):
                "--set", "n_sentences=3", "--set", "weak_fractions=[0.0]", "--set", "kinds=[injection,control,random]",
                "--output", str(tmp_path / "out"), "--tracking-uri", db, "--quiet"])
     assert rc == 0
-    import pandas as pd
 
     from lab import store
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from jobs.regrade import main
-from lab.regrade import compare, verdict_name
 from lab import store
 from lab.judges import make_judge
+from lab.regrade import compare, verdict_name
 from lab.sweep import grade
 from tests.test_judge_llm import FlakyServer
 

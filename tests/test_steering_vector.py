@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import bias_guards as bg
-from analysis import steering_vector as sv
+from analysis import bias_guards as bg, steering_vector as sv
 from lab import interventions as iv
 from training import bias_vector as bv
 

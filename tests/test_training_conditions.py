@@ -6,8 +6,15 @@ import dataclasses
 import pytest
 
 from lab.errors import LabError
-from training.conditions import (CONDITIONS, PAPER_HPARAMS, PAPER_LORA, Condition, TrainHParams, condition_from_dict,
-                                 get_condition)
+from training.conditions import (
+    CONDITIONS,
+    PAPER_HPARAMS,
+    PAPER_LORA,
+    Condition,
+    TrainHParams,
+    condition_from_dict,
+    get_condition,
+)
 
 
 def test_registry_holds_every_arm_of_the_ablation() -> None:

@@ -7,8 +7,19 @@ from collections import Counter
 import pytest
 
 from lab.errors import LabError
-from training.data import (load_preferences, select_domains, split_indices, swap_mask, swap_pairs, to_conversational,
-                           to_plain, train_eval_split, validate_rows, write_jsonl, write_parquet)
+from training.data import (
+    load_preferences,
+    select_domains,
+    split_indices,
+    swap_mask,
+    swap_pairs,
+    to_conversational,
+    to_plain,
+    train_eval_split,
+    validate_rows,
+    write_jsonl,
+    write_parquet,
+)
 from training.synthetic import DOMAINS, generate_pairs
 
 ROWS = [{"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5.", "domain": "math"},

@@ -1,9 +1,9 @@
 """Exact loss checks (≤ 1e-6) on a tiny float64 model: our trainers against TRL and against hand computations."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 from trl import DPOConfig, DPOTrainer
 
 from training.conditions import LoraSettings, TrainHParams, get_condition

@@ -21,8 +21,16 @@ from typing import Any, Literal
 import torch
 
 from analysis.steering_vector import (
-    PAPER_STRENGTHS, ConceptSplit, Example, answer_loss, answer_row, collate, plan_examples, scaled_band,
-    scored_positions)
+    PAPER_STRENGTHS,
+    ConceptSplit,
+    Example,
+    answer_loss,
+    answer_row,
+    collate,
+    plan_examples,
+    scaled_band,
+    scored_positions,
+)
 from lab import interventions as iv
 from lab.errors import LabError
 
