@@ -21,11 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(InjectionConfig, args)
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
-    store.save_config(cfg.output_dir, to_dict(cfg))  # Parquet + this config are the run: jobs.sync_mlflow relogs it
     cal = calibration.for_judge(cfg.judge)  # graded before the sweep: a chance-level judge stops here
     if cal:
         print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
     res = run_sweep(cfg, progress=not args.quiet)
+    store.save_config(cfg.output_dir, to_dict(cfg))  # Parquet + this config are the run: jobs.sync_mlflow relogs it
     print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) "
           f"judge: {res['judge']}")
     ids = {t.trial_id for t in res["plan"].trials}

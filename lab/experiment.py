@@ -114,12 +114,10 @@ def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str
     addr = ray_address or os.environ.get("RAY_ADDRESS")
     if addr:
         check_address(addr)
-    if output_dir:
-        out = Path(output_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write-probe-{os.getpid()}"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as e:
-            raise LabError(f"output folder {out} is not writable ({e.strerror or e})") from None
+    if output_dir:  # checked on the nearest existing folder: bad input must leave nothing behind
+        out = Path(output_dir).absolute()
+        near = next(p for p in (out, *out.parents) if p.exists())
+        if not near.is_dir():
+            raise LabError(f"output folder {output_dir} is not writable ({near} is not a directory)")
+        if not os.access(near, os.W_OK | os.X_OK):
+            raise LabError(f"output folder {output_dir} is not writable (no write permission on {near})")

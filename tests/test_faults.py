@@ -17,7 +17,7 @@ def test_unwritable_results_folder_fails_first_in_one_line(tmp_path):
                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: output folder {blocker / 'out'} is not writable (Not a directory)"]
+    assert proc.stderr.strip().splitlines() == [f"error: output folder {blocker / 'out'} is not writable ({blocker} is not a directory)"]
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -15,7 +15,17 @@ def test_feature_table_on_the_embedded_model(embedded):
     feats, meta = feature_table(embedded, ["Dust", "Bread"], vec, {"Dust": 4.0, "Bread": 0.0}, 12, {14: tc})
     assert feats["concept"].tolist() == ["Dust", "Bread"]
     assert list(feats.columns[1:]) == meta["feature"].tolist() and all(meta["layer"] == 14)
-    assert len(meta) == 10 and set(meta["coverage"]) <= {0.5, 1.0}  # 10 of 16 random features fire for some concept
+    from lab import interventions as iv
+    from lab.prompts import inject_start, render
+
+    ids, start = inject_start(embedded.tokenizer, render(embedded, "original", "standard", 1))
+    fired = torch.zeros(16, dtype=torch.bool)
+    for c, s in (("Dust", 4.0), ("Bread", 0.0)):  # the same reads, by hand: one prompt, one Add, mlp_in at the end
+        with torch.no_grad(), iv.apply(embedded.model, [iv.Add("resid_post.12", vec[c], s, start)]), \
+                iv.capture(embedded.model, ["mlp_in.14"]) as got:
+            embedded.model(torch.tensor([ids]))
+        fired |= tc.encode(got["mlp_in.14"][0][0, -1]) > 0
+    assert len(meta) == int(fired.sum()) > 0 and set(meta["coverage"]) <= {0.5, 1.0}
     f = meta.iloc[0]
     a = feats[f["feature"]].to_numpy()
     assert abs(f["attribution"] - abs(a * f["dla"]).mean()) < 1e-6 and f["score"] == f["coverage"] * f["attribution"]
