@@ -6,8 +6,9 @@ import uuid
 
 from tests.conftest import submit
 
-# configs/test-tiny.yaml (2 concepts at layer 12: 2 injected trials, 2 controls; Wilson 95 % bounds)
-PINNED_RATES = {"tpr": 0.0, "tpr_lo": 0.0, "tpr_hi": 0.6576, "fpr": 0.0, "fpr_lo": 0.0, "fpr_hi": 0.6576}
+# configs/test-tiny.yaml (2 concepts at layer 12: 2 injected trials, 2 controls; Wilson 95 % bounds). The two
+# greedy controls are the same prompt (trial 1), so FPR's interval stands on one distinct generation.
+PINNED_RATES = {"tpr": 0.0, "tpr_lo": 0.0, "tpr_hi": 0.6576, "fpr": 0.0, "fpr_lo": 0.0, "fpr_hi": 0.7935}
 PINNED_DETECTED = {"injection": 0, "control": 0, "random": 1}  # rows judged "detected", per kind
 
 
@@ -38,6 +39,7 @@ def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
     assert run.data.params["model.name"] == "smollm2-135m" and run.data.params["sweep.layers"] == "12"
     got = {k: round(run.data.metrics[k], 4) for k in ("tpr", "tpr_lo", "tpr_hi", "fpr", "fpr_lo", "fpr_hi")}
     assert got == PINNED_RATES  # greedy decoding on the embedded model: the same numbers every run
+    assert (run.data.metrics["n_fpr"], run.data.metrics["trials_fpr"]) == (1, 2)
     assert df.groupby("kind")["detected"].sum().astype(int).to_dict() == PINNED_DETECTED
     arts = {a.path for a in client_ml.list_artifacts(run.info.run_id)}
     assert {"heatmap.png", "summary.csv"} <= arts
