@@ -115,7 +115,7 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
     plot_table = pooled.copy()
     plot_table["condition"] = [c + (" (FAILED)" if s == "failed" else f" ({s})" if s == "partial" else "")
                                for c, s in zip(pooled["condition"], pooled["status"])]
-    shown = [m for m in ("tpr", "fpr", "introspection", *CONTROL_RATES) if m in pooled and pooled[m].notna().any()]
+    shown = ["tpr", "fpr", "introspection", *(m for m in CONTROL_RATES if m in pooled and pooled[m].notna().any())]
     for m in shown:  # Wilson bounds can miss p by 1e-17 at k = 0 or k = n; bars need >= 0
         plot_table[f"{m}_lo"] = plot_table[[f"{m}_lo", m]].min(axis=1)
         plot_table[f"{m}_hi"] = plot_table[[f"{m}_hi", m]].max(axis=1)

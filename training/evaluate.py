@@ -94,9 +94,9 @@ def evaluate_adapter(model: ModelConfig, adapter_dir: str | Path | None, spec: E
     `lm`: an already loaded, already adapted `LoadedModel` (else it is loaded here with the adapter).
     """
     from lab import report, store
-    from lab.models import load
+    from lab.models import load, threads as set_threads
     from lab.sweep import plan, run_sweep
-    from lab.tracking import TrackingConfig, threads as set_threads
+    from lab.tracking import TrackingConfig
 
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise LabError(f"LoRA adapter not found: {adapter_dir} (expected adapter_config.json there)")
