@@ -14,27 +14,18 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab import calibration, dose, report, store
-from lab.config import ModelConfig, flatten, to_dict
+from lab.config import flatten, to_dict
 from lab.dose import DoseSettings
 from lab.experiment import preflight
-from lab.parallel import RunnerConfig
-from lab.sweep import InjectionConfig, JudgeConfig, run_sweep
-from lab.tracking import TrackingConfig
-from lab.trials import SweepConfig
+from lab.sweep import InjectionConfig, run_sweep
 
 
 @dataclass(frozen=True)
-class DoseConfig:
+class DoseConfig(InjectionConfig):
     """A concept-injection sweep over strengths plus the dose settings (configs/calibrate-dose-demo.yaml)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     dose: DoseSettings = field(default_factory=DoseSettings)
     output_dir: str = "results/calibrate-dose"
-    cache_dir: str | None = None
 
     def injection(self) -> InjectionConfig:
         return InjectionConfig(**{f.name: getattr(self, f.name) for f in fields(InjectionConfig)})
