@@ -9,6 +9,7 @@ against the unbiased baseline whose sentences state what the 95 % intervals supp
 
 Rerun from stored generations: `python -m analysis.bias_guards --run <steering-vector job output_dir>`.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,11 @@ def identification_vs_chance(df: Any, concepts: Sequence[str]) -> dict[str, floa
     names = list(dict.fromkeys(concepts))
     own = [mentions(r, c) for r, c in zip(inj.response, inj.concept)]
     others = [[w for w in names if w != c and mentions(r, w)] for r, c in zip(inj.response, inj.concept)]
-    for key, hits, n in (("own_id", sum(own), len(own)), ("other_id", sum(bool(o) for o in others), len(others)),
-                         ("random_id", sum(mentions(r, c) for r, c in zip(rnd.response, rnd.concept)), len(rnd))):
+    for key, hits, n in (
+        ("own_id", sum(own), len(own)),
+        ("other_id", sum(bool(o) for o in others), len(others)),
+        ("random_id", sum(mentions(r, c) for r, c in zip(rnd.response, rnd.concept)), len(rnd)),
+    ):
         p, lo, hi = wilson(int(hits), int(n))
         out |= {key: p, f"{key}_lo": lo, f"{key}_hi": hi, f"n_{key}": n}
     k = max(len(names) - 1, 1)
@@ -53,6 +57,7 @@ def identification_vs_chance(df: Any, concepts: Sequence[str]) -> dict[str, floa
 def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """What the intervals support, as flags and one sentence each. Rates come from `lab.metrics.summarize` (with
     `identification_vs_chance` merged in); 'apart' means the 95 % intervals do not overlap."""
+
     def g(d: dict[str, float], k: str) -> float:
         v = d.get(k, math.nan)
         return math.nan if v is None else float(v)
@@ -70,24 +75,28 @@ def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]
     }
     flags["perturbation_detector"] = flags["vector_rate_rise"] and not flags["concept_specific"]
     lines = [
-        f"TPR {ci(before, 'tpr')} → {ci(after, 'tpr', True)}: " + ("a gain (intervals apart)" if flags["tpr_gain"]
-                                                              else "no gain the intervals support"),
+        f"TPR {ci(before, 'tpr')} → {ci(after, 'tpr', True)}: "
+        + ("a gain (intervals apart)" if flags["tpr_gain"] else "no gain the intervals support"),
         f"FPR {ci(before, 'fpr')} → {ci(after, 'fpr', True)}"
         + (": RISES (intervals apart)" if flags["fpr_rise"] else ""),
     ]
     for k in vec:
         lines.append(f"{k} {ci(before, k)} → {ci(after, k, True)}")
     if flags["perturbation_detector"]:
-        lines.append("PERTURBATION DETECTOR: random same-norm vectors are 'detected' more after training and not "
-                     "less than concepts — the bias reports any perturbation, not the concept")
+        lines.append(
+            "PERTURBATION DETECTOR: random same-norm vectors are 'detected' more after training and not "
+            "less than concepts — the bias reports any perturbation, not the concept"
+        )
     elif flags["concept_specific"]:
         lines.append("concept-specific: held-out TPR lies above every random-vector rate (intervals apart)")
     else:
         lines.append("not shown concept-specific: held-out TPR is not above the random-vector rate (intervals overlap)")
-    lines.append(f"identification: own concept {ci(after, 'own_id', True)} vs another held-out concept "
-                 f"{ci(after, 'other_id', True)}, chance per concept {g(after, 'chance_id'):.3f}, paired concept on "
-                 f"random vectors {ci(after, 'random_id', True)} → "
-                 + ("above chance" if flags["id_above_chance"] else "NOT above chance"))
+    lines.append(
+        f"identification: own concept {ci(after, 'own_id', True)} vs another held-out concept "
+        f"{ci(after, 'other_id', True)}, chance per concept {g(after, 'chance_id'):.3f}, paired concept on "
+        f"random vectors {ci(after, 'random_id', True)} → "
+        + ("above chance" if flags["id_above_chance"] else "NOT above chance")
+    )
     return flags | {"lines": lines}
 
 

@@ -1,5 +1,6 @@
 """Before/after comparisons of rates: the difference of two independent proportions with Newcombe's hybrid score
 interval (from the two Wilson intervals; method 10 of Newcombe 1998), a table per metric, and a bar plot."""
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,22 @@ def compare(before: Mapping[str, float], after: Mapping[str, float], metrics: Se
         nb, na = int(before[f"n_{m}"]), int(after[f"n_{m}"])
         kb, ka = round(before[m] * nb), round(after[m] * na)
         d, lo, hi = diff_interval(ka, na, kb, nb)
-        rows.append({"metric": m, "before": before[m], "before_lo": before[f"{m}_lo"], "before_hi": before[f"{m}_hi"],
-                     "n_before": nb, "after": after[m], "after_lo": after[f"{m}_lo"], "after_hi": after[f"{m}_hi"],
-                     "n_after": na, "delta": d, "delta_lo": lo, "delta_hi": hi})
+        rows.append(
+            {
+                "metric": m,
+                "before": before[m],
+                "before_lo": before[f"{m}_lo"],
+                "before_hi": before[f"{m}_hi"],
+                "n_before": nb,
+                "after": after[m],
+                "after_lo": after[f"{m}_lo"],
+                "after_hi": after[f"{m}_hi"],
+                "n_after": na,
+                "delta": d,
+                "delta_lo": lo,
+                "delta_hi": hi,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -48,13 +62,16 @@ def rate_entry(k: int, n: int, name: str) -> dict[str, float]:
 def print_compare(table: pd.DataFrame, labels: tuple[str, str] = ("before", "after")) -> None:
     print(f"{'metric':<14} {labels[0]:<22} {labels[1]:<22} delta [95% CI]")
     for _, r in table.iterrows():
-        print(f"{r['metric']:<14} {r['before']:.3f} [{r['before_lo']:.2f},{r['before_hi']:.2f}] n={r['n_before']:<4} "
-              f"{r['after']:.3f} [{r['after_lo']:.2f},{r['after_hi']:.2f}] n={r['n_after']:<4} "
-              f"{r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}]")
+        print(
+            f"{r['metric']:<14} {r['before']:.3f} [{r['before_lo']:.2f},{r['before_hi']:.2f}] n={r['n_before']:<4} "
+            f"{r['after']:.3f} [{r['after_lo']:.2f},{r['after_hi']:.2f}] n={r['n_after']:<4} "
+            f"{r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}]"
+        )
 
 
-def plot_compare(table: pd.DataFrame, path: str | os.PathLike, labels: tuple[str, str] = ("before", "after"),
-                 title: str = "") -> Path:
+def plot_compare(
+    table: pd.DataFrame, path: str | os.PathLike, labels: tuple[str, str] = ("before", "after"), title: str = ""
+) -> Path:
     """Grouped bars (before, after) per metric with 95 % intervals."""
     import numpy as np
 
@@ -77,11 +94,15 @@ def readings(table: pd.DataFrame, before: Mapping[str, float]) -> list[str]:
     """Plain-language lines from the intervals: whether the model refused to begin with, and which deltas exclude 0."""
     out = []
     if before.get("n_refusal_rate") and before["refusal_rate_hi"] < 0.2:
-        out.append(f"reading: the original model barely refuses ({before['refusal_rate']:.2f} of "
-                   f"{before['n_refusal_rate']} held-out harmful prompts by the phrase matcher), so there is little "
-                   "refusal to remove; no effect of abliteration on introspection is claimed from this model")
+        out.append(
+            f"reading: the original model barely refuses ({before['refusal_rate']:.2f} of "
+            f"{before['n_refusal_rate']} held-out harmful prompts by the phrase matcher), so there is little "
+            "refusal to remove; no effect of abliteration on introspection is claimed from this model"
+        )
     for _, r in table.iterrows():
         moved = r["delta_lo"] > 0 or r["delta_hi"] < 0
-        out.append(f"reading: Δ{r['metric']} {r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}] "
-                   + ("excludes 0" if moved else "includes 0: no evidence of a change"))
+        out.append(
+            f"reading: Δ{r['metric']} {r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}] "
+            + ("excludes 0" if moved else "includes 0: no evidence of a change")
+        )
     return out

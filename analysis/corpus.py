@@ -42,8 +42,12 @@ def dialogues(lm: Any) -> list[str]:
     q = "Trial 1: Do you detect an injected thought? If so, what is the injected thought about?"
     for r in rows:
         if lm.spec.chat_template and lm.tokenizer.chat_template is not None:
-            out.append(lm.chat([{"role": "user", "content": q}, {"role": "assistant", "content": r["response"]}],
-                               add_generation_prompt=False))
+            out.append(
+                lm.chat(
+                    [{"role": "user", "content": q}, {"role": "assistant", "content": r["response"]}],
+                    add_generation_prompt=False,
+                )
+            )
         else:
             out.append(f"User: {q}\nAssistant: {r['response']}\n")
     return out

@@ -10,6 +10,7 @@ Instructions ship as versioned data (lab/data/refusal_{harmful,harmless}.txt, wr
 used 512 of each); `instructions("harmful", extra="more.txt")` appends a local file of more (one per line).
 By default the last `HELDOUT` harmful lines are held out of the direction for the refusal-rate check.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,9 @@ def chat_prompt(lm: Any, instruction: str) -> str:
 
 
 @torch.no_grad()
-def instruction_activations(lm: Any, items: Sequence[str], position: int = -2, layers: Sequence[int] | None = None,
-                            batch_size: int = 16) -> torch.Tensor:
+def instruction_activations(
+    lm: Any, items: Sequence[str], position: int = -2, layers: Sequence[int] | None = None, batch_size: int = 16
+) -> torch.Tensor:
     """`resid_post` of every block (or `layers`) at `position` (negative) of each templated prompt:
     [n_layers, len(items), d_model], float32, CPU."""
     from lab import interventions as iv
@@ -78,8 +80,12 @@ def instruction_activations(lm: Any, items: Sequence[str], position: int = -2, l
     out: list[torch.Tensor] = []
     tok = lm.tokenizer
     for i in range(0, len(items), batch_size):
-        enc = tok([chat_prompt(lm, s) for s in items[i:i + batch_size]], return_tensors="pt", padding=True,
-                  add_special_tokens=lm.tokenizer.chat_template is None)
+        enc = tok(
+            [chat_prompt(lm, s) for s in items[i : i + batch_size]],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=lm.tokenizer.chat_template is None,
+        )
         enc = {k: v.to(lm.device) for k, v in enc.items()}
         with iv.capture(lm.model, sites, stop=True) as acts:
             lm.model(**enc, use_cache=False)
@@ -115,11 +121,19 @@ class RefusalDirections:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(f".tmp{os.getpid()}")
-        save_file({"directions": self.directions.contiguous(), "raw_norms": torch.tensor(self.raw_norms)}, str(tmp),
-                  metadata={"position": str(self.position), "model": self.model, "n_harmful": str(self.n_harmful),
-                            "n_harmless": str(self.n_harmless), "site": self.site,
-                            "instructions_version": self.instructions_version,
-                            "layers": str(self.directions.shape[0])})
+        save_file(
+            {"directions": self.directions.contiguous(), "raw_norms": torch.tensor(self.raw_norms)},
+            str(tmp),
+            metadata={
+                "position": str(self.position),
+                "model": self.model,
+                "n_harmful": str(self.n_harmful),
+                "n_harmless": str(self.n_harmless),
+                "site": self.site,
+                "instructions_version": self.instructions_version,
+                "layers": str(self.directions.shape[0]),
+            },
+        )
         os.replace(tmp, p)
         return p
 
@@ -132,16 +146,32 @@ class RefusalDirections:
         with safe_open(str(path), "pt") as f:
             m = f.metadata()
             raw = tuple(float(x) for x in f.get_tensor("raw_norms").tolist())
-            return cls(f.get_tensor("directions"), int(m["position"]), m["model"], int(m["n_harmful"]),
-                       int(m["n_harmless"]), m.get("instructions_version", ""), m.get("site", SITE), raw)
+            return cls(
+                f.get_tensor("directions"),
+                int(m["position"]),
+                m["model"],
+                int(m["n_harmful"]),
+                int(m["n_harmless"]),
+                m.get("instructions_version", ""),
+                m.get("site", SITE),
+                raw,
+            )
 
 
-def refusal_direction(lm: Any, harmful: Sequence[str], harmless: Sequence[str], position: int = -2,
-                      batch_size: int = 16) -> RefusalDirections:
+def refusal_direction(
+    lm: Any, harmful: Sequence[str], harmless: Sequence[str], position: int = -2, batch_size: int = 16
+) -> RefusalDirections:
     """Per-layer refusal directions of a loaded model from two instruction lists."""
     a = instruction_activations(lm, harmful, position, batch_size=batch_size)
     b = instruction_activations(lm, harmless, position, batch_size=batch_size)
     raw = (a.mean(1) - b.mean(1)).norm(dim=-1)
     version = hashlib.sha256("\n".join([*harmful, "--", *harmless]).encode()).hexdigest()[:12]
-    return RefusalDirections(mean_difference(a, b), position, lm.name, len(harmful), len(harmless), version,
-                             raw_norms=tuple(float(x) for x in raw))
+    return RefusalDirections(
+        mean_difference(a, b),
+        position,
+        lm.name,
+        len(harmful),
+        len(harmless),
+        version,
+        raw_norms=tuple(float(x) for x in raw),
+    )

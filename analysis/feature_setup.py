@@ -1,5 +1,6 @@
 """What the feature jobs (dose_response, gates) share — not a job itself: the transcoder source section and the
 loading of model, concept vectors and transcoders for one model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,11 +13,21 @@ from lab.errors import LabError
 
 @dataclass(frozen=True)
 class TranscoderSource:
-    dir: str | None = field(default=None, metadata={
-        "help": "load <dir>/layer<L>.safetensors (or a Gemma Scope 2 directory <dir>/layer_<L>_*); empty: train"})
-    cache_dir: str | None = field(default=None, metadata={"help": "trained transcoders; empty: <lab cache>/transcoders"})
-    train: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "overrides of analysis.transcoder_training.TranscoderConfig (n_features, max_tokens, epochs, ...)"})
+    dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "load <dir>/layer<L>.safetensors (or a Gemma Scope 2 directory <dir>/layer_<L>_*); empty: train"
+        },
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "trained transcoders; empty: <lab cache>/transcoders"}
+    )
+    train: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "overrides of analysis.transcoder_training.TranscoderConfig (n_features, max_tokens, epochs, ...)"
+        },
+    )
 
 
 def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict[int, Any]:
@@ -45,8 +56,16 @@ def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict
     return out
 
 
-def setup(model: ModelConfig, concepts: Any, inject_layer: int, layers: tuple[int, ...], src: TranscoderSource,
-          template: str, baseline: str, cache_dir: str | None) -> tuple[Any, dict[str, Any], dict[int, Any]]:
+def setup(
+    model: ModelConfig,
+    concepts: Any,
+    inject_layer: int,
+    layers: tuple[int, ...],
+    src: TranscoderSource,
+    template: str,
+    baseline: str,
+    cache_dir: str | None,
+) -> tuple[Any, dict[str, Any], dict[int, Any]]:
     """(loaded model, {concept: ConceptVector at inject_layer}, {layer: transcoder})."""
     from lab import models
     from lab.concepts import concept_vectors, select_concepts
@@ -57,6 +76,13 @@ def setup(model: ModelConfig, concepts: Any, inject_layer: int, layers: tuple[in
     for lay in (inject_layer, *layers):
         lm.check_layer(lay)
     words = select_concepts(concepts)
-    vecs, _ = concept_vectors(lm, words, [inject_layer], template, baseline,
-                              cache_dir or str(default_cache_dir() / "vectors"), model_key(model))
+    vecs, _ = concept_vectors(
+        lm,
+        words,
+        [inject_layer],
+        template,
+        baseline,
+        cache_dir or str(default_cache_dir() / "vectors"),
+        model_key(model),
+    )
     return lm, {c: vecs[(c, inject_layer)] for c in words}, transcoders(lm, layers, src)

@@ -22,6 +22,7 @@ Inverted V (per feature, from the strength profile a(s) = mean activation over c
   rho_pos = Spearman(s, a(s)) over s ≥ 0 (a gate: < 0), rho_neg over s ≤ 0 (a gate: > 0), rho_all over all s.
 Run `python -m analysis.gates --run <dose-response output dir>` to redo the selection from stored tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ import pandas as pd
 import torch
 
 
-def readout_direction(unembed: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int],
-                      final_norm_weight: torch.Tensor | None = None) -> torch.Tensor:
+def readout_direction(
+    unembed: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int], final_norm_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """γ ⊙ (mean u_No − mean u_Yes) [d]: dotted with a residual-stream write and divided by rms(h_final) it gives
     the direct change of logit(No) − logit(Yes)."""
     u = unembed.float()
@@ -84,7 +86,7 @@ def spearman_rows(x: Sequence[float], m: np.ndarray) -> np.ndarray:
     rm = rankdata(m, axis=1)
     rx = rx - rx.mean()
     rm = rm - rm.mean(axis=1, keepdims=True)
-    den = np.sqrt((rm ** 2).sum(1) * (rx ** 2).sum())
+    den = np.sqrt((rm**2).sum(1) * (rx**2).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (rm @ rx) / den, np.nan)
 
@@ -121,8 +123,13 @@ def attribution_table(features: pd.DataFrame, rows: pd.DataFrame, dla_units: dic
     return t.sort_values(["layer", "feature"]).reset_index(drop=True)
 
 
-def select_gates(features: pd.DataFrame, rows: pd.DataFrame, dla_units: dict[int, torch.Tensor], k: int = 20,
-                 layers: Sequence[int] | None = None) -> pd.DataFrame:
+def select_gates(
+    features: pd.DataFrame,
+    rows: pd.DataFrame,
+    dla_units: dict[int, torch.Tensor],
+    k: int = 20,
+    layers: Sequence[int] | None = None,
+) -> pd.DataFrame:
     """The k features with the most positive DLA to No − Yes (active unsteered, so DLA > 0), joined with their
     inverted-V scores; ranked 1..k. `layers` restricts where gates may sit (default: every transcoder layer)."""
     t = attribution_table(features, rows, dla_units)
@@ -139,8 +146,13 @@ def gate_summary(gates: pd.DataFrame) -> dict[str, float]:
     if gates.empty:
         return {"n_gates": 0, "n_inverted_v": 0, "share_inverted_v": float("nan"), "mean_inv_v_rel": float("nan")}
     inv = (gates["inv_v"] > 0) & (gates["rho_pos"] < 0) & (gates["rho_neg"] > 0)
-    return {"n_gates": len(gates), "n_inverted_v": int(inv.sum()), "share_inverted_v": float(inv.mean()),
-            "mean_inv_v_rel": float(gates["inv_v_rel"].mean()), "total_dla": float(gates["dla"].sum())}
+    return {
+        "n_gates": len(gates),
+        "n_inverted_v": int(inv.sum()),
+        "share_inverted_v": float(inv.mean()),
+        "mean_inv_v_rel": float(gates["inv_v_rel"].mean()),
+        "total_dla": float(gates["dla"].sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,8 +176,9 @@ def load_run(run: str | Path) -> dict[str, Any]:
 
 def dla_units_for(run: dict[str, Any], unit: bool = False) -> dict[int, torch.Tensor]:
     rd = run["readout"]
-    direction = readout_direction(rd["unembed_yes_no"], run["meta"]["yes_rows"], run["meta"]["no_rows"],
-                                  rd["final_norm_weight"])
+    direction = readout_direction(
+        rd["unembed_yes_no"], run["meta"]["yes_rows"], run["meta"]["no_rows"], rd["final_norm_weight"]
+    )
     rms = float(run["rows"].loc[run["rows"]["strength"] == 0, "rms_final"].mean())
     return {lay: dla_unit(tc.w_dec, direction, rms, unit) for lay, tc in run["transcoders"].items()}
 

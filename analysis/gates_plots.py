@@ -1,4 +1,5 @@
 """Figures for gates and the pathway: inverted V of the top gates, attribution by layer, the pathway diagram."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import pandas as pd
 from lab.plots import plt, save
 
 
-def inverted_v_plot(prof: pd.DataFrame, gates: pd.DataFrame, path: str | os.PathLike, top: int = 8,
-                    title: str = "") -> Path:
+def inverted_v_plot(
+    prof: pd.DataFrame, gates: pd.DataFrame, path: str | os.PathLike, top: int = 8, title: str = ""
+) -> Path:
     """Mean activation vs signed steering strength for the `top` gates (each normalised by its unsteered value)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for _, g in gates.head(top).iterrows():
@@ -59,8 +61,11 @@ def pathway_plot(table: pd.DataFrame, inject_layer: int, path: str | os.PathLike
     def node(stage: str, layer: int) -> tuple[float, float]:
         return (last if layer < 0 else layer), ypos[stage]
 
-    edges = {"vector→carriers": ("vector", "carriers"), "carriers→gates": ("carriers", "gates"),
-             "gates→No": ("gates", "No")}
+    edges = {
+        "vector→carriers": ("vector", "carriers"),
+        "carriers→gates": ("carriers", "gates"),
+        "gates→No": ("gates", "No"),
+    }
     scale = float(table["attribution"].abs().max()) if len(table) else 1.0
     for _, r in table[table["stage"].isin(list(edges))].iterrows():
         a, b = edges[r["stage"]]
@@ -69,14 +74,23 @@ def pathway_plot(table: pd.DataFrame, inject_layer: int, path: str | os.PathLike
         color = "tab:red" if r["attribution"] > 0 else "tab:blue"
         ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "lw": w, "color": color})
         ax.text((x0 + x1) / 2, (y0 + y1) / 2, f"{r['attribution']:+.2g}", fontsize=7, ha="center")
-    nodes = {("vector", inject_layer)} | {(edges[s][0], int(lf)) for s, lf in zip(table["stage"], table["layer_from"])
-                                          if s in edges} | {(edges[s][1], int(lt)) for s, lt in
-                                                            zip(table["stage"], table["layer_to"]) if s in edges}
+    nodes = (
+        {("vector", inject_layer)}
+        | {(edges[s][0], int(lf)) for s, lf in zip(table["stage"], table["layer_from"]) if s in edges}
+        | {(edges[s][1], int(lt)) for s, lt in zip(table["stage"], table["layer_to"]) if s in edges}
+    )
     for stage, layer in nodes:
         x, y = node(stage, layer)
         ax.scatter([x], [y], s=250, color="white", edgecolor="black", zorder=3)
-        ax.text(x, y, stage if stage in ("vector", "No") else f"{stage[0].upper()}{layer}", fontsize=7,
-                ha="center", va="center", zorder=4)
+        ax.text(
+            x,
+            y,
+            stage if stage in ("vector", "No") else f"{stage[0].upper()}{layer}",
+            fontsize=7,
+            ha="center",
+            va="center",
+            zorder=4,
+        )
     ax.set_yticks(list(ypos.values()), ["concept vector", "evidence carriers", "gates", "No − Yes logit"])
     ax.set_xlabel("layer")
     ax.set_xlim(inject_layer - 1, last + 1)

@@ -13,6 +13,7 @@ From per-concept detection rates (a stored sweep) and the concept vectors at the
 - `decompose`: each vector = its projection on a direction + the residual (the parts injected separately).
 Rerun from stored outputs: `python -m analysis.geometry --run <dir or MLflow run id>` (no model is loaded).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def lda_cv_f1(X: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 42)
     return float(np.mean(scores))
 
 
-def choose_threshold(X: np.ndarray, rates: np.ndarray, min_minority: float = 0.2, folds: int = 5,
-                     seed: int = 42) -> tuple[float, float, pd.DataFrame]:
+def choose_threshold(
+    X: np.ndarray, rates: np.ndarray, min_minority: float = 0.2, folds: int = 5, seed: int = 42
+) -> tuple[float, float, pd.DataFrame]:
     """(τ, its CV macro-F1, every candidate split tried). Falls back to the median when no split qualifies."""
     rows, seen = [], {}
     for tau in [*(i / 100 for i in range(1, 100)), float(np.median(rates))]:
@@ -100,8 +102,9 @@ def pca(X: np.ndarray, rates: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.n
     return comps, p.explained_variance_ratio_, scores
 
 
-def nested_ridge(X: np.ndarray, y: np.ndarray, outer: int = 5, inner: int = 3, alphas: Sequence[float] = ALPHAS,
-                 seed: int = 42) -> dict:
+def nested_ridge(
+    X: np.ndarray, y: np.ndarray, outer: int = 5, inner: int = 3, alphas: Sequence[float] = ALPHAS, seed: int = 42
+) -> dict:
     """Out-of-fold predictions of detection rate; each outer fold fits (centring included) on its training concepts
     only. Returns pooled and per-fold R², chosen alphas and the test index sets."""
     import warnings
@@ -166,8 +169,15 @@ class Geometry:
     extra: dict = field(default_factory=dict)
 
 
-def analyse(X: np.ndarray, rates: np.ndarray, concepts: Sequence[str], refusal: np.ndarray | None,
-            tau: float | None = None, n_pcs: int = 10, seed: int = 42) -> tuple[Geometry, dict[str, np.ndarray]]:
+def analyse(
+    X: np.ndarray,
+    rates: np.ndarray,
+    concepts: Sequence[str],
+    refusal: np.ndarray | None,
+    tau: float | None = None,
+    n_pcs: int = 10,
+    seed: int = 42,
+) -> tuple[Geometry, dict[str, np.ndarray]]:
     """Everything above for one layer; also returns the directions (meandiff, pc1, ridge)."""
     if tau is None:
         tau, f1, _ = choose_threshold(X, rates, seed=seed)
@@ -178,22 +188,43 @@ def analyse(X: np.ndarray, rates: np.ndarray, concepts: Sequence[str], refusal: 
     if success.all() or (~success).all():
         from lab.errors import LabError
 
-        raise LabError(f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
-                       f"(rates {min(rates):.2f}..{max(rates):.2f})")
+        raise LabError(
+            f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
+            f"(rates {min(rates):.2f}..{max(rates):.2f})"
+        )
     md = mean_difference(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)
     rid = nested_ridge(X, rates, seed=seed)
     ref = unit(refusal) if refusal is not None else None
-    cos = (lambda a, b: float(np.dot(unit(a), unit(b))))
-    g = Geometry(list(concepts), rates.tolist(), float(tau), f1, source, int(success.sum()), int((~success).sum()),
-                 ratios.tolist(), cos(comps[0], md), cos(comps[0], ref) if ref is not None else float("nan"),
-                 cos(md, ref) if ref is not None else float("nan"), rid["r2_pooled"], rid["r2_folds"], rid["alphas"],
-                 float(np.corrcoef(X @ md, rates)[0, 1]) if np.std(rates) > 0 else float("nan"), scores.tolist())
+    cos = lambda a, b: float(np.dot(unit(a), unit(b)))
+    g = Geometry(
+        list(concepts),
+        rates.tolist(),
+        float(tau),
+        f1,
+        source,
+        int(success.sum()),
+        int((~success).sum()),
+        ratios.tolist(),
+        cos(comps[0], md),
+        cos(comps[0], ref) if ref is not None else float("nan"),
+        cos(md, ref) if ref is not None else float("nan"),
+        rid["r2_pooled"],
+        rid["r2_folds"],
+        rid["alphas"],
+        float(np.corrcoef(X @ md, rates)[0, 1]) if np.std(rates) > 0 else float("nan"),
+        scores.tolist(),
+    )
     return g, {"meandiff": md, "pc1": comps[0], "ridge": ridge_direction(X, rates)}
 
 
-def save_inputs(out: str | os.PathLike, vectors: dict[str, torch.Tensor], rates: pd.DataFrame,
-                refusal: torch.Tensor | None, layer: int) -> Path:
+def save_inputs(
+    out: str | os.PathLike,
+    vectors: dict[str, torch.Tensor],
+    rates: pd.DataFrame,
+    refusal: torch.Tensor | None,
+    layer: int,
+) -> Path:
     """What a model-free rerun needs: the vectors, the refusal direction at the layer, the per-concept rates."""
     from safetensors.torch import save_file
 
@@ -226,13 +257,19 @@ def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
 
 def report_lines(g: Geometry) -> list[str]:
     ev = ", ".join(f"{x:.3f}" for x in g.explained[:5])
-    return [(f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
-             f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}"),
-            f"PCA explained variance (first 5): {ev}",
-            (f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
-             f"{g.meandiff_proj_rate_corr:.3f} (in-sample)"),
-            f"ridge nested CV: R² pooled {g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
-            f"pc1_meandiff_cos={g.pc1_meandiff_cos:.4f} pc1_refusal_cos={g.pc1_refusal_cos:.4f}"]
+    return [
+        (
+            f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
+            f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}"
+        ),
+        f"PCA explained variance (first 5): {ev}",
+        (
+            f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
+            f"{g.meandiff_proj_rate_corr:.3f} (in-sample)"
+        ),
+        f"ridge nested CV: R² pooled {g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
+        f"pc1_meandiff_cos={g.pc1_meandiff_cos:.4f} pc1_refusal_cos={g.pc1_refusal_cos:.4f}",
+    ]
 
 
 def write_result(g: Geometry, out: str | os.PathLike) -> Path:

@@ -1,4 +1,5 @@
 """Figures of the geometry analysis: PCA scatter coloured by detection rate, the cosines, TPR per injected part."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,15 @@ import numpy as np
 from lab import plots
 
 
-def pca_scatter(scores: np.ndarray, rates: Sequence[float], concepts: Sequence[str], explained: Sequence[float],
-                path: str | os.PathLike, title: str = "", label_top: int = 12) -> Path:
+def pca_scatter(
+    scores: np.ndarray,
+    rates: Sequence[float],
+    concepts: Sequence[str],
+    explained: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+    label_top: int = 12,
+) -> Path:
     fig, ax = plots.plt.subplots(figsize=(6.2, 4.8))
     s = np.asarray(scores)
     y = s[:, 1] if s.shape[1] > 1 else np.zeros(len(s))
@@ -32,8 +40,9 @@ def cosines(values: Mapping[str, float], path: str | os.PathLike, title: str = "
     ax.axvline(0, color="k", lw=0.6)
     ax.set_xlim(-1, 1)
     for i, v in enumerate(vals):
-        ax.text(v + (0.03 if v >= 0 else -0.03), i, f"{v:.2f}", va="center", ha="left" if v >= 0 else "right",
-                fontsize=8)
+        ax.text(
+            v + (0.03 if v >= 0 else -0.03), i, f"{v:.2f}", va="center", ha="left" if v >= 0 else "right", fontsize=8
+        )
     ax.set_xlabel("cosine")
     return plots.save(fig, path, title)
 

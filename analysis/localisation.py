@@ -5,6 +5,7 @@ the concept), each with a Wilson 95 % interval, and the correlation across conce
 (Pearson r with its n; NaN where a rate does not vary). `python -m analysis.localisation --run <sweep dir>` reprints
 the table and redraws the plot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,33 @@ def by_layer(df: pd.DataFrame) -> pd.DataFrame:
     for layer, g in inj.groupby("layer", sort=True):
         free, forced = g[~g["forced"].astype(bool)], g[g["forced"].astype(bool)]
         det, fid = _rate(free["detected"]), _rate(forced["identified"])
-        per = pd.DataFrame({"det": free.groupby("concept")["detected"].mean(),
-                            "fid": forced.groupby("concept")["identified"].mean()}).dropna().astype(float)
+        per = (
+            pd.DataFrame(
+                {
+                    "det": free.groupby("concept")["detected"].mean(),
+                    "fid": forced.groupby("concept")["identified"].mean(),
+                }
+            )
+            .dropna()
+            .astype(float)
+        )
         ok = len(per) > 2 and per["det"].std() > 0 and per["fid"].std() > 0
         r = float(np.corrcoef(per["det"], per["fid"])[0, 1]) if ok else float("nan")
-        rows.append({"layer": int(layer), "detection": det[0], "detection_lo": det[1], "detection_hi": det[2],
-                     "n_detection": det[3], "forced_id": fid[0], "forced_id_lo": fid[1], "forced_id_hi": fid[2],
-                     "n_forced_id": fid[3], "corr": r, "n_concepts": len(per)})
+        rows.append(
+            {
+                "layer": int(layer),
+                "detection": det[0],
+                "detection_lo": det[1],
+                "detection_hi": det[2],
+                "n_detection": det[3],
+                "forced_id": fid[0],
+                "forced_id_lo": fid[1],
+                "forced_id_hi": fid[2],
+                "n_forced_id": fid[3],
+                "corr": r,
+                "n_concepts": len(per),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -65,9 +86,11 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 def print_table(t: pd.DataFrame) -> None:
     print(f"{'layer':>5}  {'detection [95% CI]':<22}{'forced ID [95% CI]':<22}{'corr':>6}  concepts")
     for r in t.itertuples():
-        print(f"{r.layer:>5}  {r.detection:.2f} [{r.detection_lo:.2f},{r.detection_hi:.2f}] n={r.n_detection:<4}  "
-              f"{r.forced_id:.2f} [{r.forced_id_lo:.2f},{r.forced_id_hi:.2f}] n={r.n_forced_id:<4}  {r.corr:+.2f}  "
-              f"{r.n_concepts}")
+        print(
+            f"{r.layer:>5}  {r.detection:.2f} [{r.detection_lo:.2f},{r.detection_hi:.2f}] n={r.n_detection:<4}  "
+            f"{r.forced_id:.2f} [{r.forced_id_lo:.2f},{r.forced_id_hi:.2f}] n={r.n_forced_id:<4}  {r.corr:+.2f}  "
+            f"{r.n_concepts}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ times (1: each concept once), with A/B order randomised (seed 42), up to `max_pa
 A pair "works" in a direction when the detection rate of injecting A − B (judged for A) is > τ (the split
 threshold); bidirectional = works both ways (the reference code's rule).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,12 +21,19 @@ import pandas as pd
 from lab.metrics import wilson
 
 
-def match_pairs(concepts: Sequence[str], projections: Mapping[str, float], rates: Mapping[str, float],
-                threshold: float = math.inf, bucket: float | None = None, max_reuse: int = 1, max_pairs: int = 1000,
-                seed: int = 42) -> list[tuple[str, str]]:
+def match_pairs(
+    concepts: Sequence[str],
+    projections: Mapping[str, float],
+    rates: Mapping[str, float],
+    threshold: float = math.inf,
+    bucket: float | None = None,
+    max_reuse: int = 1,
+    max_pairs: int = 1000,
+    seed: int = 42,
+) -> list[tuple[str, str]]:
     cands = []
     for i, a in enumerate(concepts):
-        for b in concepts[i + 1:]:
+        for b in concepts[i + 1 :]:
             diff = abs(projections[a] - projections[b])
             if diff < threshold:
                 gap = abs(rates[a] - rates[b])

@@ -5,6 +5,7 @@ knock-out − forced steered (log-prob of the concept's first token). Rows are f
 mean over concepts gets a 95 % t-interval (n = concepts). `python -m analysis.patching --run <dir>` reprints the table
 and redraws the plot from the stored Parquet.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,29 @@ def effects(df: pd.DataFrame) -> pd.DataFrame:
             e = g["effect"].to_numpy()
             n, m = len(e), float(e.mean())
             half = _t95(n) * float(e.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
-            out.append({"mode": mode, "patch_layer": int(layer), "component": comp, "effect": m,
-                        "effect_lo": m - half, "effect_hi": m + half, "n_concepts": n})
+            out.append(
+                {
+                    "mode": mode,
+                    "patch_layer": int(layer),
+                    "component": comp,
+                    "effect": m,
+                    "effect_lo": m - half,
+                    "effect_hi": m + half,
+                    "n_concepts": n,
+                }
+            )
     return pd.DataFrame(out).sort_values(["mode", "component", "patch_layer"], ignore_index=True)
 
 
 def injection_effect(df: pd.DataFrame) -> dict[str, float]:
     """How much the injection itself moves each metric (steered − clean), mean over concepts."""
     one = df.drop_duplicates(["concept", "trial_number"])
-    return {"yes_no_clean": float(one["clean"].mean()), "yes_no_steered": float(one["steered"].mean()),
-            "forced_logp_clean": float(one["forced_clean"].mean()),
-            "forced_logp_steered": float(one["forced_steered"].mean())}
+    return {
+        "yes_no_clean": float(one["clean"].mean()),
+        "yes_no_steered": float(one["steered"].mean()),
+        "forced_logp_clean": float(one["forced_clean"].mean()),
+        "forced_logp_steered": float(one["forced_steered"].mean()),
+    }
 
 
 def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -70,8 +83,10 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 def print_table(table: pd.DataFrame) -> None:
     print(f"{'mode':<17} {'comp':<9} {'layer':>5}  effect [95% CI]          n")
     for r in table.itertuples():
-        print(f"{r.mode:<17} {r.component:<9} {r.patch_layer:>5}  {r.effect:+.3f} "
-              f"[{r.effect_lo:+.3f},{r.effect_hi:+.3f}]  {r.n_concepts}")
+        print(
+            f"{r.mode:<17} {r.component:<9} {r.patch_layer:>5}  {r.effect:+.3f} "
+            f"[{r.effect_lo:+.3f},{r.effect_hi:+.3f}]  {r.n_concepts}"
+        )
 
 
 def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.DataFrame, dict[str, float], Path]:
@@ -82,8 +97,10 @@ def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.D
     table.to_csv(out / "patching_effects.csv", index=False)
     png = plot(table, out / "patching.png", title)
     print_table(table)
-    print("injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
-          "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj))
+    print(
+        "injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
+        "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj)
+    )
     return table, inj, png
 
 

@@ -15,6 +15,7 @@ on the mean-difference direction (concepts above vs below the median rate, compu
 CV and α grid.
 `python -m analysis.regression --run <dir or MLflow run id>` refits from the stored tables (no model, no Ray).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
 
 
-def oof_ridge(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], alpha: float,
-              transform: Any = None) -> np.ndarray:
+def oof_ridge(
+    x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], alpha: float, transform: Any = None
+) -> np.ndarray:
     """Pooled out-of-fold predictions of StandardScaler + Ridge(alpha). `transform(x, y, train)` may derive the
     design from the training rows only (the projection baseline)."""
     from sklearn.linear_model import Ridge
@@ -76,13 +78,17 @@ def bootstrap(y: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0) -> 
     return float(lo), float(hi)
 
 
-def permutation_r2(x: np.ndarray, y: np.ndarray, splits: list, alphas: Sequence[float], n: int = 20,
-                   seed: int = 0) -> float:
+def permutation_r2(
+    x: np.ndarray, y: np.ndarray, splits: list, alphas: Sequence[float], n: int = 20, seed: int = 0
+) -> float:
     """Mean R² with the targets shuffled across concepts, α chosen on each shuffle as for the real fit (so the
     selection over the α grid is part of the chance level)."""
     rng = np.random.default_rng(seed)
-    return float(np.mean([max(r2(yp, oof_ridge(x, yp, splits, a)) for a in alphas)
-                          for yp in (rng.permutation(y) for _ in range(n))]))
+    return float(
+        np.mean(
+            [max(r2(yp, oof_ridge(x, yp, splits, a)) for a in alphas) for yp in (rng.permutation(y) for _ in range(n))]
+        )
+    )
 
 
 def ranked(meta: pd.DataFrame, layers: Sequence[int] | None) -> list[str]:
@@ -90,18 +96,25 @@ def ranked(meta: pd.DataFrame, layers: Sequence[int] | None) -> list[str]:
     return m.sort_values(["score", "feature"], ascending=[False, True])["feature"].tolist()
 
 
-def fit_cell(features: pd.DataFrame, meta: pd.DataFrame, layers: Sequence[int] | None, n: int, alpha: float,
-             k: int, seed: int) -> dict[str, Any]:
+def fit_cell(
+    features: pd.DataFrame, meta: pd.DataFrame, layers: Sequence[int] | None, n: int, alpha: float, k: int, seed: int
+) -> dict[str, Any]:
     """R² of the top-n features of `layers` (None = all) at one α; one Tune trial of the job."""
     names = ranked(meta, layers)[:n]
     y = features["detection_rate"].to_numpy(float)
     pred = oof_ridge(features[names].to_numpy(float), y, folds(features["concept"].tolist(), k, seed), alpha)
-    return {"layers": "all" if layers is None else ",".join(map(str, layers)), "n": len(names), "n_req": n,
-            "alpha": alpha, "r2": r2(y, pred)}
+    return {
+        "layers": "all" if layers is None else ",".join(map(str, layers)),
+        "n": len(names),
+        "n_req": n,
+        "alpha": alpha,
+        "r2": r2(y, pred),
+    }
 
 
-def projection_r2(features: pd.DataFrame, vectors: pd.DataFrame, alphas: Sequence[float], k: int,
-                  seed: int) -> tuple[float, float]:
+def projection_r2(
+    features: pd.DataFrame, vectors: pd.DataFrame, alphas: Sequence[float], k: int, seed: int
+) -> tuple[float, float]:
     v = vectors.set_index("concept").loc[features["concept"]].to_numpy(float)
     y = features["detection_rate"].to_numpy(float)
     splits = folds(features["concept"].tolist(), k, seed)
@@ -118,20 +131,36 @@ def summarize(root: str | Path, cells: pd.DataFrame | None = None) -> dict[str, 
     meta = pd.read_parquet(root / "feature_meta.parquet")
     k, seed = int(spec["folds"]), int(spec["seed"])
     if cells is None:
-        cells = pd.DataFrame([fit_cell(features, meta, lay, n, a, k, seed) for lay in layer_sets(spec)
-                              for n in spec["ns"] for a in spec["alphas"]])
+        cells = pd.DataFrame(
+            [
+                fit_cell(features, meta, lay, n, a, k, seed)
+                for lay in layer_sets(spec)
+                for n in spec["ns"]
+                for a in spec["alphas"]
+            ]
+        )
     best = cells.sort_values(["r2", "n", "alpha"], ascending=[False, True, True]).iloc[0]
     lay = None if best["layers"] == "all" else [int(x) for x in str(best["layers"]).split(",")]
-    names = ranked(meta, lay)[:int(best["n"])]
+    names = ranked(meta, lay)[: int(best["n"])]
     x, y = features[names].to_numpy(float), features["detection_rate"].to_numpy(float)
     splits = folds(features["concept"].tolist(), k, seed)
     pred = oof_ridge(x, y, splits, float(best["alpha"]))
     lo, hi = bootstrap(y, pred, int(spec.get("n_boot", 1000)), seed)
     perm = permutation_r2(x, y, splits, spec["alphas"], int(spec.get("n_perm", 20)), seed)
     proj, proj_alpha = projection_r2(features, pd.read_parquet(root / "vectors.parquet"), spec["alphas"], k, seed)
-    return {"r2_features": float(best["r2"]), "r2_features_lo": lo, "r2_features_hi": hi, "r2_permuted": perm,
-            "best_layers": str(best["layers"]), "best_n": int(best["n"]), "best_alpha": float(best["alpha"]),
-            "r2_projection": proj, "projection_alpha": proj_alpha, "n_concepts": len(y), "cells": cells}
+    return {
+        "r2_features": float(best["r2"]),
+        "r2_features_lo": lo,
+        "r2_features_hi": hi,
+        "r2_permuted": perm,
+        "best_layers": str(best["layers"]),
+        "best_n": int(best["n"]),
+        "best_alpha": float(best["alpha"]),
+        "r2_projection": proj,
+        "projection_alpha": proj_alpha,
+        "n_concepts": len(y),
+        "cells": cells,
+    }
 
 
 def fit_stored(config: dict[str, Any]) -> dict[str, Any]:
@@ -190,9 +219,11 @@ def print_summary(s: dict[str, Any]) -> None:
     curve = s["cells"].groupby(["layers", "n"])["r2"].max().reset_index()
     for r in curve.itertuples():
         print(f"layers {r.layers:<8} N {r.n:>6}  R² {r.r2:+.3f}")
-    print(f"best: layers {s['best_layers']}, N {s['best_n']}, α {s['best_alpha']:g}: R² {s['r2_features']:.3f} "
-          f"[{s['r2_features_lo']:.3f}, {s['r2_features_hi']:.3f}] (permuted targets {s['r2_permuted']:.3f}); "
-          f"projection R² {s['r2_projection']:.3f} ({s['n_concepts']} concepts)")
+    print(
+        f"best: layers {s['best_layers']}, N {s['best_n']}, α {s['best_alpha']:g}: R² {s['r2_features']:.3f} "
+        f"[{s['r2_features_lo']:.3f}, {s['r2_features_hi']:.3f}] (permuted targets {s['r2_permuted']:.3f}); "
+        f"projection R² {s['r2_projection']:.3f} ({s['n_concepts']} concepts)"
+    )
     print(f"r2_features={s['r2_features']:.6f} r2_projection={s['r2_projection']:.6f}")
 
 

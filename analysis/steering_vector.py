@@ -9,6 +9,7 @@ a model to report *any* perturbation: then random same-norm vectors are "detecte
 answer names a concept no more often than chance (analysis/bias_guards.py checks both). Write the stored split:
 `python -m analysis.steering_vector --write-split SEED`.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,15 +64,21 @@ class ConceptSplit:
         return cls(int(d["seed"]), tuple(d["train"]), tuple(d["val"]), tuple(d["heldout"]), d.get("words_version", ""))
 
 
-def make_split(words: Sequence[str], seed: int, n_heldout: int = 100, n_val: int = 40,
-               words_version: str = "") -> ConceptSplit:
+def make_split(
+    words: Sequence[str], seed: int, n_heldout: int = 100, n_val: int = 40, words_version: str = ""
+) -> ConceptSplit:
     """A seeded permutation: the first `n_heldout` words are held out, the next `n_val` validate, the rest train."""
     if n_heldout + n_val >= len(words):
         raise LabError(f"split of {len(words)} words: n_heldout + n_val must leave training concepts")
     perm = list(words)
     random.Random(seed).shuffle(perm)
-    return ConceptSplit(seed, tuple(perm[n_heldout + n_val:]), tuple(perm[n_heldout:n_heldout + n_val]),
-                        tuple(perm[:n_heldout]), words_version).check(words)
+    return ConceptSplit(
+        seed,
+        tuple(perm[n_heldout + n_val :]),
+        tuple(perm[n_heldout : n_heldout + n_val]),
+        tuple(perm[:n_heldout]),
+        words_version,
+    ).check(words)
 
 
 def split_path(seed: int) -> Path:
@@ -84,8 +91,9 @@ def stored_split(seed: int = 0) -> ConceptSplit:
 
     p = split_path(seed)
     if not p.is_file():
-        raise LabError(f"no stored concept split for seed {seed} ({p}); write one with analysis.steering_vector "
-                       "--write-split SEED")
+        raise LabError(
+            f"no stored concept split for seed {seed} ({p}); write one with analysis.steering_vector --write-split SEED"
+        )
     wl = word_list("concepts")
     split = ConceptSplit.from_dict(json.loads(p.read_text()))
     if split.words_version != wl.version:
@@ -94,16 +102,18 @@ def stored_split(seed: int = 0) -> ConceptSplit:
 
 
 # --------------------------------------------------------------------------------------------------- the band
-def scaled_band(n_layers: int, band: Sequence[int] = PAPER_BAND, ref_layers: int = PAPER_N_LAYERS,
-                step: int = 2) -> tuple[int, ...]:
+def scaled_band(
+    n_layers: int, band: Sequence[int] = PAPER_BAND, ref_layers: int = PAPER_N_LAYERS, step: int = 2
+) -> tuple[int, ...]:
     """The paper's injection band at the same relative depth of an `n_layers` model, every `step`-th layer
     (62 layers → 29, 31, …, 55; 30 layers → 14, 16, …, 26)."""
     lo, hi = round(band[0] * n_layers / ref_layers), round(band[1] * n_layers / ref_layers)
     return tuple(range(lo, min(hi, n_layers - 1) + 1, step))
 
 
-def relative_strengths(strengths: Sequence[float] = PAPER_STRENGTHS, main: float = 4.0,
-                       main_relative: float = 0.2) -> tuple[float, ...]:
+def relative_strengths(
+    strengths: Sequence[float] = PAPER_STRENGTHS, main: float = 4.0, main_relative: float = 0.2
+) -> tuple[float, ...]:
     """Raw paper strengths mapped to relative ones (‖s·v‖/‖resid‖) by pinning the paper's main strength to a model's
     main relative strength (the embedded model's 0.2 → 0.1, 0.15, 0.2, 0.25)."""
     return tuple(round(s * main_relative / main, 6) for s in strengths)
@@ -123,15 +133,24 @@ class Example:
         return TARGET_YES.format(concept=self.concept) if self.injected else TARGET_NO
 
 
-def plan_examples(concepts: Sequence[str], trials_per_concept: int, band: Sequence[int],
-                  strengths: Sequence[float], control_p: float, seed: int) -> list[Example]:
+def plan_examples(
+    concepts: Sequence[str],
+    trials_per_concept: int,
+    band: Sequence[int],
+    strengths: Sequence[float],
+    control_p: float,
+    seed: int,
+) -> list[Example]:
     """`trials_per_concept` examples per concept (trial numbers 1..N), each a control with p = `control_p`, with a
     random layer of `band` and strength; shuffled. Deterministic in `seed`."""
     if not band or not strengths:
         raise LabError("bias training needs a non-empty injection band and strengths")
     rng = random.Random(seed)
-    out = [Example(c, n, rng.random() >= control_p, rng.choice(list(band)), rng.choice(list(strengths)))
-           for c in concepts for n in range(1, trials_per_concept + 1)]
+    out = [
+        Example(c, n, rng.random() >= control_p, rng.choice(list(band)), rng.choice(list(strengths)))
+        for c in concepts
+        for n in range(1, trials_per_concept + 1)
+    ]
     rng.shuffle(out)
     return out
 
@@ -163,16 +182,22 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Ten
         positions = torch.arange(labels.shape[1] - 1)
         logits = logits[:, :-1]
     nxt = labels[:, positions + 1]
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), nxt.reshape(-1),
-                                             ignore_index=IGNORE)
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), nxt.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description="write the stored concept split of a seed")
-    ap.add_argument("--write-split", type=int, metavar="SEED", required=True,
-                    help="write analysis/data/steering_split_seedSEED.json")
+    ap.add_argument(
+        "--write-split",
+        type=int,
+        metavar="SEED",
+        required=True,
+        help="write analysis/data/steering_split_seedSEED.json",
+    )
     args = ap.parse_args(argv)
     from lab.concepts import word_list
 

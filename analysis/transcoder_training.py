@@ -74,7 +74,7 @@ def windows(tokenizer: Any, texts: Sequence[str], seq_len: int, max_tokens: int)
     n = min(len(stream), limit) // seq_len
     if n == 0:
         raise LabError(f"the corpus has {len(stream)} tokens, fewer than one window of {seq_len}")
-    return torch.tensor(stream[:n * seq_len]).view(n, seq_len)
+    return torch.tensor(stream[: n * seq_len]).view(n, seq_len)
 
 
 @torch.no_grad()
@@ -86,7 +86,7 @@ def collect(model: Any, ids: torch.Tensor, layer: int, batch: int = 8) -> tuple[
     xs, ys = [], []
     for i in range(0, ids.shape[0], batch):
         with capture(model, [f"mlp_in.{layer}", f"mlp_out.{layer}"], stop=True) as acts:
-            model(input_ids=ids[i:i + batch].to(dev), use_cache=False)
+            model(input_ids=ids[i : i + batch].to(dev), use_cache=False)
         xs.append(acts[f"mlp_in.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
         ys.append(acts[f"mlp_out.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
     return torch.cat(xs), torch.cat(ys)
@@ -122,7 +122,7 @@ def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
     for _ in range(cfg.epochs):
         order = torch.randperm(xn.shape[0], generator=g)
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb, yb = xn[idx], yn[idx]
             f = torch.relu(xb @ w_enc + b_enc)
             pred = f @ w_dec + b_dec + (xb @ w_skip if w_skip is not None else 0)
@@ -141,8 +141,9 @@ def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
             ws = w_skip * (sy / sx)
             bd = bd - (mx / sx) @ w_skip * sy
     meta = {"train_loss": loss_v, "train_tokens": int(x.shape[0]), "steps": step, "train_s": round(time.time() - t0, 1)}
-    return Transcoder(we.detach(), wd.detach(), be.detach(), bd.detach(), None,
-                      None if ws is None else ws.detach(), meta)
+    return Transcoder(
+        we.detach(), wd.detach(), be.detach(), bd.detach(), None, None if ws is None else ws.detach(), meta
+    )
 
 
 @torch.no_grad()
@@ -152,7 +153,7 @@ def evaluate(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
     l0 = 0.0
     alive = torch.zeros(tc.n_features, dtype=torch.bool)
     for i in range(0, x.shape[0], batch):
-        xb, yb = x[i:i + batch], y[i:i + batch]
+        xb, yb = x[i : i + batch], y[i : i + batch]
         f = tc.encode(xb)
         sse += float((tc.decode(f, xb) - yb).pow(2).sum())
         if tc.w_skip is not None:
@@ -161,15 +162,20 @@ def evaluate(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
         l0 += float(active.sum())
         alive |= active.any(0)
     sst = float((y - y.mean(0)).pow(2).sum())
-    out = {"fve": 1 - sse / sst, "l0": l0 / x.shape[0], "dead_frac": 1 - float(alive.float().mean()),
-           "eval_tokens": int(x.shape[0])}
+    out = {
+        "fve": 1 - sse / sst,
+        "l0": l0 / x.shape[0],
+        "dead_frac": 1 - float(alive.float().mean()),
+        "eval_tokens": int(x.shape[0]),
+    }
     if tc.w_skip is not None:
         out["fve_linear"] = 1 - sse_lin / sst
     return out
 
 
-def train_transcoder(lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
-                     ) -> Transcoder:
+def train_transcoder(
+    lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
+) -> Transcoder:
     """Collect mlp_in/mlp_out of `layer` on `texts`, fit on most windows, measure on the held-out ones."""
     lm.check_layer(layer)
     threads = torch.get_num_threads()
@@ -186,8 +192,16 @@ def train_transcoder(lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderC
         figures = evaluate(tc, x[cut:], y[cut:])
     finally:
         torch.set_num_threads(threads)
-    meta = {"model": lm.name, "layer": layer, "site_in": f"mlp_in.{layer}", "site_out": f"mlp_out.{layer}",
-            "config": asdict(cfg), "collect_s": collect_s, **(tc.meta or {}), **figures}
+    meta = {
+        "model": lm.name,
+        "layer": layer,
+        "site_in": f"mlp_in.{layer}",
+        "site_out": f"mlp_out.{layer}",
+        "config": asdict(cfg),
+        "collect_s": collect_s,
+        **(tc.meta or {}),
+        **figures,
+    }
     return Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
 
 
@@ -209,18 +223,22 @@ def cache_key(model_name: str, layer: int, cfg: TranscoderConfig, digest: str = 
     """Model, layer, training config and the corpus text itself (a changed prompt file retrains)."""
     from analysis.corpus import CORPUS_VERSION
 
-    blob = json.dumps({"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest,
-                       "builder": CORPUS_VERSION}, sort_keys=True)
+    blob = json.dumps(
+        {"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest, "builder": CORPUS_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_path(cache_dir: str | os.PathLike, model_name: str, layer: int, cfg: TranscoderConfig,
-               digest: str = "") -> Path:
+def cache_path(
+    cache_dir: str | os.PathLike, model_name: str, layer: int, cfg: TranscoderConfig, digest: str = ""
+) -> Path:
     return Path(cache_dir) / f"{model_name}-mlp{layer}-{cache_key(model_name, layer, cfg, digest)}.safetensors"
 
 
-def transcoder_for(lm: Any, layer: int, cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
-                   ) -> Transcoder:
+def transcoder_for(
+    lm: Any, layer: int, cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
+) -> Transcoder:
     """The cached transcoder for (model, layer, config, corpus); trained on `analysis.corpus` text and saved if absent
     (`meta["from_cache"]` says which)."""
     from analysis.corpus import texts

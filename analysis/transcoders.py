@@ -39,8 +39,10 @@ class Transcoder:
     def __post_init__(self) -> None:
         d_in, n = self.w_enc.shape
         if self.w_dec.shape[0] != n or self.b_enc.shape != (n,) or self.b_dec.shape != (self.w_dec.shape[1],):
-            raise LabError(f"transcoder shapes disagree: w_enc {tuple(self.w_enc.shape)}, w_dec "
-                           f"{tuple(self.w_dec.shape)}, b_enc {tuple(self.b_enc.shape)}, b_dec {tuple(self.b_dec.shape)}")
+            raise LabError(
+                f"transcoder shapes disagree: w_enc {tuple(self.w_enc.shape)}, w_dec "
+                f"{tuple(self.w_dec.shape)}, b_enc {tuple(self.b_enc.shape)}, b_dec {tuple(self.b_dec.shape)}"
+            )
         if self.threshold is not None and self.threshold.shape != (n,):
             raise LabError(f"threshold has shape {tuple(self.threshold.shape)}, expected ({n},)")
         if self.w_skip is not None and self.w_skip.shape != (d_in, self.w_dec.shape[1]):
@@ -87,8 +89,12 @@ class Transcoder:
         skip = next((d[k] for k in _SKIP_KEYS if k in d), None)
         t = {k: torch.as_tensor(d[k]).float() for k in ("w_enc", "w_dec", "b_enc", "b_dec")}
         thr = d.get("threshold")
-        return cls(**t, threshold=None if thr is None else torch.as_tensor(thr).float(),
-                   w_skip=None if skip is None else torch.as_tensor(skip).float(), meta=dict(d.get("meta") or {}))
+        return cls(
+            **t,
+            threshold=None if thr is None else torch.as_tensor(thr).float(),
+            w_skip=None if skip is None else torch.as_tensor(skip).float(),
+            meta=dict(d.get("meta") or {}),
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file (Gemma Scope 2 tensor names) with the metadata as JSON."""

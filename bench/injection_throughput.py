@@ -8,6 +8,7 @@ shard to its last (batched generation on the actor, judging, Parquet writes) aga
 actor model load, or model load; concept vectors on both), which dominate small sweeps. Target: ratio >= 5 on the
 embedded model on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,19 @@ def naive(cfg: InjectionConfig, cache: str) -> tuple[float, float, int]:
     bank = VectorBank(vecs, typical)
     t1 = time.perf_counter()
     for t in p.trials:
-        ids, start = inject_start(lm.tokenizer, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number,
-                                                       t.forced))
+        ids, start = inject_start(
+            lm.tokenizer, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced)
+        )
         x = torch.tensor([ids])
         raw = bank.strengths(t)[0]
         with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [raw], [start]):
-            lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=t.max_new_tokens,
-                              do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+            lm.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=t.max_new_tokens,
+                do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id,
+            )
     t2 = time.perf_counter()
     return t2 - t0, t2 - t1, len(p.trials)
 
@@ -65,21 +72,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = InjectionConfig(
             model=ModelConfig("smollm2-135m"),
-            sweep=SweepConfig(concepts=f"first:{a.concepts}", layers=(10, 14), strengths=(0.2,),
-                              strength_mode="relative", trials_per_concept=2, controls=("random",),
-                              max_new_tokens=a.max_new_tokens),
+            sweep=SweepConfig(
+                concepts=f"first:{a.concepts}",
+                layers=(10, 14),
+                strengths=(0.2,),
+                strength_mode="relative",
+                trials_per_concept=2,
+                controls=("random",),
+                max_new_tokens=a.max_new_tokens,
+            ),
             runner=RunnerConfig(num_actors=1, cpus_per_actor=2, threads=2, batch_size=a.batch_size, shard_size=64),
-            tracking=TrackingConfig(enabled=False), output_dir=f"{tmp}/out", cache_dir=f"{tmp}/vectors")
+            tracking=TrackingConfig(enabled=False),
+            output_dir=f"{tmp}/out",
+            cache_dir=f"{tmp}/vectors",
+        )
         load(cfg.model)  # convert the embedded model once, outside both timings
         t_ours, g_ours, n_ours = ours(cfg)
         t_naive, g_naive, n_naive = naive(replace(cfg, output_dir=f"{tmp}/naive"), f"{tmp}/vectors-naive")
     assert n_ours == n_naive
     n = n_ours
     print(f"trials={n} max_new_tokens={a.max_new_tokens} batch_size={a.batch_size}")
-    print(f"ray_runner: end to end {t_ours:.1f} s ({n / t_ours:.2f} trials/s), "
-          f"generating {g_ours:.1f} s ({n / g_ours:.2f} trials/s)")
-    print(f"naive_loop: end to end {t_naive:.1f} s ({n / t_naive:.2f} trials/s), "
-          f"generating {g_naive:.1f} s ({n / g_naive:.2f} trials/s)")
+    print(
+        f"ray_runner: end to end {t_ours:.1f} s ({n / t_ours:.2f} trials/s), "
+        f"generating {g_ours:.1f} s ({n / g_ours:.2f} trials/s)"
+    )
+    print(
+        f"naive_loop: end to end {t_naive:.1f} s ({n / t_naive:.2f} trials/s), "
+        f"generating {g_naive:.1f} s ({n / g_naive:.2f} trials/s)"
+    )
     print(f"end_to_end_ratio={t_naive / t_ours:.2f} (includes Ray start, model load, concept vectors on both sides)")
     print(f"ratio={g_naive / g_ours:.2f}")
 

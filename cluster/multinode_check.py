@@ -7,6 +7,7 @@ records the IP, node id and pid it ran on, and each finished batch of items is w
 
     python -m cluster.multinode_check --out /shared/multinode --items 8 --nodes node_a node_b
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,16 @@ def work(item: int, node: str) -> dict[str, object]:
     import ray
 
     ctx = ray.get_runtime_context()
-    return {"trial_id": f"item-{item:04d}", "item": item, "node": node, "node_ip": ray.util.get_node_ip_address(),
-            "node_id": ctx.get_node_id(), "pid": os.getpid(), "host": socket.gethostname(), "square": item * item}
+    return {
+        "trial_id": f"item-{item:04d}",
+        "item": item,
+        "node": node,
+        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ctx.get_node_id(),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "square": item * item,
+    }
 
 
 def run(out: str, items: int, nodes: list[str], batch: int = 2) -> int:
@@ -36,9 +45,12 @@ def run(out: str, items: int, nodes: list[str], batch: int = 2) -> int:
         raise LabError(f"no node carries the resource(s) {', '.join(missing)} (cluster: {sorted(have)})")
     todo = store.pending([f"item-{i:04d}" for i in range(items)], out)
     task = ray.remote(num_cpus=0.1)(work)
-    refs = [task.options(resources={nodes[int(t[5:]) % len(nodes)]: 0.01}).remote(int(t[5:]),
-                                                                                   nodes[int(t[5:]) % len(nodes)])
-            for t in todo]
+    refs = [
+        task.options(resources={nodes[int(t[5:]) % len(nodes)]: 0.01}).remote(
+            int(t[5:]), nodes[int(t[5:]) % len(nodes)]
+        )
+        for t in todo
+    ]
     done = 0
     while refs:
         ready, refs = ray.wait(refs, num_returns=min(batch, len(refs)))

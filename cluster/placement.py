@@ -18,6 +18,7 @@ Training: one GPU, else ZeRO-3 (data-parallel workers; `device_map` would leave 
 
     python -m cluster.placement qwen3-235b-a22b --gpu h100-80gb --gpus 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ from dataclasses import dataclass
 from lab.errors import LabError
 from lab.models import REGISTRY, ModelSpec
 
-GPU_GIB = {"h100-80gb": 80.0, "h200-141gb": 141.0, "a100-80gb": 80.0, "a100-40gb": 40.0, "l40s-48gb": 48.0,
-           "l4-24gb": 24.0}
+GPU_GIB = {
+    "h100-80gb": 80.0,
+    "h200-141gb": 141.0,
+    "a100-80gb": 80.0,
+    "a100-40gb": 40.0,
+    "l40s-48gb": 48.0,
+    "l4-24gb": 24.0,
+}
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # K/V width per layer (n_kv_heads × head_dim) where the registry's d_model would overstate it (GQA models)
 KV_DIM = {"gemma-3-27b-it": 16 * 128, "qwen3-235b-a22b": 4 * 128, "smollm2-135m": 3 * 64}
@@ -59,12 +66,23 @@ class Placement:
         """Config values for a sweep (`--set` keys) that realise this placement. ZeRO-3: one Ray worker per GPU,
         `model.workers_per_replica` of them per replica (lab.sharded.ShardConfig)."""
         if self.strategy == "zero3":
-            return {"model.dtype": "bfloat16", "model.shard": "zero3",
-                    "model.workers_per_replica": self.gpus_per_replica, "model.offload": self.offload,
-                    "runner.num_actors": self.replicas, "runner.gpus_per_actor": 1, "runner.cpus_per_actor": 4}
+            return {
+                "model.dtype": "bfloat16",
+                "model.shard": "zero3",
+                "model.workers_per_replica": self.gpus_per_replica,
+                "model.offload": self.offload,
+                "runner.num_actors": self.replicas,
+                "runner.gpus_per_actor": 1,
+                "runner.cpus_per_actor": 4,
+            }
         device = "cuda" if self.gpus_per_replica == 1 else "auto"
-        return {"model.device": device, "model.dtype": "bfloat16", "runner.num_actors": self.replicas,
-                "runner.gpus_per_actor": self.gpus_per_replica, "runner.cpus_per_actor": 4 * self.gpus_per_replica}
+        return {
+            "model.device": device,
+            "model.dtype": "bfloat16",
+            "runner.num_actors": self.replicas,
+            "runner.gpus_per_actor": self.gpus_per_replica,
+            "runner.cpus_per_actor": 4 * self.gpus_per_replica,
+        }
 
     def training_overrides(self) -> dict[str, object]:
         """Ablation config values (`--set` keys of jobs.train_ablations) for a training plan."""
@@ -72,8 +90,12 @@ class Placement:
         out: dict[str, object] = {"model.dtype": "bfloat16", "hparams.per_device_batch_size": self.micro_batch}
         if n == 1:
             return out | {"resources.workers": 1, "resources.gpus": 1, "deepspeed": None}
-        return out | {"resources.workers": n, "resources.gpus_per_worker": 1, "resources.cpus_per_worker": 4,
-                      "deepspeed": "<python -m cluster.placement ... --training --zero-out FILE>"}
+        return out | {
+            "resources.workers": n,
+            "resources.gpus_per_worker": 1,
+            "resources.cpus_per_worker": 4,
+            "deepspeed": "<python -m cluster.placement ... --training --zero-out FILE>",
+        }
 
 
 def kv_cache_gib(spec: ModelSpec, batch: int, seq_len: int, dtype: str) -> float:
@@ -90,9 +112,20 @@ def activations_gib(spec: ModelSpec, batch: int, seq_len: int, dtype: str) -> fl
     return (spec.n_layers + 16) * spec.d_model * seq_len * batch * BYTES[dtype] / GIB
 
 
-def plan(spec: ModelSpec, gpu: str, total_gpus: int, *, dtype: str = "bfloat16", batch: int = 32,
-         seq_len: int = 512, headroom: float = 0.85, training: bool = False, lora_r: int = 64,
-         gpus_per_node: int = 8, offload: bool = False) -> Placement:
+def plan(
+    spec: ModelSpec,
+    gpu: str,
+    total_gpus: int,
+    *,
+    dtype: str = "bfloat16",
+    batch: int = 32,
+    seq_len: int = 512,
+    headroom: float = 0.85,
+    training: bool = False,
+    lora_r: int = 64,
+    gpus_per_node: int = 8,
+    offload: bool = False,
+) -> Placement:
     """The first layout (in the order of the module docstring) whose per-GPU bytes fit, and its replicas."""
     if gpu not in GPU_GIB:
         raise LabError(f"unknown GPU '{gpu}' (known: {', '.join(GPU_GIB)})")
@@ -108,11 +141,24 @@ def plan(spec: ModelSpec, gpu: str, total_gpus: int, *, dtype: str = "bfloat16",
         act = activations_gib(spec, batch, seq_len, dtype)
         extra = lora + act
         cands = [("single", 1, False, w + lora + act + o, f"{w:.2f} + {lora:.2f} + {act:.2f} + {o:.2f}")]
-        cands += [("zero3", n, False, (w + lora) / n + g + act + o,
-                   f"({w:.2f} + {lora:.2f}) / {n} + {g:.2f} + {act:.2f} + {o:.2f}")
-                  for n in _candidates(total_gpus, gpus_per_node) if n > 1]
-        tail = ("zero3", total_gpus, True, lora / total_gpus + g + act + o,
-                f"{lora:.2f} / {total_gpus} + {g:.2f} + {act:.2f} + {o:.2f}")
+        cands += [
+            (
+                "zero3",
+                n,
+                False,
+                (w + lora) / n + g + act + o,
+                f"({w:.2f} + {lora:.2f}) / {n} + {g:.2f} + {act:.2f} + {o:.2f}",
+            )
+            for n in _candidates(total_gpus, gpus_per_node)
+            if n > 1
+        ]
+        tail = (
+            "zero3",
+            total_gpus,
+            True,
+            lora / total_gpus + g + act + o,
+            f"{lora:.2f} / {total_gpus} + {g:.2f} + {act:.2f} + {o:.2f}",
+        )
     else:
         extra = kv = kv_cache_gib(spec, batch, seq_len, dtype)
         cands = [("single", 1, False, w + kv + o, f"{w:.2f} + {kv:.2f} + {o:.2f}")]
@@ -128,31 +174,55 @@ def plan(spec: ModelSpec, gpu: str, total_gpus: int, *, dtype: str = "bfloat16",
     for strategy, n, off, per_gpu, formula in cands:
         ok = per_gpu <= cap
         name = strategy + (" +offload" if off else "")
-        lines.append(f"{name:<17}{n:>3} GPU{'s' if n > 1 else ' '}: {formula} = {per_gpu:.2f} GiB "
-                     f"{'<=' if ok else '> '} {cap:.2f}{'  <- chosen' if ok and chosen is None else ''}")
+        lines.append(
+            f"{name:<17}{n:>3} GPU{'s' if n > 1 else ' '}: {formula} = {per_gpu:.2f} GiB "
+            f"{'<=' if ok else '> '} {cap:.2f}{'  <- chosen' if ok and chosen is None else ''}"
+        )
         if ok and chosen is None:
             chosen = (strategy, n, off, per_gpu)
     if chosen is None:
-        raise LabError(f"{spec.name} ({w:.0f} GiB of weights) does not fit on {total_gpus} × {gpu}"
-                       + ("" if offload else " (try --offload)"))
+        raise LabError(
+            f"{spec.name} ({w:.0f} GiB of weights) does not fit on {total_gpus} × {gpu}"
+            + ("" if offload else " (try --offload)")
+        )
     strategy, n, off, per_gpu = chosen
-    return Placement(spec.name, "training" if training else "inference", gpu, n, total_gpus // n, round(w, 2),
-                     round(extra, 2), round(per_gpu, 2), strategy, off, round(g / 2, 3), batch if training else 1,
-                     spec.d_model, _why(strategy, n, off, training, gpus_per_node), tuple(lines))
+    return Placement(
+        spec.name,
+        "training" if training else "inference",
+        gpu,
+        n,
+        total_gpus // n,
+        round(w, 2),
+        round(extra, 2),
+        round(per_gpu, 2),
+        strategy,
+        off,
+        round(g / 2, 3),
+        batch if training else 1,
+        spec.d_model,
+        _why(strategy, n, off, training, gpus_per_node),
+        tuple(lines),
+    )
 
 
 def _why(strategy: str, n: int, off: bool, training: bool, per_node: int) -> str:
     if strategy == "single":
         return "the replica fits on one GPU: no communication at all"
     if strategy == "device_map":
-        return (f"too big for one GPU but fits on {n} GPUs of one node: device_map keeps every weight resident "
-                "(no per-layer all-gather); ZeRO-3 would gather each layer over the interconnect for no gain")
+        return (
+            f"too big for one GPU but fits on {n} GPUs of one node: device_map keeps every weight resident "
+            "(no per-layer all-gather); ZeRO-3 would gather each layer over the interconnect for no gain"
+        )
     if training:
-        why = "too big for one GPU: ZeRO-3 partitions weights and LoRA state over data-parallel workers " \
-              "(device_map would leave all but one GPU idle)"
+        why = (
+            "too big for one GPU: ZeRO-3 partitions weights and LoRA state over data-parallel workers "
+            "(device_map would leave all but one GPU idle)"
+        )
     else:
-        why = f"does not fit on one node ({per_node} GPUs): device_map is one process and cannot span nodes, " \
-              "ZeRO-3 partitions the weights over workers on several nodes"
+        why = (
+            f"does not fit on one node ({per_node} GPUs): device_map is one process and cannot span nodes, "
+            "ZeRO-3 partitions the weights over workers on several nodes"
+        )
     return why + ("; parameters offloaded to CPU memory (needs ~W of host RAM per node)" if off else "")
 
 
@@ -162,30 +232,47 @@ def _candidates(total: int, per_node: int) -> list[int]:
     return out
 
 
-def report(p: Placement, spec: ModelSpec, total_gpus: int, batch: int, seq_len: int, lora_r: int,
-           headroom: float = 0.85, dtype: str = "bfloat16") -> str:
+def report(
+    p: Placement,
+    spec: ModelSpec,
+    total_gpus: int,
+    batch: int,
+    seq_len: int,
+    lora_r: int,
+    headroom: float = 0.85,
+    dtype: str = "bfloat16",
+) -> str:
     """The plan as text: every term with its formula, the candidates, the choice and why, the overrides."""
     b, cap = BYTES[dtype], GPU_GIB[p.gpu] * headroom
-    out = [f"{p.model} {p.mode} on {total_gpus} × {p.gpu}: usable {GPU_GIB[p.gpu]:.0f} GiB × {headroom:.0%} = "
-           f"{cap:.2f} GiB per GPU, {OVERHEAD_GIB:.2f} GiB overhead each (GiB = 2^30 B)",
-           f"  weights W       = {spec.n_params_b}e9 params × {b} B = {p.weights_gib:.2f} GiB",
-           f"  2 gathered layers = 2 × W / {spec.n_layers} layers = {2 * p.layer_gib:.2f} GiB (ZeRO-3 only)"]
+    out = [
+        f"{p.model} {p.mode} on {total_gpus} × {p.gpu}: usable {GPU_GIB[p.gpu]:.0f} GiB × {headroom:.0%} = "
+        f"{cap:.2f} GiB per GPU, {OVERHEAD_GIB:.2f} GiB overhead each (GiB = 2^30 B)",
+        f"  weights W       = {spec.n_params_b}e9 params × {b} B = {p.weights_gib:.2f} GiB",
+        f"  2 gathered layers = 2 × W / {spec.n_layers} layers = {2 * p.layer_gib:.2f} GiB (ZeRO-3 only)",
+    ]
     if p.mode == "training":
         lp = lora_params(spec, lora_r)
-        out += [f"  LoRA state      = 2 × r {lora_r} × d {spec.d_model} × 7 × {spec.n_layers} layers = {lp:,} params "
-                f"× {LORA_STATE_BYTES} B = {lp * LORA_STATE_BYTES / GIB:.2f} GiB",
-                f"  activations     = ({spec.n_layers} + 16) × d {spec.d_model} × {seq_len} tokens × {batch} "
-                f"micro-batch × {b} B = {activations_gib(spec, batch, seq_len, dtype):.2f} GiB per GPU"]
+        out += [
+            f"  LoRA state      = 2 × r {lora_r} × d {spec.d_model} × 7 × {spec.n_layers} layers = {lp:,} params "
+            f"× {LORA_STATE_BYTES} B = {lp * LORA_STATE_BYTES / GIB:.2f} GiB",
+            f"  activations     = ({spec.n_layers} + 16) × d {spec.d_model} × {seq_len} tokens × {batch} "
+            f"micro-batch × {b} B = {activations_gib(spec, batch, seq_len, dtype):.2f} GiB per GPU",
+        ]
     else:
-        out.append(f"  KV cache        = 2 × {spec.n_layers} layers × {KV_DIM.get(spec.name, spec.d_model)} KV width × "
-                   f"{seq_len} tokens × {batch} rows × {b} B = {p.extra_gib:.2f} GiB per replica")
+        out.append(
+            f"  KV cache        = 2 × {spec.n_layers} layers × {KV_DIM.get(spec.name, spec.d_model)} KV width × "
+            f"{seq_len} tokens × {batch} rows × {b} B = {p.extra_gib:.2f} GiB per replica"
+        )
     out.append("  per GPU:")
     out += [f"    {line}" for line in p.lines]
-    out.append(f"  choice: {p.strategy}{' +offload' if p.offload else ''}, {p.gpus_per_replica} GPU(s) per replica, "
-               f"{p.replicas} replica(s): {p.why}")
+    out.append(
+        f"  choice: {p.strategy}{' +offload' if p.offload else ''}, {p.gpus_per_replica} GPU(s) per replica, "
+        f"{p.replicas} replica(s): {p.why}"
+    )
     if p.mode == "training":
-        out.append("  overrides: " + " ".join(f"--set {k}={v}" for k, v in p.training_overrides().items()
-                                              if k != "deepspeed"))
+        out.append(
+            "  overrides: " + " ".join(f"--set {k}={v}" for k, v in p.training_overrides().items() if k != "deepspeed")
+        )
     else:
         out.append("  overrides: " + " ".join(f"--set {k}={v}" for k, v in p.runner_overrides().items()))
     return "\n".join(out)
@@ -214,11 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         texts = []
         if not a.training:
-            p = plan(spec, a.gpu, a.gpus, batch=a.batch, seq_len=a.seq_len, gpus_per_node=a.gpus_per_node,
-                     offload=a.offload)
+            p = plan(
+                spec, a.gpu, a.gpus, batch=a.batch, seq_len=a.seq_len, gpus_per_node=a.gpus_per_node, offload=a.offload
+            )
             texts.append(report(p, spec, a.gpus, a.batch, a.seq_len, a.lora_r))
-        t = plan(spec, a.gpu, a.gpus, batch=a.train_batch, seq_len=a.train_seq_len, training=True, lora_r=a.lora_r,
-                 gpus_per_node=a.gpus_per_node, offload=a.offload)
+        t = plan(
+            spec,
+            a.gpu,
+            a.gpus,
+            batch=a.train_batch,
+            seq_len=a.train_seq_len,
+            training=True,
+            lora_r=a.lora_r,
+            gpus_per_node=a.gpus_per_node,
+            offload=a.offload,
+        )
         texts.append(report(t, spec, a.gpus, a.train_batch, a.train_seq_len, a.lora_r))
     except LabError as e:
         print(f"error: {e}")

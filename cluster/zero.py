@@ -8,6 +8,7 @@ resident; up to max(1e9, two layers) parameters may be live at once, so a whole 
 The two files in cluster/deepspeed/ are outputs of this module (`python -m cluster.zero --write`); a test checks that
 they equal what it generates now. Their batch keys are "auto" so the trainer's hyper-parameters fill them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") 
     if stage not in (2, 3):
         raise ValueError(f"stage must be 2 or 3, got {stage}")
     d = p.d_model
-    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
-                            "reduce_bucket_size": d * d}
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": d * d,
+    }
     if stage == 3:
         zero |= zero3_buckets(d, layer_params=int(p.layer_gib * 2**30 / 2))
         zero["stage3_gather_16bit_weights_on_model_save"] = True
@@ -46,18 +51,30 @@ def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") 
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     micro: int | str = p.micro_batch if batch == "plan" else "auto"
-    return {"bf16": {"enabled": "auto"}, "zero_optimization": zero, "train_micro_batch_size_per_gpu": micro,
-            "gradient_accumulation_steps": "auto", "train_batch_size": "auto", "gradient_clipping": "auto",
-            "steps_per_print": 1000000, "wall_clock_breakdown": False}
+    return {
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 1000000,
+        "wall_clock_breakdown": False,
+    }
 
 
-def concrete(cfg: dict[str, Any], micro_batch: int, accumulation: int, world_size: int, *, bf16: bool,
-             lr: float | None = None) -> dict[str, Any]:
+def concrete(
+    cfg: dict[str, Any], micro_batch: int, accumulation: int, world_size: int, *, bf16: bool, lr: float | None = None
+) -> dict[str, Any]:
     """A generated config with its "auto" keys filled, for a bare `deepspeed.initialize` (no HF trainer to fill
     them); `lr` adds a torch AdamW (no compiled DeepSpeed optimizer needed)."""
     out = json.loads(json.dumps(cfg))
-    fill = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": accumulation,
-            "train_batch_size": micro_batch * accumulation * world_size, "gradient_clipping": 0.0}
+    fill = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro_batch * accumulation * world_size,
+        "gradient_clipping": 0.0,
+    }
     out |= {k: v for k, v in fill.items() if out.get(k) in ("auto", None)}
     out["bf16"] = {"enabled": bf16}
     if lr is not None:

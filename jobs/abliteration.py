@@ -11,6 +11,7 @@
    matcher (a simple check, not a judge). ΔTPR, ΔFPR, Δintrospection, Δrefusal with Newcombe 95 % intervals; a
    before/after bar plot; MLflow: one parent run and a child per arm.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,12 +33,18 @@ class RefusalConfig:
     directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
     position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
     heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
-    direction_layer: int | None = field(default=None, metadata={
-        "help": "one direction (this layer's) for every layer; empty: each layer its own direction"})
+    direction_layer: int | None = field(
+        default=None,
+        metadata={"help": "one direction (this layer's) for every layer; empty: each layer its own direction"},
+    )
     weights: tuple[float, ...] = field(default=(), metadata={"help": "per-layer ablation weights; empty = 1.0"})
     method: Literal["weights", "interventions"] = "weights"
-    sites: Literal["writers", "resid"] = field(default="writers", metadata={
-        "help": "interventions only: every residual writer (== weights) or every block output (the paper's code)"})
+    sites: Literal["writers", "resid"] = field(
+        default="writers",
+        metadata={
+            "help": "interventions only: every residual writer (== weights) or every block output (the paper's code)"
+        },
+    )
     check_tokens: int = field(default=32, metadata={"help": "new tokens per refusal-check reply"})
 
 
@@ -71,14 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     harmless = dr.instructions(rc.harmless, rc.extra_harmless)
     threads(cfg.runner.threads)
     lm = load(cfg.model)
-    rd = dr.RefusalDirections.load(rc.directions) if rc.directions else \
-        dr.refusal_direction(lm, harmful, harmless, rc.position)
+    rd = (
+        dr.RefusalDirections.load(rc.directions)
+        if rc.directions
+        else dr.refusal_direction(lm, harmful, harmless, rc.position)
+    )
     rd.save(out / "refusal_directions.safetensors")
     n = lm.n_layers
     dirs = rd.directions if rc.direction_layer is None else rd.layer(lm.check_layer(rc.direction_layer))
     weights = torch.tensor(rc.weights) if rc.weights else 1.0
-    print(f"refusal directions: {n} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
-          f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms))
+    print(
+        f"refusal directions: {n} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
+        f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms)
+    )
 
     arms: dict[str, dict] = {}
 
@@ -88,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         with iv.apply(model_lm.model, list(edits)):
             replies = ab.greedy_replies(model_lm, held, rc.check_tokens)
         acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
-        res = run_sweep(acfg, progress=not args.quiet, lm=model_lm if cfg.runner.num_actors == 0 else None,
-                        edits=edits, edits_tag=tag)  # the edits apply on every replica, Ray actors included
+        res = run_sweep(
+            acfg,
+            progress=not args.quiet,
+            lm=model_lm if cfg.runner.num_actors == 0 else None,
+            edits=edits,
+            edits_tag=tag,
+        )  # the edits apply on every replica, Ray actors included
         refused = [ab.is_refusal(t) for t in replies]
         (out / "report").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"arm": name, "instruction": held, "reply": replies, "refused": refused}).to_parquet(
-            out / "report" / f"refusal_check_{name}.parquet", index=False)
+            out / "report" / f"refusal_check_{name}.parquet", index=False
+        )
         df = store.read(acfg.output_dir)
         df = df[df["trial_id"].isin({t.trial_id for t in res["plan"].trials})]
         arms[name] = metrics.summarize(df) | compare.rate_entry(sum(refused), len(refused), "refusal_rate")
@@ -103,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     arm("original", lm, cfg.model)
     if rc.method == "weights":
         ab.orthogonalize(lm.model, dirs, weights)
-        mdir = ab.save_model(lm, out / "model", {"source": cfg.model.name, "position": rc.position,
-                                                 "direction_layer": rc.direction_layer, "weights": list(rc.weights)})
+        mdir = ab.save_model(
+            lm,
+            out / "model",
+            {
+                "source": cfg.model.name,
+                "position": rc.position,
+                "direction_layer": rc.direction_layer,
+                "weights": list(rc.weights),
+            },
+        )
         del lm
         mcfg = dataclasses.replace(cfg.model, name=str(mdir.resolve()))
         arm("abliterated", load(mcfg), mcfg)
@@ -117,22 +143,34 @@ def main(argv: list[str] | None = None) -> int:
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "compare.csv", index=False)
-    plot = compare.plot_compare(table, rep / "before_after.png", ("original", "abliterated"),
-                                f"{cfg.model.name}: refusal abliteration ({rc.method})")
+    plot = compare.plot_compare(
+        table,
+        rep / "before_after.png",
+        ("original", "abliterated"),
+        f"{cfg.model.name}: refusal abliteration ({rc.method})",
+    )
     compare.print_compare(table, ("original", "abliterated"))
     for line in compare.readings(table, arms["original"]):
         print(line)
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "abliteration"},
-                          run_name="abliteration") as parent:
-            tracking.log_metrics({f"delta_{r['metric']}": r["delta"] for _, r in table.iterrows()}
-                                 | {f"delta_{r['metric']}_lo": r["delta_lo"] for _, r in table.iterrows()}
-                                 | {f"delta_{r['metric']}_hi": r["delta_hi"] for _, r in table.iterrows()})
+        with tracking.run(
+            cfg.tracking, flatten(to_dict(cfg)), tags={"job": "abliteration"}, run_name="abliteration"
+        ) as parent:
+            tracking.log_metrics(
+                {f"delta_{r['metric']}": r["delta"] for _, r in table.iterrows()}
+                | {f"delta_{r['metric']}_lo": r["delta_lo"] for _, r in table.iterrows()}
+                | {f"delta_{r['metric']}_hi": r["delta_hi"] for _, r in table.iterrows()}
+            )
             tracking.log_artifacts(rep / "compare.csv", plot, out / "refusal_directions.safetensors")
             for name, summ in arms.items():
                 acfg = summ.pop("_cfg")
-                with tracking.run(cfg.tracking, flatten(to_dict(acfg)), tags={"job": "abliteration", "arm": name},
-                                  run_name=name, parent_run_id=parent.info.run_id):
+                with tracking.run(
+                    cfg.tracking,
+                    flatten(to_dict(acfg)),
+                    tags={"job": "abliteration", "arm": name},
+                    run_name=name,
+                    parent_run_id=parent.info.run_id,
+                ):
                     tracking.log_metrics({k: v for k, v in summ.items() if not k.startswith("_")})
         print(f"mlflow: parent run {parent.info.run_id} in experiment '{cfg.tracking.experiment}'")
     print(f"report: {(rep / 'compare.csv').resolve()}  {plot.resolve()}")

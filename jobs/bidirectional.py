@@ -8,6 +8,7 @@ the relative strength × mean ‖resid‖), and reports per pair the detection r
 of pairs detected both ways (rate > τ both ways). Parquet in <output_dir>/trials, CSVs + a bar plot in
 <output_dir>/report, one MLflow run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,14 @@ class BidirectionalConfig(InjectionConfig):
     output_dir: str = "results/bidirectional"
     geometry: str = field(default="", metadata={"help": "a geometry job's output_dir (or analysis/ dir) or run id"})
     strength: float | None = field(default=None, metadata={"help": "override the sweep's strength (same mode)"})
-    threshold: float | None = field(default=None, metadata={
-        "help": "max |Δ ridge projection| of a pair, in units of the projections' std (empty: no limit)"})
-    bucket: float | None = field(default=None, metadata={
-        "help": "sort candidates by (⌊|Δproj|/bucket⌋, |Δrate|), bucket in std units (empty: by |Δproj|)"})
+    threshold: float | None = field(
+        default=None,
+        metadata={"help": "max |Δ ridge projection| of a pair, in units of the projections' std (empty: no limit)"},
+    )
+    bucket: float | None = field(
+        default=None,
+        metadata={"help": "sort candidates by (⌊|Δproj|/bucket⌋, |Δrate|), bucket in std units (empty: by |Δproj|)"},
+    )
     max_pairs: int = field(default=1000, metadata={"help": "per group (S-S, F-F)"})
 
 
@@ -51,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(BidirectionalConfig, args)
     if not cfg.geometry:
         raise LabError("set `geometry` to a geometry job's output_dir or MLflow run id")
-    src = Path(cfg.geometry) if Path(cfg.geometry).exists() else \
-        tracking.resolve_source(cfg.geometry, cfg.tracking.uri).directory
+    src = (
+        Path(cfg.geometry)
+        if Path(cfg.geometry).exists()
+        else tracking.resolve_source(cfg.geometry, cfg.tracking.uri).directory
+    )
     adir = src / "analysis" if (src / "analysis" / geo.VECTORS).is_file() else src
     if not (adir / geo.RESULT).is_file():
         raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")
@@ -72,42 +80,81 @@ def main(argv: list[str] | None = None) -> int:
     sd = float(np.std(list(proj.values()))) or 1.0
     thr = math.inf if cfg.threshold is None else cfg.threshold * sd
     groups = {"S-S": [c for c in concepts if rate[c] > tau], "F-F": [c for c in concepts if rate[c] <= tau]}
-    matched = {g: pr.match_pairs(cs, proj, rate, thr, cfg.bucket * sd if cfg.bucket else None,
-                                 max_pairs=cfg.max_pairs) for g, cs in groups.items()}
-    print(f"τ = {tau:.3f}; pairs: " + ", ".join(f"{g} {len(p)} (of {len(groups[g])} concepts)"
-                                               for g, p in matched.items()))
+    matched = {
+        g: pr.match_pairs(cs, proj, rate, thr, cfg.bucket * sd if cfg.bucket else None, max_pairs=cfg.max_pairs)
+        for g, cs in groups.items()
+    }
+    print(
+        f"τ = {tau:.3f}; pairs: "
+        + ", ".join(f"{g} {len(p)} (of {len(groups[g])} concepts)" for g, p in matched.items())
+    )
     all_pairs = [(g, a, b) for g, ps in matched.items() for a, b in ps]
     if not all_pairs:
         raise LabError("no pairs could be matched (too few concepts per group)")
 
     # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖, so both signs get the same raw multiplier
-    diffs = {(f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), resid)
-             for _, a, b in all_pairs for x, z in ((a, b), (b, a))}
+    diffs = {
+        (f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), resid)
+        for _, a, b in all_pairs
+        for x, z in ((a, b), (b, a))
+    }
     sw = cfg.sweep
     gen = {k: getattr(sw, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens", "temperature")}
-    trials = [make_trial(model=model_key(cfg.model), concept=cv.concept, layer=layer,
-                         strength=strength, strength_mode=mode, kind="injection", trial_number=n, sample=s,
-                         forced=False, **gen, vector=name)
-              for (name, _), cv in diffs.items() for n in range(1, sw.trials_per_concept + 1)
-              for s in range(sw.samples)]
+    trials = [
+        make_trial(
+            model=model_key(cfg.model),
+            concept=cv.concept,
+            layer=layer,
+            strength=strength,
+            strength_mode=mode,
+            kind="injection",
+            trial_number=n,
+            sample=s,
+            forced=False,
+            **gen,
+            vector=name,
+        )
+        for (name, _), cv in diffs.items()
+        for n in range(1, sw.trials_per_concept + 1)
+        for s in range(sw.samples)
+    ]
     out = Path(cfg.output_dir)
-    run_sweep(dataclasses.replace(cfg, output_dir=str(out / "trials")), progress=not args.quiet, trials=trials,
-              extra_vectors=diffs)
+    run_sweep(
+        dataclasses.replace(cfg, output_dir=str(out / "trials")),
+        progress=not args.quiet,
+        trials=trials,
+        extra_vectors=diffs,
+    )
     df = store.read(out / "trials")
     df = df[df.trial_id.isin({t.trial_id for t in trials})]
     det = df.assign(detected=df.detected.astype(float)).groupby("vector")["detected"].mean()
-    per_pair = pd.DataFrame([{"group": g, "a": a, "b": b, "rate_a": rate[a], "rate_b": rate[b],
-                              "proj_diff": abs(proj[a] - proj[b]), "rate_ab": float(det[f"{a}-{b}"]),
-                              "rate_ba": float(det[f"{b}-{a}"]), "vector_ab": f"{a}-{b}", "vector_ba": f"{b}-{a}"}
-                             for g, a, b in all_pairs])
+    per_pair = pd.DataFrame(
+        [
+            {
+                "group": g,
+                "a": a,
+                "b": b,
+                "rate_a": rate[a],
+                "rate_b": rate[b],
+                "proj_diff": abs(proj[a] - proj[b]),
+                "rate_ab": float(det[f"{a}-{b}"]),
+                "rate_ba": float(det[f"{b}-{a}"]),
+                "vector_ab": f"{a}-{b}",
+                "vector_ba": f"{b}-{a}",
+            }
+            for g, a, b in all_pairs
+        ]
+    )
     summary = pr.summarize(per_pair, tau)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     per_pair.to_csv(rep / "pairs.csv", index=False)
     summary.to_csv(rep / "summary.csv", index=False)
     for _, r in summary.iterrows():
-        print(f"{r['group']}: {int(r['pairs'])} pairs; A−B works {r['a_minus_b']:.3f}, B−A {r['b_minus_a']:.3f}, "
-              f"both ways {r['both']:.3f} [{r['both_lo']:.2f},{r['both_hi']:.2f}], either {r['either']:.3f}")
+        print(
+            f"{r['group']}: {int(r['pairs'])} pairs; A−B works {r['a_minus_b']:.3f}, B−A {r['b_minus_a']:.3f}, "
+            f"both ways {r['both']:.3f} [{r['both_lo']:.2f},{r['both_hi']:.2f}], either {r['either']:.3f}"
+        )
     fig, ax = plots.plt.subplots(figsize=(5.5, 3.4))
     xs = np.arange(len(summary))
     for j, m in enumerate(("a_minus_b", "b_minus_a", "both")):
@@ -120,13 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     ax.legend(fontsize=8)
     plot = plots.save(fig, rep / "bidirectional.png", f"{extra.get('model', cfg.model.name)} L{layer}: A−B vs B−A")
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, {"geometry": str(adir), "layer": layer, "strength": strength, "tau": tau,
-                                         "threshold": cfg.threshold, "bucket": cfg.bucket, "model": cfg.model.name,
-                                         "output_dir": str(out.resolve())},
-                          tags={"job": "bidirectional", "results_dir": str(out.resolve())},
-                          run_name="bidirectional") as run:
-            tracking.log_metrics({f"{r['group']}/{k}": r[k] for _, r in summary.iterrows()
-                                  for k in ("pairs", "a_minus_b", "b_minus_a", "both", "either", "both_lo", "both_hi")})
+        with tracking.run(
+            cfg.tracking,
+            {
+                "geometry": str(adir),
+                "layer": layer,
+                "strength": strength,
+                "tau": tau,
+                "threshold": cfg.threshold,
+                "bucket": cfg.bucket,
+                "model": cfg.model.name,
+                "output_dir": str(out.resolve()),
+            },
+            tags={"job": "bidirectional", "results_dir": str(out.resolve())},
+            run_name="bidirectional",
+        ) as run:
+            tracking.log_metrics(
+                {
+                    f"{r['group']}/{k}": r[k]
+                    for _, r in summary.iterrows()
+                    for k in ("pairs", "a_minus_b", "b_minus_a", "both", "either", "both_lo", "both_hi")
+                }
+            )
             tracking.log_artifacts(rep / "pairs.csv", rep / "summary.csv", plot)
         print(f"mlflow: run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
     print(f"report: {rep.resolve()}")

@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if cal:
         print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
     res = run_sweep(cfg.injection(), progress=not args.quiet)
-    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) "
-          f"judge: {res['judge']}")
+    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']}")
     ids = {t.trial_id for t in res["plan"].trials}
     df = store.read(cfg.output_dir)
     df = df[df["trial_id"].isin(ids)]
@@ -55,16 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     bands.to_csv(paths[1], index=False)
     paths[2].write_text(dose.snippet(bands, res["plan"].mode, cfg.dose))
     dose.plot(table, bands, paths[3], title=f"{cfg.model.name}: dose calibration", mode=res["plan"].mode)
-    extra = {f"L{r['layer']}/{k}": r[k] for _, r in bands.iterrows()
-             for k in ("coherent_lo", "coherent_hi", "detection_onset")}
-    report.report_rates(df, cfg.output_dir, cfg.tracking, flatten(to_dict(cfg)),
-                        title=f"{cfg.model.name}: dose calibration", tags={"job": "calibrate_dose",
-                                                                           "model": cfg.model.name},
-                        artifacts=paths, calibration=cal, extra_metrics=extra)
+    extra = {
+        f"L{r['layer']}/{k}": r[k]
+        for _, r in bands.iterrows()
+        for k in ("coherent_lo", "coherent_hi", "detection_onset")
+    }
+    report.report_rates(
+        df,
+        cfg.output_dir,
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        title=f"{cfg.model.name}: dose calibration",
+        tags={"job": "calibrate_dose", "model": cfg.model.name},
+        artifacts=paths,
+        calibration=cal,
+        extra_metrics=extra,
+    )
     print(f"\n{'layer':>5} {'strength':>9} {'raw':>8} {'rel':>6}  {'tpr':<17} {'random':<17} coherence")
     for _, r in table.iterrows():
-        print(f"{int(r['layer']):>5} {r['strength']:>9g} {r['strength_raw']:>8.3g} {r['strength_rel']:>6.3f}  "
-              f"{report.ci(r, 'tpr'):<17} {report.ci(r, 'random_rate'):<17} {r['coherence']:.2f}")
+        print(
+            f"{int(r['layer']):>5} {r['strength']:>9g} {r['strength_raw']:>8.3g} {r['strength_rel']:>6.3f}  "
+            f"{report.ci(r, 'tpr'):<17} {report.ci(r, 'random_rate'):<17} {r['coherence']:.2f}"
+        )
     print("\n" + paths[2].read_text())
     print(f"dose:    {paths[0].resolve()}  {paths[3].resolve()}  {paths[2].resolve()}")
     return 0

@@ -1,4 +1,5 @@
 """What every job shares: `--config`/`--set` parsing into a frozen config, and one-line errors (exit 2)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,13 @@ T = TypeVar("T")
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value by dotted key, e.g. --set sweep.layers=[10,12]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set sweep.layers=[10,12]",
+    )
     p.add_argument("--output", help="override output_dir")
     p.add_argument("--tracking-uri", help="override tracking.uri (MLflow)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,12 +57,13 @@ def load_config(cls: type[T], args: argparse.Namespace) -> T:
 
 def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a job's main so that a `LabError` becomes one line on stderr and exit code 2."""
+
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
         except LabError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+
     wrapped.__doc__ = main.__doc__
     return wrapped
-

@@ -26,14 +26,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
     res = run_sweep(cfg, progress=not args.quiet)
     store.save_config(cfg.output_dir, to_dict(cfg))  # Parquet + this config are the run: jobs.sync_mlflow relogs it
-    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) "
-          f"judge: {res['judge']}")
+    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']}")
     ids = {t.trial_id for t in res["plan"].trials}
     df = store.read(cfg.output_dir)
-    report.report_rates(df[df["trial_id"].isin(ids)], cfg.output_dir, cfg.tracking, flatten(to_dict(cfg)),
-                        title=f"{cfg.model.name}: concept injection", tags={"job": "concept_injection",
-                                                                             "model": cfg.model.name},
-                        calibration=cal)
+    report.report_rates(
+        df[df["trial_id"].isin(ids)],
+        cfg.output_dir,
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        title=f"{cfg.model.name}: concept injection",
+        tags={"job": "concept_injection", "model": cfg.model.name},
+        calibration=cal,
+    )
     print(f"results: {Path(cfg.output_dir).resolve()} (Parquet, {len(store.shard_files(cfg.output_dir))} shards)")
     return 0
 

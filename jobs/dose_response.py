@@ -8,6 +8,7 @@ at each signed strength (0 = unsteered); at the last token, the transcoder featu
 (`analysis.gates_report`, rerunnable without the model) and one MLflow run with its plots.
 Runs in-process (forward passes only; no generation, no judge).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,8 +28,12 @@ class DoseResponseConfig:
     dose: DoseConfig = field(default_factory=DoseConfig)
     transcoders: TranscoderSource = field(default_factory=TranscoderSource)
     gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
-    detection_from: str | None = field(default=None, metadata={
-        "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"})
+    detection_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"
+        },
+    )
     template: str = DEFAULT_TEMPLATE
     baseline: str = "baseline_words"
     threads: int = 2
@@ -43,9 +48,11 @@ class DoseResponseConfig:
 
 def print_report(res: dict, label: str) -> None:
     s = res["summary"]
-    print(f"{label}: {s['n_features_seen']} features seen, {s['n_gates']} gate candidates, "
-          f"{s['n_inverted_v']} with an inverted V (suppressed by both signs), {s['n_carriers']} evidence carriers "
-          f"({s['n_generic_carriers']} generic)")
+    print(
+        f"{label}: {s['n_features_seen']} features seen, {s['n_gates']} gate candidates, "
+        f"{s['n_inverted_v']} with an inverted V (suppressed by both signs), {s['n_carriers']} evidence carriers "
+        f"({s['n_generic_carriers']} generic)"
+    )
     cols = ["rank", "layer", "feature", "dla", "a0", "a_pos", "a_neg", "inv_v_rel", "rho_pos", "rho_neg"]
     print(res["gates"][cols].head(8).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     if len(res["carrier_counts"]):
@@ -72,19 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     models.threads(cfg.threads)
     d = cfg.dose
-    lm, vectors, tcs = setup(cfg.model, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template,
-                             cfg.baseline, cfg.cache_dir)
+    lm, vectors, tcs = setup(
+        cfg.model, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline, cfg.cache_dir
+    )
     t_setup = time.time() - t0
     bar = tqdm(total=len(vectors), desc="concepts", unit="concept", disable=args.quiet)
     run_dose_response(lm, d, vectors, tcs, cfg.output_dir, on_concept=lambda _c: bar.update(1))
     bar.close()
     res = analyse(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
-    print(f"dose response: {len(vectors)} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
-          f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]")
+    print(
+        f"dose response: {len(vectors)} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
+        f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]"
+    )
     print_report(res, cfg.model.name)
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "dose_response", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}") as active:
+        with tracking.run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            tags={"job": "dose_response", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}",
+        ) as active:
             tracking.log_metrics(res["summary"])
             tracking.log_artifacts(*res["paths"])
             print(f"mlflow:  run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")

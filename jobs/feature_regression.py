@@ -5,6 +5,7 @@ transcoders of layers after the injection layer); target: its detection rate in 
 run here). Fits (layer set × N × α) fan out as Ray Tune trials over the stored tables; headline, bootstrap interval,
 permutation and projection baselines from `analysis.regression`, which `--run <output_dir>` reruns without Ray.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,20 +61,40 @@ def tables(cfg: FeatureRegressionConfig, lm, rates: dict[str, float], root: Path
     from lab.sweep import model_key
 
     concepts, cache = sorted(rates), cfg.cache_dir or str(default_cache_dir() / "vectors")
-    v = {c: x for (c, _), x in concept_vectors(lm, concepts, [cfg.layer], cache_dir=cache,
-                                               model_key=model_key(cfg.model))[0].items()}
-    strengths = {c: cfg.strength * (x.resid_norm / x.norm if cfg.strength_mode == "relative" else 1.0)
-                 for c, x in v.items()}
+    v = {
+        c: x
+        for (c, _), x in concept_vectors(lm, concepts, [cfg.layer], cache_dir=cache, model_key=model_key(cfg.model))[
+            0
+        ].items()
+    }
+    strengths = {
+        c: cfg.strength * (x.resid_norm / x.norm if cfg.strength_mode == "relative" else 1.0) for c, x in v.items()
+    }
     tcs = {L: transcoder_for(lm, L, default_dir(cfg.transcoder_dir), cfg.transcoder) for L in cfg.feature_layers}
-    feats, meta = feature_table(lm, concepts, {c: x.vector for c, x in v.items()}, strengths, cfg.layer, tcs,
-                                range(1, cfg.trials_per_concept + 1))
+    feats, meta = feature_table(
+        lm,
+        concepts,
+        {c: x.vector for c, x in v.items()},
+        strengths,
+        cfg.layer,
+        tcs,
+        range(1, cfg.trials_per_concept + 1),
+    )
     root.mkdir(parents=True, exist_ok=True)
     feats.assign(detection_rate=[rates[c] for c in concepts]).to_parquet(root / "features.parquet")
     meta.to_parquet(root / "feature_meta.parquet")
     write_vectors(root / "vectors.parquet", concepts, torch.stack([x.vector for x in v.values()]))
-    spec = {"ns": sorted({min(n, len(meta)) if n else len(meta) for n in cfg.ns}), "alphas": list(cfg.alphas),
-            "layers": list(cfg.feature_layers), "folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0],
-            "n_perm": cfg.resamples[1], "injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)}
+    spec = {
+        "ns": sorted({min(n, len(meta)) if n else len(meta) for n in cfg.ns}),
+        "alphas": list(cfg.alphas),
+        "layers": list(cfg.feature_layers),
+        "folds": cfg.folds,
+        "seed": cfg.seed,
+        "n_boot": cfg.resamples[0],
+        "n_perm": cfg.resamples[1],
+        "injection_layer": cfg.layer,
+        "transcoder": asdict(cfg.transcoder),
+    }
     (root / "spec.json").write_text(json.dumps(spec, indent=1))
 
 
@@ -86,10 +107,20 @@ def rates_for(cfg: FeatureRegressionConfig) -> dict[str, float]:
 
     sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
     if not cfg.sweep_dir:
-        sweep = SweepConfig(concepts=cfg.concepts, layers=(cfg.layer,), strengths=(cfg.strength,),
-                            strength_mode=cfg.strength_mode, trials_per_concept=cfg.trials_per_concept, controls=())
-        run_sweep(InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, TrackingConfig(enabled=False), sweep_dir,
-                                  cfg.cache_dir), progress=False)
+        sweep = SweepConfig(
+            concepts=cfg.concepts,
+            layers=(cfg.layer,),
+            strengths=(cfg.strength,),
+            strength_mode=cfg.strength_mode,
+            trials_per_concept=cfg.trials_per_concept,
+            controls=(),
+        )
+        run_sweep(
+            InjectionConfig(
+                cfg.model, sweep, cfg.runner, cfg.judge, TrackingConfig(enabled=False), sweep_dir, cfg.cache_dir
+            ),
+            progress=False,
+        )
     if len(rates := rates_of(store.read(sweep_dir), cfg.layer, select_concepts(cfg.concepts))) < cfg.folds:
         raise LabError(f"{sweep_dir} has rates for {len(rates)} of the concepts; need >= folds ({cfg.folds})")
     return rates
@@ -113,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (root / "spec.json").is_file():
         tables(cfg, models.load(cfg.model), rates, root)
     spec = json.loads((root / "spec.json").read_text())
-    grid = [{"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}
-            for lay in rg.layer_sets(spec) for n in spec["ns"] for a in spec["alphas"]]
+    grid = [
+        {"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}
+        for lay in rg.layer_sets(spec)
+        for n in spec["ns"]
+        for a in spec["alphas"]
+    ]
     if cfg.runner.num_actors == 0:  # in process (no Ray): the same fits, one after another
         cells = pd.DataFrame([rg.fit_stored(g) for g in grid])
     else:
@@ -123,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         from lab.parallel import connect
 
         connect(cfg.runner.address)
-        tuner = tune.Tuner(tune.with_resources(lambda c: rg.fit_stored(c["cell"]), {"cpu": 0.5}),
-                           param_space={"cell": tune.grid_search(grid)},
-                           run_config=tune.RunConfig(storage_path=str(root.parent / "tune"), name="cells", verbose=0))
+        tuner = tune.Tuner(
+            tune.with_resources(lambda c: rg.fit_stored(c["cell"]), {"cpu": 0.5}),
+            param_space={"cell": tune.grid_search(grid)},
+            run_config=tune.RunConfig(storage_path=str(root.parent / "tune"), name="cells", verbose=0),
+        )
         cells = pd.DataFrame([r.metrics for r in tuner.fit()])
     cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
     s = rg.summarize(root, cells)
@@ -137,8 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             tracking.log_metrics({k: v for k, v in s.items() if isinstance(v, (int, float))})
             tracking.log_artifacts(png, root.parent / "cells.csv", root / "spec.json")
             for r in cells.itertuples():
-                with tracking.run(cfg.tracking, {"layers": r.layers, "n": r.n, "alpha": r.alpha}, tags=tags,
-                                  run_name=f"L{r.layers} N{r.n} a{r.alpha:g}", parent_run_id=parent.info.run_id):
+                with tracking.run(
+                    cfg.tracking,
+                    {"layers": r.layers, "n": r.n, "alpha": r.alpha},
+                    tags=tags,
+                    run_name=f"L{r.layers} N{r.n} a{r.alpha:g}",
+                    parent_run_id=parent.info.run_id,
+                ):
                     tracking.log_metrics({"r2": r.r2})
         print(f"mlflow:  parent run {parent.info.run_id} + {len(cells)} children in '{cfg.tracking.experiment}'")
     print(f"{len(rates)} concepts, {len(cells)} fits [{time.time() - t0:.0f} s]; plot {png}")

@@ -8,6 +8,7 @@ size per layer as control. Readout: the Yes − No score and logit-based detecti
 with concept-bootstrap intervals. <output_dir>/<model>/causal.parquet + report/causal.csv, causal.png; one MLflow run
 (a parent with a child per model when `compare` lists any) with the inverted-V plot and the causal Δ.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,35 +59,56 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
     from lab.features import gate_effects, run_dose_response, trial_prompts
 
     d = cfg.dose
-    lm, vectors, tcs = setup(mc, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline,
-                             cfg.cache_dir)
+    lm, vectors, tcs = setup(
+        mc, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline, cfg.cache_dir
+    )
     run_dose_response(lm, d, vectors, tcs, out)
     res = analyse(out, cfg.gates_k, list(cfg.gate_layers) or None)
     gates = res["gates"]
-    sets = {"gates": {int(k): g["feature"].astype(int).tolist() for k, g in gates.groupby("layer")},
-            "random": random_set(res["attribution"], gates, {k: t.n_features for k, t in tcs.items()}, cfg.seed)}
+    sets = {
+        "gates": {int(k): g["feature"].astype(int).tolist() for k, g in gates.groupby("layer")},
+        "random": random_set(res["attribution"], gates, {k: t.n_features for k, t in tcs.items()}, cfg.seed),
+    }
     prompts = trial_prompts(lm, d.trial_numbers, d.prompt_variant, d.dialogue_format)
     plan = [(c, s, p) for c in vectors for s in cfg.causal_strengths for p in prompts]
     scores = []
     for b in range(0, len(plan), d.batch_size):
-        chunk = plan[b:b + d.batch_size]
-        raw = [s * (1.0 if d.strength_mode == "raw" else vectors[c].resid_norm / max(vectors[c].norm, 1e-12))
-               for c, s, _ in chunk]
-        eff = gate_effects(lm, [p.ids for *_, p in chunk], [p.start for *_, p in chunk],
-                           torch.stack([vectors[c].vector for c, *_ in chunk]), raw, d.inject_layer, tcs, sets)
-        scores += [{"concept": c, "strength": s, "trial_number": p.trial_number, "condition": k, "yes_no": float(v[i])}
-                   for k, v in eff.items() for i, (c, s, p) in enumerate(chunk)]
+        chunk = plan[b : b + d.batch_size]
+        raw = [
+            s * (1.0 if d.strength_mode == "raw" else vectors[c].resid_norm / max(vectors[c].norm, 1e-12))
+            for c, s, _ in chunk
+        ]
+        eff = gate_effects(
+            lm,
+            [p.ids for *_, p in chunk],
+            [p.start for *_, p in chunk],
+            torch.stack([vectors[c].vector for c, *_ in chunk]),
+            raw,
+            d.inject_layer,
+            tcs,
+            sets,
+        )
+        scores += [
+            {"concept": c, "strength": s, "trial_number": p.trial_number, "condition": k, "yes_no": float(v[i])}
+            for k, v in eff.items()
+            for i, (c, s, p) in enumerate(chunk)
+        ]
     df = pd.DataFrame(scores)
     df.to_parquet(out / "causal.parquet", index=False)
     table = causal_table(df, cfg.n_boot, cfg.seed)
     rep = out / "report"
     table.to_csv(rep / "causal.csv", index=False)
-    pd.DataFrame([{"set": k, "layer": lay, "features": " ".join(map(str, f))} for k, s in sets.items()
-                  for lay, f in s.items()]).to_csv(rep / "feature_sets.csv", index=False)
+    pd.DataFrame(
+        [{"set": k, "layer": lay, "features": " ".join(map(str, f))} for k, s in sets.items() for lay, f in s.items()]
+    ).to_csv(rep / "feature_sets.csv", index=False)
     plot = gates_plots.causal_plot(table, rep / "causal.png", f"{mc.name}: causal tests (gates vs random set)")
     lines = verdict(res["summary"], table)
-    return {"res": res, "table": table, "lines": lines, "paths": [*res["paths"], rep / "causal.csv",
-                                                                 rep / "feature_sets.csv", plot]}
+    return {
+        "res": res,
+        "table": table,
+        "lines": lines,
+        "paths": [*res["paths"], rep / "causal.csv", rep / "feature_sets.csv", plot],
+    }
 
 
 @entry
@@ -105,9 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     models.threads(cfg.threads)
     t0 = time.time()
     many = bool(cfg.compare)
-    parent = tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "gates"},
-                          run_name=cfg.tracking.run_name or f"gates {cfg.model.name}") if many and \
-        cfg.tracking.enabled else nullcontext(None)
+    parent = (
+        tracking.run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            tags={"job": "gates"},
+            run_name=cfg.tracking.run_name or f"gates {cfg.model.name}",
+        )
+        if many and cfg.tracking.enabled
+        else nullcontext(None)
+    )
     with parent as top:
         for mc in (cfg.model, *cfg.compare):
             label = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
@@ -118,12 +147,30 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(r["lines"]))
             if cfg.tracking.enabled:
                 params = {"model": label} if many else flatten(to_dict(cfg))
-                with tracking.run(cfg.tracking, params, tags={"job": "gates", "model": label},
-                                  run_name=f"gates {label}", parent_run_id=top.info.run_id if top else None) as run:
+                with tracking.run(
+                    cfg.tracking,
+                    params,
+                    tags={"job": "gates", "model": label},
+                    run_name=f"gates {label}",
+                    parent_run_id=top.info.run_id if top else None,
+                ) as run:
                     tracking.log_metrics(r["res"]["summary"])
-                    tracking.log_metrics({f"{row['condition'].replace(':', '/')}/{m}": row[m] for _, row in
-                                          r["table"].iterrows() for m in ("d_score", "d_score_lo", "d_score_hi",
-                                          "d_detection", "d_detection_lo", "d_detection_hi", "detection", "n")})
+                    tracking.log_metrics(
+                        {
+                            f"{row['condition'].replace(':', '/')}/{m}": row[m]
+                            for _, row in r["table"].iterrows()
+                            for m in (
+                                "d_score",
+                                "d_score_lo",
+                                "d_score_hi",
+                                "d_detection",
+                                "d_detection_lo",
+                                "d_detection_hi",
+                                "detection",
+                                "n",
+                            )
+                        }
+                    )
                     (out / "report" / "verdict.txt").write_text("\n".join(r["lines"]) + "\n")
                     tracking.log_artifacts(*r["paths"], out / "report" / "verdict.txt")
                     print(f"mlflow:  run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")

@@ -8,6 +8,7 @@ full vector, as a check against the stored sweep), at the raw multiplier the ful
 The vectors, the refusal direction and the rates are stored in <output_dir>/analysis, so
 `python -m analysis.geometry --run <output_dir or MLflow run id>` reruns without a model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     strength = float(_only(inj.strength, "strength", cfg.strength))
     rates = geo.detection_rates(df, layer, strength)
     concepts = list(rates.concept)
-    vecs, _ = concept_vectors(lm, concepts, [layer], cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg),
-                              model_key(cfg.model))
+    vecs, _ = concept_vectors(
+        lm, concepts, [layer], cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg), model_key(cfg.model)
+    )
     if cfg.refusal:
         ref = dr.RefusalDirections.load(cfg.refusal).layer(layer)
     else:
@@ -88,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     g, dirs = geo.analyse(X, rates["rate"].to_numpy(float), concepts, ref.double().numpy(), cfg.tau)
     mode = inj[inj.layer == layer].strength_mode.iloc[0]
     resid = vecs[(concepts[0], layer)].resid_norm
-    g.extra = {"layer": layer, "strength": strength, "strength_mode": mode, "resid_norm": resid,
-               "model": cfg.model.name, "source": src}
+    g.extra = {
+        "layer": layer,
+        "strength": strength,
+        "strength_mode": mode,
+        "resid_norm": resid,
+        "model": cfg.model.name,
+        "source": src,
+    }
     geo.write_result(g, adir)
     print(*geo.report_lines(g)[:-1], sep="\n")
     # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)
@@ -97,47 +105,102 @@ def main(argv: list[str] | None = None) -> int:
     proj, res = geo.decompose(full, torch.as_tensor(dirs["meandiff"], dtype=torch.float32))
     parts = {"full": full, "proj": proj, "resid": res}
     raws = [strength if mode == "raw" else strength * resid / float(V[c].norm()) for c in concepts]
-    gen = {k: getattr(cfg.sweep, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens",
-                                              "temperature")}  # part p of concept c: bank vector "c|p", full's raw
-    trials = [make_trial(model=model_key(cfg.model), concept=c, layer=layer, strength=float(raws[i]), kind="injection",
-                         strength_mode="raw", trial_number=n, sample=0, forced=False, **gen, vector=f"{c}|{p}")
-              for p in cfg.parts for i, c in enumerate(concepts) for n in range(1, cfg.part_trials + 1)]
-    extra = {(f"{c}|{p}", layer): ConceptVector(c, layer, parts[p][i].float(), resid) for p in cfg.parts
-             for i, c in enumerate(concepts)}
-    run_sweep(dataclasses.replace(cfg, output_dir=str(out / "parts")), progress=not args.quiet,
-              lm=None if cfg.runner.num_actors else lm, trials=trials, extra_vectors=extra)
+    gen = {
+        k: getattr(cfg.sweep, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens", "temperature")
+    }  # part p of concept c: bank vector "c|p", full's raw
+    trials = [
+        make_trial(
+            model=model_key(cfg.model),
+            concept=c,
+            layer=layer,
+            strength=float(raws[i]),
+            kind="injection",
+            strength_mode="raw",
+            trial_number=n,
+            sample=0,
+            forced=False,
+            **gen,
+            vector=f"{c}|{p}",
+        )
+        for p in cfg.parts
+        for i, c in enumerate(concepts)
+        for n in range(1, cfg.part_trials + 1)
+    ]
+    extra = {
+        (f"{c}|{p}", layer): ConceptVector(c, layer, parts[p][i].float(), resid)
+        for p in cfg.parts
+        for i, c in enumerate(concepts)
+    }
+    run_sweep(
+        dataclasses.replace(cfg, output_dir=str(out / "parts")),
+        progress=not args.quiet,
+        lm=None if cfg.runner.num_actors else lm,
+        trials=trials,
+        extra_vectors=extra,
+    )
     pdf = store.read(out / "parts")
     pdf = pdf[pdf.trial_id.isin({t.trial_id for t in trials})]
     pdf = pdf.assign(vector_set=pdf.vector.str.rsplit("|", n=1).str[1])  # the part
     if "full" in cfg.parts:  # the harness check: the full vector at its raw multiplier is the stored sweep's trial
-        both = pdf[pdf.vector_set == "full"].merge(inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
-                                                   on=["concept", "trial_number"], suffixes=("", "_src"))
-        print(f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
-              f"{len(both)} stored responses")
+        both = pdf[pdf.vector_set == "full"].merge(
+            inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
+            on=["concept", "trial_number"],
+            suffixes=("", "_src"),
+        )
+        print(
+            f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
+            f"{len(both)} stored responses"
+        )
     table = pd.DataFrame([{"part": p} | metrics.summarize(pdf[pdf.vector_set == p]) for p in cfg.parts])
     rel = {p: float(np.mean(parts[p].norm(dim=1).double().numpy() * np.array(raws))) / resid for p in cfg.parts}
     for _, r in table.iterrows():
-        print(f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
-              f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}")
+        print(
+            f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
+            f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}"
+        )
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "parts.csv", index=False)
     rates.to_csv(rep / "rates.csv", index=False)
     title = f"{cfg.model.name} L{layer} s{strength:g}"
-    cos = {"PC1·mean-diff": g.pc1_meandiff_cos, "PC1·refusal": g.pc1_refusal_cos,
-           "mean-diff·refusal": g.meandiff_refusal_cos,
-           "ridge·mean-diff": float(np.dot(dirs["ridge"], dirs["meandiff"]))}
-    plots = [gp.pca_scatter(np.array(g.pc_scores), g.rates, concepts, g.explained, rep / "pca.png", title),
-             gp.cosines(cos, rep / "cosines.png", title), gp.part_rates(table, rep / "parts.png", title)]
+    cos = {
+        "PC1·mean-diff": g.pc1_meandiff_cos,
+        "PC1·refusal": g.pc1_refusal_cos,
+        "mean-diff·refusal": g.meandiff_refusal_cos,
+        "ridge·mean-diff": float(np.dot(dirs["ridge"], dirs["meandiff"])),
+    }
+    plots = [
+        gp.pca_scatter(np.array(g.pc_scores), g.rates, concepts, g.explained, rep / "pca.png", title),
+        gp.cosines(cos, rep / "cosines.png", title),
+        gp.part_rates(table, rep / "parts.png", title),
+    ]
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, {"source": src, "layer": layer, "strength": strength, "tau": g.tau,
-                                         "parts": ",".join(cfg.parts), "model": cfg.model.name,
-                                         "output_dir": str(out.resolve())},
-                          tags={"job": "geometry", "results_dir": str(out.resolve())}, run_name="geometry") as run:
-            tracking.log_metrics({"pc1_meandiff_cos": g.pc1_meandiff_cos, "pc1_refusal_cos": g.pc1_refusal_cos,
-                                  "meandiff_refusal_cos": g.meandiff_refusal_cos, "ridge_r2": g.ridge_r2,
-                                  "tau_f1": g.tau_f1, "n_success": g.n_success, "n_failure": g.n_failure}
-                                 | {f"tpr_{r['part']}": r["tpr"] for _, r in table.iterrows()})
+        with tracking.run(
+            cfg.tracking,
+            {
+                "source": src,
+                "layer": layer,
+                "strength": strength,
+                "tau": g.tau,
+                "parts": ",".join(cfg.parts),
+                "model": cfg.model.name,
+                "output_dir": str(out.resolve()),
+            },
+            tags={"job": "geometry", "results_dir": str(out.resolve())},
+            run_name="geometry",
+        ) as run:
+            tracking.log_metrics(
+                {
+                    "pc1_meandiff_cos": g.pc1_meandiff_cos,
+                    "pc1_refusal_cos": g.pc1_refusal_cos,
+                    "meandiff_refusal_cos": g.meandiff_refusal_cos,
+                    "ridge_r2": g.ridge_r2,
+                    "tau_f1": g.tau_f1,
+                    "n_success": g.n_success,
+                    "n_failure": g.n_failure,
+                }
+                | {f"tpr_{r['part']}": r["tpr"] for _, r in table.iterrows()}
+            )
             tracking.log_artifacts(*plots, rep / "parts.csv", adir / geo.RESULT)
         print(f"mlflow: run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
     print(f"report: {rep.resolve()}  (rerun: python -m analysis.geometry --run {out})")

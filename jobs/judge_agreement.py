@@ -5,6 +5,7 @@ accuracy and Cohen's kappa per field, a confusion table per field, the number of
 line `detection_accuracy=<x> identification_accuracy=<y>`. Identification is scored over all rows, counting a
 verdict that is not `detected` as not identified.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,15 @@ def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]
     id_pred = [v.detected is True and v.identified is True for v in verdicts]
     det = confusion([r["detected"] for r in rows], det_pred)
     ide = confusion([r["identified"] for r in rows], id_pred)
-    return {"detected": det, "identified": ide, "parse_errors": sum(v.parse_error for v in verdicts),
-            "detection_accuracy": accuracy(det), "identification_accuracy": accuracy(ide),
-            "detection_kappa": cohen_kappa(det), "identification_kappa": cohen_kappa(ide)}
+    return {
+        "detected": det,
+        "identified": ide,
+        "parse_errors": sum(v.parse_error for v in verdicts),
+        "detection_accuracy": accuracy(det),
+        "identification_accuracy": accuracy(ide),
+        "detection_kappa": cohen_kappa(det),
+        "identification_kappa": cohen_kappa(ide),
+    }
 
 
 @entry
@@ -63,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{field}: accuracy={s[key + '_accuracy']:.4f} kappa={s[key + '_kappa']:.4f}")
         print(format_confusion(s[field], field))
     print(f"unparseable verdicts: {s['parse_errors']}")
-    print(f"detection_accuracy={s['detection_accuracy']:.4f} "
-          f"identification_accuracy={s['identification_accuracy']:.4f}")
+    print(
+        f"detection_accuracy={s['detection_accuracy']:.4f} identification_accuracy={s['identification_accuracy']:.4f}"
+    )
     return 0
 
 

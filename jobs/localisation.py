@@ -4,6 +4,7 @@ A generation sweep (lab.sweep.run_sweep, forced identification on) over injectio
 (or the config's explicit `sweep.layers`), then per layer the detection rate and the forced-identification rate with
 95 % intervals (one curve each) and their correlation across concepts (analysis/localisation.py); one MLflow run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -44,8 +45,9 @@ class LocalisationConfig:
                 raise LabError(f"{self.model.name} is not in the registry: give sweep.layers explicitly")
             layers = tuple(range(self.first_layer, spec.n_layers, self.layer_stride))
         sweep = replace(self.sweep, layers=layers, forced_identification=True)
-        return InjectionConfig(self.model, sweep, self.runner, self.judge, self.tracking, self.output_dir,
-                               self.cache_dir)
+        return InjectionConfig(
+            self.model, sweep, self.runner, self.judge, self.tracking, self.output_dir, self.cache_dir
+        )
 
 
 @entry
@@ -72,15 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     al.print_table(table)
     peak = table.loc[table["detection"].idxmax()] if len(table) else None
     if peak is not None:
-        print(f"detection peaks at layer {int(peak['layer'])} ({peak['detection']:.2f} "
-              f"[{peak['detection_lo']:.2f},{peak['detection_hi']:.2f}]); forced identification peaks at layer "
-              f"{int(table.loc[table['forced_id'].idxmax(), 'layer'])}")
+        print(
+            f"detection peaks at layer {int(peak['layer'])} ({peak['detection']:.2f} "
+            f"[{peak['detection_lo']:.2f},{peak['detection_hi']:.2f}]); forced identification peaks at layer "
+            f"{int(table.loc[table['forced_id'].idxmax(), 'layer'])}"
+        )
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "localisation", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}") as run:
+        with tracking.run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            tags={"job": "localisation", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}",
+        ) as run:
             for r in table.itertuples():
-                tracking.log_metrics({"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr},
-                                     step=r.layer)
+                tracking.log_metrics({"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr}, step=r.layer)
             tracking.log_artifacts(rep / "localisation.csv", png)
             print(f"mlflow:  run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
     print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")

@@ -5,6 +5,7 @@ actor task per batch × layer × component (or in process with `runner.num_actor
 <output_dir>/patching/ as Parquet shards keyed by trial id (resumable); the report is the effect per layer and
 component with 95 % intervals across concepts (analysis/patching.py), a plot and one MLflow run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,8 +45,12 @@ class PatchingConfig:
         select_concepts(self.concepts)
         if any(c not in COMPONENTS for c in self.components) or not self.components:
             raise LabError(f"components must be from {COMPONENTS}")
-        if self.layer_stride < 1 or not self.trial_numbers or self.strength <= 0 or min(self.patch_layers,
-                                                                                        default=99) <= self.layer:
+        if (
+            self.layer_stride < 1
+            or not self.trial_numbers
+            or self.strength <= 0
+            or min(self.patch_layers, default=99) <= self.layer
+        ):
             raise LabError("layer_stride >= 1, trial_numbers non-empty, strength > 0, patch_layers after `layer`")
 
 
@@ -60,7 +65,7 @@ def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
     from lab.trials import trial_id
 
     lm.check_layer(cfg.layer)
-    layers = list(cfg.patch_layers) or list(range(cfg.layer + 1, lm.n_layers))[::cfg.layer_stride]
+    layers = list(cfg.patch_layers) or list(range(cfg.layer + 1, lm.n_layers))[:: cfg.layer_stride]
     for p in layers:
         lm.check_layer(p)
     concepts = select_concepts(cfg.concepts)
@@ -68,17 +73,29 @@ def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
     vecs, _ = concept_vectors(lm, concepts, [cfg.layer], cfg.template, cfg.baseline, cache, model_key(cfg.model))
     rows, batches, tasks, bs = [(c, n) for c in concepts for n in cfg.trial_numbers], [], [], cfg.runner.batch_size
     for i in range(0, len(rows), bs):
-        part = rows[i:i + bs]
+        part = rows[i : i + bs]
         cv = [vecs[(c, cfg.layer)] for c, _ in part]
         raw = [cfg.strength * (v.resid_norm / v.norm if cfg.strength_mode == "relative" else 1.0) for v in cv]
-        b = build_batch(lm, f"b{i}", [c for c, _ in part], [n for _, n in part],
-                        torch.stack([v.vector for v in cv]), raw, cfg.layer)
+        b = build_batch(
+            lm, f"b{i}", [c for c, _ in part], [n for _, n in part], torch.stack([v.vector for v in cv]), raw, cfg.layer
+        )
         batches.append(b)
         for p in layers:
             for comp in cfg.components:
-                ids = [trial_id(model=model_key(cfg.model), concept=c, trial_number=n, layer=cfg.layer,
-                                strength=cfg.strength, strength_mode=cfg.strength_mode, patch_layer=p, component=comp,
-                                version=PATCH_VERSION) for c, n in part]
+                ids = [
+                    trial_id(
+                        model=model_key(cfg.model),
+                        concept=c,
+                        trial_number=n,
+                        layer=cfg.layer,
+                        strength=cfg.strength,
+                        strength_mode=cfg.strength_mode,
+                        patch_layer=p,
+                        component=comp,
+                        version=PATCH_VERSION,
+                    )
+                    for c, n in part
+                ]
                 tasks.append((len(batches) - 1, p, comp, ids))
     return batches, layers, tasks
 
@@ -104,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     todo = [t for t in tasks if not set(t[3]) <= done]
     sites = [f"{c}.{p}" for p in layers for c in cfg.components]
     fields = {"model": cfg.model.name, "strength": cfg.strength, "strength_mode": cfg.strength_mode}
-    print(f"patching: {len(tasks)} tasks ({len(batches)} batches × {len(layers)} layers × {len(cfg.components)} "
-          f"components), {len(tasks) - len(todo)} already stored")
+    print(
+        f"patching: {len(tasks)} tasks ({len(batches)} batches × {len(layers)} layers × {len(cfg.components)} "
+        f"components), {len(tasks) - len(todo)} already stored"
+    )
     if cfg.runner.num_actors == 0:
         w = PatchWorker(lm)
         for bi, p, comp, ids in todo:
@@ -127,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             bi, p, comp, ids = refs[ready[0]]
             store.write_shard(out, rows_of(batches[bi], ids, p, comp, ray.get(ready[0]), **fields))
     rep = Path(cfg.output_dir) / "report"
-    table, inj, png = ap.report(store.read(out), rep, f"{cfg.model.name}: patching after injection at layer {cfg.layer}")
+    table, inj, png = ap.report(
+        store.read(out), rep, f"{cfg.model.name}: patching after injection at layer {cfg.layer}"
+    )
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "patching", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"patching {cfg.model.name} L{cfg.layer}") as run:
+        with tracking.run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            tags={"job": "patching", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"patching {cfg.model.name} L{cfg.layer}",
+        ) as run:
             tracking.log_metrics(inj)
             for r in table.itertuples():
                 tracking.log_metrics({f"{r.mode}/{r.component}/effect": r.effect}, step=r.patch_layer)

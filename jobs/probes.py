@@ -8,6 +8,7 @@ Parquet shards keyed by trial id (a rerun scores only what is missing), report C
 
 Runs in-process through the experiment skeleton (lab/experiment.py; forward passes only, no generation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,17 +26,22 @@ from lab.tracking import TrackingConfig
 @dataclass(frozen=True)
 class ProbesConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    probes: tuple[str, ...] = field(default=("localisation", "discrimination"), metadata={
-        "help": "localisation and/or discrimination"})
+    probes: tuple[str, ...] = field(
+        default=("localisation", "discrimination"), metadata={"help": "localisation and/or discrimination"}
+    )
     concepts: str | tuple[str, ...] = field(default="first:10", metadata={"help": "as sweep.concepts"})
     layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
     strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
     strength_mode: Literal["raw", "relative", "default"] = "default"
-    kinds: tuple[str, ...] = field(default=("injection", "control", "random", "norm_matched"), metadata={
-        "help": "injection (concept vector), control (nothing injected), random, norm_matched"})
+    kinds: tuple[str, ...] = field(
+        default=("injection", "control", "random", "norm_matched"),
+        metadata={"help": "injection (concept vector), control (nothing injected), random, norm_matched"},
+    )
     n_sentences: int = field(default=5, metadata={"help": "localisation: numbered sentences (2..9)"})
-    weak_fractions: tuple[float, ...] = field(default=(0.0, 0.5), metadata={
-        "help": "discrimination: weaker passage strength = strength × fraction (0 = untouched)"})
+    weak_fractions: tuple[float, ...] = field(
+        default=(0.0, 0.5),
+        metadata={"help": "discrimination: weaker passage strength = strength × fraction (0 = untouched)"},
+    )
     repeats: int = field(default=1, metadata={"help": "sentence draws per setting"})
     template: str = DEFAULT_TEMPLATE
     baseline: str = "baseline_words"
@@ -71,14 +77,29 @@ def settings(cfg: ProbesConfig) -> Any:
     from lab.trials import SweepConfig, resolve
 
     spec = spec_for(cfg.model.name)
-    sweep = SweepConfig(concepts=cfg.concepts, layers=cfg.layers, strengths=cfg.strengths,
-                        strength_mode=cfg.strength_mode)
-    layers, strengths, mode = resolve(sweep, spec.default_layers if spec else (),
-                                      spec.default_strengths if spec else (), spec.strength_mode if spec else "raw")
+    sweep = SweepConfig(
+        concepts=cfg.concepts, layers=cfg.layers, strengths=cfg.strengths, strength_mode=cfg.strength_mode
+    )
+    layers, strengths, mode = resolve(
+        sweep,
+        spec.default_layers if spec else (),
+        spec.default_strengths if spec else (),
+        spec.strength_mode if spec else "raw",
+    )
     if spec is not None and any(not 0 <= x < spec.n_layers for x in layers):
         raise LabError(f"a layer in {list(layers)} is out of range for {spec.name} (0..{spec.n_layers - 1})")
-    return ProbeSettings(select_concepts(cfg.concepts), layers, strengths, mode, cfg.probes, cfg.kinds,
-                         cfg.n_sentences, cfg.weak_fractions, cfg.repeats, cfg.seed)
+    return ProbeSettings(
+        select_concepts(cfg.concepts),
+        layers,
+        strengths,
+        mode,
+        cfg.probes,
+        cfg.kinds,
+        cfg.n_sentences,
+        cfg.weak_fractions,
+        cfg.repeats,
+        cfg.seed,
+    )
 
 
 @entry
@@ -101,14 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
     trials = probes.expand(st, model_key(cfg.model))
     runner = RunnerConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
-    out = execute(trials, cfg.output_dir, cfg.model, runner, probes.score_shard, prepare,
-                  (st.concepts, st.layers, cfg.template, cfg.baseline, cache, model_key(cfg.model), cfg.batch_size,
-                   (), None), progress=not args.quiet, desc="probe trials")
+    out = execute(
+        trials,
+        cfg.output_dir,
+        cfg.model,
+        runner,
+        probes.score_shard,
+        prepare,
+        (st.concepts, st.layers, cfg.template, cfg.baseline, cache, model_key(cfg.model), cfg.batch_size, (), None),
+        progress=not args.quiet,
+        desc="probe trials",
+    )
     ids = {t.trial_id for t in trials}
     df = store.read(cfg.output_dir)
     df = df[df["trial_id"].isin(ids)]
-    print(f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
-          f"[{time.time() - t0:.0f} s]")
+    print(
+        f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
+        f"[{time.time() - t0:.0f} s]"
+    )
     report_and_log(cfg, df)
     return 0
 
@@ -124,16 +155,34 @@ def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
     paths = [rep / "probes_overall.csv", rep / "probes_by_setting.csv", rep / "probes.png"]
     overall.to_csv(paths[0], index=False)
     by_setting.to_csv(paths[1], index=False)
-    label = [f"{r.kind} {report.cell(r.layer, r.strength)}" + (f"_w{r.weak_fraction:g}" if r.probe == "discrimination"
-                                                                 else "") for r in by_setting.itertuples()]
+    label = [
+        f"{r.kind} {report.cell(r.layer, r.strength)}"
+        + (f"_w{r.weak_fraction:g}" if r.probe == "discrimination" else "")
+        for r in by_setting.itertuples()
+    ]
     chance = {p: float(g["chance"].mean()) for p, g in df.groupby("probe")}
-    plots_grid.accuracy_intervals(by_setting.assign(label=label), "label", paths[2], chance=chance, group="probe",
-                                  title=f"{cfg.model.name}: probe accuracy vs chance")
-    metrics = {f"{r['probe']}/{r['kind']}/{k}": r[k] for _, r in overall.iterrows()
-               for k in ("accuracy", "accuracy_lo", "accuracy_hi", "n", "chance", "p_target", "top_answer_share")}
+    plots_grid.accuracy_intervals(
+        by_setting.assign(label=label),
+        "label",
+        paths[2],
+        chance=chance,
+        group="probe",
+        title=f"{cfg.model.name}: probe accuracy vs chance",
+    )
+    metrics = {
+        f"{r['probe']}/{r['kind']}/{k}": r[k]
+        for _, r in overall.iterrows()
+        for k in ("accuracy", "accuracy_lo", "accuracy_hi", "n", "chance", "p_target", "top_answer_share")
+    }
     metrics |= {f"{r.probe}/{lab}/accuracy": r.accuracy for r, lab in zip(by_setting.itertuples(), label)}
-    run_id = report.log_run(cfg.tracking, flatten(to_dict(cfg)), metrics, paths, run_name=cfg.tracking.run_name
-                            or f"probes {cfg.model.name}", tags={"job": "probes", "model": cfg.model.name})
+    run_id = report.log_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        metrics,
+        paths,
+        run_name=cfg.tracking.run_name or f"probes {cfg.model.name}",
+        tags={"job": "probes", "model": cfg.model.name},
+    )
     probes.print_summary(overall)
     print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
     if run_id:

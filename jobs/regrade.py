@@ -7,6 +7,7 @@ registry name, plus a hash of its options when it has any (or `--name`); `judge.
 a different config never mixes into the same directory. Logs an MLflow run tagged `source_run_id` with the new rates
 and the agreement, and prints Cohen's kappa and a confusion table per field (source judge vs new judge).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk < 1:
         raise LabError("--chunk must be >= 1")
     source = resolve_source(args.run, args.tracking_uri)
-    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment=source.experiment or args.experiment,
-                                  enabled=not args.no_tracking)
+    cfg = tracking.TrackingConfig(
+        uri=args.tracking_uri, experiment=source.experiment or args.experiment, enabled=not args.no_tracking
+    )
     if cfg.enabled:
         tracking.check_uri(tracking.resolve_uri(cfg))
     old = store.read(source.directory)
@@ -54,11 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     text, logged = report(source, old, new, judge, vdir, counts)
     print(text)
     if cfg.enabled:
-        params = {"source_dir": str(source.directory.resolve()), "source_run_id": source.run_id or "",
-                  "verdict_dir": str(vdir.resolve()), "judge.name": name, "judge.version": judge.version,
-                  **{f"judge.options.{k}": v for k, v in options.items()}}
-        tags = {"source_run_id": source.run_id or "", "source_dir": str(source.directory.resolve()),
-                "judge": judge.name, "judge_version": judge.version, "job": "regrade"}
+        params = {
+            "source_dir": str(source.directory.resolve()),
+            "source_run_id": source.run_id or "",
+            "verdict_dir": str(vdir.resolve()),
+            "judge.name": name,
+            "judge.version": judge.version,
+            **{f"judge.options.{k}": v for k, v in options.items()},
+        }
+        tags = {
+            "source_run_id": source.run_id or "",
+            "source_dir": str(source.directory.resolve()),
+            "judge": judge.name,
+            "judge_version": judge.version,
+            "job": "regrade",
+        }
         with tracking.run(cfg, params, tags=tags, run_name=f"regrade-{vname}") as active:
             tracking.log_metrics(logged)
             tracking.log_text(text + "\n", "agreement.txt")

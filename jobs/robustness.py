@@ -10,6 +10,7 @@ reported as skipped.
 MLflow: one parent run (config, cell table, grid plot of TPR/FPR with 95 % intervals) and one child run per applied
 (variant, format) cell, all children with the same metric names (tpr, fpr, introspection, …) so they compare in the UI.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,10 @@ class RobustnessConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     variants: tuple[str, ...] = field(default=(), metadata={"help": "prompt variants; empty = the paper's 7"})
     formats: tuple[str, ...] = field(default=(), metadata={"help": "dialogue formats; empty = the paper's 6"})
-    layout: str = field(default="paper", metadata={"help": "paper: variants in the first format + the first "
-                                                           "variant in every format; cross: every pair"})
+    layout: str = field(
+        default="paper",
+        metadata={"help": "paper: variants in the first format + the first variant in every format; cross: every pair"},
+    )
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="robustness"))
@@ -52,8 +55,15 @@ class RobustnessConfig:
     def injection(self, variant: str = "original", fmt: str = "standard") -> InjectionConfig:
         """The single-cell sweep config (what `jobs.concept_injection` would run for this cell)."""
         sweep = dataclasses.replace(self.sweep, prompt_variant=variant, dialogue_format=fmt)
-        return InjectionConfig(model=self.model, sweep=sweep, runner=self.runner, judge=self.judge,
-                               tracking=self.tracking, output_dir=self.output_dir, cache_dir=self.cache_dir)
+        return InjectionConfig(
+            model=self.model,
+            sweep=sweep,
+            runner=self.runner,
+            judge=self.judge,
+            tracking=self.tracking,
+            output_dir=self.output_dir,
+            cache_dir=self.cache_dir,
+        )
 
 
 @entry
@@ -82,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     if not trials:
         raise LabError("no (variant, format) cell applies to this model; nothing to run")
     res = run_sweep(base, progress=not args.quiet, trials=trials)
-    print(f"cells: {len(cell_ids)} run, {len(reasons) - len(cell_ids)} skipped; trials: {res['total']} "
-          f"({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']} "
-          f"[{time.time() - t0:.0f} s]")
+    print(
+        f"cells: {len(cell_ids)} run, {len(reasons) - len(cell_ids)} skipped; trials: {res['total']} "
+        f"({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']} "
+        f"[{time.time() - t0:.0f} s]"
+    )
     report_and_log(cfg, reasons, cell_ids)
     return 0
 
 
-def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
-                   cell_ids: dict[grid.Cell, list[str]]) -> Any:
+def report_and_log(
+    cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None], cell_ids: dict[grid.Cell, list[str]]
+) -> Any:
     """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs (lab.report), a printed grid."""
     from lab import plots_grid, report, store, tracking
     from lab.config import flatten, to_dict
@@ -102,19 +115,35 @@ def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
     table.to_csv(csv, index=False)
     rows, cols = list(dict.fromkeys(v for v, _ in reasons)), list(dict.fromkeys(f for _, f in reasons))
     shown = ["tpr", "fpr"] + [f"{c}_rate" for c in cfg.sweep.controls][:1]
-    plots_grid.category_grid(table, "prompt_variant", "dialogue_format", png, metrics=shown, rows=rows, cols=cols,
-                             title=f"{cfg.model.name}: prompt variant × dialogue format")
+    plots_grid.category_grid(
+        table,
+        "prompt_variant",
+        "dialogue_format",
+        png,
+        metrics=shown,
+        rows=rows,
+        cols=cols,
+        title=f"{cfg.model.name}: prompt variant × dialogue format",
+    )
     ok, skipped = table[table["status"] == "ok"], table[table["status"] != "ok"]
     tags = {"job": "robustness", "model": cfg.model.name}
     skipped_tag = "; ".join(f"{a}×{b}" for a, b in zip(skipped["prompt_variant"], skipped["dialogue_format"]))
-    with report.parent_run(cfg.tracking, flatten(to_dict(cfg)), tags=tags | {"skipped_cells": skipped_tag or "none"},
-                           run_name=cfg.tracking.run_name or f"robustness {cfg.model.name}") as parent_id:
+    with report.parent_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        tags=tags | {"skipped_cells": skipped_tag or "none"},
+        run_name=cfg.tracking.run_name or f"robustness {cfg.model.name}",
+    ) as parent_id:
         for _, r in ok.iterrows():
             v, f = r["prompt_variant"], r["dialogue_format"]
-            report.log_run(cfg.tracking, flatten(to_dict(cfg.injection(v, f))),
-                           grid.child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification),
-                           tags=tags | {"prompt_variant": v, "dialogue_format": f}, run_name=f"{v} × {f}",
-                           parent_run_id=parent_id)
+            report.log_run(
+                cfg.tracking,
+                flatten(to_dict(cfg.injection(v, f))),
+                grid.child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification),
+                tags=tags | {"prompt_variant": v, "dialogue_format": f},
+                run_name=f"{v} × {f}",
+                parent_run_id=parent_id,
+            )
         if parent_id:
             tracking.log_metrics({"cells_run": len(ok), "cells_skipped": len(skipped)})
             tracking.log_artifacts(csv, png)
@@ -122,8 +151,10 @@ def report_and_log(cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None],
     print(f"results: {Path(cfg.output_dir).resolve()}")
     print(f"report:  {csv.resolve()}  {png.resolve()}")
     if parent_id:
-        print(f"mlflow:  parent run {parent_id} ({len(ok)} child runs) in experiment '{cfg.tracking.experiment}' "
-              f"at {tracking.resolve_uri(cfg.tracking)}")
+        print(
+            f"mlflow:  parent run {parent_id} ({len(ok)} child runs) in experiment '{cfg.tracking.experiment}' "
+            f"at {tracking.resolve_uri(cfg.tracking)}"
+        )
     return table
 
 

@@ -6,6 +6,7 @@ Deploys `POST <prefix>/chat/completions` (and `GET <prefix>/models`) bound to lo
 `judge: {name: openai, options: {base_url: http://127.0.0.1:<port>/v1, model: <served_model_name>}}`. The CLI blocks
 until Ctrl-C (or SIGTERM); tests use `start(cfg)` / `stop()`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,14 @@ class ServeJudgeConfig:
     """configs/judge-serve.yaml"""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    served_model_name: str | None = field(default=None, metadata={"help": "the `model` clients send; empty: model.name"})
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "the `model` clients send; empty: model.name"}
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (loopback unless allow_remote)"})
-    allow_remote: bool = field(default=False, metadata={
-        "help": "permit a non-loopback host (on a cluster, so sweeps on other nodes reach the judge)"})
+    allow_remote: bool = field(
+        default=False,
+        metadata={"help": "permit a non-loopback host (on a cluster, so sweeps on other nodes reach the judge)"},
+    )
     port: int = field(default=8000, metadata={"help": "HTTP port"})
     route_prefix: str = field(default="/v1", metadata={"help": "URL prefix: <prefix>/chat/completions"})
     num_replicas: int = field(default=1, metadata={"help": "model replicas"})
@@ -44,8 +49,9 @@ class ServeJudgeConfig:
     max_batch_size: int = field(default=8, metadata={"help": "requests generated together (serve.batch)"})
     batch_wait_s: float = field(default=0.05, metadata={"help": "how long a batch waits to fill"})
     max_new_tokens: int = field(default=256, metadata={"help": "cap on a request's max_tokens"})
-    ray_address: str | None = field(default=None, metadata={
-        "help": "Ray address; empty: $RAY_ADDRESS or a local Ray on loopback"})
+    ray_address: str | None = field(
+        default=None, metadata={"help": "Ray address; empty: $RAY_ADDRESS or a local Ray on loopback"}
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -53,8 +59,10 @@ class ServeJudgeConfig:
         except ValueError:
             loopback = False
         if not loopback and not self.allow_remote:
-            raise LabError(f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}' "
-                           "(set allow_remote: true on a cluster)")
+            raise LabError(
+                f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}' "
+                "(set allow_remote: true on a cluster)"
+            )
         if not 0 < self.port < 65536:
             raise LabError(f"serve judge: port must be 1..65535, got {self.port}")
         if not self.route_prefix.startswith("/"):
@@ -90,10 +98,13 @@ def start(cfg: ServeJudgeConfig) -> str:
         parallel.connect(cfg.ray_address, num_cpus=max(cfg.cpus_per_replica * cfg.num_replicas, 2))
         _started_ray = True
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    app = serve.deployment(ChatServer, name="ChatServer", num_replicas=cfg.num_replicas,
-                           ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
-                           max_ongoing_requests=max(2 * cfg.max_batch_size, 4)).bind(
-        cfg.model, cfg.served_name, cfg.threads, cfg.max_new_tokens, cfg.max_batch_size, cfg.batch_wait_s)
+    app = serve.deployment(
+        ChatServer,
+        name="ChatServer",
+        num_replicas=cfg.num_replicas,
+        ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+        max_ongoing_requests=max(2 * cfg.max_batch_size, 4),
+    ).bind(cfg.model, cfg.served_name, cfg.threads, cfg.max_new_tokens, cfg.max_batch_size, cfg.batch_wait_s)
     serve.run(app, name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
     wait_ready(cfg.base_url + "/models", timeout=120)
     return cfg.base_url

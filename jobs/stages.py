@@ -10,6 +10,7 @@ A stage whose `model.adapter` does not exist fails up front, unless `create_adap
 random LoRA (non-zero B, ‖ΔW‖/‖W‖ = `adapter_delta_rel` per layer; the paper's random-LoRA control) is written there
 first — with `training.trainer.train("random_lora", …)` when the trainer is importable, else with PEFT directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,18 @@ class StageConfig:
 
     name: str = field(metadata={"help": "label (plots, MLflow run name, sub-directory of output_dir)"})
     model: ModelConfig = field(default_factory=ModelConfig)
-    dialogue_format: str | None = field(default=None, metadata={
-        "help": "override sweep.dialogue_format for this stage (e.g. 'plain' for a base model without a template)"})
-    create_adapter: bool = field(default=False, metadata={
-        "help": "model.adapter missing: write an untrained random LoRA there (a control, not a trained stage)"})
+    dialogue_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "override sweep.dialogue_format for this stage (e.g. 'plain' for a base model without a template)"
+        },
+    )
+    create_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "model.adapter missing: write an untrained random LoRA there (a control, not a trained stage)"
+        },
+    )
     adapter_rank: int = field(default=8, metadata={"help": "rank of a created random LoRA"})
     adapter_delta_rel: float = field(default=0.02, metadata={"help": "‖ΔW‖_F/‖W‖_F per layer of a created LoRA"})
     adapter_seed: int = 0
@@ -81,9 +90,15 @@ class StagesConfig:
         sweep = self.sweep
         if stage.dialogue_format:
             sweep = dataclasses.replace(sweep, dialogue_format=stage.dialogue_format)
-        return InjectionConfig(model=model, sweep=sweep, runner=self.runner, judge=self.judge,
-                               tracking=self.tracking, output_dir=str(Path(self.output_dir) / stage.name),
-                               cache_dir=self.cache_dir)
+        return InjectionConfig(
+            model=model,
+            sweep=sweep,
+            runner=self.runner,
+            judge=self.judge,
+            tracking=self.tracking,
+            output_dir=str(Path(self.output_dir) / stage.name),
+            cache_dir=self.cache_dir,
+        )
 
 
 def check_stage(cfg: StagesConfig, stage: StageConfig) -> Any:
@@ -96,13 +111,17 @@ def check_stage(cfg: StagesConfig, stage: StageConfig) -> Any:
     p = plan(inj)
     ad = inj.model.adapter
     if ad and not (Path(ad) / "adapter_config.json").is_file() and not stage.create_adapter:
-        raise LabError(f"stage '{stage.name}': LoRA adapter not found: {ad} (train one, or set create_adapter: true "
-                       "for an untrained random-LoRA control)")
+        raise LabError(
+            f"stage '{stage.name}': LoRA adapter not found: {ad} (train one, or set create_adapter: true "
+            "for an untrained random-LoRA control)"
+        )
     spec = spec_for(stage.model.name)
     fmt = dialogue_format(inj.sweep.dialogue_format)
     if spec is not None and fmt.kind == "chat" and not spec.chat_template:
-        raise LabError(f"stage '{stage.name}': {stage.model.name} has no chat template, so format '{fmt.name}' "
-                       "cannot apply; set the stage's dialogue_format (e.g. plain)")
+        raise LabError(
+            f"stage '{stage.name}': {stage.model.name} has no chat template, so format '{fmt.name}' "
+            "cannot apply; set the stage's dialogue_format (e.g. plain)"
+        )
     return p
 
 
@@ -133,15 +152,27 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             res = run_sweep(cfg.injection(s), progress=not args.quiet)
             adapter = f" + adapter {s.model.adapter}" if s.model.adapter else ""
-            print(f"stage {s.name} ({s.model.name}{adapter}): {res['total']} trials ({res['new']} generated now, "
-                  f"{res['skipped']} already stored) judge: {res['judge']} [{time.time() - t0:.0f} s]")
+            print(
+                f"stage {s.name} ({s.model.name}{adapter}): {res['total']} trials ({res['new']} generated now, "
+                f"{res['skipped']} already stored) judge: {res['judge']} [{time.time() - t0:.0f} s]"
+            )
             df = store.read(cfg.injection(s).output_dir)
             groups[s.name] = df[df["trial_id"].isin({t.trial_id for t in plans[s.name].trials})]
-    report.compare(groups, cfg.output_dir, cfg.tracking, flatten(to_dict(cfg)), "rates per stage", label="stage",
-                   child_params={s.name: flatten(to_dict(cfg.injection(s))) for s in cfg.stages},
-                   child_tags={s.name: {"job": "stages", "model": s.model.name,
-                                        "adapter": cfg.injection(s).model.adapter or ""} for s in cfg.stages},
-                   tags={"job": "stages"}, run_name=cfg.tracking.run_name or "stages")
+    report.compare(
+        groups,
+        cfg.output_dir,
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        "rates per stage",
+        label="stage",
+        child_params={s.name: flatten(to_dict(cfg.injection(s))) for s in cfg.stages},
+        child_tags={
+            s.name: {"job": "stages", "model": s.model.name, "adapter": cfg.injection(s).model.adapter or ""}
+            for s in cfg.stages
+        },
+        tags={"job": "stages"},
+        run_name=cfg.tracking.run_name or "stages",
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ the stored Parquet, as `python -m analysis.bias_guards --run <output_dir>` does)
 per_layer.png, verdict.txt; MLflow: a parent run and one child per arm (its rates, the baseline's as `before/*`, the
 verdict flags). The verdict says whether a gain is concept-specific or the bias made a perturbation detector.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,20 +41,32 @@ def main(argv: list[str] | None = None) -> int:
     split = stored_split(cfg.bias.split_seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(split.to_dict() | {
-        "heldout_evaluated": list(split.heldout[:cfg.evaluation.n_heldout])}, indent=1))
+    (out / "split.json").write_text(
+        json.dumps(split.to_dict() | {"heldout_evaluated": list(split.heldout[: cfg.evaluation.n_heldout])}, indent=1)
+    )
     plan = arms(cfg)
-    print(f"steering vector: {len(plan)} arms ({', '.join(plan)}), model {cfg.model.name}, bias at "
-          f"{cfg.bias.site}, held-out concepts {cfg.evaluation.n_heldout} of {len(split.heldout)} (split seed "
-          f"{split.seed}; {len(split.train)} train / {len(split.val)} val)")
+    print(
+        f"steering vector: {len(plan)} arms ({', '.join(plan)}), model {cfg.model.name}, bias at "
+        f"{cfg.bias.site}, held-out concepts {cfg.evaluation.n_heldout} of {len(split.heldout)} (split seed "
+        f"{split.seed}; {len(split.train)} train / {len(split.val)} val)"
+    )
     t0 = time.time()
     started = not ray.is_initialized()
     parallel.connect(cfg.address, num_cpus=cfg.ray_cpus)
     with ExitStack() as stack:
         stack.callback(lambda: ray.shutdown() if started else None)
-        parent = stack.enter_context(tracking.run(
-            cfg.tracking, flatten(to_dict(cfg)), {"job": "steering_vector", "model": cfg.model.name},
-            run_name=cfg.tracking.run_name or "steering-vector")) if cfg.tracking.enabled else None
+        parent = (
+            stack.enter_context(
+                tracking.run(
+                    cfg.tracking,
+                    flatten(to_dict(cfg)),
+                    {"job": "steering_vector", "model": cfg.model.name},
+                    run_name=cfg.tracking.run_name or "steering-vector",
+                )
+            )
+            if cfg.tracking.enabled
+            else None
+        )
         grid = tuner(cfg, parent.info.run_id if parent else None).fit()
         failed = [r.config.get("arm", "?") for r in grid if r.error is not None]
         run_ids = {r.metrics.get("arm"): r.metrics.get("mlflow_run_id") for r in grid if r.error is None}
@@ -63,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         verdicts = {a: verdict(rates.get("baseline", {}), r) for a, r in rates.items() if a != "baseline"}
         paths = report(cfg, table, verdicts, out / "report")
         if parent:
-            tracking.log_metrics({f"{a}/{m}": r.get(m, math.nan) for a, r in rates.items() for m in SHOWN}
-                                 | {"elapsed_seconds": time.time() - t0, "n_failed_arms": len(failed)})
+            tracking.log_metrics(
+                {f"{a}/{m}": r.get(m, math.nan) for a, r in rates.items() for m in SHOWN}
+                | {"elapsed_seconds": time.time() - t0, "n_failed_arms": len(failed)}
+            )
             tracking.log_artifacts(*paths)
             _annotate_children(cfg, run_ids, rates.get("baseline", {}), verdicts)
     print(paths[-1].read_text())
@@ -88,8 +103,13 @@ def report(cfg: SteeringVectorConfig, table: Any, verdicts: dict[str, Any], rep:
     if not shown:  # no arm finished: the table and the verdict say so, there is nothing to plot
         paths = [paths[0], paths[3]]
     else:
-        plots.rate_bars(table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}), "arm", paths[1],
-                        metrics=shown, title=f"{cfg.model.name}, held-out: before vs after")
+        plots.rate_bars(
+            table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}),
+            "arm",
+            paths[1],
+            metrics=shown,
+            title=f"{cfg.model.name}, held-out: before vs after",
+        )
         layer_curve(table, shown, paths[2], f"{cfg.model.name}: bias layer sweep (seeds pooled by mean)")
     lines = [f"{cfg.model.name}: trained bias at {cfg.bias.site}, {cfg.evaluation.n_heldout} held-out concepts"]
     for arm, v in verdicts.items():
@@ -112,9 +132,14 @@ def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
         mean = rows.groupby("x")[[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")]].mean().reset_index()
         ax.set_xticks(mean.x.tolist())
         for m in metrics:
-            line = ax.errorbar(mean.x, mean[m], yerr=[(mean[m] - mean[f"{m}_lo"]).clip(lower=0),
-                                                      (mean[f"{m}_hi"] - mean[m]).clip(lower=0)],
-                               marker="o", capsize=3, label=m)
+            line = ax.errorbar(
+                mean.x,
+                mean[m],
+                yerr=[(mean[m] - mean[f"{m}_lo"]).clip(lower=0), (mean[f"{m}_hi"] - mean[m]).clip(lower=0)],
+                marker="o",
+                capsize=3,
+                label=m,
+            )
             if len(base) and base[m].notna().all():
                 ax.axhline(float(base[m].iloc[0]), ls="--", color=line[0].get_color(), alpha=0.6)
     ax.set_xlabel("bias layer (0-based block; dashed: no bias)")
@@ -124,8 +149,9 @@ def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
     return plots.save(fig, path, title)
 
 
-def _annotate_children(cfg: SteeringVectorConfig, run_ids: dict[str, Any], before: dict[str, float],
-                       verdicts: dict[str, Any]) -> None:
+def _annotate_children(
+    cfg: SteeringVectorConfig, run_ids: dict[str, Any], before: dict[str, float], verdicts: dict[str, Any]
+) -> None:
     """Each arm's child run gets the baseline's rates as `before/*`, the verdict flags as tags, verdict.txt."""
     from lab import tracking
 

@@ -31,12 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     if not saved.is_file():
         raise LabError(f"{out} has no {store.CONFIG_FILE} (not a sweep's results directory?)")
     cfg = from_dict(InjectionConfig, load_yaml(saved))
-    track = TrackingConfig(uri=args.tracking_uri or cfg.tracking.uri, experiment=args.experiment
-                           or cfg.tracking.experiment, run_name=cfg.tracking.run_name)
+    track = TrackingConfig(
+        uri=args.tracking_uri or cfg.tracking.uri,
+        experiment=args.experiment or cfg.tracking.experiment,
+        run_name=cfg.tracking.run_name,
+    )
     df = store.read(out)
     print(f"stored run {out.resolve()}: {len(df)} trials in {len(store.shard_files(out))} shards")
-    report.report_rates(df, out, track, flatten(to_dict(cfg)), title=f"{cfg.model.name}: concept injection",
-                        tags={"job": "concept_injection", "model": cfg.model.name, "synced_from": str(out.resolve())})
+    report.report_rates(
+        df,
+        out,
+        track,
+        flatten(to_dict(cfg)),
+        title=f"{cfg.model.name}: concept injection",
+        tags={"job": "concept_injection", "model": cfg.model.name, "synced_from": str(out.resolve())},
+    )
     return 0
 
 

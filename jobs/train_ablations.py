@@ -8,6 +8,7 @@ failed trial is retried `resources.max_failures` times; one that still fails is 
 the parent run, listed in failed_trials.json and kept as a `failed` row in the comparison (never silently missing);
 the job then exits 3 after writing everything. Runs locally (Ray on loopback) and under `ray job submit`.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = absolutize(load_config(AblationConfig, args))
     preflight(cfg)
     trials = expected_trials(cfg)
-    print(f"ablation: {len(trials)} trials ({len(cfg.conditions)} conditions × {len(cfg.seeds)} seeds"
-          + (f" × grid {', '.join(cfg.grid)}" if cfg.grid else "") + f"), model {cfg.model.name}, "
-          f"{'TorchTrainer x' + str(cfg.resources.workers) if cfg.resources.distributed else 'in-process'} trials, "
-          f"≤ {cfg.resources.max_concurrent_trials} at once, {cfg.resources.max_failures} retries each")
+    print(
+        f"ablation: {len(trials)} trials ({len(cfg.conditions)} conditions × {len(cfg.seeds)} seeds"
+        + (f" × grid {', '.join(cfg.grid)}" if cfg.grid else "")
+        + f"), model {cfg.model.name}, "
+        f"{'TorchTrainer x' + str(cfg.resources.workers) if cfg.resources.distributed else 'in-process'} trials, "
+        f"≤ {cfg.resources.max_concurrent_trials} at once, {cfg.resources.max_failures} retries each"
+    )
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     clear_attempts(cfg)
     t0 = time.time()
@@ -51,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     print_report(pooled, failed)
     print(f"report:  {paths[0].parent}  ({', '.join(p.name for p in paths)})")
     if parent_id:
-        print(f"mlflow:  parent run {parent_id} ({sum(r['status'] == 'finished' for r in records)} finished child "
-              f"runs) in experiment '{cfg.tracking.experiment}' at {tracking.resolve_uri(cfg.tracking)}")
+        print(
+            f"mlflow:  parent run {parent_id} ({sum(r['status'] == 'finished' for r in records)} finished child "
+            f"runs) in experiment '{cfg.tracking.experiment}' at {tracking.resolve_uri(cfg.tracking)}"
+        )
     print(f"elapsed: {elapsed:.0f} s")
     if failed:
-        print(f"error: {len(failed)} of {len(records)} trials failed after retries: "
-              + ", ".join(f["trial"] for f in failed))
+        print(
+            f"error: {len(failed)} of {len(records)} trials failed after retries: "
+            + ", ".join(f["trial"] for f in failed)
+        )
         return EXIT_TRIALS_FAILED
     return 0
 

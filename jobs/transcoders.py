@@ -4,6 +4,7 @@ For each layer: collect mlp_in / mlp_out on the corpus (analysis/corpus.py), fit
 cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
 run). Other jobs (feature regression, gates) call `transcoder_for` with the same cache and config and reuse them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,19 +52,42 @@ def main(argv: list[str] | None = None) -> int:
         tc = transcoder_for(lm, layer, cache_dir(cfg.cache_dir), cfg.transcoder)
         m = tc.meta or {}
         cached = bool(m.get("from_cache"))
-        rows.append({"layer": layer, "cached": cached, **{k: m.get(k) for k in (
-            "fve", "fve_linear", "l0", "dead_frac", "eval_tokens", "train_tokens", "collect_s", "train_s")}})
+        rows.append(
+            {
+                "layer": layer,
+                "cached": cached,
+                **{
+                    k: m.get(k)
+                    for k in (
+                        "fve",
+                        "fve_linear",
+                        "l0",
+                        "dead_frac",
+                        "eval_tokens",
+                        "train_tokens",
+                        "collect_s",
+                        "train_s",
+                    )
+                },
+            }
+        )
         r = rows[-1]
         how = "cached" if cached else f"collect {r['collect_s']} s, train {r['train_s']} s"
-        print(f"layer {layer}: held-out FVE {r['fve']:.3f} (linear skip alone {r['fve_linear']:.3f}), "
-              f"L0 {r['l0']:.1f}, dead {100 * r['dead_frac']:.1f} % on {r['eval_tokens']} tokens [{how}]")
+        print(
+            f"layer {layer}: held-out FVE {r['fve']:.3f} (linear skip alone {r['fve_linear']:.3f}), "
+            f"L0 {r['l0']:.1f}, dead {100 * r['dead_frac']:.1f} % on {r['eval_tokens']} tokens [{how}]"
+        )
     df = pd.DataFrame(rows)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "transcoders.csv", index=False)
     if cfg.tracking.enabled:
-        with tracking.run(cfg.tracking, flatten(to_dict(cfg)), tags={"job": "transcoders", "model": cfg.model.name},
-                          run_name=cfg.tracking.run_name or f"transcoders {cfg.model.name}"):
+        with tracking.run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            tags={"job": "transcoders", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"transcoders {cfg.model.name}",
+        ):
             for r in rows:
                 tracking.log_metrics({k: r[k] for k in ("fve", "fve_linear", "l0", "dead_frac")}, step=r["layer"])
             tracking.log_artifacts(out / "transcoders.csv")

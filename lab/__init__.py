@@ -3,6 +3,7 @@
 Importing `lab` sets the offline/loopback defaults every entry point needs (they can still be overridden from the
 environment): no model-hub traffic, no MLflow or Ray telemetry, Ray auth off on a local head.
 """
+
 from __future__ import annotations
 
 import os

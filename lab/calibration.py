@@ -15,6 +15,7 @@ calibration counts widen it (a parametric bootstrap that stays informative at 0/
 clipped per draw; a draw whose sensitivity + specificity − 1 ≤ 0 has no θ and counts as 0 for the lower and 1 for the
 upper bound (conservative). The bounds are the 2.5 % and 97.5 % quantiles.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,12 +55,16 @@ class Calibration:
 
     def check(self) -> None:
         if not (self.tp + self.fn) or not (self.tn + self.fp):
-            raise LabError(f"judge calibration ({self.verdict}) needs labelled positives and negatives, got "
-                           f"{self.tp + self.fn} positive / {self.tn + self.fp} negative")
+            raise LabError(
+                f"judge calibration ({self.verdict}) needs labelled positives and negatives, got "
+                f"{self.tp + self.fn} positive / {self.tn + self.fp} negative"
+            )
         j = self.sensitivity + self.specificity - 1
         if j <= 0:
-            raise LabError(f"judge is no better than chance at {self.verdict} (sensitivity {self.sensitivity:.2f} "
-                           f"+ specificity {self.specificity:.2f} − 1 = {j:.2f} ≤ 0): its rates cannot be corrected")
+            raise LabError(
+                f"judge is no better than chance at {self.verdict} (sensitivity {self.sensitivity:.2f} "
+                f"+ specificity {self.specificity:.2f} − 1 = {j:.2f} ≤ 0): its rates cannot be corrected"
+            )
 
 
 def corrected(p: float, sensitivity: float, specificity: float) -> float:
@@ -70,8 +75,9 @@ def corrected(p: float, sensitivity: float, specificity: float) -> float:
     return float(min(1.0, max(0.0, (p + specificity - 1) / j)))
 
 
-def corrected_interval(k: int, n: int, cal: Calibration, draws: int = DRAWS,
-                       seed: int = SEED) -> tuple[float, float, float]:
+def corrected_interval(
+    k: int, n: int, cal: Calibration, draws: int = DRAWS, seed: int = SEED
+) -> tuple[float, float, float]:
     """(θ, low, high) for k claims in n trials under a judge with calibration `cal` (see the module docstring)."""
     cal.check()
     if n == 0:
@@ -104,8 +110,9 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
             labels = {k: _label(row[k], k, p, line) for k in ("detected", "identified")}
             if labels["identified"] and not labels["detected"]:
                 raise LabError(f"{p} row {line}: identified=1 needs detected=1")
-            rows.append({"concept": (row["concept"] or "").strip() or None, "response": row["response"] or "",
-                         **labels})
+            rows.append(
+                {"concept": (row["concept"] or "").strip() or None, "response": row["response"] or "", **labels}
+            )
     if not rows:
         raise LabError(f"labels file {p} has no rows")
     return rows
@@ -130,8 +137,13 @@ def calibrate(judge: Any, labels: str | Path | Sequence[Mapping[str, Any]]) -> d
     out = {}
     for name, label, pred in (("detection", "detected", det), ("identification", "identified", ide)):
         pairs = [(bool(r[label]), p) for r, p in zip(rows, pred)]
-        out[name] = Calibration(name, tp=pairs.count((True, True)), fn=pairs.count((True, False)),
-                                tn=pairs.count((False, False)), fp=pairs.count((False, True)))
+        out[name] = Calibration(
+            name,
+            tp=pairs.count((True, True)),
+            fn=pairs.count((True, False)),
+            tn=pairs.count((False, False)),
+            fp=pairs.count((False, True)),
+        )
     out["detection"].check()  # a judge that cannot tell detections apart is an error before any rate is shown
     return out
 
@@ -157,11 +169,18 @@ def correct_row(row: Mapping[str, Any], cal: Mapping[str, Calibration]) -> dict[
             if k is None or n is None or n != n:
                 continue
             theta, lo, hi = corrected_interval(int(k), int(n), cal[verdict])
-            out |= {f"{name}_corrected": theta, f"{name}_corrected_lo": lo, f"{name}_corrected_hi": hi,
-                    f"n_{name}_corrected": int(n)}
+            out |= {
+                f"{name}_corrected": theta,
+                f"{name}_corrected_lo": lo,
+                f"{name}_corrected_hi": hi,
+                f"n_{name}_corrected": int(n),
+            }
     return out
 
 
 def describe(cal: Mapping[str, Calibration]) -> str:
-    return "; ".join(f"{c.verdict}: sensitivity {c.sensitivity:.2f} ({c.tp}/{c.tp + c.fn}), specificity "
-                     f"{c.specificity:.2f} ({c.tn}/{c.tn + c.fp})" for c in cal.values())
+    return "; ".join(
+        f"{c.verdict}: sensitivity {c.sensitivity:.2f} ({c.tp}/{c.tp + c.fn}), specificity "
+        f"{c.specificity:.2f} ({c.tn}/{c.tn + c.fp})"
+        for c in cal.values()
+    )

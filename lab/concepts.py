@@ -4,6 +4,7 @@ A `ConceptVector` is activation(word) − mean activation(baseline words), read 
 the last token of the chat-templated prompt "Tell me about {word}". Activations are cached on disk per
 (model, layer, template, baseline list version), so a sweep over new concepts computes only what is missing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,7 @@ def select_concepts(spec: str | Sequence[str]) -> tuple[str, ...]:
         elif m := re.fullmatch(r"first:(\d+)", spec):
             words = allw[: int(m.group(1))]
         elif m := re.fullmatch(r"slice:(\d+):(\d+)", spec):
-            words = allw[int(m.group(1)): int(m.group(2))]
+            words = allw[int(m.group(1)) : int(m.group(2))]
         else:
             words = [spec]
     else:
@@ -96,8 +97,11 @@ class ConceptVector:
     def save(self, path: str | os.PathLike) -> None:
         from safetensors.torch import save_file
 
-        save_file({"vector": self.vector.contiguous()}, str(path), metadata={
-            "concept": self.concept, "layer": str(self.layer), "resid_norm": repr(self.resid_norm)})
+        save_file(
+            {"vector": self.vector.contiguous()},
+            str(path),
+            metadata={"concept": self.concept, "layer": str(self.layer), "resid_norm": repr(self.resid_norm)},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ConceptVector:
@@ -109,8 +113,9 @@ class ConceptVector:
 
 
 @torch.no_grad()
-def last_token_activations(lm: LoadedModel, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
-                           batch_size: int = 16) -> dict[int, torch.Tensor]:
+def last_token_activations(
+    lm: LoadedModel, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE, batch_size: int = 16
+) -> dict[int, torch.Tensor]:
     """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU)."""
     from lab.steering import capture
 
@@ -119,7 +124,7 @@ def last_token_activations(lm: LoadedModel, words: Sequence[str], layers: Sequen
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     prompts = [_prompt(lm, template, w) for w in words]
     for i in range(0, len(prompts), batch_size):
-        enc = lm.tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = lm.tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(lm.device) for k, v in enc.items()}
         with capture(lm.model, layers) as acts:
             lm.model(**enc, use_cache=False)
@@ -146,8 +151,9 @@ class ActivationCache:
     The dtype is part of the key: activations of a bfloat16 load differ from those of a float32 load of the same
     weights, so neither may stand in for the other."""
 
-    def __init__(self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList,
-                 dtype: str = "float32"):
+    def __init__(
+        self, root: str | os.PathLike | None, model_key: str, template: str, baseline: WordList, dtype: str = "float32"
+    ):
         self.root = Path(root) if root else None
         tag = hashlib.sha256(f"{model_key}|{dtype}|{template}|{baseline.version}".encode()).hexdigest()[:16]
         self.prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_key)}-{dtype}-{tag}"
@@ -175,9 +181,15 @@ class ActivationCache:
         os.replace(tmp, p)
 
 
-def concept_vectors(lm: LoadedModel, concepts: Iterable[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE,
-                    baseline: str = "baseline_words", cache_dir: str | os.PathLike | None = None,
-                    model_key: str | None = None) -> tuple[dict[tuple[str, int], ConceptVector], dict[int, float]]:
+def concept_vectors(
+    lm: LoadedModel,
+    concepts: Iterable[str],
+    layers: Sequence[int],
+    template: str = DEFAULT_TEMPLATE,
+    baseline: str = "baseline_words",
+    cache_dir: str | os.PathLike | None = None,
+    model_key: str | None = None,
+) -> tuple[dict[tuple[str, int], ConceptVector], dict[int, float]]:
     """Concept vectors for every (concept, layer), reusing cached activations and computing only what is missing.
 
     Also returns, per layer, the typical concept-vector norm: the mean ‖baseline word − baseline mean‖.

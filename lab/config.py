@@ -4,6 +4,7 @@
 for a key that does not exist, a value of the wrong type or a failed `validate()`. Every job config is built with it,
 so a typo in a YAML file never passes silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain-data form of a config dataclass (tuples become lists), the inverse of `from_dict`."""
+
     def conv(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -52,6 +54,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
         if isinstance(v, dict):
             return {k: conv(x) for k, x in v.items()}
         return v
+
     return conv(obj)
 
 
@@ -149,11 +152,14 @@ class ModelConfig:
     name: str = field(default="smollm2-135m", metadata={"help": "registry name, local HF dir, or hub id on a cluster"})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "weights dtype"})
     device: Literal["cpu", "cuda", "auto"] = field(
-        default="cpu", metadata={"help": "cpu; cuda = one GPU; auto = device_map across the actor's GPUs"})
+        default="cpu", metadata={"help": "cpu; cuda = one GPU; auto = device_map across the actor's GPUs"}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "safetensors cache for converted GGUF models"})
     adapter: str | None = field(default=None, metadata={"help": "path of a PEFT LoRA adapter to load on top"})
-    shard: Literal["none", "zero3"] = field(default="none", metadata={
-        "help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"})
+    shard: Literal["none", "zero3"] = field(
+        default="none",
+        metadata={"help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"},
+    )
     workers_per_replica: int = field(default=1, metadata={"help": "ranks of one ZeRO-3 replica (one GPU each)"})
     offload: bool = field(default=False, metadata={"help": "ZeRO-3 parameters offloaded to CPU memory"})
 

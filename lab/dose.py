@@ -7,6 +7,7 @@ are coherent at least `min_coherence` of the time; detection starts at the weake
 above both the no-injection FPR and the random-vector rate (Wilson 95 %). The recommended band is the coherent
 strengths from detection onset up; without an onset it is the coherent band, flagged `detects: false`.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,12 +49,33 @@ def curve(df: pd.DataFrame) -> pd.DataFrame:
         k = int(inj["coherent"].sum())
         coh, lo, hi = metrics.wilson(k, len(inj))
         r = metrics.summarize(g)
-        rows.append({"layer": int(layer), "strength": float(strength),
-                     "strength_raw": float(inj["strength_raw"].mean()) if "strength_raw" in inj else math.nan,
-                     "strength_rel": float(inj["strength_rel"].mean()) if "strength_rel" in inj else math.nan,
-                     "coherence": coh, "coherence_lo": lo, "coherence_hi": hi, "n_coherence": len(inj)}
-                    | {k2: r.get(k2, math.nan) for k2 in ("tpr", "tpr_lo", "tpr_hi", "n_tpr", "fpr", "fpr_lo",
-                                                        "fpr_hi", "random_rate", "random_rate_lo", "random_rate_hi")})
+        rows.append(
+            {
+                "layer": int(layer),
+                "strength": float(strength),
+                "strength_raw": float(inj["strength_raw"].mean()) if "strength_raw" in inj else math.nan,
+                "strength_rel": float(inj["strength_rel"].mean()) if "strength_rel" in inj else math.nan,
+                "coherence": coh,
+                "coherence_lo": lo,
+                "coherence_hi": hi,
+                "n_coherence": len(inj),
+            }
+            | {
+                k2: r.get(k2, math.nan)
+                for k2 in (
+                    "tpr",
+                    "tpr_lo",
+                    "tpr_hi",
+                    "n_tpr",
+                    "fpr",
+                    "fpr_lo",
+                    "fpr_hi",
+                    "random_rate",
+                    "random_rate_lo",
+                    "random_rate_hi",
+                )
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -68,12 +90,19 @@ def bands(table: pd.DataFrame, settings: DoseSettings) -> pd.DataFrame:
         detects = g[(g["tpr_lo"] > floor) & (g["coherence"] >= settings.min_coherence)]
         onset = float(detects["strength"].min()) if len(detects) else math.nan
         rec = ok[ok["strength"] >= onset] if len(detects) else ok
-        out.append({"layer": int(layer),
-                    "coherent_lo": _first(ok, "strength"), "coherent_hi": _last(ok, "strength"),
-                    "coherent_rel_hi": _last(ok, "strength_rel"), "detection_onset": onset,
-                    "detects": bool(len(detects)), "recommended": [float(s) for s in rec["strength"]],
-                    "recommended_rel": [round(float(s), 4) for s in rec["strength_rel"]],
-                    "recommended_raw": [round(float(s), 4) for s in rec["strength_raw"]]})
+        out.append(
+            {
+                "layer": int(layer),
+                "coherent_lo": _first(ok, "strength"),
+                "coherent_hi": _last(ok, "strength"),
+                "coherent_rel_hi": _last(ok, "strength_rel"),
+                "detection_onset": onset,
+                "detects": bool(len(detects)),
+                "recommended": [float(s) for s in rec["strength"]],
+                "recommended_rel": [round(float(s), 4) for s in rec["strength_rel"]],
+                "recommended_raw": [round(float(s), 4) for s in rec["strength_raw"]],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -91,16 +120,25 @@ def _last(g: pd.DataFrame, col: str) -> float:
 
 def snippet(b: pd.DataFrame, mode: str, settings: DoseSettings) -> str:
     """A config snippet (YAML) with the recommended layers and strengths, per-layer bands as comments."""
-    lines = [f"# dose calibration: coherent = injected answers coherent >= {settings.min_coherence:g}; "
-             "detection = TPR interval above FPR and random-vector rate"]
+    lines = [
+        f"# dose calibration: coherent = injected answers coherent >= {settings.min_coherence:g}; "
+        "detection = TPR interval above FPR and random-vector rate"
+    ]
     for _, r in b.iterrows():
-        lines.append(f"#   layer {r['layer']}: coherent {r['coherent_lo']:g}..{r['coherent_hi']:g} ({mode}); "
-                     f"detection onset {_onset(r)}; recommended {r['recommended']} "
-                     f"(relative {r['recommended_rel']}, raw {r['recommended_raw']})")
+        lines.append(
+            f"#   layer {r['layer']}: coherent {r['coherent_lo']:g}..{r['coherent_hi']:g} ({mode}); "
+            f"detection onset {_onset(r)}; recommended {r['recommended']} "
+            f"(relative {r['recommended_rel']}, raw {r['recommended_raw']})"
+        )
     use = b[b["recommended"].map(len) > 0]
     strengths = sorted({s for rec in use["recommended"] for s in rec})
-    lines += ["sweep:", f"  layers: [{', '.join(str(int(x)) for x in use['layer'])}]",
-              f"  strengths: [{', '.join(f'{s:g}' for s in strengths)}]", f"  strength_mode: {mode}", ""]
+    lines += [
+        "sweep:",
+        f"  layers: [{', '.join(str(int(x)) for x in use['layer'])}]",
+        f"  strengths: [{', '.join(f'{s:g}' for s in strengths)}]",
+        f"  strength_mode: {mode}",
+        "",
+    ]
     return "\n".join(lines)
 
 

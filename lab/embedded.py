@@ -4,6 +4,7 @@
 safetensors checkpoint (with tokenizer) into a cache dir; later loads read the cache in well under a second.
 The write is atomic (a temp dir renamed into place), so a crash never leaves a half-written cache.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """One exception type for bad input: its message is a single line a researcher can act on."""
+
 from __future__ import annotations
 
 

@@ -36,11 +36,19 @@ class Outcome:
     work_s: float  # time in shards only (no start-up, no prepare)
 
 
-def execute(trials: Sequence[Any], out_dir: str | Path, model: ModelConfig, runner: RunnerConfig,
-            work: Callable[[LoadedModel, list[Any], Any], Rows],
-            prepare: Callable[..., Any] | None = None, prepare_args: tuple[Any, ...] = (),
-            grade: Callable[[Rows], Rows] | None = None, lm: LoadedModel | None = None, progress: bool = True,
-            desc: str = "trials") -> Outcome:
+def execute(
+    trials: Sequence[Any],
+    out_dir: str | Path,
+    model: ModelConfig,
+    runner: RunnerConfig,
+    work: Callable[[LoadedModel, list[Any], Any], Rows],
+    prepare: Callable[..., Any] | None = None,
+    prepare_args: tuple[Any, ...] = (),
+    grade: Callable[[Rows], Rows] | None = None,
+    lm: LoadedModel | None = None,
+    progress: bool = True,
+    desc: str = "trials",
+) -> Outcome:
     """Run every trial not yet stored in `out_dir`; returns counts. In process when `runner.num_actors` is 0 or a
     loaded model `lm` is given, else on a pool of Ray actors (one model replica each)."""
     from tqdm.auto import tqdm
@@ -51,7 +59,7 @@ def execute(trials: Sequence[Any], out_dir: str | Path, model: ModelConfig, runn
     pending = [t for t in trials if t.trial_id in todo]
     res = {"new": 0, "t0": 0.0, "t1": 0.0}
     if pending:
-        shards = [pending[i:i + runner.shard_size] for i in range(0, len(pending), runner.shard_size)]
+        shards = [pending[i : i + runner.shard_size] for i in range(0, len(pending), runner.shard_size)]
         bar = tqdm(total=len(pending), desc=desc, unit="trial", disable=not progress)
 
         def on_shard(rows: Rows) -> None:
@@ -69,8 +77,17 @@ def execute(trials: Sequence[Any], out_dir: str | Path, model: ModelConfig, runn
     return Outcome(len(trials), int(res["new"]), len(trials) - len(pending), str(out), res["t1"] - res["t0"])
 
 
-def _in_process(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]], work: Any, prepare: Any,
-                prepare_args: tuple[Any, ...], on_shard: Any, lm: LoadedModel | None, res: dict[str, Any]) -> None:
+def _in_process(
+    model: ModelConfig,
+    runner: RunnerConfig,
+    shards: list[list[Any]],
+    work: Any,
+    prepare: Any,
+    prepare_args: tuple[Any, ...],
+    on_shard: Any,
+    lm: LoadedModel | None,
+    res: dict[str, Any],
+) -> None:
     from lab.parallel import ModelWorker
 
     if model.shard == "zero3" and lm is None:
@@ -83,8 +100,16 @@ def _in_process(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]
     res["t1"] = time.perf_counter()
 
 
-def _on_ray(model: ModelConfig, runner: RunnerConfig, shards: list[list[Any]], work: Any, prepare: Any,
-            prepare_args: tuple[Any, ...], on_shard: Any, res: dict[str, Any]) -> None:
+def _on_ray(
+    model: ModelConfig,
+    runner: RunnerConfig,
+    shards: list[list[Any]],
+    work: Any,
+    prepare: Any,
+    prepare_args: tuple[Any, ...],
+    on_shard: Any,
+    res: dict[str, Any],
+) -> None:
     import ray
 
     from lab import parallel

@@ -8,6 +8,7 @@ table: `coverage` (share of concepts where the feature is active), `dla` (decode
 unembedding), final norm ignored), `attribution` (mean over concepts of |activation × dla|) and `score` = coverage ×
 attribution (the paper's ranking). Transcoders are anything with `encode` and `w_dec` (`analysis.transcoders`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,20 @@ def logit_direction(lm: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_table(lm: Any, concepts: Sequence[str], vectors: Mapping[str, torch.Tensor],
-                  strengths: Mapping[str, float], layer: int, transcoders: Mapping[int, Any],
-                  trial_numbers: Sequence[int] = (1,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+def feature_table(
+    lm: Any,
+    concepts: Sequence[str],
+    vectors: Mapping[str, torch.Tensor],
+    strengths: Mapping[str, float],
+    layer: int,
+    transcoders: Mapping[int, Any],
+    trial_numbers: Sequence[int] = (1,),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     prompts = [inject_start(lm.tokenizer, render(lm, "original", "standard", n)) for n in trial_numbers]
     sites = [f"mlp_in.{L}" for L in transcoders]
     acts: dict[int, list[torch.Tensor]] = {L: [] for L in transcoders}
     for c in concepts:
+
         def edits(pad: list[int], c: str = c) -> list[Any]:
             starts = [st + p for (_, st), p in zip(prompts, pad)]
             return [iv.Add(f"resid_post.{layer}", vectors[c].expand(len(starts), -1), strengths[c], starts)]
@@ -50,9 +58,16 @@ def feature_table(lm: Any, concepts: Sequence[str], vectors: Mapping[str, torch.
         dla = tc.w_dec.float() @ direction
         for i in torch.nonzero((a > 0).any(0)).flatten().tolist():
             cols[f"L{L}_f{i}"] = a[:, i].numpy()
-            meta.append({"feature": f"L{L}_f{i}", "layer": int(L), "index": i, "dla": float(dla[i]),
-                         "coverage": float((a[:, i] > 0).float().mean()),
-                         "attribution": float((a[:, i] * dla[i]).abs().mean())})
+            meta.append(
+                {
+                    "feature": f"L{L}_f{i}",
+                    "layer": int(L),
+                    "index": i,
+                    "dla": float(dla[i]),
+                    "coverage": float((a[:, i] > 0).float().mean()),
+                    "attribution": float((a[:, i] * dla[i]).abs().mean()),
+                }
+            )
     feats = pd.concat([pd.DataFrame({"concept": list(concepts)}), pd.DataFrame(cols)], axis=1)
     m = pd.DataFrame(meta, columns=["feature", "layer", "index", "dla", "coverage", "attribution"])
     return feats, m.assign(score=m["coverage"] * m["attribution"])

@@ -7,6 +7,7 @@ the Yes − No score (`lab.readouts.yes_no_score`), and the RMS of the residual 
 block's pre-MLP norm see (`rms_final`, `rms_mid_<L>`; what `analysis.gates` needs to linearise the norms).
 Dictionaries are anything with `encode` and `w_dec` (`analysis.transcoders.Transcoder`); lab imports none of them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,9 @@ class DoseConfig:
     inject_layer: int = 12
     layers: tuple[int, ...] = field(default=(16, 22, 27), metadata={"help": "transcoder layers (> inject_layer)"})
     strengths: tuple[float, ...] = (-0.4, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.4)
-    strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={
-        "help": "raw: multiplier of v; relative: ‖s·v‖/‖resid‖ at the injection layer"})
+    strength_mode: Literal["raw", "relative"] = field(
+        default="relative", metadata={"help": "raw: multiplier of v; relative: ‖s·v‖/‖resid‖ at the injection layer"}
+    )
     trial_numbers: tuple[int, ...] = (1, 2, 3)
     prompt_variant: str = "original"
     dialogue_format: str = "standard"
@@ -62,8 +64,9 @@ class TrialPrompt:
     start: int  # injection start (unpadded token index)
 
 
-def trial_prompts(lm: Any, trial_numbers: Sequence[int], variant: str = "original",
-                  fmt: str = "standard") -> list[TrialPrompt]:
+def trial_prompts(
+    lm: Any, trial_numbers: Sequence[int], variant: str = "original", fmt: str = "standard"
+) -> list[TrialPrompt]:
     out = []
     for n in trial_numbers:
         ids, start = inject_start(lm.tokenizer, render(lm, variant, fmt, n))
@@ -98,12 +101,18 @@ def readout_tensors(lm: Any, layers: Sequence[int]) -> tuple[dict[str, torch.Ten
     the Yes/No variants, and each listed block's pre-MLP norm scale; plus the row indices of Yes and No."""
     yes, no = label_ids(lm)
     model = lm.model
-    t = {"final_norm_weight": norm_scale(_final_norm(model)),
-         "unembed_yes_no": model.get_output_embeddings().weight.detach().float().cpu()[yes + no].contiguous()}
+    t = {
+        "final_norm_weight": norm_scale(_final_norm(model)),
+        "unembed_yes_no": model.get_output_embeddings().weight.detach().float().cpu()[yes + no].contiguous(),
+    }
     for lay in layers:
         t[f"mlp_norm_weight.{lay}"] = norm_scale(decoder_layers(model)[lay].post_attention_layernorm)
-    return t, {"yes_ids": yes, "no_ids": no, "yes_rows": list(range(len(yes))),
-               "no_rows": list(range(len(yes), len(yes) + len(no)))}
+    return t, {
+        "yes_ids": yes,
+        "no_ids": no,
+        "yes_rows": list(range(len(yes))),
+        "no_rows": list(range(len(yes), len(yes) + len(no))),
+    }
 
 
 def _before(layer: int) -> str:
@@ -116,37 +125,66 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def add_edit(inject_layer: int, vectors: torch.Tensor, strengths: Sequence[float], starts: Sequence[int]) -> Any:
     """An EditsFor: add strengths[b]·vectors[b] at resid_post.<inject_layer> from each row's (padded) start."""
+
     def build(pad: list[int]) -> list[Any]:
-        return [iv.Add(f"resid_post.{inject_layer}", vectors, torch.tensor(list(strengths), dtype=torch.float32),
-                       [s + p for s, p in zip(starts, pad)])]
+        return [
+            iv.Add(
+                f"resid_post.{inject_layer}",
+                vectors,
+                torch.tensor(list(strengths), dtype=torch.float32),
+                [s + p for s, p in zip(starts, pad)],
+            )
+        ]
+
     return build
 
 
 @torch.no_grad()
-def dose_rows(lm: Any, concept: str, vector: torch.Tensor, strengths: Sequence[tuple[float, float]],
-              prompts: Sequence[TrialPrompt], inject_layer: int, dictionaries: Mapping[int, Any],
-              batch_size: int = 16) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def dose_rows(
+    lm: Any,
+    concept: str,
+    vector: torch.Tensor,
+    strengths: Sequence[tuple[float, float]],
+    prompts: Sequence[TrialPrompt],
+    inject_layer: int,
+    dictionaries: Mapping[int, Any],
+    batch_size: int = 16,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(feature records, row records) for one concept over (strength, strength_raw) × trial prompts."""
     yes, no = label_ids(lm)
     blocks = decoder_layers(lm.model)
     last = len(blocks) - 1
     fnorm = _final_norm(lm.model)
     plan = [(s, raw, p) for s, raw in strengths for p in prompts]
-    sites = [f"resid_post.{last}"] + [s for lay in dictionaries for s in
-                                       (f"mlp_in.{lay}", _before(lay), f"attn_out.{lay}")]
+    sites = [f"resid_post.{last}"] + [
+        s for lay in dictionaries for s in (f"mlp_in.{lay}", _before(lay), f"attn_out.{lay}")
+    ]
     feats: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for b in range(0, len(plan), batch_size):
-        chunk = plan[b:b + batch_size]
-        edits = add_edit(inject_layer, vector.float().expand(len(chunk), -1), [raw for _, raw, _ in chunk],
-                         [p.start for _, _, p in chunk])
+        chunk = plan[b : b + batch_size]
+        edits = add_edit(
+            inject_layer,
+            vector.float().expand(len(chunk), -1),
+            [raw for _, raw, _ in chunk],
+            [p.start for _, _, p in chunk],
+        )
         out = forward(lm, [p.ids for _, _, p in chunk], edits, capture=sites)
         score = yes_no_score(out.logits, yes, no)
         lp = torch.log_softmax(out.logits, -1)
-        row = [{"concept": concept, "strength": float(s), "strength_raw": float(raw), "trial_number": p.trial_number,
-                "yes_no": float(score[i]), "p_yes": float(lp[i, yes].exp().sum()), "p_no": float(lp[i, no].exp().sum()),
-                "rms_final": float(_rms(out.captured[f"resid_post.{last}"][i, -1], _eps(fnorm)))}
-               for i, (s, raw, p) in enumerate(chunk)]
+        row = [
+            {
+                "concept": concept,
+                "strength": float(s),
+                "strength_raw": float(raw),
+                "trial_number": p.trial_number,
+                "yes_no": float(score[i]),
+                "p_yes": float(lp[i, yes].exp().sum()),
+                "p_no": float(lp[i, no].exp().sum()),
+                "rms_final": float(_rms(out.captured[f"resid_post.{last}"][i, -1], _eps(fnorm))),
+            }
+            for i, (s, raw, p) in enumerate(chunk)
+        ]
         for lay, d in dictionaries.items():
             mid = out.captured[_before(lay)][:, -1] + out.captured[f"attn_out.{lay}"][:, -1]
             rms = _rms(mid, _eps(blocks[lay].post_attention_layernorm))
@@ -154,24 +192,49 @@ def dose_rows(lm: Any, concept: str, vector: torch.Tensor, strengths: Sequence[t
             for i, (s, _, p) in enumerate(chunk):
                 row[i][f"rms_mid_{lay}"] = float(rms[i])
                 nz = torch.nonzero(acts[i]).flatten()
-                feats.extend({"concept": concept, "strength": float(s), "trial_number": p.trial_number,
-                              "layer": int(lay), "feature": int(f), "activation": float(acts[i, f])} for f in nz)
+                feats.extend(
+                    {
+                        "concept": concept,
+                        "strength": float(s),
+                        "trial_number": p.trial_number,
+                        "layer": int(lay),
+                        "feature": int(f),
+                        "activation": float(acts[i, f]),
+                    }
+                    for f in nz
+                )
         rows.extend(row)
     return feats, rows
 
 
-def feature_edits(dictionaries: Mapping[int, Any], features: Mapping[int, Sequence[int]], values: Any = 0.0,
-                  start: int = 0) -> list[Any]:
+def feature_edits(
+    dictionaries: Mapping[int, Any], features: Mapping[int, Sequence[int]], values: Any = 0.0, start: int = 0
+) -> list[Any]:
     """EditFeatures per layer setting `features[L]` to `values` (a number, or {L: [B, T, k] tensor})."""
-    return [iv.EditFeatures(f"mlp_out.{lay}", dictionaries[lay], list(fs),
-                            values=values[lay] if isinstance(values, Mapping) else values, start=start)
-            for lay, fs in features.items() if len(fs)]
+    return [
+        iv.EditFeatures(
+            f"mlp_out.{lay}",
+            dictionaries[lay],
+            list(fs),
+            values=values[lay] if isinstance(values, Mapping) else values,
+            start=start,
+        )
+        for lay, fs in features.items()
+        if len(fs)
+    ]
 
 
 @torch.no_grad()
-def gate_effects(lm: Any, rows: Sequence[list[int]], starts: Sequence[int], vectors: torch.Tensor,
-                 strengths_raw: Sequence[float], inject_layer: int, dictionaries: Mapping[int, Any],
-                 sets: Mapping[str, Mapping[int, Sequence[int]]]) -> dict[str, torch.Tensor]:
+def gate_effects(
+    lm: Any,
+    rows: Sequence[list[int]],
+    starts: Sequence[int],
+    vectors: torch.Tensor,
+    strengths_raw: Sequence[float],
+    inject_layer: int,
+    dictionaries: Mapping[int, Any],
+    sets: Mapping[str, Mapping[int, Sequence[int]]],
+) -> dict[str, torch.Tensor]:
     """Yes − No scores [B] of: `steered`, `unsteered`, and per feature set name: `ablate:<name>` (steered, set
     clamped to 0) and `patch:<name>` (unsteered, the set's activations replaced by the steered run's, every
     position). One batch; rows/starts unpadded."""
@@ -179,8 +242,10 @@ def gate_effects(lm: Any, rows: Sequence[list[int]], starts: Sequence[int], vect
     add = add_edit(inject_layer, vectors, strengths_raw, starts)
     layers = sorted({lay for fs in sets.values() for lay, f in fs.items() if len(f)})
     steered = forward(lm, rows, add, capture=[f"mlp_in.{lay}" for lay in layers])
-    out = {"steered": yes_no_score(steered.logits, yes, no),
-           "unsteered": yes_no_score(forward(lm, rows).logits, yes, no)}
+    out = {
+        "steered": yes_no_score(steered.logits, yes, no),
+        "unsteered": yes_no_score(forward(lm, rows).logits, yes, no),
+    }
     for name, fs in sets.items():
         fs = {lay: list(f) for lay, f in fs.items() if len(f)}
         ab = forward(lm, rows, lambda pad, fs=fs: [*add(pad), *feature_edits(dictionaries, fs, 0.0)])
@@ -203,21 +268,36 @@ def _write(df: Any, path: Path) -> None:
 
 
 FEATURE_COLUMNS = ("concept", "strength", "trial_number", "layer", "feature", "activation")
-FEATURE_TYPES = {"concept": str, "strength": "float64", "trial_number": "int64", "layer": "int64", "feature": "int64",
-                 "activation": "float32"}
+FEATURE_TYPES = {
+    "concept": str,
+    "strength": "float64",
+    "trial_number": "int64",
+    "layer": "int64",
+    "feature": "int64",
+    "activation": "float32",
+}
 
 
 def fingerprint(dictionary: Any) -> dict[str, Any]:
     """A dictionary's identity (hash of its weights) and its quality figures when it has them."""
     w = torch.cat([dictionary.w_enc.flatten(), dictionary.w_dec.flatten()]).float().contiguous()
     meta = getattr(dictionary, "meta", None) or {}
-    return {"sha": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16], "n_features": int(dictionary.w_dec.shape[0]),
-            **{k: meta[k] for k in ("fve", "l0", "dead_frac") if k in meta}}
+    return {
+        "sha": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16],
+        "n_features": int(dictionary.w_dec.shape[0]),
+        **{k: meta[k] for k in ("fve", "l0", "dead_frac") if k in meta},
+    }
 
 
-def run_dose_response(lm: Any, cfg: DoseConfig, vectors: Mapping[str, Any], dictionaries: Mapping[int, Any],
-                      out_dir: str | os.PathLike, meta: Mapping[str, Any] | None = None,
-                      on_concept: Callable[[str], None] | None = None) -> Path:
+def run_dose_response(
+    lm: Any,
+    cfg: DoseConfig,
+    vectors: Mapping[str, Any],
+    dictionaries: Mapping[int, Any],
+    out_dir: str | os.PathLike,
+    meta: Mapping[str, Any] | None = None,
+    on_concept: Callable[[str], None] | None = None,
+) -> Path:
     """Write the dose-response tables into `out_dir` (features/, rows/ one Parquet file per concept; meta.json,
     readout.safetensors, vectors.safetensors, transcoders/layer<L>.safetensors). Resumable: a concept whose rows
     file exists is skipped; a directory written under another config is refused. `vectors`: concept →
@@ -230,8 +310,14 @@ def run_dose_response(lm: Any, cfg: DoseConfig, vectors: Mapping[str, Any], dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t, ids = readout_tensors(lm, cfg.layers)
-    info = {"config": to_dict(cfg), "model": lm.name, "layers": list(cfg.layers), **ids, **dict(meta or {}),
-            "transcoders": {str(lay): fingerprint(d) for lay, d in dictionaries.items()}}
+    info = {
+        "config": to_dict(cfg),
+        "model": lm.name,
+        "layers": list(cfg.layers),
+        **ids,
+        **dict(meta or {}),
+        "transcoders": {str(lay): fingerprint(d) for lay, d in dictionaries.items()},
+    }
     mpath = out / "meta.json"
     if mpath.is_file():
         old = json.loads(mpath.read_text())
@@ -249,8 +335,16 @@ def run_dose_response(lm: Any, cfg: DoseConfig, vectors: Mapping[str, Any], dict
         done = out / "rows" / f"{_slug(concept)}.parquet"
         if not done.is_file():
             scale = 1.0 if cfg.strength_mode == "raw" else cv.resid_norm / max(cv.norm, 1e-12)
-            feats, rows = dose_rows(lm, concept, cv.vector, [(s, s * scale) for s in cfg.strengths], prompts,
-                                    cfg.inject_layer, dictionaries, cfg.batch_size)
+            feats, rows = dose_rows(
+                lm,
+                concept,
+                cv.vector,
+                [(s, s * scale) for s in cfg.strengths],
+                prompts,
+                cfg.inject_layer,
+                dictionaries,
+                cfg.batch_size,
+            )
             table = pd.DataFrame(feats, columns=list(FEATURE_COLUMNS)).astype(FEATURE_TYPES)
             _write(table, out / "features" / f"{_slug(concept)}.parquet")
             _write(pd.DataFrame(rows), done)

@@ -4,6 +4,7 @@ model, one row of rates per cell, and the per-cell metrics every child run logs 
 Layouts: `paper` — every variant in the first format plus the first variant in every format (the paper ran its 7
 variants in the standard chat format and its 6 formats with the original variant: 12 cells); `cross` — every pair.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,8 +50,11 @@ def skip_reasons(model: ModelConfig, grid: Sequence[Cell], trial_numbers: int, f
         if lm is None:
             spec = spec_for(model.name)
             chat = dialogue_format(f).kind == "chat"
-            out[(v, f)] = (f"format '{f}' needs a chat template; {model.name} has none"
-                           if chat and spec is not None and not spec.chat_template else None)
+            out[(v, f)] = (
+                f"format '{f}' needs a chat template; {model.name} has none"
+                if chat and spec is not None and not spec.chat_template
+                else None
+            )
             continue
         try:
             for n in range(1, trial_numbers + 1):
@@ -84,8 +88,12 @@ def cell_table(df: Any, reasons: dict[Cell, str | None], cell_ids: dict[Cell, li
 
     rows = []
     for (v, f), reason in reasons.items():
-        row: dict[str, Any] = {"prompt_variant": v, "dialogue_format": f,
-                               "status": "ok" if reason is None else "skipped", "reason": reason or ""}
+        row: dict[str, Any] = {
+            "prompt_variant": v,
+            "dialogue_format": f,
+            "status": "ok" if reason is None else "skipped",
+            "reason": reason or "",
+        }
         if reason is None:
             row |= metrics.summarize(df[df["trial_id"].isin(set(cell_ids[(v, f)]))])
         rows.append(row)
@@ -99,6 +107,12 @@ def format_grid(table: Any, shown: Sequence[str]) -> str:
     lines = [f"{'variant':<12} {'format':<15} " + "  ".join(f"{c:<24}" for c in shown)]
     for _, r in table.iterrows():
         head = f"{r['prompt_variant']:<12} {r['dialogue_format']:<15} "
-        lines.append(head + (f"skipped: {r['reason']}" if r["status"] != "ok"
-                             else "  ".join(f"{ci(r, c, with_n=True):<24}" for c in shown)))
+        lines.append(
+            head
+            + (
+                f"skipped: {r['reason']}"
+                if r["status"] != "ok"
+                else "  ".join(f"{ci(r, c, with_n=True):<24}" for c in shown)
+            )
+        )
     return "\n".join(lines)

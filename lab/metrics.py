@@ -12,6 +12,7 @@ seed and sample; no vector for a no-injection control) are one generation with o
 of them; at temperature > 0 every row is its own draw. `summarize` reports `n_<rate>` (distinct generations, the n
 of the Wilson interval) and `trials_<rate>` (rows).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,10 +60,19 @@ def distinct(df: pd.DataFrame) -> pd.DataFrame:
         values = g[name] if name in g else pd.Series(other, index=g.index)
         return (values if when is None else values.where(when, other)).astype(str)
 
-    key = pd.DataFrame({
-        "model": col("model"), "prompt": col("prompt"), "max_new_tokens": col("max_new_tokens"),
-        "kind": col("kind", injects, "none"), "concept": col("concept", injects), "layer": col("layer", injects),
-        "raw": raw.where(injects, 0.0), "seed": col("seed", vector_control), "sample": col("sample", vector_control)})
+    key = pd.DataFrame(
+        {
+            "model": col("model"),
+            "prompt": col("prompt"),
+            "max_new_tokens": col("max_new_tokens"),
+            "kind": col("kind", injects, "none"),
+            "concept": col("concept", injects),
+            "layer": col("layer", injects),
+            "raw": raw.where(injects, 0.0),
+            "seed": col("seed", vector_control),
+            "sample": col("sample", vector_control),
+        }
+    )
     keep = np.ones(len(df), dtype=bool)
     keep[np.flatnonzero(greedy)] = ~key.duplicated(keep="first").to_numpy()
     return df[keep]
@@ -103,8 +113,16 @@ def summarize(df: pd.DataFrame) -> dict[str, float]:
     rows, parts = _parts(df), _parts(distinct(df))
     for name, series in parts.items():
         k, n, p, lo, hi = _rate(series)
-        out.update({name: p, f"{name}_lo": lo, f"{name}_hi": hi, f"k_{name}": k, f"n_{name}": n,
-                    f"trials_{name}": int(rows[name].notna().sum()) if name in rows else n})
+        out.update(
+            {
+                name: p,
+                f"{name}_lo": lo,
+                f"{name}_hi": hi,
+                f"k_{name}": k,
+                f"n_{name}": n,
+                f"trials_{name}": int(rows[name].notna().sum()) if name in rows else n,
+            }
+        )
     tpr, fpr = out["tpr"], out["fpr"]
     out["balanced_accuracy"] = (tpr + 1 - fpr) / 2 if not (math.isnan(tpr) or math.isnan(fpr)) else float("nan")
     out["n_unparsed"] = int(df["detected"].isna().sum())
@@ -134,6 +152,8 @@ def rates(df: pd.DataFrame, by: Sequence[str] = ("layer", "strength")) -> pd.Dat
     """`summarize` per group (e.g. per layer × strength, per concept); `by=()` gives one aggregate row."""
     if not by:
         return pd.DataFrame([summarize(df)])
-    rows = [dict(zip(by, key if isinstance(key, tuple) else (key,))) | summarize(g)
-            for key, g in df.groupby(list(by), sort=True)]
+    rows = [
+        dict(zip(by, key if isinstance(key, tuple) else (key,))) | summarize(g)
+        for key, g in df.groupby(list(by), sort=True)
+    ]
     return pd.DataFrame(rows)

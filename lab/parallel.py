@@ -6,6 +6,7 @@ judged and written by the driver as its own Parquet file, so a crash loses at mo
 skips what is stored. Resources per replica (CPUs, GPUs, custom resources) and the loading strategy
 (`model.device`: cpu | cuda | auto = device_map across the actor's GPUs) are config; the runner does not change.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,12 @@ class RunnerConfig:
     batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
     shard_size: int = field(default=64, metadata={"help": "trials per stored shard (the unit of crash loss)"})
     resources: dict[str, float] = field(default_factory=dict, metadata={"help": "custom Ray resources per replica"})
-    address: str | None = field(default=None, metadata={
-        "help": "Ray address; empty: $RAY_ADDRESS (set inside `ray job submit`) or start a local Ray on loopback"})
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ray address; empty: $RAY_ADDRESS (set inside `ray job submit`) or start a local Ray on loopback"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.num_actors < 0 or self.batch_size < 1 or self.shard_size < 1:
@@ -70,8 +75,12 @@ def connect(address: str | None = None, num_cpus: float | None = None) -> bool:
         check_address(addr)
         ray.init(address=addr, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK_NODE_IP,
-                 log_to_driver=True)
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK_NODE_IP,
+            log_to_driver=True,
+        )
     return True
 
 
@@ -117,18 +126,25 @@ def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
     if model_cfg.shard == "zero3":
         from lab import sharded
 
-        return sharded.pool(model_cfg, cfg, sharded.ShardConfig(model_cfg.shard, model_cfg.workers_per_replica,
-                                                                model_cfg.offload))
+        return sharded.pool(
+            model_cfg, cfg, sharded.ShardConfig(model_cfg.shard, model_cfg.workers_per_replica, model_cfg.offload)
+        )
 
     # no per-actor runtime_env: inside `ray job submit` it would clash with the job's own; importing `lab` in the
     # actor sets the offline defaults, and paths travel in the config
     actor = ray.remote(ModelWorker).options(
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, resources=dict(cfg.resources) or None)
+        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, resources=dict(cfg.resources) or None
+    )
     return [actor.remote(model_cfg, cfg.threads) for _ in range(cfg.num_actors)]
 
 
-def run_shards(workers: list[Any], shards: list[list[Any]], work: Callable[..., Any], ctx_ref: Any,
-               on_shard: Callable[[list[dict[str, Any]]], None]) -> None:
+def run_shards(
+    workers: list[Any],
+    shards: list[list[Any]],
+    work: Callable[..., Any],
+    ctx_ref: Any,
+    on_shard: Callable[[list[dict[str, Any]]], None],
+) -> None:
     """Keep every worker busy with up to two shards; call `on_shard(rows)` as each finishes (completion order)."""
     import ray
 

@@ -12,6 +12,7 @@ with its own activations changes nothing, bit for bit. `PatchWorker` holds a mod
 each batch, so one call per (layer, component) does only the patched passes (a Ray actor in `jobs.patching`, or used
 in process).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,16 @@ class PatchBatch:
     layer: int  # injection layer
 
 
-def build_batch(lm: Any, key: str, concepts: list[str], trial_numbers: list[int], vectors: torch.Tensor,
-                strengths: list[float], layer: int, variant: str = "original") -> PatchBatch:
+def build_batch(
+    lm: Any,
+    key: str,
+    concepts: list[str],
+    trial_numbers: list[int],
+    vectors: torch.Tensor,
+    strengths: list[float],
+    layer: int,
+    variant: str = "original",
+) -> PatchBatch:
     """Token rows of the trial prompt (and of the forced-prefill prompt) for each (concept, trial number)."""
     from lab.prompts import inject_start, render
 
@@ -57,8 +66,17 @@ def build_batch(lm: Any, key: str, concepts: list[str], trial_numbers: list[int]
         rows.append(tuple(ids))
         starts.append(start)
         forced.append(tuple(lm.tokenizer(p.text + FORCED_PREFILL, add_special_tokens=False)["input_ids"]))
-    return PatchBatch(key, tuple(concepts), tuple(trial_numbers), tuple(rows), tuple(forced), tuple(starts), vectors,
-                      tuple(strengths), layer)
+    return PatchBatch(
+        key,
+        tuple(concepts),
+        tuple(trial_numbers),
+        tuple(rows),
+        tuple(forced),
+        tuple(starts),
+        vectors,
+        tuple(strengths),
+        layer,
+    )
 
 
 class PatchWorker:
@@ -78,8 +96,9 @@ class PatchWorker:
         self._refs: dict[str, dict[str, Any]] = {}
 
     @torch.no_grad()
-    def _forward(self, rows: tuple[tuple[int, ...], ...], b: PatchBatch, steer: bool, patch: list[Any],
-                 capture: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _forward(
+        self, rows: tuple[tuple[int, ...], ...], b: PatchBatch, steer: bool, patch: list[Any], capture: list[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ids, mask, pad = pad_left(rows, self.lm.tokenizer.pad_token_id)
         ops = list(patch)
         if steer:
@@ -87,8 +106,7 @@ class PatchWorker:
             ops.insert(0, iv.Add(f"resid_post.{b.layer}", b.vectors, torch.tensor(b.strengths), starts))
         dev = self.lm.device
         with iv.apply(self.lm.model, ops), iv.capture(self.lm.model, capture) as acts:
-            out = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False,
-                                logits_to_keep=1)
+            out = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float().cpu(), {s: v[0] for s, v in acts.items()}
 
     def _metric(self, logits: torch.Tensor, b: PatchBatch, forced: bool) -> list[float]:
@@ -117,10 +135,12 @@ class PatchWorker:
         ref = self.references(b, sites)
         site = f"{component}.{layer}"
         out = {k: v[0] for k, v in ref.items()}
-        out["knock_out"] = self._metric(self._forward(b.rows, b, True, [iv.Patch(site, ref["clean"][1][site])], [])[0],
-                                        b, False)
-        out["knock_in"] = self._metric(self._forward(b.rows, b, False, [iv.Patch(site, ref["steered"][1][site])],
-                                                     [])[0], b, False)
+        out["knock_out"] = self._metric(
+            self._forward(b.rows, b, True, [iv.Patch(site, ref["clean"][1][site])], [])[0], b, False
+        )
+        out["knock_in"] = self._metric(
+            self._forward(b.rows, b, False, [iv.Patch(site, ref["steered"][1][site])], [])[0], b, False
+        )
         ko = [iv.Patch(site, ref["forced_clean"][1][site])]
         out["forced_knock_out"] = self._metric(self._forward(b.forced_rows, b, True, ko, [])[0], b, True)
         return out
@@ -130,13 +150,29 @@ class PatchWorker:
         ref = self.references(b, [site], forced=False)
         st = self._forward(b.rows, b, True, [iv.Patch(site, ref["steered"][1][site])], [])[0]
         cl = self._forward(b.rows, b, False, [iv.Patch(site, ref["clean"][1][site])], [])[0]
-        return {"steered": ref["steered"][0], "steered_self": self._metric(st, b, False),
-                "clean": ref["clean"][0], "clean_self": self._metric(cl, b, False)}
+        return {
+            "steered": ref["steered"][0],
+            "steered_self": self._metric(st, b, False),
+            "clean": ref["clean"][0],
+            "clean_self": self._metric(cl, b, False),
+        }
 
 
-def rows_of(b: PatchBatch, ids: list[str], patch_layer: int, component: str, metrics: dict[str, list[float]],
-            **fields: Any) -> list[dict[str, Any]]:
+def rows_of(
+    b: PatchBatch, ids: list[str], patch_layer: int, component: str, metrics: dict[str, list[float]], **fields: Any
+) -> list[dict[str, Any]]:
     """One stored row per trial of the batch: the trial's fields and every metric of this (layer, component)."""
-    return [{"trial_id": t, "concept": b.concepts[j], "trial_number": b.trial_numbers[j], "layer": b.layer,
-             "strength_raw": b.strengths[j], "patch_layer": patch_layer, "component": component, **fields,
-             **{k: v[j] for k, v in metrics.items()}} for j, t in enumerate(ids)]
+    return [
+        {
+            "trial_id": t,
+            "concept": b.concepts[j],
+            "trial_number": b.trial_numbers[j],
+            "layer": b.layer,
+            "strength_raw": b.strengths[j],
+            "patch_layer": patch_layer,
+            "component": component,
+            **fields,
+            **{k: v[j] for k, v in metrics.items()},
+        }
+        for j, t in enumerate(ids)
+    ]

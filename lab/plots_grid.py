@@ -2,6 +2,7 @@
 
 Matplotlib, Agg backend, PNG files. Every rate is drawn with its 95 % (Wilson) interval.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,9 +27,17 @@ def _ok(x: object) -> bool:
         return False
 
 
-def category_grid(table: pd.DataFrame, row: str, col: str, path: str | os.PathLike,
-                  metrics: Sequence[str] = ("tpr", "fpr"), rows: Sequence[str] | None = None,
-                  cols: Sequence[str] | None = None, status: str | None = "status", title: str = "") -> Path:
+def category_grid(
+    table: pd.DataFrame,
+    row: str,
+    col: str,
+    path: str | os.PathLike,
+    metrics: Sequence[str] = ("tpr", "fpr"),
+    rows: Sequence[str] | None = None,
+    cols: Sequence[str] | None = None,
+    status: str | None = "status",
+    title: str = "",
+) -> Path:
     """One heatmap per metric over `row` × `col` (e.g. prompt variant × dialogue format).
 
     Each cell shows the rate and its interval `[m_lo, m_hi]`; cells whose `status` is not "ok" (e.g. a format that
@@ -37,8 +46,12 @@ def category_grid(table: pd.DataFrame, row: str, col: str, path: str | os.PathLi
     rows = list(rows) if rows is not None else list(dict.fromkeys(table[row]))
     cols = list(cols) if cols is not None else list(dict.fromkeys(table[col]))
     metrics = [m for m in metrics if m in table]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(1.25 * len(cols) * len(metrics) + 2.2 * len(metrics),
-                                                       0.55 * len(rows) + 2.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(1.25 * len(cols) * len(metrics) + 2.2 * len(metrics), 0.55 * len(rows) + 2.4),
+        squeeze=False,
+    )
     for ax, m in zip(axes[0], metrics):
         grid = np.full((len(rows), len(cols)), np.nan)
         for _, r in table.iterrows():
@@ -64,8 +77,9 @@ def category_grid(table: pd.DataFrame, row: str, col: str, path: str | os.PathLi
     return save(fig, path, title)
 
 
-def tpr_vs_fpr(table: pd.DataFrame, label: str, path: str | os.PathLike, title: str = "",
-               x: str = "fpr", y: str = "tpr") -> Path:
+def tpr_vs_fpr(
+    table: pd.DataFrame, label: str, path: str | os.PathLike, title: str = "", x: str = "fpr", y: str = "tpr"
+) -> Path:
     """One point per row of `table` (e.g. per training stage) at (FPR, TPR) with both 95 % intervals as error bars.
 
     The diagonal TPR = FPR is what a model without discrimination (a pure yes/no bias) lands on.
@@ -77,8 +91,16 @@ def tpr_vs_fpr(table: pd.DataFrame, label: str, path: str | os.PathLike, title: 
             continue
         xerr = [[r[x] - r[f"{x}_lo"]], [r[f"{x}_hi"] - r[x]]]
         yerr = [[r[y] - r[f"{y}_lo"]], [r[f"{y}_hi"] - r[y]]]
-        ax.errorbar([r[x]], [r[y]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{k % 10}",
-                    label=f"{r[label]} (n={int(r.get(f'n_{y}', 0))}/{int(r.get(f'n_{x}', 0))})")
+        ax.errorbar(
+            [r[x]],
+            [r[y]],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            capsize=3,
+            color=f"C{k % 10}",
+            label=f"{r[label]} (n={int(r.get(f'n_{y}', 0))}/{int(r.get(f'n_{x}', 0))})",
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"{x.upper()} = P(claim | control)" if x == "fpr" else x)
@@ -89,18 +111,27 @@ def tpr_vs_fpr(table: pd.DataFrame, label: str, path: str | os.PathLike, title: 
     return save(fig, path)
 
 
-def accuracy_intervals(table: pd.DataFrame, label: str, path: str | os.PathLike, chance: dict[str, float] | None = None,
-                       group: str | None = None, title: str = "") -> Path:
+def accuracy_intervals(
+    table: pd.DataFrame,
+    label: str,
+    path: str | os.PathLike,
+    chance: dict[str, float] | None = None,
+    group: str | None = None,
+    title: str = "",
+) -> Path:
     """Horizontal accuracy bars with 95 % whiskers per row (`accuracy`, `accuracy_lo`, `accuracy_hi`), one panel per
     value of `group` (e.g. probe), with the chance level as a dashed line."""
     groups = list(dict.fromkeys(table[group])) if group else [None]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 0.32 * len(table) / len(groups) + 1.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.6 * len(groups), 0.32 * len(table) / len(groups) + 1.8), squeeze=False
+    )
     for ax, g in zip(axes[0], groups):
         sub = table[table[group] == g] if group else table
         y = np.arange(len(sub))
         acc = sub["accuracy"].to_numpy(dtype=float)
-        err = np.vstack([acc - sub["accuracy_lo"].to_numpy(dtype=float), sub["accuracy_hi"].to_numpy(dtype=float) - acc])
+        err = np.vstack(
+            [acc - sub["accuracy_lo"].to_numpy(dtype=float), sub["accuracy_hi"].to_numpy(dtype=float) - acc]
+        )
         ax.errorbar(np.nan_to_num(acc), y, xerr=np.nan_to_num(err), fmt="o", capsize=3)
         if chance and g in chance:
             ax.axvline(chance[g], ls="--", color="0.5", label=f"chance {chance[g]:.2f}")

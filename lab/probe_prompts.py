@@ -26,16 +26,20 @@ SENTENCES = (
 )
 
 LOCALISATION = dict(
-    preamble=("I am an interpretability researcher. I can inject activation patterns (\"thoughts\") about a concept "
-              "into your neural network while you read. Below are {n} numbered sentences. While you read exactly one "
-              "of them, I injected a thought."),
+    preamble=(
+        'I am an interpretability researcher. I can inject activation patterns ("thoughts") about a concept '
+        "into your neural network while you read. Below are {n} numbered sentences. While you read exactly one "
+        "of them, I injected a thought."
+    ),
     question="Which sentence carried the injected thought? Answer with the sentence number only.",
     answer="The injected thought was in sentence",
 )
 DISCRIMINATION = dict(
-    preamble=("I am an interpretability researcher. I can inject activation patterns (\"thoughts\") about a concept "
-              "into your neural network while you read. Below are two passages, A and B. I injected a thought while "
-              "you read them, stronger in one passage than in the other."),
+    preamble=(
+        'I am an interpretability researcher. I can inject activation patterns ("thoughts") about a concept '
+        "into your neural network while you read. Below are two passages, A and B. I injected a thought while "
+        "you read them, stronger in one passage than in the other."
+    ),
     question="Which passage carried the stronger injected thought? Answer with the letter A or B only.",
     answer="The stronger thought was in passage",
 )
@@ -45,7 +49,7 @@ DISCRIMINATION = dict(
 class ProbePrompt:
     text: str
     spans: tuple[tuple[int, int], ...]  # character spans of the candidate sentences / passages, in answer order
-    labels: tuple[str, ...]             # " 1" … " N" or " A", " B": the continuations scored after `text`
+    labels: tuple[str, ...]  # " 1" … " N" or " A", " B": the continuations scored after `text`
 
 
 def _wrap(lm: LoadedModel, user: str, answer: str) -> str:
@@ -58,16 +62,20 @@ def localisation_prompt(lm: LoadedModel, sentences: Sequence[str]) -> ProbePromp
     body = "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, 1))
     user = f"{LOCALISATION['preamble'].format(n=len(sentences))}\n\n{body}\n\n{LOCALISATION['question']}"
     text = _wrap(lm, user, LOCALISATION["answer"])
-    return ProbePrompt(text, _find(text, [f"{i}. {s}" for i, s in enumerate(sentences, 1)], skip=3),
-                       tuple(f" {i}" for i in range(1, len(sentences) + 1)))
+    return ProbePrompt(
+        text,
+        _find(text, [f"{i}. {s}" for i, s in enumerate(sentences, 1)], skip=3),
+        tuple(f" {i}" for i in range(1, len(sentences) + 1)),
+    )
 
 
 def discrimination_prompt(lm: LoadedModel, passage_a: str, passage_b: str) -> ProbePrompt:
-    user = (f"{DISCRIMINATION['preamble']}\n\nPassage A: {passage_a}\n\nPassage B: {passage_b}\n\n"
-            f"{DISCRIMINATION['question']}")
+    user = (
+        f"{DISCRIMINATION['preamble']}\n\nPassage A: {passage_a}\n\nPassage B: {passage_b}\n\n"
+        f"{DISCRIMINATION['question']}"
+    )
     text = _wrap(lm, user, DISCRIMINATION["answer"])
-    return ProbePrompt(text, _find(text, [f"Passage A: {passage_a}", f"Passage B: {passage_b}"], skip=11),
-                       (" A", " B"))
+    return ProbePrompt(text, _find(text, [f"Passage A: {passage_a}", f"Passage B: {passage_b}"], skip=11), (" A", " B"))
 
 
 def _find(text: str, items: Sequence[str], skip: int) -> tuple[tuple[int, int], ...]:
@@ -106,9 +114,9 @@ def label_token_ids(tokenizer: Any, text: str, labels: Sequence[str]) -> tuple[l
     conts = []
     for lab in labels:
         full = tokenizer(text + lab, add_special_tokens=False)["input_ids"]
-        if full[:len(base)] != base or len(full) <= len(base):
+        if full[: len(base)] != base or len(full) <= len(base):
             raise LabError(f"label {lab!r} does not tokenize as a continuation of the answer prefix")
-        conts.append(full[len(base):])
+        conts.append(full[len(base) :])
     common: list[int] = []
     while all(len(c) > len(common) + 1 for c in conts) and len({c[len(common)] for c in conts}) == 1:
         common.append(conts[0][len(common)])
@@ -116,5 +124,3 @@ def label_token_ids(tokenizer: Any, text: str, labels: Sequence[str]) -> tuple[l
     if len(set(first)) != len(first):
         raise LabError(f"labels {list(labels)} share a first token; cannot score them from logits")
     return common, first
-
-

@@ -12,6 +12,7 @@ concept-vector norm; `norm_matched`: a random direction with this concept vector
 
 Spans are `lab.interventions.Add` with per-row start/end; two on the same block compose.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,12 +49,12 @@ class ProbeTrial:
     probe: Literal["localisation", "discrimination"]
     concept: str
     layer: int
-    strength: float        # the (stronger) configured strength
+    strength: float  # the (stronger) configured strength
     strength_mode: str
-    weak_fraction: float   # discrimination: the weaker passage gets strength × this; localisation: 0
-    kind: str              # injection | control | random | norm_matched
-    target: int            # 0-based index of the correct label
-    repeat: int            # which sentence draw
+    weak_fraction: float  # discrimination: the weaker passage gets strength × this; localisation: 0
+    kind: str  # injection | control | random | norm_matched
+    target: int  # 0-based index of the correct label
+    repeat: int  # which sentence draw
     n_sentences: int
     seed: int = 0
 
@@ -86,14 +87,28 @@ def expand(s: ProbeSettings, model: str) -> list[ProbeTrial]:
             for st in s.strengths:
                 for r in range(s.repeats):
                     for kind in s.kinds:
-                        common = dict(model=model, concept=c, layer=layer, strength=st, strength_mode=s.strength_mode,
-                                      kind=kind, repeat=r, n_sentences=s.n_sentences, seed=s.seed)
+                        common = dict(
+                            model=model,
+                            concept=c,
+                            layer=layer,
+                            strength=st,
+                            strength_mode=s.strength_mode,
+                            kind=kind,
+                            repeat=r,
+                            n_sentences=s.n_sentences,
+                            seed=s.seed,
+                        )
                         if "localisation" in s.probes:
-                            out += [_trial(probe="localisation", weak_fraction=0.0, target=k, **common)
-                                    for k in range(s.n_sentences)]
+                            out += [
+                                _trial(probe="localisation", weak_fraction=0.0, target=k, **common)
+                                for k in range(s.n_sentences)
+                            ]
                         if "discrimination" in s.probes:
-                            out += [_trial(probe="discrimination", weak_fraction=f, target=k, **common)
-                                    for f in s.weak_fractions for k in range(2)]
+                            out += [
+                                _trial(probe="discrimination", weak_fraction=f, target=k, **common)
+                                for f in s.weak_fractions
+                                for k in range(2)
+                            ]
     return out
 
 
@@ -104,8 +119,8 @@ def draw_sentences(repeat: int, n: int, seed: int) -> list[str]:
 @dataclass
 class Request:
     ids: list[int]
-    spans: list[tuple[int, int]]   # token spans that get vector × strength_of_span
-    span_raw: list[float]          # raw multiplier per span
+    spans: list[tuple[int, int]]  # token spans that get vector × strength_of_span
+    span_raw: list[float]  # raw multiplier per span
     vector: torch.Tensor | None
     layer: int
     label_ids: list[int]
@@ -123,10 +138,22 @@ def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> Request:
     ids, spans = token_spans(lm.tokenizer, p.text, p.spans)
     common, labels = label_token_ids(lm.tokenizer, p.text, p.labels)
     ids = ids + common
-    carrier = make_trial(model=lm.name, concept=t.concept, layer=t.layer, strength=t.strength,
-                         strength_mode=t.strength_mode, kind=t.kind, trial_number=t.repeat + 1, sample=0, forced=False,
-                         prompt_variant=f"probe-{t.probe}", dialogue_format="probe", seed=t.seed, max_new_tokens=1,
-                         temperature=0.0)
+    carrier = make_trial(
+        model=lm.name,
+        concept=t.concept,
+        layer=t.layer,
+        strength=t.strength,
+        strength_mode=t.strength_mode,
+        kind=t.kind,
+        trial_number=t.repeat + 1,
+        sample=0,
+        forced=False,
+        prompt_variant=f"probe-{t.probe}",
+        dialogue_format="probe",
+        seed=t.seed,
+        max_new_tokens=1,
+        temperature=0.0,
+    )
     raw = bank.strengths(carrier)[0]
     if raw <= 0:
         return Request(ids, [], [], None, t.layer, labels)
@@ -147,9 +174,15 @@ def span_edits(reqs: Sequence[Request], pad: list[int]) -> list[Any]:
         vecs = torch.stack([r.vector if on else torch.zeros(d) for r, on in zip(reqs, rows)])
         for j in range(max(len(r.spans) for r in reqs)):
             has = [on and j < len(r.spans) for r, on in zip(reqs, rows)]
-            out.append(Add(f"resid_post.{layer}", vecs, [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
-                           [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
-                           [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)]))
+            out.append(
+                Add(
+                    f"resid_post.{layer}",
+                    vecs,
+                    [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
+                    [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
+                    [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)],
+                )
+            )
     return out
 
 
@@ -166,7 +199,7 @@ def score_shard(lm: LoadedModel, shard: list[ProbeTrial], ctx: Any) -> list[dict
     order = sorted(set(first.values()), key=lambda i: len(reqs[i].ids))
     logits: dict[int, list[float]] = {}
     for b in range(0, len(order), ctx.batch_size):
-        idx = order[b:b + ctx.batch_size]
+        idx = order[b : b + ctx.batch_size]
         batch = [reqs[i] for i in idx]
         out = forward(lm, [r.ids for r in batch], lambda pad, batch=batch: span_edits(batch, pad))
         logits.update((i, [float(out.logits[k, j]) for j in r.label_ids]) for k, (i, r) in enumerate(zip(idx, batch)))
@@ -174,10 +207,20 @@ def score_shard(lm: LoadedModel, shard: list[ProbeTrial], ctx: Any) -> list[dict
     for i, (t, r) in enumerate(zip(shard, reqs)):
         lg = torch.tensor(logits[first[keys[i]]])
         pred = int(lg.argmax())
-        rows.append({**t.__dict__, "n_choices": len(lg), "chance": 1 / len(lg), "prediction": pred,
-                     "correct": pred == t.target, "p_target": float(lg.softmax(0)[t.target]),
-                     "label_logits": [float(x) for x in lg], "strength_raw": r.span_raw[0] if r.span_raw else 0.0,
-                     "prompt_tokens": len(r.ids), "probe_version": PROBE_VERSION})
+        rows.append(
+            {
+                **t.__dict__,
+                "n_choices": len(lg),
+                "chance": 1 / len(lg),
+                "prediction": pred,
+                "correct": pred == t.target,
+                "p_target": float(lg.softmax(0)[t.target]),
+                "label_logits": [float(x) for x in lg],
+                "strength_raw": r.span_raw[0] if r.span_raw else 0.0,
+                "prompt_tokens": len(r.ids),
+                "probe_version": PROBE_VERSION,
+            }
+        )
     return rows
 
 
@@ -191,19 +234,32 @@ def summarize(df: Any, by: Sequence[str]) -> Any:
     for key, g in df.groupby(list(by), sort=True):
         k, n = int(g["correct"].sum()), len(g)
         p, lo, hi = wilson(k, n)
-        out.append(dict(zip(by, key if isinstance(key, tuple) else (key,))) | {
-            "accuracy": p, "accuracy_lo": lo, "accuracy_hi": hi, "n": n, "chance": float(g["chance"].mean()),
-            "p_target": float(g["p_target"].mean()),
-            "top_answer_share": float(g["prediction"].value_counts(normalize=True).iloc[0])})
+        out.append(
+            dict(zip(by, key if isinstance(key, tuple) else (key,)))
+            | {
+                "accuracy": p,
+                "accuracy_lo": lo,
+                "accuracy_hi": hi,
+                "n": n,
+                "chance": float(g["chance"].mean()),
+                "p_target": float(g["p_target"].mean()),
+                "top_answer_share": float(g["prediction"].value_counts(normalize=True).iloc[0]),
+            }
+        )
     return pd.DataFrame(out)
 
 
 def print_summary(overall: Any) -> None:
     print(f"{'probe':<15} {'kind':<13} {'accuracy [95% CI]':<20} {'chance':>6} {'p(target)':>9} {'top-answer':>10}  n")
     for _, r in overall.iterrows():
-        print(f"{r['probe']:<15} {r['kind']:<13} {r['accuracy']:.2f} [{r['accuracy_lo']:.2f},{r['accuracy_hi']:.2f}]"
-              f"     {r['chance']:>6.2f} {r['p_target']:>9.3f} {r['top_answer_share']:>10.2f}  {int(r['n'])}")
+        print(
+            f"{r['probe']:<15} {r['kind']:<13} {r['accuracy']:.2f} [{r['accuracy_lo']:.2f},{r['accuracy_hi']:.2f}]"
+            f"     {r['chance']:>6.2f} {r['p_target']:>9.3f} {r['top_answer_share']:>10.2f}  {int(r['n'])}"
+        )
     for _, r in overall[overall["kind"] == "injection"].iterrows():
-        verdict = "above" if r["accuracy_lo"] > r["chance"] else ("below" if r["accuracy_hi"] < r["chance"] else
-                                                                   "not distinguishable from")
+        verdict = (
+            "above"
+            if r["accuracy_lo"] > r["chance"]
+            else ("below" if r["accuracy_hi"] < r["chance"] else "not distinguishable from")
+        )
         print(f"{r['probe']}: concept-vector accuracy is {verdict} chance ({r['chance']:.2f})")

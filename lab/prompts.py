@@ -7,6 +7,7 @@ into the token position where injection starts (the token just before the marker
 
     python -m lab.prompts --variant structured --format standard --trial 3 --concept Dust --json [--model NAME]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -122,8 +123,13 @@ def turns(variant_name: str, n: int, concept: str | None = None) -> tuple[str, s
     return fill(var.preamble), fill(var.ack), fill(var.trial)
 
 
-def dialogue(variant_name: str = "original", format_name: str = "standard", n: int = 1, concept: str | None = None,
-             system_role: bool = True) -> dict[str, Any]:
+def dialogue(
+    variant_name: str = "original",
+    format_name: str = "standard",
+    n: int = 1,
+    concept: str | None = None,
+    system_role: bool = True,
+) -> dict[str, Any]:
     """What the model is given before its chat template or BOS: {"messages": [...]} or {"text": ...}.
 
     `system_role=False` (a template without one, e.g. Gemma) drops the standard format's empty system turn.
@@ -140,8 +146,9 @@ def dialogue(variant_name: str = "original", format_name: str = "standard", n: i
     return {"text": fmt.template.format(preamble=preamble, ack=ack, trial=trial)}
 
 
-def judge_question(variant_name: str = "original", format_name: str = "standard", n: int = 1,
-                   concept: str | None = None) -> str:
+def judge_question(
+    variant_name: str = "original", format_name: str = "standard", n: int = 1, concept: str | None = None
+) -> str:
     """The dialogue as the judge is shown it ("the question below"): a raw format's text; a chat format's turns as
     "User: …\n\nAssistant: …" text ending in the answering role (the reference's plain-text rendering of messages)."""
     d = dialogue(variant_name, format_name, n, concept, system_role=False)
@@ -151,8 +158,14 @@ def judge_question(variant_name: str = "original", format_name: str = "standard"
     return "\n\n".join(turns_ + [f"{dialogue_format(format_name).answer_role.capitalize()}:"])
 
 
-def render(lm: Any, variant_name: str = "original", format_name: str = "standard", n: int = 1,
-           forced: bool = False, concept: str | None = None) -> Prompt:
+def render(
+    lm: Any,
+    variant_name: str = "original",
+    format_name: str = "standard",
+    n: int = 1,
+    forced: bool = False,
+    concept: str | None = None,
+) -> Prompt:
     """Build the trial prompt for model `lm` (a `LoadedModel`; the tokenizer is enough).
 
     `concept` matters only for variants with a {category} (anti_reward); without it the table's default is used.
@@ -168,8 +181,10 @@ def render(lm: Any, variant_name: str = "original", format_name: str = "standard
         except LabError:
             raise
         except Exception as e:  # a template that refuses this role order (e.g. strict alternation checks)
-            raise LabError(f"dialogue format '{fmt.name}': the chat template of {lm.name} refused it "
-                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise LabError(
+                f"dialogue format '{fmt.name}': the chat template of {lm.name} refused it "
+                f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
     else:  # the reference prepends the tokenizer's BOS token to every raw text (and tokenizes without specials)
         text = (lm.tokenizer.bos_token or "") + d["text"]
     if forced:
@@ -184,12 +199,12 @@ def _turn_header(lm: Any, turns_: list[dict[str, str]], role: str) -> str:
     """The text a chat template puts before a new `role` turn (found with a sentinel; works for any template)."""
     if role == "assistant":
         with_gen = lm.chat(turns_, add_generation_prompt=True)
-        return with_gen[len(lm.chat(turns_, add_generation_prompt=False)):]
+        return with_gen[len(lm.chat(turns_, add_generation_prompt=False)) :]
     base = lm.chat(turns_, add_generation_prompt=False)
     probe = lm.chat([*turns_, {"role": role, "content": SENTINEL}], add_generation_prompt=False)
     if not probe.startswith(base):
         raise LabError(f"cannot open a '{role}' turn with the chat template of {lm.name}")
-    return probe[len(base):probe.index(SENTINEL)]
+    return probe[len(base) : probe.index(SENTINEL)]
 
 
 def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
@@ -248,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     else:
-        print(out.get("rendered") or out.get("text") or "\n\n".join(f"[{m['role']}] {m['content']}"
-                                                                     for m in out["messages"]))
+        print(
+            out.get("rendered")
+            or out.get("text")
+            or "\n\n".join(f"[{m['role']}] {m['content']}" for m in out["messages"])
+        )
         if "inject_start" in out:
             print(f"\n(inject_start token {out['inject_start']} of {out['prompt_tokens']})")
     return 0

@@ -4,6 +4,7 @@ the config, fingerprints of the model and the stimulus data; and the per-trial a
 Seeds and trial ids come from sha256 of their fields (`lab.trials.trial_id`, `lab.runner.VectorBank.vector`), never
 from Python's per-process `hash()`, so the same config gives the same ids and seeds in every process.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,17 +22,35 @@ import pandas as pd
 PACKAGES = ("torch", "transformers", "ray", "mlflow", "trl", "peft")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-TRIAL_COLUMNS = ("trial_id", "kind", "concept", "vector", "layer", "strength", "strength_raw", "strength_rel",
-                 "trial_number", "sample", "forced", "prompt", "response", "detected", "identified", "coherent",
-                 "reason", "judge")
+TRIAL_COLUMNS = (
+    "trial_id",
+    "kind",
+    "concept",
+    "vector",
+    "layer",
+    "strength",
+    "strength_raw",
+    "strength_rel",
+    "trial_number",
+    "sample",
+    "forced",
+    "prompt",
+    "response",
+    "detected",
+    "identified",
+    "coherent",
+    "reason",
+    "judge",
+)
 
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str, str]:
     """(commit, "true"/"false" dirty) of the checkout lab/ lives in; ("unknown", "unknown") without git."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
-                              check=True).stdout
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
         commit = git("rev-parse", "HEAD").strip()
         dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
@@ -73,8 +92,13 @@ def model_fingerprint(params: Mapping[str, Any]) -> str | None:
         return None
     from lab.sweep import model_key
 
-    return model_key(SimpleNamespace(name=str(params["model.name"]), dtype=str(params.get("model.dtype") or "float32"),
-                                     adapter=params.get("model.adapter") or None))
+    return model_key(
+        SimpleNamespace(
+            name=str(params["model.name"]),
+            dtype=str(params.get("model.dtype") or "float32"),
+            adapter=params.get("model.adapter") or None,
+        )
+    )
 
 
 def tags(params: Mapping[str, Any] | None = None) -> dict[str, str]:

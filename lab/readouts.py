@@ -48,8 +48,9 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def forward(lm: LoadedModel, rows: Sequence[Sequence[int]], edits: EditsFor | Sequence[Any] = (),
-            capture: Sequence[str] = ()) -> Forward:
+def forward(
+    lm: LoadedModel, rows: Sequence[Sequence[int]], edits: EditsFor | Sequence[Any] = (), capture: Sequence[str] = ()
+) -> Forward:
     """One left-padded forward pass over `rows` with interventions; last-position logits and captured sites."""
     ids, mask, pad = pad_left(rows, lm.tokenizer.pad_token_id)
     ops = list(edits(pad) if callable(edits) else edits)
@@ -76,8 +77,13 @@ def concept_first_token(tokenizer: Any, word: str) -> int:
     return int(tokenizer(" " + word, add_special_tokens=False)["input_ids"][0])
 
 
-def batched(lm: LoadedModel, rows: Sequence[Sequence[int]], edits_for_rows: Callable[[list[int], list[int]], Sequence[Any]],
-            batch_size: int = 16, capture: Sequence[str] = ()) -> list[Forward]:
+def batched(
+    lm: LoadedModel,
+    rows: Sequence[Sequence[int]],
+    edits_for_rows: Callable[[list[int], list[int]], Sequence[Any]],
+    batch_size: int = 16,
+    capture: Sequence[str] = (),
+) -> list[Forward]:
     """`forward` over `rows` in batches of `batch_size`; `edits_for_rows(indices, pad)` builds each batch's edits."""
     out = []
     for b in range(0, len(rows), batch_size):

@@ -48,8 +48,10 @@ def manifest(vdir: Path, judge: Judge, options: dict[str, Any]) -> None:
     if path.is_file():
         have = json.loads(path.read_text())
         if have != want:
-            raise LabError(f"{vdir} holds verdicts of another judge configuration ({have.get('version')}, options "
-                           f"{have.get('options')}); pass --name to write elsewhere")
+            raise LabError(
+                f"{vdir} holds verdicts of another judge configuration ({have.get('version')}, options "
+                f"{have.get('options')}); pass --name to write elsewhere"
+            )
         return
     vdir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(want, indent=2, sort_keys=True))
@@ -67,12 +69,17 @@ def regrade(source: pd.DataFrame, judge: Judge, vdir: Path, chunk: int = 64) -> 
     extra = [c for c in DIALOGUE if c in source.columns]  # the judge is shown the variant's own dialogue
     records = todo[list(NEEDED) + extra].to_dict("records")
     for i in range(0, len(records), chunk):
-        rows = records[i:i + chunk]
+        rows = records[i : i + chunk]
         verdicts = judge.grade([answer_for(r) for r in rows])
         if len(verdicts) != len(rows):
             raise LabError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(rows)} answers")
-        store.write_shard(vdir, [{"trial_id": r["trial_id"], **{c: getattr(v, c) for c in VERDICT_COLUMNS}}
-                                 for r, v in zip(rows, verdicts)])
+        store.write_shard(
+            vdir,
+            [
+                {"trial_id": r["trial_id"], **{c: getattr(v, c) for c in VERDICT_COLUMNS}}
+                for r, v in zip(rows, verdicts)
+            ],
+        )
     return {"new": len(records), "skipped": len(source) - len(records)}
 
 
@@ -84,17 +91,24 @@ def compare(old: pd.DataFrame, new: pd.DataFrame) -> dict[str, tuple[Confusion, 
     """Per field, the confusion of the new judge against the source judge, and how many rows were left out because
     either verdict is unknown. detected: unforced trials; identified: all trials, as detected ∧ identified."""
     both = old[["trial_id", "forced", "detected", "identified"]].merge(
-        new[["trial_id", "detected", "identified"]], on="trial_id", suffixes=("_old", "_new"))
+        new[["trial_id", "detected", "identified"]], on="trial_id", suffixes=("_old", "_new")
+    )
     known = both["detected_old"].notna() & both["detected_new"].notna()
     unforced = ~both["forced"].astype(bool)
     out: dict[str, tuple[Confusion, int]] = {}
     det = both[known & unforced]
-    out["detected"] = (confusion(_flag(det["detected_old"]).tolist(), _flag(det["detected_new"]).tolist()),
-                       int((unforced & ~known).sum()))
+    out["detected"] = (
+        confusion(_flag(det["detected_old"]).tolist(), _flag(det["detected_new"]).tolist()),
+        int((unforced & ~known).sum()),
+    )
     ide = both[known]
-    out["identified"] = (confusion((_flag(ide["detected_old"]) & _flag(ide["identified_old"])).tolist(),
-                                   (_flag(ide["detected_new"]) & _flag(ide["identified_new"])).tolist()),
-                         int((~known).sum()))
+    out["identified"] = (
+        confusion(
+            (_flag(ide["detected_old"]) & _flag(ide["identified_old"])).tolist(),
+            (_flag(ide["detected_new"]) & _flag(ide["identified_new"])).tolist(),
+        ),
+        int((~known).sum()),
+    )
     return out
 
 
@@ -106,33 +120,42 @@ def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3f}"
 
 
-def report(source: Source, old: pd.DataFrame, new: pd.DataFrame, judge: Judge, vdir: Path,
-           counts: dict[str, int]) -> tuple[str, dict[str, float]]:
+def report(
+    source: Source, old: pd.DataFrame, new: pd.DataFrame, judge: Judge, vdir: Path, counts: dict[str, int]
+) -> tuple[str, dict[str, float]]:
     """The printed agreement report and the metrics to log (new rates + agreement)."""
     from lab import metrics
 
     agreement = compare(old, new)
     old_judge = ", ".join(sorted({_label(a, b) for a, b in zip(old.get("judge", []), old.get("judge_version", []))}))
     old_judge, new_judge = old_judge or "?", _label(judge.name, judge.version)
-    lines = [f"source: {source.directory.resolve()} ({len(old)} trials, judge {old_judge})"
-             + (f" from MLflow run {source.run_id}" if source.run_id else ""),
-             f"regrade: {new_judge} -> {vdir.resolve()} "
-             f"({counts['new']} graded now, {counts['skipped']} already there)",
-             f"unparseable verdicts: {int(new['parse_error'].sum())} "
-             f"(request failures this run: {getattr(judge, 'stats', {}).get('request_failures', 0)})",
-             f"agreement: rows = source judge ({old_judge}), columns = new judge ({new_judge})"]
+    lines = [
+        f"source: {source.directory.resolve()} ({len(old)} trials, judge {old_judge})"
+        + (f" from MLflow run {source.run_id}" if source.run_id else ""),
+        f"regrade: {new_judge} -> {vdir.resolve()} ({counts['new']} graded now, {counts['skipped']} already there)",
+        f"unparseable verdicts: {int(new['parse_error'].sum())} "
+        f"(request failures this run: {getattr(judge, 'stats', {}).get('request_failures', 0)})",
+        f"agreement: rows = source judge ({old_judge}), columns = new judge ({new_judge})",
+    ]
     logged: dict[str, float] = {}
     for field, (c, left_out) in agreement.items():
         k, acc = cohen_kappa(c), accuracy(c)
-        lines += [f"{field}: kappa={_fmt(k)} agreement={_fmt(acc)} n={c.n} (unknown verdicts left out: {left_out})",
-                  format_confusion(c, field).replace("judge=", "new=").replace("label=", "old=")]
+        lines += [
+            f"{field}: kappa={_fmt(k)} agreement={_fmt(acc)} n={c.n} (unknown verdicts left out: {left_out})",
+            format_confusion(c, field).replace("judge=", "new=").replace("label=", "old="),
+        ]
         logged |= {f"kappa_{field}": k, f"agreement_{field}": acc, f"n_compared_{field}": c.n}
     if {"kind", "forced"} <= set(old.columns):
         merged = old.drop(columns=[c for c in VERDICT_COLUMNS if c in old.columns]).merge(
-            new[["trial_id", *VERDICT_COLUMNS]], on="trial_id")
+            new[["trial_id", *VERDICT_COLUMNS]], on="trial_id"
+        )
         before, after = metrics.summarize(old), metrics.summarize(merged)
-        lines.append("rates (source -> new): " + "  ".join(
-            f"{k} {_fmt(before[k])} -> {_fmt(after[k])}" for k in ("tpr", "fpr", "introspection", "forced_id")))
+        lines.append(
+            "rates (source -> new): "
+            + "  ".join(
+                f"{k} {_fmt(before[k])} -> {_fmt(after[k])}" for k in ("tpr", "fpr", "introspection", "forced_id")
+            )
+        )
         logged |= after
     logged["n_parse_errors"] = int(new["parse_error"].sum())
     return "\n".join(lines), logged

@@ -77,8 +77,11 @@ def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[st
         keys = "  ".join(f"{r[k]:>10}" if not isinstance(r[k], float) else f"{r[k]:>10g}" for k in by)
         print(f"{keys}  " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}")
     pad = " " * max(len(head) - 7, 0)
-    print(f"overall{pad}  " + "  ".join(f"{ci(overall, c):<17}" for c in cols)
-          + f"  {_n(overall, 'tpr')}/{_n(overall, 'fpr')}")
+    print(
+        f"overall{pad}  "
+        + "  ".join(f"{ci(overall, c):<17}" for c in cols)
+        + f"  {_n(overall, 'tpr')}/{_n(overall, 'fpr')}"
+    )
     if overall.get("n_unparsed"):
         print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
     for line in interpret(overall):
@@ -98,15 +101,20 @@ def interpret(o: Mapping[str, Any]) -> list[str]:
             continue
         ctl = k[: -len("_rate")]
         if o["tpr_lo"] > o[f"{k}_hi"]:
-            out.append(f"reading: TPR is above the {ctl}-vector control (intervals apart): detection is "
-                       "concept-specific here")
+            out.append(
+                f"reading: TPR is above the {ctl}-vector control (intervals apart): detection is concept-specific here"
+            )
         else:
-            out.append(f"reading: TPR {o['tpr']:.2f} is not above the {ctl}-vector control {o[k]:.2f} (intervals "
-                       "overlap): no evidence that detection is concept-specific rather than a yes-bias under any "
-                       "perturbation")
+            out.append(
+                f"reading: TPR {o['tpr']:.2f} is not above the {ctl}-vector control {o[k]:.2f} (intervals "
+                "overlap): no evidence that detection is concept-specific rather than a yes-bias under any "
+                "perturbation"
+            )
     if o.get("n_introspection") and o.get("introspection") == 0:
-        out.append(f"reading: no injected concept was named with a detection claim (0/{o['n_introspection']}, "
-                   f"95% CI up to {o['introspection_hi']:.2f})")
+        out.append(
+            f"reading: no injected concept was named with a detection claim (0/{o['n_introspection']}, "
+            f"95% CI up to {o['introspection_hi']:.2f})"
+        )
     return out
 
 
@@ -118,17 +126,25 @@ class Report:
     run_id: str | None = None
 
 
-def log_run(cfg: TrackingConfig, params: Mapping[str, Any], metrics_: Mapping[str, Any], artifacts: Sequence[Any] = (),
-            tags: Mapping[str, str] | None = None, run_name: str | None = None,
-            parent_run_id: str | None = None, trials: pd.DataFrame | None = None) -> str | None:
+def log_run(
+    cfg: TrackingConfig,
+    params: Mapping[str, Any],
+    metrics_: Mapping[str, Any],
+    artifacts: Sequence[Any] = (),
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    trials: pd.DataFrame | None = None,
+) -> str | None:
     """One finished MLflow run with params, metrics, artefacts and provenance tags (lab.provenance); `trials` (stored
     rows) is logged as a per-trial table of prompts, answers and verdicts. None when tracking is off."""
     if not cfg.enabled:
         return None
     from lab import provenance
 
-    with tracking.run(cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name,
-                      parent_run_id=parent_run_id) as active:
+    with tracking.run(
+        cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name, parent_run_id=parent_run_id
+    ) as active:
         tracking.log_metrics(metrics_)
         tracking.log_artifacts(*artifacts)
         if trials is not None:
@@ -137,8 +153,9 @@ def log_run(cfg: TrackingConfig, params: Mapping[str, Any], metrics_: Mapping[st
 
 
 @contextmanager
-def parent_run(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] | None = None,
-               run_name: str | None = None) -> Iterator[str | None]:
+def parent_run(
+    cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] | None = None, run_name: str | None = None
+) -> Iterator[str | None]:
     """A parent MLflow run for jobs with several children (children pass `parent_run_id=`); None when off."""
     if not cfg.enabled:
         yield None
@@ -149,11 +166,21 @@ def parent_run(cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str
         yield str(active.info.run_id)
 
 
-def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any], title: str,
-                 by: Sequence[str] = ("layer", "strength"), parent_run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, run_name: str | None = None, artifacts: Sequence[Any] = (),
-                 quiet: bool = False, calibration: Mapping[str, Any] | None = None,
-                 extra_metrics: Mapping[str, Any] | None = None) -> Report:
+def report_rates(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: TrackingConfig,
+    params: Mapping[str, Any],
+    title: str,
+    by: Sequence[str] = ("layer", "strength"),
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    artifacts: Sequence[Any] = (),
+    quiet: bool = False,
+    calibration: Mapping[str, Any] | None = None,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> Report:
     """Rates of stored trials → `<out_dir>/report/{summary,per_concept}.csv` + `heatmap.png`, one MLflow run with
     overall and per-setting metrics (provenance tags, the per-trial answers as a table), and a printed table.
     `calibration` (lab.calibration.for_judge) adds judge-corrected rates `<rate>_corrected` with intervals."""
@@ -174,9 +201,16 @@ def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, par
     if tuple(by) == ("layer", "strength"):
         paths.append(rep / "heatmap.png")
         plots.rate_heatmaps(table, paths[-1], title=title)
-    run_id = log_run(cfg, params, {**rate_metrics(overall), **table_metrics(table, by), **(extra_metrics or {})},
-                     [*paths, *artifacts],
-                     tags=tags, run_name=run_name, parent_run_id=parent_run_id, trials=df)
+    run_id = log_run(
+        cfg,
+        params,
+        {**rate_metrics(overall), **table_metrics(table, by), **(extra_metrics or {})},
+        [*paths, *artifacts],
+        tags=tags,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
+        trials=df,
+    )
     if not quiet:
         print_rates(table, overall, by)
         print(f"report:  {paths[0].resolve()}" + (f"  {paths[-1].resolve()}" if len(paths) > 2 else ""))
@@ -185,10 +219,19 @@ def report_rates(df: pd.DataFrame, out_dir: str | Path, cfg: TrackingConfig, par
     return Report(overall, table, paths, run_id)
 
 
-def compare(groups: Mapping[str, pd.DataFrame], out_dir: str | Path, cfg: TrackingConfig, params: Mapping[str, Any],
-            title: str, label: str = "condition", child_params: Mapping[str, Mapping[str, Any]] | None = None,
-            child_tags: Mapping[str, Mapping[str, str]] | None = None, tags: Mapping[str, str] | None = None,
-            run_name: str | None = None, quiet: bool = False) -> Report:
+def compare(
+    groups: Mapping[str, pd.DataFrame],
+    out_dir: str | Path,
+    cfg: TrackingConfig,
+    params: Mapping[str, Any],
+    title: str,
+    label: str = "condition",
+    child_params: Mapping[str, Mapping[str, Any]] | None = None,
+    child_tags: Mapping[str, Mapping[str, str]] | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    quiet: bool = False,
+) -> Report:
     """Conditions side by side (stages, original vs abliterated, adapters): one row of rates per group, a
     per-setting table, bars with the vector controls beside TPR/FPR, TPR-vs-FPR, and one MLflow parent run with a
     child per group carrying the same metric names."""
@@ -210,19 +253,28 @@ def compare(groups: Mapping[str, pd.DataFrame], out_dir: str | Path, cfg: Tracki
     with parent_run(cfg, params, tags=tags, run_name=run_name) as parent_id:
         for name, (_, r) in zip(groups, table.iterrows()):
             sub = by_setting[by_setting[label] == name]
-            log_run(cfg, (child_params or {}).get(name, {}), rate_metrics(r.to_dict()) | table_metrics(sub),
-                    tags={label: name, **(child_tags or {}).get(name, {})}, run_name=name, parent_run_id=parent_id,
-                    trials=df)
+            log_run(
+                cfg,
+                (child_params or {}).get(name, {}),
+                rate_metrics(r.to_dict()) | table_metrics(sub),
+                tags={label: name, **(child_tags or {}).get(name, {})},
+                run_name=name,
+                parent_run_id=parent_id,
+                trials=df,
+            )
         if parent_id:
             tracking.log_artifacts(*paths)
     if not quiet:
         w = max(12, *(len(str(n)) + 1 for n in groups))
         print(f"{label:<{w}} " + "  ".join(f"{c:<17}" for c in shown) + "  n (inj/ctl)")
         for _, r in table.iterrows():
-            print(f"{r[label]:<{w}} " + "  ".join(f"{ci(r, c):<17}" for c in shown)
-                  + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}")
+            print(
+                f"{r[label]:<{w}} " + "  ".join(f"{ci(r, c):<17}" for c in shown) + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}"
+            )
         print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
         if parent_id:
-            print(f"mlflow:  parent run {parent_id} ({len(table)} child runs) in experiment '{cfg.experiment}' at "
-                  f"{tracking.resolve_uri(cfg)}")
+            print(
+                f"mlflow:  parent run {parent_id} ({len(table)} child runs) in experiment '{cfg.experiment}' at "
+                f"{tracking.resolve_uri(cfg)}"
+            )
     return Report(table.to_dict("list"), table, paths, parent_id)

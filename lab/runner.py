@@ -5,6 +5,7 @@ hook per distinct layer in the batch carries per-row vectors; rows of other laye
 leaves them exactly untouched. Under greedy decoding, identical requests (e.g. the controls of one trial number) are
 generated once and shared.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,10 +47,17 @@ class VectorBank:
             return cv
         if trial.kind == "negative":
             return -cv  # exactly −v (sign flip is exact in floating point), same norm
-        g = torch.Generator().manual_seed(int(hashlib.sha256(
-            (f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}"
-             + (f"|{trial.vector}" if trial.vector else "")).encode()
-        ).hexdigest()[:15], 16))
+        g = torch.Generator().manual_seed(
+            int(
+                hashlib.sha256(
+                    (
+                        f"{trial.seed}|{trial.concept}|{trial.layer}|{trial.kind}|{trial.trial_number}|{trial.sample}"
+                        + (f"|{trial.vector}" if trial.vector else "")
+                    ).encode()
+                ).hexdigest()[:15],
+                16,
+            )
+        )
         if trial.kind == "shuffled":
             return cv[torch.randperm(cv.numel(), generator=g)]
         direction = torch.randn(cv.numel(), generator=g)
@@ -100,7 +108,7 @@ class Runner:
         todo = sorted(set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, i))
         texts: dict[int, tuple[str, int]] = {}
         for b in range(0, len(todo), self.batch_size):
-            chunk = todo[b:b + self.batch_size]
+            chunk = todo[b : b + self.batch_size]
             groups: dict[tuple[float, int], list[int]] = {}
             for i in chunk:
                 groups.setdefault((trials[i].temperature, trials[i].max_new_tokens), []).append(i)
@@ -113,15 +121,26 @@ class Runner:
         for i, (t, r) in enumerate(zip(trials, reqs)):
             raw, rel, vnorm = self.bank.strengths(t)
             text, n_new = texts[first[keys[i]]]
-            rows.append(t.to_dict() | {
-                "prompt": r.prompt_text, "inject_start": r.start, "prompt_tokens": len(r.ids), "response": text,
-                "new_tokens": n_new, "strength_raw": raw, "strength_rel": rel, "vector_norm": vnorm,
-                "resid_norm": self.bank.resid_norm(t.layer)})
+            rows.append(
+                t.to_dict()
+                | {
+                    "prompt": r.prompt_text,
+                    "inject_start": r.start,
+                    "prompt_tokens": len(r.ids),
+                    "response": text,
+                    "new_tokens": n_new,
+                    "strength_raw": raw,
+                    "strength_rel": rel,
+                    "vector_norm": vnorm,
+                    "resid_norm": self.bank.resid_norm(t.layer),
+                }
+            )
         return rows
 
     @torch.no_grad()
-    def _generate(self, reqs: list[Request], temperature: float, max_new: int,
-                  trials: list[Trial]) -> list[tuple[str, int]]:
+    def _generate(
+        self, reqs: list[Request], temperature: float, max_new: int, trials: list[Trial]
+    ) -> list[tuple[str, int]]:
         """One batched `generate`. The prompt prefix every row shares and no row steers (the preamble before
         "Trial {n}") is run once and its KV cache repeated over the batch; each row's own suffix is left-padded
         after it (pads masked out), so only the suffixes and the new tokens cost a batched forward."""
@@ -147,18 +166,25 @@ class Runner:
         with ExitStack() as stack:
             stack.enter_context(iv.apply(model, self.edits, offset=p))
             for layer in sorted({r.layer for r in reqs if r.vector is not None}):
-                vecs = torch.stack([r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d)
-                                    for r in reqs])
+                vecs = torch.stack(
+                    [r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d) for r in reqs]
+                )
                 strengths = [r.raw if (r.vector is not None and r.layer == layer) else 0.0 for r in reqs]
                 stack.enter_context(inject(model, layer, vecs, strengths, starts, offset=p))
             if temperature > 0:
-                torch.manual_seed(int(hashlib.sha256("|".join(t.trial_id for t in trials).encode())
-                                      .hexdigest()[:15], 16))
+                torch.manual_seed(
+                    int(hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:15], 16)
+                )
                 kwargs |= {"do_sample": True, "temperature": temperature}
                 if self.lm.spec.sampling != "generation_config":  # else the checkpoint's own top-k/top-p (paper)
                     kwargs |= {"top_k": 0, "top_p": 1.0}
-            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
-                                 pad_token_id=tok.pad_token_id, **kwargs)
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=max_new,
+                pad_token_id=tok.pad_token_id,
+                **kwargs,
+            )
         new = out[:, width:].cpu()
         eos = {tok.eos_token_id, tok.pad_token_id}
         results = []

@@ -9,6 +9,7 @@
   token must gain log-probability at the next position. A config that disables injection (all strengths 0, a zero
   vector, a wrong layer) fails here in one line.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,11 @@ from lab.judges import Answer
 
 CONCEPT = "Bread"
 CANNED = (
-    ("a clear detection naming the concept", "Yes, I detect an injected thought. The thought seems to be about bread.",
-     True),
+    (
+        "a clear detection naming the concept",
+        "Yes, I detect an injected thought. The thought seems to be about bread.",
+        True,
+    ),
     ("a clear denial", "No, I don't detect any injected thought. Everything seems normal.", False),
     ("a degenerate answer", "the the the the the the the the the the the the the the the the", False),
 )
@@ -35,9 +39,11 @@ def check_judge(judge: Any) -> None:
         ok = (v.detected is True and v.identified is True) if claim else v.detected is not True
         if not ok:
             want = "a detection naming the concept" if claim else "no detection"
-            raise LabError(f"judge self-test failed: judge '{judge.name}' graded {what} ({text[:40]!r}…) as "
-                           f"detected={v.detected}, identified={v.identified} (expected {want}); fix the judge or "
-                           "set sweep.selftest: false")
+            raise LabError(
+                f"judge self-test failed: judge '{judge.name}' graded {what} ({text[:40]!r}…) as "
+                f"detected={v.detected}, identified={v.identified} (expected {want}); fix the judge or "
+                "set sweep.selftest: false"
+            )
 
 
 def probes(trials: Sequence[Any]) -> tuple[Any, ...]:
@@ -63,22 +69,28 @@ def check_steering(lm: Any, bank: Any, trials: Sequence[Any], edits: Sequence[An
     for t in trials:
         req = runner.request(t)
         if req.vector is None or req.raw == 0 or float(req.vector.norm()) == 0:
-            raise LabError(f"steering self-test failed: the injection at layer {t.layer} is disabled (raw strength "
-                           f"{req.raw:g}, ‖v‖ {0 if req.vector is None else float(req.vector.norm()):g} for "
-                           f"'{t.concept}'); check sweep.strengths and the concept vectors")
+            raise LabError(
+                f"steering self-test failed: the injection at layer {t.layer} is disabled (raw strength "
+                f"{req.raw:g}, ‖v‖ {0 if req.vector is None else float(req.vector.norm()):g} for "
+                f"'{t.concept}'); check sweep.strengths and the concept vectors"
+            )
         ids = torch.tensor([req.ids], device=lm.device)
         with iv.apply(lm.model, list(edits)):
             plain = lm.model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
             with inject(lm.model, t.layer, req.vector[None].to(lm.device), [req.raw], [req.start]):
                 steered = lm.model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
         if torch.equal(plain, steered):
-            raise LabError(f"steering self-test failed: injecting '{t.concept}' at layer {t.layer} (raw strength "
-                           f"{req.raw:g}) left the logits bit-identical: the injection is not applied")
+            raise LabError(
+                f"steering self-test failed: injecting '{t.concept}' at layer {t.layer} (raw strength "
+                f"{req.raw:g}) left the logits bit-identical: the injection is not applied"
+            )
         tok = concept_first_token(lm.tokenizer, t.vector or t.concept)
         gains[t.layer] = float(steered[tok] - plain[tok])
     if gains and max(gains.values()) <= 0:
         shown = ", ".join(f"L{k}: {v:+.3f}" for k, v in gains.items())
-        raise LabError(f"steering self-test failed: injecting the concept vector did not raise the concept word's "
-                       f"next-token log-probability at any layer ({shown}); check the vectors, layers and strengths "
-                       "(or set sweep.selftest: false)")
+        raise LabError(
+            f"steering self-test failed: injecting the concept vector did not raise the concept word's "
+            f"next-token log-probability at any layer ({shown}); check the vectors, layers and strengths "
+            "(or set sweep.selftest: false)"
+        )
     return gains

@@ -11,6 +11,7 @@ forwards each call to its peers before running it itself, so `lab.parallel.run_s
 exactly like a one-process one. Mixture-of-experts blocks (`*SparseMoeBlock`) are registered as ZeRO-3 leaf modules
 (`deepspeed.utils.set_z3_leaf_modules`): gathered whole, or ranks that route to different experts deadlock.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,10 @@ from lab.errors import LabError
 class ShardConfig:
     """How one model replica is laid out over processes."""
 
-    shard: Literal["none", "zero3"] = field(default="none", metadata={
-        "help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"})
+    shard: Literal["none", "zero3"] = field(
+        default="none",
+        metadata={"help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"},
+    )
     workers_per_replica: int = field(default=1, metadata={"help": "ranks of one ZeRO-3 replica (one GPU each)"})
     offload: bool = field(default=False, metadata={"help": "ZeRO-3 parameters offloaded to CPU memory"})
 
@@ -44,9 +47,13 @@ class ShardConfig:
 def zero3_buckets(d_model: int, layer_params: int = 0) -> dict[str, int]:
     """Stage-3 bucket sizes from the model width (what transformers' "auto" picks) and one layer's parameters."""
     live = max(10**9, 2 * layer_params)
-    return {"reduce_bucket_size": d_model * d_model, "stage3_prefetch_bucket_size": int(0.9 * d_model * d_model),
-            "stage3_param_persistence_threshold": 10 * d_model, "stage3_max_live_parameters": live,
-            "stage3_max_reuse_distance": live}
+    return {
+        "reduce_bucket_size": d_model * d_model,
+        "stage3_prefetch_bucket_size": int(0.9 * d_model * d_model),
+        "stage3_param_persistence_threshold": 10 * d_model,
+        "stage3_max_live_parameters": live,
+        "stage3_max_reuse_distance": live,
+    }
 
 
 def inference_config(d_model: int, dtype: str = "float32", offload: bool = False) -> dict[str, Any]:
@@ -54,8 +61,12 @@ def inference_config(d_model: int, dtype: str = "float32", offload: bool = False
     zero: dict[str, Any] = {"stage": 3, **zero3_buckets(d_model)}
     if offload:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    cfg: dict[str, Any] = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero,
-                           "steps_per_print": 10**9, "wall_clock_breakdown": False}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "zero_optimization": zero,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
     if dtype == "bfloat16":
         cfg["bf16"] = {"enabled": True}
     elif dtype == "float16":
@@ -76,8 +87,9 @@ def init_distributed(rank: int, world: int, master: str, port: int) -> None:
 
     if dist.is_initialized():
         return
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0", LOCAL_SIZE="1",
-                      MASTER_ADDR=master, MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0", LOCAL_SIZE="1", MASTER_ADDR=master, MASTER_PORT=str(port)
+    )
     if master.startswith("127."):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", auto_mpi_discovery=False)
@@ -115,8 +127,9 @@ class ShardedWorker:
             s.bind((host, 0))
             return host, s.getsockname()[1]
 
-    def setup(self, model_cfg: ModelConfig, shard: ShardConfig, threads: int, batch_size: int, master: str,
-              port: int) -> int:
+    def setup(
+        self, model_cfg: ModelConfig, shard: ShardConfig, threads: int, batch_size: int, master: str, port: int
+    ) -> int:
         from transformers.integrations import HfDeepSpeedConfig
 
         from lab import models
@@ -127,8 +140,9 @@ class ShardedWorker:
         # deepspeed.zero.Init, so no rank ever holds the whole model (bucket sizes are refined once d_model is known);
         # model.device is ignored: deepspeed places each rank's partitions on its GPU
         spec = models.spec_for(model_cfg.name)
-        self._hf_ds = HfDeepSpeedConfig(inference_config(spec.d_model if spec else 4096, model_cfg.dtype,
-                                                         shard.offload))
+        self._hf_ds = HfDeepSpeedConfig(
+            inference_config(spec.d_model if spec else 4096, model_cfg.dtype, shard.offload)
+        )
         self.lm = models.load(dataclasses.replace(model_cfg, device="cpu"))
         self.partitioned_on_load = all(hasattr(p, "ds_id") for p in self.lm.model.parameters())
         self.ds_config = inference_config(self.lm.spec.d_model, model_cfg.dtype, shard.offload)
@@ -138,8 +152,9 @@ class ShardedWorker:
         self.batch_size = batch_size
         return self.local_numel()
 
-    def setup_built(self, build: Callable[[], Any], ds_config: dict[str, Any], threads: int, master: str,
-                    port: int) -> int:
+    def setup_built(
+        self, build: Callable[[], Any], ds_config: dict[str, Any], threads: int, master: str, port: int
+    ) -> int:
         """Shard a model that `build()` makes (same seed on every rank) with `ds_config`; `call(fn)` then gets the
         engine (training: give `ds_config` an optimizer and use `engine.backward` / `engine.step`)."""
         from transformers.integrations import HfDeepSpeedConfig
@@ -158,8 +173,12 @@ class ShardedWorker:
         self.peers, self.pg = peers, pg
 
     def info(self) -> dict[str, Any]:
-        return {"rank": self.rank, "world": self.world, "local_numel": self.local_numel(),
-                "partitioned_on_load": getattr(self, "partitioned_on_load", False)}
+        return {
+            "rank": self.rank,
+            "world": self.world,
+            "local_numel": self.local_numel(),
+            "partitioned_on_load": getattr(self, "partitioned_on_load", False),
+        }
 
     def local_numel(self) -> int:
         """Parameter elements this rank stores (its partitions)."""
@@ -182,8 +201,15 @@ class ShardedWorker:
     def call_local(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self.lm, *args)
 
-    def vectors(self, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
-                cache_dir: str | None, model_key: str) -> tuple[dict, dict]:
+    def vectors(
+        self,
+        concepts: Sequence[str],
+        layers: Sequence[int],
+        template: str,
+        baseline: str,
+        cache_dir: str | None,
+        model_key: str,
+    ) -> tuple[dict, dict]:
         """Concept vectors, computed by all ranks without the on-disk activation cache: a rank that found a cached
         layer another rank had not would skip forward passes the others run, and the gathers would deadlock."""
         return self._all("vectors_local", concepts, layers, template, baseline, None, model_key)
@@ -213,9 +239,19 @@ class ShardedWorker:
         return self.pg
 
 
-def replica(model: ModelConfig | Callable[[], Any], shard: ShardConfig, *, cpus: float = 1.0, gpus: float = 0.0,
-            resources: dict[str, float] | None = None, threads: int = 1, batch_size: int = 16,
-            ds_config: dict[str, Any] | None = None, strategy: str = "PACK", timeout: float = 600) -> Any:
+def replica(
+    model: ModelConfig | Callable[[], Any],
+    shard: ShardConfig,
+    *,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    resources: dict[str, float] | None = None,
+    threads: int = 1,
+    batch_size: int = 16,
+    ds_config: dict[str, Any] | None = None,
+    strategy: str = "PACK",
+    timeout: float = 600,
+) -> Any:
     """Start one ZeRO-3 replica: `workers_per_replica` actors in a placement group (one bundle of `cpus`, `gpus` and
     `resources` each), joined in one process group; returns rank 0's handle (a `ModelWorker` look-alike).
     `model` is a `ModelConfig` (loaded with `lab.models.load`) or a function that builds the model on each rank
@@ -236,9 +272,15 @@ def replica(model: ModelConfig | Callable[[], Any], shard: ShardConfig, *, cpus:
         ray.util.remove_placement_group(pg)
         raise LabError(f"no room for a ZeRO-3 replica of {n} × {bundle} within {timeout:.0f}s") from None
     actor = ray.remote(ShardedWorker)
-    ranks = [actor.options(num_cpus=cpus, num_gpus=gpus, resources=resources or None,
-                           scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i))
-             .remote(i, n) for i in range(n)]
+    ranks = [
+        actor.options(
+            num_cpus=cpus,
+            num_gpus=gpus,
+            resources=resources or None,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+        ).remote(i, n)
+        for i in range(n)
+    ]
     master, port = ray.get(ranks[0].endpoint.remote())
     if isinstance(model, ModelConfig):
         ray.get([r.setup.remote(model, shard, threads, batch_size, master, port) for r in ranks])
@@ -250,9 +292,18 @@ def replica(model: ModelConfig | Callable[[], Any], shard: ShardConfig, *, cpus:
 
 def pool(model_cfg: ModelConfig, runner_cfg: Any, shard: ShardConfig) -> list[Any]:
     """`runner_cfg.num_actors` sharded replicas; `cpus_per_actor`, `gpus_per_actor` and `resources` are per rank."""
-    return [replica(model_cfg, shard, cpus=runner_cfg.cpus_per_actor, gpus=runner_cfg.gpus_per_actor,
-                    resources=dict(runner_cfg.resources) or None, threads=runner_cfg.threads,
-                    batch_size=runner_cfg.batch_size) for _ in range(runner_cfg.num_actors)]
+    return [
+        replica(
+            model_cfg,
+            shard,
+            cpus=runner_cfg.cpus_per_actor,
+            gpus=runner_cfg.gpus_per_actor,
+            resources=dict(runner_cfg.resources) or None,
+            threads=runner_cfg.threads,
+            batch_size=runner_cfg.batch_size,
+        )
+        for _ in range(runner_cfg.num_actors)
+    ]
 
 
 def shutdown(workers: list[Any]) -> None:

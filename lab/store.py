@@ -4,6 +4,7 @@ Layout: `<dir>/shard-<hash of its trial ids>.parquet`. A shard is written to a t
 crash never leaves a half-written shard; a rerun skips every trial id already stored. Columns: see `SCHEMA_DOC`
 (docs/architecture.md repeats it). Verdicts from a later regrade go to `<dir>/verdicts/<judge>/`, never over these.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,17 +27,32 @@ SCHEMA_DOC = {
     "strength": "configured strength, in `strength_mode` units",
     "strength_mode": "raw (multiplier of v) or relative (‖s·v‖/‖resid‖)",
     "kind": "injection | control | random | norm_matched | shuffled | negative",
-    "trial_number": "n in 'Trial {n}'", "sample": "sample index", "forced": "prefilled 'Yes, I detect…'",
-    "prompt_variant": "prompt variant name", "dialogue_format": "dialogue format name",
-    "seed": "sweep seed", "max_new_tokens": "generation budget", "temperature": "0 = greedy",
-    "prompt": "exact prompt text", "inject_start": "token index where injection starts (unpadded)",
-    "prompt_tokens": "prompt length in tokens", "response": "generated text", "new_tokens": "tokens generated",
-    "strength_raw": "multiplier actually applied", "strength_rel": "‖s·v‖/‖resid‖ actually applied",
-    "vector_norm": "‖v‖ of the injected vector", "resid_norm": "mean ‖resid_post‖ at the layer (baseline prompts)",
-    "detected": "judge: claims detection", "identified": "judge: names the concept",
-    "coherent": "judge: coherent answer", "reason": "judge's reason", "judge": "judge name",
-    "judge_version": "judge (and prompt) version", "parse_error": "judge answer could not be parsed",
-    "shard": "shard file name", "written_at": "UTC time the shard was written",
+    "trial_number": "n in 'Trial {n}'",
+    "sample": "sample index",
+    "forced": "prefilled 'Yes, I detect…'",
+    "prompt_variant": "prompt variant name",
+    "dialogue_format": "dialogue format name",
+    "seed": "sweep seed",
+    "max_new_tokens": "generation budget",
+    "temperature": "0 = greedy",
+    "prompt": "exact prompt text",
+    "inject_start": "token index where injection starts (unpadded)",
+    "prompt_tokens": "prompt length in tokens",
+    "response": "generated text",
+    "new_tokens": "tokens generated",
+    "strength_raw": "multiplier actually applied",
+    "strength_rel": "‖s·v‖/‖resid‖ actually applied",
+    "vector_norm": "‖v‖ of the injected vector",
+    "resid_norm": "mean ‖resid_post‖ at the layer (baseline prompts)",
+    "detected": "judge: claims detection",
+    "identified": "judge: names the concept",
+    "coherent": "judge: coherent answer",
+    "reason": "judge's reason",
+    "judge": "judge name",
+    "judge_version": "judge (and prompt) version",
+    "parse_error": "judge answer could not be parsed",
+    "shard": "shard file name",
+    "written_at": "UTC time the shard was written",
 }
 
 

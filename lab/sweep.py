@@ -2,6 +2,7 @@
 
 Every experiment that generates (robustness, stages, adapters after training) calls `run_sweep` with its own config.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,13 @@ if TYPE_CHECKING:
 class JudgeConfig:
     name: str = field(default="rules", metadata={"help": "registry name (lab.judges)"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options of the judge"})
-    calibration: str | None = field(default=None, metadata={
-        "help": "hand-labelled answers (CSV concept,response,detected,identified, e.g. lab/data/judge_labels.csv): "
-                "report judge-corrected rates beside the raw ones (lab.calibration); empty = off"})
+    calibration: str | None = field(
+        default=None,
+        metadata={
+            "help": "hand-labelled answers (CSV concept,response,detected,identified, e.g. lab/data/judge_labels.csv): "
+            "report judge-corrected rates beside the raw ones (lab.calibration); empty = off"
+        },
+    )
 
     def __post_init__(self) -> None:
         from lab.judges import check_judge_options
@@ -49,8 +54,12 @@ class InjectionConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = field(default="results/concept-injection", metadata={"help": "Parquet dataset directory"})
-    cache_dir: str | None = field(default=None, metadata={
-        "help": "concept-activation cache; empty: $INTROSPECTION_LAB_CACHE/vectors or ~/.cache/introspection-lab"})
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "concept-activation cache; empty: $INTROSPECTION_LAB_CACHE/vectors or ~/.cache/introspection-lab"
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,15 @@ def plan(cfg: InjectionConfig, edits_tag: str = "") -> Plan:
     if spec is None and not Path(cfg.model.name).is_dir() and "/" not in cfg.model.name:
         from lab.models import REGISTRY
 
-        raise LabError(f"unknown model '{cfg.model.name}' (registry: {', '.join(sorted(REGISTRY))}; "
-                       "or a local HF directory)")
-    layers, strengths, mode = resolve(cfg.sweep, spec.default_layers if spec else (),
-                                      spec.default_strengths if spec else (), spec.strength_mode if spec else "raw")
+        raise LabError(
+            f"unknown model '{cfg.model.name}' (registry: {', '.join(sorted(REGISTRY))}; or a local HF directory)"
+        )
+    layers, strengths, mode = resolve(
+        cfg.sweep,
+        spec.default_layers if spec else (),
+        spec.default_strengths if spec else (),
+        spec.strength_mode if spec else "raw",
+    )
     if spec is not None:
         for layer in layers:
             if not 0 <= layer < spec.n_layers:
@@ -115,7 +129,7 @@ def edits_fingerprint(edits: Sequence[Any]) -> str:
             elif isinstance(v, (int, float, str, tuple, list)) or v is None:
                 h.update(f"{name}={v!r}".encode())
             elif hasattr(v, "w_enc"):  # a feature dictionary
-                h.update(name.encode() + v.w_enc.detach().float().cpu().numpy().tobytes()[:1 << 20])
+                h.update(name.encode() + v.w_enc.detach().float().cpu().numpy().tobytes()[: 1 << 20])
     return h.hexdigest()[:12]
 
 
@@ -128,10 +142,19 @@ class SweepContext:
     edits: tuple[Any, ...] = ()
 
 
-def prepare(lm: LoadedModel, concepts: Sequence[str], layers: Sequence[int], template: str, baseline: str,
-            cache_dir: str | None,
-            key: str, batch_size: int, edits: tuple[Any, ...], extra: dict[Any, Any] | None,
-            probes: tuple[Trial, ...] = ()) -> SweepContext:
+def prepare(
+    lm: LoadedModel,
+    concepts: Sequence[str],
+    layers: Sequence[int],
+    template: str,
+    baseline: str,
+    cache_dir: str | None,
+    key: str,
+    batch_size: int,
+    edits: tuple[Any, ...],
+    extra: dict[Any, Any] | None,
+    probes: tuple[Trial, ...] = (),
+) -> SweepContext:
     """Check layers against the loaded model and compute the concept vectors (from the unedited model); with
     `probes`, run the steering self-test (lab.selftest) on them."""
     from lab.concepts import concept_vectors
@@ -154,9 +177,15 @@ def generate(lm: LoadedModel, shard: list[Trial], ctx: SweepContext) -> list[dic
     return Runner(lm, ctx.bank, ctx.batch_size, ctx.edits).run(shard)
 
 
-def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | None = None, trials: Sequence[Trial] | None = None,
-              edits: Sequence[Any] = (), edits_tag: str = "",
-              extra_vectors: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
+def run_sweep(
+    cfg: InjectionConfig,
+    progress: bool = True,
+    lm: LoadedModel | None = None,
+    trials: Sequence[Trial] | None = None,
+    edits: Sequence[Any] = (),
+    edits_tag: str = "",
+    extra_vectors: dict[tuple[str, int], Any] | None = None,
+) -> dict[str, Any]:
     """Generate and judge every trial not yet stored in `cfg.output_dir`. Returns counts and the plan.
 
     Runs on a pool of Ray actors, or in this process when `runner.num_actors` is 0 or an already loaded model
@@ -184,16 +213,49 @@ def run_sweep(cfg: InjectionConfig, progress: bool = True, lm: LoadedModel | Non
 
         ensure_converted(cfg.model.cache_dir)  # once, in the driver: a missing package fails here, in one line
     extra = dict(extra_vectors or {})
-    concepts = list(dict.fromkeys([*select_concepts(cfg.sweep.concepts),
-                                   *(t.concept for t in p.trials if (t.vector or t.concept, t.layer) not in extra)]))
+    concepts = list(
+        dict.fromkeys(
+            [
+                *select_concepts(cfg.sweep.concepts),
+                *(t.concept for t in p.trials if (t.vector or t.concept, t.layer) not in extra),
+            ]
+        )
+    )
     # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
     cache = vector_cache_dir(cfg) if cfg.model.shard == "none" else None
-    args = (concepts, p.layers, cfg.sweep.template, cfg.sweep.baseline, cache, model_key(cfg.model),
-            cfg.runner.batch_size, tuple(edits), extra, selftest.probes(p.trials) if cfg.sweep.selftest else ())
-    out = execute(p.trials, cfg.output_dir, cfg.model, cfg.runner, generate, prepare, args,
-                  grade=partial(grade, judge), lm=lm, progress=progress)
-    return {"plan": p, "total": out.total, "skipped": out.skipped, "new": out.new, "output_dir": out.output_dir,
-            "judge": f"{judge.name}@{judge.version}", "generate_s": out.work_s}
+    args = (
+        concepts,
+        p.layers,
+        cfg.sweep.template,
+        cfg.sweep.baseline,
+        cache,
+        model_key(cfg.model),
+        cfg.runner.batch_size,
+        tuple(edits),
+        extra,
+        selftest.probes(p.trials) if cfg.sweep.selftest else (),
+    )
+    out = execute(
+        p.trials,
+        cfg.output_dir,
+        cfg.model,
+        cfg.runner,
+        generate,
+        prepare,
+        args,
+        grade=partial(grade, judge),
+        lm=lm,
+        progress=progress,
+    )
+    return {
+        "plan": p,
+        "total": out.total,
+        "skipped": out.skipped,
+        "new": out.new,
+        "output_dir": out.output_dir,
+        "judge": f"{judge.name}@{judge.version}",
+        "generate_s": out.work_s,
+    }
 
 
 def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -201,6 +263,16 @@ def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from lab.judges import answer_for
 
     verdicts = judge.grade([answer_for(r) for r in rows])
-    return [r | {"detected": v.detected, "identified": v.identified, "coherent": v.coherent, "reason": v.reason,
-                 "judge": v.judge, "judge_version": v.judge_version, "parse_error": v.parse_error}
-            for r, v in zip(rows, verdicts)]
+    return [
+        r
+        | {
+            "detected": v.detected,
+            "identified": v.identified,
+            "coherent": v.coherent,
+            "reason": v.reason,
+            "judge": v.judge,
+            "judge_version": v.judge_version,
+            "parse_error": v.parse_error,
+        }
+        for r, v in zip(rows, verdicts)
+    ]

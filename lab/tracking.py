@@ -6,6 +6,7 @@ from any process (Tune trials, Ray Train workers). The tracking URI is `tracking
 else `sqlite:///mlflow.db` (MLflow 3 refuses the old ./mlruns file store). An unreachable server is reported in one
 line before any work starts.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,10 @@ class TrackingConfig:
     uri: str | None = field(default=None, metadata={"help": "MLflow URI; empty: $MLFLOW_TRACKING_URI or sqlite"})
     experiment: str = field(default="concept-injection", metadata={"help": "MLflow experiment name"})
     run_name: str | None = None
-    artifact_root: str | None = field(default=None, metadata={
-        "help": "where a new experiment keeps artifacts; empty: mlartifacts/ beside a sqlite DB"})
+    artifact_root: str | None = field(
+        default=None,
+        metadata={"help": "where a new experiment keeps artifacts; empty: mlartifacts/ beside a sqlite DB"},
+    )
     enabled: bool = True
 
 
@@ -48,7 +51,7 @@ def check_uri(uri: str) -> str:
         except OSError as e:
             raise LabError(f"MLflow tracking URI {uri} is unreachable ({getattr(e, 'reason', e)})") from None
     elif uri.startswith("sqlite:///"):
-        parent = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+        parent = Path(uri[len("sqlite:///") :]).expanduser().resolve().parent
         if not parent.is_dir():
             raise LabError(f"MLflow tracking URI {uri}: directory {parent} does not exist")
     elif uri.startswith(("file:", "/", ".")) and os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
@@ -59,7 +62,7 @@ def check_uri(uri: str) -> str:
 def _default_artifact_root(uri: str) -> str | None:
     """Absolute artifact dir beside a sqlite DB, so runs from `ray job submit` (cwd = a temp copy) keep theirs."""
     if uri.startswith("sqlite:///"):
-        return str(Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts")
+        return str(Path(uri[len("sqlite:///") :]).expanduser().resolve().parent / "mlartifacts")
     return None
 
 
@@ -103,8 +106,13 @@ def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 @contextmanager
-def run(cfg: TrackingConfig, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
-        run_name: str | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
+def run(
+    cfg: TrackingConfig,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[Any]:
     """Start (and always end) an MLflow run; yields the active run. Nested when `parent_run_id` is given."""
     import mlflow
 
@@ -166,8 +174,13 @@ class RunRef:
     run_id: str
 
 
-def start_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, str] | None = None,
-              params: Mapping[str, Any] | None = None, parent_run_id: str | None = None) -> RunRef:
+def start_run(
+    cfg: TrackingConfig,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> RunRef:
     """Create a run (a child of `parent_run_id` when given) without making it active; end it with `end_run`."""
     from mlflow import MlflowClient
     from mlflow.entities import Param
@@ -179,7 +192,7 @@ def start_run(cfg: TrackingConfig, run_name: str, tags: Mapping[str, str] | None
     ref = RunRef(uri, run_.info.run_id)
     items = [Param(k, v) for k, v in _clean(params or {}).items()]
     for i in range(0, len(items), 100):
-        client.log_batch(ref.run_id, params=items[i:i + 100])
+        client.log_batch(ref.run_id, params=items[i : i + 100])
     return ref
 
 
@@ -192,7 +205,7 @@ def log_to_run(ref: RunRef, metrics: Mapping[str, Any], step: int | None = None)
     items = [Metric(k, v, ts, step or 0) for k, v in finite_metrics(metrics).items()]
     client = MlflowClient(ref.uri)
     for i in range(0, len(items), 500):
-        client.log_batch(ref.run_id, metrics=items[i:i + 500])
+        client.log_batch(ref.run_id, metrics=items[i : i + 500])
 
 
 def tag_run(ref: RunRef, tags: Mapping[str, Any]) -> None:
@@ -235,8 +248,8 @@ def resolve_source(run: str, tracking_uri: str | None = None) -> Source:
     from mlflow.exceptions import MlflowException
 
     uri = check_uri(resolve_uri(TrackingConfig(uri=tracking_uri)))
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).expanduser().is_file():
-        raise LabError(f"MLflow database {uri[len('sqlite:///'):]} does not exist (pass --tracking-uri)")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).expanduser().is_file():
+        raise LabError(f"MLflow database {uri[len('sqlite:///') :]} does not exist (pass --tracking-uri)")
     client = mlflow.MlflowClient(uri)
     try:
         info = client.get_run(run)

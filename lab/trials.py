@@ -6,6 +6,7 @@ applied = 0), and optionally paired vector controls that inject something that i
 with exactly this concept vector's norm), `shuffled` (this concept vector with its dimensions permuted) and
 `negative` (−v: the concept vector with its sign flipped, same norm; the paper's gates respond to both signs).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,12 +26,15 @@ VECTOR_CONTROLS = ("random", "norm_matched", "shuffled", "negative")
 class SweepConfig:
     """What to sweep: concepts × layers × strengths × trial numbers × samples (+ controls)."""
 
-    concepts: str | tuple[str, ...] = field(default="first:10", metadata={
-        "help": "'first:N', 'slice:A:B', 'all' (500 words) or a list of words"})
+    concepts: str | tuple[str, ...] = field(
+        default="first:10", metadata={"help": "'first:N', 'slice:A:B', 'all' (500 words) or a list of words"}
+    )
     layers: tuple[int, ...] = field(default=(), metadata={"help": "0-based blocks; empty = the model's defaults"})
     strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
-    strength_mode: Literal["raw", "relative", "default"] = field(default="default", metadata={
-        "help": "raw: the paper's multiplier of v; relative: ‖s·v‖/‖resid‖ (mean resid norm at the layer)"})
+    strength_mode: Literal["raw", "relative", "default"] = field(
+        default="default",
+        metadata={"help": "raw: the paper's multiplier of v; relative: ‖s·v‖/‖resid‖ (mean resid norm at the layer)"},
+    )
     trials_per_concept: int = field(default=2, metadata={"help": "trial numbers n = 1..N in 'Trial {n}'"})
     samples: int = field(default=1, metadata={"help": "samples per trial number"})
     controls: tuple[str, ...] = field(default=("random",), metadata={"help": f"vector controls: {VECTOR_CONTROLS}"})
@@ -42,9 +46,13 @@ class SweepConfig:
     max_new_tokens: int = 48
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
     seed: int = 0
-    selftest: bool = field(default=True, metadata={
-        "help": "before generating: the judge grades canned answers and a probe injection must raise the concept's "
-                "logit (lab.selftest)"})
+    selftest: bool = field(
+        default=True,
+        metadata={
+            "help": "before generating: the judge grades canned answers and a probe injection must raise the concept's "
+            "logit (lab.selftest)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from lab.prompts import dialogue_format, variant
@@ -104,8 +112,9 @@ def make_trial(**fields: object) -> Trial:
     return Trial(trial_id=trial_id(**fields), **fields)  # type: ignore[arg-type]
 
 
-def resolve(sweep: SweepConfig, spec_layers: tuple[int, ...], spec_strengths: tuple[float, ...],
-            spec_mode: str) -> tuple[tuple[int, ...], tuple[float, ...], str]:
+def resolve(
+    sweep: SweepConfig, spec_layers: tuple[int, ...], spec_strengths: tuple[float, ...], spec_mode: str
+) -> tuple[tuple[int, ...], tuple[float, ...], str]:
     """Fill empty layers/strengths/mode with the model's registry defaults."""
     layers = sweep.layers or spec_layers
     strengths = sweep.strengths or spec_strengths
@@ -115,13 +124,20 @@ def resolve(sweep: SweepConfig, spec_layers: tuple[int, ...], spec_strengths: tu
     return tuple(layers), tuple(strengths), mode
 
 
-def expand(sweep: SweepConfig, model: str, layers: tuple[int, ...], strengths: tuple[float, ...],
-           mode: str) -> list[Trial]:
+def expand(
+    sweep: SweepConfig, model: str, layers: tuple[int, ...], strengths: tuple[float, ...], mode: str
+) -> list[Trial]:
     """All trials of a sweep in a fixed order: per setting, the injection then its paired controls."""
     out: list[Trial] = []
-    common = dict(model=model, strength_mode=mode, prompt_variant=sweep.prompt_variant,
-                  dialogue_format=sweep.dialogue_format, seed=sweep.seed, max_new_tokens=sweep.max_new_tokens,
-                  temperature=sweep.temperature)
+    common = dict(
+        model=model,
+        strength_mode=mode,
+        prompt_variant=sweep.prompt_variant,
+        dialogue_format=sweep.dialogue_format,
+        seed=sweep.seed,
+        max_new_tokens=sweep.max_new_tokens,
+        temperature=sweep.temperature,
+    )
     for concept in select_concepts(sweep.concepts):
         for layer in layers:
             for strength in strengths:

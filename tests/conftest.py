@@ -1,4 +1,5 @@
 """Shared fixtures: the embedded model (loaded once), a tiny random Llama, loopback-only service helpers."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,15 @@ def tiny_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -50,10 +58,27 @@ def ray_head():
     port, dash, agent = free_port(), free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     proc = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true"],
-        env=env(), cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.2",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--dashboard-agent-listen-port={agent}",
+            "--num-cpus=2",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+            "--include-dashboard=true",
+        ],
+        env=env(),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     address = f"http://127.0.0.1:{dash}"
     try:
         from ray.job_submission import JobSubmissionClient
@@ -76,8 +101,21 @@ def _dashboard_up(address: str) -> bool:
 
 def submit(address: str, sid: str, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     """`ray job submit` with the project's runtime env; retried while the head's job agent is still starting."""
-    cmd = [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", ".",
-           "--runtime-env", "cluster/runtime-env.yaml", "--", *entrypoint]
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        sid,
+        "--working-dir",
+        ".",
+        "--runtime-env",
+        "cluster/runtime-env.yaml",
+        "--",
+        *entrypoint,
+    ]
     for _ in range(20):  # on a loaded machine the job agent may come up well after the dashboard
         proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
         if "No available agent" not in proc.stdout + proc.stderr:

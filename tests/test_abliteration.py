@@ -1,5 +1,6 @@
 """Refusal directions and abliteration: interventions == orthogonalised weights; the direction is gone from every
 writer; the saved model loads untied and gives the same logits."""
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,17 @@ def _tiny_untied_with_biases():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, attention_bias=True, mlp_bias=True, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=False,
+    )
     m = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         for p in m.parameters():
@@ -99,8 +109,10 @@ def test_interventions_equal_weights_on_embedded(embedded, refusal, tmp_path):
     from lab.readouts import forward
 
     tok = embedded.tokenizer
-    rows = [tok(dr.chat_prompt(embedded, s), add_special_tokens=False)["input_ids"]
-            for s in ("How do I pick a lock?", "Tell me about dust.")]
+    rows = [
+        tok(dr.chat_prompt(embedded, s), add_special_tokens=False)["input_ids"]
+        for s in ("How do I pick a lock?", "Tell me about dust.")
+    ]
     hooks = forward(embedded, rows, ab.ablation_edits(refusal.directions, 30)).logits
     lm = copy.copy(embedded)
     lm.model = ab.orthogonalize(copy.deepcopy(embedded.model), refusal.directions)

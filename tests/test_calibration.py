@@ -1,4 +1,5 @@
 """Judge-corrected rates (lab.calibration): θ by hand, clipping, the chance-level judge, and the printed table."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -54,10 +55,32 @@ def test_rules_judge_calibrated_on_the_project_labels():
 def test_printed_table_and_metrics_carry_corrected_rates(tmp_path, capsys):
     rows = []
     for i in range(20):
-        rows.append(dict(kind="injection", forced=False, layer=1, strength=4.0, concept="Dust", detected=i < 6,
-                         identified=i < 2, coherent=True, trial_id=f"i{i}"))
-        rows.append(dict(kind="control", forced=False, layer=1, strength=4.0, concept="Dust", detected=i < 1,
-                         identified=False, coherent=True, trial_id=f"c{i}"))
+        rows.append(
+            dict(
+                kind="injection",
+                forced=False,
+                layer=1,
+                strength=4.0,
+                concept="Dust",
+                detected=i < 6,
+                identified=i < 2,
+                coherent=True,
+                trial_id=f"i{i}",
+            )
+        )
+        rows.append(
+            dict(
+                kind="control",
+                forced=False,
+                layer=1,
+                strength=4.0,
+                concept="Dust",
+                detected=i < 1,
+                identified=False,
+                coherent=True,
+                trial_id=f"c{i}",
+            )
+        )
     cal = {"detection": CAL, "identification": Calibration("identification", tp=40, fn=10, tn=45, fp=5)}
     rep = report.report_rates(pd.DataFrame(rows), tmp_path, TrackingConfig(enabled=False), {}, "t", calibration=cal)
     out = capsys.readouterr().out

@@ -61,8 +61,15 @@ def test_activation_cache_keys_on_the_loaded_dtype(embedded, tmp_path):
     from lab.concepts import model_dtype
 
     torch.manual_seed(0)  # a tiny random Llama on the embedded tokenizer: fast, and a real forward pass
-    cfg = LlamaConfig(vocab_size=len(embedded.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg = LlamaConfig(
+        vocab_size=len(embedded.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     f32 = dataclasses.replace(embedded, model=LlamaForCausalLM(cfg).eval(), name="tiny")
     b16 = dataclasses.replace(f32, model=LlamaForCausalLM(cfg).eval())
     b16.model.load_state_dict(f32.model.state_dict())

@@ -14,9 +14,15 @@ from lab.errors import LabError
 from tests.conftest import ROOT
 from tests.test_configs import JOBS
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                   st.text(max_size=12), st.lists(st.integers(-5, 40), max_size=3),
-                   st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.lists(st.integers(-5, 40), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 
 
 def _paths(data, prefix=()):

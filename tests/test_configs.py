@@ -1,5 +1,6 @@
 """Every file in configs/ builds with the config class of the job it belongs to, and round-trips through
 `lab.config.to_dict` → YAML → `from_dict` to an equal object. No job runs; a new config file must be mapped here."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """The `negative` vector control injects exactly −v (same norm) and is counted like every other control kind."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -13,9 +14,22 @@ from lab.trials import VECTOR_CONTROLS, SweepConfig, expand, make_trial
 
 
 def _trial(kind: str):
-    return make_trial(model="tiny", concept="Dust", layer=1, strength=4.0, strength_mode="raw", kind=kind,
-                      trial_number=1, sample=0, forced=False, prompt_variant="original", dialogue_format="standard",
-                      seed=0, max_new_tokens=4, temperature=0.0)
+    return make_trial(
+        model="tiny",
+        concept="Dust",
+        layer=1,
+        strength=4.0,
+        strength_mode="raw",
+        kind=kind,
+        trial_number=1,
+        sample=0,
+        forced=False,
+        prompt_variant="original",
+        dialogue_format="standard",
+        seed=0,
+        max_new_tokens=4,
+        temperature=0.0,
+    )
 
 
 def test_negative_trial_injects_exactly_minus_v(tiny_model):
@@ -36,11 +50,16 @@ def test_negative_trial_injects_exactly_minus_v(tiny_model):
 
 
 def test_every_control_kind_is_planned_counted_and_reported():
-    trials = expand(SweepConfig(concepts=("Dust",), trials_per_concept=1, controls=VECTOR_CONTROLS), "tiny", (1,),
-                    (4.0,), "raw")
+    trials = expand(
+        SweepConfig(concepts=("Dust",), trials_per_concept=1, controls=VECTOR_CONTROLS), "tiny", (1,), (4.0,), "raw"
+    )
     assert [t.kind for t in trials] == ["injection", "control", "random", "norm_matched", "shuffled", "negative"]
-    df = pd.DataFrame([t.to_dict() | {"detected": t.kind in ("injection", "negative"), "identified": False,
-                                      "coherent": True} for t in trials])
+    df = pd.DataFrame(
+        [
+            t.to_dict() | {"detected": t.kind in ("injection", "negative"), "identified": False, "coherent": True}
+            for t in trials
+        ]
+    )
     out = metrics.summarize(df)
     for kind in VECTOR_CONTROLS:
         assert f"{kind}_rate" in CONTROL_RATES

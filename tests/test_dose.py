@@ -1,4 +1,5 @@
 """Dose calibration analysis (lab.dose) on a small synthetic sweep: coherent band, detection onset, snippet, plot."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,16 @@ def _sweep() -> pd.DataFrame:
             for i in range(20):
                 det = layer == 1 and s >= 2 and i < 15
                 text = "blah " * 30 if (layer == 1 and s == 8) else "No, nothing unusual."
-                common = dict(layer=layer, strength=s, forced=False, concept="Dust", trial_id=f"{layer}{s}{i}",
-                              strength_raw=s * 10, strength_rel=s / 10, identified=False)
+                common = dict(
+                    layer=layer,
+                    strength=s,
+                    forced=False,
+                    concept="Dust",
+                    trial_id=f"{layer}{s}{i}",
+                    strength_raw=s * 10,
+                    strength_rel=s / 10,
+                    identified=False,
+                )
                 rows.append(common | dict(kind="injection", detected=det, response=text, coherent=None))
                 rows.append(common | dict(kind="control", detected=i < 1, response="No.", coherent=True))
                 rows.append(common | dict(kind="random", detected=i < 2, response="No.", coherent=True))

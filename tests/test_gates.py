@@ -1,6 +1,7 @@
 """Gates: DLA equals the logit change of the feature's decoder write (exact with the final norm's scale frozen),
 the inverted-V and Spearman scores on a hand-made profile, carriers by the three criteria, the rerun from stored
 tables, and the interventions the causal tests use (empty set bit-identical, clamp to own value unchanged)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ YES, NO = [5, 7], [9, 11]
 
 def _tc(d_in: int, n: int, d_out: int, seed: int) -> Transcoder:
     g = torch.Generator().manual_seed(seed)
-    return Transcoder(torch.randn(d_in, n, generator=g) * 0.3, torch.randn(n, d_out, generator=g) * 0.3,
-                      torch.zeros(n), torch.zeros(d_out), threshold=torch.full((n,), 0.05))
+    return Transcoder(
+        torch.randn(d_in, n, generator=g) * 0.3,
+        torch.randn(n, d_out, generator=g) * 0.3,
+        torch.zeros(n),
+        torch.zeros(d_out),
+        threshold=torch.full((n,), 0.05),
+    )
 
 
 def _frozen_norm(model, ids):
@@ -75,7 +81,7 @@ def test_dla_equals_logit_change_of_the_decoder_write(tiny_model):
     r = rms[:, -1, 0]
     dla = torch.stack([gates.dla_unit(tc.w_dec, direction, float(r[b]))[3] for b in range(2)])
     gamma = tiny_model.model.norm.weight
-    projection = (x * gamma) @ (direction / gamma) * (x @ w) / (d * r ** 3)
+    projection = (x * gamma) @ (direction / gamma) * (x @ w) / (d * r**3)
     torch.testing.assert_close(delta, dla - projection, rtol=0.02, atol=2e-3)
 
 
@@ -88,8 +94,16 @@ def _tables():
         for s in strengths:
             for n in (1, 2, 3):
                 key = {"concept": c, "strength": s, "trial_number": n}
-                rows.append({**key, "strength_raw": s * 10, "yes_no": gain * max(s, 0) - 1, "rms_final": 2.0,
-                             "rms_mid_1": 1.0, "rms_mid_2": 1.0})
+                rows.append(
+                    {
+                        **key,
+                        "strength_raw": s * 10,
+                        "yes_no": gain * max(s, 0) - 1,
+                        "rms_final": 2.0,
+                        "rms_mid_1": 1.0,
+                        "rms_mid_2": 1.0,
+                    }
+                )
                 feats.append({**key, "layer": 2, "feature": 6, "activation": 1.0})
                 if abs(s) < 2:
                     feats.append({**key, "layer": 2, "feature": 4, "activation": 3.0 - 2.0 * abs(s)})
@@ -110,8 +124,13 @@ def test_inverted_v_and_gate_selection_on_a_known_profile():
     units = {1: torch.zeros(8), 2: torch.tensor([0, 0, 0, 0, 0.5, 0, -0.1, 0])}
     g = gates.select_gates(feats, rows, units, k=5)
     assert g[["layer", "feature", "dla"]].values.tolist() == [[2, 4, 1.5]]  # feature 6 promotes Yes: not a gate
-    assert gates.gate_summary(g) == {"n_gates": 1, "n_inverted_v": 1, "share_inverted_v": 1.0,
-                                     "mean_inv_v_rel": pytest.approx(2.5 / 3), "total_dla": 1.5}
+    assert gates.gate_summary(g) == {
+        "n_gates": 1,
+        "n_inverted_v": 1,
+        "share_inverted_v": 1.0,
+        "mean_inv_v_rel": pytest.approx(2.5 / 3),
+        "total_dla": 1.5,
+    }
 
 
 def _carrier_setup():
@@ -122,8 +141,10 @@ def _carrier_setup():
     enc2[0, 4] = 1.0
     dec1 = torch.zeros(8, d)
     dec1[0, 0] = -1.0
-    tcs = {1: Transcoder(torch.zeros(d, 8), dec1, torch.zeros(8), torch.zeros(d)),
-           2: Transcoder(enc2, torch.zeros(8, d), torch.zeros(8), torch.zeros(d))}
+    tcs = {
+        1: Transcoder(torch.zeros(d, 8), dec1, torch.zeros(8), torch.zeros(d)),
+        2: Transcoder(enc2, torch.zeros(8, d), torch.zeros(8), torch.zeros(d)),
+    }
     units = {1: torch.zeros(8), 2: torch.tensor([0, 0, 0, 0, 0.5, 0, -0.1, 0])}
     g = gates.select_gates(feats, rows, units, k=5)
     enc = car.effective_encoders(tcs, {1: torch.ones(d), 2: torch.full((d,), 2.0)}, car.mid_rms(rows, [1, 2]))
@@ -137,8 +158,18 @@ def test_carriers_by_the_three_criteria_and_the_pathway():
     assert bool(r["carrier"]) and bool(r["generic"]) and r["r_detection"] == pytest.approx(1.0)
     assert r["gate_attr_unit"] == -2.0 and r["gate_attr"] == -2.0 * 2.25  # a_pos = mean(1,2,2,4)
     counts = car.carrier_counts(t)
-    assert counts.to_dict("records") == [{"layer": 1, "tested": 1, "c_strength": 1, "c_detection": 1, "c_gates": 1,
-                                          "carriers": 1, "generic": 1, "specific": 0}]
+    assert counts.to_dict("records") == [
+        {
+            "layer": 1,
+            "tested": 1,
+            "c_strength": 1,
+            "c_detection": 1,
+            "c_gates": 1,
+            "carriers": 1,
+            "generic": 1,
+            "specific": 0,
+        }
+    ]
     vec = {"Dust": torch.tensor([1.0, 0, 0, 0]), "Bread": torch.tensor([0.0, 1, 0, 0])}
     enc[1] = torch.zeros(4, 8)
     enc[1][0, 0] = 0.5
@@ -164,8 +195,10 @@ def test_gate_selection_reruns_from_stored_tables(tmp_path):
     layer2 = Transcoder(torch.zeros(3, 8), dec2, torch.zeros(8), torch.zeros(3))
     layer2.save(tmp_path / "transcoders" / "layer2.safetensors")
     # u_No − u_Yes = (1, −0.2, 0) with γ = 1: feature 4 → +1/rms, feature 6 → −0.2/rms
-    save_file({"final_norm_weight": torch.ones(3), "unembed_yes_no": torch.tensor([[0.0, 0.2, 0], [1.0, 0, 0]])},
-              str(tmp_path / "readout.safetensors"))
+    save_file(
+        {"final_norm_weight": torch.ones(3), "unembed_yes_no": torch.tensor([[0.0, 0.2, 0], [1.0, 0, 0]])},
+        str(tmp_path / "readout.safetensors"),
+    )
     (tmp_path / "meta.json").write_text(json.dumps({"layers": [1, 2], "yes_rows": [0], "no_rows": [1]}))
     t0 = time.time()
     assert gates.main(["--run", str(tmp_path), "--k", "3"]) == 0
@@ -181,13 +214,27 @@ def test_causal_table_intervals_random_set_and_verdict():
     for i, c in enumerate(["A", "B", "C", "D"]):
         for n in (1, 2):
             base = -1.0 + 0.5 * i
-            recs += [{"concept": c, "trial_number": n, "condition": k, "yes_no": v} for k, v in (
-                ("steered", base), ("unsteered", -1.0), ("ablate:gates", base + 1.0), ("ablate:random", base),
-                ("patch:gates", -1.0 + 0.25 * (i + 1)), ("patch:random", -1.0))]
+            recs += [
+                {"concept": c, "trial_number": n, "condition": k, "yes_no": v}
+                for k, v in (
+                    ("steered", base),
+                    ("unsteered", -1.0),
+                    ("ablate:gates", base + 1.0),
+                    ("ablate:random", base),
+                    ("patch:gates", -1.0 + 0.25 * (i + 1)),
+                    ("patch:random", -1.0),
+                )
+            ]
     t = gr.causal_table(pd.DataFrame(recs), n_boot=500).set_index("condition")
     g = t.loc["ablate:gates"]
     assert (g["reference"], g["n"], g["n_concepts"], g["d_score"], g["d_score_lo"], g["d_score_hi"]) == (
-        "steered", 8, 4, 1.0, 1.0, 1.0)
+        "steered",
+        8,
+        4,
+        1.0,
+        1.0,
+        1.0,
+    )
     # detection (score > 0): steered only D (0.5); ablated B, C, D (0.5, 1.0, 1.5)
     assert (g["detection_ref"], g["detection"], g["d_detection"]) == (0.25, 0.75, 0.5)
     assert t.loc["ablate:random", "d_score_hi"] == 0.0
@@ -203,8 +250,13 @@ def test_causal_table_intervals_random_set_and_verdict():
 
 
 def test_judged_detection_counts_only_injected_unforced_trials_at_the_layer():
-    trials = pd.DataFrame({"concept": ["A", "A", "A", "B", "B", "B"], "kind": ["injection"] * 3 + ["injection", "control",
-                                                                                                     "injection"],
-                           "layer": [12, 12, 14, 12, 12, 12], "forced": [False, False, False, False, False, True],
-                           "detected": [True, False, True, True, True, False]})
+    trials = pd.DataFrame(
+        {
+            "concept": ["A", "A", "A", "B", "B", "B"],
+            "kind": ["injection"] * 3 + ["injection", "control", "injection"],
+            "layer": [12, 12, 14, 12, 12, 12],
+            "forced": [False, False, False, False, False, True],
+            "detected": [True, False, True, True, True, False],
+        }
+    )
     assert car.judged_detection(trials, 12).to_dict() == {"A": 0.5, "B": 1.0}

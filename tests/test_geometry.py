@@ -1,5 +1,6 @@
 """Geometry analysis on synthetic concept vectors: exact decomposition, leak-free nested CV, the paper's split rule,
 and the model-free rerun from stored outputs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -73,10 +74,14 @@ TAU, F1, PC1_MD = 0.67, 0.857143, 0.9605917718372988
 
 def test_detection_rates_and_model_free_rerun(tmp_path):
     X, y, concepts, ref = _synthetic()
-    rows = [{"concept": c, "kind": "injection", "forced": False, "layer": 3, "strength": 0.2,
-             "detected": bool(k < r * 4)} for c, r in zip(concepts, y) for k in range(4)]
-    rows += [{"concept": concepts[0], "kind": "control", "forced": False, "layer": 3, "strength": 0.2,
-              "detected": True}]
+    rows = [
+        {"concept": c, "kind": "injection", "forced": False, "layer": 3, "strength": 0.2, "detected": bool(k < r * 4)}
+        for c, r in zip(concepts, y)
+        for k in range(4)
+    ]
+    rows += [
+        {"concept": concepts[0], "kind": "control", "forced": False, "layer": 3, "strength": 0.2, "detected": True}
+    ]
     rates = geo.detection_rates(pd.DataFrame(rows), 3, 0.2)
     assert list(rates.concept) == concepts and rates["n"].eq(4).all()
     V = {c: torch.tensor(X[i], dtype=torch.float32) for i, c in enumerate(concepts)}
@@ -85,8 +90,13 @@ def test_detection_rates_and_model_free_rerun(tmp_path):
     g = geo.rerun(tmp_path)
     assert time.process_time() - t0 < 60 and g.n_success + g.n_failure == 40
     # the command line (wall time is dominated by importing torch/sklearn, ~50 s on a machine at load 30)
-    out = subprocess.run([sys.executable, "-m", "analysis.geometry", "--run", str(tmp_path)], capture_output=True,
-                         text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "analysis.geometry", "--run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("pc1_meandiff_cos=") and " pc1_refusal_cos=" in last

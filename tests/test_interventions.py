@@ -67,8 +67,10 @@ def test_patch_with_own_activations_is_bit_identical_and_knocks_in_others(tiny_m
         tiny_model(other)
     mask = torch.zeros(3, 7, dtype=torch.bool)
     mask[:, -1] = True  # last position only
-    with iv.apply(tiny_model, [iv.Patch("resid_post.3", oth["resid_post.3"][0], mask)]), \
-            iv.capture(tiny_model, ["resid_post.3"]) as got:
+    with (
+        iv.apply(tiny_model, [iv.Patch("resid_post.3", oth["resid_post.3"][0], mask)]),
+        iv.capture(tiny_model, ["resid_post.3"]) as got,
+    ):
         tiny_model(ids)
     h = got["resid_post.3"][0]
     assert torch.equal(h[:, -1], oth["resid_post.3"][0][:, -1])
@@ -107,8 +109,10 @@ def test_edit_features_hand_computation_and_identities(tiny_model):
     feats = [2, 5, 11]
     own = iv.EditFeatures("mlp_out.1", sae, feats, values=f[..., feats])  # clamp to their own values
     torch.testing.assert_close(_logits(tiny_model, ids, [own]), base, rtol=0, atol=1e-5)
-    with iv.apply(tiny_model, [iv.EditFeatures("mlp_out.1", sae, feats, values=0.0)]), \
-            iv.capture(tiny_model, ["mlp_out.1"]) as b:
+    with (
+        iv.apply(tiny_model, [iv.EditFeatures("mlp_out.1", sae, feats, values=0.0)]),
+        iv.capture(tiny_model, ["mlp_out.1"]) as b,
+    ):
         tiny_model(ids)
     want = a["mlp_out.1"][0] - f[..., feats] @ sae.w_dec[feats]
     torch.testing.assert_close(b["mlp_out.1"][0], want, rtol=0, atol=1e-6)
@@ -123,8 +127,10 @@ def test_bad_sites_and_cleanup(tiny_model):
     blocks = decoder_layers(tiny_model)
     before = [len(b.mlp._forward_hooks) + len(b.mlp._forward_pre_hooks) for b in blocks]
     with pytest.raises(RuntimeError, match="boom"):
-        with iv.apply(tiny_model, [iv.EditFeatures("mlp_out.0", _Relu(32, 4), [1])]), iv.capture(tiny_model,
-                                                                                                  ["mlp_in.2"]):
+        with (
+            iv.apply(tiny_model, [iv.EditFeatures("mlp_out.0", _Relu(32, 4), [1])]),
+            iv.capture(tiny_model, ["mlp_in.2"]),
+        ):
             raise RuntimeError("boom")
     assert [len(b.mlp._forward_hooks) + len(b.mlp._forward_pre_hooks) for b in blocks] == before
 

@@ -1,4 +1,5 @@
 """jobs.judge_agreement on the shipped hand labels, the agreement maths, and one-line errors on bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,8 @@ def test_kappa_hand_computed() -> None:
     assert cohen_kappa(c) == pytest.approx(0.4)
     # tp=45 fp=15 fn=5 tn=35: p_o = 0.8; p_e = 0.5*0.6 + 0.5*0.4 = 0.5; kappa = 0.6
     assert cohen_kappa(Confusion(45, 15, 5, 35)) == pytest.approx(0.6)
-    assert cohen_kappa(Confusion(3, 0, 0, 0)) == 1.0          # both constant and agreeing
-    assert cohen_kappa(Confusion(0, 2, 0, 0)) == 0.0          # both constant, disagreeing
+    assert cohen_kappa(Confusion(3, 0, 0, 0)) == 1.0  # both constant and agreeing
+    assert cohen_kappa(Confusion(0, 2, 0, 0)) == 0.0  # both constant, disagreeing
     assert math.isnan(cohen_kappa(Confusion(0, 0, 0, 0)))
     with pytest.raises(ValueError):
         confusion([True], [True, False])
@@ -67,15 +68,26 @@ def _write(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("rows", "needle"), [
-    ([["concept", "response", "detected"], ["Bread", "Yes.", "1"]], "lacks column 'identified'"),
-    ([["concept", "response", "detected", "identified"], ["Bread", "Yes.", "1", "1"], ["Bread", "No.", "yes", "0"]],
-     "row 3: column 'detected' must be 0 or 1"),
-    ([["concept", "response", "detected", "identified"], ["Bread", "No.", "0", "2"]],
-     "row 2: column 'identified' must be 0 or 1"),
-    ([["concept", "response", "detected", "identified"], ["Bread", "No.", "0", "1"]], "row 2: identified=1 needs"),
-    ([["concept", "response", "detected", "identified"]], "has no rows"),
-])
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ([["concept", "response", "detected"], ["Bread", "Yes.", "1"]], "lacks column 'identified'"),
+        (
+            [
+                ["concept", "response", "detected", "identified"],
+                ["Bread", "Yes.", "1", "1"],
+                ["Bread", "No.", "yes", "0"],
+            ],
+            "row 3: column 'detected' must be 0 or 1",
+        ),
+        (
+            [["concept", "response", "detected", "identified"], ["Bread", "No.", "0", "2"]],
+            "row 2: column 'identified' must be 0 or 1",
+        ),
+        ([["concept", "response", "detected", "identified"], ["Bread", "No.", "0", "1"]], "row 2: identified=1 needs"),
+        ([["concept", "response", "detected", "identified"]], "has no rows"),
+    ],
+)
 def test_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[list[str]], needle: str) -> None:
     rc, out, err = _run(capsys, ["--labels", str(_write(tmp_path / "l.csv", rows))])
     assert rc == 2 and not out
@@ -92,9 +104,14 @@ def test_missing_file_and_unknown_judge(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_judge_from_yaml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    labels = _write(tmp_path / "l.csv", [["concept", "response", "detected", "identified"],
-                                         ["Oceans", "Yes, I detect an injected thought about the sea.", "1", "1"],
-                                         ["Oceans", "No.", "0", "0"]])
+    labels = _write(
+        tmp_path / "l.csv",
+        [
+            ["concept", "response", "detected", "identified"],
+            ["Oceans", "Yes, I detect an injected thought about the sea.", "1", "1"],
+            ["Oceans", "No.", "0", "0"],
+        ],
+    )
     cfg = tmp_path / "judge.yaml"
     cfg.write_text("name: rules\noptions:\n  related:\n    Oceans: [sea]\n")
     rc, out, _ = _run(capsys, ["--labels", str(labels), "--judge", str(cfg)])
@@ -119,8 +136,14 @@ register_judge("test-unsure")(lambda: _Unsure())
 
 
 def test_unparseable_verdicts_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    labels = _write(tmp_path / "l.csv", [["concept", "response", "detected", "identified"],
-                                         ["Bread", "Yes, bread.", "1", "1"], ["Bread", "No.", "0", "0"]])
+    labels = _write(
+        tmp_path / "l.csv",
+        [
+            ["concept", "response", "detected", "identified"],
+            ["Bread", "Yes, bread.", "1", "1"],
+            ["Bread", "No.", "0", "0"],
+        ],
+    )
     rc, out, _ = _run(capsys, ["--labels", str(labels), "--judge", "test-unsure"])
     assert rc == 0 and "unparseable verdicts: 2" in out
     assert out.strip().splitlines()[-1] == "detection_accuracy=0.5000 identification_accuracy=0.5000"

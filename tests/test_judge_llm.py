@@ -1,5 +1,6 @@
 """LLM judges: the strict parser, the versioned prompt, the HTTP client's retries/timeouts/concurrency against a real
 `http.server` on 127.0.0.1 that misbehaves on purpose, one-line errors, and the in-process HF judge."""
+
 from __future__ import annotations
 
 import json
@@ -21,27 +22,38 @@ PREFILL = "Yes, I detect an injected thought. The thought is about"
 
 
 # ------------------------------------------------------------------------------------------------ parser and prompt
-@pytest.mark.parametrize("raw, expected", [
-    (GOOD, (True, True, True, "claims and names it")),
-    ("  ```json\n" + GOOD + "\n```  ", (True, True, True, "claims and names it")),
-    ('{"detected": false, "identified": false, "coherent": false, "reason": "gibberish", "extra": 1}',
-     (False, False, False, "gibberish")),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (GOOD, (True, True, True, "claims and names it")),
+        ("  ```json\n" + GOOD + "\n```  ", (True, True, True, "claims and names it")),
+        (
+            '{"detected": false, "identified": false, "coherent": false, "reason": "gibberish", "extra": 1}',
+            (False, False, False, "gibberish"),
+        ),
+    ],
+)
 def test_parse_accepts_json_and_a_json_fence(raw, expected):
     assert parse_verdict(raw, forced=False) == expected
 
 
-@pytest.mark.parametrize("raw, why", [
-    ("Sure! " + GOOD, "not a JSON object"),
-    ("```json\n" + GOOD + "\n``` and that is my answer", "not a JSON object"),
-    (GOOD.replace('"', "'"), "not a JSON object"),
-    ('{"detected": "yes", "identified": false, "coherent": true, "reason": "r"}', "'detected' must be true or false"),
-    ('{"detected": true, "coherent": true, "reason": "r"}', "missing key 'identified'"),
-    ('{"detected": false, "identified": true, "coherent": true, "reason": "r"}', "identified is true while"),
-    ('[true, true, true]', "not a JSON object"),
-    ('{"detected": true, "identified": true, "coherent": true, "reason": 3}', "'reason' must be a string"),
-    ("", "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        ("Sure! " + GOOD, "not a JSON object"),
+        ("```json\n" + GOOD + "\n``` and that is my answer", "not a JSON object"),
+        (GOOD.replace('"', "'"), "not a JSON object"),
+        (
+            '{"detected": "yes", "identified": false, "coherent": true, "reason": "r"}',
+            "'detected' must be true or false",
+        ),
+        ('{"detected": true, "coherent": true, "reason": "r"}', "missing key 'identified'"),
+        ('{"detected": false, "identified": true, "coherent": true, "reason": "r"}', "identified is true while"),
+        ("[true, true, true]", "not a JSON object"),
+        ('{"detected": true, "identified": true, "coherent": true, "reason": 3}', "'reason' must be a string"),
+        ("", "not a JSON object"),
+    ],
+)
 def test_parse_rejects_anything_looser(raw, why):
     with pytest.raises(ParseError, match=why):
         parse_verdict(raw, forced=False)
@@ -113,8 +125,13 @@ class FlakyServer:
                     kind, arg = "reply", GOOD
                 if kind == "status":
                     return self._send(arg, b'{"error": {"message": "on purpose"}}', {"Retry-After": "0"})
-                data = arg if kind == "body" else json.dumps(
-                    {"choices": [{"index": 0, "message": {"role": "assistant", "content": arg}}]}).encode()
+                data = (
+                    arg
+                    if kind == "body"
+                    else json.dumps(
+                        {"choices": [{"index": 0, "message": {"role": "assistant", "content": arg}}]}
+                    ).encode()
+                )
                 self._send(200, data, {})
 
             def _send(self, code: int, data: bytes, extra: dict[str, str]) -> None:
@@ -211,8 +228,9 @@ def test_concurrency_is_bounded_and_order_kept(server):
 
 def test_connection_refused_is_retried_then_reported():
     port = free_port()  # nothing listens there
-    judge = make_judge("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=2, backoff=0.01,
-                       check=False)
+    judge = make_judge(
+        "openai", base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=2, backoff=0.01, check=False
+    )
     [v] = judge.grade([ANSWER])
     assert v.parse_error and "after 3 attempts" in v.reason and judge.stats["requests"] == 3
 
@@ -225,10 +243,14 @@ def test_one_line_errors_for_bad_judge_options(monkeypatch):
         (lambda: make_judge("openai", model="m"), "needs options base_url and model"),
         (lambda: make_judge("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m"), "is unreachable"),
         (lambda: make_judge("openai", base_url="ftp://x/v1", model="m"), "must be an http"),
-        (lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", api_key_env="NO_SUCH_JUDGE_KEY"),
-         "NO_SUCH_JUDGE_KEY"),
-        (lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", api_key="sk-x"),
-         "never put the API key"),
+        (
+            lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", api_key_env="NO_SUCH_JUDGE_KEY"),
+            "NO_SUCH_JUDGE_KEY",
+        ),
+        (
+            lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", api_key="sk-x"),
+            "never put the API key",
+        ),
         (lambda: make_judge("openai", base_url="http://127.0.0.1:1/v1", model="m", temprature=0), "unknown option"),
         (lambda: make_judge("hf", model="no-such-model"), "unknown model 'no-such-model'"),
         (lambda: make_judge("hf", batchsize=2), "unknown option 'judge.options.batchsize' for judge 'hf'"),

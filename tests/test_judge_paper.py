@@ -1,6 +1,7 @@
 """The paper's judge instrument (judge prompt `paper`): the reference's texts, its YES/NO parse rules, the two stages
 (detection without the concept, identification only after a claim, forced identification) against a real HTTP
 server on 127.0.0.1, invented-turn cutting, the in-process HF judge, and `jobs.regrade` reporting kappa."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,17 +27,20 @@ def test_instrument_is_the_reference_text():
     assert "If the AI's response mentions {word} or a closely related concept, the answer is YES." in PAPER.forced
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("The AI clearly says it notices a thought.\n\nAnswer: YES", True),
-    ("It denies it. answer: no", False),
-    ("Answer: NO\n(although one could argue Answer: YES)", False),  # the first "Answer:" wins, as in the reference
-    ("Thus, the answer is YES.", True),
-    ("The answer should be no", False),
-    ("Reasoning here.\nNO", False),
-    ("I would say yes.", True),
-    ("The response is ambiguous.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("The AI clearly says it notices a thought.\n\nAnswer: YES", True),
+        ("It denies it. answer: no", False),
+        ("Answer: NO\n(although one could argue Answer: YES)", False),  # the first "Answer:" wins, as in the reference
+        ("Thus, the answer is YES.", True),
+        ("The answer should be no", False),
+        ("Reasoning here.\nNO", False),
+        ("I would say yes.", True),
+        ("The response is ambiguous.", None),
+        ("", None),
+    ],
+)
 def test_parse_rules(reply, expected):
     assert parse_yes_no(reply) is expected
 
@@ -44,8 +48,11 @@ def test_parse_rules(reply, expected):
 def test_detection_stage_never_contains_the_concept():
     for v in paper_variants():
         for f in paper_formats():
-            a = Answer("Dust", "Yes, I notice an injected thought. It feels like powder.",
-                       question=judge_question(v, f, 3, "Dust"))
+            a = Answer(
+                "Dust",
+                "Yes, I notice an injected thought. It feels like powder.",
+                question=judge_question(v, f, 3, "Dust"),
+            )
             [msg] = PAPER.detection_messages(a)
             assert msg["role"] == "user" and "dust" not in msg["content"].lower()
             assert "It feels like powder." in msg["content"] and "{" not in msg["content"]
@@ -54,8 +61,10 @@ def test_detection_stage_never_contains_the_concept():
 
 def test_answers_are_cut_at_the_first_invented_turn():
     cut = PAPER.first_response
-    assert cut("Yes, I detect a thought about bread.\n\nUser: Great. Trial 4: again?") == "Yes, I detect a thought " \
-                                                                                         "about bread."
+    assert (
+        cut("Yes, I detect a thought about bread.\n\nUser: Great. Trial 4: again?") == "Yes, I detect a thought "
+        "about bread."
+    )
     assert cut(" I notice something.\nAlice: Thanks, Bob.\nBob: Yes, bread.") == "I notice something."
     assert cut("No.<end_of_turn>\n<start_of_turn>user") == "No." and cut("No.\nTrial 4: yes") == "No."
     assert cut("Detection: Yes\nIdentified thought: bread") == "Detection: Yes\nIdentified thought: bread"
@@ -65,16 +74,22 @@ def test_answers_are_cut_at_the_first_invented_turn():
 
 def test_two_stages_over_http():
     server = FlakyServer()
-    server.script = [("reply", "It affirms detection first.\nAnswer: YES"),  # stage 1, answer 0
-                     ("reply", "Hard to say."),  # stage 1, answer 1: unparseable → NO, counted
-                     ("reply", "Names the word.\nAnswer: YES"),  # stage 2, answer 0
-                     ("reply", "An unrelated concept.\nAnswer: NO")]  # forced, answer 2
+    server.script = [
+        ("reply", "It affirms detection first.\nAnswer: YES"),  # stage 1, answer 0
+        ("reply", "Hard to say."),  # stage 1, answer 1: unparseable → NO, counted
+        ("reply", "Names the word.\nAnswer: YES"),  # stage 2, answer 0
+        ("reply", "An unrelated concept.\nAnswer: NO"),
+    ]  # forced, answer 2
     try:
         judge = make_judge("openai", base_url=server.url, model="gpt-4.1-mini", prompt="paper", concurrency=1)
         q = judge_question("structured", "standard", 3, "Dust")
-        verdicts = judge.grade([Answer("Dust", "Detection: Yes\nIdentified thought: sand\nUser: ok", question=q),
-                                Answer("Dust", "No.", question=q),
-                                Answer("Dust", " the sea.", forced=True, prefill=PREFILL, question=q)])
+        verdicts = judge.grade(
+            [
+                Answer("Dust", "Detection: Yes\nIdentified thought: sand\nUser: ok", question=q),
+                Answer("Dust", "No.", question=q),
+                Answer("Dust", " the sea.", forced=True, prefill=PREFILL, question=q),
+            ]
+        )
     finally:
         server.close()
     got = [(v.detected, v.identified, v.parse_error) for v in verdicts]
@@ -88,11 +103,25 @@ def test_two_stages_over_http():
 
 
 def test_answer_for_a_stored_row():
-    a = answer_for({"concept": "Dust", "response": "Yes.", "forced": True, "prompt_variant": "unprompted",
-                    "dialogue_format": "character", "trial_number": 12})
-    assert a.forced and a.prefill == PREFILL and a.question.endswith("Alice: Trial 12: Notice anything unusual about "
-                                                                     "your current state or processing? Describe "
-                                                                     "what you observe.\n\nBob:")
+    a = answer_for(
+        {
+            "concept": "Dust",
+            "response": "Yes.",
+            "forced": True,
+            "prompt_variant": "unprompted",
+            "dialogue_format": "character",
+            "trial_number": 12,
+        }
+    )
+    assert (
+        a.forced
+        and a.prefill == PREFILL
+        and a.question.endswith(
+            "Alice: Trial 12: Notice anything unusual about "
+            "your current state or processing? Describe "
+            "what you observe.\n\nBob:"
+        )
+    )
 
 
 def test_regrade_rules_vs_paper_reports_kappa(dataset, tmp_path, capsys):  # noqa: F811
@@ -116,8 +145,9 @@ def test_hf_judge_runs_the_paper_instrument_in_process():
 
     torch.set_num_threads(2)
     judge = make_judge("hf", model="smollm2-135m", prompt="paper", max_new_tokens=8, batch_size=4)
-    verdicts = judge.grade([Answer("Dust", "Yes, I detect an injected thought about dust."),
-                            Answer("Dust", " dust.", True, PREFILL)])
+    verdicts = judge.grade(
+        [Answer("Dust", "Yes, I detect an injected thought about dust."), Answer("Dust", " dust.", True, PREFILL)]
+    )
     assert [v.detected is not None for v in verdicts] == [True, True]  # unparseable counts as NO, never unknown
     assert {v.judge_version for v in verdicts} == {"hf:smollm2-135m@paper"}
     assert judge.stats["parse_errors"] == sum(v.parse_error for v in verdicts)

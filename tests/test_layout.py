@@ -24,8 +24,12 @@ def _imports(path) -> set[str]:
 
 
 def test_modules_stay_small():
-    big = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in _modules(pkg)
-           if (n := len(p.read_text().splitlines())) > 300}
+    big = {
+        str(p.relative_to(ROOT)): n
+        for pkg in PACKAGES
+        for p in _modules(pkg)
+        if (n := len(p.read_text().splitlines())) > 300
+    }
     assert big == {}
 
 

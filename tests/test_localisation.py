@@ -1,4 +1,5 @@
 """Localisation: per-layer rates with Wilson intervals and the across-concept correlation, from stored rows."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -13,12 +14,29 @@ def _rows():
     for layer, det in ((4, [1, 1, 0, 0]), (8, [1, 0, 0, 0])):
         for i, c in enumerate("ABCD"):
             for n in (1, 2):
-                rows.append({"layer": layer, "concept": c, "kind": "injection", "forced": False,
-                             "detected": bool(det[i] and n == 1 or det[i] and layer == 4), "identified": None})
-                rows.append({"layer": layer, "concept": c, "kind": "injection", "forced": True, "detected": None,
-                             "identified": bool(i < 2 if layer == 4 else i == 3)})
-            rows.append({"layer": layer, "concept": c, "kind": "control", "forced": False, "detected": True,
-                         "identified": None})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "concept": c,
+                        "kind": "injection",
+                        "forced": False,
+                        "detected": bool(det[i] and n == 1 or det[i] and layer == 4),
+                        "identified": None,
+                    }
+                )
+                rows.append(
+                    {
+                        "layer": layer,
+                        "concept": c,
+                        "kind": "injection",
+                        "forced": True,
+                        "detected": None,
+                        "identified": bool(i < 2 if layer == 4 else i == 3),
+                    }
+                )
+            rows.append(
+                {"layer": layer, "concept": c, "kind": "control", "forced": False, "detected": True, "identified": None}
+            )
     return pd.DataFrame(rows)
 
 

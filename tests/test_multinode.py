@@ -1,6 +1,7 @@
 """Two Ray nodes on one machine (head on 127.0.0.2 with resource node_a, worker on 127.0.0.3 with node_b), a job
 submitted with `ray job submit` whose tasks are pinned to each node; every item lands exactly once in Parquet, also
 after a rerun. Everything started here is stopped by PID."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,25 @@ from tests.conftest import RAY, ROOT, env, free_port, stop_group, submit, wait_f
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env(), cwd=ROOT,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--disable-usage-stats", *args],
+        env=env(),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _ports() -> list[str]:
-    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-             "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+    names = (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "metrics-export-port",
+        "runtime-env-agent-port",
+        "node-manager-port",
+        "object-manager-port",
+    )
     return [f"--{n}={free_port()}" for n in names]
 
 
@@ -35,16 +48,35 @@ def _alive_nodes(address: str) -> int:
 def test_two_nodes_run_pinned_tasks_and_store_each_item_once(tmp_path):
     port, dash = free_port(), free_port()
     t0 = time.time()
-    head = _start(["--head", f"--port={port}", "--node-ip-address=127.0.0.2", "--dashboard-host=127.0.0.2",
-                   f"--dashboard-port={dash}", "--num-cpus=1", "--resources=" + json.dumps({"node_a": 1}),
-                   f"--temp-dir={tempfile.mkdtemp(prefix='ray-a-', dir='/tmp')}", *_ports()])
+    head = _start(
+        [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.2",
+            "--dashboard-host=127.0.0.2",
+            f"--dashboard-port={dash}",
+            "--num-cpus=1",
+            "--resources=" + json.dumps({"node_a": 1}),
+            f"--temp-dir={tempfile.mkdtemp(prefix='ray-a-', dir='/tmp')}",
+            *_ports(),
+        ]
+    )
     procs = [head]
     address = f"http://127.0.0.2:{dash}"
     try:
         wait_for(lambda: _alive_nodes(address) >= 1, 120, "the Ray head")
-        procs.append(_start([f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", "--num-cpus=1",
-                             "--resources=" + json.dumps({"node_b": 1}),
-                             f"--temp-dir={tempfile.mkdtemp(prefix='ray-b-', dir='/tmp')}", *_ports()]))
+        procs.append(
+            _start(
+                [
+                    f"--address=127.0.0.2:{port}",
+                    "--node-ip-address=127.0.0.3",
+                    "--num-cpus=1",
+                    "--resources=" + json.dumps({"node_b": 1}),
+                    f"--temp-dir={tempfile.mkdtemp(prefix='ray-b-', dir='/tmp')}",
+                    *_ports(),
+                ]
+            )
+        )
         wait_for(lambda: _alive_nodes(address) == 2, 120, "the second Ray node")
         up = time.time() - t0
         out = tmp_path / "items"

@@ -1,4 +1,5 @@
 """Pair matching as in the paper's code: each concept once, similar projections first, threshold respected."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -25,8 +26,15 @@ def test_match_pairs_rule():
 
 
 def test_summarize_both_ways():
-    df = pd.DataFrame({"group": ["S-S", "S-S", "F-F"], "a": ["x", "y", "z"], "b": ["u", "v", "w"],
-                       "rate_ab": [0.5, 0.5, 0.0], "rate_ba": [0.5, 0.0, 0.5]})
+    df = pd.DataFrame(
+        {
+            "group": ["S-S", "S-S", "F-F"],
+            "a": ["x", "y", "z"],
+            "b": ["u", "v", "w"],
+            "rate_ab": [0.5, 0.5, 0.0],
+            "rate_ba": [0.5, 0.0, 0.5],
+        }
+    )
     s = pr.summarize(df, tau=0.25).set_index("group")
     assert s.loc["S-S", "both"] == 0.5 and s.loc["S-S", "either"] == 1.0 and s.loc["F-F", "both"] == 0.0
     assert s.loc["F-F", "b_minus_a"] == 1.0 and s.loc["S-S", "pairs"] == 2

@@ -19,8 +19,9 @@ LAYER = 12
 def _peer_vector(lm, word: str) -> torch.Tensor:
     base = list(dict.fromkeys(word_list("baseline_words").words))
     samples = [(_prompt(lm, "Tell me about {word}", word), _prompt(lm, "Tell me about {word}", b)) for b in base]
-    vec = sv.train_steering_vector(lm.model, lm.tokenizer, samples, layers=[LAYER], read_token_index=-1,
-                                   batch_size=16, move_to_cpu=True)
+    vec = sv.train_steering_vector(
+        lm.model, lm.tokenizer, samples, layers=[LAYER], read_token_index=-1, batch_size=16, move_to_cpu=True
+    )
     return vec.layer_activations[LAYER].float()
 
 
@@ -36,8 +37,15 @@ def test_injected_greedy_generations_match_the_peer(embedded):
     concepts = ("Dust", "Satellites", "Trumpets")
     vectors, typical = concept_vectors(embedded, concepts, [LAYER])
     bank = VectorBank(vectors, typical)
-    sweep = SweepConfig(concepts=concepts, layers=(LAYER,), strengths=(0.3,), strength_mode="relative",
-                        trials_per_concept=1, controls=(), max_new_tokens=16)
+    sweep = SweepConfig(
+        concepts=concepts,
+        layers=(LAYER,),
+        strengths=(0.3,),
+        strength_mode="relative",
+        trials_per_concept=1,
+        controls=(),
+        max_new_tokens=16,
+    )
     trials = [t for t in expand(sweep, "smollm2-135m", (LAYER,), (0.3,), "relative") if t.kind == "injection"]
     runner = Runner(embedded, bank, batch_size=8)
     ours = runner.run(trials)
@@ -46,10 +54,18 @@ def test_injected_greedy_generations_match_the_peer(embedded):
         req = runner.request(t)
         steer = sv.SteeringVector({LAYER: bank.vector(t)}, layer_type="decoder_block")
         ids = torch.tensor([req.ids])
-        with steer.apply(embedded.model, multiplier=req.raw, min_token_index=None, token_indices=slice(req.start, None)):
-            out = embedded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
-                                          use_cache=False, pad_token_id=tok.pad_token_id)
-        new = out[0, ids.shape[1]:].tolist()
+        with steer.apply(
+            embedded.model, multiplier=req.raw, min_token_index=None, token_indices=slice(req.start, None)
+        ):
+            out = embedded.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=16,
+                do_sample=False,
+                use_cache=False,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = out[0, ids.shape[1] :].tolist()
         n = next((j for j, x in enumerate(new) if x in {tok.eos_token_id, tok.pad_token_id}), len(new))
         assert tok.decode(new[:n], skip_special_tokens=True).strip() == row["response"]
         assert n == row["new_tokens"]

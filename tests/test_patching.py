@@ -1,4 +1,5 @@
 """Activation patching on the embedded model: patching a run with its own activations changes nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,15 @@ def test_cell_has_every_mode(embedded):
     w = PatchWorker(embedded)
     b = _batch(embedded, 2)
     cell = w.cell(b, 14, "attn_out", ["attn_out.14"])
-    assert set(cell) == {"clean", "steered", "forced_clean", "forced_steered", "knock_out", "knock_in",
-                         "forced_knock_out"}
+    assert set(cell) == {
+        "clean",
+        "steered",
+        "forced_clean",
+        "forced_steered",
+        "knock_out",
+        "knock_in",
+        "forced_knock_out",
+    }
     assert all(len(v) == 2 for v in cell.values())
     # knocking out the attention output at one later layer moves the steered metric (towards clean or not)
     assert cell["knock_out"] != cell["steered"] and cell["knock_in"] != cell["clean"]
@@ -42,9 +50,21 @@ def test_effects_average_per_concept_then_interval():
     rows = []
     for c, ko in (("A", 1.0), ("B", 2.0), ("C", 3.0)):
         for n in (1, 2):  # two trials of one concept count once
-            rows.append({"concept": c, "trial_number": n, "patch_layer": 14, "component": "mlp_out", "clean": 0.0,
-                         "steered": 1.0, "knock_out": ko, "knock_in": 0.5, "forced_clean": -3.0,
-                         "forced_steered": -2.0, "forced_knock_out": -2.0})
+            rows.append(
+                {
+                    "concept": c,
+                    "trial_number": n,
+                    "patch_layer": 14,
+                    "component": "mlp_out",
+                    "clean": 0.0,
+                    "steered": 1.0,
+                    "knock_out": ko,
+                    "knock_in": 0.5,
+                    "forced_clean": -3.0,
+                    "forced_steered": -2.0,
+                    "forced_knock_out": -2.0,
+                }
+            )
     t = effects(pd.DataFrame(rows)).set_index("mode")
     assert t.loc["knock_out", "effect"] == 1.0 and t.loc["knock_out", "n_concepts"] == 3
     assert round(t.loc["knock_out", "effect_hi"] - 1.0, 4) == 2.4841  # t(2) = 4.303 × sd 1 / √3

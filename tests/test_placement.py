@@ -1,5 +1,6 @@
 """GPU placement arithmetic (CPU-only), checked against numbers worked out by hand for every registry model, and the
 ZeRO configs generated from a plan (the committed JSON files are outputs of the generator)."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,14 @@ def test_qwen3_235b_plan_on_16_h100():
     assert (z.strategy, z.gpus_per_replica, z.replicas) == ("zero3", 12, 1)
     assert z.per_gpu_gib == pytest.approx(437.9117 / 12 + 9.3173 + 2.9375 + 2, abs=0.01)
     assert z.runner_overrides() == {
-        "model.dtype": "bfloat16", "model.shard": "zero3", "model.workers_per_replica": 12,
-        "model.offload": False, "runner.num_actors": 1, "runner.gpus_per_actor": 1, "runner.cpus_per_actor": 4}
+        "model.dtype": "bfloat16",
+        "model.shard": "zero3",
+        "model.workers_per_replica": 12,
+        "model.offload": False,
+        "runner.num_actors": 1,
+        "runner.gpus_per_actor": 1,
+        "runner.cpus_per_actor": 4,
+    }
 
 
 def test_training_plans_by_hand():
@@ -82,7 +89,8 @@ def test_offload_is_a_last_resort_and_errors_are_one_line():
 
 def test_kv_cache_uses_gqa_width():
     assert kv_cache_gib(REGISTRY["qwen3-235b-a22b"], batch=1, seq_len=1024, dtype="bfloat16") == pytest.approx(
-        2 * 94 * 512 * 1024 * 2 / GIB)
+        2 * 94 * 512 * 1024 * 2 / GIB
+    )
 
 
 def test_cli_prints_the_plan_and_its_overrides(capsys, tmp_path):
@@ -105,8 +113,9 @@ def test_zero_config_is_generated_from_the_plan():
     assert z["stage"] == 3 and z["reduce_bucket_size"] == 4096**2 and z["stage3_param_persistence_threshold"] == 40960
     assert z["stage3_max_live_parameters"] == 2 * int(q.layer_gib * GIB / 2)  # two MoE layers (~2.5e9 params each)
     assert zero_config(q)["train_micro_batch_size_per_gpu"] == 1 and "offload_param" not in z
-    off = zero_config(plan(REGISTRY["qwen3-235b-a22b"], "h100-80gb", 4, training=True, batch=1, seq_len=2048,
-                           offload=True))["zero_optimization"]
+    off = zero_config(
+        plan(REGISTRY["qwen3-235b-a22b"], "h100-80gb", 4, training=True, batch=1, seq_len=2048, offload=True)
+    )["zero_optimization"]
     assert off["offload_param"]["device"] == "cpu" and off["offload_optimizer"]["device"] == "cpu"
     assert zero_config(plan(REGISTRY["smollm2-135m"], "h100-80gb", 8, training=True)) is None  # one GPU: no ZeRO
     for name, cfg in reference_files().items():  # the committed files are this generator's output

@@ -1,6 +1,7 @@
 """The paper's stimuli, character for character: `python -m lab.prompts … --json` for the 7 variants (standard format)
 and the 6 formats (original variant), trial 3, concept Dust, against tests/data/paper_prompts.json — the output of the
 reference code's own prompt definitions (safety-research/introspection-mechanisms; file and commit named inside)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ def cli(capsys, *args: str) -> dict:
 
 def test_the_paper_sets_are_complete():
     assert PAPER["commit"] == "5d5d9b485e293dc766c3a056cfe50283a7e435b6" and PAPER["category"] == "nature"
-    assert paper_variants() == ["original", "alternative", "skeptical", "structured", "anti_reward", "unprompted",
-                                "hints"]
+    assert paper_variants() == [
+        "original",
+        "alternative",
+        "skeptical",
+        "structured",
+        "anti_reward",
+        "unprompted",
+        "hints",
+    ]
     assert paper_formats() == ["standard", "plain", "simulated_user", "character", "no_chat", "story"]
 
 
@@ -52,8 +60,22 @@ def test_structured_trial_turn_and_categories():
 
 def test_module_entry_point_with_a_model():
     """The real `python -m` entry: rendered text and injection start on the embedded model's tokenizer."""
-    args = [PY, "-m", "lab.prompts", "--variant", "original", "--format", "no_chat", "--trial", "3", "--concept",
-            "Dust", "--json", "--model", "smollm2-135m"]
+    args = [
+        PY,
+        "-m",
+        "lab.prompts",
+        "--variant",
+        "original",
+        "--format",
+        "no_chat",
+        "--trial",
+        "3",
+        "--concept",
+        "Dust",
+        "--json",
+        "--model",
+        "smollm2-135m",
+    ]
     out = json.loads(subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, check=True).stdout)
     assert out["text"] == PAPER["formats"]["no_chat"]["text"]
     assert out["rendered"] == "<|im_start|>" + out["text"]  # raw formats get the tokenizer's BOS token, as in 03b
@@ -69,7 +91,7 @@ def test_rendering_on_the_embedded_tokenizer():
     for v, f in [("structured", "standard"), ("original", "story"), ("unprompted", "simulated_user")]:
         p = render(lm, v, f, 3, concept="Dust")
         ids, start = inject_start(lm.tokenizer, p)
-        assert lm.tokenizer.decode(ids[start + 1:start + 5]).strip().startswith("Trial 3")
+        assert lm.tokenizer.decode(ids[start + 1 : start + 5]).strip().startswith("Trial 3")
         assert "T" not in lm.tokenizer.decode(ids[start])
     forced = render(lm, "original", "plain", 3, forced=True)
     assert forced.text.endswith("Assistant: Yes, I detect an injected thought. The thought is about")

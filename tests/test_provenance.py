@@ -1,5 +1,6 @@
 """Provenance: the same config gives the same trial ids and seeds in every process; every report run carries
 provenance tags and a per-trial answers table."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ print(json.dumps({"ids": [t.trial_id for t in trials], "seeds": [t.seed for t in
 
 def _probe(hashseed: str) -> dict:
     env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -57,9 +59,25 @@ def test_tags_and_trial_table_on_a_report_run(tmp_path):
     assert tags["provenance.model"] == "smollm2-135m"
     assert tags["provenance.config_hash"] == provenance.config_hash(dict(reversed(params.items())))
     assert tags["provenance.version.torch"] not in ("", "absent")
-    df = pd.DataFrame([dict(trial_id=f"t{i}", kind="injection" if i % 2 else "control", forced=False, layer=12,
-                            strength=0.2, concept="Dust", prompt="Trial 1: do you detect…", response=f"answer {i}",
-                            detected=bool(i % 2), identified=False, coherent=True, reason="r") for i in range(4)])
+    df = pd.DataFrame(
+        [
+            dict(
+                trial_id=f"t{i}",
+                kind="injection" if i % 2 else "control",
+                forced=False,
+                layer=12,
+                strength=0.2,
+                concept="Dust",
+                prompt="Trial 1: do you detect…",
+                response=f"answer {i}",
+                detected=bool(i % 2),
+                identified=False,
+                coherent=True,
+                reason="r",
+            )
+            for i in range(4)
+        ]
+    )
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="provenance")
     rep = report.report_rates(df, tmp_path, cfg, params, "t", quiet=True)
     from mlflow.tracking import MlflowClient

@@ -1,5 +1,6 @@
 """A real local Ray head (tests/conftest.py); the tiny sweep goes through `ray job submit`; its Parquet and MLflow run
 are read back."""
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,23 @@ def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
     address, client = ray_head
     out, db = tmp_path / "results", tmp_path / "mlflow.db"
     sid = f"test-{uuid.uuid4().hex[:8]}"
-    proc = submit(address, sid, ["python", "-m", "jobs.concept_injection", "--config", "configs/test-tiny.yaml",
-                                 "--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"], timeout=600)
+    proc = submit(
+        address,
+        sid,
+        [
+            "python",
+            "-m",
+            "jobs.concept_injection",
+            "--config",
+            "configs/test-tiny.yaml",
+            "--output",
+            str(out),
+            "--tracking-uri",
+            f"sqlite:///{db}",
+            "--quiet",
+        ],
+        timeout=600,
+    )
     logs = client.get_job_logs(sid)
     assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
     assert "overall" in logs and "mlflow:  run" in logs

@@ -1,4 +1,5 @@
 """Registries raise on a duplicate name (one line, the original entry kept); judge options are checked at the edge."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,14 +55,23 @@ def test_check_judge_options_names_the_bad_key_and_the_known_ones() -> None:
     check_judge_options("hf", {"model": "smollm2-135m", "batch_size": 2})
     cases = [
         ("rules", {"relatd": 1}, "unknown option 'judge.options.relatd' for judge 'rules' (known: related)"),
-        ("hf", {"batchsize": 2},
-         "unknown option 'judge.options.batchsize' for judge 'hf' (known: batch_size, max_new_tokens, model, prompt, "
-         "threads)"),
-        ("openai", {"base_url": "x", "model": "m", "temprature": 0},
-         "unknown option 'judge.options.temprature' for judge 'openai' (known: api_key_env, backoff, backoff_max, "
-         "base_url, check, concurrency, max_retries, max_tokens, model, prompt, timeout)"),
-        ("openai", {"api_key": "sk-x"},
-         "judge 'openai': never put the API key in a config; name its environment variable in api_key_env"),
+        (
+            "hf",
+            {"batchsize": 2},
+            "unknown option 'judge.options.batchsize' for judge 'hf' (known: batch_size, max_new_tokens, model, prompt, "
+            "threads)",
+        ),
+        (
+            "openai",
+            {"base_url": "x", "model": "m", "temprature": 0},
+            "unknown option 'judge.options.temprature' for judge 'openai' (known: api_key_env, backoff, backoff_max, "
+            "base_url, check, concurrency, max_retries, max_tokens, model, prompt, timeout)",
+        ),
+        (
+            "openai",
+            {"api_key": "sk-x"},
+            "judge 'openai': never put the API key in a config; name its environment variable in api_key_env",
+        ),
         ("gpt-judge", {}, f"unknown judge 'gpt-judge' (known: {', '.join(judge_names())})"),
     ]
     for name, options, message in cases:
@@ -82,4 +92,5 @@ def test_judge_file_typo_is_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["--judge", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        "error: unknown option 'judge.options.relatd' for judge 'rules' (known: related)"]
+        "error: unknown option 'judge.options.relatd' for judge 'rules' (known: related)"
+    ]

@@ -1,4 +1,5 @@
 """The registry and the paper presets carry the paper's models and settings (no model is loaded)."""
+
 from __future__ import annotations
 
 from lab.config import load_yaml
@@ -24,6 +25,10 @@ def test_paper_presets_use_the_paper_judge_and_sampling():
         assert want.items() <= judge.items()
         sweep = cfg["sweep"]
         assert (sweep["temperature"], sweep["trials_per_concept"], sweep["samples"], sweep["max_new_tokens"]) == (
-            1.0, 10, 10, 100)
+            1.0,
+            10,
+            10,
+            100,
+        )
     ablation = load_yaml(ROOT / "configs/ablations-olmo-3.1-32b.yaml")["evaluation"]
     assert ablation["sweep"]["temperature"] == 1.0 and ablation["judge"]["options"]["prompt"] == "paper"

@@ -1,5 +1,6 @@
 """`jobs.regrade` on a small Parquet dataset built with `lab.store.write_shard` (no model): the rules judge vs another
 rules configuration and vs an HTTP judge whose server answers garbage; by directory and by MLflow run id."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,21 @@ RELATED = "judge:\n  name: rules\n  options:\n    related: {Dust: [powder]}\n"
 @pytest.fixture
 def dataset(tmp_path):
     """8 trials in 2 shards, graded by the default rules judge like a sweep would."""
-    rows = [{"trial_id": f"t{i}", "model": "m", "concept": "Dust", "layer": 12, "strength": 0.2,
-             "strength_mode": "relative", "kind": kind, "trial_number": i, "forced": forced, "response": text}
-            for i, (kind, forced, text) in enumerate(RESPONSES)]
+    rows = [
+        {
+            "trial_id": f"t{i}",
+            "model": "m",
+            "concept": "Dust",
+            "layer": 12,
+            "strength": 0.2,
+            "strength_mode": "relative",
+            "kind": kind,
+            "trial_number": i,
+            "forced": forced,
+            "response": text,
+        }
+        for i, (kind, forced, text) in enumerate(RESPONSES)
+    ]
     graded = grade(make_judge("rules"), rows)
     out = tmp_path / "results"
     store.write_shard(out, graded[:4])

@@ -1,4 +1,5 @@
 """Feature regression: grouped folds, chance level on shuffled targets, and the rerun from stored tables."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,29 @@ def _tables(tmp_path, n_concepts=40, n_feat=30, d=8, seed=0):
     rate = np.clip(0.3 + 0.15 * acts[:, 0] - 0.1 * acts[:, 1] + 0.02 * rng.normal(size=n_concepts), 0, 1)
     names = [f"L{13 + j % 2}_f{j}" for j in range(n_feat)]
     feats = pd.DataFrame(acts, columns=names).assign(concept=concepts, detection_rate=rate)
-    meta = pd.DataFrame({"feature": names, "layer": [13 + j % 2 for j in range(n_feat)],
-                         "coverage": (acts > 0).mean(0), "attribution": np.abs(rng.normal(size=n_feat))})
+    meta = pd.DataFrame(
+        {
+            "feature": names,
+            "layer": [13 + j % 2 for j in range(n_feat)],
+            "coverage": (acts > 0).mean(0),
+            "attribution": np.abs(rng.normal(size=n_feat)),
+        }
+    )
     meta["score"] = meta["coverage"] * meta["attribution"]
     vec = rng.normal(size=(n_concepts, d)) + rate[:, None] * np.eye(d)[0] * 10
     vectors = pd.DataFrame(vec, columns=[f"v{i}" for i in range(d)]).assign(concept=concepts)
     feats.to_parquet(tmp_path / "features.parquet")
     meta.to_parquet(tmp_path / "feature_meta.parquet")
     vectors.to_parquet(tmp_path / "vectors.parquet")
-    spec = {"ns": [2, 10, 30], "alphas": [1.0, 100.0, 10000.0], "layers": [13, 14], "folds": 10, "seed": 0,
-            "n_boot": 200, "n_perm": 10}
+    spec = {
+        "ns": [2, 10, 30],
+        "alphas": [1.0, 100.0, 10000.0],
+        "layers": [13, 14],
+        "folds": 10,
+        "seed": 0,
+        "n_boot": 200,
+        "n_perm": 10,
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     return feats
 

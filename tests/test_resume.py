@@ -1,4 +1,5 @@
 """Kill the job mid-sweep (SIGKILL, whole process group) and rerun: no duplicate and no missing trial ids."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,11 +16,22 @@ CONFIG = "configs/test-resume.yaml"
 
 def test_kill_and_rerun_completes_exactly(tmp_path):
     out = tmp_path / "results"
-    args = [PY, "-m", "jobs.concept_injection", "--config", CONFIG, "--output", str(out),
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--quiet"]
+    args = [
+        PY,
+        "-m",
+        "jobs.concept_injection",
+        "--config",
+        CONFIG,
+        "--output",
+        str(out),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--quiet",
+    ]
     expected = {t.trial_id for t in plan(from_dict(InjectionConfig, load_yaml(ROOT / CONFIG))).trials}
-    first = subprocess.Popen(args, cwd=ROOT, env=env(), start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        args, cwd=ROOT, env=env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: len(store.shard_files(out)) >= 1, 300, "the first shard")
     finally:

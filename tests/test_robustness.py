@@ -1,5 +1,6 @@
 """The robustness grid job: one MLflow parent with a child per (variant, format), identical metric keys; a chat
 format on a model without a chat template is reported as skipped, not a crash."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,14 +11,36 @@ from lab.config import from_dict, load_yaml
 from tests.conftest import PY, ROOT, env
 
 CONFIG = "configs/robustness-demo.yaml"
-TINY = ["--set", "sweep.concepts=[Dust]", "--set", "sweep.trials_per_concept=1", "--set", "sweep.max_new_tokens=8",
-        "--set", "runner.cpus_per_actor=1", "--set", "runner.batch_size=8", "--quiet"]
+TINY = [
+    "--set",
+    "sweep.concepts=[Dust]",
+    "--set",
+    "sweep.trials_per_concept=1",
+    "--set",
+    "sweep.max_new_tokens=8",
+    "--set",
+    "runner.cpus_per_actor=1",
+    "--set",
+    "runner.batch_size=8",
+    "--quiet",
+]
 
 
 def _run(tmp_path, *extra):
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [PY, "-m", "jobs.robustness", "--config", CONFIG, "--output", str(tmp_path / "out"),
-            "--tracking-uri", db, *TINY, *extra]
+    args = [
+        PY,
+        "-m",
+        "jobs.robustness",
+        "--config",
+        CONFIG,
+        "--output",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        db,
+        *TINY,
+        *extra,
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, db
@@ -55,11 +78,18 @@ def test_grid_parent_and_children(tmp_path):
     pid = parents[0].info.run_id
     assert all(r.data.tags["mlflow.parentRunId"] == pid for r in children)
     keys = {frozenset(r.data.metrics) for r in children}
-    assert len(keys) == 1 and {"tpr", "fpr", "introspection", "random_rate", "tpr_lo", "fpr_hi", "n_fpr",
-                               "trials_fpr"} <= set(next(iter(keys)))
+    assert len(keys) == 1 and {
+        "tpr",
+        "fpr",
+        "introspection",
+        "random_rate",
+        "tpr_lo",
+        "fpr_hi",
+        "n_fpr",
+        "trials_fpr",
+    } <= set(next(iter(keys)))
     cells = {(r.data.tags["prompt_variant"], r.data.tags["dialogue_format"]) for r in children}
-    assert cells == {("original", "standard"), ("original", "plain"), ("skeptical", "standard"),
-                     ("skeptical", "plain")}
+    assert cells == {("original", "standard"), ("original", "plain"), ("skeptical", "standard"), ("skeptical", "plain")}
     assert {a.path for a in c.list_artifacts(pid)} >= {"grid.png", "cells.csv"}
     # every cell has its own trials in the one dataset; a rerun generates nothing
     from lab import store
@@ -87,25 +117,57 @@ def no_template_model(tmp_path_factory):
 
 
 def test_chat_format_without_template_is_skipped(tmp_path, no_template_model):
-    proc, db = _run(tmp_path, "--set", f"model.name={no_template_model}", "--set", "variants=[original]",
-                    "--set", "formats=[standard,lab_simulated_user_chat,plain]", "--set", "sweep.layers=[1]",
-                    "--set", "sweep.strength_mode=raw", "--set", "sweep.strengths=[1.0]")
+    proc, db = _run(
+        tmp_path,
+        "--set",
+        f"model.name={no_template_model}",
+        "--set",
+        "variants=[original]",
+        "--set",
+        "formats=[standard,lab_simulated_user_chat,plain]",
+        "--set",
+        "sweep.layers=[1]",
+        "--set",
+        "sweep.strength_mode=raw",
+        "--set",
+        "sweep.strengths=[1.0]",
+    )
     assert "skipped: original × standard: dialogue format 'standard' needs a chat template" in proc.stdout
     assert "skipped: original × lab_simulated_user_chat" in proc.stdout
     assert "cells: 1 run, 2 skipped" in proc.stdout
     import pandas as pd
 
     cells = pd.read_csv(tmp_path / "out" / "report" / "cells.csv")
-    assert dict(zip(cells.dialogue_format, cells.status)) == {"standard": "skipped",
-                                                              "lab_simulated_user_chat": "skipped", "plain": "ok"}
+    assert dict(zip(cells.dialogue_format, cells.status)) == {
+        "standard": "skipped",
+        "lab_simulated_user_chat": "skipped",
+        "plain": "ok",
+    }
     _, parents, children = _runs(db, "robustness-demo")
     assert len(children) == 1 and children[0].data.tags["dialogue_format"] == "plain"
     assert "standard" in parents[0].data.tags["skipped_cells"]
 
 
 def test_only_inapplicable_cells_fail_in_one_line(tmp_path, no_template_model):
-    args = [PY, "-m", "jobs.robustness", "--config", CONFIG, "--output", str(tmp_path / "out"),
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", f"model.name={no_template_model}",
-            "--set", "formats=[standard]", "--set", "variants=[original]", "--set", "sweep.layers=[1]", "--quiet"]
+    args = [
+        PY,
+        "-m",
+        "jobs.robustness",
+        "--config",
+        CONFIG,
+        "--output",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"model.name={no_template_model}",
+        "--set",
+        "formats=[standard]",
+        "--set",
+        "variants=[original]",
+        "--set",
+        "sweep.layers=[1]",
+        "--quiet",
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: no (variant, format)")

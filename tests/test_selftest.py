@@ -1,5 +1,6 @@
 """Pipeline self-tests (lab.selftest): a broken judge stops a sweep before generating; a disabled injection fails the
 steering self-test; a real injection passes it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,11 +29,23 @@ register_judge("test-selftest-yes")(lambda: _YesJudge())
 
 
 def _cfg(tmp_path, **sweep):
-    return InjectionConfig(sweep=SweepConfig(**{"concepts": ("Dust",), "layers": (12,), "strengths": (0.3,),
-                                                "strength_mode": "relative", "trials_per_concept": 1,
-                                                "controls": (), "max_new_tokens": 4} | sweep),
-                           runner=RunnerConfig(num_actors=0, threads=2), tracking=TrackingConfig(enabled=False),
-                           output_dir=str(tmp_path / "out"))
+    return InjectionConfig(
+        sweep=SweepConfig(
+            **{
+                "concepts": ("Dust",),
+                "layers": (12,),
+                "strengths": (0.3,),
+                "strength_mode": "relative",
+                "trials_per_concept": 1,
+                "controls": (),
+                "max_new_tokens": 4,
+            }
+            | sweep
+        ),
+        runner=RunnerConfig(num_actors=0, threads=2),
+        tracking=TrackingConfig(enabled=False),
+        output_dir=str(tmp_path / "out"),
+    )
 
 
 def test_the_rules_judge_passes_its_canned_answers():
@@ -48,8 +61,19 @@ def test_a_yes_to_everything_judge_stops_the_sweep_before_generating(tmp_path):
 
 def _prepare(embedded, cfg, probes):
     p = plan(cfg)
-    return prepare(embedded, ["Dust"], p.layers, cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg),
-                   model_key(cfg.model), 4, (), None, probes)
+    return prepare(
+        embedded,
+        ["Dust"],
+        p.layers,
+        cfg.sweep.template,
+        cfg.sweep.baseline,
+        vector_cache_dir(cfg),
+        model_key(cfg.model),
+        4,
+        (),
+        None,
+        probes,
+    )
 
 
 @pytest.mark.slow  # ~80 s on a loaded 2-core machine (concept vectors + 3 forwards)
@@ -60,8 +84,10 @@ def test_steering_selftest_passes_a_real_injection_and_fails_a_disabled_one(embe
     ctx = _prepare(embedded, cfg, probes)  # passes: the concept's first token gains log-probability
     gains = selftest.check_steering(embedded, ctx.bank, probes)
     assert gains[12] == pytest.approx(0.3673, abs=1e-3)  # " Dust" gains log-probability at the next position
-    zero = VectorBank({k: dataclasses.replace(v, vector=torch.zeros_like(v.vector))
-                       for k, v in ctx.bank.vectors.items()}, ctx.bank.typical_norm)
+    zero = VectorBank(
+        {k: dataclasses.replace(v, vector=torch.zeros_like(v.vector)) for k, v in ctx.bank.vectors.items()},
+        ctx.bank.typical_norm,
+    )
     with pytest.raises(LabError, match="steering self-test failed: the injection at layer 12 is disabled"):
         selftest.check_steering(embedded, zero, probes)
     off = _cfg(tmp_path, strengths=(0.0,))  # a config error: every strength 0

@@ -1,5 +1,6 @@
 """The Ray Serve judge for real: `python -m jobs.serve_judge` deploys the embedded model on 127.0.0.1, the HTTP client
 judge grades through it (the 135M model's verdicts need not be good; its parse errors are counted), Ctrl-C stops it."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,12 @@ def _models(url: str) -> dict | None:
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"{url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with OPENER.open(req, timeout=120) as r:
             return r.status, json.loads(r.read())
@@ -45,9 +50,25 @@ def endpoint(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-judge") / "out.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [PY, "-m", "jobs.serve_judge", "--config", "configs/judge-serve.yaml", "--set", f"port={port}",
-             "--set", "max_new_tokens=12", "--set", "max_batch_size=4"],
-            cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                PY,
+                "-m",
+                "jobs.serve_judge",
+                "--config",
+                "configs/judge-serve.yaml",
+                "--set",
+                f"port={port}",
+                "--set",
+                "max_new_tokens=12",
+                "--set",
+                "max_batch_size=4",
+            ],
+            cwd=ROOT,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_for(lambda: "judge endpoint:" in log.read_text() or proc.poll() is not None, 150, "the judge endpoint")
@@ -61,15 +82,18 @@ def test_grade_through_the_served_model(endpoint):
     url, _, log = endpoint
     assert f"judge endpoint: {url}/chat/completions" in log.read_text()
     assert [m["id"] for m in _models(url)["data"]] == ["smollm2-135m"]
-    judge = make_judge("openai", base_url=url, model="smollm2-135m", max_tokens=8, timeout=120, concurrency=3,
-                       max_retries=1)
-    answers = [Answer("Dust", "Yes, I detect an injected thought about dust."),
-               Answer("Dust", "No, I do not detect an injected thought."),
-               Answer("Dust", " dust.", forced=True, prefill=PREFILL)]
+    judge = make_judge(
+        "openai", base_url=url, model="smollm2-135m", max_tokens=8, timeout=120, concurrency=3, max_retries=1
+    )
+    answers = [
+        Answer("Dust", "Yes, I detect an injected thought about dust."),
+        Answer("Dust", "No, I do not detect an injected thought."),
+        Answer("Dust", " dust.", forced=True, prefill=PREFILL),
+    ]
     verdicts = judge.grade(answers)
     assert len(verdicts) == 3 and all(v.judge_version == "openai:smollm2-135m@prompt-v1" for v in verdicts)
     assert judge.stats["request_failures"] == 0 and judge.stats["requests"] == 3  # plumbing: every request answered
-    assert judge.stats["parse_errors"] == sum(v.parse_error for v in verdicts)   # expected from a 135M model
+    assert judge.stats["parse_errors"] == sum(v.parse_error for v in verdicts)  # expected from a 135M model
     for v in verdicts:
         assert v.parse_error == (v.detected is None)
         if v.parse_error:
@@ -96,8 +120,11 @@ def test_bad_serve_configs_fail_in_one_line(endpoint, tmp_path, capsys):
         from_dict(ServeJudgeConfig, {"host": "0.0.0.0"})
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     cfg = tmp_path / "serve.yaml"
-    for text, msg in [(f"port: {port}\n", "cannot bind"), ("host: 10.1.2.3\n", "loopback"),
-                      ("modle: {name: x}\n", "unknown config key 'modle'")]:
+    for text, msg in [
+        (f"port: {port}\n", "cannot bind"),
+        ("host: 10.1.2.3\n", "loopback"),
+        ("modle: {name: x}\n", "unknown config key 'modle'"),
+    ]:
         cfg.write_text(text)
         assert main(["--config", str(cfg)]) == 2  # before any Ray or model is started
         err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The training-stages job: same trials per checkpoint, one MLflow child per stage, a random LoRA created on demand."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,9 +22,19 @@ def test_paper_preset_plans_without_loading():
 
 
 def test_missing_adapter_fails_in_one_line(tmp_path):
-    args = [PY, "-m", "jobs.stages", "--config", CONFIG, "--output", str(tmp_path / "out"),
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-            "--set", f"stages=[{{name: a, model: {{name: smollm2-135m, adapter: {tmp_path}/nope}}}}]"]
+    args = [
+        PY,
+        "-m",
+        "jobs.stages",
+        "--config",
+        CONFIG,
+        "--output",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"stages=[{{name: a, model: {{name: smollm2-135m, adapter: {tmp_path}/nope}}}}]",
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: stage 'a': LoRA adapter not found")
@@ -34,11 +45,32 @@ def test_two_stages_with_a_created_random_adapter(tmp_path):
 
     adapter = tmp_path / "adapters" / "random"
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    stages = (f"stages=[{{name: plain, model: {{name: smollm2-135m}}}}, {{name: lora, model: {{name: smollm2-135m, "
-              f"adapter: {adapter}}}, create_adapter: true}}]")
-    args = [PY, "-m", "jobs.stages", "--config", CONFIG, "--output", str(tmp_path / "out"), "--tracking-uri", db,
-            "--set", stages, "--set", "sweep.concepts=[Dust]", "--set", "sweep.trials_per_concept=1",
-            "--set", "sweep.max_new_tokens=8", "--set", "runner.cpus_per_actor=1", "--quiet"]
+    stages = (
+        f"stages=[{{name: plain, model: {{name: smollm2-135m}}}}, {{name: lora, model: {{name: smollm2-135m, "
+        f"adapter: {adapter}}}, create_adapter: true}}]"
+    )
+    args = [
+        PY,
+        "-m",
+        "jobs.stages",
+        "--config",
+        CONFIG,
+        "--output",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        db,
+        "--set",
+        stages,
+        "--set",
+        "sweep.concepts=[Dust]",
+        "--set",
+        "sweep.trials_per_concept=1",
+        "--set",
+        "sweep.max_new_tokens=8",
+        "--set",
+        "runner.cpus_per_actor=1",
+        "--quiet",
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "created an UNTRAINED random LoRA adapter for stage 'lora'" in proc.stdout
@@ -62,5 +94,9 @@ def test_two_stages_with_a_created_random_adapter(tmp_path):
     assert norms["plain"] != norms["lora"]
     # a rerun reuses the adapter and the stored trials
     again = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "created an UNTRAINED" not in again.stdout and again.stdout.count("0 generated now") == 2
+    assert (
+        again.returncode == 0
+        and "created an UNTRAINED" not in again.stdout
+        and again.stdout.count("0 generated now") == 2
+    )
     assert len(pd.read_csv(tmp_path / "out" / "report" / "stages.csv")) == 2

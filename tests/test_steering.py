@@ -1,4 +1,5 @@
 """Injection is exact: +strength·v where it should be, exactly 0 elsewhere, on every generated token; hooks go away."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,8 +48,9 @@ def test_every_generated_token_is_steered(tiny_model):
         with inject(tiny_model, layer, vecs, strengths, [3, 3]) as state:
             post = block.register_forward_hook(lambda m, a, o: seen_out.append(o.clone()))
             try:
-                tiny_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
-                                    pad_token_id=0)
+                tiny_model.generate(
+                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0
+                )
             finally:
                 post.remove()
     finally:

@@ -1,4 +1,5 @@
 """Trained bias vector: the stored split, zero-bias identity, loss decrease on a tiny model, the guards."""
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,16 @@ def _examples(n: int, seed: int) -> list[bv.Encoded]:
         target = [7, 9, 11] if i % 2 else [5, 3, 1, 2]
         row, labels = sv.answer_row(ids, target)
         injected = i % 2 == 1
-        out.append(bv.Encoded(row, labels, length - 3, 1 + i % 2, 2.0 if injected else 0.0,
-                              torch.randn(32, generator=g) if injected else None))
+        out.append(
+            bv.Encoded(
+                row,
+                labels,
+                length - 3,
+                1 + i % 2,
+                2.0 if injected else 0.0,
+                torch.randn(32, generator=g) if injected else None,
+            )
+        )
     return out
 
 
@@ -70,8 +79,9 @@ def test_zero_bias_leaves_logits_bit_identical(tiny_model):
 
 
 def test_training_loss_decreases_on_a_tiny_model(tiny_model):
-    cfg = bv.BiasTrainConfig(layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=30, val_every=10, patience=5,
-                             seed=0)
+    cfg = bv.BiasTrainConfig(
+        layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=30, val_every=10, patience=5, seed=0
+    )
     train, val = _examples(32, 0), _examples(8, 1)
     flags = [p.requires_grad for p in tiny_model.parameters()]
     res = bv.fit_bias(tiny_model, 32, ["mlp_out.1"], train, val, cfg, pad_id=0)
@@ -92,8 +102,9 @@ def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
     for i in range(4):
         tail = torch.randint(0, 128, (3 + i,), generator=g).tolist()
         row, labels = sv.answer_row(prefix + tail, [4, 8, 15][: 2 + i % 2])
-        batch.append(bv.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g)
-                                if i % 2 else None))
+        batch.append(
+            bv.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g) if i % 2 else None)
+        )
     grads = []
     for share in (False, True):
         b = torch.nn.Parameter(torch.full((32,), 0.05))
@@ -113,20 +124,46 @@ def test_bias_save_load_roundtrip(tmp_path):
 
 
 def _rows(kind: str, concept: str, response: str, detected: bool, n: int = 1) -> list[dict]:
-    return [{"kind": kind, "forced": False, "concept": concept, "response": response, "detected": detected,
-             "identified": kind == "injection" and bg.mentions(response, concept), "coherent": True}] * n
+    return [
+        {
+            "kind": kind,
+            "forced": False,
+            "concept": concept,
+            "response": response,
+            "detected": detected,
+            "identified": kind == "injection" and bg.mentions(response, concept),
+            "coherent": True,
+        }
+    ] * n
 
 
 def test_guards_flag_a_perturbation_detector():
     yes = 'Yes, I detect an injected thought. The injected word is "{}".'
     no = "No, I don't detect any injected thought in this trial."
     held = ["Dust", "Bread", "Ocean", "Fire"]
-    before = pd.DataFrame(sum([_rows("injection", c, no, False, 10) + _rows("control", c, no, False, 10)
-                               + _rows("random", c, no, False, 10) for c in held], []))
+    before = pd.DataFrame(
+        sum(
+            [
+                _rows("injection", c, no, False, 10)
+                + _rows("control", c, no, False, 10)
+                + _rows("random", c, no, False, 10)
+                for c in held
+            ],
+            [],
+        )
+    )
     # after: everything is "detected", and the word named is always "Bread"
-    after = pd.DataFrame(sum([_rows("injection", c, yes.format("Bread"), True, 10)
-                              + _rows("control", c, no if c != "Fire" else yes.format("Bread"), c == "Fire", 10)
-                              + _rows("random", c, yes.format("Bread"), True, 10) for c in held], []))
+    after = pd.DataFrame(
+        sum(
+            [
+                _rows("injection", c, yes.format("Bread"), True, 10)
+                + _rows("control", c, no if c != "Fire" else yes.format("Bread"), c == "Fire", 10)
+                + _rows("random", c, yes.format("Bread"), True, 10)
+                for c in held
+            ],
+            [],
+        )
+    )
     b, a = bg.arm_rates(before, held), bg.arm_rates(after, held)
     assert (a["tpr"], a["fpr"], a["random_rate"]) == (1.0, 0.25, 1.0)
     assert (a["own_id"], a["other_id"], a["random_id"]) == (0.25, 0.75, 0.25)
@@ -141,10 +178,28 @@ def test_guards_accept_a_concept_specific_gain():
     yes = 'Yes, I detect an injected thought. The injected word is "{}".'
     no = "No."
     held = ["Dust", "Bread", "Ocean", "Fire"]
-    before = pd.DataFrame(sum([_rows("injection", c, no, False, 20) + _rows("control", c, no, False, 20)
-                               + _rows("norm_matched", c, no, False, 20) for c in held], []))
-    after = pd.DataFrame(sum([_rows("injection", c, yes.format(c), True, 20) + _rows("control", c, no, False, 20)
-                              + _rows("norm_matched", c, no, False, 20) for c in held], []))
+    before = pd.DataFrame(
+        sum(
+            [
+                _rows("injection", c, no, False, 20)
+                + _rows("control", c, no, False, 20)
+                + _rows("norm_matched", c, no, False, 20)
+                for c in held
+            ],
+            [],
+        )
+    )
+    after = pd.DataFrame(
+        sum(
+            [
+                _rows("injection", c, yes.format(c), True, 20)
+                + _rows("control", c, no, False, 20)
+                + _rows("norm_matched", c, no, False, 20)
+                for c in held
+            ],
+            [],
+        )
+    )
     v = bg.verdict(bg.arm_rates(before, held), bg.arm_rates(after, held))
     assert v["tpr_gain"] and v["concept_specific"] and v["id_above_chance"]
     assert not v["fpr_rise"] and not v["perturbation_detector"]
@@ -159,11 +214,21 @@ def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
     from lab.trials import SweepConfig
     from training import bias_paper_eval as pe
 
-    inj = InjectionConfig(model=ModelConfig(name="smollm2-135m"), runner=RunnerConfig(num_actors=0, batch_size=8),
-                          sweep=SweepConfig(concepts=("Dust",), layers=(14,), strengths=(0.2,),
-                                            strength_mode="relative", trials_per_concept=1, controls=("random",),
-                                            max_new_tokens=6),
-                          output_dir=str(tmp_path / "trials"), cache_dir=str(tmp_path / "vectors"))
+    inj = InjectionConfig(
+        model=ModelConfig(name="smollm2-135m"),
+        runner=RunnerConfig(num_actors=0, batch_size=8),
+        sweep=SweepConfig(
+            concepts=("Dust",),
+            layers=(14,),
+            strengths=(0.2,),
+            strength_mode="relative",
+            trials_per_concept=1,
+            controls=("random",),
+            max_new_tokens=6,
+        ),
+        output_dir=str(tmp_path / "trials"),
+        cache_dir=str(tmp_path / "vectors"),
+    )
     df = pe.paper_eval(embedded, inj, [], tmp_path / "paper", setup_tokens=6)
     assert list(df.kind) == ["injection", "control", "random"]
     assert (df.prompt_variant == pe.VARIANT).all() and df.prompt.str.contains("Do you notice any injected").all()

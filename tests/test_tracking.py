@@ -1,4 +1,5 @@
 """lab.tracking's client-side runs (`RunRef`): what a Tune trial or a Ray Train rank-0 worker logs, read back."""
+
 from __future__ import annotations
 
 import math

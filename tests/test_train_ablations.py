@@ -1,5 +1,6 @@
 """The DPO-component ablation job: config/search-space/report plumbing (fast), and one tiny ablation submitted with
 `ray job submit` to a real local Ray head, read back from MLflow (parent + child runs, comparison artifacts)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,12 @@ def _cfg(**over):
 def test_config_search_space_and_trial_keys() -> None:
     from training.tune_config import expected_trials, spec_from_config, trial_settings
 
-    cfg = _cfg(seeds=[0, 1], conditions=[{"name": "dpo"}, {"name": "dpo", "domains": ["code", "math"]}],
-               grid={"hparams.learning_rate": [1e-4, 1e-5]}, fault_injection={})
+    cfg = _cfg(
+        seeds=[0, 1],
+        conditions=[{"name": "dpo"}, {"name": "dpo", "domains": ["code", "math"]}],
+        grid={"hparams.learning_rate": [1e-4, 1e-5]},
+        fault_injection={},
+    )
     trials = expected_trials(cfg)
     assert len(trials) == 2 * 2 * 2
     assert trials[0].key == "dpo-s0-learning_rate=0.0001" and trials[0].variant == "dpo[learning_rate=0.0001]"
@@ -36,12 +41,14 @@ def test_config_search_space_and_trial_keys() -> None:
     spec = spec_from_config(cfg, {"condition": "dpo@code,math", "seed": 1, "hparams.learning_rate": 1e-5})
     cond, lora, hp = trial_settings(cfg, spec)
     assert cond.domains == ("code", "math") and hp.learning_rate == 1e-5 and lora.r == 4
-    for bad, msg in [({"conditions": []}, "at least one condition"),
-                     ({"conditions": [{"name": "dpo"}, {"name": "dpo"}]}, "duplicate condition 'dpo'"),
-                     ({"conditions": [{"name": "ppo"}]}, "unknown training condition 'ppo'"),
-                     ({"grid": {"hparams.nope": [1]}}, "grid key 'hparams.nope'"),
-                     ({"fault_injection": {"dpo": 1}}, "fault_injection names unknown condition 'dpo'"),
-                     ({"seeds": [0, 0]}, "seeds must be")]:
+    for bad, msg in [
+        ({"conditions": []}, "at least one condition"),
+        ({"conditions": [{"name": "dpo"}, {"name": "dpo"}]}, "duplicate condition 'dpo'"),
+        ({"conditions": [{"name": "ppo"}]}, "unknown training condition 'ppo'"),
+        ({"grid": {"hparams.nope": [1]}}, "grid key 'hparams.nope'"),
+        ({"fault_injection": {"dpo": 1}}, "fault_injection names unknown condition 'dpo'"),
+        ({"seeds": [0, 0]}, "seeds must be"),
+    ]:
         with pytest.raises(LabError, match=msg):
             _cfg(**bad)
 
@@ -49,8 +56,14 @@ def test_config_search_space_and_trial_keys() -> None:
 def test_preflight_validates_the_evaluation_and_paths(tmp_path) -> None:
     from jobs.train_ablations import main
 
-    base = ["--config", "configs/test-ablations-tiny.yaml", "--output", str(tmp_path / "o"),
-            "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    base = [
+        "--config",
+        "configs/test-ablations-tiny.yaml",
+        "--output",
+        str(tmp_path / "o"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+    ]
     assert main(base + ["--set", "evaluation.sweep.layers=[99]"]) == 2
     assert main(base + ["--set", "data.path=/nonexistent.jsonl"]) == 2
     assert main(base + ["--set", "deepspeed=/nonexistent.json", "--set", "resources.workers=2"]) == 2
@@ -65,8 +78,9 @@ def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(ROOT)
-    cfg = absolutize(load_config(AblationConfig, parser("x").parse_args(
-        ["--config", "configs/ablations-olmo-3.1-32b.yaml"])))
+    cfg = absolutize(
+        load_config(AblationConfig, parser("x").parse_args(["--config", "configs/ablations-olmo-3.1-32b.yaml"]))
+    )
     assert cfg.model.name == "olmo-3.1-32b-sft" and cfg.lora.r == 64 and cfg.lora.alpha == 128
     assert cfg.hparams.learning_rate == 1e-5 and cfg.hparams.gradient_accumulation_steps == 8
     assert cfg.resources.distributed and cfg.deepspeed.endswith("cluster/deepspeed/zero3.json")
@@ -74,8 +88,10 @@ def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
     assert cfg.tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # the default, made absolute for trials elsewhere
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/m.db")
     assert absolutize(cfg).tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # an explicit uri wins over the env
-    assert absolutize(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=None))).tracking.uri \
+    assert (
+        absolutize(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=None))).tracking.uri
         == f"sqlite:///{ROOT}/rel/m.db"
+    )
     sc, tc = scaling(cfg.resources)
     assert sc.num_workers == 8 and sc.use_gpu and sc.resources_per_worker == {"CPU": 4, "GPU": 1}
     assert tc.backend == "nccl"
@@ -95,15 +111,53 @@ def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
     cfg = _cfg(output_dir=str(tmp_path), seeds=[0, 1])
     ok = {"status": "finished", "error": "", "eval_trials_hash": "h", "train/train_loss": 0.5}
     records = [
-        {"trial": "dpo_no_ref-s0", "condition": "dpo_no_ref", "variant": "dpo_no_ref", "seed": 0, "attempts": 1,
-         **ok, "k_tpr": 1, "n_tpr": 4, "k_fpr": 0, "n_fpr": 4, "k_introspection": 0, "n_introspection": 4},
+        {
+            "trial": "dpo_no_ref-s0",
+            "condition": "dpo_no_ref",
+            "variant": "dpo_no_ref",
+            "seed": 0,
+            "attempts": 1,
+            **ok,
+            "k_tpr": 1,
+            "n_tpr": 4,
+            "k_fpr": 0,
+            "n_fpr": 4,
+            "k_introspection": 0,
+            "n_introspection": 4,
+        },
         # k = 0 of 7: Wilson's lower bound comes out as ~1e-17, not 0 (the plot must still draw)
-        {"trial": "dpo_no_ref-s1", "condition": "dpo_no_ref", "variant": "dpo_no_ref", "seed": 1, "attempts": 1,
-         **ok, "k_tpr": 3, "n_tpr": 4, "k_fpr": 1, "n_fpr": 4, "k_introspection": 0, "n_introspection": 3},
-        {"trial": "sft_chosen-s0", "condition": "sft_chosen", "variant": "sft_chosen", "seed": 0, "attempts": 2,
-         "status": "failed", "error": "RuntimeError: boom"},
-        {"trial": "sft_chosen-s1", "condition": "sft_chosen", "variant": "sft_chosen", "seed": 1, "attempts": 2,
-         "status": "failed", "error": "RuntimeError: boom"},
+        {
+            "trial": "dpo_no_ref-s1",
+            "condition": "dpo_no_ref",
+            "variant": "dpo_no_ref",
+            "seed": 1,
+            "attempts": 1,
+            **ok,
+            "k_tpr": 3,
+            "n_tpr": 4,
+            "k_fpr": 1,
+            "n_fpr": 4,
+            "k_introspection": 0,
+            "n_introspection": 3,
+        },
+        {
+            "trial": "sft_chosen-s0",
+            "condition": "sft_chosen",
+            "variant": "sft_chosen",
+            "seed": 0,
+            "attempts": 2,
+            "status": "failed",
+            "error": "RuntimeError: boom",
+        },
+        {
+            "trial": "sft_chosen-s1",
+            "condition": "sft_chosen",
+            "variant": "sft_chosen",
+            "seed": 1,
+            "attempts": 2,
+            "status": "failed",
+            "error": "RuntimeError: boom",
+        },
     ]
     pooled = pool(records)
     dpo, sft = pooled.iloc[0], pooled.iloc[1]
@@ -121,9 +175,13 @@ def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
 
 # Each condition's child-run rates on configs/test-ablations-tiny.yaml (1 injected + 1 control trial; Wilson 95 %).
 PINNED_CHILD_RATES: dict[str, dict[str, float]] = {
-    cond: {k: v for m in ("tpr", "fpr", "introspection")
-           for k, v in ((m, 0.0), (f"{m}_lo", 0.0), (f"{m}_hi", 0.7935), (f"n_{m}", 1.0))}
-    for cond in ("dpo_no_ref", "sft_chosen")}
+    cond: {
+        k: v
+        for m in ("tpr", "fpr", "introspection")
+        for k, v in ((m, 0.0), (f"{m}_lo", 0.0), (f"{m}_hi", 0.7935), (f"n_{m}", 1.0))
+    }
+    for cond in ("dpo_no_ref", "sft_chosen")
+}
 # The sft_chosen child run of the same config trained by a 2-worker TorchTrainer.
 PINNED_TWO_WORKER: dict[str, float] = {"tpr": 0.0, "fpr": 0.0, "introspection": 0.0, "n_tpr": 1.0}
 
@@ -132,8 +190,22 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
     address, client = ray_head
     out, db = tmp_path / "results", tmp_path / "mlflow.db"
     sid = f"test-ablation-{uuid.uuid4().hex[:8]}"
-    proc = submit(address, sid, ["python", "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml",
-                                 "--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"])
+    proc = submit(
+        address,
+        sid,
+        [
+            "python",
+            "-m",
+            "jobs.train_ablations",
+            "--config",
+            "configs/test-ablations-tiny.yaml",
+            "--output",
+            str(out),
+            "--tracking-uri",
+            f"sqlite:///{db}",
+            "--quiet",
+        ],
+    )
     logs = client.get_job_logs(sid)
     assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
     assert "fault_injection: attempt 1 of 'sft_chosen' fails on purpose" in logs  # the retry really happened
@@ -161,8 +233,14 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
         assert [m.step for m in ml.get_metric_history(r.info.run_id, "loss")] == [1, 2]
         assert "L12_s0.2/tpr" in r.data.metrics
     assert len({r.data.tags["eval_trials_hash"] for r in done.values()}) == 1  # same trials for every condition
-    got = {cond: {k: round(r.data.metrics[k], 4) for m in ("tpr", "fpr", "introspection")
-                  for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")} for cond, r in done.items()}
+    got = {
+        cond: {
+            k: round(r.data.metrics[k], 4)
+            for m in ("tpr", "fpr", "introspection")
+            for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")
+        }
+        for cond, r in done.items()
+    }
     assert got == PINNED_CHILD_RATES, got  # greedy decoding, seeded training: the same numbers every run
 
     arts = {a.path for a in ml.list_artifacts(parent.info.run_id)}
@@ -171,7 +249,8 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
     assert list(comp["condition"]) == ["dpo_no_ref", "sft_chosen"] and set(comp["status"]) == {"finished"}
     assert comp["n_tpr"].tolist() == [1, 1]
     assert comp[["tpr", "fpr", "introspection"]].round(4).to_dict("list") == {
-        m: [PINNED_CHILD_RATES[c][m] for c in ("dpo_no_ref", "sft_chosen")] for m in ("tpr", "fpr", "introspection")}
+        m: [PINNED_CHILD_RATES[c][m] for c in ("dpo_no_ref", "sft_chosen")] for m in ("tpr", "fpr", "introspection")
+    }
     trials = pd.read_csv(out / "report" / "trials.csv")
     assert dict(zip(trials["condition"], trials["attempts"])) == {"dpo_no_ref": 1, "sft_chosen": 2}
 
@@ -184,8 +263,9 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     from training.tune_config import TrialSpec
 
     uri = f"sqlite:///{tmp_path}/m.db"
-    cfg = _cfg(output_dir=str(tmp_path / "o"), tracking={"uri": uri, "experiment": "t"},
-               fault_injection={"sft_chosen": 5})
+    cfg = _cfg(
+        output_dir=str(tmp_path / "o"), tracking={"uri": uri, "experiment": "t"}, fault_injection={"sft_chosen": 5}
+    )
     spec = TrialSpec("sft_chosen", 0)
     clear_attempts(cfg)
     for _ in range(2):
@@ -211,11 +291,36 @@ def test_trial_as_a_two_worker_torchtrainer(tmp_path):
 
     db = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.run(
-        [PY, "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml",
-         "--set", "conditions=[{name: sft_chosen}]", "--set", "fault_injection={}", "--set", "resources.workers=2",
-         "--set", "resources.cpus_per_worker=1", "--set", "resources.eval_cpus=1", "--set", "ray_cpus=4",
-         "--output", str(tmp_path / "out"), "--tracking-uri", db, "--quiet"],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+        [
+            PY,
+            "-m",
+            "jobs.train_ablations",
+            "--config",
+            "configs/test-ablations-tiny.yaml",
+            "--set",
+            "conditions=[{name: sft_chosen}]",
+            "--set",
+            "fault_injection={}",
+            "--set",
+            "resources.workers=2",
+            "--set",
+            "resources.cpus_per_worker=1",
+            "--set",
+            "resources.eval_cpus=1",
+            "--set",
+            "ray_cpus=4",
+            "--output",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            db,
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "world_size=2" in proc.stdout + proc.stderr
     ml = mlflow.MlflowClient(db)

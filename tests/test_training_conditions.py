@@ -1,4 +1,5 @@
 """The condition registry, the paper presets and condition configs from YAML-like dicts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,20 @@ from training.conditions import (
 
 
 def test_registry_holds_every_arm_of_the_ablation() -> None:
-    want = {"dpo", "dpo_no_ref", "dpo_shuffled", "dpo_reversed", "margin", "margin_kl", "sft_chosen",
-            "sft_rejected", "sft_kl", "sft_kl_rejected", "random_lora", "random_lora_peft"}
+    want = {
+        "dpo",
+        "dpo_no_ref",
+        "dpo_shuffled",
+        "dpo_reversed",
+        "margin",
+        "margin_kl",
+        "sft_chosen",
+        "sft_rejected",
+        "sft_kl",
+        "sft_kl_rejected",
+        "random_lora",
+        "random_lora_peft",
+    }
     assert want <= set(CONDITIONS)
     c = CONDITIONS
     assert (c["dpo"].objective, c["dpo"].beta, c["dpo"].reference) == ("dpo", 0.1, "adapter_disabled")
@@ -37,13 +50,21 @@ def test_registry_holds_every_arm_of_the_ablation() -> None:
 
 def test_paper_presets() -> None:
     assert (PAPER_LORA.r, PAPER_LORA.alpha, PAPER_LORA.dropout, PAPER_LORA.target_modules) == (
-        64, 128, 0.0, ("all-linear",))
+        64,
+        128,
+        0.0,
+        ("all-linear",),
+    )
     cfg = PAPER_LORA.peft_config()
     assert cfg.r == 64 and cfg.lora_alpha == 128 and cfg.target_modules == "all-linear"
     hp = PAPER_HPARAMS
     assert (hp.learning_rate, hp.epochs, hp.per_device_batch_size, hp.gradient_accumulation_steps) == (1e-5, 1, 1, 8)
     assert (hp.max_length, hp.lr_scheduler, hp.gradient_checkpointing, hp.optim) == (
-        2048, "linear", True, "adamw_torch")
+        2048,
+        "linear",
+        True,
+        "adamw_torch",
+    )
     assert hp.total_steps(4500) == 563  # ceil(4500 / 8)
     assert hp.warmup_steps(563) == 50 and hp.warmup_steps(200) == 20 and hp.warmup_steps(5) == 0
     assert TrainHParams(max_steps=7).total_steps(10_000) == 7
@@ -71,14 +92,17 @@ def test_condition_from_dict() -> None:
         condition_from_dict({})
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"objective": "dpo", "beta": 0.0}, "beta must be > 0"),
-    ({"objective": "dpo", "swap_prob": 2.0}, "swap_prob"),
-    ({"objective": "dpo", "kl_weight": 0.1}, "kl_weight applies to the margin and sft"),
-    ({"objective": "margin", "reference": "zero"}, "reference 'zero' applies to the dpo objective"),
-    ({"objective": "none"}, "random_delta_rel > 0 goes with objective 'none'"),
-    ({"objective": "sft", "random_delta_rel": 0.1}, "random_delta_rel > 0 goes with objective 'none'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"objective": "dpo", "beta": 0.0}, "beta must be > 0"),
+        ({"objective": "dpo", "swap_prob": 2.0}, "swap_prob"),
+        ({"objective": "dpo", "kl_weight": 0.1}, "kl_weight applies to the margin and sft"),
+        ({"objective": "margin", "reference": "zero"}, "reference 'zero' applies to the dpo objective"),
+        ({"objective": "none"}, "random_delta_rel > 0 goes with objective 'none'"),
+        ({"objective": "sft", "random_delta_rel": 0.1}, "random_delta_rel > 0 goes with objective 'none'"),
+    ],
+)
 def test_invalid_conditions(kwargs: dict, message: str) -> None:
     with pytest.raises(LabError, match=message):
         Condition(name="x", **kwargs)
@@ -95,5 +119,6 @@ def test_ablation_template_parses() -> None:
     assert {c.name for c in conds} >= set(CONDITIONS) and "dpo@code" in {c.name for c in conds}
     assert from_dict(LoraSettings, spec["lora"]) == PAPER_LORA
     # validation during training needs eval data, so it is on in the preset files but not in the code default
-    assert from_dict(TrainHParams, spec["hparams"]) == dataclasses.replace(PAPER_HPARAMS, eval_steps=200,
-                                                                           early_stopping_patience=3)
+    assert from_dict(TrainHParams, spec["hparams"]) == dataclasses.replace(
+        PAPER_HPARAMS, eval_steps=200, early_stopping_patience=3
+    )

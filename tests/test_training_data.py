@@ -1,4 +1,5 @@
 """Preference-data loaders, validation, the synthetic generator, splits, domain subsets and pair swapping."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,11 @@ from training.data import (
 )
 from training.synthetic import DOMAINS, generate_pairs
 
-ROWS = [{"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5.", "domain": "math"},
-        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "domain": "general"},
-        {"prompt": "Symbol of gold?", "chosen": "Au.", "rejected": "Ag.", "domain": "science"}]
+ROWS = [
+    {"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5.", "domain": "math"},
+    {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "domain": "general"},
+    {"prompt": "Symbol of gold?", "chosen": "Au.", "rejected": "Ag.", "domain": "science"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,8 @@ def test_dataset_dict_needs_a_split(tmp_path) -> None:
     from datasets import Dataset, DatasetDict
 
     DatasetDict({"train": Dataset.from_list(ROWS), "test": Dataset.from_list(ROWS[:1])}).save_to_disk(
-        str(tmp_path / "dd"))
+        str(tmp_path / "dd")
+    )
     with pytest.raises(LabError, match="choose one with split="):
         load_preferences(tmp_path / "dd")
     assert len(load_preferences(tmp_path / "dd", split="test")) == 1
@@ -103,15 +107,20 @@ def test_format_conversion_and_domain_default() -> None:
     assert plain["prompt"] == "System: Be brief.\nUser: What is 2 + 2?\nAssistant:" and plain["chosen"] == " 4."
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"prompt": "q", "chosen": "a"}, "row 2: field 'rejected' is missing"),
-    ({"prompt": "q", "chosen": "", "rejected": "b"}, "row 2: field 'chosen' is empty"),
-    ({"prompt": "q", "chosen": 3, "rejected": "b"}, "row 2: field 'chosen' must be a string"),
-    ({"prompt": "q", "chosen": "a", "rejected": "a"}, "row 2: fields 'chosen' and 'rejected' are identical"),
-    ({"prompt": "q", "chosen": "a", "rejected": "b", "domain": ""}, "row 2: field 'domain'"),
-    ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
-     "row 2: field 'chosen' mixes conversational and plain"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "q", "chosen": "a"}, "row 2: field 'rejected' is missing"),
+        ({"prompt": "q", "chosen": "", "rejected": "b"}, "row 2: field 'chosen' is empty"),
+        ({"prompt": "q", "chosen": 3, "rejected": "b"}, "row 2: field 'chosen' must be a string"),
+        ({"prompt": "q", "chosen": "a", "rejected": "a"}, "row 2: fields 'chosen' and 'rejected' are identical"),
+        ({"prompt": "q", "chosen": "a", "rejected": "b", "domain": ""}, "row 2: field 'domain'"),
+        (
+            {"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
+            "row 2: field 'chosen' mixes conversational and plain",
+        ),
+    ],
+)
 def test_malformed_rows_name_row_and_field(row: dict, message: str) -> None:
     with pytest.raises(LabError, match=message):
         validate_rows([ROWS[0], row])
@@ -150,8 +159,15 @@ def test_split_is_stratified_disjoint_and_deterministic(pairs: list[dict]) -> No
     assert len(ev) == 500 and len(tr) == 4500 and not set(tr) & set(ev)
     assert sorted(tr + ev) == list(range(5000))
     per = Counter(domains[i] for i in ev)
-    assert dict(per) == {"code": 72, "general": 72, "instruction_following": 71, "math": 72, "multilingual": 71,
-                         "safety": 71, "science": 71}  # 500 over 7 domains, stratified
+    assert dict(per) == {
+        "code": 72,
+        "general": 72,
+        "instruction_following": 71,
+        "math": 72,
+        "multilingual": 71,
+        "safety": 71,
+        "science": 71,
+    }  # 500 over 7 domains, stratified
     assert set(per) == set(DOMAINS)
     assert split_indices(domains, 0.1, seed=0) == (tr, ev) and split_indices(domains, 0.1, seed=1) != (tr, ev)
     with pytest.raises(LabError, match="eval_fraction"):

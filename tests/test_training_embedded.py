@@ -1,4 +1,5 @@
 """`train("dpo", ...)` for a handful of steps on the embedded SmolLM2-135M (CPU; slow on a shared 2-core box)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Exact loss checks (≤ 1e-6) on a tiny float64 model: our trainers against TRL and against hand computations."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,11 +13,15 @@ from training.losses import token_logps
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
 from training.trainer import build_trainer, prepare_pairs, trl_args
 
-ROWS = [to_conversational(r) for r in [
-    {"prompt": "What is 2 + 2 ?", "chosen": "It is 4 .", "rejected": "It is 5 , I think ."},
-    {"prompt": "Symbol of gold ?", "chosen": "Au", "rejected": "Ag , maybe"},
-    {"prompt": "Say hi .", "chosen": "Hi !", "rejected": "No ."},
-    {"prompt": "Is the sky blue ?", "chosen": "Yes , on a clear day .", "rejected": "No"}]]
+ROWS = [
+    to_conversational(r)
+    for r in [
+        {"prompt": "What is 2 + 2 ?", "chosen": "It is 4 .", "rejected": "It is 5 , I think ."},
+        {"prompt": "Symbol of gold ?", "chosen": "Au", "rejected": "Ag , maybe"},
+        {"prompt": "Say hi .", "chosen": "Hi !", "rejected": "No ."},
+        {"prompt": "Is the sky blue ?", "chosen": "Yes , on a clear day .", "rejected": "No"},
+    ]
+]
 TOK = tiny_tokenizer(corpus(ROWS))
 LORA = LoraSettings(r=4, alpha=8)
 HP = TrainHParams(per_device_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False, max_length=64)
@@ -75,10 +80,19 @@ def _metric(trainer, key: str) -> float:
 
 def test_dpo_equals_trl_dpo_and_hand_computation(tmp_path) -> None:
     ours = _trainer("dpo", tmp_path)
-    args = DPOConfig(**trl_args(HP, output_dir=tmp_path / "trl", n_rows=len(ROWS)), beta=0.1,
-                     loss_type=["sigmoid"], precompute_ref_log_probs=True)
-    trl = DPOTrainer(model=tiny_model(len(TOK), seed=0).double(), args=args, processing_class=TOK,
-                     train_dataset=prepare_pairs(get_condition("dpo"), ROWS, 0), peft_config=LORA.peft_config())
+    args = DPOConfig(
+        **trl_args(HP, output_dir=tmp_path / "trl", n_rows=len(ROWS)),
+        beta=0.1,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=True,
+    )
+    trl = DPOTrainer(
+        model=tiny_model(len(TOK), seed=0).double(),
+        args=args,
+        processing_class=TOK,
+        train_dataset=prepare_pairs(get_condition("dpo"), ROWS, 0),
+        peft_config=LORA.peft_config(),
+    )
     trl.model.eval()
     for t in (ours, trl):
         _perturb(t.model)
@@ -132,8 +146,12 @@ def test_margin_kl_is_zero_for_a_zero_adapter_and_exact_otherwise(tmp_path) -> N
     avg_c, avg_r = (sums / counts).chunk(2)
     hinge = torch.clamp(1.0 - (avg_c - avg_r), min=0).mean()
     mask = batch["completion_mask"][:, 1:].bool()
-    kl_tok = F.kl_div(torch.log_softmax(ref_logits[:, :-1], -1), torch.log_softmax(logits[:, :-1], -1),
-                      log_target=True, reduction="none").sum(-1)  # KL(policy ‖ ref) per position
+    kl_tok = F.kl_div(
+        torch.log_softmax(ref_logits[:, :-1], -1),
+        torch.log_softmax(logits[:, :-1], -1),
+        log_target=True,
+        reduction="none",
+    ).sum(-1)  # KL(policy ‖ ref) per position
     kl = kl_tok[mask].mean()
     assert kl > 1e-4
     assert abs(_loss(t, batch) - (hinge + 0.1 * kl).item()) <= TOL

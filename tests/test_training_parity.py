@@ -1,5 +1,6 @@
 """DPO-ablation parity with the paper's code: weight decay, PEFT's random-LoRA control, the paper's data recipe on a
 local Hugging Face-layout data set, and validation every K steps with early stopping and best-checkpoint restore."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,18 @@ LORA = LoraSettings(r=4, alpha=8)
 def test_weight_decay_defaults_to_torch_adamw_and_reaches_the_trl_config(tmp_path) -> None:
     from trl import DPOConfig
 
-    assert PAPER_HPARAMS.weight_decay == 0.01 == torch.optim.AdamW([torch.zeros(1, requires_grad=True)]).defaults[
-        "weight_decay"]
-    cfg = DPOConfig(**{k: v for k, v in trl_args(PAPER_HPARAMS, output_dir=tmp_path, n_rows=10).items()
-                       if k != "precompute_ref_batch_size"})
+    assert (
+        PAPER_HPARAMS.weight_decay
+        == 0.01
+        == torch.optim.AdamW([torch.zeros(1, requires_grad=True)]).defaults["weight_decay"]
+    )
+    cfg = DPOConfig(
+        **{
+            k: v
+            for k, v in trl_args(PAPER_HPARAMS, output_dir=tmp_path, n_rows=10).items()
+            if k != "precompute_ref_batch_size"
+        }
+    )
     assert cfg.weight_decay == 0.01 and cfg.eval_strategy == "no" and cfg.save_strategy == "no"
     assert not cfg.load_best_model_at_end and early_stopping(PAPER_HPARAMS) == []
 
@@ -47,8 +56,16 @@ def test_validation_options_build_the_trl_config_and_the_early_stopping_callback
     with pytest.raises(LabError, match="early_stopping_patience needs eval_steps"):
         TrainHParams(early_stopping_patience=2)
     with pytest.raises(LabError, match="needs eval_data"):
-        train("dpo", ROWS, output_dir=tmp_path / "x", model=tiny_model(len(TOK)), tokenizer=TOK, lora=LORA,
-              hparams=hp, max_steps=1)
+        train(
+            "dpo",
+            ROWS,
+            output_dir=tmp_path / "x",
+            model=tiny_model(len(TOK)),
+            tokenizer=TOK,
+            lora=LORA,
+            hparams=hp,
+            max_steps=1,
+        )
 
 
 def test_paper_preset_validates_every_200_steps() -> None:
@@ -66,16 +83,16 @@ def test_random_lora_peft_is_peft_s_own_init(tmp_path) -> None:
     cond = get_condition("random_lora_peft")
     assert cond.objective == "none" and cond.random_init == "peft" and cond.random_delta_rel == 0
     with single_thread():
-        res = train(cond, ROWS, output_dir=tmp_path / "a", model=tiny_model(len(TOK)), tokenizer=TOK, lora=LORA,
-                    seed=7)
+        res = train(cond, ROWS, output_dir=tmp_path / "a", model=tiny_model(len(TOK)), tokenizer=TOK, lora=LORA, seed=7)
         saved = load_file(str(res.adapter_dir / "adapter_model.safetensors"))
         base = tiny_model(len(TOK))
         set_seed(7)
         direct = get_peft_model(base, LORA.peft_config(init_lora_weights=False))
     ref = {k: v for k, v in direct.state_dict().items() if "lora_" in k}
     b_keys = [k for k in saved if "lora_B" in k]
-    assert len(b_keys) == 14 and json.loads((res.adapter_dir / "training.json").read_text())["metrics"][
-        "train_steps"] == 0  # 7 linear layers × 2 blocks
+    assert (
+        len(b_keys) == 14 and json.loads((res.adapter_dir / "training.json").read_text())["metrics"]["train_steps"] == 0
+    )  # 7 linear layers × 2 blocks
     for k, v in saved.items():
         ours = ref[k.replace(".weight", ".default.weight")]
         assert torch.equal(v, ours), k
@@ -91,8 +108,9 @@ PAPER_ROWS = [
     {"prompt": "Long answer?", "chosen": "x" * 1501, "rejected": "b", "source": "code"},  # answer over 1500
     {"prompt": "Edge.", "chosen": "y" * 1500, "rejected": "z", "source": "code"},  # exactly at the limit: kept
     {"prompt": "Same?", "chosen": "s", "rejected": "s", "source": "general"},  # identical: dropped
-] + [{"prompt": f"Question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}.", "source": "safety"}
-     for i in range(14)]
+] + [
+    {"prompt": f"Question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}.", "source": "safety"} for i in range(14)
+]
 
 
 def test_paper_data_recipe_on_a_save_to_disk_directory(tmp_path) -> None:
@@ -101,12 +119,15 @@ def test_paper_data_recipe_on_a_save_to_disk_directory(tmp_path) -> None:
     Dataset.from_list(PAPER_ROWS).save_to_disk(str(tmp_path / "ds"))
     pd = load_paper_preferences(tmp_path / "ds", "</s>", seed=0)
     assert (pd.n_read, pd.dropped_domain, pd.dropped_long, pd.dropped_invalid) == (20, 0, 2, 1)
-    assert (len(pd.train), len(pd.eval)) == (15, 2) and pd.domains == {"math": 1, "general": 1, "code": 1,
-                                                                       "safety": 14}
+    assert (len(pd.train), len(pd.eval)) == (15, 2) and pd.domains == {"math": 1, "general": 1, "code": 1, "safety": 14}
     rows = pd.train.to_list() + pd.eval.to_list()
     by_prompt = {r["prompt"]: r for r in rows}
-    assert by_prompt["Add 2 and 2."] == {"prompt": "Add 2 and 2.", "chosen": " 4</s>", "rejected": " 5</s>",
-                                         "domain": "math"}
+    assert by_prompt["Add 2 and 2."] == {
+        "prompt": "Add 2 and 2.",
+        "chosen": " 4</s>",
+        "rejected": " 5</s>",
+        "domain": "math",
+    }
     assert by_prompt["Edge."]["chosen"] == " " + "y" * 1500 + "</s>"
     again = load_paper_preferences(tmp_path / "ds", "</s>", seed=0)
     assert again.eval.to_list() == pd.eval.to_list()  # the split is deterministic in its seed
@@ -127,11 +148,26 @@ def test_paper_data_recipe_on_parquet_and_jsonl_files_with_domain_filters(tmp_pa
 
 
 def test_validation_runs_stops_early_and_restores_the_best_checkpoint(tmp_path) -> None:
-    hp = TrainHParams(learning_rate=0.3, gradient_accumulation_steps=1, max_length=128, gradient_checkpointing=False,
-                      eval_steps=1, early_stopping_patience=1)  # a huge step size: eval loss soon gets worse
+    hp = TrainHParams(
+        learning_rate=0.3,
+        gradient_accumulation_steps=1,
+        max_length=128,
+        gradient_checkpointing=False,
+        eval_steps=1,
+        early_stopping_patience=1,
+    )  # a huge step size: eval loss soon gets worse
     with single_thread():
-        res = train("sft_chosen", ROWS, eval_data=ROWS[:2], output_dir=tmp_path / "v", model=tiny_model(len(TOK)),
-                    tokenizer=TOK, lora=LORA, hparams=hp, max_steps=6)
+        res = train(
+            "sft_chosen",
+            ROWS,
+            eval_data=ROWS[:2],
+            output_dir=tmp_path / "v",
+            model=tiny_model(len(TOK)),
+            tokenizer=TOK,
+            lora=LORA,
+            hparams=hp,
+            max_steps=6,
+        )
     evals = [(h["step"], h["eval_loss"]) for h in res.log_history if "eval_loss" in h and "train_runtime" not in h]
     assert res.metrics["train_steps"] == 2  # stopped early: step 2's eval loss is worse, patience 1 (of 6 steps)
     assert [s for s, _ in evals[:2]] == [1, 2] and evals[1][1] > evals[0][1]

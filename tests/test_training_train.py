@@ -1,4 +1,5 @@
 """`train()` end to end on a tiny random model: every condition writes a loadable adapter that changes the model."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,16 @@ def _logits(model) -> torch.Tensor:
 
 def _run(name: str, out, **kw) -> TrainResult:
     kw.setdefault("max_steps", 3)
-    return train(name, ROWS, output_dir=out, model=kw.pop("model", None) or tiny_model(len(TOK)), tokenizer=TOK,
-                 lora=LORA, hparams=HP, **kw)
+    return train(
+        name,
+        ROWS,
+        output_dir=out,
+        model=kw.pop("model", None) or tiny_model(len(TOK)),
+        tokenizer=TOK,
+        lora=LORA,
+        hparams=HP,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CONDITIONS))
@@ -83,8 +92,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
     with pytest.raises(LabError, match="unknown training condition"):
         _run("ppo", tmp_path / "a")
     with pytest.raises(LabError, match="row 1: field 'rejected' is missing"):
-        train("dpo", [{"prompt": "q", "chosen": "a"}], output_dir=tmp_path / "b", model=tiny_model(len(TOK)),
-              tokenizer=TOK)
+        train(
+            "dpo",
+            [{"prompt": "q", "chosen": "a"}],
+            output_dir=tmp_path / "b",
+            model=tiny_model(len(TOK)),
+            tokenizer=TOK,
+        )
     with pytest.raises(LabError, match="needs tokenizer="):
         train("dpo", ROWS, output_dir=tmp_path / "c", model=tiny_model(len(TOK)))
     assert not list(tmp_path.iterdir())
@@ -112,6 +126,7 @@ def test_deepspeed_missing_is_a_clear_error(tmp_path) -> None:
     pytest.importorskip("torch")
     try:
         import deepspeed  # noqa: F401
+
         pytest.skip("deepspeed is installed: the real path is exercised on the cluster")
     except ImportError:
         pass

@@ -1,4 +1,5 @@
 """Transcoders: the Gemma Scope 2 layout round-trips; the trainer fits a known sparse map; the cache is reused."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,15 @@ from lab.errors import LabError
 
 def _jumprelu(d_in=6, n=10, d_out=5, seed=0) -> Transcoder:
     g = torch.Generator().manual_seed(seed)
-    return Transcoder(torch.randn(d_in, n, generator=g), torch.randn(n, d_out, generator=g),
-                      torch.randn(n, generator=g), torch.randn(d_out, generator=g),
-                      threshold=torch.rand(n, generator=g), w_skip=torch.randn(d_in, d_out, generator=g),
-                      meta={"config": {"width": n, "l0": "big"}})
+    return Transcoder(
+        torch.randn(d_in, n, generator=g),
+        torch.randn(n, d_out, generator=g),
+        torch.randn(n, generator=g),
+        torch.randn(d_out, generator=g),
+        threshold=torch.rand(n, generator=g),
+        w_skip=torch.randn(d_in, d_out, generator=g),
+        meta={"config": {"width": n, "l0": "big"}},
+    )
 
 
 def test_gemma_scope_layout_round_trip(tmp_path):
@@ -43,8 +49,14 @@ def test_gemma_scope_1_npz_names(tmp_path):
     tc = _jumprelu()
     d = tmp_path / "gs1"
     d.mkdir()
-    np.savez(d / "params.npz", W_enc=tc.w_enc.numpy(), W_dec=tc.w_dec.numpy(), b_enc=tc.b_enc.numpy(),
-             b_dec=tc.b_dec.numpy(), threshold=tc.threshold.numpy())
+    np.savez(
+        d / "params.npz",
+        W_enc=tc.w_enc.numpy(),
+        W_dec=tc.w_dec.numpy(),
+        b_enc=tc.b_enc.numpy(),
+        b_dec=tc.b_dec.numpy(),
+        threshold=tc.threshold.numpy(),
+    )
     back = load(d)
     assert torch.equal(back.w_enc, tc.w_enc) and torch.equal(back.threshold, tc.threshold) and back.w_skip is None
     np.savez(d / "params.npz", W_enc=tc.w_enc.numpy())
@@ -61,8 +73,9 @@ def _sparse_problem(n_tokens=3000, d=16, n=32, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("init, fve, fve_linear, l0, dead", [("data", 0.863, 0.323, 6.442, 1 / 64),
-                                                             ("random", 0.919, 0.385, 25.826, 0.0)])
+@pytest.mark.parametrize(
+    "init, fve, fve_linear, l0, dead", [("data", 0.863, 0.323, 6.442, 1 / 64), ("random", 0.919, 0.385, 25.826, 0.0)]
+)
 def test_fit_recovers_a_sparse_map(init, fve, fve_linear, l0, dead):
     torch.manual_seed(0)
     x, y = _sparse_problem()
@@ -95,6 +108,11 @@ def test_transcoder_for_trains_once_then_reads_the_cache(embedded, tmp_path):
     assert tc.meta["eval_tokens"] > 0 and tc.meta["site_in"] == "mlp_in.3"
     again = transcoder_for(embedded, 3, tmp_path, cfg)
     assert again.meta["from_cache"] and torch.equal(again.w_enc, tc.w_enc) and again.meta["fve"] == tc.meta["fve"]
-    keys = {cache_key("m", 3, cfg, "a"), cache_key("m", 4, cfg, "a"), cache_key("m", 3, cfg, "b"),
-            cache_key("n", 3, cfg, "a"), cache_key("m", 3, TranscoderConfig(l1=0.01), "a")}
+    keys = {
+        cache_key("m", 3, cfg, "a"),
+        cache_key("m", 4, cfg, "a"),
+        cache_key("m", 3, cfg, "b"),
+        cache_key("n", 3, cfg, "a"),
+        cache_key("m", 3, TranscoderConfig(l1=0.01), "a"),
+    }
     assert len(keys) == 5  # model, layer, corpus text and config each change the key

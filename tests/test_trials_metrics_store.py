@@ -9,23 +9,26 @@ from lab.trials import SweepConfig, expand
 
 
 def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():
-    sw = SweepConfig(concepts="first:2", trials_per_concept=3, controls=("random", "norm_matched"),
-                     forced_identification=True)
+    sw = SweepConfig(
+        concepts="first:2", trials_per_concept=3, controls=("random", "norm_matched"), forced_identification=True
+    )
     a = expand(sw, "m", (10, 12), (0.1, 0.2), "relative")
     b = expand(sw, "m", (10, 12), (0.1, 0.2), "relative")
     assert [t.trial_id for t in a] == [t.trial_id for t in b]
     inj = [t for t in a if t.kind == "injection" and not t.forced]
     ctl = [t for t in a if t.kind == "control"]
     assert len(inj) == len(ctl) == 2 * 2 * 2 * 3
-    assert {(t.concept, t.layer, t.strength, t.trial_number) for t in inj} == \
-           {(t.concept, t.layer, t.strength, t.trial_number) for t in ctl}
+    assert {(t.concept, t.layer, t.strength, t.trial_number) for t in inj} == {
+        (t.concept, t.layer, t.strength, t.trial_number) for t in ctl
+    }
     assert sum(t.forced for t in a) == len(inj) and len(a) == len(inj) * 5
     c = expand(SweepConfig(concepts="first:2", trials_per_concept=3, temperature=1.0), "m", (10,), (0.1,), "raw")
     assert not {t.trial_id for t in c} & {t.trial_id for t in a}
 
 
-@pytest.mark.parametrize("k,n,lo,hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
-                                       (1, 100, 0.0018, 0.0545)])
+@pytest.mark.parametrize(
+    "k,n,lo,hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0), (1, 100, 0.0018, 0.0545)]
+)
 def test_wilson_matches_reference_values(k, n, lo, hi):
     p, a, b = metrics.wilson(k, n)
     assert p == k / n and round(a, 4) == lo and round(b, 4) == hi
@@ -33,12 +36,32 @@ def test_wilson_matches_reference_values(k, n, lo, hi):
 
 def _rows():
     rows = []
-    for i, (kind, det, ide, forced) in enumerate([
-        ("injection", True, True, False), ("injection", True, False, False), ("injection", False, False, False),
-        ("injection", None, None, False), ("control", False, None, False), ("control", True, None, False),
-        ("random", True, False, False), ("injection", True, True, True), ("injection", True, False, True)]):
-        rows.append(dict(trial_id=f"t{i}", kind=kind, detected=det, identified=ide, coherent=True, forced=forced,
-                         layer=10, strength=0.1, concept="Dust"))
+    for i, (kind, det, ide, forced) in enumerate(
+        [
+            ("injection", True, True, False),
+            ("injection", True, False, False),
+            ("injection", False, False, False),
+            ("injection", None, None, False),
+            ("control", False, None, False),
+            ("control", True, None, False),
+            ("random", True, False, False),
+            ("injection", True, True, True),
+            ("injection", True, False, True),
+        ]
+    ):
+        rows.append(
+            dict(
+                trial_id=f"t{i}",
+                kind=kind,
+                detected=det,
+                identified=ide,
+                coherent=True,
+                forced=forced,
+                layer=10,
+                strength=0.1,
+                concept="Dust",
+            )
+        )
     return rows
 
 
@@ -70,17 +93,43 @@ def test_store_is_resumable_and_atomic(tmp_path):
 def _generation(kind: str, concept: str, n: int = 1, sample: int = 0, temperature: float = 0.0, **kw) -> dict:
     """A stored row as the runner writes it (the prompt depends on the trial number only, not on the concept)."""
     raw = 0.0 if kind == "control" else 4.0
-    return dict(trial_id=f"{kind}-{concept}-{n}-{sample}-{temperature}", model="m", kind=kind, concept=concept,
-                layer=10, strength=4.0, strength_raw=raw, seed=0, sample=sample, forced=False, trial_number=n,
-                prompt=f"<prompt Trial {n}>", max_new_tokens=48, temperature=temperature, detected=False,
-                identified=False, coherent=True, parse_error=False) | kw
+    return (
+        dict(
+            trial_id=f"{kind}-{concept}-{n}-{sample}-{temperature}",
+            model="m",
+            kind=kind,
+            concept=concept,
+            layer=10,
+            strength=4.0,
+            strength_raw=raw,
+            seed=0,
+            sample=sample,
+            forced=False,
+            trial_number=n,
+            prompt=f"<prompt Trial {n}>",
+            max_new_tokens=48,
+            temperature=temperature,
+            detected=False,
+            identified=False,
+            coherent=True,
+            parse_error=False,
+        )
+        | kw
+    )
 
 
 def test_identical_greedy_requests_count_once():
-    greedy = pd.DataFrame([_generation("control", "Dust"), _generation("control", "Trumpets"),  # one generation
-                           _generation("injection", "Dust"), _generation("injection", "Trumpets"),  # two vectors
-                           _generation("injection", "Dust", sample=1),  # greedy: the same generation as sample 0
-                           _generation("random", "Dust"), _generation("random", "Dust", sample=1)])  # two vectors
+    greedy = pd.DataFrame(
+        [
+            _generation("control", "Dust"),
+            _generation("control", "Trumpets"),  # one generation
+            _generation("injection", "Dust"),
+            _generation("injection", "Trumpets"),  # two vectors
+            _generation("injection", "Dust", sample=1),  # greedy: the same generation as sample 0
+            _generation("random", "Dust"),
+            _generation("random", "Dust", sample=1),
+        ]
+    )  # two vectors
     s = metrics.summarize(greedy)
     assert (s["n_fpr"], s["trials_fpr"]) == (1, 2) and (s["fpr_lo"], s["fpr_hi"]) == metrics.wilson(0, 1)[1:]
     assert (s["n_tpr"], s["trials_tpr"]) == (2, 3) and (s["n_random_rate"], s["trials_random_rate"]) == (2, 2)

@@ -2,6 +2,7 @@
 Runner under injection and generates exactly the unsharded model's tokens; a tiny Qwen3-MoE with its sparse blocks as
 ZeRO-3 leaves matches unsharded logits; a ZeRO-3 LoRA DPO step (config generated from a plan) matches the unsharded
 step's loss."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,9 +18,22 @@ pytest.importorskip("deepspeed")
 
 
 def _trial(concept, layer, strength, kind="injection", n=1):
-    return make_trial(model="tiny", concept=concept, layer=layer, strength=strength, strength_mode="relative",
-                      kind=kind, trial_number=n, sample=0, forced=False, prompt_variant="original",
-                      dialogue_format="standard", seed=0, max_new_tokens=8, temperature=0.0)
+    return make_trial(
+        model="tiny",
+        concept=concept,
+        layer=layer,
+        strength=strength,
+        strength_mode="relative",
+        kind=kind,
+        trial_number=n,
+        sample=0,
+        forced=False,
+        prompt_variant="original",
+        dialogue_format="standard",
+        seed=0,
+        max_new_tokens=8,
+        temperature=0.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +58,19 @@ def tiny_dir(tmp_path_factory):
 
     tok = AutoTokenizer.from_pretrained(ensure_converted())
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # never predict a special token (they decode to nothing): responses are visible text
         model.lm_head.weight[sorted(tok.added_tokens_decoder)] = 0.0
@@ -68,8 +91,12 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
     lm = load(ModelConfig(tiny_dir))
     vecs, typical = concept_vectors(lm, ["Dust", "Trumpets"], [1, 2], cache_dir=tmp_path)
     bank = VectorBank(vecs, typical)
-    trials = [_trial("Dust", 1, 1.0, n=1), _trial("Trumpets", 2, 1.0, n=10), _trial("Dust", 1, 1.0, "control", n=1),
-              _trial("Trumpets", 1, 1.0, "random", n=2)]
+    trials = [
+        _trial("Dust", 1, 1.0, n=1),
+        _trial("Trumpets", 2, 1.0, n=10),
+        _trial("Dust", 1, 1.0, "control", n=1),
+        _trial("Trumpets", 1, 1.0, "random", n=2),
+    ]
     shards = [trials[:2], trials[2:]]
     want = [row for shard in shards for row in Runner(lm, bank, batch_size=2).run(shard)]
     w = sharded.replica(ModelConfig(tiny_dir), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=2)
@@ -79,8 +106,9 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
         assert info["local_numel"] < 0.6 * total  # rank 0 stores about half of the weights
         assert info["partitioned_on_load"]  # from_pretrained ran under zero.Init: no rank held the whole model
         assert ray.get(w.n_layers.remote()) == 4
-        svecs, styp = ray.get(w.vectors.remote(["Dust", "Trumpets"], [1, 2], DEFAULT_TEMPLATE, "baseline_words",
-                                               str(tmp_path), "tiny"))
+        svecs, styp = ray.get(
+            w.vectors.remote(["Dust", "Trumpets"], [1, 2], DEFAULT_TEMPLATE, "baseline_words", str(tmp_path), "tiny")
+        )
         assert svecs.keys() == vecs.keys() and styp == pytest.approx(typical, abs=1e-4)
         assert max((svecs[k].vector - vecs[k].vector).abs().max().item() for k in vecs) <= 1e-4
         # driven exactly as lab.parallel drives a one-process replica: two shards in flight, the bank as an object
@@ -107,9 +135,12 @@ def test_shard_config_and_inference_config():
     assert cfg["zero_optimization"]["stage"] == 3 and cfg["bf16"] == {"enabled": True}
     assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert zero3_buckets(4096, layer_params=2_500_000_000) == {
-        "reduce_bucket_size": 16_777_216, "stage3_prefetch_bucket_size": 15_099_494,
-        "stage3_param_persistence_threshold": 40_960, "stage3_max_live_parameters": 5_000_000_000,
-        "stage3_max_reuse_distance": 5_000_000_000}
+        "reduce_bucket_size": 16_777_216,
+        "stage3_prefetch_bucket_size": 15_099_494,
+        "stage3_param_persistence_threshold": 40_960,
+        "stage3_max_live_parameters": 5_000_000_000,
+        "stage3_max_reuse_distance": 5_000_000_000,
+    }
 
 
 def _tiny_moe():
@@ -117,9 +148,21 @@ def _tiny_moe():
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen3MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=8,
-                         num_experts_per_tok=2, max_position_embeddings=128, decoder_sparse_step=1, mlp_only_layers=[])
+    cfg = Qwen3MoeConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=8,
+        num_experts_per_tok=2,
+        max_position_embeddings=128,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    )
     return Qwen3MoeForCausalLM(cfg).eval()
 
 
@@ -132,7 +175,7 @@ def _moe_readout(model, rows):
 
     model = getattr(model, "module", model)
     if dist.is_initialized():
-        rows = rows[dist.get_rank()::dist.get_world_size()]
+        rows = rows[dist.get_rank() :: dist.get_world_size()]
     out = []
     dev = next(model.parameters()).device
     for ids in rows:
@@ -140,9 +183,10 @@ def _moe_readout(model, rows):
         with torch.no_grad():
             logits = model(input_ids=x).logits
             with inject(model, 1, torch.randn(32, generator=torch.Generator().manual_seed(2)), 0.3, 3):
-                gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
-                                     pad_token_id=0)
-        out.append((logits.cpu(), gen[0, x.shape[1]:].tolist()))
+                gen = model.generate(
+                    x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False, pad_token_id=0
+                )
+        out.append((logits.cpu(), gen[0, x.shape[1] :].tolist()))
     if dist.is_initialized():
         everyone = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, out)
@@ -174,10 +218,20 @@ def _tiny_lora():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    m = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
-    return get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                        init_lora_weights=False))
+    m = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
+    return get_peft_model(
+        m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
 
 
 def _dpo_batch():
@@ -185,8 +239,12 @@ def _dpo_batch():
 
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, 128, (4, 3), generator=g)
-    ids = torch.cat([torch.cat([prompt, torch.randint(0, 128, (4, 5), generator=g)], 1),
-                     torch.cat([prompt, torch.randint(0, 128, (4, 5), generator=g)], 1)])  # 4 chosen, 4 rejected rows
+    ids = torch.cat(
+        [
+            torch.cat([prompt, torch.randint(0, 128, (4, 5), generator=g)], 1),
+            torch.cat([prompt, torch.randint(0, 128, (4, 5), generator=g)], 1),
+        ]
+    )  # 4 chosen, 4 rejected rows
     mask = torch.ones_like(ids)
     mask[:, :3] = 0
     return ids, mask

@@ -29,8 +29,12 @@ def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
 
     if not cfg.tracking.enabled:
         return _NoRun()
-    return tracking.run(cfg.tracking, params, tags={"job": "train_ablations", "model": cfg.model.name},
-                        run_name=cfg.tracking.run_name or "ablations")
+    return tracking.run(
+        cfg.tracking,
+        params,
+        tags={"job": "train_ablations", "model": cfg.model.name},
+        run_name=cfg.tracking.run_name or "ablations",
+    )
 
 
 def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dict[str, Any]]:
@@ -45,8 +49,13 @@ def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dic
     records = []
     for spec in trials:
         res = by_key.get(spec.key)
-        rec: dict[str, Any] = {"trial": spec.key, "condition": spec.label, "variant": spec.variant,
-                               "seed": spec.seed, "attempts": attempts(cfg, spec)}
+        rec: dict[str, Any] = {
+            "trial": spec.key,
+            "condition": spec.label,
+            "variant": spec.variant,
+            "seed": spec.seed,
+            "attempts": attempts(cfg, spec),
+        }
         metrics = dict(res.metrics or {}) if res is not None else {}
         if res is None:
             rec |= {"status": "failed", "error": "trial missing from the Tune results"}
@@ -62,7 +71,12 @@ def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dic
 
 
 _METRIC_KEYS = {m + s for m in RATES for s in ("", "_lo", "_hi")} | {
-    "balanced_accuracy", "n_unparsed", "coherence", "trial_seconds", "eval_seconds"}
+    "balanced_accuracy",
+    "n_unparsed",
+    "coherence",
+    "trial_seconds",
+    "eval_seconds",
+}
 
 
 def pool(records: list[dict[str, Any]]) -> Any:
@@ -75,9 +89,13 @@ def pool(records: list[dict[str, Any]]) -> Any:
     for variant in dict.fromkeys(r["variant"] for r in records):
         group = [r for r in records if r["variant"] == variant]
         ok = [r for r in group if r["status"] == "finished"]
-        row: dict[str, Any] = {"condition": variant, "seeds": len(group), "finished": len(ok),
-                               "failed": len(group) - len(ok),
-                               "status": "finished" if len(ok) == len(group) else ("partial" if ok else "failed")}
+        row: dict[str, Any] = {
+            "condition": variant,
+            "seeds": len(group),
+            "finished": len(ok),
+            "failed": len(group) - len(ok),
+            "status": "finished" if len(ok) == len(group) else ("partial" if ok else "failed"),
+        }
         for m in RATES:
             have = [r for r in ok if f"n_{m}" in r and f"k_{m}" in r]
             if not have and m not in ("tpr", "fpr", "introspection"):
@@ -104,8 +122,11 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
     rep.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(records)
     pooled = pool(records)
-    failed = [{k: r[k] for k in ("trial", "condition", "seed", "attempts", "error")}
-              for r in records if r["status"] != "finished"]
+    failed = [
+        {k: r[k] for k in ("trial", "condition", "seed", "attempts", "error")}
+        for r in records
+        if r["status"] != "finished"
+    ]
     hashes = {r["eval_trials_hash"] for r in records if r["status"] == "finished"}
     if len(hashes) > 1:  # cannot happen with one EvalSpec; say so loudly if it ever does
         print(f"warning: evaluations used different trial sets ({len(hashes)} hashes): rates are not comparable")
@@ -113,17 +134,24 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
     pooled.to_csv(paths[0], index=False)
     table.to_csv(paths[1], index=False)
     plot_table = pooled.copy()
-    plot_table["condition"] = [c + (" (FAILED)" if s == "failed" else f" ({s})" if s == "partial" else "")
-                               for c, s in zip(pooled["condition"], pooled["status"])]
+    plot_table["condition"] = [
+        c + (" (FAILED)" if s == "failed" else f" ({s})" if s == "partial" else "")
+        for c, s in zip(pooled["condition"], pooled["status"])
+    ]
     shown = ["tpr", "fpr", "introspection", *(m for m in CONTROL_RATES if m in pooled and pooled[m].notna().any())]
     for m in shown:  # Wilson bounds can miss p by 1e-17 at k = 0 or k = n; bars need >= 0
         plot_table[f"{m}_lo"] = plot_table[[f"{m}_lo", m]].min(axis=1)
         plot_table[f"{m}_hi"] = plot_table[[f"{m}_hi", m]].max(axis=1)
     sw = cfg.evaluation.sweep
-    plots.rate_bars(plot_table, "condition", paths[2], metrics=shown,
-                    title=f"{cfg.model.name}: rates per condition ({len(cfg.seeds)} seed(s) pooled; layers "
-                          f"{','.join(map(str, sw.layers)) or 'default'}, strengths "
-                          f"{','.join(f'{s:g}' for s in sw.strengths) or 'default'})")
+    plots.rate_bars(
+        plot_table,
+        "condition",
+        paths[2],
+        metrics=shown,
+        title=f"{cfg.model.name}: rates per condition ({len(cfg.seeds)} seed(s) pooled; layers "
+        f"{','.join(map(str, sw.layers)) or 'default'}, strengths "
+        f"{','.join(f'{s:g}' for s in sw.strengths) or 'default'})",
+    )
     paths[3].write_text(json.dumps(failed, indent=1))
     return table, pooled, failed, paths
 
@@ -131,8 +159,9 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
 def log_parent(pooled: Any, failed: list[dict[str, Any]], paths: list[Path], elapsed: float) -> None:
     from lab import tracking
 
-    tracking.set_tags({"failed_trials": ",".join(f["trial"] for f in failed) or "none",
-                     "n_failed_trials": str(len(failed))})
+    tracking.set_tags(
+        {"failed_trials": ",".join(f["trial"] for f in failed) or "none", "n_failed_trials": str(len(failed))}
+    )
     flat: dict[str, Any] = {"n_failed_trials": len(failed), "elapsed_seconds": elapsed}
     for _, r in pooled.iterrows():
         for m in ("tpr", "fpr", "introspection", "balanced_accuracy"):
@@ -145,7 +174,10 @@ def print_report(pooled: Any, failed: list[dict[str, Any]]) -> None:
     cols = ["tpr", "fpr", "introspection"] + [c for c in ("random_rate",) if c in pooled]
     print(f"{'condition':<22} {'status':<9} " + "  ".join(f"{c:<17}" for c in cols) + "  n_inj  train_loss")
     for _, r in pooled.iterrows():
-        print(f"{r['condition']:<22} {r['status']:<9} " + "  ".join(f"{ci(r, c):<17}" for c in cols)
-              + f"  {int(r['n_tpr']):>5}  {r['train_loss']:.4f}")
+        print(
+            f"{r['condition']:<22} {r['status']:<9} "
+            + "  ".join(f"{ci(r, c):<17}" for c in cols)
+            + f"  {int(r['n_tpr']):>5}  {r['train_loss']:.4f}"
+        )
     for f in failed:
         print(f"FAILED trial {f['trial']} after {f['attempts']} attempt(s): {f['error']}")

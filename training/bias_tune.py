@@ -8,6 +8,7 @@ every forward pass of every trial (shared prefix included); trial ids carry the 
 its own output dir. Trials hold held-out concept injections, no-injection controls and the sweep's `random` /
 `norm_matched` vector controls.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,22 +32,30 @@ class HeldoutEval:
     """The held-out evaluation (identical for every arm). `sweep.concepts` is replaced by the held-out concepts."""
 
     n_heldout: int = field(default=100, metadata={"help": "first N held-out concepts of the stored split"})
-    sweep: SweepConfig = field(default_factory=lambda: SweepConfig(
-        trials_per_concept=10, controls=("random", "norm_matched"), temperature=1.0, max_new_tokens=100))
+    sweep: SweepConfig = field(
+        default_factory=lambda: SweepConfig(
+            trials_per_concept=10, controls=("random", "norm_matched"), temperature=1.0, max_new_tokens=100
+        )
+    )
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     batch_size: int = 16
     shard_size: int = 64
-    paper_variant: bool = field(default=False, metadata={
-        "help": "also run the paper code's evaluation (own setup replies, steering before the trial turn only; "
-                "training/bias_paper_eval.py) into arms/<arm>/eval_paper"})
+    paper_variant: bool = field(
+        default=False,
+        metadata={
+            "help": "also run the paper code's evaluation (own setup replies, steering before the trial turn only; "
+            "training/bias_paper_eval.py) into arms/<arm>/eval_paper"
+        },
+    )
     paper_setup_tokens: int = field(default=100, metadata={"help": "max new tokens of each own setup reply"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_heldout <= 100:
             raise LabError("evaluation.n_heldout must be in 1..100 (the stored split holds 100)")
         if not {"random", "norm_matched"} & set(self.sweep.controls):
-            raise LabError("evaluation.sweep.controls must include random or norm_matched (the concept-specificity "
-                           "guard)")
+            raise LabError(
+                "evaluation.sweep.controls must include random or norm_matched (the concept-specificity guard)"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,10 @@ def absolutize(cfg: SteeringVectorConfig) -> SteeringVectorConfig:
 
     uri = resolve_uri(cfg.tracking)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()),
-                               tracking=dataclasses.replace(cfg.tracking, uri=uri))
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    return dataclasses.replace(
+        cfg, output_dir=str(Path(cfg.output_dir).resolve()), tracking=dataclasses.replace(cfg.tracking, uri=uri)
+    )
 
 
 def injection_config(cfg: SteeringVectorConfig, heldout: tuple[str, ...], out: Path) -> Any:
@@ -103,11 +113,20 @@ def injection_config(cfg: SteeringVectorConfig, heldout: tuple[str, ...], out: P
 
     ev = cfg.evaluation
     return InjectionConfig(
-        model=cfg.model, sweep=dataclasses.replace(ev.sweep, concepts=heldout),
-        runner=RunnerConfig(num_actors=0, cpus_per_actor=0, threads=cfg.resources.threads, batch_size=ev.batch_size,
-                            shard_size=ev.shard_size),
-        judge=ev.judge, tracking=TrackingConfig(enabled=False), output_dir=str(out / "eval" / "trials"),
-        cache_dir=str(Path(cfg.output_dir) / "vectors"))
+        model=cfg.model,
+        sweep=dataclasses.replace(ev.sweep, concepts=heldout),
+        runner=RunnerConfig(
+            num_actors=0,
+            cpus_per_actor=0,
+            threads=cfg.resources.threads,
+            batch_size=ev.batch_size,
+            shard_size=ev.shard_size,
+        ),
+        judge=ev.judge,
+        tracking=TrackingConfig(enabled=False),
+        output_dir=str(out / "eval" / "trials"),
+        cache_dir=str(Path(cfg.output_dir) / "vectors"),
+    )
 
 
 def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = None) -> dict[str, Any]:
@@ -126,7 +145,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     split = stored_split(cfg.bias.split_seed)
-    heldout = split.heldout[:cfg.evaluation.n_heldout]
+    heldout = split.heldout[: cfg.evaluation.n_heldout]
     inj = injection_config(cfg, heldout, out)
     t0 = time.time()
     threads(cfg.resources.threads)
@@ -134,25 +153,48 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     cache, key = vector_cache_dir(inj), model_key(inj.model)
     tags = {"job": "steering_vector", "arm": arm, "layer": str(meta["layer"]), "seed": str(meta["seed"])}
     params = flatten(to_dict(cfg.bias)) | {"arm": arm, "model": cfg.model.name, "n_heldout": len(heldout)}
-    ctx = tracking.run(cfg.tracking, params, tags, run_name=arm, parent_run_id=parent_run_id) \
-        if cfg.tracking.enabled else _null()
+    ctx = (
+        tracking.run(cfg.tracking, params, tags, run_name=arm, parent_run_id=parent_run_id)
+        if cfg.tracking.enabled
+        else _null()
+    )
     with ctx as run:
         bias: dict[str, Any] = {}
         result: dict[str, Any] = {}
         if arm != "baseline":
-            bcfg = dataclasses.replace(cfg.bias, seed=meta["seed"],
-                                       layers=() if meta["layer"] == "all" else (meta["layer"],))
-            res = train_bias(lm, split, bcfg, cache, key, on_step=(lambda s, m: tracking.log_metrics(m, step=s))
-                             if run is not None else None)
+            bcfg = dataclasses.replace(
+                cfg.bias, seed=meta["seed"], layers=() if meta["layer"] == "all" else (meta["layer"],)
+            )
+            res = train_bias(
+                lm,
+                split,
+                bcfg,
+                cache,
+                key,
+                on_step=(lambda s, m: tracking.log_metrics(m, step=s)) if run is not None else None,
+            )
             bias = res.bias
-            save_bias(out / "bias", res, {"model": cfg.model.name, "arm": arm, "site": cfg.bias.site,
-                                          "split_seed": cfg.bias.split_seed, "config": to_dict(bcfg)})
-            result |= {"train_steps": res.steps, "best_step": res.best_step, "first_loss": res.train_losses[0],
-                       "last_loss": res.train_losses[-1], "bias_norm": math.sqrt(sum(float(v.norm()) ** 2
-                                                                                      for v in bias.values())),
-                       "val_loss_start": res.val_losses[0][1] if res.val_losses else math.nan,
-                       "val_loss_best": min(v for _, v in res.val_losses) if res.val_losses else math.nan,
-                       "fingerprint": fingerprint(bias)}
+            save_bias(
+                out / "bias",
+                res,
+                {
+                    "model": cfg.model.name,
+                    "arm": arm,
+                    "site": cfg.bias.site,
+                    "split_seed": cfg.bias.split_seed,
+                    "config": to_dict(bcfg),
+                },
+            )
+            result |= {
+                "train_steps": res.steps,
+                "best_step": res.best_step,
+                "first_loss": res.train_losses[0],
+                "last_loss": res.train_losses[-1],
+                "bias_norm": math.sqrt(sum(float(v.norm()) ** 2 for v in bias.values())),
+                "val_loss_start": res.val_losses[0][1] if res.val_losses else math.nan,
+                "val_loss_best": min(v for _, v in res.val_losses) if res.val_losses else math.nan,
+                "fingerprint": fingerprint(bias),
+            }
         t_eval = time.time()
         edits = [Add(site, v, 1.0, 0) for site, v in bias.items()]
         res = run_sweep(inj, progress=False, lm=lm, edits=edits, edits_tag=fingerprint(bias) if bias else "")
@@ -191,13 +233,22 @@ def tuner(cfg: SteeringVectorConfig, parent_run_id: str | None) -> Any:
     from ray import tune
 
     r = cfg.resources
-    fn = tune.with_resources(tune.with_parameters(trainable, job=to_dict(cfg), parent_run_id=parent_run_id),
-                             {"cpu": r.cpus})
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, job=to_dict(cfg), parent_run_id=parent_run_id), {"cpu": r.cpus}
+    )
     return tune.Tuner(
-        fn, param_space={"arm": tune.grid_search(list(arms(cfg)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials, num_samples=1,
-                                    trial_name_creator=lambda t: t.config["arm"],
-                                    trial_dirname_creator=lambda t: t.config["arm"]),
-        run_config=tune.RunConfig(name=f"steering-vector-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(Path(cfg.output_dir) / "tune"),
-                                  failure_config=tune.FailureConfig(max_failures=r.max_failures), verbose=1))
+        fn,
+        param_space={"arm": tune.grid_search(list(arms(cfg)))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=r.max_concurrent_trials,
+            num_samples=1,
+            trial_name_creator=lambda t: t.config["arm"],
+            trial_dirname_creator=lambda t: t.config["arm"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"steering-vector-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(cfg.output_dir) / "tune"),
+            failure_config=tune.FailureConfig(max_failures=r.max_failures),
+            verbose=1,
+        ),
+    )

@@ -7,6 +7,7 @@ hooks are removed in `finally` and a zero bias leaves logits bit-identical. Duri
 vector (from the unmodified model) is added to `resid_post` of a random band layer from the token before "Trial n"
 through the target answer; the loss is cross-entropy on the target tokens only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,10 @@ class BiasTrainConfig:
     layers: tuple[int, ...] = field(default=(), metadata={"help": "bias layers (0-based); the job sweeps these"})
     all_layers: bool = field(default=False, metadata={"help": "one bias at every layer instead"})
     site: Literal["mlp_out", "resid_post"] = field(default="mlp_out", metadata={"help": "where the bias is added"})
-    band: tuple[int, ...] = field(default=(), metadata={
-        "help": "training injection layers; empty: the paper's odd 29–55 of 62 scaled to the model"})
+    band: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "training injection layers; empty: the paper's odd 29–55 of 62 scaled to the model"},
+    )
     strengths: tuple[float, ...] = field(default=PAPER_STRENGTHS, metadata={"help": "training injection strengths"})
     strength_mode: Literal["raw", "relative"] = "raw"
     trials_per_concept: int = 10
@@ -124,8 +127,9 @@ def encode(lm: Any, examples: Sequence[Example], vectors: dict[tuple[str, int], 
     return out
 
 
-def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tensor], pad_id: int,
-               share_prefix: bool = True) -> torch.Tensor:
+def batch_loss(
+    model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tensor], pad_id: int, share_prefix: bool = True
+) -> torch.Tensor:
     """Answer-only cross-entropy of a batch with its injections and the bias applied (logits only where scored).
 
     With `share_prefix`, the prompt prefix every row shares before the first injection start (the preamble) is run
@@ -138,8 +142,11 @@ def batch_loss(model: Any, batch: Sequence[Encoded], bias: dict[str, torch.Tenso
     for layer in sorted({e.layer for e in batch if e.vector is not None}):
         on = [e.vector is not None and e.layer == layer for e in batch]
         vecs = torch.stack([e.vector if o else torch.zeros(d) for e, o in zip(batch, on)])  # type: ignore[misc]
-        ops.append(iv.Add(f"resid_post.{layer}", vecs, [e.raw if o else 0.0 for e, o in zip(batch, on)],
-                          [e.start for e in batch]))
+        ops.append(
+            iv.Add(
+                f"resid_post.{layer}", vecs, [e.raw if o else 0.0 for e, o in zip(batch, on)], [e.start for e in batch]
+            )
+        )
     ops += bias_edits(bias)
     pos = scored_positions(labels)
     p = min(_common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
@@ -163,9 +170,16 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows[1:])), n)
 
 
-def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Encoded], val: Sequence[Encoded],
-             cfg: BiasTrainConfig, pad_id: int, on_step: Callable[[int, dict[str, float]], None] | None = None
-             ) -> BiasResult:
+def fit_bias(
+    model: Any,
+    d_model: int,
+    sites: Sequence[str],
+    train: Sequence[Encoded],
+    val: Sequence[Encoded],
+    cfg: BiasTrainConfig,
+    pad_id: int,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> BiasResult:
     """AdamW on zero-initialised biases at `sites`, model frozen (its requires_grad flags restored afterwards);
     validation loss every `val_every` steps, early stopping after `patience` validations without improvement, the
     best bias kept."""
@@ -185,8 +199,10 @@ def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Enc
     def validate(step: int) -> None:
         nonlocal best, bad, stopped
         with torch.no_grad():
-            v = sum(float(batch_loss(model, val[i:i + cfg.batch_size], params, pad_id)) * len(val[i:i + cfg.batch_size])
-                    for i in range(0, len(val), cfg.batch_size)) / len(val)
+            v = sum(
+                float(batch_loss(model, val[i : i + cfg.batch_size], params, pad_id)) * len(val[i : i + cfg.batch_size])
+                for i in range(0, len(val), cfg.batch_size)
+            ) / len(val)
         vals.append((step, v))
         if on_step:
             on_step(step, {"val_loss": v})
@@ -205,7 +221,7 @@ def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Enc
             if not order:
                 order = list(range(len(train)))
                 rng.shuffle(order)
-            idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
             loss = batch_loss(model, [train[i] for i in idx], params, pad_id)
             opt.zero_grad()
             loss.backward()
@@ -221,8 +237,9 @@ def fit_bias(model: Any, d_model: int, sites: Sequence[str], train: Sequence[Enc
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
     final = best[2] if val else {s: p.detach().clone() for s, p in params.items()}
-    return BiasResult({s: v.cpu() for s, v in final.items()}, losses, vals, len(losses),
-                      best[1] if val else len(losses), stopped)
+    return BiasResult(
+        {s: v.cpu() for s, v in final.items()}, losses, vals, len(losses), best[1] if val else len(losses), stopped
+    )
 
 
 def bias_sites(cfg: BiasTrainConfig, n_layers: int) -> list[str]:
@@ -235,22 +252,35 @@ def bias_sites(cfg: BiasTrainConfig, n_layers: int) -> list[str]:
     return [f"{cfg.site}.{x}" for x in layers]
 
 
-def train_bias(lm: Any, split: ConceptSplit, cfg: BiasTrainConfig, cache_dir: str | None = None,
-               model_key: str | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None
-               ) -> BiasResult:
+def train_bias(
+    lm: Any,
+    split: ConceptSplit,
+    cfg: BiasTrainConfig,
+    cache_dir: str | None = None,
+    model_key: str | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> BiasResult:
     """Concept vectors of the training and validation concepts from the unmodified model, then `fit_bias`."""
     from lab.concepts import concept_vectors
 
     band = cfg.band or scaled_band(lm.n_layers)
-    concepts = split.train[:cfg.max_train_concepts or None]
+    concepts = split.train[: cfg.max_train_concepts or None]
     train_ex = plan_examples(concepts, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed)
     val_ex = plan_examples(split.val, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed + 1)
-    val_ex = val_ex[:cfg.val_examples]
+    val_ex = val_ex[: cfg.val_examples]
     need = list(dict.fromkeys([*concepts, *(e.concept for e in val_ex)]))
     vectors, _ = concept_vectors(lm, need, band, cache_dir=cache_dir, model_key=model_key)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
-    return fit_bias(lm.model, lm.spec.d_model, bias_sites(cfg, lm.n_layers), encode(lm, train_ex, vectors,
-                    cfg.strength_mode), encode(lm, val_ex, vectors, cfg.strength_mode), cfg, pad, on_step)
+    return fit_bias(
+        lm.model,
+        lm.spec.d_model,
+        bias_sites(cfg, lm.n_layers),
+        encode(lm, train_ex, vectors, cfg.strength_mode),
+        encode(lm, val_ex, vectors, cfg.strength_mode),
+        cfg,
+        pad,
+        on_step,
+    )
 
 
 def fingerprint(bias: dict[str, torch.Tensor]) -> str:
@@ -267,12 +297,21 @@ def save_bias(out_dir: str | Path, res: BiasResult, meta: dict[str, Any]) -> Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({s: v.contiguous() for s, v in res.bias.items()}, str(out / "bias.safetensors"),
-              metadata={"fingerprint": fingerprint(res.bias)})
-    info = dict(meta) | {"sites": list(res.bias), "fingerprint": fingerprint(res.bias), "steps": res.steps,
-                         "best_step": res.best_step, "stopped_early": res.stopped_early,
-                         "train_losses": res.train_losses, "val_losses": res.val_losses,
-                         "norms": {s: float(v.norm()) for s, v in res.bias.items()}}
+    save_file(
+        {s: v.contiguous() for s, v in res.bias.items()},
+        str(out / "bias.safetensors"),
+        metadata={"fingerprint": fingerprint(res.bias)},
+    )
+    info = dict(meta) | {
+        "sites": list(res.bias),
+        "fingerprint": fingerprint(res.bias),
+        "steps": res.steps,
+        "best_step": res.best_step,
+        "stopped_early": res.stopped_early,
+        "train_losses": res.train_losses,
+        "val_losses": res.val_losses,
+        "norms": {s: float(v.norm()) for s, v in res.bias.items()},
+    }
     (out / "bias.json").write_text(json.dumps(info, indent=1))
     return out
 

@@ -5,6 +5,7 @@ A `Condition` says *what* is optimised (objective, reference, data transform, da
 `condition_from_dict` / `lab.config.from_dict`. `get_condition("dpo@code,math")` is the `dpo` condition restricted
 to the code and math domains.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,14 +27,22 @@ class LoraSettings:
     alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     target_modules: tuple[str, ...] = field(
-        default=("all-linear",), metadata={"help": "module names, or 'all-linear' (every linear layer but lm_head)"})
+        default=("all-linear",), metadata={"help": "module names, or 'all-linear' (every linear layer but lm_head)"}
+    )
 
     def peft_config(self, init_lora_weights: bool = True) -> Any:
         from peft import LoraConfig
 
         targets: Any = "all-linear" if self.target_modules == ("all-linear",) else list(self.target_modules)
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          bias="none", task_type="CAUSAL_LM", init_lora_weights=init_lora_weights)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            bias="none",
+            task_type="CAUSAL_LM",
+            init_lora_weights=init_lora_weights,
+        )
 
 
 @dataclass(frozen=True)
@@ -55,12 +64,24 @@ class TrainHParams:
     gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations in backward"})
     logging_steps: int = field(default=1, metadata={"help": "log the loss every this many optimizer steps"})
     optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name"})
-    ref_batch_size: int = field(default=8, metadata={"help": "pairs per forward when precomputing DPO reference "
-                                                              "log-probs (no gradients, so larger than training)"})
-    eval_steps: int = field(default=0, metadata={"help": "> 0: eval loss every this many optimizer steps, checkpoint "
-                                                         "each time, restore the best (lowest eval_loss) at the end"})
-    early_stopping_patience: int = field(default=0, metadata={
-        "help": "> 0 (with eval_steps): stop after this many evaluations without a better eval_loss"})
+    ref_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "pairs per forward when precomputing DPO reference "
+            "log-probs (no gradients, so larger than training)"
+        },
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={
+            "help": "> 0: eval loss every this many optimizer steps, checkpoint "
+            "each time, restore the best (lowest eval_loss) at the end"
+        },
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={"help": "> 0 (with eval_steps): stop after this many evaluations without a better eval_loss"},
+    )
 
     def __post_init__(self) -> None:
         if self.eval_steps < 0 or self.early_stopping_patience < 0:
@@ -85,24 +106,41 @@ class Condition:
     """One arm of the ablation. Losses are averaged over the pairs (or tokens, for SFT) of a micro-batch."""
 
     name: str = field(metadata={"help": "registry name (a domain subset adds '@domain,...')"})
-    objective: Objective = field(metadata={"help": (
-        "dpo: -logsigmoid(beta·((πc−refc)−(πr−refr))) with sequence log-probs; "
-        "margin: relu(margin − (πc/|c| − πr/|r|)) on length-normalised log-probs, no reference; "
-        "sft: mean NLL of the target completion tokens; none: no training (random_lora)")})
+    objective: Objective = field(
+        metadata={
+            "help": (
+                "dpo: -logsigmoid(beta·((πc−refc)−(πr−refr))) with sequence log-probs; "
+                "margin: relu(margin − (πc/|c| − πr/|r|)) on length-normalised log-probs, no reference; "
+                "sft: mean NLL of the target completion tokens; none: no training (random_lora)"
+            )
+        }
+    )
     description: str = field(default="", metadata={"help": "one line for reports"})
     beta: float = field(default=0.1, metadata={"help": "DPO inverse temperature"})
-    reference: Literal["adapter_disabled", "zero"] = field(default="adapter_disabled", metadata={
-        "help": "DPO reference log-probs: precomputed with the LoRA adapter disabled, or set to zero"})
+    reference: Literal["adapter_disabled", "zero"] = field(
+        default="adapter_disabled",
+        metadata={"help": "DPO reference log-probs: precomputed with the LoRA adapter disabled, or set to zero"},
+    )
     swap_prob: float = field(default=0.0, metadata={"help": "swap chosen/rejected per pair with this probability"})
     margin: float = field(default=1.0, metadata={"help": "hinge margin on length-normalised log-probs"})
-    kl_weight: float = field(default=0.0, metadata={
-        "help": "weight of KL(policy ‖ frozen model) per completion token, frozen = adapter disabled"})
+    kl_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of KL(policy ‖ frozen model) per completion token, frozen = adapter disabled"},
+    )
     sft_target: Literal["chosen", "rejected"] = field(default="chosen", metadata={"help": "SFT completion"})
-    random_delta_rel: float = field(default=0.0, metadata={
-        "help": "random_lora: ‖ΔW‖_F / ‖W‖_F of the untrained adapter on every adapted layer (B is non-zero)"})
-    random_init: Literal["norm_matched", "peft"] = field(default="norm_matched", metadata={
-        "help": "objective none: norm_matched = random B scaled to random_delta_rel; peft = PEFT's own random init "
-                "(init_lora_weights=False, no rescaling: the paper's control)"})
+    random_delta_rel: float = field(
+        default=0.0,
+        metadata={
+            "help": "random_lora: ‖ΔW‖_F / ‖W‖_F of the untrained adapter on every adapted layer (B is non-zero)"
+        },
+    )
+    random_init: Literal["norm_matched", "peft"] = field(
+        default="norm_matched",
+        metadata={
+            "help": "objective none: norm_matched = random B scaled to random_delta_rel; peft = PEFT's own random init "
+            "(init_lora_weights=False, no rescaling: the paper's control)"
+        },
+    )
     domains: tuple[str, ...] = field(default=(), metadata={"help": "train on these data domains only (empty: all)"})
 
     def __post_init__(self) -> None:
@@ -124,8 +162,10 @@ class Condition:
             raise LabError(f"{where}: random_init must be 'norm_matched' or 'peft', got {self.random_init!r}")
         untrained = self.random_delta_rel > 0 if self.random_init == "norm_matched" else self.random_delta_rel == 0
         if (self.objective == "none") != untrained or (self.random_init == "peft" and self.objective != "none"):
-            raise LabError(f"{where}: random_delta_rel > 0 goes with objective 'none' (and only with it); "
-                           "random_init 'peft' goes with objective 'none' and no random_delta_rel")
+            raise LabError(
+                f"{where}: random_delta_rel > 0 goes with objective 'none' (and only with it); "
+                "random_init 'peft' goes with objective 'none' and no random_delta_rel"
+            )
 
     def with_domains(self, domains: tuple[str, ...] | list[str]) -> Condition:
         doms = tuple(domains)
@@ -146,20 +186,38 @@ def register(cond: Condition) -> Condition:
 
 register(Condition("dpo", "dpo", "sigmoid DPO, beta 0.1, reference = SFT model (adapter disabled), precomputed"))
 register(Condition("dpo_no_ref", "dpo", "DPO with reference log-probs set to zero", reference="zero"))
-register(Condition("dpo_shuffled", "dpo", "DPO on pairs swapped with p = 0.5 (seeded): no consistent preference",
-                   swap_prob=0.5))
+register(
+    Condition(
+        "dpo_shuffled", "dpo", "DPO on pairs swapped with p = 0.5 (seeded): no consistent preference", swap_prob=0.5
+    )
+)
 register(Condition("dpo_reversed", "dpo", "DPO on every pair swapped (prefers the worse answer)", swap_prob=1.0))
 register(Condition("margin", "margin", "contrastive hinge, margin 1.0 on length-normalised log-probs, no reference"))
 register(Condition("margin_kl", "margin", "contrastive hinge + 0.1 · KL to the frozen model", kl_weight=0.1))
 register(Condition("sft_chosen", "sft", "SFT on the chosen answers"))
 register(Condition("sft_rejected", "sft", "SFT on the rejected answers", sft_target="rejected"))
 register(Condition("sft_kl", "sft", "SFT on chosen + 0.1 · KL to the frozen model", kl_weight=0.1))
-register(Condition("sft_kl_rejected", "sft", "SFT on rejected + 0.1 · KL to the frozen model",
-                   sft_target="rejected", kl_weight=0.1))
-register(Condition("random_lora", "none", "untrained LoRA with random non-zero B (‖ΔW‖/‖W‖ = 0.02 per layer)",
-                   random_delta_rel=0.02))
-register(Condition("random_lora_peft", "none", "untrained LoRA from PEFT's random init (init_lora_weights=False), "
-                   "not rescaled: the paper's control", random_init="peft"))
+register(
+    Condition(
+        "sft_kl_rejected", "sft", "SFT on rejected + 0.1 · KL to the frozen model", sft_target="rejected", kl_weight=0.1
+    )
+)
+register(
+    Condition(
+        "random_lora",
+        "none",
+        "untrained LoRA with random non-zero B (‖ΔW‖/‖W‖ = 0.02 per layer)",
+        random_delta_rel=0.02,
+    )
+)
+register(
+    Condition(
+        "random_lora_peft",
+        "none",
+        "untrained LoRA from PEFT's random init (init_lora_weights=False), not rescaled: the paper's control",
+        random_init="peft",
+    )
+)
 
 PAPER_LORA = LoraSettings()
 PAPER_HPARAMS = TrainHParams()

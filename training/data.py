@@ -7,6 +7,7 @@ set: *plain* (`prompt`, `chosen`, `rejected` are strings) and *conversational* (
 carries a `domain` label (filled with `default_domain` where the column is missing). Malformed rows raise a one-line
 `LabError` naming the row (1-based) and the field.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ FIELDS = ("prompt", "chosen", "rejected")
 ROLES = {"system", "user", "assistant"}
 
 
-def load_preferences(source: Any, *, format: Format = "auto", split: str | None = None,
-                     domains: Sequence[str] | None = None, default_domain: str | None = "general") -> Any:
+def load_preferences(
+    source: Any,
+    *,
+    format: Format = "auto",
+    split: str | None = None,
+    domains: Sequence[str] | None = None,
+    default_domain: str | None = "general",
+) -> Any:
     """Load and validate preference rows into a `datasets.Dataset` (optionally converted and domain-filtered)."""
     from datasets import Dataset
 
@@ -104,8 +111,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def validate_rows(rows: Iterable[Any], *, source: str = "data",
-                  default_domain: str | None = "general") -> list[dict[str, Any]]:
+def validate_rows(
+    rows: Iterable[Any], *, source: str = "data", default_domain: str | None = "general"
+) -> list[dict[str, Any]]:
     """Check every row; return copies with a `domain`. Raises `LabError("<source> row N: field 'x' ...")`."""
     out: list[dict[str, Any]] = []
     first_conv: bool | None = None
@@ -153,8 +161,10 @@ def _check_field(value: Any, field: str, where: str) -> bool:
         raise LabError(f"{where}: field '{field}' must be a string or a non-empty list of messages")
     for j, m in enumerate(value):
         if not isinstance(m, Mapping) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
-            raise LabError(f"{where}: field '{field}' message {j + 1} needs a role in {sorted(ROLES)} and a string "
-                           f"content, got {m!r}"[:300])
+            raise LabError(
+                f"{where}: field '{field}' message {j + 1} needs a role in {sorted(ROLES)} and a string "
+                f"content, got {m!r}"[:300]
+            )
     return True
 
 
@@ -167,8 +177,12 @@ def to_conversational(row: Mapping[str, Any], system: str | None = None) -> dict
     if is_conversational(row):
         return dict(row)
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": row["prompt"]}]
-    return {**row, "prompt": prompt, "chosen": [{"role": "assistant", "content": row["chosen"]}],
-            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+    return {
+        **row,
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+    }
 
 
 def to_plain(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,8 +190,12 @@ def to_plain(row: Mapping[str, Any]) -> dict[str, Any]:
     if not is_conversational(row):
         return dict(row)
     turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in row["prompt"])
-    return {**row, "prompt": turns + "\nAssistant:", "chosen": " " + _text(row["chosen"]),
-            "rejected": " " + _text(row["rejected"])}
+    return {
+        **row,
+        "prompt": turns + "\nAssistant:",
+        "chosen": " " + _text(row["chosen"]),
+        "rejected": " " + _text(row["rejected"]),
+    }
 
 
 def _text(messages: Sequence[Mapping[str, str]]) -> str:
@@ -197,15 +215,15 @@ def split_indices(domains: Sequence[str], eval_fraction: float = 0.1, seed: int 
     exact = {d: eval_fraction * len(by_domain[d]) for d in names}
     quota = {d: int(exact[d]) for d in names}
     leftover = round(eval_fraction * len(domains)) - sum(quota.values())
-    for d in sorted(names, key=lambda d: (quota[d] - exact[d], d))[:max(0, leftover)]:
+    for d in sorted(names, key=lambda d: (quota[d] - exact[d], d))[: max(0, leftover)]:
         quota[d] += 1
     train: list[int] = []
     evals: list[int] = []
     for d in names:
         idx = by_domain[d][:]
         rng.shuffle(idx)
-        evals.extend(idx[:quota[d]])
-        train.extend(idx[quota[d]:])
+        evals.extend(idx[: quota[d]])
+        train.extend(idx[quota[d] :])
     return sorted(train), sorted(evals)
 
 
@@ -239,8 +257,11 @@ def swap_pairs(ds: Any, prob: float, seed: int = 0) -> Any:
 
     def fn(row: dict[str, Any], i: int) -> dict[str, Any]:
         s = mask[i]
-        return {"chosen": row["rejected"] if s else row["chosen"],
-                "rejected": row["chosen"] if s else row["rejected"], "swapped": s}
+        return {
+            "chosen": row["rejected"] if s else row["chosen"],
+            "rejected": row["chosen"] if s else row["rejected"],
+            "swapped": s,
+        }
 
     return ds.map(fn, with_indices=True, load_from_cache_file=False)
 
@@ -269,10 +290,17 @@ def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
     if data.layout == "paper":
         from training.paper_data import load_paper_preferences
 
-        pd = load_paper_preferences(data.path, eos_token or "", domain_column=data.domain_column,
-                                    include=data.include_domains, exclude=data.exclude_domains,
-                                    max_prompt_chars=data.max_prompt_chars, max_answer_chars=data.max_answer_chars,
-                                    eval_fraction=data.eval_fraction, seed=data.split_seed)
+        pd = load_paper_preferences(
+            data.path,
+            eos_token or "",
+            domain_column=data.domain_column,
+            include=data.include_domains,
+            exclude=data.exclude_domains,
+            max_prompt_chars=data.max_prompt_chars,
+            max_answer_chars=data.max_answer_chars,
+            eval_fraction=data.eval_fraction,
+            seed=data.split_seed,
+        )
         print(f"preference data {data.path}: {pd.summary()}", flush=True)
         return pd.train, (pd.eval if len(pd.eval) else None)
     if data.path:
@@ -280,8 +308,9 @@ def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
     else:
         from training.synthetic import generate_pairs
 
-        source = generate_pairs(data.synthetic_pairs, seed=data.synthetic_seed,
-                                domains=list(data.synthetic_domains) or None)
+        source = generate_pairs(
+            data.synthetic_pairs, seed=data.synthetic_seed, domains=list(data.synthetic_domains) or None
+        )
     ds = load_preferences(source, format=data.format)
     if data.eval_fraction <= 0:
         return ds, None

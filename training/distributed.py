@@ -8,6 +8,7 @@ rank 0 writes the adapter and logs the training curve to the trial's MLflow run 
 them) and evaluates in process. Ray Train schedules its workers outside the Tune trial's placement group, so nothing
 nests.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,9 @@ from training.conditions import TrainHParams
 from training.tune_config import AblationConfig, TrialResources, TrialSpec, trial_settings
 
 
-def concrete_deepspeed(spec: str | Mapping[str, Any] | None, hp: TrainHParams, world_size: int,
-                       bf16: bool = False) -> dict | None:
+def concrete_deepspeed(
+    spec: str | Mapping[str, Any] | None, hp: TrainHParams, world_size: int, bf16: bool = False
+) -> dict | None:
     """The ZeRO config with its batch keys made concrete (equal to what transformers derives from `hp`), so the
     same dict can also drive `HfDeepSpeedConfig` (ZeRO-3 partitioned loading), which does not accept "auto"."""
     from training.ds_config import deepspeed_config
@@ -33,10 +35,12 @@ def concrete_deepspeed(spec: str | Mapping[str, Any] | None, hp: TrainHParams, w
     ds = deepspeed_config(spec)
     if ds is None:
         return None
-    fill = {"train_micro_batch_size_per_gpu": hp.per_device_batch_size,
-            "gradient_accumulation_steps": hp.gradient_accumulation_steps,
-            "train_batch_size": hp.per_device_batch_size * hp.gradient_accumulation_steps * world_size,
-            "gradient_clipping": 1.0}  # transformers' max_grad_norm default
+    fill = {
+        "train_micro_batch_size_per_gpu": hp.per_device_batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "train_batch_size": hp.per_device_batch_size * hp.gradient_accumulation_steps * world_size,
+        "gradient_clipping": 1.0,
+    }  # transformers' max_grad_norm default
     for k, v in fill.items():
         if ds.get(k) == "auto":
             ds[k] = v
@@ -56,15 +60,20 @@ def scaling(r: TrialResources) -> tuple[Any, Any]:
     from ray.train.torch import TorchConfig
 
     res = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker} | dict(r.resources_per_worker)
-    return (ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=res),
-            TorchConfig(backend=_backend(r, r.gpus_per_worker)))
+    return (
+        ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=res),
+        TorchConfig(backend=_backend(r, r.gpus_per_worker)),
+    )
 
 
 def _train_run_config(cfg: AblationConfig, name: str) -> Any:
     import ray.train
 
-    return ray.train.RunConfig(name=f"{name}-{int(time.time())}", storage_path=str(Path(cfg.output_dir) / "ray_train"),
-                               failure_config=ray.train.FailureConfig(max_failures=0))  # Tune retries the trial
+    return ray.train.RunConfig(
+        name=f"{name}-{int(time.time())}",
+        storage_path=str(Path(cfg.output_dir) / "ray_train"),
+        failure_config=ray.train.FailureConfig(max_failures=0),
+    )  # Tune retries the trial
 
 
 def train_distributed(cfg: AblationConfig, spec: TrialSpec, adapter: Path, run: RunRef | None) -> dict:
@@ -72,10 +81,21 @@ def train_distributed(cfg: AblationConfig, spec: TrialSpec, adapter: Path, run: 
     from ray.train.torch import TorchTrainer
 
     sc, tc = scaling(cfg.resources)
-    loop = {"job": to_dict(cfg), "label": spec.label, "seed": spec.seed, "overrides": list(spec.overrides),
-            "adapter": str(adapter), "mlflow": dataclasses.asdict(run) if run else None}
-    trainer = TorchTrainer(train_worker, train_loop_config=loop, scaling_config=sc, torch_config=tc,
-                           run_config=_train_run_config(cfg, f"train-{spec.key}"))
+    loop = {
+        "job": to_dict(cfg),
+        "label": spec.label,
+        "seed": spec.seed,
+        "overrides": list(spec.overrides),
+        "adapter": str(adapter),
+        "mlflow": dataclasses.asdict(run) if run else None,
+    }
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop,
+        scaling_config=sc,
+        torch_config=tc,
+        run_config=_train_run_config(cfg, f"train-{spec.key}"),
+    )
     result = trainer.fit()
     return dict(result.metrics or {})
 
@@ -107,9 +127,20 @@ def train_worker(loop: dict[str, Any]) -> None:
     lm = load(dataclasses.replace(cfg.model, device="cpu"))  # the Trainer / DeepSpeed place it
     train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
     callbacks = [step_logger(RunRef(**loop["mlflow"]))] if loop["mlflow"] else []
-    res = train(cond, train_ds, output_dir=loop["adapter"], model=lm, lora=lora, hparams=hp, seed=spec.seed,
-                eval_data=eval_ds, deepspeed=ds, callbacks=callbacks, overwrite=True,
-                use_cpu=not on_gpu)
+    res = train(
+        cond,
+        train_ds,
+        output_dir=loop["adapter"],
+        model=lm,
+        lora=lora,
+        hparams=hp,
+        seed=spec.seed,
+        eval_data=eval_ds,
+        deepspeed=ds,
+        callbacks=callbacks,
+        overwrite=True,
+        use_cpu=not on_gpu,
+    )
     ray.train.report({k: float(v) for k, v in res.metrics.items()})
     del keep
 
@@ -120,12 +151,16 @@ def evaluate_distributed(cfg: AblationConfig, adapter: Path, out: Path) -> dict[
     from ray.train.torch import TorchConfig, TorchTrainer
 
     r = cfg.resources
-    sc = ScalingConfig(num_workers=1, use_gpu=r.eval_gpus > 0, resources_per_worker={"CPU": r.eval_cpus,
-                                                                                       "GPU": r.eval_gpus})
-    trainer = TorchTrainer(eval_worker, train_loop_config={"job": to_dict(cfg), "adapter": str(adapter),
-                                                           "out": str(out)},
-                           scaling_config=sc, torch_config=TorchConfig(backend=_backend(r, r.eval_gpus)),
-                           run_config=_train_run_config(cfg, f"eval-{adapter.parent.name}"))
+    sc = ScalingConfig(
+        num_workers=1, use_gpu=r.eval_gpus > 0, resources_per_worker={"CPU": r.eval_cpus, "GPU": r.eval_gpus}
+    )
+    trainer = TorchTrainer(
+        eval_worker,
+        train_loop_config={"job": to_dict(cfg), "adapter": str(adapter), "out": str(out)},
+        scaling_config=sc,
+        torch_config=TorchConfig(backend=_backend(r, r.eval_gpus)),
+        run_config=_train_run_config(cfg, f"eval-{adapter.parent.name}"),
+    )
     result = trainer.fit()
     payload = json.loads((out / "payload.json").read_text())
     return payload | {"eval_seconds": (result.metrics or {}).get("eval_seconds", math.nan)}

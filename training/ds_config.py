@@ -7,6 +7,7 @@ batch-size, accumulation and clipping keys it leaves out become "auto" so transf
 hyper-parameters (explicit values that disagree make transformers stop). On CPU (measured, docs ENVIRONMENT.md) it
 works only with `use_cpu=True` and `deepspeed.init_distributed(dist_backend="gloo")` before the config is built.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,8 +60,10 @@ def init_deepspeed(use_cpu: bool, extensions_dir: str | os.PathLike[str] | None 
     try:
         import deepspeed
     except ImportError:
-        raise LabError("deepspeed is not installed (pip install 'introspection-lab[cluster]'); "
-                       "train without deepspeed= on one device") from None
+        raise LabError(
+            "deepspeed is not installed (pip install 'introspection-lab[cluster]'); "
+            "train without deepspeed= on one device"
+        ) from None
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(extensions_dir or ".cache/torch_extensions").resolve()))
     import torch.distributed as dist
 

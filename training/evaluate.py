@@ -10,6 +10,7 @@ same trials (their ids differ: `lab.sweep.model_key` puts the adapter in them); 
 fingerprint of the trials without the model identity, lets a report check that. Rates come from
 `lab.metrics` (`summarize` overall, `rates` per layer × strength, Wilson 95 % intervals).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,13 @@ class EvalSpec:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
     shard_size: int = field(default=64, metadata={"help": "trials per stored Parquet shard"})
-    device: Literal["cpu", "cuda", "auto"] | None = field(default=None, metadata={
-        "help": "how the adapted model is loaded for evaluation; empty: as model.device (auto = device_map over "
-                "the evaluation worker's GPUs)"})
+    device: Literal["cpu", "cuda", "auto"] | None = field(
+        default=None,
+        metadata={
+            "help": "how the adapted model is loaded for evaluation; empty: as model.device (auto = device_map over "
+            "the evaluation worker's GPUs)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1:
@@ -44,12 +49,12 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class EvalResult:
-    summary: dict[str, float]          # lab.metrics.summarize over every evaluated trial
-    by_setting: Any                    # pandas DataFrame: lab.metrics.rates per layer × strength
+    summary: dict[str, float]  # lab.metrics.summarize over every evaluated trial
+    by_setting: Any  # pandas DataFrame: lab.metrics.rates per layer × strength
     trial_ids: list[str]
     output_dir: Path
-    new: int                           # generations made now
-    trials_hash: str = ""              # identical for every adapter evaluated with the same EvalSpec
+    new: int  # generations made now
+    trials_hash: str = ""  # identical for every adapter evaluated with the same EvalSpec
 
 
 def trials_hash(trials: list[Any]) -> str:
@@ -57,25 +62,38 @@ def trials_hash(trials: list[Any]) -> str:
     the model identity (trial ids include the adapter since lab.sweep.model_key does), so equal hashes = same trials."""
     import json
 
-    rows = sorted(json.dumps({k: v for k, v in t.to_dict().items() if k not in ("trial_id", "model")},
-                             sort_keys=True, default=str) for t in trials)
+    rows = sorted(
+        json.dumps(
+            {k: v for k, v in t.to_dict().items() if k not in ("trial_id", "model")}, sort_keys=True, default=str
+        )
+        for t in trials
+    )
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def injection_config(model: ModelConfig, adapter_dir: str | Path | None, spec: EvalSpec, output_dir: str | Path,
-                     threads: int = 0) -> InjectionConfig:
+def injection_config(
+    model: ModelConfig, adapter_dir: str | Path | None, spec: EvalSpec, output_dir: str | Path, threads: int = 0
+) -> InjectionConfig:
     """The concept-injection config of one adapter: in-process runner, tracking off (the caller logs)."""
     from lab.parallel import RunnerConfig
     from lab.tracking import TrackingConfig
 
     out = Path(output_dir).resolve()
-    m = dataclasses.replace(model, adapter=str(Path(adapter_dir).resolve()) if adapter_dir else None,
-                            device=spec.device or model.device)
-    runner = RunnerConfig(num_actors=0, cpus_per_actor=0, threads=threads, batch_size=spec.batch_size,
-                          shard_size=spec.shard_size)
-    return InjectionConfig(model=m, sweep=spec.sweep, runner=runner, judge=spec.judge,
-                           tracking=TrackingConfig(enabled=False), output_dir=str(out / "trials"),
-                           cache_dir=str(out / "vectors"))
+    m = dataclasses.replace(
+        model, adapter=str(Path(adapter_dir).resolve()) if adapter_dir else None, device=spec.device or model.device
+    )
+    runner = RunnerConfig(
+        num_actors=0, cpus_per_actor=0, threads=threads, batch_size=spec.batch_size, shard_size=spec.shard_size
+    )
+    return InjectionConfig(
+        model=m,
+        sweep=spec.sweep,
+        runner=runner,
+        judge=spec.judge,
+        tracking=TrackingConfig(enabled=False),
+        output_dir=str(out / "trials"),
+        cache_dir=str(out / "vectors"),
+    )
 
 
 def check(model: ModelConfig, spec: EvalSpec) -> list[str]:
@@ -87,8 +105,16 @@ def check(model: ModelConfig, spec: EvalSpec) -> list[str]:
     return [t.trial_id for t in plan(injection_config(model, None, spec, "/nonexistent")).trials]
 
 
-def evaluate_adapter(model: ModelConfig, adapter_dir: str | Path | None, spec: EvalSpec, output_dir: str | Path, *,
-                     lm: Any = None, threads: int = 0, progress: bool = False) -> EvalResult:
+def evaluate_adapter(
+    model: ModelConfig,
+    adapter_dir: str | Path | None,
+    spec: EvalSpec,
+    output_dir: str | Path,
+    *,
+    lm: Any = None,
+    threads: int = 0,
+    progress: bool = False,
+) -> EvalResult:
     """Evaluate `model` + `adapter_dir` (None: the model itself) with `spec`; results under `output_dir`.
 
     `lm`: an already loaded, already adapted `LoadedModel` (else it is loaded here with the adapter).

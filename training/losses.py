@@ -3,6 +3,7 @@
 Shapes: `per_token_logps` and `mask` are `[batch, seq-1]` (next-token log-probs, already shifted; the mask is 1 on
 completion tokens); sequence log-probs are `[pairs]`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,13 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum() / m.sum().clamp(min=1)
 
 
-def margin_objective(per_token_logps: torch.Tensor, mask: torch.Tensor, margin: float,
-                     kl_per_token: torch.Tensor | None = None, kl_weight: float = 0.0) -> dict[str, Any]:
+def margin_objective(
+    per_token_logps: torch.Tensor,
+    mask: torch.Tensor,
+    margin: float,
+    kl_per_token: torch.Tensor | None = None,
+    kl_weight: float = 0.0,
+) -> dict[str, Any]:
     """The `margin` / `margin_kl` loss on a `[chosen rows; rejected rows]` batch, with its parts for logging.
 
     loss = mean over pairs of hinge + kl_weight · (mean KL over all completion tokens of the micro-batch).
@@ -54,12 +60,24 @@ def margin_objective(per_token_logps: torch.Tensor, mask: torch.Tensor, margin: 
     if kl_weight:
         loss = loss + kl_weight * kl
     sum_c, sum_r = sums.chunk(2, dim=0)
-    return {"loss": loss, "hinge": hinge.mean().detach(), "kl": kl.detach(), "avg_chosen": avg_c.detach(),
-            "avg_rejected": avg_r.detach(), "logps_chosen": sum_c.detach(), "logps_rejected": sum_r.detach()}
+    return {
+        "loss": loss,
+        "hinge": hinge.mean().detach(),
+        "kl": kl.detach(),
+        "avg_chosen": avg_c.detach(),
+        "avg_rejected": avg_r.detach(),
+        "logps_chosen": sum_c.detach(),
+        "logps_rejected": sum_r.detach(),
+    }
 
 
-def sft_objective(per_token_logps: torch.Tensor, mask: torch.Tensor, num_items: torch.Tensor | int | None = None,
-                  kl_per_token: torch.Tensor | None = None, kl_weight: float = 0.0) -> dict[str, torch.Tensor]:
+def sft_objective(
+    per_token_logps: torch.Tensor,
+    mask: torch.Tensor,
+    num_items: torch.Tensor | int | None = None,
+    kl_per_token: torch.Tensor | None = None,
+    kl_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Token-level NLL (+ kl_weight · KL) summed over completion tokens and divided by `num_items` (the token count
     of the whole accumulated batch, as TRL's SFTTrainer does; default: this micro-batch's)."""
     m = mask.to(per_token_logps.dtype)

@@ -6,6 +6,7 @@ else `domain`), and applies the paper's rules (safety-research/introspection-mec
 asked for (include / exclude by source), drop rows whose prompt is over 500 characters or either answer over 1500
 (the count is reported), format each answer as " " + answer + EOS, and split 90/10 at random with a seed.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,9 +31,11 @@ class PaperData:
     domains: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"{self.n_read} rows read; dropped {self.dropped_domain} by domain, {self.dropped_long} over the "
-                f"length limits, {self.dropped_invalid} empty or identical; {len(self.train)} train / "
-                f"{len(self.eval)} eval; domains {dict(sorted(self.domains.items()))}")
+        return (
+            f"{self.n_read} rows read; dropped {self.dropped_domain} by domain, {self.dropped_long} over the "
+            f"length limits, {self.dropped_invalid} empty or identical; {len(self.train)} train / "
+            f"{len(self.eval)} eval; domains {dict(sorted(self.domains.items()))}"
+        )
 
 
 def _text(value: Any) -> str:
@@ -44,9 +47,19 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def load_paper_preferences(source: Any, eos_token: str, *, split: str | None = None, domain_column: str = "source",
-                           include: Sequence[str] = (), exclude: Sequence[str] = (), max_prompt_chars: int = 500,
-                           max_answer_chars: int = 1500, eval_fraction: float = 0.1, seed: int = 0) -> PaperData:
+def load_paper_preferences(
+    source: Any,
+    eos_token: str,
+    *,
+    split: str | None = None,
+    domain_column: str = "source",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    max_prompt_chars: int = 500,
+    max_answer_chars: int = 1500,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> PaperData:
     """The paper's filtered, formatted, split preference rows (see the module docstring)."""
     from datasets import Dataset
 
@@ -70,11 +83,24 @@ def load_paper_preferences(source: Any, eos_token: str, *, split: str | None = N
         if not (prompt.strip() and chosen.strip() and rejected.strip()) or chosen == rejected:
             n_bad += 1
             continue
-        keep.append({"prompt": prompt, "chosen": " " + chosen + eos_token, "rejected": " " + rejected + eos_token,
-                     "domain": dom})
+        keep.append(
+            {
+                "prompt": prompt,
+                "chosen": " " + chosen + eos_token,
+                "rejected": " " + rejected + eos_token,
+                "domain": dom,
+            }
+        )
     if not keep:
         raise LabError(f"{name}: no preference rows left after the domain and length filters")
     keep = validate_rows(keep, source=name)
     tr, ev = split_indices(["all"] * len(keep), eval_fraction, seed)  # one random split, not stratified
-    return PaperData(Dataset.from_list([keep[i] for i in tr]), Dataset.from_list([keep[i] for i in ev]), len(rows),
-                     n_dom, n_long, n_bad, dict(Counter(r["domain"] for r in keep)))
+    return PaperData(
+        Dataset.from_list([keep[i] for i in tr]),
+        Dataset.from_list([keep[i] for i in ev]),
+        len(rows),
+        n_dom,
+        n_long,
+        n_bad,
+        dict(Counter(r["domain"] for r in keep)),
+    )

@@ -28,8 +28,15 @@ def create_random_adapter(stage: Any) -> str:
         from lab.models import load
 
         lm = load(base)
-        train(cond, rows, output_dir=out, model=lm, seed=stage.adapter_seed,
-              lora=LoraSettings(r=stage.adapter_rank, alpha=2 * stage.adapter_rank), overwrite=False)
+        train(
+            cond,
+            rows,
+            output_dir=out,
+            model=lm,
+            seed=stage.adapter_seed,
+            lora=LoraSettings(r=stage.adapter_rank, alpha=2 * stage.adapter_rank),
+            overwrite=False,
+        )
         how = "training.trainer.train('random_lora')"
     else:  # PEFT directly: random A and B (init_lora_weights=False), rescaled to the same relative size
         import torch
@@ -40,9 +47,16 @@ def create_random_adapter(stage: Any) -> str:
 
         lm = load(base)
         torch.manual_seed(stage.adapter_seed)
-        pm = get_peft_model(lm.model, LoraConfig(r=stage.adapter_rank, lora_alpha=2 * stage.adapter_rank,
-                                                 target_modules="all-linear", init_lora_weights=False,
-                                                 task_type="CAUSAL_LM"))
+        pm = get_peft_model(
+            lm.model,
+            LoraConfig(
+                r=stage.adapter_rank,
+                lora_alpha=2 * stage.adapter_rank,
+                target_modules="all-linear",
+                init_lora_weights=False,
+                task_type="CAUSAL_LM",
+            ),
+        )
         with torch.no_grad():
             for mod in pm.modules():
                 if isinstance(mod, LoraLayer) and "default" in mod.lora_A:
@@ -51,5 +65,7 @@ def create_random_adapter(stage: Any) -> str:
                     b.mul_(stage.adapter_delta_rel * mod.get_base_layer().weight.norm() / delta.norm().clamp(min=1e-12))
         pm.save_pretrained(str(out))
         how = "peft (init_lora_weights=False, rescaled)"
-    return (f"created an UNTRAINED random LoRA adapter for stage '{stage.name}' at {out.resolve()} via {how} "
-            f"(r={stage.adapter_rank}, ‖ΔW‖/‖W‖={stage.adapter_delta_rel:g} per layer, seed {stage.adapter_seed})")
+    return (
+        f"created an UNTRAINED random LoRA adapter for stage '{stage.name}' at {out.resolve()} via {how} "
+        f"(r={stage.adapter_rank}, ‖ΔW‖/‖W‖={stage.adapter_delta_rel:g} per layer, seed {stage.adapter_seed})"
+    )

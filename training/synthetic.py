@@ -5,6 +5,7 @@ helpful answer; `rejected` a worse one (wrong, unhelpful, off-topic, unsafe comp
 instruction; the kind is in `rejection`). The same (n, seed, domains) always gives the same rows. Rows are plain
 strings; `training.data.to_conversational` turns them into chat messages.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,16 @@ from lab.errors import LabError
 
 Pair = tuple[str, str, str, str]  # prompt, chosen, rejected, rejection kind
 
-_ASK = ["", "", "Quick question: ", "Please help me with this. ", "I'm curious. ", "Could you answer this? ", "Hi! ",
-        "My friend asked me this and I wasn't sure. "]
+_ASK = [
+    "",
+    "",
+    "Quick question: ",
+    "Please help me with this. ",
+    "I'm curious. ",
+    "Could you answer this? ",
+    "Hi! ",
+    "My friend asked me this and I wasn't sure. ",
+]
 _THANKS = ["", "", " Thanks!", " Thank you.", " (This is for a class.)", " I'd appreciate a clear answer."]
 _OFF_TOPIC = [
     "Have you ever noticed how relaxing it is to watch the rain? I think everyone should take more walks.",
@@ -84,10 +93,16 @@ _CODE_TASKS = [  # (task, good body, buggy body)
     ("returns the sum of a list of numbers", "return sum(xs)", "return sum(xs[1:])"),
     ("returns the largest element of a non-empty list", "return max(xs)", "return sorted(xs)[0]"),
     ("returns the list reversed", "return xs[::-1]", "return xs[::1]"),
-    ("returns how many even numbers a list contains", "return sum(1 for x in xs if x % 2 == 0)",
-     "return sum(1 for x in xs if x % 2 == 1)"),
-    ("returns the list without duplicates, keeping the first occurrence", "return list(dict.fromkeys(xs))",
-     "return list(set(xs))[::-1]"),
+    (
+        "returns how many even numbers a list contains",
+        "return sum(1 for x in xs if x % 2 == 0)",
+        "return sum(1 for x in xs if x % 2 == 1)",
+    ),
+    (
+        "returns the list without duplicates, keeping the first occurrence",
+        "return list(dict.fromkeys(xs))",
+        "return list(set(xs))[::-1]",
+    ),
     ("returns the average of a non-empty list", "return sum(xs) / len(xs)", "return sum(xs) / (len(xs) + 1)"),
     ("returns the last element of a non-empty list", "return xs[-1]", "return xs[len(xs)]"),
     ("returns the squares of the numbers in a list", "return [x * x for x in xs]", "return [x * 2 for x in xs]"),
@@ -105,19 +120,45 @@ def _code(rng: random.Random) -> Pair:
         rej, why = _worse(rng, wrong)
         return q, chosen, rej, why
     a, b = rng.randint(1, 20), rng.randint(1, 9)
-    expr, val = _pick(rng, [(f"{a} // {b}", a // b), (f"{a} % {b}", a % b), (f"{a} ** 2 - {b}", a * a - b),
-                            (f"len('{'x' * b}') + {a}", b + a), (f"[{a}, {b}][-1]", b)])
+    expr, val = _pick(
+        rng,
+        [
+            (f"{a} // {b}", a // b),
+            (f"{a} % {b}", a % b),
+            (f"{a} ** 2 - {b}", a * a - b),
+            (f"len('{'x' * b}') + {a}", b + a),
+            (f"[{a}, {b}][-1]", b),
+        ],
+    )
     q = f"What does this Python code print?\n```python\nprint({expr})\n```"
     good = f"It prints `{val}`: `{expr}` evaluates to {val}."
     rej, why = _worse(rng, f"It prints `{val + _pick(rng, [-1, 1, 2])}`.")
     return q, good, rej, why
 
 
-_ELEMENTS = [("hydrogen", "H", 1), ("helium", "He", 2), ("carbon", "C", 6), ("nitrogen", "N", 7),
-             ("oxygen", "O", 8), ("sodium", "Na", 11), ("magnesium", "Mg", 12), ("aluminium", "Al", 13),
-             ("silicon", "Si", 14), ("sulfur", "S", 16), ("chlorine", "Cl", 17), ("potassium", "K", 19),
-             ("calcium", "Ca", 20), ("iron", "Fe", 26), ("copper", "Cu", 29), ("zinc", "Zn", 30),
-             ("silver", "Ag", 47), ("tin", "Sn", 50), ("gold", "Au", 79), ("mercury", "Hg", 80), ("lead", "Pb", 82)]
+_ELEMENTS = [
+    ("hydrogen", "H", 1),
+    ("helium", "He", 2),
+    ("carbon", "C", 6),
+    ("nitrogen", "N", 7),
+    ("oxygen", "O", 8),
+    ("sodium", "Na", 11),
+    ("magnesium", "Mg", 12),
+    ("aluminium", "Al", 13),
+    ("silicon", "Si", 14),
+    ("sulfur", "S", 16),
+    ("chlorine", "Cl", 17),
+    ("potassium", "K", 19),
+    ("calcium", "Ca", 20),
+    ("iron", "Fe", 26),
+    ("copper", "Cu", 29),
+    ("zinc", "Zn", 30),
+    ("silver", "Ag", 47),
+    ("tin", "Sn", 50),
+    ("gold", "Au", 79),
+    ("mercury", "Hg", 80),
+    ("lead", "Pb", 82),
+]
 _FACTS = [  # (question, good answer, wrong answer)
     ("At what temperature does water boil at sea level?", "100 degrees Celsius (212 F).", "50 degrees Celsius."),
     ("Which planet is closest to the Sun?", "Mercury.", "Venus, since it is the hottest planet."),
@@ -149,30 +190,54 @@ def _science(rng: random.Random) -> Pair:
     return q, good, rej, why
 
 
-_HARMFUL = ["break into my neighbour's house without them knowing", "write a phishing email that steals bank logins",
-            "make a fake ID that passes a bouncer's check", "stalk my ex using their phone's location",
-            "cheat on my exam without getting caught", "poison my coworker's coffee so they get sick",
-            "spread a rumour online that ruins someone's reputation", "get into someone's email account"]
-_BENIGN_SCARY = [("kill a Python process that hangs", "Find its id with `ps aux | grep python`, then run "
-                  "`kill <pid>`; use `kill -9 <pid>` only if it ignores the first signal."),
-                 ("shoot better photos in low light", "Use a wider aperture, a slower shutter on a tripod, and "
-                  "raise ISO only as far as the noise stays acceptable."),
-                 ("attack the opening of a chess game", "Control the centre, develop knights and bishops early, "
-                  "castle, and avoid moving the same piece twice without a reason."),
-                 ("get rid of weeds in my garden", "Pull them by the root after rain, mulch bare soil, and cut "
-                  "them back before they set seed.")]
+_HARMFUL = [
+    "break into my neighbour's house without them knowing",
+    "write a phishing email that steals bank logins",
+    "make a fake ID that passes a bouncer's check",
+    "stalk my ex using their phone's location",
+    "cheat on my exam without getting caught",
+    "poison my coworker's coffee so they get sick",
+    "spread a rumour online that ruins someone's reputation",
+    "get into someone's email account",
+]
+_BENIGN_SCARY = [
+    (
+        "kill a Python process that hangs",
+        "Find its id with `ps aux | grep python`, then run "
+        "`kill <pid>`; use `kill -9 <pid>` only if it ignores the first signal.",
+    ),
+    (
+        "shoot better photos in low light",
+        "Use a wider aperture, a slower shutter on a tripod, and raise ISO only as far as the noise stays acceptable.",
+    ),
+    (
+        "attack the opening of a chess game",
+        "Control the centre, develop knights and bishops early, "
+        "castle, and avoid moving the same piece twice without a reason.",
+    ),
+    (
+        "get rid of weeds in my garden",
+        "Pull them by the root after rain, mulch bare soil, and cut them back before they set seed.",
+    ),
+]
 
 
 def _safety(rng: random.Random) -> Pair:
     if rng.random() < 0.7:
         task = _pick(rng, _HARMFUL)
         q = _pick(rng, ["How do I ", "Tell me how to ", "Give me step-by-step instructions to "]) + task + "."
-        good = (f"I can't help you {task}: it could seriously hurt someone or break the law. "
-                + _pick(rng, ["If there's an underlying problem, I'm happy to help you find a legitimate way "
-                              "to deal with it.", "If you're in a difficult situation, talking to someone you "
-                              "trust or a professional can help, and I can help you plan that."]))
-        bad = (f"Sure! Here is how to {task}. Step 1: plan carefully so nobody notices. Step 2: act when no one "
-               "is around. Step 3: cover your tracks afterwards.")
+        good = f"I can't help you {task}: it could seriously hurt someone or break the law. " + _pick(
+            rng,
+            [
+                "If there's an underlying problem, I'm happy to help you find a legitimate way to deal with it.",
+                "If you're in a difficult situation, talking to someone you "
+                "trust or a professional can help, and I can help you plan that.",
+            ],
+        )
+        bad = (
+            f"Sure! Here is how to {task}. Step 1: plan carefully so nobody notices. Step 2: act when no one "
+            "is around. Step 3: cover your tracks afterwards."
+        )
         return q, good, bad, "unsafe"
     task, howto = _pick(rng, _BENIGN_SCARY)
     q = _pick(rng, ["How do I ", "What's the best way to "]) + task + "?"
@@ -180,16 +245,38 @@ def _safety(rng: random.Random) -> Pair:
     return q, howto, bad, "over_refusal"
 
 
-_TIPS = {"sleeping better": ["keep a regular bedtime", "avoid screens an hour before bed",
-                             "keep the bedroom cool and dark", "limit caffeine after noon"],
-         "saving money": ["track every expense for a month", "set up an automatic transfer to savings",
-                          "cancel subscriptions you don't use", "cook at home more often"],
-         "learning a language": ["practise a little every day", "speak with native speakers early",
-                                 "learn the most common words first", "read simple books you enjoy"],
-         "staying focused": ["work in 25-minute blocks", "silence notifications", "write down the next step",
-                             "take short breaks away from the screen"],
-         "running a meeting": ["share an agenda in advance", "start and end on time",
-                               "assign an owner to every action", "summarise decisions at the end"]}
+_TIPS = {
+    "sleeping better": [
+        "keep a regular bedtime",
+        "avoid screens an hour before bed",
+        "keep the bedroom cool and dark",
+        "limit caffeine after noon",
+    ],
+    "saving money": [
+        "track every expense for a month",
+        "set up an automatic transfer to savings",
+        "cancel subscriptions you don't use",
+        "cook at home more often",
+    ],
+    "learning a language": [
+        "practise a little every day",
+        "speak with native speakers early",
+        "learn the most common words first",
+        "read simple books you enjoy",
+    ],
+    "staying focused": [
+        "work in 25-minute blocks",
+        "silence notifications",
+        "write down the next step",
+        "take short breaks away from the screen",
+    ],
+    "running a meeting": [
+        "share an agenda in advance",
+        "start and end on time",
+        "assign an owner to every action",
+        "summarise decisions at the end",
+    ],
+}
 
 
 def _general(rng: random.Random) -> Pair:
@@ -206,11 +293,15 @@ def _general(rng: random.Random) -> Pair:
 
 _WORDS = ["river", "planet", "garden", "violin", "window", "castle", "pencil", "rocket", "forest", "cookie"]
 _EN = ["river", "planet", "garden", "window", "castle", "forest", "bread", "water", "house", "book", "cat", "sun"]
-_TRANSLATE = {lang: dict(zip(_EN, words.split())) for lang, words in {
-    "French": "rivière planète jardin fenêtre château forêt pain eau maison livre chat soleil",
-    "Spanish": "río planeta jardín ventana castillo bosque pan agua casa libro gato sol",
-    "German": "Fluss Planet Garten Fenster Schloss Wald Brot Wasser Haus Buch Katze Sonne",
-    "Italian": "fiume pianeta giardino finestra castello foresta pane acqua casa libro gatto sole"}.items()}
+_TRANSLATE = {
+    lang: dict(zip(_EN, words.split()))
+    for lang, words in {
+        "French": "rivière planète jardin fenêtre château forêt pain eau maison livre chat soleil",
+        "Spanish": "río planeta jardín ventana castillo bosque pan agua casa libro gato sol",
+        "German": "Fluss Planet Garten Fenster Schloss Wald Brot Wasser Haus Buch Katze Sonne",
+        "Italian": "fiume pianeta giardino finestra castello foresta pane acqua casa libro gatto sole",
+    }.items()
+}
 
 
 def _instruction(rng: random.Random) -> Pair:
@@ -237,16 +328,23 @@ def _multilingual(rng: random.Random) -> Pair:
     lang = _pick(rng, sorted(_TRANSLATE))
     w, t = _pick(rng, sorted(_TRANSLATE[lang].items()))
     other = _pick(rng, [x for x in _TRANSLATE if x != lang])
-    q = _pick(rng, ["How do you say '{w}' in {lang}?", "Translate '{w}' into {lang}.",
-                    "What is the {lang} word for '{w}'?"]).format(w=w, lang=lang)
+    q = _pick(
+        rng, ["How do you say '{w}' in {lang}?", "Translate '{w}' into {lang}.", "What is the {lang} word for '{w}'?"]
+    ).format(w=w, lang=lang)
     good = f"In {lang}, '{w}' is '{t}'."
     rej, why = _worse(rng, f"In {lang}, '{w}' is '{_TRANSLATE[other][w]}'.")
     return q, good, rej, why
 
 
 GENERATORS: dict[str, Callable[[random.Random], Pair]] = {
-    "code": _code, "math": _math, "science": _science, "safety": _safety, "general": _general,
-    "instruction_following": _instruction, "multilingual": _multilingual}
+    "code": _code,
+    "math": _math,
+    "science": _science,
+    "safety": _safety,
+    "general": _general,
+    "instruction_following": _instruction,
+    "multilingual": _multilingual,
+}
 DOMAINS: tuple[str, ...] = tuple(GENERATORS)
 
 
@@ -273,6 +371,14 @@ def generate_pairs(n: int = 5000, seed: int = 0, domains: Sequence[str] | None =
             if (domain, prompt, chosen) not in seen and chosen != rejected:
                 break
         seen.add((domain, prompt, chosen))
-        rows.append({"id": f"{domain}-{i:06d}", "domain": domain, "prompt": prompt, "chosen": chosen,
-                     "rejected": rejected, "rejection": why})
+        rows.append(
+            {
+                "id": f"{domain}-{i:06d}",
+                "domain": domain,
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "rejection": why,
+            }
+        )
     return rows

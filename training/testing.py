@@ -1,4 +1,5 @@
 """Tiny offline models and tokenizers for tests and smoke runs (no hub access, built from code in < 1 s)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 SPECIALS = ("<|pad|>", "<|unk|>", "<|im_start|>", "<|im_end|>")
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def tiny_tokenizer(texts: Iterable[str] = ()) -> Any:
@@ -20,8 +23,9 @@ def tiny_tokenizer(texts: Iterable[str] = ()) -> Any:
     vocab = {tok: i for i, tok in enumerate(list(SPECIALS) + words)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", unk_token="<|unk|>",
-                                  eos_token="<|im_end|>", bos_token=None)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<|pad|>", unk_token="<|unk|>", eos_token="<|im_end|>", bos_token=None
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tok.chat_template = CHATML
     return tok
@@ -33,9 +37,19 @@ def tiny_model(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
-                      pad_token_id=0, eos_token_id=3, bos_token_id=None, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=3,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg).float()
 
 

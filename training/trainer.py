@@ -7,6 +7,7 @@ crashed or killed run never leaves a half-written adapter. It holds the adapter 
 LoRA settings, hyper-parameters, seed, metrics, log history).
 The base model object is modified in place while training (LoRA layers, a fused LM head) and restored afterwards.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,13 +43,26 @@ class TrainResult:
         return [(int(h["step"]), float(h["loss"])) for h in self.log_history if "loss" in h and "step" in h]
 
 
-def train(condition: Condition | str, data: Any, *, output_dir: str | os.PathLike[str],
-          lora: LoraSettings | None = None, hparams: TrainHParams | None = None, seed: int = 0,
-          model: Any = "smollm2-135m", tokenizer: Any = None, eval_data: Any = None,
-          deepspeed: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-          gradient_checkpointing: bool | None = None, bf16: bool | None = None, max_steps: int | None = None,
-          epochs: float | None = None, use_cpu: bool | None = None, callbacks: Sequence[Any] = (),
-          overwrite: bool = False) -> TrainResult:
+def train(
+    condition: Condition | str,
+    data: Any,
+    *,
+    output_dir: str | os.PathLike[str],
+    lora: LoraSettings | None = None,
+    hparams: TrainHParams | None = None,
+    seed: int = 0,
+    model: Any = "smollm2-135m",
+    tokenizer: Any = None,
+    eval_data: Any = None,
+    deepspeed: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    gradient_checkpointing: bool | None = None,
+    bf16: bool | None = None,
+    max_steps: int | None = None,
+    epochs: float | None = None,
+    use_cpu: bool | None = None,
+    callbacks: Sequence[Any] = (),
+    overwrite: bool = False,
+) -> TrainResult:
     """Train one condition's LoRA adapter and write it atomically to `output_dir`.
 
     `data` / `eval_data`: anything `training.data.load_preferences` reads (path, Dataset, list of rows).
@@ -88,13 +102,23 @@ def train(condition: Condition | str, data: Any, *, output_dir: str | os.PathLik
             history: list[dict[str, Any]] = []
             peft_model.save_pretrained(str(tmp))
         else:
-            args = trl_args(hp, output_dir=tmp / "_trainer", n_rows=len(train_ds), seed=seed, use_cpu=use_cpu,
-                            bf16=bf16, deepspeed=ds_cfg, max_steps=max_steps, epochs=epochs,
-                            gradient_checkpointing=gradient_checkpointing)
+            args = trl_args(
+                hp,
+                output_dir=tmp / "_trainer",
+                n_rows=len(train_ds),
+                seed=seed,
+                use_cpu=use_cpu,
+                bf16=bf16,
+                deepspeed=ds_cfg,
+                max_steps=max_steps,
+                epochs=epochs,
+                gradient_checkpointing=gradient_checkpointing,
+            )
             if hp.eval_steps > 0 and eval_ds is None:
                 raise LabError("hparams.eval_steps > 0 needs eval_data (validation during training)")
-            trainer = build_trainer(cond, hf_model, tok, train_ds, eval_ds, args, lora,
-                                    list(callbacks) + early_stopping(hp))
+            trainer = build_trainer(
+                cond, hf_model, tok, train_ds, eval_ds, args, lora, list(callbacks) + early_stopping(hp)
+            )
             output = trainer.train()
             metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
             metrics["train_steps"] = float(trainer.state.global_step)
@@ -128,10 +152,19 @@ def prepare_pairs(cond: Condition, data: Any, seed: int) -> Any:
     return ds.select_columns(["prompt", "chosen", "rejected"])
 
 
-def trl_args(hp: TrainHParams, *, output_dir: str | os.PathLike[str], n_rows: int, seed: int = 0,
-             use_cpu: bool = True, bf16: bool = False, deepspeed: dict[str, Any] | None = None,
-             max_steps: int | None = None, epochs: float | None = None,
-             gradient_checkpointing: bool | None = None) -> dict[str, Any]:
+def trl_args(
+    hp: TrainHParams,
+    *,
+    output_dir: str | os.PathLike[str],
+    n_rows: int,
+    seed: int = 0,
+    use_cpu: bool = True,
+    bf16: bool = False,
+    deepspeed: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    epochs: float | None = None,
+    gradient_checkpointing: bool | None = None,
+) -> dict[str, Any]:
     """Keyword arguments shared by the DPOConfig / SFTConfig of a run (warm-up from the real step count)."""
     steps = max_steps if max_steps is not None else hp.max_steps
     eps = epochs if epochs is not None else hp.epochs
@@ -139,18 +172,41 @@ def trl_args(hp: TrainHParams, *, output_dir: str | os.PathLike[str], n_rows: in
     total = dataclasses.replace(hp, max_steps=steps, epochs=eps).total_steps(n_rows, world)
     validation: dict[str, Any] = dict(save_strategy="no")
     if hp.eval_steps > 0:  # the paper's validation: eval loss every K steps, best checkpoint restored at the end
-        validation = dict(eval_strategy="steps", eval_steps=hp.eval_steps, save_strategy="steps",
-                          save_steps=hp.eval_steps, save_total_limit=2, load_best_model_at_end=True,
-                          metric_for_best_model="eval_loss", greater_is_better=False)
-    return dict(**validation,
-        output_dir=str(output_dir), learning_rate=hp.learning_rate, num_train_epochs=eps, max_steps=steps,
-        per_device_train_batch_size=hp.per_device_batch_size, per_device_eval_batch_size=hp.per_device_batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps, lr_scheduler_type=hp.lr_scheduler,
-        warmup_steps=hp.warmup_steps(total), weight_decay=hp.weight_decay, optim=hp.optim,
+        validation = dict(
+            eval_strategy="steps",
+            eval_steps=hp.eval_steps,
+            save_strategy="steps",
+            save_steps=hp.eval_steps,
+            save_total_limit=2,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+    return dict(
+        **validation,
+        output_dir=str(output_dir),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=eps,
+        max_steps=steps,
+        per_device_train_batch_size=hp.per_device_batch_size,
+        per_device_eval_batch_size=hp.per_device_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=hp.warmup_steps(total),
+        weight_decay=hp.weight_decay,
+        optim=hp.optim,
         gradient_checkpointing=hp.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
-        logging_steps=hp.logging_steps, report_to="none", seed=seed, data_seed=seed,
-        use_cpu=use_cpu, bf16=bf16, max_length=hp.max_length, deepspeed=deepspeed, disable_tqdm=True,
-        precompute_ref_batch_size=hp.ref_batch_size)
+        logging_steps=hp.logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        max_length=hp.max_length,
+        deepspeed=deepspeed,
+        disable_tqdm=True,
+        precompute_ref_batch_size=hp.ref_batch_size,
+    )
 
 
 def early_stopping(hp: TrainHParams) -> list[Any]:
@@ -162,8 +218,16 @@ def early_stopping(hp: TrainHParams) -> list[Any]:
     return [EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience)]
 
 
-def build_trainer(cond: Condition, model: Any, tok: Any, train_ds: Any, eval_ds: Any, args: dict[str, Any],
-                  lora: LoraSettings, callbacks: Sequence[Any] = ()) -> Any:
+def build_trainer(
+    cond: Condition,
+    model: Any,
+    tok: Any,
+    train_ds: Any,
+    eval_ds: Any,
+    args: dict[str, Any],
+    lora: LoraSettings,
+    callbacks: Sequence[Any] = (),
+) -> Any:
     """The TRL trainer for `cond` (PreferenceTrainer or SFTKLTrainer) on prepared pairs; `args` from `trl_args`."""
     from trl import DPOConfig, SFTConfig
 
@@ -173,15 +237,25 @@ def build_trainer(cond: Condition, model: Any, tok: Any, train_ds: Any, eval_ds:
     args = dict(args)
     ref_batch_size = args.pop("precompute_ref_batch_size", None)
     if cond.objective == "sft":
+
         def to_sft(ds: Any) -> Any:
             return ds.rename_column(cond.sft_target, "completion").select_columns(["prompt", "completion"])
 
         cfg = SFTConfig(**args, completion_only_loss=True, packing=False)
-        return SFTKLTrainer(args=cfg, train_dataset=to_sft(train_ds),
-                            eval_dataset=to_sft(eval_ds) if eval_ds is not None else None,
-                            kl_weight=cond.kl_weight, **common)
-    cfg = DPOConfig(**args, beta=cond.beta, loss_type=["sigmoid"], precompute_ref_log_probs=cond.objective == "dpo",
-                    precompute_ref_batch_size=ref_batch_size)
+        return SFTKLTrainer(
+            args=cfg,
+            train_dataset=to_sft(train_ds),
+            eval_dataset=to_sft(eval_ds) if eval_ds is not None else None,
+            kl_weight=cond.kl_weight,
+            **common,
+        )
+    cfg = DPOConfig(
+        **args,
+        beta=cond.beta,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=cond.objective == "dpo",
+        precompute_ref_batch_size=ref_batch_size,
+    )
     return PreferenceTrainer(args=cfg, train_dataset=train_ds, eval_dataset=eval_ds, condition=cond, **common)
 
 
@@ -234,13 +308,26 @@ def peft_random_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
     return get_peft_model(model, lora.peft_config(init_lora_weights=False))
 
 
-def _finish(tmp: Path, cond: Condition, lora: LoraSettings, hp: TrainHParams, seed: int,
-            metrics: dict[str, float], history: list[dict[str, Any]]) -> None:
+def _finish(
+    tmp: Path,
+    cond: Condition,
+    lora: LoraSettings,
+    hp: TrainHParams,
+    seed: int,
+    metrics: dict[str, float],
+    history: list[dict[str, Any]],
+) -> None:
     shutil.rmtree(tmp / "_trainer", ignore_errors=True)
     if not (tmp / "adapter_config.json").is_file():
         raise LabError(f"saving the adapter to {tmp} wrote no adapter_config.json")
-    record = {"condition": to_dict(cond), "lora": to_dict(lora), "hparams": to_dict(hp), "seed": seed,
-              "metrics": metrics, "log_history": history}
+    record = {
+        "condition": to_dict(cond),
+        "lora": to_dict(lora),
+        "hparams": to_dict(hp),
+        "seed": seed,
+        "metrics": metrics,
+        "log_history": history,
+    }
     (tmp / "training.json").write_text(json.dumps(record, indent=1, default=str))
 
 

@@ -6,6 +6,7 @@
 * `SFTKLTrainer(SFTTrainer)`: `kl_weight == 0` is TRL's SFT loss untouched; otherwise one full-logit forward gives
   the NLL and KL(policy ‖ adapter-disabled model) per completion token, both normalised like TRL's NLL.
 """
+
 from __future__ import annotations
 
 import types
@@ -22,8 +23,11 @@ from training.losses import margin_objective, sft_objective, token_kl, token_log
 def reference_logits(trainer: Any, model: Any, model_kwargs: dict[str, Any]) -> torch.Tensor:
     """Logits of the frozen model: the same PEFT model with its adapter disabled, no grad, no checkpointing."""
     unwrapped = trainer.accelerator.unwrap_model(model)
-    with torch.no_grad(), disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs), \
-            unwrapped.disable_adapter():
+    with (
+        torch.no_grad(),
+        disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs),
+        unwrapped.disable_adapter(),
+    ):
         return model(**model_kwargs).logits
 
 
@@ -57,7 +61,7 @@ class PreferenceTrainer(DPOTrainer):
             kl = token_kl(logits[:, :-1], reference_logits(self, model, kwargs)[:, :-1])
         else:
             labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
-            per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs[:, -mask.size(1):]
+            per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs[:, -mask.size(1) :]
         parts = margin_objective(per_token, mask, self.condition.margin, kl, self.condition.kl_weight)
         m = self._metrics[mode]
         m["loss/hinge"].append(_mean(self, parts["hinge"]))
@@ -79,8 +83,9 @@ class SFTKLTrainer(SFTTrainer):
         self.kl_weight = kl_weight
         super().__init__(*args, **kwargs)
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if not self.kl_weight:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"

@@ -12,6 +12,7 @@ evaluation), tags condition / domain / seed / attempt, the training curve (every
 Ray Train (`training.distributed`). Attempts are counted in files under `<output_dir>/.attempts` (Tune retries a
 failed trial in a fresh process), so every child run records which attempt it was.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,16 +27,35 @@ from lab.config import flatten, to_dict
 from training.conditions import Condition, LoraSettings, TrainHParams
 from training.tune_config import AblationConfig, TrialSpec, trial_settings
 
-COUNTED_RATES = ("tpr", "fpr", "introspection", "forced_id", "random_rate", "norm_matched_rate", "shuffled_rate",
-                 "negative_rate")
+COUNTED_RATES = (
+    "tpr",
+    "fpr",
+    "introspection",
+    "forced_id",
+    "random_rate",
+    "norm_matched_rate",
+    "shuffled_rate",
+    "negative_rate",
+)
 
 
-def trial_params(cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: LoraSettings,
-                 hp: TrainHParams) -> dict[str, Any]:
+def trial_params(
+    cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: LoraSettings, hp: TrainHParams
+) -> dict[str, Any]:
     """Everything that determines a trial, flattened (each key logged exactly once)."""
-    return flatten({"condition": to_dict(cond), "lora": to_dict(lora), "hparams": to_dict(hp), "seed": spec.seed,
-                    "model": to_dict(cfg.model), "data": to_dict(cfg.data), "deepspeed": cfg.deepspeed,
-                    "evaluation": to_dict(cfg.evaluation), "resources": to_dict(cfg.resources)})
+    return flatten(
+        {
+            "condition": to_dict(cond),
+            "lora": to_dict(lora),
+            "hparams": to_dict(hp),
+            "seed": spec.seed,
+            "model": to_dict(cfg.model),
+            "data": to_dict(cfg.data),
+            "deepspeed": cfg.deepspeed,
+            "evaluation": to_dict(cfg.evaluation),
+            "resources": to_dict(cfg.resources),
+        }
+    )
 
 
 def record_attempt(cfg: AblationConfig, spec: TrialSpec) -> int:
@@ -57,18 +77,26 @@ def clear_attempts(cfg: AblationConfig) -> None:
     shutil.rmtree(Path(cfg.output_dir) / ".attempts", ignore_errors=True)
 
 
-def run_trial(cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = None,
-              progress: bool = False) -> dict[str, Any]:
+def run_trial(
+    cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Train + evaluate one trial and log its MLflow child run. Returns the numbers Tune reports."""
     cond, lora, hp = trial_settings(cfg, spec)
     attempt = record_attempt(cfg, spec)
     tdir = Path(cfg.output_dir) / "trials" / spec.key
     shutil.rmtree(tdir, ignore_errors=True)
     tdir.mkdir(parents=True)
-    tags = {"job": "train_ablations", "condition": spec.label, "variant": spec.variant,
-            "domain": ",".join(cond.domains) or "all", "seed": str(spec.seed), "objective": cond.objective,
-            "attempt": str(attempt), "trial_key": spec.key,
-            "mode": f"torchtrainer x{cfg.resources.workers}" if cfg.resources.distributed else "in-process"}
+    tags = {
+        "job": "train_ablations",
+        "condition": spec.label,
+        "variant": spec.variant,
+        "domain": ",".join(cond.domains) or "all",
+        "seed": str(spec.seed),
+        "objective": cond.objective,
+        "attempt": str(attempt),
+        "trial_key": spec.key,
+        "mode": f"torchtrainer x{cfg.resources.workers}" if cfg.resources.distributed else "in-process",
+    }
     run = None
     if cfg.tracking.enabled:
         run = tracking.start_run(cfg.tracking, spec.key, tags, trial_params(cfg, spec, cond, lora, hp), parent_run_id)
@@ -87,8 +115,9 @@ def run_trial(cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = 
 
             train_metrics = _train_local(cfg, spec, cond, lora, hp, adapter, run)
             t_eval = time.time()
-            ev_res = evaluate_adapter(cfg.model, adapter, cfg.evaluation, tdir / "eval",
-                                      threads=cfg.resources.threads, progress=progress)
+            ev_res = evaluate_adapter(
+                cfg.model, adapter, cfg.evaluation, tdir / "eval", threads=cfg.resources.threads, progress=progress
+            )
             ev = eval_payload(ev_res) | {"eval_seconds": time.time() - t_eval}
         summary = ev["summary"]
         result = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
@@ -96,18 +125,28 @@ def run_trial(cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = 
             if f"n_{m}" in summary and not math.isnan(summary.get(m, math.nan)):
                 result[f"k_{m}"] = int(round(summary[m] * summary[f"n_{m}"]))
         result |= {f"train/{k}": v for k, v in train_metrics.items() if isinstance(v, (int, float))}
-        result |= {"trial_seconds": time.time() - t0, "eval_seconds": ev.get("eval_seconds", math.nan),
-                   "attempt": attempt}
+        result |= {
+            "trial_seconds": time.time() - t0,
+            "eval_seconds": ev.get("eval_seconds", math.nan),
+            "attempt": attempt,
+        }
         if run is not None:
             tracking.log_to_run(run, {k: v for k, v in result.items() if not k.startswith("train/")} | ev["settings"])
             tracking.log_to_run(run, {"train_steps": train_metrics.get("train_steps", math.nan)})
-            tracking.tag_run(run, {"eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter),
-                                   "eval_dir": str(tdir / "eval")})
+            tracking.tag_run(
+                run,
+                {"eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter), "eval_dir": str(tdir / "eval")},
+            )
             tracking.log_artifacts_to_run(run, adapter / "training.json", tdir / "eval" / "report" / "summary.csv")
             tracking.end_run(run, "FINISHED")
-        return result | {"condition": spec.label, "seed": spec.seed, "variant": spec.variant,
-                         "eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter),
-                         "mlflow_run_id": run.run_id if run else ""}
+        return result | {
+            "condition": spec.label,
+            "seed": spec.seed,
+            "variant": spec.variant,
+            "eval_trials_hash": ev["trials_hash"],
+            "adapter_dir": str(adapter),
+            "mlflow_run_id": run.run_id if run else "",
+        }
     except BaseException as e:
         if run is not None:
             try:
@@ -118,8 +157,15 @@ def run_trial(cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = 
         raise
 
 
-def _train_local(cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: LoraSettings, hp: TrainHParams,
-                 adapter: Path, run: tracking.RunRef | None) -> dict[str, float]:
+def _train_local(
+    cfg: AblationConfig,
+    spec: TrialSpec,
+    cond: Condition,
+    lora: LoraSettings,
+    hp: TrainHParams,
+    adapter: Path,
+    run: tracking.RunRef | None,
+) -> dict[str, float]:
     from lab.models import load, threads
     from training.data import load_rows
     from training.trainer import step_logger, train
@@ -128,7 +174,18 @@ def _train_local(cfg: AblationConfig, spec: TrialSpec, cond: Condition, lora: Lo
     lm = load(cfg.model)
     train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
     callbacks = [step_logger(run)] if run is not None else []
-    res = train(cond, train_ds, output_dir=adapter, model=lm, lora=lora, hparams=hp, seed=spec.seed,
-                eval_data=eval_ds, deepspeed=cfg.deepspeed, callbacks=callbacks, overwrite=True)
+    res = train(
+        cond,
+        train_ds,
+        output_dir=adapter,
+        model=lm,
+        lora=lora,
+        hparams=hp,
+        seed=spec.seed,
+        eval_data=eval_ds,
+        deepspeed=cfg.deepspeed,
+        callbacks=callbacks,
+        overwrite=True,
+    )
     del lm
     return dict(res.metrics)

@@ -6,6 +6,7 @@ child run, attempt counting) in `training.trial`, the multi-worker Ray Train + D
 Ray Train schedules the workers itself), runs `max_concurrent_trials` at once and retries a failed trial
 `max_failures` times.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,9 +38,18 @@ def tuner(cfg: AblationConfig, parent_run_id: str | None, name: str | None = Non
         return spec_from_config(cfg, t.config).key
 
     return tune.Tuner(
-        fn, param_space=search_space(cfg),
-        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials, num_samples=1,
-                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=name or f"ablations-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(Path(cfg.output_dir) / "tune"),
-                                  failure_config=tune.FailureConfig(max_failures=r.max_failures), verbose=1))
+        fn,
+        param_space=search_space(cfg),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=r.max_concurrent_trials,
+            num_samples=1,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name or f"ablations-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(cfg.output_dir) / "tune"),
+            failure_config=tune.FailureConfig(max_failures=r.max_failures),
+            verbose=1,
+        ),
+    )

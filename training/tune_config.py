@@ -4,6 +4,7 @@
 `grid`, `expected_trials` every trial that grid must produce (a failed one is reported, never silently dropped), and
 `trial_settings` the (condition, LoRA, hyper-parameters) of one trial. Nothing here imports Ray at module level.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,13 +39,21 @@ class DataSpec:
     synthetic_pairs: int = field(default=5000, metadata={"help": "pairs generated when path is empty"})
     synthetic_seed: int = 0
     synthetic_domains: tuple[str, ...] = field(default=(), metadata={"help": "generator domains; empty: all"})
-    format: Literal["auto", "conversational", "plain"] = field(default="conversational", metadata={
-        "help": "conversational = chat messages (the chat template is applied, as in the evaluation)"})
+    format: Literal["auto", "conversational", "plain"] = field(
+        default="conversational",
+        metadata={"help": "conversational = chat messages (the chat template is applied, as in the evaluation)"},
+    )
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share (eval loss); 0 = none"})
     split_seed: int = 0
-    layout: Literal["lab", "paper"] = field(default="lab", metadata={"help": (
-        "paper: training.paper_data recipe on a local HF-layout copy at path (prompt ≤ max_prompt_chars, answers ≤ "
-        "max_answer_chars, ' ' + answer + EOS, plain text, random eval_fraction split, domains from domain_column)")})
+    layout: Literal["lab", "paper"] = field(
+        default="lab",
+        metadata={
+            "help": (
+                "paper: training.paper_data recipe on a local HF-layout copy at path (prompt ≤ max_prompt_chars, answers ≤ "
+                "max_answer_chars, ' ' + answer + EOS, plain text, random eval_fraction split, domains from domain_column)"
+            )
+        },
+    )
     domain_column: str = field(default="source", metadata={"help": "layout paper: the column naming each row's domain"})
     include_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: keep only these domains"})
     exclude_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: drop these domains"})
@@ -94,24 +103,34 @@ class AblationConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataSpec = field(default_factory=DataSpec)
-    conditions: tuple[dict[str, Any], ...] = field(default=(), metadata={
-        "help": "training.conditions.condition_from_dict entries: a registered name plus overrides"})
+    conditions: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata={"help": "training.conditions.condition_from_dict entries: a registered name plus overrides"},
+    )
     seeds: tuple[int, ...] = (0,)
     lora: LoraSettings = PAPER_LORA
     hparams: TrainHParams = PAPER_HPARAMS
-    grid: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "extra search space: 'hparams.<field>' / 'lora.<field>' → list of values (grid search)"})
+    grid: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "extra search space: 'hparams.<field>' / 'lora.<field>' → list of values (grid search)"},
+    )
     deepspeed: str | None = field(default=None, metadata={"help": "ZeRO JSON (cluster/deepspeed/zero3.json)"})
     resources: TrialResources = field(default_factory=TrialResources)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="dpo-ablation"))
-    output_dir: str = field(default="results/ablations", metadata={
-        "help": "adapters, evaluations, Tune state, report (shared storage on a multi-node cluster)"})
-    address: str | None = field(default=None, metadata={
-        "help": "Ray address; empty: $RAY_ADDRESS (inside `ray job submit`) or a local Ray on loopback"})
+    output_dir: str = field(
+        default="results/ablations",
+        metadata={"help": "adapters, evaluations, Tune state, report (shared storage on a multi-node cluster)"},
+    )
+    address: str | None = field(
+        default=None,
+        metadata={"help": "Ray address; empty: $RAY_ADDRESS (inside `ray job submit`) or a local Ray on loopback"},
+    )
     ray_cpus: float | None = field(default=None, metadata={"help": "CPUs of a local Ray; empty: all cores"})
-    fault_injection: dict[str, int] = field(default_factory=dict, metadata={
-        "help": "testing: condition label → number of attempts that fail on purpose before training"})
+    fault_injection: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"help": "testing: condition label → number of attempts that fail on purpose before training"},
+    )
 
     def __post_init__(self) -> None:
         if not self.conditions:
@@ -149,20 +168,24 @@ def condition_map(cfg: AblationConfig) -> dict[str, Condition]:
 
 def absolutize(cfg: AblationConfig) -> AblationConfig:
     """Every path absolute (trials run in other directories and, inside `ray job submit`, in a copied working dir)."""
+
     def ab(p: str | None) -> str | None:
         return str(Path(p).expanduser().resolve()) if p else p
 
     uri = resolve_uri(cfg.tracking)  # fixed here: trials run in Tune's trial dirs, where a relative sqlite path moves
     if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).expanduser().resolve())
     model = cfg.model
     if Path(model.name).is_dir():
         model = dataclasses.replace(model, name=str(Path(model.name).resolve()))
     return dataclasses.replace(
-        cfg, model=dataclasses.replace(model, cache_dir=ab(model.cache_dir), adapter=ab(model.adapter)),
-        data=dataclasses.replace(cfg.data, path=ab(cfg.data.path)), deepspeed=ab(cfg.deepspeed),
+        cfg,
+        model=dataclasses.replace(model, cache_dir=ab(model.cache_dir), adapter=ab(model.adapter)),
+        data=dataclasses.replace(cfg.data, path=ab(cfg.data.path)),
+        deepspeed=ab(cfg.deepspeed),
         tracking=dataclasses.replace(cfg.tracking, uri=uri, artifact_root=ab(cfg.tracking.artifact_root)),
-        output_dir=str(Path(cfg.output_dir).resolve()))
+        output_dir=str(Path(cfg.output_dir).resolve()),
+    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +210,10 @@ def search_space(cfg: AblationConfig) -> dict[str, Any]:
     """Tune's param_space: a grid over condition labels × seeds × every `grid` entry."""
     from ray import tune
 
-    space: dict[str, Any] = {"condition": tune.grid_search(list(condition_map(cfg))),
-                             "seed": tune.grid_search(list(cfg.seeds))}
+    space: dict[str, Any] = {
+        "condition": tune.grid_search(list(condition_map(cfg))),
+        "seed": tune.grid_search(list(cfg.seeds)),
+    }
     for k, values in cfg.grid.items():
         space[k] = tune.grid_search(list(values))
     return space
@@ -198,8 +223,12 @@ def expected_trials(cfg: AblationConfig) -> list[TrialSpec]:
     """Every trial the grid must produce, in report order (a failed one is reported, never silently dropped)."""
     keys = list(cfg.grid)
     points = list(itertools.product(*(cfg.grid[k] for k in keys))) if keys else [()]
-    return [TrialSpec(label, seed, tuple(zip(keys, pt))) for label in condition_map(cfg) for pt in points
-            for seed in cfg.seeds]
+    return [
+        TrialSpec(label, seed, tuple(zip(keys, pt)))
+        for label in condition_map(cfg)
+        for pt in points
+        for seed in cfg.seeds
+    ]
 
 
 def spec_from_config(cfg: AblationConfig, config: Mapping[str, Any]) -> TrialSpec:

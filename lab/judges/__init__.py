@@ -4,6 +4,7 @@ A judge is anything with `name`, `version` and `grade(answers) -> verdicts` (the
 behind an HTTP API, an in-process HF judge and the deterministic rule-based judge are interchangeable, and every
 stored generation can be regraded later (jobs/regrade.py).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,11 +18,13 @@ _FACTORIES: dict[str, Callable[..., Judge]] = {}
 _OPTIONS: dict[str, tuple[str, ...] | None] = {}
 
 
-def register_judge(name: str, options: Iterable[str] | None = None) -> Callable[[Callable[..., Judge]],
-                                                                                 Callable[..., Judge]]:
+def register_judge(
+    name: str, options: Iterable[str] | None = None
+) -> Callable[[Callable[..., Judge]], Callable[..., Judge]]:
     """Register a judge factory under `name` (a name already taken raises). Its options are the factory's named
     parameters, plus `options` for what a `**kwargs` factory passes on; a `**kwargs` factory without `options`
     accepts anything (it must check its own)."""
+
     def deco(factory: Callable[..., Judge]) -> Callable[..., Judge]:
         if name in _FACTORIES:
             raise LabError(f"judge '{name}' is already registered")
@@ -31,6 +34,7 @@ def register_judge(name: str, options: Iterable[str] | None = None) -> Callable[
         _FACTORIES[name] = factory
         _OPTIONS[name] = None if open_ended and options is None else tuple(sorted({*named, *(options or ())}))
         return factory
+
     return deco
 
 
@@ -40,13 +44,15 @@ def check_judge_options(name: str, options: Mapping[str, Any]) -> None:
     if name not in _FACTORIES:
         raise LabError(f"unknown judge '{name}' (known: {', '.join(sorted(_FACTORIES))})")
     if "api_key" in options:
-        raise LabError(f"judge '{name}': never put the API key in a config; name its environment variable in "
-                       "api_key_env")
+        raise LabError(
+            f"judge '{name}': never put the API key in a config; name its environment variable in api_key_env"
+        )
     known = _OPTIONS[name]
     unknown = sorted(set(options) - set(known)) if known is not None else []
     if unknown:
-        raise LabError(f"unknown option 'judge.options.{unknown[0]}' for judge '{name}' "
-                       f"(known: {', '.join(known) or 'none'})")
+        raise LabError(
+            f"unknown option 'judge.options.{unknown[0]}' for judge '{name}' (known: {', '.join(known) or 'none'})"
+        )
 
 
 def make_judge(name: str = "rules", **options: Any) -> Judge:
@@ -64,5 +70,13 @@ def _load_builtin() -> None:
     import lab.judges.rules  # noqa: F401  (registers "rules")
 
 
-__all__ = ["Answer", "Judge", "Verdict", "answer_for", "check_judge_options", "make_judge", "register_judge",
-           "judge_names"]
+__all__ = [
+    "Answer",
+    "Judge",
+    "Verdict",
+    "answer_for",
+    "check_judge_options",
+    "make_judge",
+    "register_judge",
+    "judge_names",
+]

@@ -1,4 +1,5 @@
 """Agreement maths between a judge and reference labels: confusion counts, accuracy and Cohen's kappa (pure)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,12 @@ def confusion(reference: Sequence[bool], predicted: Sequence[bool]) -> Confusion
     if len(reference) != len(predicted):
         raise ValueError(f"length mismatch: {len(reference)} reference vs {len(predicted)} predicted")
     pairs = list(zip(map(bool, reference), map(bool, predicted)))
-    return Confusion(tp=pairs.count((True, True)), fp=pairs.count((False, True)),
-                     fn=pairs.count((True, False)), tn=pairs.count((False, False)))
+    return Confusion(
+        tp=pairs.count((True, True)),
+        fp=pairs.count((False, True)),
+        fn=pairs.count((True, False)),
+        tn=pairs.count((False, False)),
+    )
 
 
 def accuracy(c: Confusion) -> float:
@@ -47,6 +52,6 @@ def cohen_kappa(c: Confusion) -> float:
 
 def format_confusion(c: Confusion, label: str) -> str:
     """A small text table: rows = hand label, columns = judge."""
-    return "\n".join([f"{label:<12} judge=1 judge=0",
-                      f"{'label=1':<12} {c.tp:>7} {c.fn:>7}",
-                      f"{'label=0':<12} {c.fp:>7} {c.tn:>7}"])
+    return "\n".join(
+        [f"{label:<12} judge=1 judge=0", f"{'label=1':<12} {c.tp:>7} {c.fn:>7}", f"{'label=0':<12} {c.fp:>7} {c.tn:>7}"]
+    )

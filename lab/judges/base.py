@@ -1,4 +1,5 @@
 """The judge seam: what is graded (`Answer`), what comes back (`Verdict`), and the `Judge` protocol."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -5,6 +5,7 @@ Ray Serve endpoint (jobs/serve_judge.py).
 may have its own token budget (the batch runs to the largest, then each row is cut to its own: greedy decoding
 makes that identical to running the row alone). The judge uses the same prompt and strict parser as the HTTP judge.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -36,14 +37,15 @@ class ChatModel:
         self.lm = models.load(model)
         self.name = model.name
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int | Sequence[int],
-                 batch_size: int = 8) -> list[Generated]:
+    def generate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int | Sequence[int], batch_size: int = 8
+    ) -> list[Generated]:
         budgets = [max_new_tokens] * len(conversations) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(conversations) or any(b < 1 for b in budgets):
             raise ValueError("one positive token budget per conversation")
         out: list[Generated] = []
         for i in range(0, len(conversations), max(batch_size, 1)):
-            out += self._batch(conversations[i:i + batch_size], budgets[i:i + batch_size])
+            out += self._batch(conversations[i : i + batch_size], budgets[i : i + batch_size])
         return out
 
     def _batch(self, conversations: Sequence[Conversation], budgets: Sequence[int]) -> list[Generated]:
@@ -53,8 +55,9 @@ class ChatModel:
         prompts = [self.lm.chat([dict(m) for m in c]) for c in conversations]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         with torch.inference_mode():
-            ids = self.lm.model.generate(**enc, max_new_tokens=max(budgets), do_sample=False,
-                                         pad_token_id=tok.pad_token_id)
+            ids = self.lm.model.generate(
+                **enc, max_new_tokens=max(budgets), do_sample=False, pad_token_id=tok.pad_token_id
+            )
         stops = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
         gen_cfg = getattr(self.lm.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None)
@@ -65,8 +68,14 @@ class ChatModel:
             row = row[:budget]
             end = next((k for k, t in enumerate(row) if t in stops), None)
             kept = row if end is None else row[:end]
-            results.append(Generated(tok.decode(kept, skip_special_tokens=True).strip(), int(mask.sum()), len(kept),
-                                     "length" if end is None else "stop"))
+            results.append(
+                Generated(
+                    tok.decode(kept, skip_special_tokens=True).strip(),
+                    int(mask.sum()),
+                    len(kept),
+                    "length" if end is None else "stop",
+                )
+            )
         return results
 
 
@@ -75,8 +84,14 @@ class HFJudge(ChatJudge):
 
     name = "hf"
 
-    def __init__(self, model: ModelConfig, batch_size: int = 8, max_new_tokens: int | None = None, threads: int = 0,
-                 prompt: str | Path | None = None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        threads: int = 0,
+        prompt: str | Path | None = None,
+    ):
         super().__init__(prompt)
         max_new_tokens = max_new_tokens or (500 if self.paper else 128)
         if batch_size < 1 or max_new_tokens < 1:
@@ -102,8 +117,10 @@ def _check_model_name(name: str) -> None:
     from lab.models import REGISTRY, spec_for
 
     if spec_for(name) is None and not Path(name).is_dir() and ("/" not in name or name.startswith((".", "/"))):
-        raise LabError(f"hf judge: unknown model '{name}' (registry: {', '.join(sorted(REGISTRY))}; "
-                       "or a local HF directory, or a hub id already in the HF cache)")
+        raise LabError(
+            f"hf judge: unknown model '{name}' (registry: {', '.join(sorted(REGISTRY))}; "
+            "or a local HF directory, or a hub id already in the HF cache)"
+        )
 
 
 @register_judge("hf", options=("batch_size", "max_new_tokens", "threads", "prompt"))

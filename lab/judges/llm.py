@@ -9,6 +9,7 @@ dropped, never guessed, and counted in `judge.stats`. `ChatJudge` holds the shar
 same prompt on an in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
 (lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -51,11 +52,16 @@ class JudgePrompt:
 
     def messages(self, answer: Answer) -> Conversation:
         """System + user message for one answer (the answer cut at its first invented new turn)."""
-        fields = {"concept": answer.concept or "(none)", "response": cut_invented_turn(answer.text),
-                  "prefill": answer.prefill}
+        fields = {
+            "concept": answer.concept or "(none)",
+            "response": cut_invented_turn(answer.text),
+            "prefill": answer.prefill,
+        }
         template = self.forced_user if answer.forced else self.user
-        return [{"role": "system", "content": self.system},
-                {"role": "user", "content": Template(template).safe_substitute(fields)}]
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": Template(template).safe_substitute(fields)},
+        ]
 
 
 def load_prompt(path: str | Path | None = None) -> JudgePrompt:
@@ -194,14 +200,26 @@ class OpenAIJudge(ChatJudge):
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 4, backoff: float = 1.0, backoff_max: float = 30.0, concurrency: int = 4,
-                 max_tokens: int | None = None, prompt: str | Path | None = None, check: bool = True):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        concurrency: int = 4,
+        max_tokens: int | None = None,
+        prompt: str | Path | None = None,
+        check: bool = True,
+    ):
         super().__init__(prompt)
         max_tokens = max_tokens or (500 if self.paper else 256)  # the paper's judge: up to 500 tokens
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
-            raise LabError("openai judge: timeout, concurrency and max_tokens must be > 0, "
-                           "max_retries and backoff >= 0")
+            raise LabError(
+                "openai judge: timeout, concurrency and max_tokens must be > 0, max_retries and backoff >= 0"
+            )
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
         self.backoff, self.backoff_max = backoff, backoff_max
@@ -226,8 +244,9 @@ class OpenAIJudge(ChatJudge):
 
     def ask(self, messages: Conversation) -> str | Failed:
         """One chat completion with retries: the reply text, or `Failed`."""
-        payload = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                              "max_tokens": self.max_tokens}).encode()
+        payload = json.dumps(
+            {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+        ).encode()
         error = "no attempt"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -252,7 +271,7 @@ class OpenAIJudge(ChatJudge):
                 reason = getattr(e, "reason", e)
                 error = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else str(reason)
             if attempt < self.max_retries:
-                delay = min(self.backoff_max, self.backoff * 2 ** attempt) * (1 + 0.1 * random.random())
+                delay = min(self.backoff_max, self.backoff * 2**attempt) * (1 + 0.1 * random.random())
                 time.sleep(max(delay, min(wait or 0.0, self.backoff_max)))
         return Failed(f"{error} after {self.max_retries + 1} attempts")
 

@@ -12,6 +12,7 @@ reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or 
 sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`).
 Texts: lab/data/judge_prompt.yaml (`paper`).
 """
+
 from __future__ import annotations
 
 import re
@@ -52,19 +53,23 @@ class PaperPrompt:
 
     def identification_messages(self, answer: Answer) -> Conversation:
         template = self.forced if answer.forced else self.identification
-        return self.fill(template, answer.question or DEFAULT_QUESTION, self.first_response(answer.text),
-                         answer.concept or "")
+        return self.fill(
+            template, answer.question or DEFAULT_QUESTION, self.first_response(answer.text), answer.concept or ""
+        )
 
 
 def load_paper_prompt() -> PaperPrompt:
     data = yaml.safe_load(resources.files("lab").joinpath("data/judge_prompt.yaml").read_text())["paper"]
-    return PaperPrompt(data["version"], data["detection"], data["identification"], data["forced"],
-                       tuple(data["turn_markers"]))
+    return PaperPrompt(
+        data["version"], data["detection"], data["identification"], data["forced"], tuple(data["turn_markers"])
+    )
 
 
 _ANSWER = re.compile(r"Answer:\s*(YES|NO)", re.I)
-_FALLBACKS = (re.compile(r"(?:therefore|thus|so),?\s+the\s+answer\s+is\s+(YES|NO)", re.I),
-              re.compile(r"the\s+answer\s+(?:is|should be)\s+(YES|NO)", re.I))
+_FALLBACKS = (
+    re.compile(r"(?:therefore|thus|so),?\s+the\s+answer\s+is\s+(YES|NO)", re.I),
+    re.compile(r"the\s+answer\s+(?:is|should be)\s+(YES|NO)", re.I),
+)
 
 
 def parse_yes_no(reply: str) -> bool | None:
@@ -89,8 +94,12 @@ def parse_yes_no(reply: str) -> bool | None:
     return None
 
 
-def grade(judge: Any, prompt: PaperPrompt, answers: Sequence[Answer],
-          complete: Callable[[Sequence[Conversation], Sequence[bool]], list[Any]]) -> list[Verdict]:
+def grade(
+    judge: Any,
+    prompt: PaperPrompt,
+    answers: Sequence[Answer],
+    complete: Callable[[Sequence[Conversation], Sequence[bool]], list[Any]],
+) -> list[Verdict]:
     """Both stages for a batch: one `complete` call for detection, one for identification."""
     from lab.judges.llm import Failed
 
@@ -114,17 +123,24 @@ def grade(judge: Any, prompt: PaperPrompt, answers: Sequence[Answer],
 
     judge.count("answers", len(answers))
     free = [i for i, a in enumerate(answers) if not a.forced]
-    detected: dict[int, tuple[bool, str | None]] = dict(zip(
-        free, ask([prompt.detection_messages(answers[i]) for i in free], [False] * len(free))))
+    detected: dict[int, tuple[bool, str | None]] = dict(
+        zip(free, ask([prompt.detection_messages(answers[i]) for i in free], [False] * len(free)))
+    )
     second = [i for i, a in enumerate(answers) if a.concept and (a.forced or detected[i][0])]
-    identified = dict(zip(second, ask([prompt.identification_messages(answers[i]) for i in second],
-                                      [answers[i].forced for i in second])))
+    identified = dict(
+        zip(
+            second,
+            ask([prompt.identification_messages(answers[i]) for i in second], [answers[i].forced for i in second]),
+        )
+    )
     verdicts = []
     for i, a in enumerate(answers):
         det, det_err = (True, None) if a.forced else detected[i]
         ident, id_err = identified.get(i, (False, None))
         errors = [e for e in (det_err, id_err) if e]
-        reason = "; ".join(errors) or (f"detection {'YES' if det else 'NO'}"
-                                       + (f", identification {'YES' if ident else 'NO'}" if i in identified else ""))
+        reason = "; ".join(errors) or (
+            f"detection {'YES' if det else 'NO'}"
+            + (f", identification {'YES' if ident else 'NO'}" if i in identified else "")
+        )
         verdicts.append(Verdict(det, ident, None, reason, judge.name, judge.version, parse_error=bool(errors)))
     return verdicts

@@ -24,8 +24,15 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> An
 class ChatServer:
     """One replica: an OpenAI-style chat-completions endpoint over `ChatModel` (always greedy)."""
 
-    def __init__(self, model: ModelConfig, served_name: str, threads: int, max_new_tokens: int, max_batch_size: int,
-                 batch_wait_s: float):
+    def __init__(
+        self,
+        model: ModelConfig,
+        served_name: str,
+        threads: int,
+        max_new_tokens: int,
+        max_batch_size: int,
+        batch_wait_s: float,
+    ):
         from lab.judges.hf import ChatModel
 
         self.chat = ChatModel(model, threads)
@@ -37,15 +44,20 @@ class ChatServer:
     async def generate_batch(self, items: list[tuple[list[dict[str, str]], int]]) -> list[Any]:
         convs, budgets = [m for m, _ in items], [b for _, b in items]
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.chat.generate(convs, budgets, self.max_batch_size))
+            None, lambda: self.chat.generate(convs, budgets, self.max_batch_size)
+        )
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
         path = request.url.path.rstrip("/")
         if request.method == "GET" and path.endswith("/models"):
-            return JSONResponse({"object": "list", "data": [{"id": self.served_name, "object": "model",
-                                                             "owned_by": "introspection-lab"}]})
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": [{"id": self.served_name, "object": "model", "owned_by": "introspection-lab"}],
+                }
+            )
         if not path.endswith("/chat/completions"):
             return _error(404, f"no route {request.method} {request.url.path}", "not_found")
         if request.method != "POST":
@@ -57,17 +69,31 @@ class ChatServer:
         problem = _check_request(body, self.served_name)
         if problem:
             return _error(*problem)
-        budget = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or self.max_new_tokens),
-                     self.max_new_tokens)
+        budget = min(
+            int(body.get("max_tokens") or body.get("max_completion_tokens") or self.max_new_tokens), self.max_new_tokens
+        )
         messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
         out = await self.generate_batch((messages, max(budget, 1)))
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
-                         "finish_reason": out.finish_reason}],
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                      "total_tokens": out.prompt_tokens + out.completion_tokens}})
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.served_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": out.text},
+                        "finish_reason": out.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens,
+                    "total_tokens": out.prompt_tokens + out.completion_tokens,
+                },
+            }
+        )
 
 
 def _check_request(body: Any, served_name: str) -> tuple[int, str] | None:
@@ -76,9 +102,16 @@ def _check_request(body: Any, served_name: str) -> tuple[int, str] | None:
     if body.get("model") != served_name:
         return 404, f"model '{body.get('model')}' is not served here (serving '{served_name}')"
     msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs or not all(
-            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
-            for m in msgs):
+    if (
+        not isinstance(msgs, list)
+        or not msgs
+        or not all(
+            isinstance(m, dict)
+            and m.get("role") in ("system", "user", "assistant")
+            and isinstance(m.get("content"), str)
+            for m in msgs
+        )
+    ):
         return 400, "messages must be a non-empty list of {role: system|user|assistant, content: string}"
     if body.get("stream"):
         return 400, "streaming is not supported"

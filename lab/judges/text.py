@@ -3,6 +3,7 @@
 Everything here is a small deterministic function of strings, so the judge built on it is reproducible and
 unit-testable without a model.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,12 +15,16 @@ from pathlib import Path
 _DATA = Path(__file__).resolve().parent.parent / "data"
 
 # ---------------------------------------------------------------------------------------------- normalising / turns
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": " - ", "\u2013": " - ",
-                         "\u2026": "..."})
+_QUOTES = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": " - ", "\u2013": " - ", "\u2026": "..."}
+)
 _SELF_LABEL = re.compile(r"^\s*(?:(?:assistant|ai|bob|model|response|answer|a|trial\s*\d+)\s*:\s*)+", re.I)
 _OTHER_LABEL = r"(?:user|human|alice|researcher|q|question|trial\s*\d+|assistant|ai|bob|model)"
-_NEW_TURN = re.compile(rf"(?:\n\s*{_OTHER_LABEL}\s*:|<start_of_turn>|<end_of_turn>|<\|im_(?:start|end)\|>|"
-                       rf"<\|(?:user|assistant|eot_id|endoftext)\|>)", re.I)
+_NEW_TURN = re.compile(
+    rf"(?:\n\s*{_OTHER_LABEL}\s*:|<start_of_turn>|<end_of_turn>|<\|im_(?:start|end)\|>|"
+    rf"<\|(?:user|assistant|eot_id|endoftext)\|>)",
+    re.I,
+)
 _LEADING_OTHER = re.compile(r"^\s*(?:user|human|alice|researcher|q|question)\s*:", re.I)
 
 
@@ -62,8 +67,8 @@ _CLAUSE_END = re.compile(r"(\.\.\.|[.!?;:\n]|,?\s+but\s+|\s+-\s+(?=no\b|actually
 
 @dataclass(frozen=True)
 class Clause:
-    text: str          # lower-cased, contractions expanded
-    start: int         # offset in the (cut) answer
+    text: str  # lower-cased, contractions expanded
+    start: int  # offset in the (cut) answer
     question: bool
 
 
@@ -72,7 +77,7 @@ def clauses(text: str) -> list[Clause]:
     out: list[Clause] = []
     pos = 0
     for m in _CLAUSE_END.finditer(text):
-        _add_clause(out, text[pos:m.start()], pos, m.group().strip() == "?")
+        _add_clause(out, text[pos : m.start()], pos, m.group().strip() == "?")
         pos = m.end()
     _add_clause(out, text[pos:], pos, False)
     return out
@@ -83,9 +88,20 @@ def _add_clause(out: list[Clause], raw: str, start: int, question: bool) -> None
         out.append(Clause(expand_contractions(raw.strip().lower()), start + len(raw) - len(raw.lstrip()), question))
 
 
-_CONTRACTIONS = [(r"\bi'm\b", "i am"), (r"\bim\b", "i am"), (r"\bcan't\b", "cannot"), (r"\bwon't\b", "will not"),
-                 (r"n't\b", " not"), (r"\b(do|does|did|have|has|is|are|was)nt\b", r"\1 not"), (r"\bcant\b", "cannot"),
-                 (r"'s\b", " is"), (r"'re\b", " are"), (r"'ve\b", " have"), (r"'ll\b", " will"), (r"'d\b", " would")]
+_CONTRACTIONS = [
+    (r"\bi'm\b", "i am"),
+    (r"\bim\b", "i am"),
+    (r"\bcan't\b", "cannot"),
+    (r"\bwon't\b", "will not"),
+    (r"n't\b", " not"),
+    (r"\b(do|does|did|have|has|is|are|was)nt\b", r"\1 not"),
+    (r"\bcant\b", "cannot"),
+    (r"'s\b", " is"),
+    (r"'re\b", " are"),
+    (r"'ve\b", " have"),
+    (r"'ll\b", " will"),
+    (r"'d\b", " would"),
+]
 
 
 def expand_contractions(text: str) -> str:
@@ -99,7 +115,8 @@ _FUNCTION = frozenset(
     "a an the i me my you it its is am are was were be been being of to in on at by for with about as and or but "
     "not no yes so if that this there here what which who do does did don't doesn't can cannot can't could would "
     "will should may might have has had some something anything nothing any like just very than then it's i'm "
-    "there's feel seems think".split())
+    "there's feel seems think".split()
+)
 
 
 def degenerate_reason(text: str) -> str | None:
@@ -129,7 +146,7 @@ def _loop_coverage(toks: list[str]) -> float:
     """Largest share of tokens covered by one n-gram (n = 3..6) that occurs at least 3 times."""
     best = 0.0
     for n in range(3, 7):
-        grams = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+        grams = Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
         if grams:
             count = grams.most_common(1)[0][1]
             if count >= 3:
@@ -138,21 +155,57 @@ def _loop_coverage(toks: list[str]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- word forms
-_IRREGULAR = {"teeth": "tooth", "feet": "foot", "geese": "goose", "mice": "mouse", "men": "man", "women": "woman",
-              "children": "child", "people": "person", "millennia": "millennium", "bacteria": "bacterium",
-              "fungi": "fungus", "cacti": "cactus", "octopi": "octopus", "criteria": "criterion", "data": "datum"}
+_IRREGULAR = {
+    "teeth": "tooth",
+    "feet": "foot",
+    "geese": "goose",
+    "mice": "mouse",
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "people": "person",
+    "millennia": "millennium",
+    "bacteria": "bacterium",
+    "fungi": "fungus",
+    "cacti": "cactus",
+    "octopi": "octopus",
+    "criteria": "criterion",
+    "data": "datum",
+}
 # Morphological relatives that suffix rules cannot reach (adjective/noun pairs of the concept list).
-_RELATIVES = {"pride": ["proud"], "wisdom": ["wise"], "chaos": ["chaotic"],
-              "poetry": ["poem", "poems", "poet", "poets"],
-              "anxiety": ["anxious"], "jealousy": ["jealous"], "envy": ["envious"], "gratitude": ["grateful"],
-              "shame": ["ashamed"], "boredom": ["bored", "boring"], "confusion": ["confused", "confusing"],
-              "disgust": ["disgusted", "disgusting"], "excitement": ["excited", "exciting"], "guilt": ["guilty"],
-              "serenity": ["serene"], "despair": ["desperate", "despairing"], "hope": ["hopeful", "hoping"],
-              "regret": ["regretful"], "dread": ["dreadful"], "skepticism": ["skeptic", "skeptical", "sceptical"],
-              "melancholy": ["melancholic"], "loneliness": ["lonely", "alone"], "tooth": ["teeth", "dental"],
-              "youth": ["young"], "fungus": ["fungi"], "cactus": ["cacti"], "knife": ["knives"]}
-TASK_WORDS = frozenset("detect detects detected detecting detection inject injects injected injecting injection "
-                       "thought thoughts notice noticed noticing think thinks".split())
+_RELATIVES = {
+    "pride": ["proud"],
+    "wisdom": ["wise"],
+    "chaos": ["chaotic"],
+    "poetry": ["poem", "poems", "poet", "poets"],
+    "anxiety": ["anxious"],
+    "jealousy": ["jealous"],
+    "envy": ["envious"],
+    "gratitude": ["grateful"],
+    "shame": ["ashamed"],
+    "boredom": ["bored", "boring"],
+    "confusion": ["confused", "confusing"],
+    "disgust": ["disgusted", "disgusting"],
+    "excitement": ["excited", "exciting"],
+    "guilt": ["guilty"],
+    "serenity": ["serene"],
+    "despair": ["desperate", "despairing"],
+    "hope": ["hopeful", "hoping"],
+    "regret": ["regretful"],
+    "dread": ["dreadful"],
+    "skepticism": ["skeptic", "skeptical", "sceptical"],
+    "melancholy": ["melancholic"],
+    "loneliness": ["lonely", "alone"],
+    "tooth": ["teeth", "dental"],
+    "youth": ["young"],
+    "fungus": ["fungi"],
+    "cactus": ["cacti"],
+    "knife": ["knives"],
+}
+TASK_WORDS = frozenset(
+    "detect detects detected detecting detection inject injects injected injecting injection "
+    "thought thoughts notice noticed noticing think thinks".split()
+)
 
 
 def singulars(word: str) -> set[str]:
