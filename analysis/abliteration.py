@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,6 +34,30 @@ from lab.models import decoder_layers
 _ATTN_OUT = ("o_proj", "out_proj", "dense", "c_proj")
 _MLP_OUT = ("down_proj", "fc2", "c_proj", "dense_4h_to_h")
 _POST_NORMS = ("post_feedforward_layernorm", "post_attn_norm", "post_mlp_layernorm")
+
+
+@dataclass(frozen=True)
+class RefusalConfig:
+    harmful: str = field(default="harmful", metadata={"help": "'harmful' (shipped) or a file of instructions"})
+    harmless: str = field(default="harmless", metadata={"help": "'harmless' (shipped) or a file"})
+    extra_harmful: str | None = field(default=None, metadata={"help": "a local file of more harmful instructions"})
+    extra_harmless: str | None = None
+    directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
+    position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
+    heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
+    direction_layer: int | None = field(
+        default=None,
+        metadata={"help": "one direction (this layer's) for every layer; empty: each layer its own direction"},
+    )
+    weights: tuple[float, ...] = field(default=(), metadata={"help": "per-layer ablation weights; empty = 1.0"})
+    method: Literal["weights", "interventions"] = "weights"
+    sites: Literal["writers", "resid"] = field(
+        default="writers",
+        metadata={
+            "help": "interventions only: every residual writer (== weights) or every block output (the paper's code)"
+        },
+    )
+    check_tokens: int = field(default=32, metadata={"help": "new tokens per refusal-check reply"})
 
 
 def per_layer(directions: torch.Tensor, n_layers: int, weights: Any = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

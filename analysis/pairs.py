@@ -11,12 +11,17 @@ threshold); bidirectional = works both ways (the reference code's rule).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 from lab.metrics import wilson
 
@@ -62,3 +67,86 @@ def summarize(per_pair: pd.DataFrame, tau: float) -> pd.DataFrame:
             row |= {name: p, f"{name}_lo": lo, f"{name}_hi": hi}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """What a geometry job's stored outputs give the bidirectional experiment."""
+
+    layer: int
+    strength: float  # the sweep's, in its mode
+    mode: str
+    resid: float
+    tau: float
+    model: str
+    vectors: dict[str, torch.Tensor]
+    rate: dict[str, float]
+    proj: dict[str, float]
+    pairs: list[tuple[str, str, str]]  # (group, A, B)
+    groups: dict[str, list[str]]
+
+
+def plan_pairs(adir: Path, threshold: float | None, bucket: float | None, max_pairs: int) -> PairPlan:
+    """Pairs within success–success and failure–failure from a geometry job's analysis/ folder (no model)."""
+    from safetensors.torch import load_file
+
+    from analysis import geometry as geo
+
+    info = json.loads((adir / geo.RESULT).read_text())
+    extra, tau = info["extra"], float(info["tau"])
+    vecs = load_file(str(adir / geo.VECTORS))
+    rates = pd.read_csv(adir / geo.RATES)
+    rates = rates[rates.concept.isin(vecs)]
+    concepts, y = list(rates.concept), rates["rate"].to_numpy(float)
+    X = torch.stack([vecs[c] for c in concepts]).double().numpy()
+    proj = dict(zip(concepts, (X @ geo.ridge_direction(X, y)).tolist()))
+    rate = dict(zip(concepts, y.tolist()))
+    sd = float(np.std(list(proj.values()))) or 1.0
+    thr = math.inf if threshold is None else threshold * sd
+    groups = {"S-S": [c for c in concepts if rate[c] > tau], "F-F": [c for c in concepts if rate[c] <= tau]}
+    pairs = [
+        (g, a, b)
+        for g, cs in groups.items()
+        for a, b in match_pairs(cs, proj, rate, thr, bucket * sd if bucket else None, max_pairs=max_pairs)
+    ]
+    layer, mode, resid = int(extra["layer"]), extra["strength_mode"], float(extra["resid_norm"])
+    return PairPlan(
+        layer, float(extra["strength"]), mode, resid, tau, extra.get("model", ""), vecs, rate, proj, pairs, groups
+    )
+
+
+def per_pair_table(plan: PairPlan, detected: Mapping[str, float]) -> pd.DataFrame:
+    """One row per pair: rates of A and B alone, |Δprojection| and the detection rate of A − B and of B − A."""
+    rows = []
+    for g, a, b in plan.pairs:
+        rows.append(
+            {"group": g, "a": a, "b": b, "rate_a": plan.rate[a], "rate_b": plan.rate[b]}
+            | {"proj_diff": abs(plan.proj[a] - plan.proj[b])}
+            | {"rate_ab": float(detected[f"{a}-{b}"]), "rate_ba": float(detected[f"{b}-{a}"])}
+            | {"vector_ab": f"{a}-{b}", "vector_ba": f"{b}-{a}"}
+        )
+    return pd.DataFrame(rows)
+
+
+def summary_lines(summary: pd.DataFrame) -> list[str]:
+    return [
+        f"{r['group']}: {int(r['pairs'])} pairs; A−B works {r['a_minus_b']:.3f}, B−A {r['b_minus_a']:.3f}, "
+        f"both ways {r['both']:.3f} [{r['both_lo']:.2f},{r['both_hi']:.2f}], either {r['either']:.3f}"
+        for _, r in summary.iterrows()
+    ]
+
+
+def plot(summary: pd.DataFrame, tau: float, path: Path, title: str) -> Path:
+    from lab import plots
+
+    fig, ax = plots.plt.subplots(figsize=(5.5, 3.4))
+    xs = np.arange(len(summary))
+    for j, m in enumerate(("a_minus_b", "b_minus_a", "both")):
+        v = summary[m].to_numpy()
+        err = np.vstack([v - summary[f"{m}_lo"].to_numpy(), summary[f"{m}_hi"].to_numpy() - v])
+        ax.bar(xs + (j - 1) * 0.27, v, 0.27, yerr=err, capsize=3, label=m.replace("_", " "))
+    ax.set_xticks(xs, [f"{g} (n={int(n)})" for g, n in zip(summary.group, summary.pairs)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"share of pairs with rate > τ={tau:.2f}")
+    ax.legend(fontsize=8)
+    return plots.save(fig, path, title)

@@ -18,34 +18,11 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from analysis.abliteration import RefusalConfig
 from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from lab.sweep import InjectionConfig
-
-
-@dataclass(frozen=True)
-class RefusalConfig:
-    harmful: str = field(default="harmful", metadata={"help": "'harmful' (shipped) or a file of instructions"})
-    harmless: str = field(default="harmless", metadata={"help": "'harmless' (shipped) or a file"})
-    extra_harmful: str | None = field(default=None, metadata={"help": "a local file of more harmful instructions"})
-    extra_harmless: str | None = None
-    directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
-    position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
-    heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
-    direction_layer: int | None = field(
-        default=None,
-        metadata={"help": "one direction (this layer's) for every layer; empty: each layer its own direction"},
-    )
-    weights: tuple[float, ...] = field(default=(), metadata={"help": "per-layer ablation weights; empty = 1.0"})
-    method: Literal["weights", "interventions"] = "weights"
-    sites: Literal["writers", "resid"] = field(
-        default="writers",
-        metadata={
-            "help": "interventions only: every residual writer (== weights) or every block output (the paper's code)"
-        },
-    )
-    check_tokens: int = field(default=32, metadata={"help": "new tokens per refusal-check reply"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from analysis import abliteration as ab, compare, directions as dr
-    from lab import interventions as iv, metrics, store, tracking
+    from lab import interventions as iv, metrics, report, store, tracking
     from lab.config import flatten, to_dict
     from lab.models import load, threads
 
@@ -72,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
-    if cfg.tracking.enabled:
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, output_dir=out)
     harmful, held = dr.split_heldout(dr.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
     harmless = dr.instructions(rc.harmless, rc.extra_harmless)
     threads(cfg.runner.threads)
@@ -93,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     arms: dict[str, dict] = {}
+    cfgs: dict[str, AbliterationConfig] = {}
 
     def arm(name: str, model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
         from lab.sweep import run_sweep
@@ -100,13 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         with iv.apply(model_lm.model, list(edits)):
             replies = ab.greedy_replies(model_lm, held, rc.check_tokens)
         acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
-        res = run_sweep(
-            acfg,
-            progress=not args.quiet,
-            lm=model_lm if cfg.runner.num_actors == 0 else None,
-            edits=edits,
-            edits_tag=tag,
-        )  # the edits apply on every replica, Ray actors included
+        replica = model_lm if cfg.runner.num_actors == 0 else None  # the edits apply on every replica, Ray actors too
+        res = run_sweep(acfg, progress=not args.quiet, lm=replica, edits=edits, edits_tag=tag)
         refused = [ab.is_refusal(t) for t in replies]
         (out / "report").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"arm": name, "instruction": held, "reply": replies, "refused": refused}).to_parquet(
@@ -115,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         df = store.read(acfg.output_dir)
         df = df[df["trial_id"].isin({t.trial_id for t in res["plan"].trials})]
         arms[name] = metrics.summarize(df) | compare.rate_entry(sum(refused), len(refused), "refusal_rate")
-        arms[name]["_cfg"] = acfg  # type: ignore[assignment]
+        cfgs[name] = acfg
         print(f"{name}: {res['total']} trials ({res['new']} new); refusal check {sum(refused)}/{len(refused)}")
 
     arm("original", lm, cfg.model)
@@ -152,27 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     compare.print_compare(table, ("original", "abliterated"))
     for line in compare.readings(table, arms["original"]):
         print(line)
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking, flatten(to_dict(cfg)), tags={"job": "abliteration"}, run_name="abliteration"
-        ) as parent:
-            tracking.log_metrics(
-                {f"delta_{r['metric']}": r["delta"] for _, r in table.iterrows()}
-                | {f"delta_{r['metric']}_lo": r["delta_lo"] for _, r in table.iterrows()}
-                | {f"delta_{r['metric']}_hi": r["delta_hi"] for _, r in table.iterrows()}
-            )
+    deltas = {f"delta_{r['metric']}{s}": r[f"delta{s}"] for _, r in table.iterrows() for s in ("", "_lo", "_hi")}
+    with report.parent_run(cfg.tracking, flatten(to_dict(cfg)), {"job": "abliteration"}, "abliteration") as parent:
+        if parent:
+            tracking.log_metrics(deltas)
             tracking.log_artifacts(rep / "compare.csv", plot, out / "refusal_directions.safetensors")
-            for name, summ in arms.items():
-                acfg = summ.pop("_cfg")
-                with tracking.run(
-                    cfg.tracking,
-                    flatten(to_dict(acfg)),
-                    tags={"job": "abliteration", "arm": name},
-                    run_name=name,
-                    parent_run_id=parent.info.run_id,
-                ):
-                    tracking.log_metrics({k: v for k, v in summ.items() if not k.startswith("_")})
-        print(f"mlflow: parent run {parent.info.run_id} in experiment '{cfg.tracking.experiment}'")
+        for name, summ in arms.items():
+            tags = {"job": "abliteration", "arm": name}
+            report.log_run(
+                cfg.tracking, flatten(to_dict(cfgs[name])), summ, tags=tags, run_name=name, parent_run_id=parent
+            )
+    report.announce(parent, cfg.tracking)
     print(f"report: {(rep / 'compare.csv').resolve()}  {plot.resolve()}")
     return 0
 

@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from analysis.gates_report import analyse, detection_from
-    from lab import models, tracking
+    from lab import models, report
     from lab.config import flatten, to_dict
+    from lab.experiment import preflight
     from lab.features import run_dose_response
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(DoseResponseConfig, args)
-    if cfg.tracking.enabled:
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     t0 = time.time()
     models.threads(cfg.threads)
     d = cfg.dose
@@ -92,16 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]"
     )
     print_report(res, cfg.model.name)
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking,
-            flatten(to_dict(cfg)),
-            tags={"job": "dose_response", "model": cfg.model.name},
-            run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}",
-        ) as active:
-            tracking.log_metrics(res["summary"])
-            tracking.log_artifacts(*res["paths"])
-            print(f"mlflow:  run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    run_id = report.log_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        res["summary"],
+        res["paths"],
+        tags={"job": "dose_response", "model": cfg.model.name},
+        run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}",
+    )
+    report.announce(run_id, cfg.tracking)
     print(f"tables:  {cfg.output_dir}/features, {cfg.output_dir}/rows; report: {cfg.output_dir}/report")
     return 0
 

@@ -52,11 +52,11 @@ class GatesConfig:
 
 def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict[str, Any]:
     import pandas as pd
-    import torch
 
     from analysis import gates_plots
+    from analysis.gates_causal import causal_scores
     from analysis.gates_report import analyse, causal_table, random_set, verdict
-    from lab.features import gate_effects, run_dose_response, trial_prompts
+    from lab.features import run_dose_response
 
     d = cfg.dose
     lm, vectors, tcs = setup(
@@ -69,31 +69,7 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
         "gates": {int(k): g["feature"].astype(int).tolist() for k, g in gates.groupby("layer")},
         "random": random_set(res["attribution"], gates, {k: t.n_features for k, t in tcs.items()}, cfg.seed),
     }
-    prompts = trial_prompts(lm, d.trial_numbers, d.prompt_variant, d.dialogue_format)
-    plan = [(c, s, p) for c in vectors for s in cfg.causal_strengths for p in prompts]
-    scores = []
-    for b in range(0, len(plan), d.batch_size):
-        chunk = plan[b : b + d.batch_size]
-        raw = [
-            s * (1.0 if d.strength_mode == "raw" else vectors[c].resid_norm / max(vectors[c].norm, 1e-12))
-            for c, s, _ in chunk
-        ]
-        eff = gate_effects(
-            lm,
-            [p.ids for *_, p in chunk],
-            [p.start for *_, p in chunk],
-            torch.stack([vectors[c].vector for c, *_ in chunk]),
-            raw,
-            d.inject_layer,
-            tcs,
-            sets,
-        )
-        scores += [
-            {"concept": c, "strength": s, "trial_number": p.trial_number, "condition": k, "yes_no": float(v[i])}
-            for k, v in eff.items()
-            for i, (c, s, p) in enumerate(chunk)
-        ]
-    df = pd.DataFrame(scores)
+    df = causal_scores(lm, d, vectors, tcs, sets, cfg.causal_strengths)
     df.to_parquet(out / "causal.parquet", index=False)
     table = causal_table(df, cfg.n_boot, cfg.seed)
     rep = out / "report"
@@ -117,26 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from contextlib import nullcontext
 
-    from lab import models, tracking
+    from lab import models, report
     from lab.config import flatten, to_dict
+    from lab.experiment import preflight
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(GatesConfig, args)
-    if cfg.tracking.enabled:
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     models.threads(cfg.threads)
     t0 = time.time()
     many = bool(cfg.compare)
-    parent = (
-        tracking.run(
-            cfg.tracking,
-            flatten(to_dict(cfg)),
-            tags={"job": "gates"},
-            run_name=cfg.tracking.run_name or f"gates {cfg.model.name}",
-        )
-        if many and cfg.tracking.enabled
-        else nullcontext(None)
-    )
+    name = cfg.tracking.run_name or f"gates {cfg.model.name}"
+    keys = ("d_score", "d_score_lo", "d_score_hi", "d_detection", "d_detection_lo", "d_detection_hi", "detection", "n")
+    parent = report.parent_run(cfg.tracking, flatten(to_dict(cfg)), {"job": "gates"}, name) if many else nullcontext()
     with parent as top:
         for mc in (cfg.model, *cfg.compare):
             label = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
@@ -145,35 +114,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {label} [{time.time() - t0:.0f} s]")
             print(r["table"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
             print("\n".join(r["lines"]))
-            if cfg.tracking.enabled:
-                params = {"model": label} if many else flatten(to_dict(cfg))
-                with tracking.run(
-                    cfg.tracking,
-                    params,
-                    tags={"job": "gates", "model": label},
-                    run_name=f"gates {label}",
-                    parent_run_id=top.info.run_id if top else None,
-                ) as run:
-                    tracking.log_metrics(r["res"]["summary"])
-                    tracking.log_metrics(
-                        {
-                            f"{row['condition'].replace(':', '/')}/{m}": row[m]
-                            for _, row in r["table"].iterrows()
-                            for m in (
-                                "d_score",
-                                "d_score_lo",
-                                "d_score_hi",
-                                "d_detection",
-                                "d_detection_lo",
-                                "d_detection_hi",
-                                "detection",
-                                "n",
-                            )
-                        }
-                    )
-                    (out / "report" / "verdict.txt").write_text("\n".join(r["lines"]) + "\n")
-                    tracking.log_artifacts(*r["paths"], out / "report" / "verdict.txt")
-                    print(f"mlflow:  run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
+            (out / "report" / "verdict.txt").write_text("\n".join(r["lines"]) + "\n")
+            causal = {
+                f"{row['condition'].replace(':', '/')}/{m}": row[m] for _, row in r["table"].iterrows() for m in keys
+            }
+            run_id = report.log_run(
+                cfg.tracking,
+                {"model": label} if many else flatten(to_dict(cfg)),
+                dict(r["res"]["summary"]) | causal,
+                [*r["paths"], out / "report" / "verdict.txt"],
+                tags={"job": "gates", "model": label},
+                run_name=f"gates {label}",
+                parent_run_id=top,
+            )
+            report.announce(run_id, cfg.tracking)
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
+from lab.experiment import preflight
 from lab.sweep import InjectionConfig
 
 
@@ -43,15 +44,14 @@ def _only(values, name: str, given):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     """Geometry of the concept vectors of a stored sweep, plus part injections; exit 2 on bad input."""
     import numpy as np
-    import pandas as pd
     import torch
 
-    from analysis import directions as dr, geometry as geo, geometry_plots as gp
-    from lab import metrics, store, tracking
+    from analysis import directions as dr, geometry as geo, geometry_parts as gpt
+    from lab import report, store, tracking
     from lab.concepts import ConceptVector, concept_vectors
     from lab.models import load, threads
     from lab.sweep import model_key, run_sweep, vector_cache_dir
-    from lab.trials import make_trial
+    from lab.trials import vector_trials
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(GeometryConfig, args)
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = set(cfg.parts) - {"full", "proj", "resid"}
     if bad:
         raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
-    if cfg.tracking.enabled:
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, output_dir=out)
     threads(cfg.runner.threads)
     lm = load(cfg.model)
     src = cfg.source
@@ -105,104 +104,39 @@ def main(argv: list[str] | None = None) -> int:
     proj, res = geo.decompose(full, torch.as_tensor(dirs["meandiff"], dtype=torch.float32))
     parts = {"full": full, "proj": proj, "resid": res}
     raws = [strength if mode == "raw" else strength * resid / float(V[c].norm()) for c in concepts]
-    gen = {
-        k: getattr(cfg.sweep, k) for k in ("prompt_variant", "dialogue_format", "seed", "max_new_tokens", "temperature")
-    }  # part p of concept c: bank vector "c|p", full's raw
-    trials = [
-        make_trial(
-            model=model_key(cfg.model),
-            concept=c,
-            layer=layer,
-            strength=float(raws[i]),
-            kind="injection",
-            strength_mode="raw",
-            trial_number=n,
-            sample=0,
-            forced=False,
-            **gen,
-            vector=f"{c}|{p}",
-        )
-        for p in cfg.parts
-        for i, c in enumerate(concepts)
-        for n in range(1, cfg.part_trials + 1)
-    ]
+    specs = [(f"{c}|{p}", c, float(raws[i])) for p in cfg.parts for i, c in enumerate(concepts)]
+    trials = vector_trials(cfg.sweep, model_key(cfg.model), specs, layer, "raw", cfg.part_trials)
     extra = {
         (f"{c}|{p}", layer): ConceptVector(c, layer, parts[p][i].float(), resid)
         for p in cfg.parts
         for i, c in enumerate(concepts)
     }
+    sub = dataclasses.replace(cfg, output_dir=str(out / "parts"))
     run_sweep(
-        dataclasses.replace(cfg, output_dir=str(out / "parts")),
-        progress=not args.quiet,
-        lm=None if cfg.runner.num_actors else lm,
-        trials=trials,
-        extra_vectors=extra,
+        sub, progress=not args.quiet, lm=None if cfg.runner.num_actors else lm, trials=trials, extra_vectors=extra
     )
     pdf = store.read(out / "parts")
     pdf = pdf[pdf.trial_id.isin({t.trial_id for t in trials})]
-    pdf = pdf.assign(vector_set=pdf.vector.str.rsplit("|", n=1).str[1])  # the part
-    if "full" in cfg.parts:  # the harness check: the full vector at its raw multiplier is the stored sweep's trial
-        both = pdf[pdf.vector_set == "full"].merge(
-            inj[(inj.layer == layer) & np.isclose(inj.strength, strength)],
-            on=["concept", "trial_number"],
-            suffixes=("", "_src"),
-        )
-        print(
-            f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/"
-            f"{len(both)} stored responses"
-        )
-    table = pd.DataFrame([{"part": p} | metrics.summarize(pdf[pdf.vector_set == p]) for p in cfg.parts])
+    if "full" in cfg.parts:
+        print(gpt.harness_check(pdf, inj[(inj.layer == layer) & np.isclose(inj.strength, strength)]))
+    table = gpt.part_table(pdf, cfg.parts)
     rel = {p: float(np.mean(parts[p].norm(dim=1).double().numpy() * np.array(raws))) / resid for p in cfg.parts}
-    for _, r in table.iterrows():
-        print(
-            f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
-            f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}"
-        )
+    print(*gpt.part_lines(table, rel), sep="\n")
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "parts.csv", index=False)
     rates.to_csv(rep / "rates.csv", index=False)
-    title = f"{cfg.model.name} L{layer} s{strength:g}"
-    cos = {
-        "PC1·mean-diff": g.pc1_meandiff_cos,
-        "PC1·refusal": g.pc1_refusal_cos,
-        "mean-diff·refusal": g.meandiff_refusal_cos,
-        "ridge·mean-diff": float(np.dot(dirs["ridge"], dirs["meandiff"])),
-    }
-    plots = [
-        gp.pca_scatter(np.array(g.pc_scores), g.rates, concepts, g.explained, rep / "pca.png", title),
-        gp.cosines(cos, rep / "cosines.png", title),
-        gp.part_rates(table, rep / "parts.png", title),
-    ]
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking,
-            {
-                "source": src,
-                "layer": layer,
-                "strength": strength,
-                "tau": g.tau,
-                "parts": ",".join(cfg.parts),
-                "model": cfg.model.name,
-                "output_dir": str(out.resolve()),
-            },
-            tags={"job": "geometry", "results_dir": str(out.resolve())},
-            run_name="geometry",
-        ) as run:
-            tracking.log_metrics(
-                {
-                    "pc1_meandiff_cos": g.pc1_meandiff_cos,
-                    "pc1_refusal_cos": g.pc1_refusal_cos,
-                    "meandiff_refusal_cos": g.meandiff_refusal_cos,
-                    "ridge_r2": g.ridge_r2,
-                    "tau_f1": g.tau_f1,
-                    "n_success": g.n_success,
-                    "n_failure": g.n_failure,
-                }
-                | {f"tpr_{r['part']}": r["tpr"] for _, r in table.iterrows()}
-            )
-            tracking.log_artifacts(*plots, rep / "parts.csv", adir / geo.RESULT)
-        print(f"mlflow: run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    plots = gpt.figures(g, dirs, table, concepts, rep, f"{cfg.model.name} L{layer} s{strength:g}")
+    params = {"source": src, "layer": layer, "strength": strength, "tau": g.tau, "parts": ",".join(cfg.parts)}
+    run_id = report.log_run(
+        cfg.tracking,
+        params | {"model": cfg.model.name, "output_dir": str(out.resolve())},
+        gpt.metrics_of(g, table),
+        [*plots, rep / "parts.csv", adir / geo.RESULT],
+        tags={"job": "geometry", "results_dir": str(out.resolve())},
+        run_name="geometry",
+    )
+    report.announce(run_id, cfg.tracking)
     print(f"report: {rep.resolve()}  (rerun: python -m analysis.geometry --run {out})")
     print(geo.report_lines(g)[-1])
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from jobs.cli import entry, load_config, parser
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.experiment import preflight
 from lab.parallel import RunnerConfig
 from lab.sweep import InjectionConfig, JudgeConfig
 from lab.tracking import TrackingConfig
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from analysis import localisation as al
-    from lab import store, tracking
+    from lab import report, store
     from lab.config import flatten, to_dict
     from lab.sweep import run_sweep
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(LocalisationConfig, args)
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     inj = cfg.injection()
     t0 = time.time()
     res = run_sweep(inj, progress=not args.quiet)
@@ -79,17 +81,18 @@ def main(argv: list[str] | None = None) -> int:
             f"[{peak['detection_lo']:.2f},{peak['detection_hi']:.2f}]); forced identification peaks at layer "
             f"{int(table.loc[table['forced_id'].idxmax(), 'layer'])}"
         )
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking,
-            flatten(to_dict(cfg)),
-            tags={"job": "localisation", "model": cfg.model.name},
-            run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}",
-        ) as run:
-            for r in table.itertuples():
-                tracking.log_metrics({"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr}, step=r.layer)
-            tracking.log_artifacts(rep / "localisation.csv", png)
-            print(f"mlflow:  run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    run_id = report.log_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        {},
+        [rep / "localisation.csv", png],
+        tags={"job": "localisation", "model": cfg.model.name},
+        run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}",
+        stepped=[
+            (r.layer, {"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr}) for r in table.itertuples()
+        ],
+    )
+    report.announce(run_id, cfg.tracking)
     print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")
     return 0
 

@@ -8,96 +8,11 @@ component with 95 % intervals across concepts (analysis/patching.py), a plot and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from jobs.cli import entry, load_config, parser
-from lab.concepts import DEFAULT_TEMPLATE
-from lab.config import ModelConfig
-from lab.errors import LabError
-from lab.parallel import RunnerConfig
-from lab.tracking import TrackingConfig
-
-
-@dataclass(frozen=True)
-class PatchingConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    concepts: str | tuple[str, ...] = "first:6"
-    trial_numbers: tuple[int, ...] = (1,)
-    layer: int = field(default=12, metadata={"help": "injection layer"})
-    strength: float = 0.2
-    strength_mode: Literal["raw", "relative"] = "relative"
-    patch_layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = every layer after `layer`"})
-    layer_stride: int = 1
-    components: tuple[str, ...] = ("attn_out", "mlp_out")
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="patching"))
-    output_dir: str = "results/patching"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        from lab.concepts import select_concepts
-        from lab.patching import COMPONENTS
-
-        select_concepts(self.concepts)
-        if any(c not in COMPONENTS for c in self.components) or not self.components:
-            raise LabError(f"components must be from {COMPONENTS}")
-        if (
-            self.layer_stride < 1
-            or not self.trial_numbers
-            or self.strength <= 0
-            or min(self.patch_layers, default=99) <= self.layer
-        ):
-            raise LabError("layer_stride >= 1, trial_numbers non-empty, strength > 0, patch_layers after `layer`")
-
-
-def plan(cfg: PatchingConfig, lm) -> tuple[list, list[int], list[tuple]]:
-    """Batches (with vectors), the patched layers, and the tasks (batch index, layer, component, trial ids)."""
-    import torch
-
-    from lab.concepts import concept_vectors, select_concepts
-    from lab.embedded import default_cache_dir
-    from lab.patching import PATCH_VERSION, build_batch
-    from lab.sweep import model_key
-    from lab.trials import trial_id
-
-    lm.check_layer(cfg.layer)
-    layers = list(cfg.patch_layers) or list(range(cfg.layer + 1, lm.n_layers))[:: cfg.layer_stride]
-    for p in layers:
-        lm.check_layer(p)
-    concepts = select_concepts(cfg.concepts)
-    cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
-    vecs, _ = concept_vectors(lm, concepts, [cfg.layer], cfg.template, cfg.baseline, cache, model_key(cfg.model))
-    rows, batches, tasks, bs = [(c, n) for c in concepts for n in cfg.trial_numbers], [], [], cfg.runner.batch_size
-    for i in range(0, len(rows), bs):
-        part = rows[i : i + bs]
-        cv = [vecs[(c, cfg.layer)] for c, _ in part]
-        raw = [cfg.strength * (v.resid_norm / v.norm if cfg.strength_mode == "relative" else 1.0) for v in cv]
-        b = build_batch(
-            lm, f"b{i}", [c for c, _ in part], [n for _, n in part], torch.stack([v.vector for v in cv]), raw, cfg.layer
-        )
-        batches.append(b)
-        for p in layers:
-            for comp in cfg.components:
-                ids = [
-                    trial_id(
-                        model=model_key(cfg.model),
-                        concept=c,
-                        trial_number=n,
-                        layer=cfg.layer,
-                        strength=cfg.strength,
-                        strength_mode=cfg.strength_mode,
-                        patch_layer=p,
-                        component=comp,
-                        version=PATCH_VERSION,
-                    )
-                    for c, n in part
-                ]
-                tasks.append((len(batches) - 1, p, comp, ids))
-    return batches, layers, tasks
+from lab.experiment import preflight
+from lab.patching_plan import PatchingConfig, plan, run_cells
 
 
 @entry
@@ -106,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from analysis import patching as ap
-    from lab import models, store, tracking
+    from lab import models, report, store
     from lab.config import flatten, to_dict
-    from lab.patching import PatchWorker, rows_of
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(PatchingConfig, args)
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     t0 = time.time()
     models.threads(cfg.runner.threads)
     lm = models.load(cfg.model)
@@ -125,42 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         f"patching: {len(tasks)} tasks ({len(batches)} batches × {len(layers)} layers × {len(cfg.components)} "
         f"components), {len(tasks) - len(todo)} already stored"
     )
-    if cfg.runner.num_actors == 0:
-        w = PatchWorker(lm)
-        for bi, p, comp, ids in todo:
-            store.write_shard(out, rows_of(batches[bi], ids, p, comp, w.cell(batches[bi], p, comp, sites), **fields))
-    elif todo:
-        import ray
-
-        from lab.parallel import connect
-
-        connect(cfg.runner.address)
-        cls = ray.remote(PatchWorker).options(num_cpus=cfg.runner.cpus_per_actor)
-        workers = [cls.remote(cfg.model, cfg.runner.threads) for _ in range(cfg.runner.num_actors)]
-        refs = {}
-        for k, (bi, p, comp, ids) in enumerate(todo):  # actor k % n: each actor walks the batches in order
-            refs[workers[k % len(workers)].cell.remote(batches[bi], p, comp, sites)] = (bi, p, comp, ids)
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            bi, p, comp, ids = refs[ready[0]]
-            store.write_shard(out, rows_of(batches[bi], ids, p, comp, ray.get(ready[0]), **fields))
+    run_cells(cfg, lm, batches, todo, out, sites, fields)
     rep = Path(cfg.output_dir) / "report"
     table, inj, png = ap.report(
         store.read(out), rep, f"{cfg.model.name}: patching after injection at layer {cfg.layer}"
     )
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking,
-            flatten(to_dict(cfg)),
-            tags={"job": "patching", "model": cfg.model.name},
-            run_name=cfg.tracking.run_name or f"patching {cfg.model.name} L{cfg.layer}",
-        ) as run:
-            tracking.log_metrics(inj)
-            for r in table.itertuples():
-                tracking.log_metrics({f"{r.mode}/{r.component}/effect": r.effect}, step=r.patch_layer)
-            tracking.log_artifacts(rep / "patching_effects.csv", png)
-            print(f"mlflow:  run {run.info.run_id} in experiment '{cfg.tracking.experiment}'")
+    run_id = report.log_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        inj,
+        [rep / "patching_effects.csv", png],
+        tags={"job": "patching", "model": cfg.model.name},
+        run_name=cfg.tracking.run_name or f"patching {cfg.model.name} L{cfg.layer}",
+        stepped=[(r.patch_layer, {f"{r.mode}/{r.component}/effect": r.effect}) for r in table.itertuples()],
+    )
+    report.announce(run_id, cfg.tracking)
     print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")
     return 0
 

@@ -11,95 +11,12 @@ Runs in-process through the experiment skeleton (lab/experiment.py; forward pass
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from lab.concepts import DEFAULT_TEMPLATE
-from lab.config import ModelConfig, check_strength
-from lab.errors import LabError
 from lab.experiment import preflight
-from lab.tracking import TrackingConfig
-
-
-@dataclass(frozen=True)
-class ProbesConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    probes: tuple[str, ...] = field(
-        default=("localisation", "discrimination"), metadata={"help": "localisation and/or discrimination"}
-    )
-    concepts: str | tuple[str, ...] = field(default="first:10", metadata={"help": "as sweep.concepts"})
-    layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
-    strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
-    strength_mode: Literal["raw", "relative", "default"] = "default"
-    kinds: tuple[str, ...] = field(
-        default=("injection", "control", "random", "norm_matched"),
-        metadata={"help": "injection (concept vector), control (nothing injected), random, norm_matched"},
-    )
-    n_sentences: int = field(default=5, metadata={"help": "localisation: numbered sentences (2..9)"})
-    weak_fractions: tuple[float, ...] = field(
-        default=(0.0, 0.5),
-        metadata={"help": "discrimination: weaker passage strength = strength × fraction (0 = untouched)"},
-    )
-    repeats: int = field(default=1, metadata={"help": "sentence draws per setting"})
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    seed: int = 0
-    batch_size: int = 16
-    threads: int = 2
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="probes"))
-    output_dir: str = "results/probes"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        from lab.concepts import select_concepts
-        from lab.probes import KINDS, PROBES
-
-        select_concepts(self.concepts)
-        bad = [p for p in self.probes if p not in PROBES] + [k for k in self.kinds if k not in KINDS]
-        if bad or not self.probes or not self.kinds:
-            raise LabError(f"probes must be from {PROBES} and kinds from {KINDS} (got {bad[0] if bad else 'none'})")
-        if not 2 <= self.n_sentences <= 9:
-            raise LabError("n_sentences must be in 2..9 (one digit token per answer)")
-        for s in self.strengths:
-            check_strength(s)
-        if any(not 0 <= f < 1 for f in self.weak_fractions) or not self.weak_fractions:
-            raise LabError("weak_fractions must be in [0, 1)")
-        if self.repeats < 1 or self.batch_size < 1:
-            raise LabError("repeats and batch_size must be >= 1")
-
-
-def settings(cfg: ProbesConfig) -> Any:
-    from lab.concepts import select_concepts
-    from lab.models import spec_for
-    from lab.probes import ProbeSettings
-    from lab.trials import SweepConfig, resolve
-
-    spec = spec_for(cfg.model.name)
-    sweep = SweepConfig(
-        concepts=cfg.concepts, layers=cfg.layers, strengths=cfg.strengths, strength_mode=cfg.strength_mode
-    )
-    layers, strengths, mode = resolve(
-        sweep,
-        spec.default_layers if spec else (),
-        spec.default_strengths if spec else (),
-        spec.strength_mode if spec else "raw",
-    )
-    if spec is not None and any(not 0 <= x < spec.n_layers for x in layers):
-        raise LabError(f"a layer in {list(layers)} is out of range for {spec.name} (0..{spec.n_layers - 1})")
-    return ProbeSettings(
-        select_concepts(cfg.concepts),
-        layers,
-        strengths,
-        mode,
-        cfg.probes,
-        cfg.kinds,
-        cfg.n_sentences,
-        cfg.weak_fractions,
-        cfg.repeats,
-        cfg.seed,
-    )
+from lab.probes_config import ProbesConfig, settings
 
 
 @entry
@@ -185,8 +102,7 @@ def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
     )
     probes.print_summary(overall)
     print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
-    if run_id:
-        print(f"mlflow:  run {run_id} in experiment '{cfg.tracking.experiment}'")
+    report.announce(run_id, cfg.tracking)
     return overall
 
 

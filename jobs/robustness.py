@@ -13,57 +13,14 @@ MLflow: one parent run (config, cell table, grid plot of TPR/FPR with 95 % inter
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
 from lab import grid
-from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.parallel import RunnerConfig
-from lab.sweep import InjectionConfig, JudgeConfig
-from lab.tracking import TrackingConfig
-from lab.trials import SweepConfig, Trial
-
-
-@dataclass(frozen=True)
-class RobustnessConfig:
-    """The robustness grid (configs/robustness-demo.yaml). `sweep.prompt_variant/dialogue_format` are ignored."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    variants: tuple[str, ...] = field(default=(), metadata={"help": "prompt variants; empty = the paper's 7"})
-    formats: tuple[str, ...] = field(default=(), metadata={"help": "dialogue formats; empty = the paper's 6"})
-    layout: str = field(
-        default="paper",
-        metadata={"help": "paper: variants in the first format + the first variant in every format; cross: every pair"},
-    )
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="robustness"))
-    output_dir: str = field(default="results/robustness", metadata={"help": "one Parquet dataset for all cells"})
-    cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
-
-    def __post_init__(self) -> None:
-        self.cells()
-
-    def cells(self) -> list[grid.Cell]:
-        return grid.cells(self.variants, self.formats, self.layout)
-
-    def injection(self, variant: str = "original", fmt: str = "standard") -> InjectionConfig:
-        """The single-cell sweep config (what `jobs.concept_injection` would run for this cell)."""
-        sweep = dataclasses.replace(self.sweep, prompt_variant=variant, dialogue_format=fmt)
-        return InjectionConfig(
-            model=self.model,
-            sweep=sweep,
-            runner=self.runner,
-            judge=self.judge,
-            tracking=self.tracking,
-            output_dir=self.output_dir,
-            cache_dir=self.cache_dir,
-        )
+from lab.grid import RobustnessConfig
+from lab.trials import Trial
 
 
 @entry

@@ -15,12 +15,10 @@ import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from jobs.cli import entry, load_config, parser
+from lab.experiment import preflight
 from training.bias_tune import SteeringVectorConfig, absolutize, arms
-
-SHOWN = ("tpr", "fpr", "random_rate", "norm_matched_rate", "introspection")
 
 
 @entry
@@ -29,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from analysis.bias_guards import comparison, load_rates, verdict
+    from analysis.bias_report import SHOWN, write_report
     from analysis.steering_vector import stored_split
     from lab import parallel, tracking
     from lab.config import flatten, to_dict
-    from training.bias_tune import tuner
+    from training.bias_tune import annotate_children, tuner
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = absolutize(load_config(SteeringVectorConfig, args))
-    if cfg.tracking.enabled:
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking))
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     split = stored_split(cfg.bias.split_seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         meta = {a: {k: str(v) for k, v in m.items()} for a, m in plan.items()}
         table = comparison(rates, meta)
         verdicts = {a: verdict(rates.get("baseline", {}), r) for a, r in rates.items() if a != "baseline"}
-        paths = report(cfg, table, verdicts, out / "report")
+        paths = write_report(cfg.model.name, cfg.bias.site, cfg.evaluation.n_heldout, table, verdicts, out / "report")
         if parent:
             tracking.log_metrics(
                 {f"{a}/{m}": r.get(m, math.nan) for a, r in rates.items() for m in SHOWN}
                 | {"elapsed_seconds": time.time() - t0, "n_failed_arms": len(failed)}
             )
             tracking.log_artifacts(*paths)
-            _annotate_children(cfg, run_ids, rates.get("baseline", {}), verdicts)
+            annotate_children(cfg, run_ids, rates.get("baseline", {}), verdicts)
     print(paths[-1].read_text())
     print(f"report:  {paths[0].parent}  ({', '.join(p.name for p in paths)})")
     if parent:
@@ -91,79 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: arms failed: {', '.join(failed)}")
         return 3
     return 0
-
-
-def report(cfg: SteeringVectorConfig, table: Any, verdicts: dict[str, Any], rep: Path) -> list[Path]:
-    from lab import plots
-
-    rep.mkdir(parents=True, exist_ok=True)
-    paths = [rep / "comparison.csv", rep / "before_after.png", rep / "per_layer.png", rep / "verdict.txt"]
-    table.to_csv(paths[0], index=False)
-    shown = [m for m in SHOWN if m in table and table[m].notna().any()]
-    if not shown:  # no arm finished: the table and the verdict say so, there is nothing to plot
-        paths = [paths[0], paths[3]]
-    else:
-        plots.rate_bars(
-            table.fillna({f"{m}{s}": 0.0 for m in shown for s in ("", "_lo", "_hi")}),
-            "arm",
-            paths[1],
-            metrics=shown,
-            title=f"{cfg.model.name}, held-out: before vs after",
-        )
-        layer_curve(table, shown, paths[2], f"{cfg.model.name}: bias layer sweep (seeds pooled by mean)")
-    lines = [f"{cfg.model.name}: trained bias at {cfg.bias.site}, {cfg.evaluation.n_heldout} held-out concepts"]
-    for arm, v in verdicts.items():
-        lines += [f"== {arm}"] + [f"  {line}" for line in v["lines"]]
-    paths[3].write_text("\n".join(lines) + "\n")
-    return paths
-
-
-def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
-    """Rate after training per bias layer (95 % intervals), the baseline as a dashed line per metric."""
-    import matplotlib.pyplot as plt
-
-    from lab import plots
-
-    base = table[table.arm == "baseline"]
-    rows = table[(table.arm != "baseline") & (table.layer != "all")].copy()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    if len(rows):
-        rows["x"] = rows["layer"].astype(int)
-        mean = rows.groupby("x")[[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")]].mean().reset_index()
-        ax.set_xticks(mean.x.tolist())
-        for m in metrics:
-            line = ax.errorbar(
-                mean.x,
-                mean[m],
-                yerr=[(mean[m] - mean[f"{m}_lo"]).clip(lower=0), (mean[f"{m}_hi"] - mean[m]).clip(lower=0)],
-                marker="o",
-                capsize=3,
-                label=m,
-            )
-            if len(base) and base[m].notna().all():
-                ax.axhline(float(base[m].iloc[0]), ls="--", color=line[0].get_color(), alpha=0.6)
-    ax.set_xlabel("bias layer (0-based block; dashed: no bias)")
-    ax.set_ylabel("rate on held-out concepts")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    return plots.save(fig, path, title)
-
-
-def _annotate_children(
-    cfg: SteeringVectorConfig, run_ids: dict[str, Any], before: dict[str, float], verdicts: dict[str, Any]
-) -> None:
-    """Each arm's child run gets the baseline's rates as `before/*`, the verdict flags as tags, verdict.txt."""
-    from lab import tracking
-
-    for arm, rid in run_ids.items():
-        if not rid or arm not in verdicts:
-            continue
-        ref = tracking.RunRef(str(cfg.tracking.uri), rid)
-        tracking.log_to_run(ref, {f"before/{m}": before.get(m, math.nan) for m in SHOWN})
-        tracking.tag_run(ref, {f"verdict.{k}": v for k, v in verdicts[arm].items() if k != "lines"})
-        text = Path(cfg.output_dir) / "arms" / arm / "verdict.txt"
-        text.write_text("\n".join(verdicts[arm]["lines"]) + "\n")
-        tracking.log_artifacts_to_run(ref, text)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from analysis.transcoder_training import TranscoderConfig, default_dir as cache_
 from jobs.cli import entry, load_config, parser
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.experiment import preflight
 from lab.tracking import TrackingConfig
 
 
@@ -39,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from analysis.transcoder_training import transcoder_for
-    from lab import models, tracking
+    from lab import models, report
     from lab.config import flatten, to_dict
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(TranscodersJob, args)
+    preflight(cfg.tracking, output_dir=cfg.output_dir)
     t0 = time.time()
     lm = models.load(cfg.model)
     rows = []
@@ -81,16 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "transcoders.csv", index=False)
-    if cfg.tracking.enabled:
-        with tracking.run(
-            cfg.tracking,
-            flatten(to_dict(cfg)),
-            tags={"job": "transcoders", "model": cfg.model.name},
-            run_name=cfg.tracking.run_name or f"transcoders {cfg.model.name}",
-        ):
-            for r in rows:
-                tracking.log_metrics({k: r[k] for k in ("fve", "fve_linear", "l0", "dead_frac")}, step=r["layer"])
-            tracking.log_artifacts(out / "transcoders.csv")
+    run_id = report.log_run(
+        cfg.tracking,
+        flatten(to_dict(cfg)),
+        {},
+        [out / "transcoders.csv"],
+        tags={"job": "transcoders", "model": cfg.model.name},
+        run_name=cfg.tracking.run_name or f"transcoders {cfg.model.name}",
+        stepped=[(r["layer"], {k: r[k] for k in ("fve", "fve_linear", "l0", "dead_frac")}) for r in rows],
+    )
+    report.announce(run_id, cfg.tracking)
     print(f"transcoders: {len(rows)} layers in {cache_dir(cfg.cache_dir)} [{time.time() - t0:.0f} s]")
     return 0
 

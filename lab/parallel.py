@@ -193,3 +193,23 @@ def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> N
 
     for w in workers:
         ray.kill(w)
+
+
+def tune_map(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    configs: list[dict[str, Any]],
+    address: str | None,
+    storage: str | os.PathLike,
+    name: str,
+    cpus: float = 0.5,
+) -> list[dict[str, Any]]:
+    """`fn` over `configs` as one Ray Tune grid (one trial per config, `cpus` each); the trials' result dicts."""
+    from ray import tune
+
+    connect(address)
+    tuner = tune.Tuner(
+        tune.with_resources(lambda c: fn(c["cell"]), {"cpu": cpus}),
+        param_space={"cell": tune.grid_search(configs)},
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0),
+    )
+    return [r.metrics for r in tuner.fit()]

@@ -135,9 +135,11 @@ def log_run(
     run_name: str | None = None,
     parent_run_id: str | None = None,
     trials: pd.DataFrame | None = None,
+    stepped: Sequence[tuple[int, Mapping[str, Any]]] = (),
 ) -> str | None:
     """One finished MLflow run with params, metrics, artefacts and provenance tags (lab.provenance); `trials` (stored
-    rows) is logged as a per-trial table of prompts, answers and verdicts. None when tracking is off."""
+    rows) is logged as a per-trial table of prompts, answers and verdicts; `stepped` as (step, metrics) pairs, e.g.
+    per layer, which the UI draws as curves. None when tracking is off."""
     if not cfg.enabled:
         return None
     from lab import provenance
@@ -146,10 +148,18 @@ def log_run(
         cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name, parent_run_id=parent_run_id
     ) as active:
         tracking.log_metrics(metrics_)
+        for step, values in stepped:
+            tracking.log_metrics(values, step=step)
         tracking.log_artifacts(*artifacts)
         if trials is not None:
             provenance.log_trial_table(trials)
         return str(active.info.run_id)
+
+
+def announce(run_id: str | None, cfg: TrackingConfig) -> None:
+    """The line every job prints after logging: which run, in which experiment (nothing when tracking is off)."""
+    if run_id:
+        print(f"mlflow:  run {run_id} in experiment '{cfg.experiment}'")
 
 
 @contextmanager

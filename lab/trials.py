@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -124,12 +125,8 @@ def resolve(
     return tuple(layers), tuple(strengths), mode
 
 
-def expand(
-    sweep: SweepConfig, model: str, layers: tuple[int, ...], strengths: tuple[float, ...], mode: str
-) -> list[Trial]:
-    """All trials of a sweep in a fixed order: per setting, the injection then its paired controls."""
-    out: list[Trial] = []
-    common = dict(
+def _generation_fields(sweep: SweepConfig, model: str, mode: str) -> dict[str, object]:
+    return dict(
         model=model,
         strength_mode=mode,
         prompt_variant=sweep.prompt_variant,
@@ -138,6 +135,44 @@ def expand(
         max_new_tokens=sweep.max_new_tokens,
         temperature=sweep.temperature,
     )
+
+
+def vector_trials(
+    sweep: SweepConfig,
+    model: str,
+    vectors: Sequence[tuple[str, str, float]],
+    layer: int,
+    mode: str,
+    trial_numbers: int,
+    samples: int = 1,
+) -> list[Trial]:
+    """Injection trials of named bank vectors — (vector key, concept it is judged for, strength) — for experiments
+    that inject something other than a concept's own vector (projections, residuals, differences)."""
+    common = _generation_fields(sweep, model, mode)
+    return [
+        make_trial(
+            kind="injection",
+            forced=False,
+            concept=c,
+            layer=layer,
+            strength=s,
+            trial_number=n,
+            sample=k,
+            vector=v,
+            **common,
+        )
+        for v, c, s in vectors
+        for n in range(1, trial_numbers + 1)
+        for k in range(samples)
+    ]
+
+
+def expand(
+    sweep: SweepConfig, model: str, layers: tuple[int, ...], strengths: tuple[float, ...], mode: str
+) -> list[Trial]:
+    """All trials of a sweep in a fixed order: per setting, the injection then its paired controls."""
+    out: list[Trial] = []
+    common = _generation_fields(sweep, model, mode)
     for concept in select_concepts(sweep.concepts):
         for layer in layers:
             for strength in strengths:

@@ -252,3 +252,21 @@ def tuner(cfg: SteeringVectorConfig, parent_run_id: str | None) -> Any:
             verbose=1,
         ),
     )
+
+
+def annotate_children(
+    cfg: SteeringVectorConfig, run_ids: dict[str, Any], before: dict[str, float], verdicts: dict[str, Any]
+) -> None:
+    """Each arm's child run gets the baseline's rates as `before/*`, the verdict flags as tags, verdict.txt."""
+    from analysis.bias_report import SHOWN
+    from lab import tracking
+
+    for arm, rid in run_ids.items():
+        if not rid or arm not in verdicts:
+            continue
+        ref = tracking.RunRef(str(cfg.tracking.uri), rid)
+        tracking.log_to_run(ref, {f"before/{m}": before.get(m, math.nan) for m in SHOWN})
+        tracking.tag_run(ref, {f"verdict.{k}": v for k, v in verdicts[arm].items() if k != "lines"})
+        text = Path(cfg.output_dir) / "arms" / arm / "verdict.txt"
+        text.write_text("\n".join(verdicts[arm]["lines"]) + "\n")
+        tracking.log_artifacts_to_run(ref, text)

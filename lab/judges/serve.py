@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
@@ -134,3 +136,55 @@ def wait_ready(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise LabError(f"serve judge: {url} did not answer within {timeout:.0f}s")
+
+
+@dataclass(frozen=True)
+class ServeJudgeConfig:
+    """configs/judge-serve.yaml"""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "the `model` clients send; empty: model.name"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (loopback unless allow_remote)"})
+    allow_remote: bool = field(
+        default=False,
+        metadata={"help": "permit a non-loopback host (on a cluster, so sweeps on other nodes reach the judge)"},
+    )
+    port: int = field(default=8000, metadata={"help": "HTTP port"})
+    route_prefix: str = field(default="/v1", metadata={"help": "URL prefix: <prefix>/chat/completions"})
+    num_replicas: int = field(default=1, metadata={"help": "model replicas"})
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    threads: int = field(default=2, metadata={"help": "torch threads per replica (0 = leave Ray's)"})
+    max_batch_size: int = field(default=8, metadata={"help": "requests generated together (serve.batch)"})
+    batch_wait_s: float = field(default=0.05, metadata={"help": "how long a batch waits to fill"})
+    max_new_tokens: int = field(default=256, metadata={"help": "cap on a request's max_tokens"})
+    ray_address: str | None = field(
+        default=None, metadata={"help": "Ray address; empty: $RAY_ADDRESS or a local Ray on loopback"}
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not self.allow_remote:
+            raise LabError(
+                f"serve judge: host must be a loopback address (127.x.x.x, ::1), got '{self.host}' "
+                "(set allow_remote: true on a cluster)"
+            )
+        if not 0 < self.port < 65536:
+            raise LabError(f"serve judge: port must be 1..65535, got {self.port}")
+        if not self.route_prefix.startswith("/"):
+            raise LabError(f"serve judge: route_prefix must start with '/', got '{self.route_prefix}'")
+        if min(self.num_replicas, self.max_batch_size, self.max_new_tokens) < 1:
+            raise LabError("serve judge: num_replicas, max_batch_size and max_new_tokens must be >= 1")
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model.name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.route_prefix.rstrip('/')}"
