@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate every stage of --config with the same trials; exit 0 on success, 2 on bad input."""
     import time
 
-    from lab import parallel, report, store
+    from lab import comparison, parallel, store
     from lab.config import flatten, to_dict
     from lab.sweep import run_sweep
     from training.random_adapter import create_random_adapter
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             df = store.read(cfg.injection(s).output_dir)
             groups[s.name] = df[df["trial_id"].isin({t.trial_id for t in plans[s.name].trials})]
-    report.compare(
+    comparison.compare(
         groups,
         cfg.output_dir,
         cfg.tracking,

@@ -75,12 +75,12 @@ def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[st
     print(f"{head}  " + "  ".join(f"{c:<17}" for c in cols) + "  n (inj/ctl)")
     for _, r in table.iterrows():
         keys = "  ".join(f"{r[k]:>10}" if not isinstance(r[k], float) else f"{r[k]:>10g}" for k in by)
-        print(f"{keys}  " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}")
+        print(f"{keys}  " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {n_of(r, 'tpr')}/{n_of(r, 'fpr')}")
     pad = " " * max(len(head) - 7, 0)
     print(
         f"overall{pad}  "
         + "  ".join(f"{ci(overall, c):<17}" for c in cols)
-        + f"  {_n(overall, 'tpr')}/{_n(overall, 'fpr')}"
+        + f"  {n_of(overall, 'tpr')}/{n_of(overall, 'fpr')}"
     )
     if overall.get("n_unparsed"):
         print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
@@ -88,7 +88,8 @@ def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[st
         print(line)
 
 
-def _n(r: Mapping[str, Any], k: str) -> str:
+def n_of(r: Mapping[str, Any], k: str) -> str:
+    """The n behind rate `k` of a row, as printed beside its interval."""
     n = r.get(f"n_{k}")
     return "0" if n is None or n != n else str(int(n))
 
@@ -140,20 +141,49 @@ def log_run(
     """One finished MLflow run with params, metrics, artefacts and provenance tags (lab.provenance); `trials` (stored
     rows) is logged as a per-trial table of prompts, answers and verdicts; `stepped` as (step, metrics) pairs, e.g.
     per layer, which the UI draws as curves. None when tracking is off."""
-    if not cfg.enabled:
+    if not cfg.enabled or not reachable(cfg):
         return None
     from lab import provenance
 
-    with tracking.run(
-        cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name, parent_run_id=parent_run_id
-    ) as active:
-        tracking.log_metrics(metrics_)
-        for step, values in stepped:
-            tracking.log_metrics(values, step=step)
-        tracking.log_artifacts(*artifacts)
-        if trials is not None:
-            provenance.log_trial_table(trials)
-        return str(active.info.run_id)
+    try:
+        with tracking.run(
+            cfg, params, tags=provenance.tags(params) | dict(tags or {}), run_name=run_name, parent_run_id=parent_run_id
+        ) as active:
+            tracking.log_metrics(metrics_)
+            for step, values in stepped:
+                tracking.log_metrics(values, step=step)
+            tracking.log_artifacts(*artifacts)
+            if trials is not None:
+                provenance.log_trial_table(trials)
+            return str(active.info.run_id)
+    except Exception as e:  # the server went away mid-run: Parquet and the report files stay the source of truth
+        _not_logged(cfg, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return None
+
+
+_WARNED: set[str] = set()
+
+
+def _not_logged(cfg: TrackingConfig, why: str) -> None:
+    uri = tracking.resolve_uri(cfg)
+    if uri not in _WARNED:
+        _WARNED.add(uri)
+        print(
+            f"mlflow:  NOT logged ({why}); every result is in the Parquet dataset and report/ — log a sweep later "
+            "with: python -m jobs.sync_mlflow --run <results dir>"
+        )
+
+
+def reachable(cfg: TrackingConfig) -> bool:
+    """Whether the tracking store answers now; if not, one printed line saying nothing is lost (once per URI)."""
+    from lab.errors import LabError
+
+    try:
+        tracking.check_uri(tracking.resolve_uri(cfg))
+        return True
+    except LabError as e:
+        _not_logged(cfg, str(e))
+        return False
 
 
 def announce(run_id: str | None, cfg: TrackingConfig) -> None:
@@ -167,7 +197,7 @@ def parent_run(
     cfg: TrackingConfig, params: Mapping[str, Any], tags: Mapping[str, str] | None = None, run_name: str | None = None
 ) -> Iterator[str | None]:
     """A parent MLflow run for jobs with several children (children pass `parent_run_id=`); None when off."""
-    if not cfg.enabled:
+    if not cfg.enabled or not reachable(cfg):
         yield None
         return
     from lab import provenance
@@ -227,64 +257,3 @@ def report_rates(
         if run_id:
             print(f"mlflow:  run {run_id} in experiment '{cfg.experiment}' at {tracking.resolve_uri(cfg)}")
     return Report(overall, table, paths, run_id)
-
-
-def compare(
-    groups: Mapping[str, pd.DataFrame],
-    out_dir: str | Path,
-    cfg: TrackingConfig,
-    params: Mapping[str, Any],
-    title: str,
-    label: str = "condition",
-    child_params: Mapping[str, Mapping[str, Any]] | None = None,
-    child_tags: Mapping[str, Mapping[str, str]] | None = None,
-    tags: Mapping[str, str] | None = None,
-    run_name: str | None = None,
-    quiet: bool = False,
-) -> Report:
-    """Conditions side by side (stages, original vs abliterated, adapters): one row of rates per group, a
-    per-setting table, bars with the vector controls beside TPR/FPR, TPR-vs-FPR, and one MLflow parent run with a
-    child per group carrying the same metric names."""
-    from lab import plots, plots_grid
-
-    rows, per_setting = [], []
-    for name, df in groups.items():
-        rows.append({label: name} | metrics.summarize(df))
-        per_setting += [{label: name} | r.to_dict() for _, r in metrics.rates(df, ("layer", "strength")).iterrows()]
-    table, by_setting = pd.DataFrame(rows), pd.DataFrame(per_setting)
-    rep = Path(out_dir) / "report"
-    rep.mkdir(parents=True, exist_ok=True)
-    paths = [rep / f"{label}s.csv", rep / f"{label}s_by_setting.csv", rep / "rates.png", rep / "tpr_vs_fpr.png"]
-    table.to_csv(paths[0], index=False)
-    by_setting.to_csv(paths[1], index=False)
-    shown = [m for m in ("tpr", "fpr", "introspection", *CONTROL_RATES) if m in table and table[m].notna().any()]
-    plots.rate_bars(table, label, paths[2], metrics=shown, title=title)
-    plots_grid.tpr_vs_fpr(table, label, paths[3], title=f"TPR vs FPR per {label}")
-    with parent_run(cfg, params, tags=tags, run_name=run_name) as parent_id:
-        for name, (_, r) in zip(groups, table.iterrows()):
-            sub = by_setting[by_setting[label] == name]
-            log_run(
-                cfg,
-                (child_params or {}).get(name, {}),
-                rate_metrics(r.to_dict()) | table_metrics(sub),
-                tags={label: name, **(child_tags or {}).get(name, {})},
-                run_name=name,
-                parent_run_id=parent_id,
-                trials=df,
-            )
-        if parent_id:
-            tracking.log_artifacts(*paths)
-    if not quiet:
-        w = max(12, *(len(str(n)) + 1 for n in groups))
-        print(f"{label:<{w}} " + "  ".join(f"{c:<17}" for c in shown) + "  n (inj/ctl)")
-        for _, r in table.iterrows():
-            print(
-                f"{r[label]:<{w}} " + "  ".join(f"{ci(r, c):<17}" for c in shown) + f"  {_n(r, 'tpr')}/{_n(r, 'fpr')}"
-            )
-        print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
-        if parent_id:
-            print(
-                f"mlflow:  parent run {parent_id} ({len(table)} child runs) in experiment '{cfg.experiment}' at "
-                f"{tracking.resolve_uri(cfg)}"
-            )
-    return Report(table.to_dict("list"), table, paths, parent_id)

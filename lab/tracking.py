@@ -74,6 +74,10 @@ def _clean(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+# The UI opens an experiment in its model-training view (runs table, metric charts) rather than the GenAI one.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
     """The id of experiment `cfg.experiment` at `uri`, created (artifacts under `artifact_root`) if missing."""
     from mlflow import MlflowClient
@@ -81,10 +85,13 @@ def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
+        if KIND_TAG not in exp.tags:  # created elsewhere: still open it in the model-training view
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     root = cfg.artifact_root or _default_artifact_root(uri)
     try:
-        return client.create_experiment(cfg.experiment, artifact_location=root and Path(root).resolve().as_uri())
+        location = root and Path(root).resolve().as_uri()
+        return client.create_experiment(cfg.experiment, artifact_location=location, tags={KIND_TAG: KIND})
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:

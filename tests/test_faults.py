@@ -68,3 +68,35 @@ def test_a_run_without_tracking_is_synced_later(tmp_path):
     assert run.data.metrics["n_tpr"] == want["n_tpr"] == 2 and run.data.metrics["tpr"] == want["tpr"]
     assert run.data.params["sweep.concepts"] == "Dust,Trumpets" and run.data.tags["synced_from"] == str(out)
     assert {"summary.csv", "heatmap.png"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+
+
+def test_a_tracking_server_gone_at_the_end_loses_nothing(tmp_path, capsys):
+    """The server answered at start-up and is gone when the run ends: the report files are written, the run id is
+    None, one line says so and how to log later, and it does not hang in MLflow's retry loop."""
+    import socket
+    import time
+
+    import pandas as pd
+
+    from lab import report
+    from lab.tracking import TrackingConfig
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = TrackingConfig(uri=f"http://127.0.0.1:{port}", experiment="gone")
+    rows = pd.DataFrame(
+        [
+            {"concept": "Dust", "layer": 1, "strength": 2.0, "kind": k, "forced": False, "trial_number": 1}
+            | {"sample": 0, "detected": d, "identified": d, "coherent": True, "parse_error": False}
+            | {"response": f"r{k}", "prompt": "p", "temperature": 0.0}
+            for k, d in (("injection", True), ("control", False))
+        ]
+    )
+    t0 = time.time()
+    rep = report.report_rates(rows, tmp_path, cfg, {"model.name": "x"}, "t", quiet=True)
+    assert time.time() - t0 < 30 and rep.run_id is None
+    assert (tmp_path / "report" / "summary.csv").is_file() and (tmp_path / "report" / "heatmap.png").is_file()
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("mlflow:  NOT logged") and "jobs.sync_mlflow --run" in out[0]
+    assert rep.overall["tpr"] == 1.0 and rep.overall["fpr"] == 0.0

@@ -31,3 +31,20 @@ def test_run_ref_logs_params_steps_tags_artifacts_and_ends(tmp_path) -> None:
     assert [(m.step, m.value) for m in client.get_metric_history(ref.run_id, "loss")] == [(1, 0.75), (2, 0.5)]
     assert [a.path for a in client.list_artifacts(ref.run_id)] == ["training.json"]
     assert got.info.experiment_id == client.get_run(parent_id).info.experiment_id
+
+
+def test_experiments_open_in_the_model_training_view(tmp_path) -> None:
+    """Created (or found without the tag) experiments carry mlflow.experimentKind = custom_model_development."""
+    import mlflow
+
+    from lab import tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow.MlflowClient(uri)
+    old = client.create_experiment("made-elsewhere")
+    cfg = tracking.TrackingConfig(uri=uri, experiment="lab-made")
+    new = tracking.ensure_experiment(cfg, uri)
+    again = tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="made-elsewhere"), uri)
+    assert again == old
+    for eid in (new, old):
+        assert client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
