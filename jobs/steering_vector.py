@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.experiment import preflight
-from training.bias_tune import SteeringVectorConfig, absolutize, arms
+from training.bias_tune import SteeringVectorConfig, absolutize, arms, stored_arm
 
 
 @entry
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.bias.site}, held-out concepts {cfg.evaluation.n_heldout} of {len(split.heldout)} (split seed "
         f"{split.seed}; {len(split.train)} train / {len(split.val)} val)"
     )
+    stored = [a for a in plan if stored_arm(cfg, a) is not None]
+    if stored:
+        print(f"{len(stored)} of {len(plan)} arms already stored, not trained again: {', '.join(stored)}")
     t0 = time.time()
     started = not ray.is_initialized()
     parallel.connect(cfg.address, num_cpus=cfg.ray_cpus)

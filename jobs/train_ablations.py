@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every trial of --config; exit 0 when all finished, 3 when some failed (reported), 2 on bad input."""
     from lab import parallel, tracking
     from lab.config import flatten, to_dict
-    from training.trial import clear_attempts
+    from training.trial import clear_attempts, stored_result
     from training.tune import tuner
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         f"≤ {cfg.resources.max_concurrent_trials} at once, {cfg.resources.max_failures} retries each"
     )
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    stored = sum(stored_result(cfg, t) is not None for t in trials)
+    if stored:
+        print(f"{stored} of {len(trials)} trials already stored (adapter + evaluation): not trained again")
     clear_attempts(cfg)
     t0 = time.time()
     with parallel.ray_session(cfg.address, cfg.ray_cpus), parent(cfg, flatten(to_dict(cfg))) as run:

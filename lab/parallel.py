@@ -37,6 +37,10 @@ class RunnerConfig:
     batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
     shard_size: int = field(default=64, metadata={"help": "trials per stored shard (the unit of crash loss)"})
     resources: dict[str, float] = field(default_factory=dict, metadata={"help": "custom Ray resources per replica"})
+    actor_restarts: int = field(
+        default=3,
+        metadata={"help": "a replica that dies (node lost, OOM kill) restarts and its shard is retried, up to N times"},
+    )
     address: str | None = field(
         default=None,
         metadata={
@@ -49,6 +53,8 @@ class RunnerConfig:
             raise LabError("runner.num_actors must be >= 0 (0 = in this process); batch_size, shard_size >= 1")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0:
             raise LabError("runner.cpus_per_actor and gpus_per_actor must be >= 0")
+        if self.actor_restarts < 0:
+            raise LabError("runner.actor_restarts must be >= 0")
 
 
 def check_address(address: str) -> None:
@@ -132,8 +138,14 @@ def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
 
     # no per-actor runtime_env: inside `ray job submit` it would clash with the job's own; importing `lab` in the
     # actor sets the offline defaults, and paths travel in the config
+    # a dead replica restarts (reloading its model) and its in-flight shards run again: a shard's rows reach the
+    # store only once, from the driver, so every trial is still stored exactly once
     actor = ray.remote(ModelWorker).options(
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, resources=dict(cfg.resources) or None
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor,
+        resources=dict(cfg.resources) or None,
+        max_restarts=cfg.actor_restarts,
+        max_task_retries=cfg.actor_restarts,
     )
     return [actor.remote(model_cfg, cfg.threads) for _ in range(cfg.num_actors)]
 

@@ -121,3 +121,33 @@ def clean_partial(root: str | os.PathLike) -> int:
 def pending(trial_ids: Iterable[str], root: str | os.PathLike) -> list[str]:
     done = finished_ids(root)
     return [t for t in trial_ids if t not in done]
+
+
+def save_result(path: str | os.PathLike, params: dict[str, Any], result: dict[str, Any]) -> Path:
+    """A finished unit of work (a training trial, a steering-vector arm) as JSON beside its outputs, keyed by a hash
+    of the settings that made it; written atomically, so a unit killed while writing is simply not finished."""
+    import json
+
+    f = Path(path)
+    tmp = f.with_suffix(".tmp")
+    data = {"fingerprint": _settings_hash(params), "result": result}
+    tmp.write_text(json.dumps(data, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    os.replace(tmp, f)
+    return f
+
+
+def load_result(path: str | os.PathLike, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result at `path` if the same settings made it (see `save_result`), else None."""
+    import json
+
+    f = Path(path)
+    if not f.is_file():
+        return None
+    data = json.loads(f.read_text())
+    return data["result"] if data.get("fingerprint") == _settings_hash(params) else None
+
+
+def _settings_hash(params: dict[str, Any]) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]

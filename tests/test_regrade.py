@@ -143,3 +143,30 @@ def test_bad_input_fails_in_one_line(dataset, tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
     assert not (dataset / "verdicts").exists()
+
+
+def test_the_judge_api_key_never_reaches_logs_parquet_or_mlflow(dataset, tmp_path, capsys, monkeypatch):
+    """The key is read from the env var the config names and sent to the server, and it appears in no output: not in
+    the printed lines, the Parquet verdicts, the MLflow database (params, tags) or any artefact."""
+    from tests.test_judge_llm import GOOD
+
+    secret = "sk-lab-test-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:24]
+    monkeypatch.setenv("LAB_TEST_JUDGE_KEY", secret)
+    server = FlakyServer()
+    server.default = ("reply", GOOD)
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(
+        f"name: openai\noptions: {{base_url: '{server.url}', model: m, backoff: 0.01, api_key_env: LAB_TEST_JUDGE_KEY}}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        assert main(["--run", str(dataset), "--judge", str(cfg), "--name", "keyed", "--tracking-uri", uri]) == 0
+    finally:
+        server.close()
+    assert server.headers and all(h.get("Authorization") == f"Bearer {secret}" for h in server.headers)
+    printed = capsys.readouterr()
+    assert secret not in printed.out + printed.err
+    files = [f for f in tmp_path.rglob("*") if f.is_file() and f != cfg]
+    assert any(f.suffix == ".parquet" for f in files) and (tmp_path / "mlflow.db").is_file()
+    leaked = [str(f) for f in files if secret.encode() in f.read_bytes()]
+    assert leaked == []

@@ -237,3 +237,30 @@ def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
     assert df.response.tolist() == ['I noticed a thought about "', "I'm glad to hear that", "I'm not sure what to"]
     assert df.detected.tolist() == [True, False, False]
     assert df.setup_replies.iloc[0] == "I'm glad to hear that\n---\nI'm glad to hear that"
+
+
+def test_a_finished_arm_is_not_run_again(tmp_path):
+    """run_arm stores its result under arms/<arm>/result.json; a rerun with the same settings returns it without
+    generating, and a changed evaluation runs again."""
+    import dataclasses
+    import json
+
+    from lab import store
+    from lab.config import from_dict, load_yaml
+    from tests.conftest import ROOT
+    from training.bias_tune import SteeringVectorConfig, run_arm, stored_arm
+
+    data = load_yaml(ROOT / "configs/steering-vector-demo.yaml") | {"output_dir": str(tmp_path)}
+    data["tracking"] = {"enabled": False}
+    data["evaluation"] |= {"n_heldout": 2}
+    data["evaluation"]["sweep"] |= {"trials_per_concept": 1, "max_new_tokens": 4, "controls": []}
+    cfg = from_dict(SteeringVectorConfig, data)
+    dump = lambda a: json.dumps(a, sort_keys=True, default=lambda o: o.item())
+    same = lambda a, b: dump(a) == dump(b)  # NaN rates compare equal, numpy scalars as numbers
+    first = run_arm(cfg, "baseline")
+    shards = store.shard_files(tmp_path / "arms" / "baseline" / "eval" / "trials")
+    assert first["arm"] == "baseline" and len(shards) >= 1 and same(stored_arm(cfg, "baseline"), first)
+    again = run_arm(cfg, "baseline")
+    assert same(again, first) and store.shard_files(tmp_path / "arms" / "baseline" / "eval" / "trials") == shards
+    changed = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, n_heldout=3))
+    assert stored_arm(changed, "baseline") is None

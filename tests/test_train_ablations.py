@@ -190,22 +190,9 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
     address, client = ray_head
     out, db = tmp_path / "results", tmp_path / "mlflow.db"
     sid = f"test-ablation-{uuid.uuid4().hex[:8]}"
-    proc = submit(
-        address,
-        sid,
-        [
-            "python",
-            "-m",
-            "jobs.train_ablations",
-            "--config",
-            "configs/test-ablations-tiny.yaml",
-            "--output",
-            str(out),
-            "--tracking-uri",
-            f"sqlite:///{db}",
-            "--quiet",
-        ],
-    )
+    entry = ["python", "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml"]
+    entry += ["--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"]
+    proc = submit(address, sid, entry)
     logs = client.get_job_logs(sid)
     assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
     assert "fault_injection: attempt 1 of 'sft_chosen' fails on purpose" in logs  # the retry really happened
@@ -253,6 +240,20 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
     }
     trials = pd.read_csv(out / "report" / "trials.csv")
     assert dict(zip(trials["condition"], trials["attempts"])) == {"dpo_no_ref": 1, "sft_chosen": 2}
+
+    # a rerun of the finished config trains nothing: every trial's adapter + evaluation is stored under its key
+    again = f"{sid}-again"
+    proc = submit(address, again, entry)
+    logs = client.get_job_logs(again)
+    assert str(client.get_job_status(again)).endswith("SUCCEEDED"), proc.stdout + proc.stderr + logs
+    assert "2 of 2 trials already stored (adapter + evaluation): not trained again" in logs
+    assert "fault_injection" not in logs
+    rerun = pd.read_csv(out / "report" / "comparison.csv")
+    assert rerun[["condition", "tpr", "fpr", "introspection"]].equals(
+        comp[["condition", "tpr", "fpr", "introspection"]]
+    )
+    children = [r for r in ml.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3  # no new child run: nothing was trained or evaluated again
 
 
 def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:

@@ -142,6 +142,9 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
 
     meta = arms(cfg)[arm]
     out = Path(cfg.output_dir) / "arms" / arm
+    done = stored_arm(cfg, arm)
+    if done is not None:  # finished by an earlier run with the same settings: nothing is trained or evaluated again
+        return done
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     split = stored_split(cfg.bias.split_seed)
@@ -211,7 +214,21 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
             tracking.log_metrics(result)
             tracking.log_artifacts(*[p for p in (out / "bias" / "bias.json",) if p.exists()])
             result["mlflow_run_id"] = run.info.run_id
+    store.save_result(out / "result.json", _arm_settings(cfg, arm), result | {"arm": arm})
     return result | {"arm": arm}
+
+
+def _arm_settings(cfg: SteeringVectorConfig, arm: str) -> dict[str, Any]:
+    """What determines an arm's bias and its evaluation (not the resources it ran on)."""
+    keep = {k: v for k, v in to_dict(cfg).items() if k in ("model", "bias", "evaluation", "sweep", "judge")}
+    return keep | {"arm": arm, "meta": arms(cfg)[arm]}
+
+
+def stored_arm(cfg: SteeringVectorConfig, arm: str) -> dict[str, Any] | None:
+    """The arm's stored result (<output_dir>/arms/<arm>/result.json) if the same settings made it."""
+    from lab import store
+
+    return store.load_result(Path(cfg.output_dir) / "arms" / arm / "result.json", _arm_settings(cfg, arm))
 
 
 class _null:

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from lab import tracking
+from lab import store, tracking
 from lab.config import flatten, to_dict
 from training.conditions import Condition, LoraSettings, TrainHParams
 from training.tune_config import AblationConfig, TrialSpec, trial_settings
@@ -58,6 +58,21 @@ def trial_params(
     )
 
 
+RESULT = "result.json"
+
+
+def _settings(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any]:
+    """What determines a trial's adapter and evaluation (not where or on how many workers it ran)."""
+    params = trial_params(cfg, spec, *trial_settings(cfg, spec))
+    return {k: v for k, v in params.items() if not k.startswith("resources.")}
+
+
+def stored_result(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any] | None:
+    """The finished trial's result, stored under <output_dir>/trials/<key>/ with its adapter and evaluation, if the
+    same settings made it (condition, LoRA, hyper-parameters, seed, model, data, evaluation)."""
+    return store.load_result(Path(cfg.output_dir) / "trials" / spec.key / RESULT, _settings(cfg, spec))
+
+
 def record_attempt(cfg: AblationConfig, spec: TrialSpec) -> int:
     """Count this attempt in <output_dir>/.attempts/<key> (the driver clears it per job); returns its number."""
     d = Path(cfg.output_dir) / ".attempts"
@@ -80,7 +95,11 @@ def clear_attempts(cfg: AblationConfig) -> None:
 def run_trial(
     cfg: AblationConfig, spec: TrialSpec, parent_run_id: str | None = None, progress: bool = False
 ) -> dict[str, Any]:
-    """Train + evaluate one trial and log its MLflow child run. Returns the numbers Tune reports."""
+    """Train + evaluate one trial and log its MLflow child run. Returns the numbers Tune reports; a trial finished
+    by an earlier run with the same settings is not trained again (its stored result is returned)."""
+    done = stored_result(cfg, spec)
+    if done is not None:
+        return done
     cond, lora, hp = trial_settings(cfg, spec)
     attempt = record_attempt(cfg, spec)
     tdir = Path(cfg.output_dir) / "trials" / spec.key
@@ -139,7 +158,7 @@ def run_trial(
             )
             tracking.log_artifacts_to_run(run, adapter / "training.json", tdir / "eval" / "report" / "summary.csv")
             tracking.end_run(run, "FINISHED")
-        return result | {
+        result |= {
             "condition": spec.label,
             "seed": spec.seed,
             "variant": spec.variant,
@@ -147,6 +166,8 @@ def run_trial(
             "adapter_dir": str(adapter),
             "mlflow_run_id": run.run_id if run else "",
         }
+        store.save_result(tdir / RESULT, _settings(cfg, spec), result)
+        return result
     except BaseException as e:
         if run is not None:
             try:
