@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 UI_PORT ?= 5000
+MLFLOW_DB ?= mlflow.db
 
 # offline, loopback-only, no telemetry (lab/__init__.py sets the same defaults for Python entry points)
 export HF_HUB_OFFLINE := 1
@@ -49,7 +50,7 @@ bench: setup
 
 ui: setup
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
-	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
 # A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`.
 RAY_TMP ?= /tmp/ray-introspection-lab
