@@ -11,7 +11,8 @@ import torch
 from lab.config import load_yaml
 from lab.errors import LabError
 from training.conditions import PAPER_HPARAMS, LoraSettings, TrainHParams, get_condition
-from training.data import to_conversational, write_jsonl, write_parquet
+from training.data import to_conversational
+from training.data_io import write_jsonl, write_parquet
 from training.paper_data import load_paper_preferences
 from training.synthetic import generate_pairs
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
