@@ -1,7 +1,7 @@
 """How a condition becomes a TRL trainer: the DPOConfig / SFTConfig keyword arguments from the hyper-parameters
 (`trl_args`: warm-up from the real step count, the paper's validation and best-checkpoint options), the early-stopping
 callback, and `build_trainer` (PreferenceTrainer or SFTKLTrainer from training/trainers.py). TRL and transformers are
-imported only when a trainer is built, so `training.trainer` imports without them.
+imported inside these functions only, so `training.trainer` imports without them.
 """
 
 from __future__ import annotations
