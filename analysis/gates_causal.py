@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lab.features import DoseConfig, gate_effects, trial_prompts
+from lab.features import DoseConfig, gate_effects
+from lab.steered import trial_prompts
 
 
 def causal_scores(

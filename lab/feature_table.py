@@ -17,14 +17,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lab import interventions as iv
-from lab.prompts import inject_start, render
-from lab.readouts import NO_VARIANTS, YES_VARIANTS, forward, variant_token_ids
+from lab.readouts import forward
+from lab.steered import add_edit, label_ids, last_token_codes, trial_prompts
 
 
 def logit_direction(lm: Any) -> torch.Tensor:
     u = lm.model.get_output_embeddings().weight.detach().float().cpu()
-    yes, no = variant_token_ids(lm.tokenizer, YES_VARIANTS), variant_token_ids(lm.tokenizer, NO_VARIANTS)
+    yes, no = label_ids(lm)
     return u[yes].mean(0) - u[no].mean(0)
 
 
@@ -38,18 +37,15 @@ def feature_table(
     transcoders: Mapping[int, Any],
     trial_numbers: Sequence[int] = (1,),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    prompts = [inject_start(lm.tokenizer, render(lm, "original", "standard", n)) for n in trial_numbers]
+    prompts = trial_prompts(lm, trial_numbers)
+    n = len(prompts)
     sites = [f"mlp_in.{L}" for L in transcoders]
     acts: dict[int, list[torch.Tensor]] = {L: [] for L in transcoders}
     for c in concepts:
-
-        def edits(pad: list[int], c: str = c) -> list[Any]:
-            starts = [st + p for (_, st), p in zip(prompts, pad)]
-            return [iv.Add(f"resid_post.{layer}", vectors[c].expand(len(starts), -1), strengths[c], starts)]
-
-        out = forward(lm, [ids for ids, _ in prompts], edits, sites)
+        edits = add_edit(layer, vectors[c].expand(n, -1), [strengths[c]] * n, [p.start for p in prompts])
+        out = forward(lm, [p.ids for p in prompts], edits, sites)
         for L, tc in transcoders.items():
-            acts[L].append(tc.encode(out.captured[f"mlp_in.{L}"][:, -1]).mean(0))
+            acts[L].append(last_token_codes(tc, out, L).mean(0))
     direction = logit_direction(lm)
     cols: dict[str, Any] = {}
     meta = []

@@ -6,6 +6,7 @@ At the last token it reads each feature dictionary's activations at mlp_in.L (sp
 the Yes − No score (`lab.readouts.yes_no_score`), and the RMS of the residual stream the final norm and each
 block's pre-MLP norm see (`rms_final`, `rms_mid_<L>`; what `analysis.gates` needs to linearise the norms).
 Dictionaries are anything with `encode` and `w_dec` (`analysis.transcoders.Transcoder`); lab imports none of them.
+The prompts, edits and label ids are lab/steered.py's (shared with lab.feature_table); the norms, lab/norms.py's.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any, Literal
 
 import torch
 
-from lab import interventions as iv
 from lab.errors import LabError
 from lab.models import decoder_layers
-from lab.prompts import inject_start, render
-from lab.readouts import NO_VARIANTS, YES_VARIANTS, forward, variant_token_ids, yes_no_score
+from lab.norms import final_norm, norm_eps, readout_tensors, rms
+from lab.readouts import forward, yes_no_score
+from lab.steered import TrialPrompt, add_edit, feature_edits, label_ids, last_token_codes, trial_prompts
 
 
 @dataclass(frozen=True)
@@ -57,86 +58,8 @@ class DoseConfig:
             raise LabError("dose.trial_numbers must be non-empty and batch_size >= 1")
 
 
-@dataclass(frozen=True)
-class TrialPrompt:
-    trial_number: int
-    ids: list[int]
-    start: int  # injection start (unpadded token index)
-
-
-def trial_prompts(
-    lm: Any, trial_numbers: Sequence[int], variant: str = "original", fmt: str = "standard"
-) -> list[TrialPrompt]:
-    out = []
-    for n in trial_numbers:
-        ids, start = inject_start(lm.tokenizer, render(lm, variant, fmt, n))
-        out.append(TrialPrompt(n, ids, start))
-    return out
-
-
-def label_ids(lm: Any) -> tuple[list[int], list[int]]:
-    return variant_token_ids(lm.tokenizer, YES_VARIANTS), variant_token_ids(lm.tokenizer, NO_VARIANTS)
-
-
-def _final_norm(model: Any) -> torch.nn.Module:
-    layers = decoder_layers(model)
-    inner = [m for m in model.modules() if hasattr(m, "norm") and hasattr(m, "layers") and m.layers is layers]
-    if not inner:
-        raise ValueError(f"cannot find the final norm of {type(model).__name__}")
-    return inner[0].norm
-
-
-def norm_scale(norm: torch.nn.Module) -> torch.Tensor:
-    """The elementwise weight an RMSNorm multiplies by (Gemma's norms multiply by 1 + weight)."""
-    w = norm.weight.detach().float().cpu()
-    return 1.0 + w if "Gemma" in type(norm).__name__ else w
-
-
-def _eps(norm: torch.nn.Module) -> float:
-    return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
-
-
-def readout_tensors(lm: Any, layers: Sequence[int]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """What the analysis needs of the model to run without it: the final norm's scale, the unembedding rows of
-    the Yes/No variants, and each listed block's pre-MLP norm scale; plus the row indices of Yes and No."""
-    yes, no = label_ids(lm)
-    model = lm.model
-    t = {
-        "final_norm_weight": norm_scale(_final_norm(model)),
-        "unembed_yes_no": model.get_output_embeddings().weight.detach().float().cpu()[yes + no].contiguous(),
-    }
-    for lay in layers:
-        t[f"mlp_norm_weight.{lay}"] = norm_scale(decoder_layers(model)[lay].post_attention_layernorm)
-    return t, {
-        "yes_ids": yes,
-        "no_ids": no,
-        "yes_rows": list(range(len(yes))),
-        "no_rows": list(range(len(yes), len(yes) + len(no))),
-    }
-
-
 def _before(layer: int) -> str:
     return f"resid_post.{layer - 1}" if layer > 0 else "embed"
-
-
-def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.sqrt(x.float().pow(2).mean(-1) + eps)
-
-
-def add_edit(inject_layer: int, vectors: torch.Tensor, strengths: Sequence[float], starts: Sequence[int]) -> Any:
-    """An EditsFor: add strengths[b]·vectors[b] at resid_post.<inject_layer> from each row's (padded) start."""
-
-    def build(pad: list[int]) -> list[Any]:
-        return [
-            iv.Add(
-                f"resid_post.{inject_layer}",
-                vectors,
-                torch.tensor(list(strengths), dtype=torch.float32),
-                [s + p for s, p in zip(starts, pad)],
-            )
-        ]
-
-    return build
 
 
 @torch.no_grad()
@@ -154,7 +77,7 @@ def dose_rows(
     yes, no = label_ids(lm)
     blocks = decoder_layers(lm.model)
     last = len(blocks) - 1
-    fnorm = _final_norm(lm.model)
+    fnorm = final_norm(lm.model)
     plan = [(s, raw, p) for s, raw in strengths for p in prompts]
     sites = [f"resid_post.{last}"] + [
         s for lay in dictionaries for s in (f"mlp_in.{lay}", _before(lay), f"attn_out.{lay}")
@@ -181,16 +104,16 @@ def dose_rows(
                 "yes_no": float(score[i]),
                 "p_yes": float(lp[i, yes].exp().sum()),
                 "p_no": float(lp[i, no].exp().sum()),
-                "rms_final": float(_rms(out.captured[f"resid_post.{last}"][i, -1], _eps(fnorm))),
+                "rms_final": float(rms(out.captured[f"resid_post.{last}"][i, -1], norm_eps(fnorm))),
             }
             for i, (s, raw, p) in enumerate(chunk)
         ]
         for lay, d in dictionaries.items():
             mid = out.captured[_before(lay)][:, -1] + out.captured[f"attn_out.{lay}"][:, -1]
-            rms = _rms(mid, _eps(blocks[lay].post_attention_layernorm))
-            acts = d.encode(out.captured[f"mlp_in.{lay}"][:, -1])
+            mid_rms = rms(mid, norm_eps(blocks[lay].post_attention_layernorm))
+            acts = last_token_codes(d, out, lay)
             for i, (s, _, p) in enumerate(chunk):
-                row[i][f"rms_mid_{lay}"] = float(rms[i])
+                row[i][f"rms_mid_{lay}"] = float(mid_rms[i])
                 nz = torch.nonzero(acts[i]).flatten()
                 feats.extend(
                     {
@@ -205,23 +128,6 @@ def dose_rows(
                 )
         rows.extend(row)
     return feats, rows
-
-
-def feature_edits(
-    dictionaries: Mapping[int, Any], features: Mapping[int, Sequence[int]], values: Any = 0.0, start: int = 0
-) -> list[Any]:
-    """EditFeatures per layer setting `features[L]` to `values` (a number, or {L: [B, T, k] tensor})."""
-    return [
-        iv.EditFeatures(
-            f"mlp_out.{lay}",
-            dictionaries[lay],
-            list(fs),
-            values=values[lay] if isinstance(values, Mapping) else values,
-            start=start,
-        )
-        for lay, fs in features.items()
-        if len(fs)
-    ]
 
 
 @torch.no_grad()

@@ -10,18 +10,19 @@ Rank 0 is the replica's face: it has the methods of `lab.parallel.ModelWorker` (
 forwards each call to its peers before running it itself, so `lab.parallel.run_shards` drives a sharded replica
 exactly like a one-process one. Mixture-of-experts blocks (`*SparseMoeBlock`) are registered as ZeRO-3 leaf modules
 (`deepspeed.utils.set_z3_leaf_modules`): gathered whole, or ranks that route to different experts deadlock.
+The DeepSpeed side (the inference config, the process group, partitioning) is lab/zero3.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.zero3 import inference_config, init_distributed, shard_model
 
 
 @dataclass(frozen=True)
@@ -42,72 +43,6 @@ class ShardConfig:
             raise LabError("model.workers_per_replica must be >= 1 (and 1 unless model.shard is zero3)")
         if self.offload and self.shard != "zero3":
             raise LabError("model.offload needs model.shard: zero3")
-
-
-def zero3_buckets(d_model: int, layer_params: int = 0) -> dict[str, int]:
-    """Stage-3 bucket sizes from the model width (what transformers' "auto" picks) and one layer's parameters."""
-    live = max(10**9, 2 * layer_params)
-    return {
-        "reduce_bucket_size": d_model * d_model,
-        "stage3_prefetch_bucket_size": int(0.9 * d_model * d_model),
-        "stage3_param_persistence_threshold": 10 * d_model,
-        "stage3_max_live_parameters": live,
-        "stage3_max_reuse_distance": live,
-    }
-
-
-def inference_config(d_model: int, dtype: str = "float32", offload: bool = False) -> dict[str, Any]:
-    """The ZeRO-3 config of an inference replica (no optimizer; the batch key is required but unused)."""
-    zero: dict[str, Any] = {"stage": 3, **zero3_buckets(d_model)}
-    if offload:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    cfg: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": 1,
-        "zero_optimization": zero,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    if dtype == "bfloat16":
-        cfg["bf16"] = {"enabled": True}
-    elif dtype == "float16":
-        cfg["fp16"] = {"enabled": True}
-    return cfg
-
-
-def moe_leaf_classes(model: Any) -> list[type]:
-    """The sparse MoE block classes in a model (Qwen3-MoE, Qwen2-MoE, Mixtral, ...), each once."""
-    return list({type(m): None for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")})
-
-
-def init_distributed(rank: int, world: int, master: str, port: int) -> None:
-    """Join the replica's process group (gloo without a GPU; loopback masters keep gloo on `lo`)."""
-    import deepspeed
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0", LOCAL_SIZE="1", MASTER_ADDR=master, MASTER_PORT=str(port)
-    )
-    if master.startswith("127."):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", auto_mpi_discovery=False)
-
-
-def shard_model(model: Any, ds_config: dict[str, Any]) -> Any:
-    """Partition a loaded model with ZeRO-3 (MoE blocks as leaves); returns the engine (its `.module` is the model)."""
-    import deepspeed
-    from deepspeed.utils import set_z3_leaf_modules
-
-    leaves = moe_leaf_classes(model)
-    if leaves:
-        set_z3_leaf_modules(model, leaves)
-    trainable = [p for p in model.parameters() if p.requires_grad] if "optimizer" in ds_config else None
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
-    if trainable is None:
-        engine.module.eval()  # inference replica; a training engine keeps the module's mode
-    return engine
 
 
 class ShardedWorker:

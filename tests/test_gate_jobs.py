@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis.transcoders import Transcoder
-from lab import features as lf
+from lab import steered
 from lab.readouts import forward
 
 
@@ -31,14 +31,14 @@ def test_empty_gate_set_is_bit_identical_and_clamp_to_own_value_is_a_no_op(embed
     ]
     tcs = {16: _random_tc(16), 22: _random_tc(22)}
     base = forward(embedded, rows, capture=["mlp_in.16", "mlp_in.22"])
-    empty = forward(embedded, rows, lambda pad: lf.feature_edits(tcs, {16: [], 22: []}, 0.0))
+    empty = forward(embedded, rows, lambda pad: steered.feature_edits(tcs, {16: [], 22: []}, 0.0))
     assert torch.equal(base.logits, empty.logits)
     feats = {16: [0, 5, 17, 40], 22: [3, 9]}
     own = {lay: tcs[lay].encode(base.captured[f"mlp_in.{lay}"])[..., f] for lay, f in feats.items()}
     assert sum(int((v > 0).sum()) for v in own.values()) == 26  # some of them fire, so the clamp is not vacuous
-    same = forward(embedded, rows, lambda pad: lf.feature_edits(tcs, feats, own))
+    same = forward(embedded, rows, lambda pad: steered.feature_edits(tcs, feats, own))
     assert float((same.logits - base.logits).abs().max()) < 1e-5
-    zero = forward(embedded, rows, lambda pad: lf.feature_edits(tcs, feats, 0.0))
+    zero = forward(embedded, rows, lambda pad: steered.feature_edits(tcs, feats, 0.0))
     assert float((zero.logits - base.logits).abs().max()) == pytest.approx(0.04192, abs=1e-4)
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from lab.errors import LabError
 from lab.judges import Answer, make_judge
-from lab.judges.llm import OpenAIJudge, ParseError, load_prompt, parse_verdict
+from lab.judges.llm import OpenAIJudge
+from lab.judges.prompt import ParseError, load_prompt, parse_verdict
 from tests.conftest import free_port
 
 GOOD = '{"detected": true, "identified": true, "coherent": true, "reason": "claims and names it"}'

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lab.judges import Answer, Judge, Verdict, judge_names, make_judge
-from lab.judges.text import concept_forms, cut_invented_turn, degenerate_reason, names_concept
+from lab.judges.text import cut_invented_turn, degenerate_reason
+from lab.judges.wordforms import concept_forms, names_concept
 
 PREFILL = "Yes, I detect an injected thought. The thought is about"
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from cluster.placement import kv_cache_gib, main, plan
+from cluster.memory import kv_cache_gib
+from cluster.placement import main, plan
 from cluster.zero import DIR, reference_files, zero_config
 from lab.errors import LabError
 from lab.models import REGISTRY

@@ -10,7 +10,7 @@ import torch
 
 from analysis import bias_guards as bg, steering_vector as sv
 from lab import interventions as iv
-from training import bias_vector as bv
+from training import bias_loss as bl, bias_vector as bv
 
 
 def test_stored_split_never_leaks_a_heldout_concept():
@@ -42,7 +42,7 @@ def test_band_strengths_examples():
     assert next(e for e in ex if not e.injected).target == "No, I don't detect any injected thought in this trial."
 
 
-def _examples(n: int, seed: int) -> list[bv.Encoded]:
+def _examples(n: int, seed: int) -> list[bl.Encoded]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
@@ -52,7 +52,7 @@ def _examples(n: int, seed: int) -> list[bv.Encoded]:
         row, labels = sv.answer_row(ids, target)
         injected = i % 2 == 1
         out.append(
-            bv.Encoded(
+            bl.Encoded(
                 row,
                 labels,
                 length - 3,
@@ -69,11 +69,11 @@ def test_zero_bias_leaves_logits_bit_identical(tiny_model):
     with torch.no_grad():
         ref = tiny_model(input_ids=ids).logits
         for site in ("mlp_out.1", "resid_post.2"):
-            with iv.apply(tiny_model, bv.bias_edits({site: torch.zeros(32)})):
+            with iv.apply(tiny_model, bl.bias_edits({site: torch.zeros(32)})):
                 assert torch.equal(tiny_model(input_ids=ids).logits, ref)
-        with iv.apply(tiny_model, bv.bias_edits({f"mlp_out.{i}": torch.zeros(32) for i in range(4)})):
+        with iv.apply(tiny_model, bl.bias_edits({f"mlp_out.{i}": torch.zeros(32) for i in range(4)})):
             assert torch.equal(tiny_model(input_ids=ids).logits, ref)
-        with iv.apply(tiny_model, bv.bias_edits({"mlp_out.1": torch.full((32,), 0.1)})):
+        with iv.apply(tiny_model, bl.bias_edits({"mlp_out.1": torch.full((32,), 0.1)})):
             assert not torch.equal(tiny_model(input_ids=ids).logits, ref)
     assert torch.equal(tiny_model(input_ids=ids).logits.detach(), ref)  # hooks gone
 
@@ -103,12 +103,12 @@ def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
         tail = torch.randint(0, 128, (3 + i,), generator=g).tolist()
         row, labels = sv.answer_row(prefix + tail, [4, 8, 15][: 2 + i % 2])
         batch.append(
-            bv.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g) if i % 2 else None)
+            bl.Encoded(row, labels, 10, 1 + i % 2, 1.5 * (i % 2), torch.randn(32, generator=g) if i % 2 else None)
         )
     grads = []
     for share in (False, True):
         b = torch.nn.Parameter(torch.full((32,), 0.05))
-        loss = bv.batch_loss(tiny_model, batch, {"mlp_out.0": b}, pad_id=0, share_prefix=share)
+        loss = bl.batch_loss(tiny_model, batch, {"mlp_out.0": b}, pad_id=0, share_prefix=share)
         loss.backward()
         grads.append((float(loss), b.grad.clone()))
     assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-5)

@@ -18,9 +18,8 @@ from training.data import (
     to_plain,
     train_eval_split,
     validate_rows,
-    write_jsonl,
-    write_parquet,
 )
+from training.data_io import write_jsonl, write_parquet
 from training.synthetic import DOMAINS, generate_pairs
 
 ROWS = [

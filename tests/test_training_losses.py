@@ -11,7 +11,8 @@ from training.conditions import LoraSettings, TrainHParams, get_condition
 from training.data import to_conversational
 from training.losses import token_logps
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
-from training.trainer import build_trainer, prepare_pairs, trl_args
+from training.trainer import prepare_pairs
+from training.trl_setup import build_trainer, trl_args
 
 ROWS = [
     to_conversational(r)

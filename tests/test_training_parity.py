@@ -11,11 +11,13 @@ import torch
 from lab.config import load_yaml
 from lab.errors import LabError
 from training.conditions import PAPER_HPARAMS, LoraSettings, TrainHParams, get_condition
-from training.data import to_conversational, write_jsonl, write_parquet
+from training.data import to_conversational
+from training.data_io import write_jsonl, write_parquet
 from training.paper_data import load_paper_preferences
 from training.synthetic import generate_pairs
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
-from training.trainer import early_stopping, train, trl_args
+from training.trainer import train
+from training.trl_setup import early_stopping, trl_args
 
 ROWS = [to_conversational(r) for r in generate_pairs(7, seed=0)]
 TOK = tiny_tokenizer(corpus(ROWS))

@@ -11,8 +11,9 @@ from lab.concepts import DEFAULT_TEMPLATE, concept_vectors
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.runner import Runner, VectorBank
-from lab.sharded import ShardConfig, inference_config, zero3_buckets
+from lab.sharded import ShardConfig
 from lab.trials import make_trial
+from lab.zero3 import inference_config, zero3_buckets
 
 pytest.importorskip("deepspeed")
 
@@ -195,11 +196,11 @@ def _moe_readout(model, rows):
 
 
 def test_tiny_qwen3_moe_under_zero3_matches_unsharded(ray_local):
-    from lab import sharded
+    from lab import sharded, zero3
 
     rows = [[5, 17, 99, 3, 42, 7], [64, 2, 2, 120, 9, 31]]
     want = _moe_readout(_tiny_moe(), rows)
-    assert sharded.moe_leaf_classes(_tiny_moe())[0].__name__ == "Qwen3MoeSparseMoeBlock"
+    assert zero3.moe_leaf_classes(_tiny_moe())[0].__name__ == "Qwen3MoeSparseMoeBlock"
     w = sharded.replica(_tiny_moe, ShardConfig("zero3", 2), cpus=1, ds_config=inference_config(32))
     try:
         import ray

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import LabError
-from training.data import _read, split_indices, validate_rows
+from training.data import split_indices, validate_rows
+from training.data_io import read_source
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def load_paper_preferences(
 
     if not eos_token:
         raise LabError("load_paper_preferences needs the tokenizer's eos_token")
-    name, rows = _read(source, split)
+    name, rows = read_source(source, split)
     doms = [str(r.get(domain_column) or r.get("domain") or "general") for r in rows]
     have = set(doms)
     unknown = [d for d in list(include) + list(exclude) if d not in have]

@@ -6,11 +6,11 @@ crashed or killed run never leaves a half-written adapter. It holds the adapter 
 `lab.models.load(..., adapter=output_dir)`), the tokenizer, a model card, and `training.json` (condition,
 LoRA settings, hyper-parameters, seed, metrics, log history).
 The base model object is modified in place while training (LoRA layers, a fused LM head) and restored afterwards.
+The TRL configuration and trainer of a condition come from training/trl_setup.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +27,7 @@ from lab.errors import LabError
 from training.conditions import PAPER_HPARAMS, PAPER_LORA, Condition, LoraSettings, TrainHParams, get_condition
 from training.data import load_preferences, select_domains, swap_pairs
 from training.ds_config import deepspeed_config, init_deepspeed
+from training.trl_setup import build_trainer, early_stopping, trl_args
 
 
 @dataclass(frozen=True)
@@ -150,113 +151,6 @@ def prepare_pairs(cond: Condition, data: Any, seed: int) -> Any:
     if cond.swap_prob > 0:
         ds = swap_pairs(ds, cond.swap_prob, seed)
     return ds.select_columns(["prompt", "chosen", "rejected"])
-
-
-def trl_args(
-    hp: TrainHParams,
-    *,
-    output_dir: str | os.PathLike[str],
-    n_rows: int,
-    seed: int = 0,
-    use_cpu: bool = True,
-    bf16: bool = False,
-    deepspeed: dict[str, Any] | None = None,
-    max_steps: int | None = None,
-    epochs: float | None = None,
-    gradient_checkpointing: bool | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments shared by the DPOConfig / SFTConfig of a run (warm-up from the real step count)."""
-    steps = max_steps if max_steps is not None else hp.max_steps
-    eps = epochs if epochs is not None else hp.epochs
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    total = dataclasses.replace(hp, max_steps=steps, epochs=eps).total_steps(n_rows, world)
-    validation: dict[str, Any] = dict(save_strategy="no")
-    if hp.eval_steps > 0:  # the paper's validation: eval loss every K steps, best checkpoint restored at the end
-        validation = dict(
-            eval_strategy="steps",
-            eval_steps=hp.eval_steps,
-            save_strategy="steps",
-            save_steps=hp.eval_steps,
-            save_total_limit=2,
-            load_best_model_at_end=True,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-        )
-    return dict(
-        **validation,
-        output_dir=str(output_dir),
-        learning_rate=hp.learning_rate,
-        num_train_epochs=eps,
-        max_steps=steps,
-        per_device_train_batch_size=hp.per_device_batch_size,
-        per_device_eval_batch_size=hp.per_device_batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        lr_scheduler_type=hp.lr_scheduler,
-        warmup_steps=hp.warmup_steps(total),
-        weight_decay=hp.weight_decay,
-        optim=hp.optim,
-        gradient_checkpointing=hp.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
-        logging_steps=hp.logging_steps,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        max_length=hp.max_length,
-        deepspeed=deepspeed,
-        disable_tqdm=True,
-        precompute_ref_batch_size=hp.ref_batch_size,
-    )
-
-
-def early_stopping(hp: TrainHParams) -> list[Any]:
-    """`[EarlyStoppingCallback(patience)]` when `hp` asks for early stopping, else `[]`."""
-    if hp.early_stopping_patience <= 0:
-        return []
-    from transformers import EarlyStoppingCallback
-
-    return [EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience)]
-
-
-def build_trainer(
-    cond: Condition,
-    model: Any,
-    tok: Any,
-    train_ds: Any,
-    eval_ds: Any,
-    args: dict[str, Any],
-    lora: LoraSettings,
-    callbacks: Sequence[Any] = (),
-) -> Any:
-    """The TRL trainer for `cond` (PreferenceTrainer or SFTKLTrainer) on prepared pairs; `args` from `trl_args`."""
-    from trl import DPOConfig, SFTConfig
-
-    from training.trainers import PreferenceTrainer, SFTKLTrainer
-
-    common = dict(model=model, processing_class=tok, peft_config=lora.peft_config(), callbacks=list(callbacks))
-    args = dict(args)
-    ref_batch_size = args.pop("precompute_ref_batch_size", None)
-    if cond.objective == "sft":
-
-        def to_sft(ds: Any) -> Any:
-            return ds.rename_column(cond.sft_target, "completion").select_columns(["prompt", "completion"])
-
-        cfg = SFTConfig(**args, completion_only_loss=True, packing=False)
-        return SFTKLTrainer(
-            args=cfg,
-            train_dataset=to_sft(train_ds),
-            eval_dataset=to_sft(eval_ds) if eval_ds is not None else None,
-            kl_weight=cond.kl_weight,
-            **common,
-        )
-    cfg = DPOConfig(
-        **args,
-        beta=cond.beta,
-        loss_type=["sigmoid"],
-        precompute_ref_log_probs=cond.objective == "dpo",
-        precompute_ref_batch_size=ref_batch_size,
-    )
-    return PreferenceTrainer(args=cfg, train_dataset=train_ds, eval_dataset=eval_ds, condition=cond, **common)
 
 
 def _resolve_model(model: Any, tokenizer: Any, bf16: bool) -> tuple[Any, Any]:

@@ -16,7 +16,8 @@ from typing import Any
 from lab.config import ModelConfig, from_dict
 from lab.errors import LabError
 from lab.judges import register_judge
-from lab.judges.llm import ChatJudge, Conversation, Failed
+from lab.judges.llm import ChatJudge, Failed
+from lab.judges.prompt import Conversation
 
 
 @dataclass(frozen=True)

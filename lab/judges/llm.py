@@ -1,12 +1,9 @@
-"""LLM judges: a versioned prompt, a strict JSON parser, and an OpenAI-compatible chat-completions client ("openai").
+"""LLM judges: the shared chat flow (`ChatJudge`) and an OpenAI-compatible chat-completions client ("openai").
 
-The prompt is data (lab/data/judge_prompt.yaml: version, system, user and forced_user templates). The judge must reply
-with one JSON object — `{"detected", "identified", "coherent", "reason"}`, or `{"identified", "reason"}` for a forced
-identification trial — optionally wrapped in a single ```json fence; anything looser (prose around it, single quotes,
-"yes" instead of true, a missing key, identified without detected) is an unparseable answer. Unparseable answers and
+The prompt and the strict parser of the judge's JSON reply are in lab/judges/prompt.py. Unparseable answers and
 requests that still fail after bounded retries become `Verdict(None, None, None, parse_error=True, reason=…)`: never
-dropped, never guessed, and counted in `judge.stats`. `ChatJudge` holds the shared flow; lab/judges/hf.py runs the
-same prompt on an in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
+dropped, never guessed, and counted in `judge.stats`. lab/judges/hf.py runs the same prompt and flow on an
+in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
 (lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens).
 """
 
@@ -16,7 +13,6 @@ import http.client
 import inspect
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -26,94 +22,16 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import urlparse
-
-import yaml
 
 from lab.errors import LabError
 from lab.judges import register_judge
 from lab.judges.base import Answer, Verdict
-from lab.judges.text import cut_invented_turn
+from lab.judges.prompt import Conversation, ParseError, load_prompt, parse_verdict
 
 SNIPPET = 300
-Conversation = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class JudgePrompt:
-    version: str
-    system: str
-    user: str
-    forced_user: str
-
-    def messages(self, answer: Answer) -> Conversation:
-        """System + user message for one answer (the answer cut at its first invented new turn)."""
-        fields = {
-            "concept": answer.concept or "(none)",
-            "response": cut_invented_turn(answer.text),
-            "prefill": answer.prefill,
-        }
-        template = self.forced_user if answer.forced else self.user
-        return [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": Template(template).safe_substitute(fields)},
-        ]
-
-
-def load_prompt(path: str | Path | None = None) -> JudgePrompt:
-    """The packaged judge prompt, or a YAML file with the same keys (version, system, user, forced_user)."""
-    if path is None:
-        where = "lab/data/judge_prompt.yaml"
-        text = resources.files("lab").joinpath("data/judge_prompt.yaml").read_text()
-    else:
-        if not Path(path).is_file():
-            raise LabError(f"judge prompt file not found: {path}")
-        text, where = Path(path).read_text(), str(path)
-    data = yaml.safe_load(text)
-    keys = ("version", "system", "user", "forced_user")
-    if not isinstance(data, dict) or any(not isinstance(data.get(k), str) or not data[k] for k in keys):
-        raise LabError(f"judge prompt {where} needs non-empty string keys {', '.join(keys)}")
-    return JudgePrompt(**{k: data[k] for k in keys})
-
-
-class ParseError(ValueError):
-    """The judge's answer is not the structured answer the prompt asked for."""
-
-
-_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n[ \t]*```\Z", re.S)
-
-
-def parse_verdict(raw: str, forced: bool) -> tuple[bool, bool, bool | None, str]:
-    """(detected, identified, coherent, reason) from a judge's reply, or `ParseError`. Strict: see module docstring."""
-    text = raw.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ParseError(f"not a JSON object ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise ParseError("not a JSON object")
-    flags = ("identified",) if forced else ("detected", "identified", "coherent")
-    for key in (*flags, "reason"):
-        if key not in obj:
-            raise ParseError(f"missing key '{key}'")
-    for key in flags:
-        if not isinstance(obj[key], bool):
-            raise ParseError(f"'{key}' must be true or false, got {obj[key]!r}")
-    if not isinstance(obj["reason"], str):
-        raise ParseError("'reason' must be a string")
-    if forced:
-        coherent = obj.get("coherent")
-        return True, obj["identified"], coherent if isinstance(coherent, bool) else None, obj["reason"]
-    if obj["identified"] and not obj["detected"]:
-        raise ParseError("identified is true while detected is false")
-    return obj["detected"], obj["identified"], obj["coherent"], obj["reason"]
 
 
 @dataclass(frozen=True)

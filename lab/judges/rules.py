@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from lab.judges import register_judge
 from lab.judges.base import Answer, Verdict
-from lab.judges.text import Clause, clauses, cut_invented_turn, degenerate_reason, names_concept, tokens
+from lab.judges.text import Clause, clauses, cut_invented_turn, degenerate_reason, tokens
+from lab.judges.wordforms import names_concept
 
 VERSION = "1.0.0"
 
