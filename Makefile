@@ -18,7 +18,7 @@ export RAY_worker_niceness := 0
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_BUILD_OPS := 0
 
-.PHONY: setup demo test lint test-slow bench ui ray-up ray-down submit-demo clean
+.PHONY: setup demo test lint browser test-slow bench ui ray-up ray-down submit-demo clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -34,9 +34,15 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) -m jobs.concept_injection --config configs/demo.yaml
 
-test: setup lint
+test: setup lint browser
 	@$(PY) -m pytest -q --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+# Debian's chromium for the MLflow UI test (tests/test_mlflow_ui.py skips, saying why, where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+	  || echo "chromium could not be installed (needs root and the Debian mirror): the browser test will be skipped"
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -49,7 +55,7 @@ bench: setup
 	$(PY) bench/injection_throughput.py
 
 ui: setup
-	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
+	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
 # A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`.

@@ -54,7 +54,8 @@ def test_the_ui_shows_tpr_and_fpr_of_each_condition(tmp_path):
         "sft_chosen": pd.DataFrame(_rows("sft_chosen", [True, True, False, False])),
     }
     tags = {c: {"condition": c, "model": "smollm2-135m", "seed": "0"} for c in groups}
-    rep = compare(groups, tmp_path, cfg, {"model.name": "smollm2-135m"}, "ui", child_tags=tags, quiet=True)
+    params = {"model.name": "smollm2-135m"}
+    rep = compare(groups, tmp_path, cfg, params, "ui", child_tags=tags, run_name="ablation smollm2-135m", quiet=True)
     assert rep.run_id
 
     import mlflow
@@ -83,16 +84,24 @@ def test_the_ui_shows_tpr_and_fpr_of_each_condition(tmp_path):
             )
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.goto(f"{url}/#/experiments/{exp.experiment_id}", wait_until="networkidle", timeout=90_000)
-                page.get_by_text("ablation-ui").first.wait_for(timeout=60_000)
-                page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"), full_page=True)
+                # the model-training view (runs table), not the GenAI overview a fresh browser would open
+                runs_page = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+                page.goto(runs_page, wait_until="commit", timeout=90_000)
+                page.get_by_text("ablation smollm2-135m", exact=True).first.wait_for(state="visible", timeout=90_000)
+                page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"))
 
                 runs = ",".join(f'"{r}"' for r in children)
                 compare_url = f'{url}/#/compare-runs?runs=[{runs}]&experiments=["{exp.experiment_id}"]'
-                page.goto(compare_url, wait_until="networkidle", timeout=90_000)
-                for name in ("dpo_no_ref", "sft_chosen", "tpr", "fpr", "introspection", "random_rate"):
-                    page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=60_000)
-                page.screenshot(path=str(ARTIFACTS / "mlflow-compare.png"), full_page=True)
+                page.goto(compare_url, wait_until="commit", timeout=90_000)
+                for name in ("dpo_no_ref", "sft_chosen", "tpr"):  # TPR is the parallel-coordinates default
+                    page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=90_000)
+                page.get_by_role("combobox").nth(1).click()  # the plot's metrics: add FPR as a researcher would
+                page.keyboard.type("fpr")
+                page.get_by_role("option", name="fpr", exact=True).wait_for(state="attached", timeout=30_000)
+                page.keyboard.press("Enter")
+                page.keyboard.press("Escape")
+                page.get_by_text("fpr", exact=True).first.wait_for(state="visible", timeout=30_000)
+                page.screenshot(path=str(ARTIFACTS / "mlflow-compare.png"))
             finally:
                 browser.close()
     finally:
