@@ -220,10 +220,10 @@ def test_malformed_body_fails_without_retry(server):
 
 def test_concurrency_is_bounded_and_order_kept(server):
     server.default = ("echo", 0.2)
-    judge = judge_for(server, concurrency=2)
+    judge = judge_for(server, concurrency=2, timeout=120.0)  # no client timeout (and retry) even on a loaded machine
     verdicts = judge.grade([Answer("Dust", f"answer {i}") for i in range(6)])
     assert len(verdicts) == 6 and not any(v.parse_error for v in verdicts)
-    assert server.max_in_flight == 2
+    assert len(server.requests) == 6 and server.max_in_flight == 2
     assert [v.reason for v in verdicts] == [f"answer {i}" for i in range(6)]
 
 

@@ -134,6 +134,6 @@ def test_bad_serve_configs_fail_in_one_line(endpoint, tmp_path, capsys):
 def test_ctrl_c_stops_the_endpoint(endpoint):
     url, proc, log = endpoint
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]  # Serve's shutdown is slow on a loaded machine
     assert "stopping the judge endpoint" in log.read_text()
     assert _models(url) is None
