@@ -138,17 +138,19 @@ def env() -> dict[str, str]:
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """Stop a process we started (and its children, same session) by PID: SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    """Stop a process we started (and its children, same process group) by PID: SIGTERM, then SIGKILL — the group
+    too when the leader exited first (a server's workers can outlive the `make` or CLI that started them)."""
+    if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
         proc.wait(timeout=10)
 
 
