@@ -67,63 +67,60 @@ def execute(
             res["new"] += len(rows)
             bar.update(len(rows))
 
+        job = _Shards(model, runner, shards, work, prepare, prepare_args, on_shard, res)
         try:
             if lm is not None or runner.num_actors == 0:
-                _in_process(model, runner, shards, work, prepare, prepare_args, on_shard, lm, res)
+                _in_process(job, lm)
             else:
-                _on_ray(model, runner, shards, work, prepare, prepare_args, on_shard, res)
+                _on_ray(job)
         finally:
             bar.close()
     return Outcome(len(trials), int(res["new"]), len(trials) - len(pending), str(out), res["t1"] - res["t0"])
 
 
-def _in_process(
-    model: ModelConfig,
-    runner: RunnerConfig,
-    shards: list[list[Any]],
-    work: Any,
-    prepare: Any,
-    prepare_args: tuple[Any, ...],
-    on_shard: Any,
-    lm: LoadedModel | None,
-    res: dict[str, Any],
-) -> None:
+@dataclass
+class _Shards:
+    """One `execute` call's pending work: where it runs, what each shard does, and where finished rows go."""
+
+    model: ModelConfig
+    runner: RunnerConfig
+    shards: list[list[Any]]
+    work: Any
+    prepare: Any
+    prepare_args: tuple[Any, ...]
+    on_shard: Any
+    res: dict[str, Any]
+
+
+def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
     from lab.parallel import ModelWorker
 
-    if model.shard == "zero3" and lm is None:
+    if job.model.shard == "zero3" and lm is None:
         raise LabError("model.shard: zero3 runs on Ray actors: set runner.num_actors >= 1")
-    worker = ModelWorker.wrap(lm) if lm is not None else ModelWorker(model, runner.threads)
-    ctx = worker.call(prepare, *prepare_args) if prepare else None
-    res["t0"] = time.perf_counter()
-    for shard in shards:
-        on_shard(worker.call(work, shard, ctx))
-    res["t1"] = time.perf_counter()
+    worker = ModelWorker.wrap(lm) if lm is not None else ModelWorker(job.model, job.runner.threads)
+    ctx = worker.call(job.prepare, *job.prepare_args) if job.prepare else None
+    job.res["t0"] = time.perf_counter()
+    for shard in job.shards:
+        job.on_shard(worker.call(job.work, shard, ctx))
+    job.res["t1"] = time.perf_counter()
 
 
-def _on_ray(
-    model: ModelConfig,
-    runner: RunnerConfig,
-    shards: list[list[Any]],
-    work: Any,
-    prepare: Any,
-    prepare_args: tuple[Any, ...],
-    on_shard: Any,
-    res: dict[str, Any],
-) -> None:
+def _on_ray(job: _Shards) -> None:
     import ray
 
     from lab import parallel
 
+    runner = job.runner
     with parallel.ray_session(runner.address, max(runner.cpus_per_actor * runner.num_actors, 1)):
-        workers = parallel.pool(model, runner)
+        workers = parallel.pool(job.model, runner)
         try:
-            ctx = parallel.get(workers[0].call.remote(prepare, *prepare_args)) if prepare else None
+            ctx = parallel.get(workers[0].call.remote(job.prepare, *job.prepare_args)) if job.prepare else None
             ctx_ref = ray.put(ctx)
-            res["t0"] = time.perf_counter()
-            parallel.run_shards(workers, shards, work, ctx_ref, on_shard)
-            res["t1"] = time.perf_counter()
+            job.res["t0"] = time.perf_counter()
+            parallel.run_shards(workers, job.shards, job.work, ctx_ref, job.on_shard)
+            job.res["t1"] = time.perf_counter()
         finally:
-            parallel.shutdown_pool(workers, model)
+            parallel.shutdown_pool(workers, job.model)
 
 
 def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from lab.config import ModelConfig
@@ -27,14 +27,12 @@ from lab.zero3 import inference_config, init_distributed, shard_model
 
 @dataclass(frozen=True)
 class ShardConfig:
-    """How one model replica is laid out over processes."""
+    """How one model replica is laid out over processes: `model.shard`, `model.workers_per_replica`, `model.offload`
+    (lab.config.ModelConfig documents them)."""
 
-    shard: Literal["none", "zero3"] = field(
-        default="none",
-        metadata={"help": "none: one process per replica; zero3: DeepSpeed ZeRO-3 over workers_per_replica Ray actors"},
-    )
-    workers_per_replica: int = field(default=1, metadata={"help": "ranks of one ZeRO-3 replica (one GPU each)"})
-    offload: bool = field(default=False, metadata={"help": "ZeRO-3 parameters offloaded to CPU memory"})
+    shard: Literal["none", "zero3"] = "none"
+    workers_per_replica: int = 1
+    offload: bool = False
 
     def __post_init__(self) -> None:
         if self.shard not in ("none", "zero3"):
