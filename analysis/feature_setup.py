@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.features import DoseConfig
+from lab.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,26 @@ class TranscoderSource:
             "help": "overrides of analysis.transcoder_training.TranscoderConfig (n_features, max_tokens, epochs, ...)"
         },
     )
+
+
+@dataclass(frozen=True)
+class FeatureJobConfig:
+    """The sections both feature jobs (dose_response, gates) have; each job adds its own and its defaults."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dose: DoseConfig = field(default_factory=DoseConfig)
+    transcoders: TranscoderSource = field(default_factory=TranscoderSource)
+    gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
+    template: str = DEFAULT_TEMPLATE
+    baseline: str = "baseline_words"
+    threads: int = 2
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str = "results/features"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gates_k < 1:
+            raise LabError("gates_k must be >= 1")
 
 
 def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict[int, Any]:

@@ -13,37 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.feature_setup import TranscoderSource, setup
+from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import entry, load_config, parser
-from lab.concepts import DEFAULT_TEMPLATE
-from lab.config import ModelConfig
-from lab.errors import LabError
-from lab.features import DoseConfig
 from lab.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
-class DoseResponseConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    dose: DoseConfig = field(default_factory=DoseConfig)
-    transcoders: TranscoderSource = field(default_factory=TranscoderSource)
-    gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
+class DoseResponseConfig(FeatureJobConfig):
     detection_from: str | None = field(
         default=None,
         metadata={
             "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"
         },
     )
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    threads: int = 2
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="dose-response"))
     output_dir: str = "results/dose-response"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.gates_k < 1:
-            raise LabError("gates_k must be >= 1")
 
 
 def print_report(res: dict, label: str) -> None:

@@ -16,36 +16,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.feature_setup import TranscoderSource, setup
+from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import entry, load_config, parser
-from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.features import DoseConfig
 from lab.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
-class GatesConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+class GatesConfig(FeatureJobConfig):
     compare: tuple[ModelConfig, ...] = field(default=(), metadata={"help": "more models/checkpoints, same tests"})
-    dose: DoseConfig = field(default_factory=DoseConfig)
-    transcoders: TranscoderSource = field(default_factory=TranscoderSource)
-    gates_k: int = 20
     gate_layers: tuple[int, ...] = field(default=(), metadata={"help": "where gates may sit; empty: any dose layer"})
     causal_strengths: tuple[float, ...] = field(default=(0.2,), metadata={"help": "> 0, in dose.strength_mode units"})
     n_boot: int = 2000
     seed: int = 0
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    threads: int = 2
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="gates"))
     output_dir: str = "results/gates"
-    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.gates_k < 1 or not self.causal_strengths or any(s <= 0 for s in self.causal_strengths):
-            raise LabError("gates_k must be >= 1 and causal_strengths non-empty and > 0")
+        super().__post_init__()
+        if not self.causal_strengths or any(s <= 0 for s in self.causal_strengths):
+            raise LabError("causal_strengths must be non-empty and > 0")
         if any(lay not in self.dose.layers for lay in self.gate_layers):
             raise LabError(f"gate_layers must be among dose.layers {list(self.dose.layers)}")
 
