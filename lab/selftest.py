@@ -5,9 +5,10 @@
   detected and identified), a clear denial and a degenerate answer (neither may be graded a detection). A judge that
   says "yes" to everything, or cannot read a plain yes, stops the sweep in one line before anything is generated.
 - `check_steering` (on the first replica, inside `lab.sweep.prepare`): for one probe trial per layer (the sweep's
-  largest strength), one forward of the trial's own prompt with and without the injection; the concept word's first
-  token must gain log-probability at the next position. A config that disables injection (all strengths 0, a zero
-  vector, a wrong layer) fails here in one line.
+  largest strength, the concept's own vector), one forward of the trial's own prompt with and without the
+  injection. A config that disables injection (all strengths 0, a zero vector, logits left bit-identical) fails here
+  in one line; an applied injection that raises the concept word's first token at no probed layer is a printed
+  warning (on an abliterated model that can be the finding, not an error).
 """
 
 from __future__ import annotations
@@ -47,19 +48,23 @@ def check_judge(judge: Any) -> None:
 
 
 def probes(trials: Sequence[Any]) -> tuple[Any, ...]:
-    """One injected, unforced trial per layer at the sweep's largest strength (the steering self-test's inputs)."""
+    """One injected, unforced trial per layer at the sweep's largest strength (the steering self-test's inputs).
+    Only trials that inject their concept's own vector: a named bank vector (a projection, a difference of two
+    concepts) has no reason to raise one word's probability."""
     best: dict[int, Any] = {}
     for t in trials:
-        if t.kind == "injection" and not t.forced and (t.layer not in best or t.strength > best[t.layer].strength):
+        own = t.kind == "injection" and not t.forced and not getattr(t, "vector", None)
+        if own and (t.layer not in best or t.strength > best[t.layer].strength):
             best[t.layer] = t
     return tuple(best[k] for k in sorted(best))
 
 
 @torch.no_grad()
 def check_steering(lm: Any, bank: Any, trials: Sequence[Any], edits: Sequence[Any] = ()) -> dict[int, float]:
-    """Per probe trial's layer, the concept's next-token log-probability gain under injection; LabError when the
-    injection is not applied (zero strength or vector, bit-identical logits) or the concept's first token does not
-    gain at any probed layer."""
+    """Per probe trial's layer, the concept's next-token log-probability gain under injection. LabError when the
+    injection is not applied (zero strength or vector, bit-identical logits): a plumbing or config error. When it is
+    applied but the concept's first token gains at no probed layer, one printed warning: on an edited model (an
+    abliterated one, say) that can be the finding itself, so the sweep goes on."""
     from lab import interventions as iv
     from lab.readouts import concept_first_token
     from lab.runner import Runner
@@ -88,9 +93,10 @@ def check_steering(lm: Any, bank: Any, trials: Sequence[Any], edits: Sequence[An
         gains[t.layer] = float(steered[tok] - plain[tok])
     if gains and max(gains.values()) <= 0:
         shown = ", ".join(f"L{k}: {v:+.3f}" for k, v in gains.items())
-        raise LabError(
-            f"steering self-test failed: injecting the concept vector did not raise the concept word's "
-            f"next-token log-probability at any layer ({shown}); check the vectors, layers and strengths "
-            "(or set sweep.selftest: false)"
+        print(
+            f"warning: steering self-test: the injection is applied, but it did not raise the concept word's "
+            f"next-token log-probability at any probed layer ({shown}); check the vectors, layers and strengths "
+            "unless the model was edited on purpose",
+            flush=True,
         )
     return gains

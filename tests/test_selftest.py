@@ -93,3 +93,14 @@ def test_steering_selftest_passes_a_real_injection_and_fails_a_disabled_one(embe
     off = _cfg(tmp_path, strengths=(0.0,))  # a config error: every strength 0
     with pytest.raises(LabError, match="steering self-test failed: the injection at layer 12 is disabled"):
         _prepare(embedded, off, selftest.probes(plan(off).trials))
+
+
+def test_probes_use_the_concepts_own_vectors_only():
+    """Named bank vectors (a projection, a difference) are never probed: they need not raise the concept's word."""
+    from lab.trials import vector_trials
+
+    sweep = SweepConfig(concepts=("Dust",), layers=(12,), strengths=(0.3,), strength_mode="relative")
+    own = plan(InjectionConfig(sweep=sweep)).trials
+    named = vector_trials(sweep, "m", [("Dust|proj", "Dust", 9.0), ("Dust-Bread", "Dust", 9.0)], 12, "raw", 1)
+    assert [(t.concept, t.vector, t.strength) for t in selftest.probes([*named, *own])] == [("Dust", "", 0.3)]
+    assert selftest.probes(named) == ()
