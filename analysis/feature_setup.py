@@ -54,28 +54,25 @@ class FeatureJobConfig:
 
 
 def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict[int, Any]:
-    """One transcoder per layer: loaded from `src.dir`, or trained once per (model, layer, config) and cached."""
+    """One transcoder per layer: loaded from `src.dir`, or trained once per (model, layer, config) and cached (the
+    missing layers share one activation pass)."""
     from analysis.transcoders import load
 
-    out: dict[int, Any] = {}
-    for lay in layers:
-        if src.dir:
-            root = Path(src.dir)
-            cand = [root / f"layer{lay}.safetensors", *sorted(root.glob(f"layer_{lay}_*"))]
-            hit = next((c for c in cand if c.exists()), None)
-            if hit is None:
-                raise LabError(f"no transcoder for layer {lay} in {root} (expected layer{lay}.safetensors)")
-            out[lay] = load(hit)
-            continue
-        try:
-            from analysis.transcoder_training import TranscoderConfig, transcoder_for
-        except ImportError:
-            raise LabError("training transcoders needs analysis.transcoder_training; set transcoders.dir") from None
+    if not src.dir:
+        from analysis.transcoder_training import TranscoderConfig, transcoders_for
         from lab.config import from_dict
         from lab.embedded import default_cache_dir
 
         cfg = from_dict(TranscoderConfig, dict(src.train), "transcoders.train")
-        out[lay] = transcoder_for(lm, lay, src.cache_dir or default_cache_dir() / "transcoders", cfg)
+        return transcoders_for(lm, layers, src.cache_dir or default_cache_dir() / "transcoders", cfg)
+    out: dict[int, Any] = {}
+    root = Path(src.dir)
+    for lay in layers:
+        cand = [root / f"layer{lay}.safetensors", *sorted(root.glob(f"layer_{lay}_*"))]
+        hit = next((c for c in cand if c.exists()), None)
+        if hit is None:
+            raise LabError(f"no transcoder for layer {lay} in {root} (expected layer{lay}.safetensors)")
+        out[lay] = load(hit)
     return out
 
 

@@ -49,7 +49,7 @@ def tables(cfg: FeatureRegressionConfig, lm: Any, rates: dict[str, float], root:
     """features / feature_meta / vectors / spec under `root` (see analysis/regression.py)."""
     import torch
 
-    from analysis.transcoder_training import default_dir, transcoder_for
+    from analysis.transcoder_training import default_dir, transcoders_for
     from lab.concepts import concept_vectors
     from lab.embedded import default_cache_dir
     from lab.feature_table import feature_table, write_vectors
@@ -61,7 +61,7 @@ def tables(cfg: FeatureRegressionConfig, lm: Any, rates: dict[str, float], root:
     strengths = {
         c: cfg.strength * (x.resid_norm / x.norm if cfg.strength_mode == "relative" else 1.0) for c, x in v.items()
     }
-    tcs = {L: transcoder_for(lm, L, default_dir(cfg.transcoder_dir), cfg.transcoder) for L in cfg.feature_layers}
+    tcs = transcoders_for(lm, cfg.feature_layers, default_dir(cfg.transcoder_dir), cfg.transcoder)
     feats, meta = feature_table(
         lm,
         concepts,

@@ -50,7 +50,7 @@ class TranscoderConfig:
     init: str = "data"  # "data": encoder/decoder rows from training tokens and their residuals; "random"
     sources: tuple[str, ...] = ("dialogues", "pydoc", "docstrings")
     seed: int = 0
-    threads: int = 1
+    threads: int = 2  # torch threads while collecting and fitting (part of the cache key: results may differ)
     collect_batch: int = 8
 
     def __post_init__(self) -> None:
@@ -78,18 +78,22 @@ def windows(tokenizer: Any, texts: Sequence[str], seq_len: int, max_tokens: int)
 
 
 @torch.no_grad()
-def collect(model: Any, ids: torch.Tensor, layer: int, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mlp_in.L, mlp_out.L) at every position but the first of each window: two [n·(T−1), d] float32 tensors."""
+def collect(
+    model: Any, ids: torch.Tensor, layers: Sequence[int], batch: int = 8
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, (mlp_in.L, mlp_out.L) at every position but the first of each window: two [n·(T−1), d] float32
+    tensors. One forward pass serves every layer (stopped after the deepest)."""
     from lab.interventions import capture
 
     dev = next(model.parameters()).device
-    xs, ys = [], []
+    sites = [f"{kind}.{layer}" for layer in layers for kind in ("mlp_in", "mlp_out")]
+    got: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     for i in range(0, ids.shape[0], batch):
-        with capture(model, [f"mlp_in.{layer}", f"mlp_out.{layer}"], stop=True) as acts:
+        with capture(model, sites, stop=True) as acts:
             model(input_ids=ids[i : i + batch].to(dev), use_cache=False)
-        xs.append(acts[f"mlp_in.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
-        ys.append(acts[f"mlp_out.{layer}"][0][:, 1:].float().cpu().flatten(0, 1))
-    return torch.cat(xs), torch.cat(ys)
+        for site in sites:
+            got[site].append(acts[site][0][:, 1:].float().cpu().flatten(0, 1))
+    return {layer: (torch.cat(got[f"mlp_in.{layer}"]), torch.cat(got[f"mlp_out.{layer}"])) for layer in layers}
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
@@ -173,36 +177,49 @@ def evaluate(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
     return out
 
 
-def train_transcoder(
-    lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
-) -> Transcoder:
-    """Collect mlp_in/mlp_out of `layer` on `texts`, fit on most windows, measure on the held-out ones."""
-    lm.check_layer(layer)
+def train_transcoders(
+    lm: Any, layers: Sequence[int], texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
+) -> dict[int, Transcoder]:
+    """Collect mlp_in/mlp_out of every layer in one pass over `texts`, then per layer fit on most windows and measure
+    on the held-out ones (each layer's transcoder is what training it alone gives)."""
+    for layer in layers:
+        lm.check_layer(layer)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    out = {}
     try:
         t0 = time.time()
         ids = windows(lm.tokenizer, texts, cfg.seq_len, cfg.max_tokens)
         ids = ids[torch.randperm(ids.shape[0], generator=torch.Generator().manual_seed(cfg.seed))]
         n_test = max(1, round(cfg.holdout * ids.shape[0]))
-        x, y = collect(lm.model, ids, layer, cfg.collect_batch)
+        acts = collect(lm.model, ids, layers, cfg.collect_batch)
         cut = (ids.shape[0] - n_test) * (cfg.seq_len - 1)
         collect_s = round(time.time() - t0, 1)
-        tc = fit(x[:cut], y[:cut], cfg)
-        figures = evaluate(tc, x[cut:], y[cut:])
+        for layer in layers:
+            x, y = acts.pop(layer)
+            tc = fit(x[:cut], y[:cut], cfg)
+            figures = evaluate(tc, x[cut:], y[cut:])
+            meta = {
+                "model": lm.name,
+                "layer": layer,
+                "site_in": f"mlp_in.{layer}",
+                "site_out": f"mlp_out.{layer}",
+                "config": asdict(cfg),
+                "collect_s": collect_s,
+                "collect_shared_by": len(layers),
+                **(tc.meta or {}),
+                **figures,
+            }
+            out[layer] = Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
     finally:
         torch.set_num_threads(threads)
-    meta = {
-        "model": lm.name,
-        "layer": layer,
-        "site_in": f"mlp_in.{layer}",
-        "site_out": f"mlp_out.{layer}",
-        "config": asdict(cfg),
-        "collect_s": collect_s,
-        **(tc.meta or {}),
-        **figures,
-    }
-    return Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
+    return out
+
+
+def train_transcoder(
+    lm: Any, layer: int, texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
+) -> Transcoder:
+    return train_transcoders(lm, [layer], texts, cfg)[layer]
 
 
 def default_dir(cache_dir: str | os.PathLike | None = None) -> str:
@@ -236,22 +253,36 @@ def cache_path(
     return Path(cache_dir) / f"{model_name}-mlp{layer}-{cache_key(model_name, layer, cfg, digest)}.safetensors"
 
 
+def transcoders_for(
+    lm: Any, layers: Sequence[int], cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
+) -> dict[int, Transcoder]:
+    """The cached transcoder of each layer for (model, layer, config, corpus); the missing ones are trained together
+    (one activation pass) and saved (`meta["from_cache"]` says which came from the cache)."""
+    from analysis.corpus import texts
+
+    corpus = texts(lm, cfg.sources)
+    digest = texts_digest(corpus)
+    out: dict[int, Transcoder] = {}
+    for layer in layers:
+        lm.check_layer(layer)
+        path = cache_path(cache_dir, lm.name, layer, cfg, digest)
+        if path.is_file():
+            out[layer] = load(path)
+            (out[layer].meta or {})["from_cache"] = True
+    missing = [layer for layer in dict.fromkeys(layers) if layer not in out]
+    for layer, tc in (train_transcoders(lm, missing, corpus, cfg) if missing else {}).items():
+        path = cache_path(cache_dir, lm.name, layer, cfg, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tc.save(tmp)
+        os.replace(tmp, path)  # atomic: a concurrent job sees the whole file or none
+        out[layer] = tc
+    return {layer: out[layer] for layer in layers}
+
+
 def transcoder_for(
     lm: Any, layer: int, cache_dir: str | os.PathLike, cfg: TranscoderConfig = TranscoderConfig()
 ) -> Transcoder:
     """The cached transcoder for (model, layer, config, corpus); trained on `analysis.corpus` text and saved if absent
     (`meta["from_cache"]` says which)."""
-    from analysis.corpus import texts
-
-    corpus = texts(lm, cfg.sources)
-    path = cache_path(cache_dir, lm.name, layer, cfg, texts_digest(corpus))
-    if path.is_file():
-        tc = load(path)
-        (tc.meta or {})["from_cache"] = True
-        return tc
-    tc = train_transcoder(lm, layer, corpus, cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tc.save(tmp)
-    os.replace(tmp, path)  # atomic: a concurrent job sees the whole file or none
-    return tc
+    return transcoders_for(lm, [layer], cache_dir, cfg)[layer]

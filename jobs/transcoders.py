@@ -1,8 +1,8 @@
 """Train (or reuse) transcoders: `python -m jobs.transcoders --config configs/transcoders-demo.yaml`.
 
-For each layer: collect mlp_in / mlp_out on the corpus (analysis/corpus.py), fit (analysis/transcoder_training.py),
-cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
-run). Other jobs (feature regression, gates) call `transcoder_for` with the same cache and config and reuse them.
+Collect mlp_in / mlp_out of every layer not yet cached in one pass over the corpus (analysis/corpus.py), fit each
+(analysis/transcoder_training.py), cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
+run). Other jobs (feature regression, gates) call `transcoders_for` with the same cache and config and reuse them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from analysis.transcoder_training import transcoder_for
+    from analysis.transcoder_training import transcoders_for
     from lab import models, report
     from lab.config import flatten, to_dict
 
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     lm = models.load(cfg.model)
     rows = []
-    for layer in cfg.layers:
-        lm.check_layer(layer)
-        tc = transcoder_for(lm, layer, cache_dir(cfg.cache_dir), cfg.transcoder)
+    for layer, tc in transcoders_for(lm, cfg.layers, cache_dir(cfg.cache_dir), cfg.transcoder).items():
         m = tc.meta or {}
         cached = bool(m.get("from_cache"))
         rows.append(

@@ -116,3 +116,24 @@ def test_transcoder_for_trains_once_then_reads_the_cache(embedded, tmp_path):
         cache_key("m", 3, TranscoderConfig(l1=0.01), "a"),
     }
     assert len(keys) == 5  # model, layer, corpus text and config each change the key
+
+
+def test_layers_trained_together_share_one_exact_activation_pass(embedded, tmp_path):
+    """transcoders_for collects every missing layer in one forward pass: each layer's (mlp_in, mlp_out) rows are
+    exactly those a pass for that layer alone collects, and each layer lands in its own cache file. (The fitted
+    weights themselves are not bit-reproducible across processes or buffers: the least-squares skip init is
+    sensitive to memory layout on a small sample.)"""
+    from analysis.corpus import texts
+    from analysis.transcoder_training import collect, transcoders_for
+
+    cfg = TranscoderConfig(n_features=32, epochs=1, max_tokens=1500, seq_len=64, sources=("dialogues",), threads=2)
+    ids = windows(embedded.tokenizer, texts(embedded, cfg.sources), cfg.seq_len, cfg.max_tokens)
+    both = collect(embedded.model, ids, [5, 3])
+    for layer in (3, 5):
+        (x, y) = collect(embedded.model, ids, [layer])[layer]
+        assert torch.equal(x, both[layer][0]) and torch.equal(y, both[layer][1])
+    tcs = transcoders_for(embedded, [5, 3], tmp_path, cfg)
+    assert list(tcs) == [5, 3] and tcs[3].meta["collect_shared_by"] == 2 and tcs[3].meta["site_in"] == "mlp_in.3"
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    again = transcoders_for(embedded, [3, 5], tmp_path, cfg)
+    assert all(again[k].meta["from_cache"] and torch.equal(again[k].w_enc, tcs[k].w_enc) for k in (3, 5))
