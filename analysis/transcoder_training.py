@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -178,10 +178,14 @@ def evaluate(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
 
 
 def train_transcoders(
-    lm: Any, layers: Sequence[int], texts: Sequence[str], cfg: TranscoderConfig = TranscoderConfig()
+    lm: Any,
+    layers: Sequence[int],
+    texts: Sequence[str],
+    cfg: TranscoderConfig = TranscoderConfig(),
+    on_layer: Callable[[int, Transcoder], None] | None = None,
 ) -> dict[int, Transcoder]:
     """Collect mlp_in/mlp_out of every layer in one pass over `texts`, then per layer fit on most windows and measure
-    on the held-out ones (each layer's transcoder is what training it alone gives)."""
+    on the held-out ones (the same activations training it alone would see); `on_layer` gets each as it is done."""
     for layer in layers:
         lm.check_layer(layer)
     threads = torch.get_num_threads()
@@ -211,6 +215,8 @@ def train_transcoders(
                 **figures,
             }
             out[layer] = Transcoder(tc.w_enc, tc.w_dec, tc.b_enc, tc.b_dec, None, tc.w_skip, meta)
+            if on_layer is not None:
+                on_layer(layer, out[layer])
     finally:
         torch.set_num_threads(threads)
     return out
@@ -269,14 +275,18 @@ def transcoders_for(
         if path.is_file():
             out[layer] = load(path)
             (out[layer].meta or {})["from_cache"] = True
-    missing = [layer for layer in dict.fromkeys(layers) if layer not in out]
-    for layer, tc in (train_transcoders(lm, missing, corpus, cfg) if missing else {}).items():
+
+    def save(layer: int, tc: Transcoder) -> None:  # as each layer is fitted: a crash keeps the finished ones
         path = cache_path(cache_dir, lm.name, layer, cfg, digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tc.save(tmp)
         os.replace(tmp, path)  # atomic: a concurrent job sees the whole file or none
         out[layer] = tc
+
+    missing = [layer for layer in dict.fromkeys(layers) if layer not in out]
+    if missing:
+        train_transcoders(lm, missing, corpus, cfg, on_layer=save)
     return {layer: out[layer] for layer in layers}
 
 
