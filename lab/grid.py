@@ -152,11 +152,5 @@ class RobustnessConfig:
         """The single-cell sweep config (what `jobs.concept_injection` would run for this cell)."""
         sweep = dataclasses.replace(self.sweep, prompt_variant=variant, dialogue_format=fmt)
         return InjectionConfig(
-            model=self.model,
-            sweep=sweep,
-            runner=self.runner,
-            judge=self.judge,
-            tracking=self.tracking,
-            output_dir=self.output_dir,
-            cache_dir=self.cache_dir,
+            self.model, sweep, self.runner, self.judge, self.tracking, self.output_dir, self.cache_dir
         )

@@ -78,15 +78,8 @@ class StagesConfig:
         sweep = self.sweep
         if stage.dialogue_format:
             sweep = dataclasses.replace(sweep, dialogue_format=stage.dialogue_format)
-        return InjectionConfig(
-            model=model,
-            sweep=sweep,
-            runner=self.runner,
-            judge=self.judge,
-            tracking=self.tracking,
-            output_dir=str(Path(self.output_dir) / stage.name),
-            cache_dir=self.cache_dir,
-        )
+        out = str(Path(self.output_dir) / stage.name)
+        return InjectionConfig(model, sweep, self.runner, self.judge, self.tracking, out, self.cache_dir)
 
 
 def check_stage(cfg: StagesConfig, stage: StageConfig) -> Any:

@@ -125,16 +125,12 @@ def resolve(
     return tuple(layers), tuple(strengths), mode
 
 
+GENERATION_FIELDS = ("prompt_variant", "dialogue_format", "seed", "max_new_tokens", "temperature")
+
+
 def _generation_fields(sweep: SweepConfig, model: str, mode: str) -> dict[str, object]:
-    return dict(
-        model=model,
-        strength_mode=mode,
-        prompt_variant=sweep.prompt_variant,
-        dialogue_format=sweep.dialogue_format,
-        seed=sweep.seed,
-        max_new_tokens=sweep.max_new_tokens,
-        temperature=sweep.temperature,
-    )
+    """The sweep settings every trial carries (and hashes into its id), with the model and the strength mode."""
+    return {"model": model, "strength_mode": mode} | {k: getattr(sweep, k) for k in GENERATION_FIELDS}
 
 
 def vector_trials(
