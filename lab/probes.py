@@ -15,6 +15,7 @@ Spans are `lab.interventions.Add` with per-row start/end; two on the same block 
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,33 +83,17 @@ def _trial(**f: Any) -> ProbeTrial:
 def expand(s: ProbeSettings, model: str) -> list[ProbeTrial]:
     """Every probe trial with a deterministic id (model, probe version and every field that sets the forward)."""
     out = []
-    for c in s.concepts:
-        for layer in s.layers:
-            for st in s.strengths:
-                for r in range(s.repeats):
-                    for kind in s.kinds:
-                        common = dict(
-                            model=model,
-                            concept=c,
-                            layer=layer,
-                            strength=st,
-                            strength_mode=s.strength_mode,
-                            kind=kind,
-                            repeat=r,
-                            n_sentences=s.n_sentences,
-                            seed=s.seed,
-                        )
-                        if "localisation" in s.probes:
-                            out += [
-                                _trial(probe="localisation", weak_fraction=0.0, target=k, **common)
-                                for k in range(s.n_sentences)
-                            ]
-                        if "discrimination" in s.probes:
-                            out += [
-                                _trial(probe="discrimination", weak_fraction=f, target=k, **common)
-                                for f in s.weak_fractions
-                                for k in range(2)
-                            ]
+    fixed = {"model": model, "strength_mode": s.strength_mode, "n_sentences": s.n_sentences, "seed": s.seed}
+    for c, layer, st, r, kind in itertools.product(s.concepts, s.layers, s.strengths, range(s.repeats), s.kinds):
+        common = fixed | {"concept": c, "layer": layer, "strength": st, "kind": kind, "repeat": r}
+        if "localisation" in s.probes:
+            out += [_trial(probe="localisation", weak_fraction=0.0, target=k, **common) for k in range(s.n_sentences)]
+        if "discrimination" in s.probes:
+            out += [
+                _trial(probe="discrimination", weak_fraction=f, target=k, **common)
+                for f in s.weak_fractions
+                for k in range(2)
+            ]
     return out
 
 

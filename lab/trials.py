@@ -144,19 +144,9 @@ def vector_trials(
 ) -> list[Trial]:
     """Injection trials of named bank vectors — (vector key, concept it is judged for, strength) — for experiments
     that inject something other than a concept's own vector (projections, residuals, differences)."""
-    common = _generation_fields(sweep, model, mode)
+    common = _generation_fields(sweep, model, mode) | {"kind": "injection", "forced": False, "layer": layer}
     return [
-        make_trial(
-            kind="injection",
-            forced=False,
-            concept=c,
-            layer=layer,
-            strength=s,
-            trial_number=n,
-            sample=k,
-            vector=v,
-            **common,
-        )
+        make_trial(**common, concept=c, strength=s, trial_number=n, sample=k, vector=v)
         for v, c, s in vectors
         for n in range(1, trial_numbers + 1)
         for k in range(samples)
