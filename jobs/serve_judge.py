@@ -56,13 +56,18 @@ def start(cfg: ServeJudgeConfig) -> str:
     return cfg.base_url
 
 
-def stop() -> None:
-    """Tear the endpoint down (and the local Ray this module started)."""
+def stop(grace: float = 60.0) -> None:
+    """Tear the endpoint down (and the local Ray this module started). Serve's own shutdown gets `grace` seconds: on a
+    loaded machine it was seen to hang after Ctrl-C, and shutting down the Ray this module started ends it anyway."""
+    import threading
+
     import ray
 
     global _started_ray
     if ray.is_initialized():
-        serve.shutdown()
+        quit_serve = threading.Thread(target=serve.shutdown, daemon=True)
+        quit_serve.start()
+        quit_serve.join(grace)
         if _started_ray:
             ray.shutdown()
             _started_ray = False

@@ -253,7 +253,7 @@ def test_a_finished_arm_is_not_run_again(tmp_path):
     data = load_yaml(ROOT / "configs/steering-vector-demo.yaml") | {"output_dir": str(tmp_path)}
     data["tracking"] = {"enabled": False}
     data["evaluation"] |= {"n_heldout": 2}
-    data["evaluation"]["sweep"] |= {"trials_per_concept": 1, "max_new_tokens": 4, "controls": []}
+    data["evaluation"]["sweep"] |= {"trials_per_concept": 1, "max_new_tokens": 4, "controls": ["random"]}
     cfg = from_dict(SteeringVectorConfig, data)
     dump = lambda a: json.dumps(a, sort_keys=True, default=lambda o: o.item())
     same = lambda a, b: dump(a) == dump(b)  # NaN rates compare equal, numpy scalars as numbers
