@@ -80,27 +80,10 @@ def test_probe_job_end_to_end(tmp_path, capsys):
     from jobs.probes import main
 
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    rc = main(
-        [
-            "--config",
-            "configs/probes-demo.yaml",
-            "--set",
-            "concepts=[Dust]",
-            "--set",
-            "repeats=1",
-            "--set",
-            "n_sentences=3",
-            "--set",
-            "weak_fractions=[0.0]",
-            "--set",
-            "kinds=[injection,control,random]",
-            "--output",
-            str(tmp_path / "out"),
-            "--tracking-uri",
-            db,
-            "--quiet",
-        ]
-    )
+    args = ["--config", "configs/probes-demo.yaml", "--set", "concepts=[Dust]", "--set", "repeats=1"]
+    args += ["--set", "n_sentences=3", "--set", "weak_fractions=[0.0]", "--set", "kinds=[injection,control,random]"]
+    args += ["--output", str(tmp_path / "out"), "--tracking-uri", db, "--quiet"]
+    rc = main(args)
     assert rc == 0
 
     from lab import store
@@ -115,28 +98,5 @@ def test_probe_job_end_to_end(tmp_path, capsys):
     assert {"localisation/injection/accuracy", "discrimination/random/accuracy_lo"} <= set(run.data.metrics)
     assert (tmp_path / "out" / "report" / "probes.png").is_file()
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "--config",
-                "configs/probes-demo.yaml",
-                "--set",
-                "concepts=[Dust]",
-                "--set",
-                "repeats=1",
-                "--set",
-                "n_sentences=3",
-                "--set",
-                "weak_fractions=[0.0]",
-                "--set",
-                "kinds=[injection,control,random]",
-                "--output",
-                str(tmp_path / "out"),
-                "--tracking-uri",
-                db,
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(args) == 0
     assert "probe trials: 15 on smollm2-135m (0 scored now, 15 already stored)" in capsys.readouterr().out
