@@ -10,6 +10,7 @@ until Ctrl-C (or SIGTERM); tests use `start(cfg)` / `stop()`.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import time
@@ -56,21 +57,33 @@ def start(cfg: ServeJudgeConfig) -> str:
     return cfg.base_url
 
 
-def stop(grace: float = 60.0) -> None:
-    """Tear the endpoint down (and the local Ray this module started). Serve's own shutdown gets `grace` seconds: on a
-    loaded machine it was seen to hang after Ctrl-C, and shutting down the Ray this module started ends it anyway."""
-    import threading
-
+def stop(grace: float = 30.0) -> bool:
+    """Tear the endpoint down; False when a shutdown step overran `grace` seconds (it was seen to hang on a loaded
+    machine). A Ray this module started is shut down whole (its Serve actors with it); on a joined cluster only
+    Serve is shut down."""
     import ray
 
     global _started_ray
-    if ray.is_initialized():
-        quit_serve = threading.Thread(target=serve.shutdown, daemon=True)
-        quit_serve.start()
-        quit_serve.join(grace)
-        if _started_ray:
-            ray.shutdown()
-            _started_ray = False
+    if not ray.is_initialized():
+        return True
+    if not _started_ray:
+        return _bounded(serve.shutdown, grace, "Serve's shutdown")
+    _started_ray = False
+    return _bounded(ray.shutdown, grace, "Ray's shutdown")
+
+
+def _bounded(step: Any, grace: float, what: str) -> bool:
+    import threading
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=step, daemon=True)
+    worker.start()
+    worker.join(grace)
+    if worker.is_alive():
+        print(f"{what} did not finish in {grace:.0f} s: exiting without it", flush=True)
+        return False
+    print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
+    return True
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -95,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopping the judge endpoint", flush=True)
     finally:
-        stop()
+        if not stop():
+            os._exit(0)  # Ray's exit hook would wait on the shutdown that hung
     return 0
 
 

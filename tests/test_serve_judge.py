@@ -134,6 +134,8 @@ def test_bad_serve_configs_fail_in_one_line(endpoint, tmp_path, capsys):
 def test_ctrl_c_stops_the_endpoint(endpoint):
     url, proc, log = endpoint
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]  # Serve's shutdown is slow on a loaded machine
-    assert "stopping the judge endpoint" in log.read_text()
+    assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]  # shutdown is bounded (30 s), then the CLI exits
+    text = log.read_text()
+    assert "stopping the judge endpoint" in text
+    assert "Ray's shutdown took" in text or "Ray's shutdown did not finish in 30 s" in text
     assert _models(url) is None
