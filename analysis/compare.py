@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from lab.metrics import wilson
+from lab.tables import interval, print_table
 
 METRICS = ("tpr", "fpr", "introspection", "random_rate", "refusal_rate")
 
@@ -60,13 +61,12 @@ def rate_entry(k: int, n: int, name: str) -> dict[str, float]:
 
 
 def print_compare(table: pd.DataFrame, labels: tuple[str, str] = ("before", "after")) -> None:
-    print(f"{'metric':<14} {labels[0]:<22} {labels[1]:<22} delta [95% CI]")
-    for _, r in table.iterrows():
-        print(
-            f"{r['metric']:<14} {r['before']:.3f} [{r['before_lo']:.2f},{r['before_hi']:.2f}] n={r['n_before']:<4} "
-            f"{r['after']:.3f} [{r['after_lo']:.2f},{r['after_hi']:.2f}] n={r['n_after']:<4} "
-            f"{r['delta']:+.3f} [{r['delta_lo']:+.2f},{r['delta_hi']:+.2f}]"
-        )
+    columns = [
+        ("metric", "{metric}"),
+        (labels[0], interval("before", digits=3)),
+        (labels[1], interval("after", digits=3)),
+    ]
+    print_table(table, columns + [("delta [95% CI]", interval("delta", False, 3, True))])
 
 
 def plot_compare(

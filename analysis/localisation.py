@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab import tables
 from lab.metrics import wilson
+from lab.tables import interval
 
 
 def _rate(s: pd.Series) -> tuple[float, float, float, int]:
@@ -84,13 +86,9 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 
 
 def print_table(t: pd.DataFrame) -> None:
-    print(f"{'layer':>5}  {'detection [95% CI]':<22}{'forced ID [95% CI]':<22}{'corr':>6}  concepts")
-    for r in t.itertuples():
-        print(
-            f"{r.layer:>5}  {r.detection:.2f} [{r.detection_lo:.2f},{r.detection_hi:.2f}] n={r.n_detection:<4}  "
-            f"{r.forced_id:.2f} [{r.forced_id_lo:.2f},{r.forced_id_hi:.2f}] n={r.n_forced_id:<4}  {r.corr:+.2f}  "
-            f"{r.n_concepts}"
-        )
+    columns = [("layer", "{layer:>}"), ("detection [95% CI]", interval("detection"))]
+    columns += [("forced ID [95% CI]", interval("forced_id")), ("corr", "{corr:>+.2f}"), ("concepts", "{n_concepts:>}")]
+    tables.print_table(t, columns)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.store import read
 
     t = by_layer(read(args.run))
-    print_table(t)
+    tables.print_table(t)
     out = Path(args.run) / "report"
     out.mkdir(parents=True, exist_ok=True)
     print(f"plot: {plot(t, out / 'localisation_rerun.png')}")

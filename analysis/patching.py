@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab import tables
+from lab.tables import interval
+
 REFERENCE = {"knock_out": "steered", "knock_in": "clean", "forced_knock_out": "forced_steered"}
 
 
@@ -81,12 +84,10 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 
 
 def print_table(table: pd.DataFrame) -> None:
-    print(f"{'mode':<17} {'comp':<9} {'layer':>5}  effect [95% CI]          n")
-    for r in table.itertuples():
-        print(
-            f"{r.mode:<17} {r.component:<9} {r.patch_layer:>5}  {r.effect:+.3f} "
-            f"[{r.effect_lo:+.3f},{r.effect_hi:+.3f}]  {r.n_concepts}"
-        )
+    columns = [("mode", "{mode}"), ("comp", "{component}"), ("layer", "{patch_layer:>}")]
+    tables.print_table(
+        table, columns + [("effect [95% CI]", interval("effect", False, 3, True)), ("n", "{n_concepts:>}")]
+    )
 
 
 def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.DataFrame, dict[str, float], Path]:
@@ -96,7 +97,7 @@ def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.D
     table, inj = effects(df), injection_effect(df)
     table.to_csv(out / "patching_effects.csv", index=False)
     png = plot(table, out / "patching.png", title)
-    print_table(table)
+    tables.print_table(table)
     print(
         "injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
         "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj)

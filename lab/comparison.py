@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 from lab import metrics, tracking
-from lab.report import CONTROL_RATES, Report, ci, log_run, n_of, parent_run, rate_metrics, table_metrics
+from lab.report import CONTROL_RATES, Report, log_run, parent_run, rate_columns, rate_metrics, table_metrics
+from lab.tables import print_table
 from lab.tracking import TrackingConfig
 
 
@@ -61,14 +62,7 @@ def compare(
         if parent_id:
             tracking.log_artifacts(*paths)
     if not quiet:
-        w = max(12, *(len(str(n)) + 1 for n in groups))
-        print(f"{label:<{w}} " + "  ".join(f"{c:<17}" for c in shown) + "  n (inj/ctl)")
-        for _, r in table.iterrows():
-            print(
-                f"{r[label]:<{w}} "
-                + "  ".join(f"{ci(r, c):<17}" for c in shown)
-                + f"  {n_of(r, 'tpr')}/{n_of(r, 'fpr')}"
-            )
+        print_table(table, [(label, lambda r: str(r[label]))] + rate_columns(shown))
         print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
         if parent_id:
             print(

@@ -31,6 +31,7 @@ from lab.probe_prompts import (
     localisation_prompt,
     token_spans,
 )
+from lab.tables import interval, print_table
 
 if TYPE_CHECKING:
     from lab.models import LoadedModel
@@ -235,12 +236,13 @@ def summarize(df: Any, by: Sequence[str]) -> Any:
 
 
 def print_summary(overall: Any) -> None:
-    print(f"{'probe':<15} {'kind':<13} {'accuracy [95% CI]':<20} {'chance':>6} {'p(target)':>9} {'top-answer':>10}  n")
-    for _, r in overall.iterrows():
-        print(
-            f"{r['probe']:<15} {r['kind']:<13} {r['accuracy']:.2f} [{r['accuracy_lo']:.2f},{r['accuracy_hi']:.2f}]"
-            f"     {r['chance']:>6.2f} {r['p_target']:>9.3f} {r['top_answer_share']:>10.2f}  {int(r['n'])}"
-        )
+    columns = [("probe", "{probe}"), ("kind", "{kind}"), ("accuracy [95% CI]", interval("accuracy", with_n=False))]
+    columns += [
+        ("chance", "{chance:>.2f}"),
+        ("p(target)", "{p_target:>.3f}"),
+        ("top-answer", "{top_answer_share:>.2f}"),
+    ]
+    print_table(overall, columns + [("n", "{n:>.0f}")])
     for _, r in overall[overall["kind"] == "injection"].iterrows():
         verdict = (
             "above"

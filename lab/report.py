@@ -6,7 +6,6 @@ Metric names are the same across jobs: `tpr`, `fpr`, `introspection`, `forced_id
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from lab import metrics, tracking
+from lab.tables import Column, interval, print_table, rows_of
 from lab.tracking import TrackingConfig
 
 CONTROL_RATES = ("random_rate", "norm_matched_rate", "shuffled_rate", "negative_rate")
@@ -30,11 +30,7 @@ def cell(layer: int, strength: float) -> str:
 
 def ci(r: Mapping[str, Any], k: str, with_n: bool = False) -> str:
     """`0.25 [0.10,0.48]` (with `n=12`, the distinct generations behind it, if asked), or `n/a` without samples."""
-    v = r.get(k, math.nan)
-    if v is None or v != v:
-        return "n/a"
-    n = r.get(f"n_{k}", math.nan)
-    return f"{v:.2f} [{r[k + '_lo']:.2f},{r[k + '_hi']:.2f}]" + (f" n={int(n)}" if with_n and n == n else "")
+    return interval(k, with_n)(r)
 
 
 def rate_metrics(row: Mapping[str, Any], prefix: str = "", names: Sequence[str] = RATES) -> dict[str, float]:
@@ -71,21 +67,20 @@ def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[st
     """A table of the rates present, with intervals and the n behind each, then a plain reading."""
     cols = [c for c in RATES if c in table and table[c].notna().any()]
     cols += [f"{c}_corrected" for c in cols if f"{c}_corrected" in table]  # judge-corrected, when calibrated
-    head = "  ".join(f"{k:>10}" for k in by)
-    print(f"{head}  " + "  ".join(f"{c:<17}" for c in cols) + "  n (inj/ctl)")
-    for _, r in table.iterrows():
-        keys = "  ".join(f"{r[k]:>10}" if not isinstance(r[k], float) else f"{r[k]:>10g}" for k in by)
-        print(f"{keys}  " + "  ".join(f"{ci(r, c):<17}" for c in cols) + f"  {n_of(r, 'tpr')}/{n_of(r, 'fpr')}")
-    pad = " " * max(len(head) - 7, 0)
-    print(
-        f"overall{pad}  "
-        + "  ".join(f"{ci(overall, c):<17}" for c in cols)
-        + f"  {n_of(overall, 'tpr')}/{n_of(overall, 'fpr')}"
-    )
+    keys = [(k, lambda r, k=k: f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])) for k in by]
+    total = dict(overall) | {k: "overall" if i == 0 else "" for i, k in enumerate(by)}
+    print_table(rows_of(table) + [total], keys + rate_columns(cols))
     if overall.get("n_unparsed"):
         print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
     for line in interpret(overall):
         print(line)
+
+
+def rate_columns(names: Sequence[str]) -> list[Column]:
+    """Interval columns for `names`, then the n behind TPR and FPR (distinct generations)."""
+    return [(c, interval(c, with_n=False)) for c in names] + [
+        ("n (inj/ctl)", lambda r: f"{n_of(r, 'tpr')}/{n_of(r, 'fpr')}")
+    ]
 
 
 def n_of(r: Mapping[str, Any], k: str) -> str:

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lab.report import CONTROL_RATES, ci
+from lab.report import CONTROL_RATES
+from lab.tables import interval, print_table
 from training.tune_config import AblationConfig, TrialSpec
 
 RATES = ("tpr", "fpr", "introspection", *CONTROL_RATES, "forced_id")
@@ -172,12 +173,8 @@ def log_parent(pooled: Any, failed: list[dict[str, Any]], paths: list[Path], ela
 
 def print_report(pooled: Any, failed: list[dict[str, Any]]) -> None:
     cols = ["tpr", "fpr", "introspection"] + [c for c in ("random_rate",) if c in pooled]
-    print(f"{'condition':<22} {'status':<9} " + "  ".join(f"{c:<17}" for c in cols) + "  n_inj  train_loss")
-    for _, r in pooled.iterrows():
-        print(
-            f"{r['condition']:<22} {r['status']:<9} "
-            + "  ".join(f"{ci(r, c):<17}" for c in cols)
-            + f"  {int(r['n_tpr']):>5}  {r['train_loss']:.4f}"
-        )
+    columns = [("condition", "{condition}"), ("status", "{status}")]
+    columns += [(c, interval(c, with_n=False)) for c in cols]
+    print_table(pooled, columns + [("n_inj", "{n_tpr:>5.0f}"), ("train_loss", "{train_loss:>.4f}")])
     for f in failed:
         print(f"FAILED trial {f['trial']} after {f['attempts']} attempt(s): {f['error']}")
