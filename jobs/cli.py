@@ -55,6 +55,17 @@ def load_config(cls: type[T], args: argparse.Namespace) -> T:
     return from_dict(cls, data)
 
 
+def configure(cls: type[T], doc: str | None, argv: list[str] | None) -> tuple[T, argparse.Namespace]:
+    """Parse the command line into a `cls` config and check, before any model or Ray starts, that its tracking
+    store answers and its `output_dir` is writable."""
+    from lab.experiment import preflight
+
+    args = parser((doc or cls.__name__).splitlines()[0]).parse_args(argv)
+    cfg = load_config(cls, args)
+    preflight(cfg.tracking, output_dir=cfg.output_dir)  # type: ignore[attr-defined]
+    return cfg, args
+
+
 def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a job's main so that a `LabError` becomes one line on stderr and exit code 2."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.feature_setup import FeatureJobConfig, setup
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.tracking import TrackingConfig
 
 
@@ -54,12 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.gates_report import analyse, detection_from
     from lab import models, report
     from lab.config import flatten, to_dict
-    from lab.experiment import preflight
     from lab.features import run_dose_response
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(DoseResponseConfig, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, args = configure(DoseResponseConfig, __doc__, argv)
     t0 = time.time()
     models.threads(cfg.threads)
     d = cfg.dose

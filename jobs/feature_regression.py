@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 from analysis.regression_inputs import FeatureRegressionConfig, rates_for, tables
-from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
+from jobs.cli import configure, entry
 
 
 @entry
@@ -28,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.config import flatten, to_dict
     from lab.parallel import tune_map
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg, t0 = load_config(FeatureRegressionConfig, args), time.time()
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    (cfg, _), t0 = configure(FeatureRegressionConfig, __doc__, argv), time.time()
     root = Path(cfg.output_dir).resolve() / "regression"
     rates = rates_for(cfg)
     if not (root / "spec.json").is_file():

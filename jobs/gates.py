@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.feature_setup import FeatureJobConfig, setup
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.tracking import TrackingConfig
@@ -86,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lab import models, report
     from lab.config import flatten, to_dict
-    from lab.experiment import preflight
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(GatesConfig, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, args = configure(GatesConfig, __doc__, argv)
     models.threads(cfg.threads)
     t0 = time.time()
     many = bool(cfg.compare)

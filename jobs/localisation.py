@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.experiment import preflight
 from lab.parallel import RunnerConfig
 from lab.sweep import InjectionConfig, JudgeConfig
 from lab.tracking import TrackingConfig
@@ -61,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.config import flatten, to_dict
     from lab.sweep import run_sweep
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(LocalisationConfig, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, args = configure(LocalisationConfig, __doc__, argv)
     inj = cfg.injection()
     t0 = time.time()
     res = run_sweep(inj, progress=not args.quiet)

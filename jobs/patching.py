@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
+from jobs.cli import configure, entry
 from lab.patching_plan import PatchingConfig, plan, run_cells
 
 
@@ -24,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab import models, report, store
     from lab.config import flatten, to_dict
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(PatchingConfig, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, _ = configure(PatchingConfig, __doc__, argv)
     t0 = time.time()
     models.threads(cfg.runner.threads)
     lm = models.load(cfg.model)

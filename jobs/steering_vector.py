@@ -16,8 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
+from jobs.cli import configure, entry
 from training.bias_tune import SteeringVectorConfig, absolutize, arms, stored_arm
 
 
@@ -33,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.config import flatten, to_dict
     from training.bias_tune import annotate_children, tuner
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = absolutize(load_config(SteeringVectorConfig, args))
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, _ = configure(SteeringVectorConfig, __doc__, argv)
+    cfg = absolutize(cfg)
     split = stored_split(cfg.bias.split_seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.transcoder_training import TranscoderConfig, default_dir as cache_dir
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.experiment import preflight
 from lab.tracking import TrackingConfig
 
 
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab import models, report
     from lab.config import flatten, to_dict
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(TranscodersJob, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)
+    cfg, _ = configure(TranscodersJob, __doc__, argv)
     t0 = time.time()
     lm = models.load(cfg.model)
     rows = []

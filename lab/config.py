@@ -8,6 +8,7 @@ so a typo in a YAML file never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import types
@@ -70,16 +71,18 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+    """The mapping in a YAML file (JSON, a subset, by its `.json` suffix); one-line errors naming `what`."""
     p = Path(path)
     if not p.is_file():
-        raise LabError(f"config file not found: {p}")
+        raise LabError(f"{what} not found: {p}")
+    kind = "JSON" if p.suffix == ".json" else "YAML"
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise LabError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        data = json.loads(p.read_text()) if kind == "JSON" else yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise LabError(f"{what} {p} is not valid {kind}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise LabError(f"config file {p} must hold a mapping at the top level")
+        raise LabError(f"{what} {p} must hold a mapping at the top level")
     return data
 
 

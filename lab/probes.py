@@ -124,22 +124,9 @@ def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> Request:
     ids, spans = token_spans(lm.tokenizer, p.text, p.spans)
     common, labels = label_token_ids(lm.tokenizer, p.text, p.labels)
     ids = ids + common
-    carrier = make_trial(
-        model=lm.name,
-        concept=t.concept,
-        layer=t.layer,
-        strength=t.strength,
-        strength_mode=t.strength_mode,
-        kind=t.kind,
-        trial_number=t.repeat + 1,
-        sample=0,
-        forced=False,
-        prompt_variant=f"probe-{t.probe}",
-        dialogue_format="probe",
-        seed=t.seed,
-        max_new_tokens=1,
-        temperature=0.0,
-    )
+    same = {k: getattr(t, k) for k in ("concept", "layer", "strength", "strength_mode", "kind", "seed")}
+    fixed = {"sample": 0, "forced": False, "dialogue_format": "probe", "max_new_tokens": 1, "temperature": 0.0}
+    carrier = make_trial(model=lm.name, trial_number=t.repeat + 1, prompt_variant=f"probe-{t.probe}", **same, **fixed)
     raw = bank.strengths(carrier)[0]
     if raw <= 0:
         return Request(ids, [], [], None, t.layer, labels)

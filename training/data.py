@@ -207,17 +207,9 @@ def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
     if data.layout == "paper":
         from training.paper_data import load_paper_preferences
 
-        pd = load_paper_preferences(
-            data.path,
-            eos_token or "",
-            domain_column=data.domain_column,
-            include=data.include_domains,
-            exclude=data.exclude_domains,
-            max_prompt_chars=data.max_prompt_chars,
-            max_answer_chars=data.max_answer_chars,
-            eval_fraction=data.eval_fraction,
-            seed=data.split_seed,
-        )
+        names = {"include": "include_domains", "exclude": "exclude_domains", "seed": "split_seed"}
+        names |= {k: k for k in ("domain_column", "max_prompt_chars", "max_answer_chars", "eval_fraction")}
+        pd = load_paper_preferences(data.path, eos_token or "", **{k: getattr(data, v) for k, v in names.items()})
         print(f"preference data {data.path}: {pd.summary()}", flush=True)
         return pd.train, (pd.eval if len(pd.eval) else None)
     if data.path:

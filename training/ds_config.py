@@ -11,12 +11,12 @@ works only with `use_cpu=True` and `deepspeed.init_distributed(dist_backend="glo
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lab.config import load_yaml
 from lab.errors import LabError
 
 AUTO_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "gradient_clipping")
@@ -29,16 +29,7 @@ def deepspeed_config(spec: str | os.PathLike[str] | Mapping[str, Any] | None) ->
     if isinstance(spec, Mapping):
         cfg, where = copy.deepcopy(dict(spec)), "deepspeed config"
     else:
-        path = Path(spec)
-        where = f"deepspeed config {path}"
-        if not path.is_file():
-            raise LabError(f"{where} not found")
-        try:
-            cfg = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise LabError(f"{where} is not valid JSON: {e.msg} (line {e.lineno})") from None
-        if not isinstance(cfg, dict):
-            raise LabError(f"{where} must hold a JSON object")
+        cfg, where = load_yaml(spec, "deepspeed config"), f"deepspeed config {spec}"
     zero = cfg.get("zero_optimization", {})
     if not isinstance(zero, dict):
         raise LabError(f"{where}: 'zero_optimization' must be an object")
