@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
-from lab import calibration, dose, report, store
-from lab.config import flatten, to_dict
+from lab import dose, report
 from lab.dose import DoseSettings
 from lab.experiment import preflight
-from lab.sweep import InjectionConfig, run_sweep
+from lab.sweep import InjectionConfig, judged_sweep
 
 
 @dataclass(frozen=True)
@@ -37,14 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(DoseConfig, args)
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
-    cal = calibration.for_judge(cfg.judge)
-    if cal:
-        print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
-    res = run_sweep(cfg.injection(), progress=not args.quiet)
-    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']}")
-    ids = {t.trial_id for t in res["plan"].trials}
-    df = store.read(cfg.output_dir)
-    df = df[df["trial_id"].isin(ids)]
+    res, df, cal = judged_sweep(cfg.injection(), quiet=args.quiet)
     table = dose.curve(df)
     bands = dose.bands(table, cfg.dose)
     rep_dir = Path(cfg.output_dir) / "report"
@@ -59,16 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for _, r in bands.iterrows()
         for k in ("coherent_lo", "coherent_hi", "detection_onset")
     }
-    report.report_rates(
-        df,
-        cfg.output_dir,
-        cfg.tracking,
-        flatten(to_dict(cfg)),
-        title=f"{cfg.model.name}: dose calibration",
-        tags={"job": "calibrate_dose", "model": cfg.model.name},
-        artifacts=paths,
-        calibration=cal,
-        extra_metrics=extra,
+    report.report_config(
+        df, cfg, "calibrate_dose", "dose calibration", artifacts=paths, calibration=cal, extra_metrics=extra
     )
     print(f"\n{'layer':>5} {'strength':>9} {'raw':>8} {'rel':>6}  {'tpr':<17} {'random':<17} coherence")
     for _, r in table.iterrows():

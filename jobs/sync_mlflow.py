@@ -8,11 +8,12 @@ config the sweep saved beside its shards (`config.yaml`) as params.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from jobs.cli import entry
 from lab import report, store
-from lab.config import flatten, from_dict, load_yaml, to_dict
+from lab.config import from_dict, load_yaml
 from lab.errors import LabError
 from lab.sweep import InjectionConfig
 from lab.tracking import TrackingConfig
@@ -38,14 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     df = store.read(out)
     print(f"stored run {out.resolve()}: {len(df)} trials in {len(store.shard_files(out))} shards")
-    report.report_rates(
-        df,
-        out,
-        track,
-        flatten(to_dict(cfg)),
-        title=f"{cfg.model.name}: concept injection",
-        tags={"job": "concept_injection", "model": cfg.model.name, "synced_from": str(out.resolve())},
-    )
+    synced = dataclasses.replace(cfg, output_dir=str(out), tracking=track)
+    report.report_config(df, synced, "concept_injection", "concept injection", {"synced_from": str(out.resolve())})
     return 0
 
 

@@ -201,6 +201,18 @@ def parent_run(
         yield str(active.info.run_id)
 
 
+def report_config(
+    df: pd.DataFrame, cfg: Any, job: str, what: str, tags: Mapping[str, str] | None = None, **kw: Any
+) -> Report:
+    """`report_rates` for a job config (`output_dir`, `tracking`, `model`): its flattened fields as params, tags
+    naming the job and the model, title `<model>: <what>`."""
+    from lab.config import flatten, to_dict
+
+    tags = {"job": job, "model": cfg.model.name, **(tags or {})}
+    params = flatten(to_dict(cfg))
+    return report_rates(df, cfg.output_dir, cfg.tracking, params, f"{cfg.model.name}: {what}", tags=tags, **kw)
+
+
 def report_rates(
     df: pd.DataFrame,
     out_dir: str | Path,

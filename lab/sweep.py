@@ -258,6 +258,20 @@ def run_sweep(
     }
 
 
+def judged_sweep(cfg: InjectionConfig, quiet: bool = False) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+    """`run_sweep` as a job runs it: the judge's calibration first (a chance-level judge stops there), the counts
+    printed, then (result, this plan's stored trials, calibration)."""
+    from lab import calibration, store
+
+    cal = calibration.for_judge(cfg.judge)
+    if cal:
+        print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
+    res = run_sweep(cfg, progress=not quiet)
+    print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']}")
+    df = store.read(cfg.output_dir)
+    return res, df[df["trial_id"].isin({t.trial_id for t in res["plan"].trials})], cal
+
+
 def grade(judge: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Attach a judge's verdict fields to generated rows (the judge sees the variant's own question)."""
     from lab.judges import answer_for
