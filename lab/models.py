@@ -12,6 +12,7 @@ from typing import Any
 
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,15 +42,12 @@ class ModelSpec:
     notes: str = ""
 
 
-REGISTRY: dict[str, ModelSpec] = {}
+REGISTRY: Registry[ModelSpec] = Registry("model")
 
 
 def register(spec: ModelSpec) -> ModelSpec:
     """Add a model to the registry; a name that is already there raises (no silent replacement)."""
-    if spec.name in REGISTRY:
-        raise LabError(f"model '{spec.name}' is already registered")
-    REGISTRY[spec.name] = spec
-    return spec
+    return REGISTRY.add(spec.name, spec)
 
 
 register(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from lab.config import from_dict, to_dict
 from lab.errors import LabError
+from lab.registry import Registry
 
 Objective = Literal["dpo", "margin", "sft", "none"]
 
@@ -173,15 +174,12 @@ class Condition:
         return dataclasses.replace(self, name=f"{base}@{','.join(doms)}" if doms else base, domains=doms)
 
 
-CONDITIONS: dict[str, Condition] = {}
+CONDITIONS: Registry[Condition] = Registry("training condition")
 
 
 def register(cond: Condition) -> Condition:
     """Add a training condition; a name that is already there raises (no silent replacement)."""
-    if cond.name in CONDITIONS:
-        raise LabError(f"training condition '{cond.name}' is already registered")
-    CONDITIONS[cond.name] = cond
-    return cond
+    return CONDITIONS.add(cond.name, cond)
 
 
 register(Condition("dpo", "dpo", "sigmoid DPO, beta 0.1, reference = SFT model (adapter disabled), precomputed"))

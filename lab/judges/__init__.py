@@ -13,8 +13,9 @@ from typing import Any
 
 from lab.errors import LabError
 from lab.judges.base import Answer, Judge, Verdict, answer_for
+from lab.registry import Registry
 
-_FACTORIES: dict[str, Callable[..., Judge]] = {}
+_FACTORIES: Registry[Callable[..., Judge]] = Registry("judge")
 _OPTIONS: dict[str, tuple[str, ...] | None] = {}
 
 
@@ -26,12 +27,10 @@ def register_judge(
     accepts anything (it must check its own)."""
 
     def deco(factory: Callable[..., Judge]) -> Callable[..., Judge]:
-        if name in _FACTORIES:
-            raise LabError(f"judge '{name}' is already registered")
         params = inspect.signature(factory).parameters.values()
         named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
-        _FACTORIES[name] = factory
+        _FACTORIES.add(name, factory)
         _OPTIONS[name] = None if open_ended and options is None else tuple(sorted({*named, *(options or ())}))
         return factory
 
