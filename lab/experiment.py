@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lab import store
 from lab.config import ModelConfig
@@ -27,8 +27,9 @@ from lab.parallel import RunnerConfig
 Rows = list[dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What `execute` did: trials in the plan, generated now, found already stored."""
+
     total: int
     new: int
     skipped: int

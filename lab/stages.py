@@ -55,12 +55,12 @@ class StagesConfig:
     """The stage comparison (configs/stages-demo.yaml, configs/stages-olmo-3.1-32b.yaml)."""
 
     stages: tuple[StageConfig, ...] = ()
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
     sweep: SweepConfig = field(default_factory=SweepConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="training-stages"))
     output_dir: str = field(default="results/stages", metadata={"help": "one Parquet dataset per stage below it"})
-    cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
 
     def __post_init__(self) -> None:
         if not self.stages:
