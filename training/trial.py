@@ -81,14 +81,7 @@ def prepare_trial_dir(cfg: AblationConfig, spec: TrialSpec) -> Path:
     """Empty <output_dir>/trials/<key>/ for a new attempt, but keep checkpoints/ if the same settings wrote it (a
     stamp of them is stored beside the checkpoints); returns the folder."""
     tdir = Path(cfg.output_dir) / "trials" / spec.key
-    ckpt, settings = tdir / CHECKPOINTS, _settings(cfg, spec)
-    keep = store.load_result(ckpt / "settings.json", settings) is not None
-    for p in tdir.iterdir() if tdir.is_dir() else ():
-        if not (keep and p == ckpt):
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    ckpt.mkdir(parents=True, exist_ok=True)
-    if not keep:
-        store.save_result(ckpt / "settings.json", settings, {})
+    store.fresh_dir(tdir, CHECKPOINTS, _settings(cfg, spec))
     return tdir
 
 
