@@ -247,7 +247,8 @@ def report_rates(
     metrics.rates(df, by=("concept",)).to_csv(paths[1], index=False)
     if tuple(by) == ("layer", "strength"):
         paths.append(rep / "heatmap.png")
-        plots.rate_heatmaps(table, paths[-1], title=title)
+        shown = ["tpr", "fpr", *(m for m in CONTROL_RATES if m in table and table[m].notna().any())]
+        plots.rate_heatmaps(table, paths[-1], metrics=shown, title=title)
     run_id = log_run(
         cfg,
         params,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,20 @@ def load_result(path: str | os.PathLike, params: dict[str, Any]) -> dict[str, An
         return None
     data = json.loads(f.read_text())
     return data["result"] if data.get("fingerprint") == _settings_hash(params) else None
+
+
+def fresh_dir(folder: str | os.PathLike, keep: str, params: dict[str, Any]) -> Path:
+    """Empty `folder` for a new attempt of a unit of work, but keep its sub-folder `keep` (a checkpoint to resume
+    from) if a stamp of the same settings is in it (`keep/settings.json`); returns `folder / keep`, stamped."""
+    ck = Path(folder) / keep
+    same = load_result(ck / "settings.json", params) is not None
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if not (same and p == ck):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    ck.mkdir(parents=True, exist_ok=True)
+    if not same:
+        save_result(ck / "settings.json", params, {})
+    return ck
 
 
 def _settings_hash(params: dict[str, Any]) -> str:

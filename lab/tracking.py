@@ -74,7 +74,8 @@ def _clean(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-# The UI opens an experiment in its model-training view (runs table, metric charts) rather than the GenAI one.
+# The UI opens an experiment in its model-training view (runs table, metric charts) rather than the GenAI one, and
+# offers the lab's saved view of it (every run listed, the rates as columns: lab/mlflow_view.py).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -82,16 +83,20 @@ def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
     """The id of experiment `cfg.experiment` at `uri`, created (artifacts under `artifact_root`) if missing."""
     from mlflow import MlflowClient
 
+    from lab.mlflow_view import VIEW_TAG, view_tag_value
+
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
+    tags = {KIND_TAG: KIND, VIEW_TAG: view_tag_value()}
     if exp is not None:
-        if KIND_TAG not in exp.tags:  # created elsewhere: still open it in the model-training view
-            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        for k, v in tags.items():  # created elsewhere or earlier: still the model-training view and the rates view
+            if k not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     root = cfg.artifact_root or _default_artifact_root(uri)
     try:
         location = root and Path(root).resolve().as_uri()
-        return client.create_experiment(cfg.experiment, artifact_location=location, tags={KIND_TAG: KIND})
+        return client.create_experiment(cfg.experiment, artifact_location=location, tags=tags)
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:

@@ -1,12 +1,15 @@
-"""The researcher's view, in a real browser: `make ui` serves a finished comparison (two conditions, a parent run
-with a child per condition, logged by lab/comparison.py as a stage or adapter comparison is); headless Chromium
-(Debian's, driven by playwright) opens the experiment and the comparison of its child runs, finds TPR and FPR on the
-page and saves screenshots to artifacts/ (git-ignored)."""
+"""The researcher's view, in a real browser: a tiny ablation is trained and evaluated for real (`jobs.train_ablations`
+on configs/test-ablations-tiny.yaml: two conditions, a parent run with a child per trial) while `make ui` starts on
+its MLflow DB; headless Chromium (Debian's, driven by playwright) opens the link `make ui` prints — the experiment's
+runs table in the lab's saved view, where the child runs are listed and TPR/FPR are columns — and the comparison of
+the child runs, finds TPR and FPR there, and saves screenshots to artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,18 +18,8 @@ from tests.conftest import ROOT, env, free_port, stop_group, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
-
-
-def _rows(condition: str, detected: list[bool]) -> list[dict]:
-    """Stored trial rows of one condition: one injection and one control per trial number."""
-    return [
-        {"trial_id": f"{condition}-{kind}-{i}", "concept": "Dust", "layer": 12, "strength": 0.2, "kind": kind}
-        | {"forced": False, "trial_number": i + 1, "sample": 0, "temperature": 1.0, "prompt": "p"}
-        | {"detected": d if kind == "injection" else False, "identified": False, "coherent": True}
-        | {"parse_error": False, "response": f"{condition} {kind} {i}"}
-        for i, d in enumerate(detected)
-        for kind in ("injection", "control")
-    ]
+VENV = Path(sys.executable).parent.parent  # the venv running the tests (not resolved: it is a symlink to python)
+CHILDREN = ("dpo_no_ref-s0", "sft_chosen-s0")
 
 
 def _up(url: str) -> bool:
@@ -40,71 +33,96 @@ def _up(url: str) -> bool:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
-def test_the_ui_shows_tpr_and_fpr_of_each_condition(tmp_path):
-    import pandas as pd
-    from playwright.sync_api import sync_playwright
-
-    from lab.comparison import compare
-    from lab.tracking import TrackingConfig
-
-    db = tmp_path / "mlflow.db"
-    cfg = TrackingConfig(uri=f"sqlite:///{db}", experiment="ablation-ui")
-    groups = {
-        "dpo_no_ref": pd.DataFrame(_rows("dpo_no_ref", [True, False, False, False])),
-        "sft_chosen": pd.DataFrame(_rows("sft_chosen", [True, True, False, False])),
-    }
-    tags = {c: {"condition": c, "model": "smollm2-135m", "seed": "0"} for c in groups}
-    params = {"model.name": "smollm2-135m"}
-    rep = compare(groups, tmp_path, cfg, params, "ui", child_tags=tags, run_name="ablation smollm2-135m", quiet=True)
-    assert rep.run_id
-
+def test_the_ui_shows_tpr_and_fpr_of_a_trained_ablation(tmp_path):
     import mlflow
 
-    client = mlflow.MlflowClient(cfg.uri)
-    exp = client.get_experiment_by_name("ablation-ui")
-    children = [r.info.run_id for r in client.search_runs([exp.experiment_id]) if r.info.run_id != rep.run_id]
-    assert len(children) == 2
-
+    db, out = tmp_path / "mlflow.db", tmp_path / "results"
+    uri = f"sqlite:///{db}"
+    mlflow.MlflowClient(uri).search_experiments()  # the store's tables exist before the server and the job share it
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    ui = subprocess.Popen(
-        ["make", "-s", "ui", f"UI_PORT={port}", f"MLFLOW_DB={db}"],
-        cwd=ROOT,
-        env=env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # -o: the venv running this test is set up already (make test did it); `make ui` must not reinstall it
+    make_ui = ["make", "-s", "ui", f"UI_PORT={port}", f"MLFLOW_DB={db}", f"VENV={VENV}", "-o", f"{VENV}/.installed"]
+    ablation = [sys.executable, "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml"]
+    ablation += ["--set", "fault_injection={}", "--set", "resources.max_concurrent_trials=2", "--set", "ray_cpus=2"]
+    ablation += ["--output", str(out), "--tracking-uri", uri, "--quiet"]
+    job_log, ui_log = tmp_path / "job.log", tmp_path / "ui.log"
+    client = mlflow.MlflowClient(uri)
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        wait_for(lambda: _up(url), 120, "the MLflow UI (make ui)")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    for shot in ("mlflow-experiment.png", "mlflow-compare.png"):
+        (ARTIFACTS / shot).unlink(missing_ok=True)  # only this run's screenshots count
+    with open(job_log, "w") as jl, open(ui_log, "w") as ul:
+        job = subprocess.Popen(
+            ablation, cwd=ROOT, env=env(), start_new_session=True, stdout=jl, stderr=subprocess.STDOUT
+        )
+        ui = None
+        try:  # the server starts while the trials train, once the job has made the experiment `make ui` lists
+            wait_for(
+                lambda: client.get_experiment_by_name("dpo-ablation-test") or job.poll() is not None,
+                300,
+                "the ablation's experiment",
             )
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                # the model-training view (runs table), not the GenAI overview a fresh browser would open
-                runs_page = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
-                page.goto(runs_page, wait_until="commit", timeout=90_000)
-                page.get_by_text("ablation smollm2-135m", exact=True).first.wait_for(state="visible", timeout=90_000)
-                page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"))
-
-                runs = ",".join(f'"{r}"' for r in children)
-                compare_url = f'{url}/#/compare-runs?runs=[{runs}]&experiments=["{exp.experiment_id}"]'
-                page.goto(compare_url, wait_until="commit", timeout=90_000)
-                for name in ("dpo_no_ref", "sft_chosen", "tpr"):  # TPR is the parallel-coordinates default
-                    page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=90_000)
-                page.get_by_role("combobox").nth(1).click()  # the plot's metrics: add FPR as a researcher would
-                page.keyboard.type("fpr")
-                page.get_by_role("option", name="fpr", exact=True).wait_for(state="attached", timeout=30_000)
-                page.keyboard.press("Enter")
-                page.keyboard.press("Escape")
-                page.get_by_text("fpr", exact=True).first.wait_for(state="visible", timeout=30_000)
-                page.screenshot(path=str(ARTIFACTS / "mlflow-compare.png"))
-            finally:
-                browser.close()
-    finally:
-        stop_group(ui, grace=10)
+            ui = subprocess.Popen(make_ui, cwd=ROOT, env=env(), start_new_session=True, stdout=ul, stderr=ul)
+            assert job.wait(timeout=600) == 0, job_log.read_text()[-4000:]
+            _check(client, url, ui_log)
+        finally:
+            stop_group(job, grace=10)
+            if ui is not None:
+                stop_group(ui, grace=10)
     for shot in ("mlflow-experiment.png", "mlflow-compare.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000
+
+
+def _check(client, url: str, ui_log: Path) -> None:
+    """The finished ablation in MLflow, then in the browser: the link `make ui` printed, then the compare view."""
+    from playwright.sync_api import sync_playwright
+
+    exp = client.get_experiment_by_name("dpo-ablation-test")
+    runs = client.search_runs([exp.experiment_id])
+    children = {r.info.run_name: r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert sorted(children) == list(CHILDREN) and len(runs) == 3
+    wait_for(lambda: _up(url), 180, "the MLflow UI (make ui)")
+    view = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=rates"
+    printed = ui_log.read_text().splitlines()  # banner, header, one line per experiment, then the server's log
+    assert printed[2] == f"  dpo-ablation-test: {view}", printed[:4]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(view, wait_until="commit", timeout=90_000)
+            # the child runs are listed (not collapsed under the parent) and the rates are columns
+            for name in (*CHILDREN, "ablations"):
+                page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=90_000)
+            assert page.get_by_test_id("saved-views-trigger").inner_text() == "rates"  # the lab's view is active
+            assistant = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
+            if assistant.count():  # the assistant panel takes a third of the width: close it as a researcher would
+                assistant.click()
+            for column in ("metrics.`tpr`", "metrics.`fpr`", "metrics.`introspection`", "tags.`condition`"):
+                page.locator(f'[role=columnheader][col-id="{column}"]').wait_for(state="visible", timeout=30_000)
+            cells = page.locator('[role=gridcell][col-id="metrics.`tpr`"]')
+            assert sorted(cells.all_inner_texts()) == ["-", "0", "0"]  # both children's TPR; the parent has none
+            conditions = page.locator('[role=gridcell][col-id="tags.`condition`"]').all_inner_texts()
+            assert sorted(conditions) == ["-", "dpo_no_ref", "sft_chosen"]
+            page.get_by_text("3 matching runs").wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"))
+
+            ids = ",".join(f'"{children[c]}"' for c in CHILDREN)
+            page.goto(f'{url}/#/compare-runs?runs=[{ids}]&experiments=["{exp.experiment_id}"]', timeout=90_000)
+            for name in (*CHILDREN, "loss"):  # the plot's default axis: the first metric both runs logged
+                page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=90_000)
+            page.get_by_role("combobox").nth(1).click()  # the plot's metrics: add TPR and FPR as a researcher would
+            for metric in ("tpr", "fpr"):
+                page.keyboard.type(metric)
+                page.get_by_role("option", name=metric, exact=True).wait_for(state="attached", timeout=30_000)
+                page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            if assistant.count():
+                assistant.click()
+            for metric in ("tpr", "fpr"):  # axis titles of the parallel-coordinates plot (SVG text)
+                axis = page.locator("svg text").filter(has_text=re.compile(f"^{metric}$"))
+                axis.first.wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-compare.png"))
+        finally:
+            browser.close()

@@ -95,6 +95,33 @@ def test_training_loss_decreases_on_a_tiny_model(tiny_model):
     # can only fall a little below ln 128 = 4.85; the embedded model is where the drop is large)
 
 
+def test_a_killed_bias_training_resumes_from_its_checkpoint(tiny_model, tmp_path):
+    """Killed after step 6 (checkpoints every 4 steps): the rerun trains steps 5–12 only and ends exactly where an
+    uninterrupted run does (bias, losses, validations, best step)."""
+    cfg = bv.BiasTrainConfig(layers=(1,), lr=1e-2, batch_size=4, epochs=4, max_steps=12, val_every=3, seed=0)
+    train, val = _examples(16, 0), _examples(4, 1)
+    whole = bv.fit_bias(tiny_model, 32, ["mlp_out.1"], train, val, cfg, pad_id=0)
+    ckpt = bv.BiasCheckpoint(tmp_path / "bias.pt", every=4)
+
+    def killed_at_6(step, m):
+        if step == 6 and "train_loss" in m:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        bv.fit_bias(tiny_model, 32, ["mlp_out.1"], train, val, cfg, pad_id=0, on_step=killed_at_6, checkpoint=ckpt)
+    assert torch.load(ckpt.path, weights_only=True)["step"] == 4
+    seen = []
+    resumed = bv.fit_bias(
+        tiny_model, 32, ["mlp_out.1"], train, val, cfg, 0, lambda s, m: seen.append((s, *m)), checkpoint=ckpt
+    )
+    assert [s for s, k in seen if k == "train_loss"] == list(range(5, 13))  # steps 1-4 were not trained again
+    assert [s for s, k in seen if k == "val_loss"] == [6, 9, 12]
+    assert resumed.train_losses == whole.train_losses and resumed.val_losses == whole.val_losses
+    assert torch.equal(resumed.bias["mlp_out.1"], whole.bias["mlp_out.1"])
+    assert (resumed.steps, resumed.best_step) == (whole.steps, whole.best_step) == (12, 12)
+    assert torch.load(ckpt.path, weights_only=True)["step"] == 12
+
+
 def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
     g = torch.Generator().manual_seed(2)
     prefix = torch.randint(0, 128, (9,), generator=g).tolist()

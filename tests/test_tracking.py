@@ -48,3 +48,45 @@ def test_experiments_open_in_the_model_training_view(tmp_path) -> None:
     assert again == old
     for eid in (new, old):
         assert client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_experiments_carry_the_rates_view(tmp_path, capsys) -> None:
+    """Every experiment the lab makes or finds gets the saved view `rates` (runs sorted by TPR, so child runs are
+    listed beside their parent; rate columns); `make ui` prints its link. tests/test_mlflow_ui.py opens it."""
+    import json
+
+    import mlflow
+
+    from lab import mlflow_view, tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow.MlflowClient(uri)
+    old = client.create_experiment("made-elsewhere")
+    new = tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="lab-made"), uri)
+    tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="made-elsewhere"), uri)
+    for eid in (new, old):
+        envelope = json.loads(client.get_experiment(eid).tags["mlflow.sharedViewState.rates"])
+        assert envelope["name"] == "rates" and isinstance(envelope["createdAt"], int)
+        assert json.loads(envelope["state"]) == {
+            "searchFilter": "",
+            "orderByKey": "metrics.`tpr`",
+            "orderByAsc": False,
+            "selectedColumns": [
+                "metrics.`tpr`",
+                "metrics.`fpr`",
+                "metrics.`introspection`",
+                "metrics.`random_rate`",
+                "metrics.`norm_matched_rate`",
+                "metrics.`n_tpr`",
+                "tags.`condition`",
+                "tags.`seed`",
+            ],
+        }
+    client.delete_experiment(client.create_experiment("not-the-lab's"))
+    assert mlflow_view.main(["--db", str(tmp_path / "m.db"), "--port", "5123"]) == 0
+    view = "runs?workflowType=machine_learning&viewStateShareKey=rates"
+    assert capsys.readouterr().out.splitlines() == [
+        f"  made-elsewhere: http://127.0.0.1:5123/#/experiments/{old}/{view}",
+        f"  lab-made: http://127.0.0.1:5123/#/experiments/{new}/{view}",
+    ]
+    assert mlflow_view.experiments_with_view(tmp_path / "missing.db") == []

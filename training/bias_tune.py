@@ -6,11 +6,13 @@ Evaluation of an arm: `lab.sweep.run_sweep(..., lm=lm, edits=[Add("mlp_out.L", b
 fingerprint>)` — the sweep computes the held-out concept vectors from the UNEDITED model and applies the bias to
 every forward pass of every trial (shared prefix included); trial ids carry the fingerprint. Each arm still writes
 its own output dir. Trials hold held-out concept injections, no-injection controls and the sweep's `random` /
-`norm_matched` vector controls.
+`norm_matched` vector controls. Training saves a resumable checkpoint in arms/<arm>/checkpoint/ every
+`resources.checkpoint_steps` steps: an arm killed mid-training restarts from it (when the same settings wrote it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -64,6 +66,11 @@ class Resources:
     threads: int = field(default=2, metadata={"help": "torch threads per trial"})
     max_concurrent_trials: int = 1
     max_failures: int = 0
+    checkpoint_steps: int = field(default=50, metadata={"help": "resumable bias checkpoint every N steps (0 = off)"})
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_steps < 0:
+            raise LabError("resources.checkpoint_steps must be >= 0 (0 = no checkpoints)")
 
 
 @dataclass(frozen=True)
@@ -145,8 +152,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     done = stored_arm(cfg, arm)
     if done is not None:  # finished by an earlier run with the same settings: nothing is trained or evaluated again
         return done
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    ckpt = _keep_checkpoint(cfg, arm, out)
     split = stored_split(cfg.bias.split_seed)
     heldout = split.heldout[: cfg.evaluation.n_heldout]
     inj = injection_config(cfg, heldout, out)
@@ -159,7 +165,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     ctx = (
         tracking.run(cfg.tracking, params, tags, run_name=arm, parent_run_id=parent_run_id)
         if cfg.tracking.enabled
-        else _null()
+        else contextlib.nullcontext()
     )
     with ctx as run:
         bias: dict[str, Any] = {}
@@ -175,6 +181,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
                 cache,
                 key,
                 on_step=(lambda s, m: tracking.log_metrics(m, step=s)) if run is not None else None,
+                checkpoint=ckpt,
             )
             bias = res.bias
             save_bias(
@@ -215,7 +222,17 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
             tracking.log_artifacts(*[p for p in (out / "bias" / "bias.json",) if p.exists()])
             result["mlflow_run_id"] = run.info.run_id
     store.save_result(out / "result.json", _arm_settings(cfg, arm), result | {"arm": arm})
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the arm is stored: nothing left to resume
     return result | {"arm": arm}
+
+
+def _keep_checkpoint(cfg: SteeringVectorConfig, arm: str, out: Path) -> Any:
+    """Empty the arm's folder but keep checkpoint/ if the same settings wrote it; the checkpoint to train with."""
+    from lab import store
+    from training.bias_vector import BiasCheckpoint
+
+    ck, every = store.fresh_dir(out, "checkpoint", _arm_settings(cfg, arm)), cfg.resources.checkpoint_steps
+    return BiasCheckpoint(ck / "bias.pt", every) if every > 0 and arm != "baseline" else None
 
 
 def _arm_settings(cfg: SteeringVectorConfig, arm: str) -> dict[str, Any]:
@@ -229,14 +246,6 @@ def stored_arm(cfg: SteeringVectorConfig, arm: str) -> dict[str, Any] | None:
     from lab import store
 
     return store.load_result(Path(cfg.output_dir) / "arms" / arm / "result.json", _arm_settings(cfg, arm))
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
 
 
 def trainable(config: dict[str, Any], job: dict[str, Any], parent_run_id: str | None) -> None:

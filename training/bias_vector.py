@@ -61,6 +61,15 @@ class BiasTrainConfig:
             raise LabError("bias: control_p must be in [0, 1), lr and epochs > 0")
 
 
+@dataclass(frozen=True)
+class BiasCheckpoint:
+    """Where `fit_bias` saves its whole state every `every` steps (and at the end), and resumes from if the file is
+    there: a killed arm loses at most `every` steps. The caller makes sure the file was written by the same settings."""
+
+    path: Path
+    every: int
+
+
 @dataclass
 class BiasResult:
     bias: dict[str, torch.Tensor]
@@ -80,10 +89,11 @@ def fit_bias(
     cfg: BiasTrainConfig,
     pad_id: int,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: BiasCheckpoint | None = None,
 ) -> BiasResult:
     """AdamW on zero-initialised biases at `sites`, model frozen (its requires_grad flags restored afterwards);
     validation loss every `val_every` steps, early stopping after `patience` validations without improvement, the
-    best bias kept."""
+    best bias kept. With `checkpoint`, resumable: biases, optimizer, data order, RNGs, losses and the best so far."""
     torch.manual_seed(cfg.seed)
     params = {s: torch.nn.Parameter(torch.zeros(d_model, device=next(model.parameters()).device)) for s in sites}
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -95,7 +105,23 @@ def fit_bias(
     losses: list[float] = []
     vals: list[tuple[int, float]] = []
     best = (math.inf, 0, {s: p.detach().clone() for s, p in params.items()})
-    bad, stopped = 0, False
+    bad, stopped, start = 0, False, 1
+    saved = torch.load(checkpoint.path, weights_only=True) if checkpoint and checkpoint.path.is_file() else None
+    if saved is not None:  # resume where the killed run last saved
+        with torch.no_grad():
+            for s, p in params.items():
+                p.copy_(saved["params"][s])
+        opt.load_state_dict(saved["opt"])
+        rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in saved["rng"]))
+        torch.set_rng_state(saved["torch_rng"])
+        order, losses, vals, bad, start = (
+            saved["order"],
+            saved["losses"],
+            saved["vals"],
+            saved["bad"],
+            saved["step"] + 1,
+        )
+        best = (saved["best_loss"], saved["best_step"], saved["best"])
 
     def validate(step: int) -> None:
         nonlocal best, bad, stopped
@@ -116,9 +142,9 @@ def fit_bias(
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        if val:
+        if val and saved is None:
             validate(0)
-        for step in range(1, total + 1):
+        for step in range(start, total + 1):
             if not order:
                 order = list(range(len(train)))
                 rng.shuffle(order)
@@ -134,6 +160,16 @@ def fit_bias(
                 validate(step)
                 if stopped:
                     break
+            if checkpoint and (step % checkpoint.every == 0 or step == total):
+                state = {
+                    "step": step,
+                    "params": {s: p.detach().cpu() for s, p in params.items()},
+                    "opt": opt.state_dict(),
+                }
+                state |= {"rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "order": order, "losses": losses}
+                state |= {"vals": vals, "bad": bad, "best_loss": best[0], "best_step": best[1], "best": best[2]}
+                torch.save(state, checkpoint.path.with_suffix(".tmp"))
+                checkpoint.path.with_suffix(".tmp").replace(checkpoint.path)  # atomic: never half a checkpoint
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
@@ -160,6 +196,7 @@ def train_bias(
     cache_dir: str | None = None,
     model_key: str | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: BiasCheckpoint | None = None,
 ) -> BiasResult:
     """Concept vectors of the training and validation concepts from the unmodified model, then `fit_bias`."""
     from lab.concepts import concept_vectors
@@ -181,6 +218,7 @@ def train_bias(
         cfg,
         pad,
         on_step,
+        checkpoint,
     )
 
 

@@ -140,6 +140,8 @@ def train_worker(loop: dict[str, Any]) -> None:
         callbacks=callbacks,
         overwrite=True,
         use_cpu=not on_gpu,
+        checkpoint_dir=Path(loop["adapter"]).parent / "checkpoints",  # training.trial.CHECKPOINTS (shared storage)
+        checkpoint_steps=cfg.resources.checkpoint_steps,
     )
     ray.train.report({k: float(v) for k, v in res.metrics.items()})
     del keep

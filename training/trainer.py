@@ -5,6 +5,9 @@ crashed or killed run never leaves a half-written adapter. It holds the adapter 
 `adapter_model.safetensors`, loadable with `peft.PeftModel.from_pretrained(base, output_dir)` or
 `lab.models.load(..., adapter=output_dir)`), the tokenizer, a model card, and `training.json` (condition,
 LoRA settings, hyper-parameters, seed, metrics, log history).
+With `checkpoint_dir`, the Trainer saves resumable checkpoints there every `checkpoint_steps` optimizer steps (and
+at the end), and a run that finds one there resumes from the newest complete one: a killed run loses at most the
+steps since its last checkpoint. The caller removes the checkpoints once it no longer needs them.
 The base model object is modified in place while training (LoRA layers, a fused LM head) and restored afterwards.
 The TRL configuration and trainer of a condition come from training/trl_setup.py.
 """
@@ -27,7 +30,7 @@ from lab.errors import LabError
 from training.conditions import PAPER_HPARAMS, PAPER_LORA, Condition, LoraSettings, TrainHParams, get_condition
 from training.data import load_preferences, select_domains, swap_pairs
 from training.ds_config import deepspeed_config, init_deepspeed
-from training.trl_setup import build_trainer, early_stopping, trl_args
+from training.trl_setup import build_trainer, early_stopping, last_checkpoint, resumed_metrics, trl_args
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def train(
     use_cpu: bool | None = None,
     callbacks: Sequence[Any] = (),
     overwrite: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_steps: int = 0,
 ) -> TrainResult:
     """Train one condition's LoRA adapter and write it atomically to `output_dir`.
 
@@ -70,7 +75,8 @@ def train(
     `model`: a registry name / local HF dir (loaded with `lab.models.load`), a `lab.models.LoadedModel`, or a
     `PreTrainedModel` together with `tokenizer`. `deepspeed`: a ZeRO JSON path or dict. `bf16` / `use_cpu`:
     None = decide from the hardware (bf16 on a bf16-capable GPU; CPU when no GPU is visible). `max_steps`,
-    `epochs`, `gradient_checkpointing` override `hparams` (paper preset by default).
+    `epochs`, `gradient_checkpointing` override `hparams` (paper preset by default). `checkpoint_dir` /
+    `checkpoint_steps`: resumable checkpoints, and resume from the newest one found (module docstring).
     """
     cond = get_condition(condition) if isinstance(condition, str) else condition
     lora = lora or PAPER_LORA
@@ -103,9 +109,10 @@ def train(
             history: list[dict[str, Any]] = []
             peft_model.save_pretrained(str(tmp))
         else:
+            ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else tmp / "_trainer"
             args = trl_args(
                 hp,
-                output_dir=tmp / "_trainer",
+                output_dir=ckpt,
                 n_rows=len(train_ds),
                 seed=seed,
                 use_cpu=use_cpu,
@@ -114,15 +121,21 @@ def train(
                 max_steps=max_steps,
                 epochs=epochs,
                 gradient_checkpointing=gradient_checkpointing,
+                checkpoint_steps=checkpoint_steps if checkpoint_dir is not None else 0,
             )
             if hp.eval_steps > 0 and eval_ds is None:
                 raise LabError("hparams.eval_steps > 0 needs eval_data (validation during training)")
             trainer = build_trainer(
                 cond, hf_model, tok, train_ds, eval_ds, args, lora, list(callbacks) + early_stopping(hp)
             )
-            output = trainer.train()
+            resume = last_checkpoint(ckpt) if checkpoint_dir is not None else None
+            if resume and main:
+                print(f"training: resuming from {resume}")
+            output = trainer.train(resume_from_checkpoint=resume)
             metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
             metrics["train_steps"] = float(trainer.state.global_step)
+            if resume:  # the Trainer's train_loss averages this run's steps only: the whole curve's instead
+                metrics |= resumed_metrics(resume, trainer.state.log_history)
             if hp.eval_steps > 0 and trainer.state.best_metric is not None:  # the restored checkpoint
                 metrics["best_eval_loss"] = float(trainer.state.best_metric)
                 best = getattr(trainer.state, "best_global_step", None)

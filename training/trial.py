@@ -10,7 +10,10 @@ evaluation), tags condition / domain / seed / attempt, the training curve (every
 
 `resources.workers` picks how: 1 (the demo, one GPU or a CPU) trains and evaluates in this process; > 1 hands both to
 Ray Train (`training.distributed`). Attempts are counted in files under `<output_dir>/.attempts` (Tune retries a
-failed trial in a fresh process), so every child run records which attempt it was.
+failed trial in a fresh process), so every child run records which attempt it was. Training writes resumable
+checkpoints to `trials/<key>/checkpoints` every `resources.checkpoint_steps` steps: a trial killed mid-training (node
+lost, OOM, `ray job stop`) restarts from its last one on the retry or rerun — when the same settings wrote it — and
+they are removed once the trial's result is stored.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def trial_params(
 
 
 RESULT = "result.json"
+CHECKPOINTS = "checkpoints"
 
 
 def _settings(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -71,6 +75,14 @@ def stored_result(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any] | None
     """The finished trial's result, stored under <output_dir>/trials/<key>/ with its adapter and evaluation, if the
     same settings made it (condition, LoRA, hyper-parameters, seed, model, data, evaluation)."""
     return store.load_result(Path(cfg.output_dir) / "trials" / spec.key / RESULT, _settings(cfg, spec))
+
+
+def prepare_trial_dir(cfg: AblationConfig, spec: TrialSpec) -> Path:
+    """Empty <output_dir>/trials/<key>/ for a new attempt, but keep checkpoints/ if the same settings wrote it (a
+    stamp of them is stored beside the checkpoints); returns the folder."""
+    tdir = Path(cfg.output_dir) / "trials" / spec.key
+    store.fresh_dir(tdir, CHECKPOINTS, _settings(cfg, spec))
+    return tdir
 
 
 def record_attempt(cfg: AblationConfig, spec: TrialSpec) -> int:
@@ -102,9 +114,7 @@ def run_trial(
         return done
     cond, lora, hp = trial_settings(cfg, spec)
     attempt = record_attempt(cfg, spec)
-    tdir = Path(cfg.output_dir) / "trials" / spec.key
-    shutil.rmtree(tdir, ignore_errors=True)
-    tdir.mkdir(parents=True)
+    tdir = prepare_trial_dir(cfg, spec)
     tags = {
         "job": "train_ablations",
         "condition": spec.label,
@@ -151,7 +161,8 @@ def run_trial(
         }
         if run is not None:
             tracking.log_to_run(run, {k: v for k, v in result.items() if not k.startswith("train/")} | ev["settings"])
-            tracking.log_to_run(run, {"train_steps": train_metrics.get("train_steps", math.nan)})
+            steps = {k: v for k, v in train_metrics.items() if k in ("train_steps", "resumed_from_step")}
+            tracking.log_to_run(run, steps)
             tracking.tag_run(
                 run,
                 {"eval_trials_hash": ev["trials_hash"], "adapter_dir": str(adapter), "eval_dir": str(tdir / "eval")},
@@ -167,6 +178,7 @@ def run_trial(
             "mlflow_run_id": run.run_id if run else "",
         }
         store.save_result(tdir / RESULT, _settings(cfg, spec), result)
+        shutil.rmtree(tdir / CHECKPOINTS, ignore_errors=True)  # the trial is stored: nothing left to resume
         return result
     except BaseException as e:
         if run is not None:
@@ -207,6 +219,8 @@ def _train_local(
         deepspeed=cfg.deepspeed,
         callbacks=callbacks,
         overwrite=True,
+        checkpoint_dir=adapter.parent / CHECKPOINTS,
+        checkpoint_steps=cfg.resources.checkpoint_steps,
     )
     del lm
     return dict(res.metrics)

@@ -1,14 +1,17 @@
 """How a condition becomes a TRL trainer: the DPOConfig / SFTConfig keyword arguments from the hyper-parameters
 (`trl_args`: warm-up from the real step count, the paper's validation and best-checkpoint options), the early-stopping
-callback, and `build_trainer` (PreferenceTrainer or SFTKLTrainer from training/trainers.py). TRL and transformers are
-imported inside these functions only, so `training.trainer` imports without them.
+callback, `build_trainer` (PreferenceTrainer or SFTKLTrainer from training/trainers.py), and `last_checkpoint` (the
+newest complete `checkpoint-N` a killed run left, to resume from). TRL and transformers are imported inside these
+functions only, so `training.trainer` imports without them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from training.conditions import Condition, LoraSettings, TrainHParams
@@ -26,13 +29,19 @@ def trl_args(
     max_steps: int | None = None,
     epochs: float | None = None,
     gradient_checkpointing: bool | None = None,
+    checkpoint_steps: int = 0,
 ) -> dict[str, Any]:
-    """Keyword arguments shared by the DPOConfig / SFTConfig of a run (warm-up from the real step count)."""
+    """Keyword arguments shared by the DPOConfig / SFTConfig of a run (warm-up from the real step count).
+    `checkpoint_steps` > 0: a resumable checkpoint (adapter, optimizer, scheduler, RNG, trainer state) in
+    `output_dir/checkpoint-N` every N optimizer steps and at the end, the newest two kept; with validation
+    (`hp.eval_steps` > 0) the checkpoints are the validation ones."""
     steps = max_steps if max_steps is not None else hp.max_steps
     eps = epochs if epochs is not None else hp.epochs
     world = int(os.environ.get("WORLD_SIZE", "1"))
     total = dataclasses.replace(hp, max_steps=steps, epochs=eps).total_steps(n_rows, world)
     validation: dict[str, Any] = dict(save_strategy="no")
+    if checkpoint_steps > 0:
+        validation = dict(save_strategy="steps", save_steps=checkpoint_steps, save_total_limit=2)
     if hp.eval_steps > 0:  # the paper's validation: eval loss every K steps, best checkpoint restored at the end
         validation = dict(
             eval_strategy="steps",
@@ -119,3 +128,24 @@ def build_trainer(
         precompute_ref_batch_size=ref_batch_size,
     )
     return PreferenceTrainer(args=cfg, train_dataset=train_ds, eval_dataset=eval_ds, condition=cond, **common)
+
+
+def last_checkpoint(folder: str | os.PathLike[str]) -> str | None:
+    """The newest `checkpoint-N` in `folder` that was written to the end (its trainer_state.json is saved last), or
+    None: a run killed while saving leaves a partial folder, and the one before it is used instead."""
+    found = []
+    for d in Path(folder).glob("checkpoint-*") if Path(folder).is_dir() else ():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and (d / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), d))
+    return str(max(found)[1]) if found else None
+
+
+def resumed_metrics(resume: str, history: list[dict[str, Any]]) -> dict[str, float]:
+    """The step a run resumed from, and train_loss over the whole curve (the Trainer's averages this run's steps)."""
+    steps = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h and "step" in h]
+    out = {"resumed_from_step": float(Path(resume).name.rsplit("-", 1)[1])}
+    if steps:  # each logged loss is the mean over the steps since the previous log
+        spans = [s - p for (s, _), p in zip(steps, [0] + [s for s, _ in steps[:-1]])]
+        out["train_loss"] = sum(w * x for w, (_, x) in zip(spans, steps)) / sum(spans)
+    return out

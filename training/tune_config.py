@@ -85,10 +85,16 @@ class TrialResources:
     backend: Literal["auto", "nccl", "gloo"] = field(default="auto", metadata={"help": "auto: nccl on GPUs"})
     max_concurrent_trials: int = field(default=1, metadata={"help": "trials running at once"})
     max_failures: int = field(default=1, metadata={"help": "retries of a failed trial (tune.FailureConfig)"})
+    checkpoint_steps: int = field(
+        default=50,
+        metadata={"help": "resumable checkpoint every N optimizer steps: a killed trial restarts from it (0 = off)"},
+    )
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.max_concurrent_trials < 1 or self.max_failures < 0 or self.threads < 0:
+        if min(self.workers, self.max_concurrent_trials) < 1 or min(self.max_failures, self.threads) < 0:
             raise LabError("resources: workers and max_concurrent_trials must be >= 1, max_failures and threads >= 0")
+        if self.checkpoint_steps < 0:
+            raise LabError("resources.checkpoint_steps must be >= 0 (0 = no checkpoints)")
         if min(self.cpus, self.gpus, self.cpus_per_worker, self.gpus_per_worker, self.eval_cpus, self.eval_gpus) < 0:
             raise LabError("resources: CPU and GPU amounts must be >= 0")
 
