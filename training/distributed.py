@@ -106,8 +106,7 @@ def train_worker(loop: dict[str, Any]) -> None:
     import torch
 
     from lab.models import load, threads
-    from training.data import load_rows
-    from training.trainer import step_logger, train
+    from training.trial import fit_adapter
 
     cfg = from_dict(AblationConfig, loop["job"])
     spec = TrialSpec(loop["label"], int(loop["seed"]), tuple(tuple(x) for x in loop["overrides"]))
@@ -125,24 +124,8 @@ def train_worker(loop: dict[str, Any]) -> None:
         init_deepspeed(use_cpu=not on_gpu)
         keep = HfDeepSpeedConfig(ds)  # noqa: F841  (must stay alive: from_pretrained partitions under zero.Init)
     lm = load(dataclasses.replace(cfg.model, device="cpu"))  # the Trainer / DeepSpeed place it
-    train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
-    callbacks = [step_logger(RunRef(**loop["mlflow"]))] if loop["mlflow"] else []
-    res = train(
-        cond,
-        train_ds,
-        output_dir=loop["adapter"],
-        model=lm,
-        lora=lora,
-        hparams=hp,
-        seed=spec.seed,
-        eval_data=eval_ds,
-        deepspeed=ds,
-        callbacks=callbacks,
-        overwrite=True,
-        use_cpu=not on_gpu,
-        checkpoint_dir=Path(loop["adapter"]).parent / "checkpoints",  # training.trial.CHECKPOINTS (shared storage)
-        checkpoint_steps=cfg.resources.checkpoint_steps,
-    )
+    run = RunRef(**loop["mlflow"]) if loop["mlflow"] else None
+    res = fit_adapter(cfg, spec, (cond, lora, hp), lm, Path(loop["adapter"]), run, deepspeed=ds, use_cpu=not on_gpu)
     ray.train.report({k: float(v) for k, v in res.metrics.items()})
     del keep
 

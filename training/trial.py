@@ -200,27 +200,30 @@ def _train_local(
     run: tracking.RunRef | None,
 ) -> dict[str, float]:
     from lab.models import load, threads
-    from training.data import load_rows
-    from training.trainer import step_logger, train
 
     threads(cfg.resources.threads)
     lm = load(cfg.model)
-    train_ds, eval_ds = load_rows(cfg.data, lm.tokenizer.eos_token)
-    callbacks = [step_logger(run)] if run is not None else []
-    res = train(
-        cond,
-        train_ds,
-        output_dir=adapter,
-        model=lm,
-        lora=lora,
-        hparams=hp,
-        seed=spec.seed,
-        eval_data=eval_ds,
-        deepspeed=cfg.deepspeed,
-        callbacks=callbacks,
-        overwrite=True,
-        checkpoint_dir=adapter.parent / CHECKPOINTS,
-        checkpoint_steps=cfg.resources.checkpoint_steps,
-    )
+    res = fit_adapter(cfg, spec, (cond, lora, hp), lm, adapter, run, deepspeed=cfg.deepspeed)
     del lm
     return dict(res.metrics)
+
+
+def fit_adapter(
+    cfg: AblationConfig,
+    spec: TrialSpec,
+    settings: tuple[Condition, LoraSettings, TrainHParams],
+    lm: Any,
+    adapter: Path,
+    run: tracking.RunRef | None,
+    **train_kw: Any,
+) -> Any:
+    """Train a trial's adapter into `adapter` (in process or on one Ray Train worker), resumable from its
+    checkpoints beside it (`CHECKPOINTS`); the training loss is logged live to `run`."""
+    from training.data import load_rows
+    from training.trainer import step_logger, train
+
+    (cond, lora, hp), (train_ds, eval_ds) = settings, load_rows(cfg.data, lm.tokenizer.eos_token)
+    callbacks = [step_logger(run)] if run is not None else []
+    kw = {"model": lm, "lora": lora, "hparams": hp, "seed": spec.seed, "eval_data": eval_ds, "callbacks": callbacks}
+    checkpoints = {"checkpoint_dir": adapter.parent / CHECKPOINTS, "checkpoint_steps": cfg.resources.checkpoint_steps}
+    return train(cond, train_ds, output_dir=adapter, overwrite=True, **kw, **checkpoints, **train_kw)
