@@ -110,19 +110,13 @@ def train(
             peft_model.save_pretrained(str(tmp))
         else:
             ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else tmp / "_trainer"
-            args = trl_args(
-                hp,
-                output_dir=ckpt,
-                n_rows=len(train_ds),
-                seed=seed,
-                use_cpu=use_cpu,
-                bf16=bf16,
-                deepspeed=ds_cfg,
+            device = dict(use_cpu=use_cpu, bf16=bf16, deepspeed=ds_cfg, gradient_checkpointing=gradient_checkpointing)
+            length = dict(
                 max_steps=max_steps,
                 epochs=epochs,
-                gradient_checkpointing=gradient_checkpointing,
                 checkpoint_steps=checkpoint_steps if checkpoint_dir is not None else 0,
             )
+            args = trl_args(hp, output_dir=ckpt, n_rows=len(train_ds), seed=seed, **device, **length)
             if hp.eval_steps > 0 and eval_ds is None:
                 raise LabError("hparams.eval_steps > 0 needs eval_data (validation during training)")
             trainer = build_trainer(
