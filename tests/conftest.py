@@ -124,6 +124,26 @@ def submit(address: str, sid: str, entrypoint: list[str], timeout: float = 900) 
     raise AssertionError("the Ray job agent never came up")
 
 
+@pytest.fixture(scope="session")
+def tiny_ablation(ray_head, tmp_path_factory):
+    """configs/test-ablations-tiny.yaml trained and evaluated once per session through `ray job submit` to the
+    session's head (two conditions; the first attempt of sft_chosen fails on purpose and is retried), shared by the
+    ablation read-back test and the browser test. Returns (entrypoint, submission id, submit process, job logs,
+    results folder, MLflow URI)."""
+    import uuid
+
+    address, client = ray_head
+    tmp = tmp_path_factory.mktemp("tiny-ablation")
+    out, uri = tmp / "results", f"sqlite:///{tmp / 'mlflow.db'}"
+    sid = f"test-ablation-{uuid.uuid4().hex[:8]}"
+    entry = ["python", "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml"]
+    entry += ["--output", str(out), "--tracking-uri", uri, "--quiet"]
+    proc = submit(address, sid, entry)
+    logs = client.get_job_logs(sid)
+    assert str(client.get_job_status(sid)).endswith("SUCCEEDED"), proc.stdout + proc.stderr + logs
+    return entry, sid, proc, logs, out, uri
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

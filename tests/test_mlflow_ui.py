@@ -1,6 +1,7 @@
-"""The researcher's view, in a real browser: a tiny ablation is trained and evaluated for real (`jobs.train_ablations`
-on configs/test-ablations-tiny.yaml: two conditions, a parent run with a child per trial) while `make ui` starts on
-its MLflow DB; headless Chromium (Debian's, driven by playwright) opens the link `make ui` prints — the experiment's
+"""The researcher's view, in a real browser: a tiny ablation trained and evaluated for real (`jobs.train_ablations`
+on configs/test-ablations-tiny.yaml through `ray job submit`, the session's `tiny_ablation`: two conditions, a parent
+run with a child per attempt, the first attempt of sft_chosen failed on purpose), then `make ui` on its MLflow DB;
+headless Chromium (Debian's, driven by playwright) opens the link `make ui` prints — the experiment's
 runs table in the lab's saved view, where the child runs are listed and TPR/FPR are columns — and the comparison of
 the child runs, finds TPR and FPR there, and saves screenshots to artifacts/ (git-ignored)."""
 
@@ -33,42 +34,25 @@ def _up(url: str) -> bool:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
-def test_the_ui_shows_tpr_and_fpr_of_a_trained_ablation(tmp_path):
+def test_the_ui_shows_tpr_and_fpr_of_a_trained_ablation(tiny_ablation, tmp_path):
     import mlflow
 
-    db, out = tmp_path / "mlflow.db", tmp_path / "results"
-    uri = f"sqlite:///{db}"
-    mlflow.MlflowClient(uri).search_experiments()  # the store's tables exist before the server and the job share it
+    uri = tiny_ablation[-1]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # -o: the venv running this test is set up already (make test did it); `make ui` must not reinstall it
+    db = uri.removeprefix("sqlite:///")
     make_ui = ["make", "-s", "ui", f"UI_PORT={port}", f"MLFLOW_DB={db}", f"VENV={VENV}", "-o", f"{VENV}/.installed"]
-    ablation = [sys.executable, "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml"]
-    ablation += ["--set", "fault_injection={}", "--set", "resources.max_concurrent_trials=2", "--set", "ray_cpus=2"]
-    ablation += ["--output", str(out), "--tracking-uri", uri, "--quiet"]
-    job_log, ui_log = tmp_path / "job.log", tmp_path / "ui.log"
-    client = mlflow.MlflowClient(uri)
+    ui_log = tmp_path / "ui.log"
     ARTIFACTS.mkdir(exist_ok=True)
     for shot in ("mlflow-experiment.png", "mlflow-compare.png"):
         (ARTIFACTS / shot).unlink(missing_ok=True)  # only this run's screenshots count
-    with open(job_log, "w") as jl, open(ui_log, "w") as ul:
-        job = subprocess.Popen(
-            ablation, cwd=ROOT, env=env(), start_new_session=True, stdout=jl, stderr=subprocess.STDOUT
-        )
-        ui = None
-        try:  # the server starts while the trials train, once the job has made the experiment `make ui` lists
-            wait_for(
-                lambda: client.get_experiment_by_name("dpo-ablation-test") or job.poll() is not None,
-                300,
-                "the ablation's experiment",
-            )
-            ui = subprocess.Popen(make_ui, cwd=ROOT, env=env(), start_new_session=True, stdout=ul, stderr=ul)
-            assert job.wait(timeout=600) == 0, job_log.read_text()[-4000:]
-            _check(client, url, ui_log)
+    with open(ui_log, "w") as ul:
+        ui = subprocess.Popen(make_ui, cwd=ROOT, env=env(), start_new_session=True, stdout=ul, stderr=ul)
+        try:
+            _check(mlflow.MlflowClient(uri), url, ui_log)
         finally:
-            stop_group(job, grace=10)
-            if ui is not None:
-                stop_group(ui, grace=10)
+            stop_group(ui, grace=10)
     for shot in ("mlflow-experiment.png", "mlflow-compare.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000
 
@@ -79,8 +63,13 @@ def _check(client, url: str, ui_log: Path) -> None:
 
     exp = client.get_experiment_by_name("dpo-ablation-test")
     runs = client.search_runs([exp.experiment_id])
-    children = {r.info.run_name: r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert sorted(children) == list(CHILDREN) and len(runs) == 3
+    children = {
+        r.info.run_name: r.info.run_id
+        for r in runs
+        if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId")
+    }
+    failed = [r.info.run_name for r in runs if r.info.status == "FAILED"]
+    assert sorted(children) == list(CHILDREN) and failed == ["sft_chosen-s0"] and len(runs) == 4
     wait_for(lambda: _up(url), 180, "the MLflow UI (make ui)")
     view = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=rates"
     printed = ui_log.read_text().splitlines()  # banner, header, one line per experiment, then the server's log
@@ -102,10 +91,11 @@ def _check(client, url: str, ui_log: Path) -> None:
             for column in ("metrics.`tpr`", "metrics.`fpr`", "metrics.`introspection`", "tags.`condition`"):
                 page.locator(f'[role=columnheader][col-id="{column}"]').wait_for(state="visible", timeout=30_000)
             cells = page.locator('[role=gridcell][col-id="metrics.`tpr`"]')
-            assert sorted(cells.all_inner_texts()) == ["-", "0", "0"]  # both children's TPR; the parent has none
+            # both finished children's TPR; the parent and the failed attempt have none
+            assert sorted(cells.all_inner_texts()) == ["-", "-", "0", "0"]
             conditions = page.locator('[role=gridcell][col-id="tags.`condition`"]').all_inner_texts()
-            assert sorted(conditions) == ["-", "dpo_no_ref", "sft_chosen"]
-            page.get_by_text("3 matching runs").wait_for(state="visible", timeout=30_000)
+            assert sorted(conditions) == ["-", "dpo_no_ref", "sft_chosen", "sft_chosen"]
+            page.get_by_text("4 matching runs").wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"))
 
             ids = ",".join(f'"{children[c]}"' for c in CHILDREN)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import uuid
 
 import pytest
 
@@ -186,22 +185,16 @@ PINNED_CHILD_RATES: dict[str, dict[str, float]] = {
 PINNED_TWO_WORKER: dict[str, float] = {"tpr": 0.0, "fpr": 0.0, "introspection": 0.0, "n_tpr": 1.0}
 
 
-def test_submit_tiny_ablation_and_read_back(ray_head, tmp_path):  # noqa: F811
+def test_submit_tiny_ablation_and_read_back(ray_head, tiny_ablation, tmp_path):
     address, client = ray_head
-    out, db = tmp_path / "results", tmp_path / "mlflow.db"
-    sid = f"test-ablation-{uuid.uuid4().hex[:8]}"
-    entry = ["python", "-m", "jobs.train_ablations", "--config", "configs/test-ablations-tiny.yaml"]
-    entry += ["--output", str(out), "--tracking-uri", f"sqlite:///{db}", "--quiet"]
-    proc = submit(address, sid, entry)
-    logs = client.get_job_logs(sid)
-    assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
+    entry, sid, proc, logs, out, uri = tiny_ablation  # submitted with `ray job submit`, finished SUCCEEDED
     assert "fault_injection: attempt 1 of 'sft_chosen' fails on purpose" in logs  # the retry really happened
     assert "mlflow:  parent run" in logs
 
     import mlflow
     import pandas as pd
 
-    ml = mlflow.MlflowClient(f"sqlite:///{db}")
+    ml = mlflow.MlflowClient(uri)
     exp = ml.get_experiment_by_name("dpo-ablation-test")
     runs = ml.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
