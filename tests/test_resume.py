@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pyarrow.parquet as pq
+import pytest
 
 from lab import store
 from lab.config import from_dict, load_yaml
@@ -14,6 +15,7 @@ from tests.conftest import PY, ROOT, env, stop_group, wait_for
 CONFIG = "configs/test-resume.yaml"
 
 
+@pytest.mark.slow  # the same ground in the default suite: tests/test_faults_ray.py stops a job mid-sweep and resubmits it
 def test_kill_and_rerun_completes_exactly(tmp_path):
     out = tmp_path / "results"
     args = [
