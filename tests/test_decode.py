@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab import decode
-from lab import interventions as iv
+from lab import decode, interventions as iv
 
 PREFIX = [5, 9, 17, 3, 44, 12, 8]
 SUFFIXES = [[21, 30, 7], [21, 30, 7, 99, 4], [60], [21, 31, 7, 2]]
