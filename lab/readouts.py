@@ -56,7 +56,8 @@ def forward(
     ops = list(edits(pad) if callable(edits) else edits)
     dev = lm.device
     with iv.apply(lm.model, ops), iv.capture(lm.model, list(capture)) as acts:
-        out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+        # the LM head only at the last position (a 49k-token vocabulary costs ~20 % of a 135M model's FLOPs per position)
+        out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
     caught = {s: v[0].float().cpu() for s, v in acts.items()}
     return Forward(out.logits[:, -1, :].float().cpu(), caught, pad)
 
