@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--trials-per-concept", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
+    )
     ap.add_argument("--naive-every", type=int, default=1, help="sampled naive loop on every K-th trial only")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ray", action="store_true")

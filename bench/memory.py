@@ -45,7 +45,7 @@ def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache:
             max_new_tokens=max_new,
             selftest=False,
         ),
-        runner=RunnerConfig(num_actors=0, threads=2, batch_size=64, shard_size=128),
+        runner=RunnerConfig(num_actors=0, threads=1, batch_size=64, shard_size=128),
         tracking=TrackingConfig(enabled=False),
         output_dir=out,
         cache_dir=cache,

@@ -34,7 +34,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     sweep = SweepConfig(

@@ -113,7 +113,10 @@ class Runner:
         first: dict[Any, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        todo = sorted(set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, i))
+        # length-bucketed batches: rows of one length need no padding (and no attention mask)
+        todo = sorted(
+            set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, len(reqs[i].ids), i)
+        )
         texts: dict[int, tuple[str, int]] = {}
         for b in range(0, len(todo), self.batch_size):
             chunk = todo[b : b + self.batch_size]
