@@ -43,7 +43,7 @@ def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
     t0 = time.perf_counter()
     for t in trials:
         ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=lm.device)
         kw = {"do_sample": True, "temperature": t.temperature, "top_k": 0, "top_p": 1.0} if t.temperature else {}
         kw.setdefault("do_sample", False)
         with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
@@ -82,11 +82,12 @@ def main() -> None:
     ap.add_argument("--naive-every", type=int, default=1, help="sampled naive loop on every K-th trial only")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ray", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="model.device for both sides")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = InjectionConfig(
-            model=ModelConfig("smollm2-135m"),
+            model=ModelConfig("smollm2-135m", device=a.device),
             sweep=SweepConfig(
                 concepts=f"first:{a.concepts}",
                 layers=(10, 14),
@@ -97,7 +98,13 @@ def main() -> None:
                 max_new_tokens=a.max_new_tokens,
                 selftest=False,
             ),
-            runner=RunnerConfig(num_actors=1, cpus_per_actor=a.threads, threads=a.threads, batch_size=a.batch_size),
+            runner=RunnerConfig(
+                num_actors=1,
+                cpus_per_actor=a.threads,
+                gpus_per_actor=1.0 if a.device == "cuda" else 0.0,
+                threads=a.threads,
+                batch_size=a.batch_size,
+            ),
             tracking=TrackingConfig(enabled=False),
             output_dir=f"{tmp}/out",
             cache_dir=f"{tmp}/vectors",

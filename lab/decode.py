@@ -178,7 +178,7 @@ def generate(
         with iv.apply(model, edits):
             model(input_ids=ids[:1, :prefix], cache=cache, use_cache=True, logits_to_keep=1)
     cache = _buffer_cache(cache, n, width + max_new, static)
-    gens = [torch.Generator().manual_seed(int(s)) for s in (seeds or [0] * n)]
+    gens = [torch.Generator(device=dev).manual_seed(int(s)) for s in (seeds or [0] * n)]
     lens = torch.tensor([len(r) for r in rows], device=dev)
     active, running = list(range(n)), torch.ones(n, dtype=torch.bool)
     out: list[list[int]] = [[] for _ in range(n)]
