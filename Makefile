@@ -51,8 +51,12 @@ lint: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-bench: setup
-	$(PY) bench/injection_throughput.py
+bench: setup   # each prints its figure last; docs/performance.md has the figures measured so far
+	$(PY) bench/injection_throughput.py --naive-every 4
+	$(PY) bench/steering_overhead.py
+	$(PY) bench/roofline.py
+	$(PY) bench/memory.py
+	$(PY) bench/readouts.py
 
 ui: setup
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning (Ctrl-C to stop)"

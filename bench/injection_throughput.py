@@ -1,17 +1,24 @@
-"""Trials/s of the batched Ray runner vs a naive loop of one HF `generate` per trial, on the same trials.
+"""Trials/s of the lab's runner vs one HF `generate` per trial, greedy and sampled, on the same trials.
 
-    python bench/injection_throughput.py [--concepts 8] [--max-new-tokens 32]
+    python bench/injection_throughput.py [--concepts 16] [--trials-per-concept 3] [--max-new-tokens 48]
+                                         [--ray] [--ablations]
 
-Both sides run in one process run. `ratio` (the last line) compares the generation phase: the runner from its first
-shard to its last (batched generation on the actor, judging, Parquet writes) against the naive loop of one
-`generate` per trial with a one-row injection hook. `end_to_end_ratio` adds each side's fixed costs (Ray start and
-actor model load, or model load; concept vectors on both), which dominate small sweeps. Target: ratio >= 5 on the
-embedded model on 2 cores.
+One process, one model (the embedded SmolLM2-135M, float32), `--threads` torch threads for both sides:
+- naive: one `generate` per trial on its whole prompt with a one-row injection hook (`lab.steering.inject`);
+- runner: `lab.runner.Runner.run` on the same trials (the generation phase of a sweep, in process).
+Before any speed is printed, every trial's greedy response (text and token count) from the runner must equal the
+naive loop's. Sampled decoding (temperature 1, top-k 0, top-p 1) cannot be deduplicated; its tokens differ from
+HF's by design (per-trial seeded generators, docs/performance.md), so the check there is that a rerun reproduces
+them. `--naive-every K` times the sampled naive loop on every K-th trial only (its trials/s is per-trial work).
+The runner is timed before and after each naive loop and the faster run kept (the machine's load moves).
+`--ablations` also times the runner with each optimisation switched off; `--ray` times a whole `run_sweep` on one Ray
+actor (Ray start, model load, vectors, judge and Parquet included). Last line: `ratio=<greedy generation ratio>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -24,84 +31,136 @@ from lab.config import ModelConfig
 from lab.models import load
 from lab.parallel import RunnerConfig
 from lab.prompts import inject_start, render
-from lab.runner import VectorBank
+from lab.runner import Runner, VectorBank
 from lab.steering import inject
 from lab.sweep import InjectionConfig, plan, run_sweep
 from lab.tracking import TrackingConfig
 from lab.trials import SweepConfig
 
 
-def naive(cfg: InjectionConfig, cache: str) -> tuple[float, float, int]:
+def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
+    """One HF `generate` per trial, the whole prompt, a one-row inject hook; (seconds, (text, new tokens) each)."""
+    tok, out = lm.tokenizer, []
     t0 = time.perf_counter()
-    torch.set_num_threads(cfg.runner.threads)
-    lm = load(cfg.model)
-    p = plan(cfg)
-    vecs, typical = concept_vectors(lm, select_concepts(cfg.sweep.concepts), p.layers, cache_dir=cache)
-    bank = VectorBank(vecs, typical)
-    t1 = time.perf_counter()
-    for t in p.trials:
-        ids, start = inject_start(
-            lm.tokenizer, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced)
-        )
-        x = torch.tensor([ids])
-        raw = bank.strengths(t)[0]
-        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [raw], [start]):
-            lm.model.generate(
+    for t in trials:
+        ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
+        x = torch.tensor([ids], device=lm.device)
+        kw = {"do_sample": True, "temperature": t.temperature, "top_k": 0, "top_p": 1.0} if t.temperature else {}
+        kw.setdefault("do_sample", False)
+        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
+            new = lm.model.generate(
                 x,
                 attention_mask=torch.ones_like(x),
                 max_new_tokens=t.max_new_tokens,
-                do_sample=False,
-                pad_token_id=lm.tokenizer.pad_token_id,
-            )
-    t2 = time.perf_counter()
-    return t2 - t0, t2 - t1, len(p.trials)
+                pad_token_id=tok.pad_token_id,
+                **kw,
+            )[0, len(ids) :].tolist()
+        n = next((j for j, v in enumerate(new) if v in (tok.eos_token_id, tok.pad_token_id)), len(new))
+        out.append((tok.decode(new[:n], skip_special_tokens=True).strip(), n))
+    return time.perf_counter() - t0, out
 
 
-def ours(cfg: InjectionConfig) -> tuple[float, float, int]:
+def ours(lm, bank, trials, batch_size, **kw) -> tuple[float, list[tuple[str, int]]]:
     t0 = time.perf_counter()
-    res = run_sweep(cfg, progress=False)
-    return time.perf_counter() - t0, res["generate_s"], res["new"]
+    rows = Runner(lm, bank, batch_size, **kw).run(trials)
+    return time.perf_counter() - t0, [(r["response"], r["new_tokens"]) for r in rows]
+
+
+def check_same(fast, slow, what: str) -> None:
+    bad = [i for i, (a, b) in enumerate(zip(fast, slow)) if a != b]
+    assert len(fast) == len(slow) and not bad, f"{what}: {len(bad)} of {len(slow)} trials differ, first {bad[:5]}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--concepts", type=int, default=12)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--concepts", type=int, default=16)
+    ap.add_argument("--trials-per-concept", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
+    )
+    ap.add_argument("--naive-every", type=int, default=1, help="sampled naive loop on every K-th trial only")
+    ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--ray", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="model.device for both sides")
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = InjectionConfig(
-            model=ModelConfig("smollm2-135m"),
+            model=ModelConfig("smollm2-135m", device=a.device),
             sweep=SweepConfig(
                 concepts=f"first:{a.concepts}",
                 layers=(10, 14),
                 strengths=(0.2,),
                 strength_mode="relative",
-                trials_per_concept=2,
+                trials_per_concept=a.trials_per_concept,
                 controls=("random",),
                 max_new_tokens=a.max_new_tokens,
+                selftest=False,
             ),
-            runner=RunnerConfig(num_actors=1, cpus_per_actor=2, threads=2, batch_size=a.batch_size, shard_size=64),
+            runner=RunnerConfig(
+                num_actors=1,
+                cpus_per_actor=a.threads,
+                gpus_per_actor=1.0 if a.device == "cuda" else 0.0,
+                threads=a.threads,
+                batch_size=a.batch_size,
+            ),
             tracking=TrackingConfig(enabled=False),
             output_dir=f"{tmp}/out",
             cache_dir=f"{tmp}/vectors",
         )
-        load(cfg.model)  # convert the embedded model once, outside both timings
-        t_ours, g_ours, n_ours = ours(cfg)
-        t_naive, g_naive, n_naive = naive(replace(cfg, output_dir=f"{tmp}/naive"), f"{tmp}/vectors-naive")
-    assert n_ours == n_naive
-    n = n_ours
-    print(f"trials={n} max_new_tokens={a.max_new_tokens} batch_size={a.batch_size}")
-    print(
-        f"ray_runner: end to end {t_ours:.1f} s ({n / t_ours:.2f} trials/s), "
-        f"generating {g_ours:.1f} s ({n / g_ours:.2f} trials/s)"
-    )
-    print(
-        f"naive_loop: end to end {t_naive:.1f} s ({n / t_naive:.2f} trials/s), "
-        f"generating {g_naive:.1f} s ({n / g_naive:.2f} trials/s)"
-    )
-    print(f"end_to_end_ratio={t_naive / t_ours:.2f} (includes Ray start, model load, concept vectors on both sides)")
-    print(f"ratio={g_naive / g_ours:.2f}")
+        lm = load(cfg.model)
+        p = plan(cfg)
+        vecs, typical = concept_vectors(lm, select_concepts(cfg.sweep.concepts), p.layers, cache_dir=f"{tmp}/vec")
+        bank = VectorBank(vecs, typical)
+        greedy = p.trials
+        sampled = [replace(t, temperature=1.0) for t in greedy]  # same ids are fine in one process
+        n = len(greedy)
+        print(f"trials={n} max_new_tokens={a.max_new_tokens} batch_size={a.batch_size} threads={a.threads}")
+        print(f"load average at start: {os.getloadavg()[0]:.2f}")
+
+        t_fast, fast = ours(lm, bank, greedy, a.batch_size)
+        t_slow, slow = naive(lm, bank, greedy)
+        check_same(fast, slow, "greedy runner vs per-trial loop")
+        t_fast = min(t_fast, ours(lm, bank, greedy, a.batch_size)[0])  # before and after the long loop: load moves
+        print(f"greedy: every one of {n} responses identical to the per-trial loop")
+        print(f"greedy  runner {n / t_fast:6.2f} trials/s ({t_fast:.1f} s)  naive {n / t_slow:5.2f} trials/s")
+        if a.ablations:
+            for name, kw in {
+                "HF generate (previous runner)": {"engine": "hf"},
+                "loop, growing cache, no eviction": {"static": False, "evict": False},
+                "loop, static cache, no eviction": {"evict": False},
+                "loop, batch 32": {},
+            }.items():
+                t_x, x = ours(lm, bank, greedy, 32 if "32" in name else a.batch_size, **kw)
+                check_same(x, slow, name)
+                print(f"  ablation: {name:34s} {n / t_x:6.2f} trials/s ({t_slow / t_x:.2f}x naive)")
+
+        t_fs, fs = ours(lm, bank, sampled, a.batch_size)
+        sub = sampled[:: a.naive_every]
+        t_ss, ss = naive(lm, bank, sub)
+        t_fs2, fs2 = ours(lm, bank, sampled, a.batch_size)
+        check_same(fs2, fs, "sampled rerun")
+        t_fs = min(t_fs, t_fs2)
+        rate_ss = len(sub) / t_ss
+        mean_new = (sum(k for _, k in fs) / n, sum(k for _, k in ss) / len(sub))
+        print(
+            f"sampled runner {n / t_fs:6.2f} trials/s ({t_fs:.1f} s)  naive {rate_ss:5.2f} trials/s "
+            f"({len(sub)} trials timed); mean new tokens {mean_new[0]:.1f} vs {mean_new[1]:.1f}"
+        )
+        print(f"sampled_ratio={n / t_fs / rate_ss:.2f}")
+        if a.ray:
+            t0 = time.perf_counter()
+            res = run_sweep(replace(cfg, cache_dir=f"{tmp}/vectors-ray"), progress=False)
+            t_e2e = time.perf_counter() - t0
+            print(
+                f"ray sweep (1 actor): generation phase {n / res['generate_s']:.2f} trials/s, end to end "
+                f"{t_e2e:.1f} s incl. Ray start, model load, vectors, judge, Parquet; "
+                f"ray_ratio={t_slow / res['generate_s']:.2f}"
+            )
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"ratio={t_slow / t_fast:.2f}")
 
 
 if __name__ == "__main__":

@@ -49,16 +49,71 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 @torch.no_grad()
 def forward(
-    lm: LoadedModel, rows: Sequence[Sequence[int]], edits: EditsFor | Sequence[Any] = (), capture: Sequence[str] = ()
+    lm: LoadedModel,
+    rows: Sequence[Sequence[int]],
+    edits: EditsFor | Sequence[Any] = (),
+    capture: Sequence[str] = (),
+    share_prefix: bool = True,
 ) -> Forward:
-    """One left-padded forward pass over `rows` with interventions; last-position logits and captured sites."""
+    """One left-padded forward pass over `rows` with interventions; last-position logits and captured sites.
+
+    With `share_prefix` (and nothing captured), the tokens every row starts with are run once, batch 1, and the
+    rows' suffixes continue from that cache (pads sit between prefix and suffix, so every suffix position keeps its
+    padded-layout index and the edits built for the padding apply unchanged) — when every edit is an `Add` that
+    starts after the prefix or a row-independent `Ablate`; otherwise the plain padded forward runs."""
     ids, mask, pad = pad_left(rows, lm.tokenizer.pad_token_id)
     ops = list(edits(pad) if callable(edits) else edits)
     dev = lm.device
+    p = _shared_prefix(rows, ops, pad) if share_prefix and not capture else 0
+    if p > 0:
+        return Forward(_prefix_forward(lm, rows, ops, p), {}, pad)
     with iv.apply(lm.model, ops), iv.capture(lm.model, list(capture)) as acts:
-        out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+        # the LM head only at the last position (a 49k-token vocabulary costs ~20 % of a 135M model's FLOPs per position)
+        out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
     caught = {s: v[0].float().cpu() for s, v in acts.items()}
     return Forward(out.logits[:, -1, :].float().cpu(), caught, pad)
+
+
+def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[int]) -> int:
+    """Tokens all rows share that no edit touches (0: run the plain forward)."""
+    if len(rows) < 2:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    p = next((i for i in range(n) if any(r[i] != first[i] for r in rows[1:])), n)
+    for op in ops:
+        if isinstance(op, iv.Ablate):
+            continue
+        if not isinstance(op, iv.Add):
+            return 0
+        live = op._delta.abs().sum(-1) > 0  # type: ignore[attr-defined]  (strength-0 rows are left untouched)
+        start = (op._start - torch.tensor(pad)).expand(live.shape[0])  # type: ignore[attr-defined]
+        if bool(live.any()):
+            p = min(p, int(start[live].min()))
+    return max(p, 0)
+
+
+def _prefix_forward(lm: LoadedModel, rows: Sequence[Sequence[int]], ops: list[Any], p: int) -> torch.Tensor:
+    from transformers import DynamicCache
+
+    model, dev, pad_id = lm.model, lm.device, lm.tokenizer.pad_token_id
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([list(r[:p]) + [pad_id] * (width - len(r)) + list(r[p:]) for r in rows], device=dev)
+    mask = torch.tensor([[1] * p + [0] * (width - len(r)) + [1] * (len(r) - p) for r in rows], device=dev)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    cache = DynamicCache(config=model.config)
+    with iv.apply(model, [op for op in ops if isinstance(op, iv.Ablate)]):
+        model(input_ids=ids[:1, :p], cache=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(len(rows))
+    with iv.apply(model, ops, offset=p):
+        out = model(
+            input_ids=ids[:, p:],
+            attention_mask=mask,
+            position_ids=positions[:, p:],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return out.logits[:, -1, :].float().cpu()
 
 
 def yes_no_score(logits: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int]) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,6 @@ from lab.concepts import ConceptVector
 from lab.errors import LabError
 from lab.models import LoadedModel
 from lab.prompts import inject_start, render
-from lab.steering import inject
 from lab.trials import Trial
 
 
@@ -88,8 +86,18 @@ class Request:
 class Runner:
     """`edits` (interventions) apply to every forward pass of every row, the shared prefix included."""
 
-    def __init__(self, lm: LoadedModel, bank: VectorBank, batch_size: int = 16, edits: Sequence[Any] = ()):
+    def __init__(
+        self,
+        lm: LoadedModel,
+        bank: VectorBank,
+        batch_size: int = 16,
+        edits: Sequence[Any] = (),
+        engine: str = "loop",
+        evict: bool = True,
+        static: bool = True,
+    ):
         self.lm, self.bank, self.batch_size, self.edits = lm, bank, batch_size, list(edits)
+        self.engine, self.evict, self.static = engine, evict, static
 
     def request(self, t: Trial) -> Request:
         prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced, concept=t.concept)
@@ -105,7 +113,10 @@ class Runner:
         first: dict[Any, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        todo = sorted(set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, i))
+        # length-bucketed batches: rows of one length need no padding (and no attention mask)
+        todo = sorted(
+            set(first.values()), key=lambda i: (trials[i].temperature, trials[i].max_new_tokens, len(reqs[i].ids), i)
+        )
         texts: dict[int, tuple[str, int]] = {}
         for b in range(0, len(todo), self.batch_size):
             chunk = todo[b : b + self.batch_size]
@@ -137,61 +148,67 @@ class Runner:
             )
         return rows
 
-    @torch.no_grad()
     def _generate(
         self, reqs: list[Request], temperature: float, max_new: int, trials: list[Trial]
     ) -> list[tuple[str, int]]:
-        """One batched `generate`. The prompt prefix every row shares and no row steers (the preamble before
-        "Trial {n}") is run once and its KV cache repeated over the batch; each row's own suffix is left-padded
-        after it (pads masked out), so only the suffixes and the new tokens cost a batched forward."""
-        from transformers import DynamicCache
+        """One batch. The prompt prefix every row shares and no row steers (the preamble before "Trial {n}") is run
+        once; each row's own suffix is left-padded after it (pads masked out), so only the suffixes and the new tokens
+        cost a batched forward. `lab.decode` runs it (pre-allocated cache, finished rows evicted) unless the engine is
+        'hf' (ZeRO-3 ranks need `generate(synced_gpus=True)`) or the checkpoint's generation config asks for a
+        processor that loop lacks."""
+        from lab import decode
 
-        tok, model, dev = self.lm.tokenizer, self.lm.model, self.lm.device
+        tok, model = self.lm.tokenizer, self.lm.model
         shared = _common_prefix([r.ids for r in reqs])
         p = min(shared, min(r.start for r in reqs), min(len(r.ids) for r in reqs) - 1)
         width = max(len(r.ids) for r in reqs)
-        pad = [width - len(r.ids) for r in reqs]
-        rows = [r.ids[:p] + [tok.pad_token_id] * n + r.ids[p:] for n, r in zip(pad, reqs)]
-        masks = [[1] * p + [0] * n + [1] * (len(r.ids) - p) for n, r in zip(pad, reqs)]
-        input_ids, mask = torch.tensor(rows, device=dev), torch.tensor(masks, device=dev)
-        starts = [n + r.start for n, r in zip(pad, reqs)]  # pads sit between prefix and suffix, before any start
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if p > 0:
-            cache = DynamicCache(config=model.config)
-            with iv.apply(model, self.edits):
-                model(input_ids=input_ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=cache, use_cache=True)
-            cache.batch_repeat_interleave(len(reqs))
-            kwargs["past_key_values"] = cache
-        d = self.lm.spec.d_model
-        with ExitStack() as stack:
-            stack.enter_context(iv.apply(model, self.edits, offset=p))
-            for layer in sorted({r.layer for r in reqs if r.vector is not None}):
-                vecs = torch.stack(
-                    [r.vector if (r.vector is not None and r.layer == layer) else torch.zeros(d) for r in reqs]
-                )
-                strengths = [r.raw if (r.vector is not None and r.layer == layer) else 0.0 for r in reqs]
-                stack.enter_context(inject(model, layer, vecs, strengths, starts, offset=p))
-            if temperature > 0:
-                torch.manual_seed(
-                    int(hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:15], 16)
-                )
-                kwargs |= {"do_sample": True, "temperature": temperature}
-                if self.lm.spec.sampling != "generation_config":  # else the checkpoint's own top-k/top-p (paper)
-                    kwargs |= {"top_k": 0, "top_p": 1.0}
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new,
-                pad_token_id=tok.pad_token_id,
-                **kwargs,
+        starts = [width - len(r.ids) + r.start for r in reqs]  # pads sit between prefix and suffix, before any start
+        sampling = decode.sampling_for(model, temperature, self.lm.spec.sampling)
+        seeds = [_seed(t.trial_id) for t in trials]
+        if self.engine == "hf" or sampling is None:
+            batch_seed = _seed("|".join(t.trial_id for t in trials))
+            steer = self._steer(reqs, starts)
+            new = decode.hf_generate(
+                self.lm, [r.ids for r in reqs], p, max_new, self.edits, steer, temperature, batch_seed
             )
-        new = out[:, width:].cpu()
+        else:
+            stop = {tok.eos_token_id, tok.pad_token_id, *_eos_ids(model)}
+            new = decode.generate(
+                model,
+                [r.ids for r in reqs],
+                p,
+                max_new,
+                stop,
+                tok.pad_token_id,
+                self.edits,
+                self._steer(reqs, starts),
+                sampling,
+                seeds,
+                evict=self.evict,
+                static=self.static,
+            )
         eos = {tok.eos_token_id, tok.pad_token_id}
         results = []
-        for row in new.tolist():
+        for row in new:
             n = next((j for j, x in enumerate(row) if x in eos), len(row))
             results.append((tok.decode(row[:n], skip_special_tokens=True).strip(), n))
         return results
+
+    def _steer(self, reqs: list[Request], starts: list[int]) -> Callable[[list[int]], list[Any]]:
+        """Per-row `Add` operators (one per injected layer) for any subset of the batch's rows."""
+        d = self.lm.spec.d_model
+        per_layer = {}
+        for layer in sorted({r.layer for r in reqs if r.vector is not None}):
+            on = [r.vector is not None and r.layer == layer for r in reqs]
+            vecs = torch.stack([r.vector if o else torch.zeros(d) for r, o in zip(reqs, on)])  # type: ignore[misc]
+            per_layer[layer] = (vecs, torch.tensor([r.raw if o else 0.0 for r, o in zip(reqs, on)]))
+        st = torch.tensor(starts)
+
+        def ops(rows: list[int]) -> list[Any]:
+            idx = torch.tensor(rows)
+            return [iv.Add(f"resid_post.{lay}", v[idx], s[idx], st[idx]) for lay, (v, s) in per_layer.items()]
+
+        return ops
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -205,3 +222,14 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:
     vec = None if r.vector is None else (t.kind, t.concept, t.vector, t.layer, t.trial_number, t.sample)
     return (r.prompt_text, t.max_new_tokens, vec, r.raw)
+
+
+def _seed(trial_id: str) -> int:
+    return int(hashlib.sha256(trial_id.encode()).hexdigest()[:15], 16)
+
+
+def _eos_ids(model: Any) -> list[int]:
+    gc = getattr(model, "generation_config", None)
+    e = getattr(gc, "eos_token_id", None)
+    e = getattr(model.config, "eos_token_id", None) if e is None else e
+    return [] if e is None else [int(x) for x in (e if isinstance(e, (list, tuple)) else [e])]

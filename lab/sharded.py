@@ -161,7 +161,8 @@ class ShardedWorker:
     def run_local(self, trials: list[Any], bank: Any) -> list[dict[str, Any]]:
         from lab.runner import Runner
 
-        return Runner(self.lm, bank, self.batch_size).run(trials)
+        # HF generate with synced_gpus: every rank must run the same number of forwards (no row eviction)
+        return Runner(self.lm, bank, self.batch_size, engine="hf").run(trials)
 
     def close(self) -> Any:
         """Stop the peers; returns the placement group for the driver to remove (rank 0 lives in it)."""

@@ -44,6 +44,10 @@ def test_batched_equals_unbatched(embedded, tmp_path):
     batched = Runner(embedded, bank, batch_size=len(trials)).run(trials)
     single = Runner(embedded, bank, batch_size=1).run(trials)
     assert [r["response"] for r in batched] == [r["response"] for r in single]
+    hf = Runner(embedded, bank, batch_size=len(trials), engine="hf").run(trials)  # ZeRO-3's path: HF generate
+    assert [r["response"] for r in hf] == [r["response"] for r in batched]
+    kept = Runner(embedded, bank, batch_size=len(trials), evict=False, static=False).run(trials)
+    assert [(r["response"], r["new_tokens"]) for r in kept] == [(r["response"], r["new_tokens"]) for r in batched]
     assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
     plain = Runner(embedded, bank, batch_size=1).run([_trial("Dust", 10, 0.3, kind="control", n=1)])
     assert batched[0]["response"] != plain[0]["response"]  # the injection did something at this strength

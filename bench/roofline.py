@@ -1,0 +1,141 @@
+"""FLOP/s the runner achieves on the work a trial needs, against a matmul peak measured in the same run (fp32, bf16).
+
+    python bench/roofline.py [--trials 32] [--max-new-tokens 48]
+
+A trial needs: its unique suffix prefilled (the shared prefix is computed once per batch and not counted), one
+decode step per generated token after the first (stop token included), the LM head at each of those positions, and
+attention over its context at every query position (QK and AV: 4 · heads · head_dim · context per layer). Linear
+FLOPs per token are 2 × the decoder blocks' weight count. Achieved = total needed FLOPs / the runner's wall time on
+injection trials only (all distinct, so no greedy deduplication helps). Peak = the best of square matmuls and the
+decode-shaped [batch × d_model] @ [d_model × d_mlp], in each dtype, measured here. Before timing, fp32 greedy
+responses must equal the per-trial loop's for every trial; bf16 (weights and activations, `model.dtype: bfloat16`)
+prints how many trials keep fp32's exact response and its speed-up. Last line: `fp32_fraction_of_peak=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+import lab  # noqa: F401
+from lab.concepts import concept_vectors, select_concepts
+from lab.config import ModelConfig
+from lab.models import load
+from lab.prompts import inject_start, render
+from lab.runner import Runner, VectorBank, _common_prefix
+from lab.steering import inject
+from lab.sweep import InjectionConfig, plan
+from lab.trials import SweepConfig
+
+
+def matmul_peak(dtype: torch.dtype, shapes: list[tuple[int, int, int]]) -> float:
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b
+        reps = max(3, int(2e10 / (2 * m * k * n)))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0))
+    return best
+
+
+def flops_needed(lm, rows: list[list[int]], prefix: int, generated: list[int]) -> float:
+    cfg = lm.model.config
+    block = 2 * sum(m.weight.numel() for m in lm.model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    head = 2 * lm.model.lm_head.weight.numel()
+    att = 4 * cfg.num_attention_heads * (cfg.hidden_size // cfg.num_attention_heads) * cfg.num_hidden_layers
+    total = 0.0
+    for ids, g in zip(rows, generated):
+        s = len(ids) - prefix
+        total += s * block + head + att * sum(range(prefix + 1, len(ids) + 1))  # suffix prefill
+        total += (g - 1) * (block + head) + att * sum(range(len(ids) + 1, len(ids) + g))  # decode steps
+    return total
+
+
+def run(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
+    t0 = time.perf_counter()
+    out = Runner(lm, bank, len(trials)).run(trials)
+    return time.perf_counter() - t0, [(r["response"], r["new_tokens"]) for r in out]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
+    )
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    sweep = SweepConfig(
+        concepts="first:8",
+        layers=(10, 14),
+        strengths=(0.2,),
+        strength_mode="relative",
+        trials_per_concept=4,
+        controls=(),
+        max_new_tokens=a.max_new_tokens,
+        selftest=False,
+    )
+    trials = [t for t in plan(InjectionConfig(sweep=sweep)).trials if t.kind == "injection"][: a.trials]
+    lm = load("smollm2-135m")
+    tok = lm.tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        vecs, typical = concept_vectors(lm, select_concepts(sweep.concepts), (10, 14), cache_dir=tmp)
+    bank = VectorBank(vecs, typical)
+    _, fast = run(lm, bank, trials)
+    for t, got in zip(trials, fast):
+        ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
+        x = torch.tensor([ids])
+        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
+            new = lm.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=t.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )[0, len(ids) :].tolist()
+        n = next((j for j, v in enumerate(new) if v in (tok.eos_token_id, tok.pad_token_id)), len(new))
+        assert got == (tok.decode(new[:n], skip_special_tokens=True).strip(), n), f"trial {t.trial_id} differs"
+    print(f"fp32 greedy responses identical to the per-trial loop for all {len(trials)} trials")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    runner = Runner(lm, bank, len(trials))
+    rows = [runner.request(t).ids for t in trials]
+    prefix = min(_common_prefix(rows), min(runner.request(t).start for t in trials))
+    generated = [n + (n < a.max_new_tokens) for _, n in fast]  # the stop token was computed too
+    need = flops_needed(lm, rows, prefix, generated)
+    lm16 = load(ModelConfig("smollm2-135m", dtype="bfloat16"))
+    d, f = lm.model.config.hidden_size, lm.model.config.intermediate_size
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (len(trials), d, f)]
+    secs = {"fp32": float("inf"), "bf16": float("inf")}
+    for _ in range(a.repeats):
+        secs["fp32"] = min(secs["fp32"], run(lm, bank, trials)[0])
+        t16, half = run(lm16, bank, trials)
+        secs["bf16"] = min(secs["bf16"], t16)
+    same = sum(x == y for x, y in zip(half, fast))
+    peaks = {"fp32": matmul_peak(torch.float32, shapes), "bf16": matmul_peak(torch.bfloat16, shapes)}
+    print(f"trials={len(trials)} max_new_tokens={a.max_new_tokens} threads={a.threads} prefix={prefix} (not counted)")
+    print(
+        f"needed: {need / 1e9:.1f} GFLOP ({need / len(trials) / 1e9:.2f} per trial, {sum(generated)} tokens generated)"
+    )
+    for k in ("fp32", "bf16"):
+        print(
+            f"{k}: {secs[k]:.2f} s, achieved {need / secs[k] / 1e9:.1f} GFLOP/s, matmul peak {peaks[k] / 1e9:.1f} GFLOP/s"
+            f" -> {need / secs[k] / peaks[k]:.1%} of peak"
+        )
+    print(
+        f"bf16: speed-up {secs['fp32'] / secs['bf16']:.2f}x over fp32; {same}/{len(trials)} responses identical to fp32"
+    )
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"fp32_fraction_of_peak={need / secs['fp32'] / peaks['fp32']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

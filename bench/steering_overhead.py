@@ -1,0 +1,110 @@
+"""Steered vs un-steered batched generation of the same batch: what the per-row injection hooks cost.
+
+    python bench/steering_overhead.py [--rows 32] [--max-new-tokens 48] [--repeats 3]
+
+The same rows (the sweep's prompts: several concepts, two layers, different trial numbers) go through
+`lab.decode.generate` twice per repeat, once with the runner's per-row `Add` operators and once without any hook,
+both with eviction off, so both run exactly `rows × max_new_tokens` token steps (steering changes when rows stop,
+which would otherwise change the work). Before timing, every steered row's greedy tokens must equal the per-trial
+loop's (one HF `generate` per trial on its whole prompt with a one-row inject hook). The best of `--repeats` is
+kept for each side. Last line: `overhead=<steered / un-steered time>` (target <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+import lab  # noqa: F401
+from lab import decode
+from lab.concepts import concept_vectors, select_concepts
+from lab.models import load
+from lab.runner import Runner, VectorBank, _common_prefix
+from lab.steering import inject
+from lab.sweep import InjectionConfig, plan
+from lab.trials import SweepConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
+    )
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    sweep = SweepConfig(
+        concepts="first:8",
+        layers=(10, 14),
+        strengths=(0.2,),
+        strength_mode="relative",
+        trials_per_concept=4,
+        controls=(),
+        max_new_tokens=a.max_new_tokens,
+        selftest=False,
+    )
+    trials = [t for t in plan(InjectionConfig(sweep=sweep)).trials if t.kind == "injection"][: a.rows]
+    lm = load("smollm2-135m")
+    tok = lm.tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        vecs, typical = concept_vectors(lm, select_concepts(sweep.concepts), (10, 14), cache_dir=tmp)
+    bank = VectorBank(vecs, typical)
+    runner = Runner(lm, bank, len(trials))
+    reqs = [runner.request(t) for t in trials]
+    rows = [r.ids for r in reqs]
+    prefix = min(_common_prefix(rows), min(r.start for r in reqs))
+    width = max(len(r) for r in rows)
+    steer = runner._steer(reqs, [width - len(r.ids) + r.start for r in reqs])
+    stop = {tok.eos_token_id, tok.pad_token_id}
+
+    def gen(steered: bool) -> list[list[int]]:
+        return decode.generate(
+            lm.model,
+            rows,
+            prefix,
+            a.max_new_tokens,
+            stop,
+            tok.pad_token_id,
+            steer=steer if steered else None,
+            evict=False,
+        )
+
+    fast = gen(True)
+    for t, r, got in zip(trials, reqs, fast):
+        x = torch.tensor([r.ids])
+        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [r.raw], [r.start]):
+            new = lm.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=a.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )[0, len(r.ids) :].tolist()
+        n = next((j + 1 for j, v in enumerate(new) if v in stop), len(new))
+        assert got == new[:n], f"trial {t.trial_id}: batched steered tokens differ from the per-trial loop"
+    print(f"rows={len(rows)} max_new_tokens={a.max_new_tokens} prefix={prefix} width={width} threads={a.threads}")
+    print(f"steered greedy tokens identical to the per-trial loop for all {len(rows)} rows")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(a.repeats):
+        for steered in (False, True):
+            t0 = time.perf_counter()
+            gen(steered)
+            best[steered] = min(best[steered], time.perf_counter() - t0)
+    steps = len(rows) * a.max_new_tokens
+    print(
+        f"un-steered {best[False]:.2f} s ({steps / best[False]:.0f} tok/s), steered {best[True]:.2f} s "
+        f"({steps / best[True]:.0f} tok/s); best of {a.repeats}"
+    )
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"overhead={best[True] / best[False]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
