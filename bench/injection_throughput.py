@@ -24,15 +24,14 @@ import time
 from dataclasses import replace
 
 import torch
+from common import add_threads, per_trial
 
 import lab  # noqa: F401
 from lab.concepts import concept_vectors, select_concepts
 from lab.config import ModelConfig
 from lab.models import load
 from lab.parallel import RunnerConfig
-from lab.prompts import inject_start, render
 from lab.runner import Runner, VectorBank
-from lab.steering import inject
 from lab.sweep import InjectionConfig, plan, run_sweep
 from lab.tracking import TrackingConfig
 from lab.trials import SweepConfig
@@ -40,23 +39,8 @@ from lab.trials import SweepConfig
 
 def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
     """One HF `generate` per trial, the whole prompt, a one-row inject hook; (seconds, (text, new tokens) each)."""
-    tok, out = lm.tokenizer, []
     t0 = time.perf_counter()
-    for t in trials:
-        ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
-        x = torch.tensor([ids], device=lm.device)
-        kw = {"do_sample": True, "temperature": t.temperature, "top_k": 0, "top_p": 1.0} if t.temperature else {}
-        kw.setdefault("do_sample", False)
-        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
-            new = lm.model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=t.max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                **kw,
-            )[0, len(ids) :].tolist()
-        n = next((j for j, v in enumerate(new) if v in (tok.eos_token_id, tok.pad_token_id)), len(new))
-        out.append((tok.decode(new[:n], skip_special_tokens=True).strip(), n))
+    out = [per_trial(lm, bank, t) for t in trials]
     return time.perf_counter() - t0, out
 
 
@@ -77,9 +61,7 @@ def main() -> None:
     ap.add_argument("--trials-per-concept", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
-    )
+    add_threads(ap)
     ap.add_argument("--naive-every", type=int, default=1, help="sampled naive loop on every K-th trial only")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ray", action="store_true")

@@ -88,19 +88,16 @@ def tiny_model(path: Path) -> None:
 
 
 def check_tokens(model_dir: str, a: argparse.Namespace, out: str, cache: str) -> int:
-    import torch
+    from common import per_trial
 
     from lab import store
     from lab.concepts import concept_vectors, select_concepts
     from lab.models import load
-    from lab.prompts import inject_start, render
     from lab.runner import VectorBank
-    from lab.steering import inject
     from lab.sweep import model_key as key_of, plan
 
     cfg = sweep_cfg(model_dir, a.small, a.max_new_tokens, out, cache)
     lm = load(cfg.model)
-    tok = lm.tokenizer
     p = plan(cfg)
     vecs, typical = concept_vectors(
         lm, select_concepts(cfg.sweep.concepts), p.layers, cache_dir=cache, model_key=key_of(cfg.model)
@@ -108,18 +105,7 @@ def check_tokens(model_dir: str, a: argparse.Namespace, out: str, cache: str) ->
     bank = VectorBank(vecs, typical)
     stored = store.read(out).set_index("trial_id")["response"]
     for t in p.trials[:32]:
-        ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
-        x = torch.tensor([ids])
-        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
-            new = lm.model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=t.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )[0, len(ids) :].tolist()
-        n = next((j for j, v in enumerate(new) if v in (tok.eos_token_id, tok.pad_token_id)), len(new))
-        want = tok.decode(new[:n], skip_special_tokens=True).strip()
+        want = per_trial(lm, bank, t)[0]
         assert stored[t.trial_id] == want, f"trial {t.trial_id}: stored response differs from the per-trial loop"
     return 32
 

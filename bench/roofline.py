@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 import torch
+from common import add_threads, injection_trials, per_trial
 
 import lab  # noqa: F401
-from lab.concepts import concept_vectors, select_concepts
 from lab.config import ModelConfig
 from lab.models import load
-from lab.prompts import inject_start, render
-from lab.runner import Runner, VectorBank, _common_prefix
-from lab.steering import inject
-from lab.sweep import InjectionConfig, plan
-from lab.trials import SweepConfig
+from lab.runner import Runner, _common_prefix
 
 
 def matmul_peak(dtype: torch.dtype, shapes: list[tuple[int, int, int]]) -> float:
@@ -68,42 +63,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
-    )
+    add_threads(ap)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    sweep = SweepConfig(
-        concepts="first:8",
-        layers=(10, 14),
-        strengths=(0.2,),
-        strength_mode="relative",
-        trials_per_concept=4,
-        controls=(),
-        max_new_tokens=a.max_new_tokens,
-        selftest=False,
-    )
-    trials = [t for t in plan(InjectionConfig(sweep=sweep)).trials if t.kind == "injection"][: a.trials]
-    lm = load("smollm2-135m")
-    tok = lm.tokenizer
-    with tempfile.TemporaryDirectory() as tmp:
-        vecs, typical = concept_vectors(lm, select_concepts(sweep.concepts), (10, 14), cache_dir=tmp)
-    bank = VectorBank(vecs, typical)
+    lm, bank, trials = injection_trials(a.trials, a.max_new_tokens)
     _, fast = run(lm, bank, trials)
     for t, got in zip(trials, fast):
-        ids, start = inject_start(tok, render(lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced))
-        x = torch.tensor([ids])
-        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
-            new = lm.model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=t.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )[0, len(ids) :].tolist()
-        n = next((j for j, v in enumerate(new) if v in (tok.eos_token_id, tok.pad_token_id)), len(new))
-        assert got == (tok.decode(new[:n], skip_special_tokens=True).strip(), n), f"trial {t.trial_id} differs"
+        assert got == per_trial(lm, bank, t), f"trial {t.trial_id} differs"
     print(f"fp32 greedy responses identical to the per-trial loop for all {len(trials)} trials")
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     runner = Runner(lm, bank, len(trials))

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 import torch
+from common import add_threads, injection_trials
 
 import lab  # noqa: F401
 from lab import decode
-from lab.concepts import concept_vectors, select_concepts
-from lab.models import load
-from lab.runner import Runner, VectorBank, _common_prefix
+from lab.runner import Runner, _common_prefix
 from lab.steering import inject
-from lab.sweep import InjectionConfig, plan
-from lab.trials import SweepConfig
 
 
 def main() -> None:
@@ -34,27 +30,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads ran 2-6x slower)"
-    )
+    add_threads(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    sweep = SweepConfig(
-        concepts="first:8",
-        layers=(10, 14),
-        strengths=(0.2,),
-        strength_mode="relative",
-        trials_per_concept=4,
-        controls=(),
-        max_new_tokens=a.max_new_tokens,
-        selftest=False,
-    )
-    trials = [t for t in plan(InjectionConfig(sweep=sweep)).trials if t.kind == "injection"][: a.rows]
-    lm = load("smollm2-135m")
+    lm, bank, trials = injection_trials(a.rows, a.max_new_tokens)
     tok = lm.tokenizer
-    with tempfile.TemporaryDirectory() as tmp:
-        vecs, typical = concept_vectors(lm, select_concepts(sweep.concepts), (10, 14), cache_dir=tmp)
-    bank = VectorBank(vecs, typical)
     runner = Runner(lm, bank, len(trials))
     reqs = [runner.request(t) for t in trials]
     rows = [r.ids for r in reqs]
