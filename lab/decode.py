@@ -124,6 +124,23 @@ def _buffer_cache(prefix: Cache | None, batch: int, capacity: int, static: bool)
     return Cache(layers=layers)
 
 
+def padded(rows: Sequence[Sequence[int]], prefix: int, pad_id: int, dev: Any, extra: int = 0) -> tuple[Any, Any]:
+    """(ids, mask) of rows that share `rows[b][:prefix]`, each padded between that prefix and its own suffix to the
+    longest row; the mask has `extra` more columns of 1 for the tokens still to come."""
+    width = max(len(r) for r in rows)
+    pads = [width - len(r) for r in rows]
+    ids = torch.tensor([list(r[:prefix]) + [pad_id] * k + list(r[prefix:]) for k, r in zip(pads, rows)], device=dev)
+    mask = torch.ones((len(rows), width + extra), dtype=torch.long, device=dev)
+    for b, k in enumerate(pads):
+        mask[b, prefix : prefix + k] = 0
+    return ids, mask
+
+
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as HF counts them for a padded mask: cumsum − 1, pads at 1."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
 def filtered(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     """Logits after temperature, top-k and top-p, with HF's semantics (ties at the k-th value kept; top-p keeps the
     smallest set whose mass exceeds p, at least one token); removed tokens are −inf."""
@@ -166,12 +183,8 @@ def generate(
     in the padded layout (prefix, then row b's `width - len(rows[b])` pads, then its suffix)."""
     dev = next(model.parameters()).device
     n, width = len(rows), max(len(r) for r in rows)
-    pads = [width - len(r) for r in rows]
-    ids = torch.tensor([list(r[:prefix]) + [pad_id] * k + list(r[prefix:]) for k, r in zip(pads, rows)], device=dev)
-    mask = torch.ones((n, width + max_new), dtype=torch.long, device=dev)
-    for b, k in enumerate(pads):
-        mask[b, prefix : prefix + k] = 0
-    positions = (mask[:, :width].cumsum(-1) - 1).masked_fill(mask[:, :width] == 0, 1)
+    ids, mask = padded(rows, prefix, pad_id, dev, extra=max_new)
+    positions = positions_of(mask[:, :width])
     cache = None
     if prefix > 0:
         cache = DynamicCache(config=model.config)
@@ -235,10 +248,7 @@ def hf_generate(
     seeded once per batch (`seed`), so a row's sample depends on its batch."""
     tok, model, dev = lm.tokenizer, lm.model, lm.device
     width = max(len(r) for r in rows)
-    pads = [width - len(r) for r in rows]
-    ids = torch.tensor([list(r[:prefix]) + [tok.pad_token_id] * k + list(r[prefix:]) for k, r in zip(pads, rows)])
-    mask = torch.tensor([[1] * prefix + [0] * k + [1] * (len(r) - prefix) for k, r in zip(pads, rows)])
-    ids, mask = ids.to(dev), mask.to(dev)
+    ids, mask = padded(rows, prefix, tok.pad_token_id, dev)
     kwargs: dict[str, Any] = {"do_sample": False}
     if prefix > 0:
         cache = DynamicCache(config=model.config)

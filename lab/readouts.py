@@ -95,11 +95,11 @@ def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[
 def _prefix_forward(lm: LoadedModel, rows: Sequence[Sequence[int]], ops: list[Any], p: int) -> torch.Tensor:
     from transformers import DynamicCache
 
-    model, dev, pad_id = lm.model, lm.device, lm.tokenizer.pad_token_id
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([list(r[:p]) + [pad_id] * (width - len(r)) + list(r[p:]) for r in rows], device=dev)
-    mask = torch.tensor([[1] * p + [0] * (width - len(r)) + [1] * (len(r) - p) for r in rows], device=dev)
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    from lab.decode import padded, positions_of
+
+    model = lm.model
+    ids, mask = padded(rows, p, lm.tokenizer.pad_token_id, lm.device)
+    positions = positions_of(mask)
     cache = DynamicCache(config=model.config)
     with iv.apply(model, [op for op in ops if isinstance(op, iv.Ablate)]):
         model(input_ids=ids[:1, :p], cache=cache, use_cache=True, logits_to_keep=1)
