@@ -23,8 +23,9 @@ from common import add_threads, injection_trials, per_trial
 
 import lab  # noqa: F401
 from lab.config import ModelConfig
+from lab.decode import common_prefix
 from lab.models import load
-from lab.runner import Runner, _common_prefix
+from lab.runner import Runner
 
 
 def matmul_peak(dtype: torch.dtype, shapes: list[tuple[int, int, int]]) -> float:
@@ -75,7 +76,7 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     runner = Runner(lm, bank, len(trials))
     rows = [runner.request(t).ids for t in trials]
-    prefix = min(_common_prefix(rows), min(runner.request(t).start for t in trials))
+    prefix = min(common_prefix(rows), min(runner.request(t).start for t in trials))
     generated = [n + (n < a.max_new_tokens) for _, n in fast]  # the stop token was computed too
     need = flops_needed(lm, rows, prefix, generated)
     lm16 = load(ModelConfig("smollm2-135m", dtype="bfloat16"))

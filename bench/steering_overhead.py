@@ -21,7 +21,8 @@ from common import add_threads, injection_trials
 
 import lab  # noqa: F401
 from lab import decode
-from lab.runner import Runner, _common_prefix
+from lab.decode import common_prefix
+from lab.runner import Runner
 from lab.steering import inject
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     runner = Runner(lm, bank, len(trials))
     reqs = [runner.request(t) for t in trials]
     rows = [r.ids for r in reqs]
-    prefix = min(_common_prefix(rows), min(r.start for r in reqs))
+    prefix = min(common_prefix(rows), min(r.start for r in reqs))
     width = max(len(r) for r in rows)
     steer = runner._steer(reqs, [width - len(r.ids) + r.start for r in reqs])
     stop = {tok.eos_token_id, tok.pad_token_id}

@@ -124,6 +124,12 @@ def _buffer_cache(prefix: Cache | None, batch: int, capacity: int, static: bool)
     return Cache(layers=layers)
 
 
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares."""
+    n = min(len(r) for r in rows)
+    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows[1:])), n)
+
+
 def padded(rows: Sequence[Sequence[int]], prefix: int, pad_id: int, dev: Any, extra: int = 0) -> tuple[Any, Any]:
     """(ids, mask) of rows that share `rows[b][:prefix]`, each padded between that prefix and its own suffix to the
     longest row; the mask has `extra` more columns of 1 for the tokens still to come."""

@@ -78,8 +78,9 @@ def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[
     """Tokens all rows share that no edit touches (0: run the plain forward)."""
     if len(rows) < 2:
         return 0
-    first, n = rows[0], min(len(r) for r in rows) - 1
-    p = next((i for i in range(n) if any(r[i] != first[i] for r in rows[1:])), n)
+    from lab.decode import common_prefix
+
+    p = min(common_prefix(rows), min(len(r) for r in rows) - 1)
     for op in ops:
         if isinstance(op, iv.Ablate):
             continue

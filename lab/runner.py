@@ -159,7 +159,7 @@ class Runner:
         from lab import decode
 
         tok, model = self.lm.tokenizer, self.lm.model
-        shared = _common_prefix([r.ids for r in reqs])
+        shared = decode.common_prefix([r.ids for r in reqs])
         p = min(shared, min(r.start for r in reqs), min(len(r.ids) for r in reqs) - 1)
         width = max(len(r.ids) for r in reqs)
         starts = [width - len(r.ids) + r.start for r in reqs]  # pads sit between prefix and suffix, before any start
@@ -209,14 +209,6 @@ class Runner:
             return [iv.Add(f"resid_post.{lay}", v[idx], s[idx], st[idx]) for lay, (v, s) in per_layer.items()]
 
         return ops
-
-
-def _common_prefix(seqs: list[list[int]]) -> int:
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != first[i] for s in seqs[1:]):
-            return i
-    return n
 
 
 def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:

@@ -14,6 +14,7 @@ import torch
 
 from analysis.steering_vector import Example, answer_loss, answer_row, collate, scored_positions
 from lab import interventions as iv
+from lab.decode import common_prefix
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +86,7 @@ def batch_loss(
         )
     ops += bias_edits(bias)
     pos = scored_positions(labels)
-    p = min(_common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
+    p = min(common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
     ids, mask, labels, pos = ids.to(dev), mask.to(dev), labels.to(dev), pos.to(dev)
     kwargs: dict[str, Any] = {"use_cache": False}
     if p > 0:
@@ -99,8 +100,3 @@ def batch_loss(
     with iv.apply(model, ops, offset=p):
         logits = model(input_ids=ids[:, p:], attention_mask=mask, logits_to_keep=pos - p, **kwargs).logits
     return answer_loss(logits, labels, pos)
-
-
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    n = min(len(r) for r in rows)
-    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows[1:])), n)
