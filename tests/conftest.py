@@ -158,11 +158,13 @@ def env() -> dict[str, str]:
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """Stop a process we started (and its children, same process group) by PID: SIGTERM, then SIGKILL — the group
-    too when the leader exited first (a server's workers can outlive the `make` or CLI that started them)."""
+    """Stop a process we started (and its children, same process group) by PID: SIGTERM to the leader, then SIGKILL
+    to the group (a server's workers can outlive the `make` or CLI that started them). The leader alone is asked
+    first so that it can stop its own children in order: `ray start --block` drains its node through its GCS, and a
+    group-wide SIGTERM killed the GCS first, so every stop waited out Ray's 30 s drain timeout."""
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
