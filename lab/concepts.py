@@ -116,17 +116,20 @@ class ConceptVector:
 def last_token_activations(
     lm: LoadedModel, words: Sequence[str], layers: Sequence[int], template: str = DEFAULT_TEMPLATE, batch_size: int = 16
 ) -> dict[int, torch.Tensor]:
-    """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU)."""
+    """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU). The
+    forward pass stops after the deepest layer asked for (the blocks above it and the LM head are never run), except
+    on a ZeRO-3 partitioned model, whose gather/release hooks must see every module finish."""
     from lab.steering import capture
 
     for layer in layers:
         lm.check_layer(layer)
+    stop = not any(hasattr(p, "ds_id") for p in lm.model.parameters())
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     prompts = [_prompt(lm, template, w) for w in words]
     for i in range(0, len(prompts), batch_size):
         enc = lm.tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(lm.device) for k, v in enc.items()}
-        with capture(lm.model, layers) as acts:
+        with capture(lm.model, layers, stop=stop) as acts:
             lm.model(**enc, use_cache=False)
         for layer in layers:
             out[layer].append(acts[layer][0][:, -1, :].float().cpu())  # left padding: last token is at -1

@@ -43,7 +43,8 @@ def inject(
 
 
 @contextmanager
-def capture(model: Any, layers: Sequence[int]) -> Iterator[dict[int, list[torch.Tensor]]]:
-    """Record the output (`resid_post`) of each block in `layers`, one tensor per forward call, detached."""
-    with iv.capture(model, [f"resid_post.{layer}" for layer in layers]) as acts:
+def capture(model: Any, layers: Sequence[int], stop: bool = False) -> Iterator[dict[int, list[torch.Tensor]]]:
+    """Record the output (`resid_post`) of each block in `layers`, one tensor per forward call, detached; `stop`:
+    end the forward pass after the deepest of them (`iv.capture`)."""
+    with iv.capture(model, [f"resid_post.{layer}" for layer in layers], stop=stop) as acts:
         yield {layer: acts[f"resid_post.{layer}"] for layer in layers}

@@ -26,6 +26,11 @@ def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():
     assert not {t.trial_id for t in c} & {t.trial_id for t in a}
 
 
+def test_trial_ids_stored_on_disk_do_not_change():
+    t = expand(SweepConfig(concepts="first:1", trials_per_concept=1), "smollm2-135m", (12,), (0.2,), "relative")[0]
+    assert (t.concept, t.kind, t.trial_id) == ("Dust", "injection", "43681ee8a3256e20bb8a")
+
+
 @pytest.mark.parametrize(
     "k,n,lo,hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0), (1, 100, 0.0018, 0.0545)]
 )
