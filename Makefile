@@ -64,7 +64,9 @@ ui: setup
 	@$(PY) -m lab.mlflow_view --db $(MLFLOW_DB) --port $(UI_PORT)
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
-# A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`.
+# A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`: SIGTERM
+# to `ray start` alone (it drains its node through the GCS, which a group-wide SIGTERM kills first: a 30 s wait), then
+# SIGKILL to its process group for anything left.
 RAY_TMP ?= /tmp/ray-introspection-lab
 ray-up: setup
 	@mkdir -p .ray
@@ -76,7 +78,7 @@ ray-up: setup
 	echo "Ray dashboard on http://127.0.0.1:8265 (pid $$(cat .ray/head.pid))"
 
 ray-down:
-	@if [ -f .ray/head.pid ]; then pid=$$(cat .ray/head.pid); kill -TERM -$$pid 2>/dev/null || kill -TERM $$pid 2>/dev/null; \
+	@if [ -f .ray/head.pid ]; then pid=$$(cat .ray/head.pid); kill -TERM $$pid 2>/dev/null; \
 	  for i in $$(seq 1 30); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; kill -KILL -$$pid 2>/dev/null; \
 	  rm -f .ray/head.pid; echo "Ray head stopped"; else echo "no Ray head started by make ray-up"; fi
 
