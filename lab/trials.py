@@ -109,6 +109,37 @@ def trial_id(**fields: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_JSON: dict[tuple[type, object], str] = {}  # keyed by type too: True == 1 and 0.0 == -0.0, but their JSON differs
+
+
+def _json(v: object) -> str:
+    if type(v) not in _SCALARS:
+        return json.dumps(v, sort_keys=True, default=str)
+    key = (type(v), repr(v) if type(v) is float else v)
+    text = _JSON.get(key)
+    if text is None:
+        if len(_JSON) > 100_000:
+            _JSON.clear()
+        text = _JSON[key] = json.dumps(v)
+    return text
+
+
+class IdTemplate:
+    """`trial_id(**fixed, **values)` for many trials that share `fixed`: the shared fields' JSON is written once and
+    each trial's own values are filled in (a paper preset plans 400k trials per model; the id was 2/3 of the time)."""
+
+    def __init__(self, fixed: dict[str, object], varying: Sequence[str]):
+        names = sorted([*fixed, *varying])
+        self.varying = [k for k in names if k in varying]
+        shared = {k: json.dumps(v, sort_keys=True, default=str).replace("%", "%%") for k, v in fixed.items()}
+        self.fmt = "{" + ", ".join(f"{json.dumps(k).replace('%', '%%')}: {shared.get(k, '%s')}" for k in names) + "}"
+
+    def __call__(self, **values: object) -> str:
+        blob = self.fmt % tuple(_json(values[k]) for k in self.varying)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def make_trial(**fields: object) -> Trial:
     return Trial(trial_id=trial_id(**fields), **fields)  # type: ignore[arg-type]
 
@@ -159,17 +190,24 @@ def expand(
     """All trials of a sweep in a fixed order: per setting, the injection then its paired controls."""
     out: list[Trial] = []
     common = _generation_fields(sweep, model, mode)
+    id_of = IdTemplate(common, ("concept", "layer", "strength", "trial_number", "sample", "kind", "forced"))
+    kinds = [("injection", False), ("control", False), *((c, False) for c in sweep.controls)]
+    kinds += [("injection", True)] if sweep.forced_identification else []
     for concept in select_concepts(sweep.concepts):
         for layer in layers:
             for strength in strengths:
                 for n in range(1, sweep.trials_per_concept + 1):
                     for s in range(sweep.samples):
-                        key = dict(common, concept=concept, layer=layer, strength=strength, trial_number=n, sample=s)
-                        out.append(make_trial(kind="injection", forced=False, **key))
-                        out.append(make_trial(kind="control", forced=False, **key))
-                        out.extend(make_trial(kind=c, forced=False, **key) for c in sweep.controls)
-                        if sweep.forced_identification:
-                            out.append(make_trial(kind="injection", forced=True, **key))
+                        cell = {
+                            "concept": concept,
+                            "layer": layer,
+                            "strength": strength,
+                            "trial_number": n,
+                            "sample": s,
+                        }
+                        for kind, forced in kinds:
+                            tid = id_of(kind=kind, forced=forced, **cell)
+                            out.append(Trial(tid, kind=kind, forced=forced, **common, **cell))  # type: ignore[arg-type]
     ids = [t.trial_id for t in out]
     assert len(ids) == len(set(ids)), "trial ids collide"
     return out

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lab import metrics, store
 from lab.errors import LabError
-from lab.trials import SweepConfig, expand
+from lab.trials import IdTemplate, SweepConfig, expand, trial_id
 
 
 def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():
@@ -29,6 +30,24 @@ def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():
 def test_trial_ids_stored_on_disk_do_not_change():
     t = expand(SweepConfig(concepts="first:1", trials_per_concept=1), "smollm2-135m", (12,), (0.2,), "relative")[0]
     assert (t.concept, t.kind, t.trial_id) == ("Dust", "injection", "43681ee8a3256e20bb8a")
+    sw = SweepConfig(
+        concepts="first:3", trials_per_concept=2, samples=2, controls=("random",), forced_identification=True
+    )
+    for t in expand(sw, "m", (10, 12), (0.1, 2.0), "raw"):  # the id template equals hashing every field
+        assert t.trial_id == trial_id(**{k: v for k, v in t.to_dict().items() if k not in ("trial_id", "vector")})
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6))
+    fields = st.dictionaries(
+        st.text(min_size=1, max_size=6), st.one_of(scalar, st.lists(scalar, max_size=3)), max_size=8
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(fields, fields)
+    def same(fixed, values):
+        values = {k: v for k, v in values.items() if k not in fixed}
+        assert IdTemplate(fixed, list(values))(**values) == trial_id(**fixed, **values)
+
+    same()
+    assert IdTemplate({}, ["a", "b"])(a=True, b=0.0) != IdTemplate({}, ["a", "b"])(a=1, b=-0.0)
 
 
 @pytest.mark.parametrize(
