@@ -113,6 +113,7 @@ def main() -> None:
                 "HF generate (previous runner)": {"engine": "hf"},
                 "loop, growing cache, no eviction": {"static": False, "evict": False},
                 "loop, static cache, no eviction": {"evict": False},
+                "loop, prefix attended per row (SDPA)": {"share_attention": False},
                 "loop, batch 32": {},
             }.items():
                 t_x, x = ours(lm, bank, greedy, 32 if "32" in name else a.batch_size, **kw)

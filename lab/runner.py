@@ -95,9 +95,10 @@ class Runner:
         engine: str = "loop",
         evict: bool = True,
         static: bool = True,
+        share_attention: bool = True,
     ):
         self.lm, self.bank, self.batch_size, self.edits = lm, bank, batch_size, list(edits)
-        self.engine, self.evict, self.static = engine, evict, static
+        self.engine, self.evict, self.static, self.share_attention = engine, evict, static, share_attention
 
     def request(self, t: Trial) -> Request:
         prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced, concept=t.concept)
@@ -186,6 +187,7 @@ class Runner:
                 seeds,
                 evict=self.evict,
                 static=self.static,
+                share_attention=self.share_attention,
             )
         eos = {tok.eos_token_id, tok.pad_token_id}
         results = []

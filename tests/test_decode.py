@@ -102,3 +102,46 @@ def test_unsupported_generation_config_falls_back(tiny_model):
         assert decode.sampling_for(tiny_model, 1.0, "plain") is None
     finally:
         gc.repetition_penalty = old
+
+
+@torch.no_grad()
+def test_shared_prefix_attention_equals_sdpa(tiny_model):
+    """The suffix prefill (pads between prefix and suffix) and a decode step give SDPA's logits when the prefix's
+    keys/values are read once for the batch (4 query heads over 2 kv heads: grouped-query order matters)."""
+    from transformers.cache_utils import DynamicCache
+
+    from lab import prefix_attention
+
+    p, width = len(PREFIX), max(len(r) for r in ROWS)
+    ids, mask = decode.padded(ROWS, p, 0, "cpu", extra=1)
+    pos = decode.positions_of(mask)
+
+    def run(share: bool):
+        cache = DynamicCache(config=tiny_model.config)
+        tiny_model(input_ids=ids[:1, :p], cache=cache, use_cache=True)
+        cache = decode._buffer_cache(cache, len(ROWS), width + 1, True)
+        with prefix_attention.shared(tiny_model, p if share else 0) as on:
+            kw = {"cache": cache, "use_cache": True}
+            first = tiny_model(input_ids=ids[:, p:], attention_mask=mask[:, :width], position_ids=pos[:, p:width], **kw)
+            nxt = first.logits[:, -1].argmax(-1, keepdim=True)
+            second = tiny_model(input_ids=nxt, attention_mask=mask, position_ids=pos[:, width:], **kw)
+        return on, first.logits, second.logits
+
+    on, a, b = run(True)
+    off, a0, b0 = run(False)
+    assert (on, off, tiny_model.config._attn_implementation) == (True, False, "sdpa")
+    torch.testing.assert_close(a, a0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b, b0, rtol=0, atol=1e-5)
+    assert _run(tiny_model, set(), share_attention=True) == _run(tiny_model, set(), share_attention=False)
+
+
+def test_sampler_draws_the_filtered_distribution():
+    """Inverse-CDF draws, one uniform per row: 20k rows of one distribution reproduce its probabilities, and tokens
+    that top-k removed are never drawn."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0, 1.5, 0.2]]).repeat(20_000, 1)
+    gens = [torch.Generator().manual_seed(i) for i in range(len(logits))]
+    for s in (decode.Sampling(1.0), decode.Sampling(0.7, top_k=3)):
+        want = decode.filtered(logits[:1], s).softmax(-1)[0]
+        got = torch.bincount(decode._pick(logits, s, gens), minlength=8).double() / len(logits)
+        assert float((got - want).abs().max()) < 0.01
+        assert bool((got[want == 0] == 0).all()) and int((want > 0).sum()) == (8 if s.top_k == 0 else 3)
