@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.store import read
 
     t = by_layer(read(args.run))
-    tables.print_table(t)
+    print_table(t)
     out = Path(args.run) / "report"
     out.mkdir(parents=True, exist_ok=True)
     print(f"plot: {plot(t, out / 'localisation_rerun.png')}")

@@ -97,7 +97,7 @@ def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.D
     table, inj = effects(df), injection_effect(df)
     table.to_csv(out / "patching_effects.csv", index=False)
     png = plot(table, out / "patching.png", title)
-    tables.print_table(table)
+    print_table(table)
     print(
         "injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
         "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj)

@@ -54,3 +54,15 @@ def test_layers_from_stride():
     cfg = from_dict(LocalisationConfig, {"model": {"name": "smollm2-135m"}, "first_layer": 2, "layer_stride": 8})
     inj = cfg.injection()
     assert inj.sweep.layers == (2, 10, 18, 26) and inj.sweep.forced_identification
+
+
+def test_rerun_from_stored_rows_prints_the_table(tmp_path, capsys):
+    from analysis.localisation import main
+    from lab import store
+
+    rows = _rows().assign(trial_id=lambda d: [f"t{i}" for i in range(len(d))])
+    store.write_shard(tmp_path, rows.to_dict("records"))
+    assert main(["--run", str(tmp_path)]) in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["layer", "detection"] and out[1].split()[0] == "4" and out[2].split()[0] == "8"
+    assert (tmp_path / "report" / "localisation_rerun.png").is_file()

@@ -42,10 +42,10 @@ def test_cell_has_every_mode(embedded):
     assert cell["knock_out"] != cell["steered"] and cell["knock_in"] != cell["clean"]
 
 
-def test_effects_average_per_concept_then_interval():
+def test_effects_average_per_concept_then_interval(tmp_path, capsys):
     import pandas as pd
 
-    from analysis.patching import effects
+    from analysis.patching import effects, report
 
     rows = []
     for c, ko in (("A", 1.0), ("B", 2.0), ("C", 3.0)):
@@ -69,3 +69,7 @@ def test_effects_average_per_concept_then_interval():
     assert t.loc["knock_out", "effect"] == 1.0 and t.loc["knock_out", "n_concepts"] == 3
     assert round(t.loc["knock_out", "effect_hi"] - 1.0, 4) == 2.4841  # t(2) = 4.303 × sd 1 / √3
     assert t.loc["knock_in", "effect"] == 0.5 and t.loc["forced_knock_out", "effect"] == 0.0
+    table, inj, png = report(pd.DataFrame(rows), tmp_path)  # the job's report: CSV, plot, printed table
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["mode", "comp", "layer", "effect"] and png.is_file()
+    assert out[-1].startswith("injection moves Yes−No from +0.000 (clean) to +1.000 (steered)")
