@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -114,4 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Exit without the interpreter's teardown: with the endpoint already down, Ray's and Serve's exit hooks and
+    # threads once kept the process alive for over 120 s after "Ray's shutdown took 1.4 s" (a loaded test suite).
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
