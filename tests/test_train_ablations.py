@@ -274,6 +274,9 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     assert runs[0].data.params["condition.objective"] == "sft" and runs[0].data.params["seed"] == "0"
 
 
+@pytest.mark.slow  # 80-120 s (3 Ray worker processes, each importing torch/TRL): `make test-slow`; the default suite
+# keeps the multi-rank ZeRO-3 DPO step and sharded generation (tests/test_zero3.py) and the Tune ablation via `ray job
+# submit` (the `tiny_ablation` fixture)
 def test_trial_as_a_two_worker_torchtrainer(tmp_path):
     """The multi-GPU trial path on CPU: Ray Train TorchTrainer × 2 (gloo, world size 2) trains, then an evaluation
     worker scores the adapter; the child run records the mode. (DeepSpeed itself is not installed here.)"""
