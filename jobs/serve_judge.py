@@ -58,32 +58,42 @@ def start(cfg: ServeJudgeConfig) -> str:
     return cfg.base_url
 
 
-def stop(grace: float = 30.0) -> bool:
+def stop(grace: float = 30.0, exit_after: bool = False) -> bool:
     """Tear the endpoint down; False when a shutdown step overran `grace` seconds (it was seen to hang on a loaded
     machine). A Ray this module started is shut down whole (its Serve actors with it); on a joined cluster only
-    Serve is shut down."""
+    Serve is shut down. `exit_after` (the CLI): the process ends with `os._exit(0)` right after the step, from the
+    thread that ran it; in a loaded suite the process was seen alive 120 s after "Ray's shutdown took 1.2 s"."""
     import ray
 
     global _started_ray
     if not ray.is_initialized():
         return True
     if not _started_ray:
-        return _bounded(serve.shutdown, grace, "Serve's shutdown")
+        return _bounded(serve.shutdown, grace, "Serve's shutdown", exit_after)
     _started_ray = False
-    return _bounded(ray.shutdown, grace, "Ray's shutdown")
+    return _bounded(ray.shutdown, grace, "Ray's shutdown", exit_after)
 
 
-def _bounded(step: Any, grace: float, what: str) -> bool:
+def _bounded(step: Any, grace: float, what: str, exit_after: bool) -> bool:
     import threading
 
     t0 = time.monotonic()
-    worker = threading.Thread(target=step, daemon=True)
+
+    def run() -> None:
+        step()
+        print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
+        if exit_after:
+            sys.stderr.flush()
+            os._exit(0)
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(grace)
     if worker.is_alive():
         print(f"{what} did not finish in {grace:.0f} s: exiting without it", flush=True)
+        if exit_after:
+            os._exit(0)
         return False
-    print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
     return True
 
 
@@ -109,15 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopping the judge endpoint", flush=True)
     finally:
-        if not stop():
-            os._exit(0)  # Ray's exit hook would wait on the shutdown that hung
+        stop(exit_after=True)  # the process ends in there (no interpreter teardown: Ray's exit hooks could hang)
     return 0
 
 
 if __name__ == "__main__":
-    # Exit without the interpreter's teardown: with the endpoint already down, Ray's and Serve's exit hooks and
-    # threads once kept the process alive for over 120 s after "Ray's shutdown took 1.4 s" (a loaded test suite).
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    raise SystemExit(main())
