@@ -13,7 +13,6 @@ import argparse
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -82,8 +81,7 @@ def _bounded(step: Any, grace: float, what: str, exit_after: bool) -> bool:
     def run() -> None:
         step()
         print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
-        if exit_after:
-            sys.stderr.flush()
+        if exit_after:  # no stderr flush: a Ray log thread can die holding stderr's lock, and the flush then waits
             os._exit(0)
 
     worker = threading.Thread(target=run, daemon=True)
