@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("stopping the judge endpoint", flush=True)
-    finally:
         stop(exit_after=True)  # the process ends in there (no interpreter teardown: Ray's exit hooks could hang)
+    finally:
+        stop()  # any other way out: the error still propagates with its traceback and exit code
     return 0
 
 
