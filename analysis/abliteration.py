@@ -41,7 +41,7 @@ class RefusalConfig:
     harmful: str = field(default="harmful", metadata={"help": "'harmful' (shipped) or a file of instructions"})
     harmless: str = field(default="harmless", metadata={"help": "'harmless' (shipped) or a file"})
     extra_harmful: str | None = field(default=None, metadata={"help": "a local file of more harmful instructions"})
-    extra_harmless: str | None = None
+    extra_harmless: str | None = field(default=None, metadata={"help": "a local file of more harmless instructions"})
     directions: str = field(default="", metadata={"help": "a saved refusal_directions.safetensors to reuse"})
     position: int = field(default=-2, metadata={"help": "prompt position read (-2: the paper's code; -1: last token)"})
     heldout: int = field(default=32, metadata={"help": "last harmful lines kept out of the direction (refusal check)"})
@@ -50,7 +50,9 @@ class RefusalConfig:
         metadata={"help": "one direction (this layer's) for every layer; empty: each layer its own direction"},
     )
     weights: tuple[float, ...] = field(default=(), metadata={"help": "per-layer ablation weights; empty = 1.0"})
-    method: Literal["weights", "interventions"] = "weights"
+    method: Literal["weights", "interventions"] = field(
+        default="weights", metadata={"help": "weights: orthogonalise, save <output_dir>/model; interventions: hooks"}
+    )
     sites: Literal["writers", "resid"] = field(
         default="writers",
         metadata={

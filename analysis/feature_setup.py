@@ -37,16 +37,16 @@ class TranscoderSource:
 class FeatureJobConfig:
     """The sections both feature jobs (dose_response, gates) have; each job adds its own and its defaults."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    dose: DoseConfig = field(default_factory=DoseConfig)
-    transcoders: TranscoderSource = field(default_factory=TranscoderSource)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model whose features are read"})
+    dose: DoseConfig = field(default_factory=DoseConfig, metadata={"help": "concepts, strengths, layers injected/read"})
+    transcoders: TranscoderSource = field(default_factory=TranscoderSource, metadata={"help": "feature dictionaries"})
     gates_k: int = field(default=20, metadata={"help": "gate candidates (most No-promoting features)"})
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    threads: int = 2
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    output_dir: str = "results/features"
-    cache_dir: str | None = None
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt ('{word}' is filled)"})
+    baseline: str = field(default="baseline_words", metadata={"help": "word list whose mean is subtracted"})
+    threads: int = field(default=2, metadata={"help": "torch intra-op threads"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow store and experiment"})
+    output_dir: str = field(default="results/features", metadata={"help": "results folder (each job sets its own)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <lab cache>/vectors"})
 
     def __post_init__(self) -> None:
         if self.gates_k < 1:

@@ -19,26 +19,29 @@ from lab.tracking import TrackingConfig
 
 @dataclass(frozen=True)
 class FeatureRegressionConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    concepts: str | tuple[str, ...] = "first:24"
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model injected into and read"})
+    concepts: str | tuple[str, ...] = field(default="first:24", metadata={"help": "as sweep.concepts"})
     layer: int = field(default=12, metadata={"help": "injection layer"})
-    strength: float = 0.2
-    strength_mode: Literal["raw", "relative"] = "relative"
-    trials_per_concept: int = 2
+    strength: float = field(default=0.2, metadata={"help": "injection strength, in strength_mode units"})
+    strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={"help": "as sweep.strength_mode"})
+    trials_per_concept: int = field(default=2, metadata={"help": "trial numbers n = 1..N (sweep and feature reads)"})
     feature_layers: tuple[int, ...] = field(default=(16, 20), metadata={"help": "transcoder layers (> layer)"})
-    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
-    transcoder_dir: str | None = None  # default: <model cache>/transcoders
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig, metadata={"help": "as jobs.transcoders"})
+    transcoder_dir: str | None = field(default=None, metadata={"help": "cache; empty: <model cache>/transcoders"})
     sweep_dir: str | None = field(default=None, metadata={"help": "stored sweep with the rates; empty: run one"})
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "sweep, fits; num_actors 0: no Ray"})
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the sweep run when no sweep_dir"})
     ns: tuple[int, ...] = field(default=(10, 30, 100, 300, 1000, 0), metadata={"help": "top-N features; 0 = all"})
-    alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-    folds: int = 10
-    seed: int = 0
+    alphas: tuple[float, ...] = field(default=(1.0, 10.0, 100.0, 1000.0, 10000.0), metadata={"help": "ridge penalties"})
+    folds: int = field(default=10, metadata={"help": "grouped CV folds (by concept), >= 2"})
+    seed: int = field(default=0, metadata={"help": "fold shuffle, bootstrap and permutation seed"})
     resamples: tuple[int, int] = field(default=(1000, 20), metadata={"help": "bootstrap, permutation draws"})
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="feature-regression"))
-    output_dir: str = "results/feature-regression"
-    cache_dir: str | None = None
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="feature-regression"),
+        metadata={"help": "MLflow: parent run + a child per fit"},
+    )
+    output_dir: str = field(default="results/feature-regression", metadata={"help": "regression/, sweep/, cells.csv"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <model cache>/vectors"})
 
     def __post_init__(self) -> None:
         if not self.feature_layers or any(f <= self.layer for f in self.feature_layers) or self.folds < 2:

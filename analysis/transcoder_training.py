@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,20 @@ from lab.errors import LabError
 
 @dataclass(frozen=True)
 class TranscoderConfig:
-    n_features: int = 4608
-    l1: float = 0.003
-    epochs: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    seq_len: int = 128
-    max_tokens: int = 250_000
-    holdout: float = 0.05
-    skip: bool = True
-    init: str = "data"  # "data": encoder/decoder rows from training tokens and their residuals; "random"
-    sources: tuple[str, ...] = ("dialogues", "pydoc", "docstrings")
-    seed: int = 0
-    threads: int = 2  # torch threads while collecting and fitting (part of the cache key: results may differ)
-    collect_batch: int = 8
+    n_features: int = field(default=4608, metadata={"help": "dictionary size (ReLU features), >= 1"})
+    l1: float = field(default=0.003, metadata={"help": "L1 weight λ (decoder-norm-weighted, 5 % warm-up), >= 0"})
+    epochs: int = field(default=2, metadata={"help": "passes over the training tokens, >= 1"})
+    batch_size: int = field(default=256, metadata={"help": "tokens per Adam step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, > 0"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per window, >= 2 (its first token is dropped)"})
+    max_tokens: int = field(default=250_000, metadata={"help": "about this many corpus tokens, train + held-out"})
+    holdout: float = field(default=0.05, metadata={"help": "share of windows held out (fve, l0, dead_frac), in (0, 1)"})
+    skip: bool = field(default=True, metadata={"help": "add a linear skip map (initialised at the least-squares fit)"})
+    init: str = field(default="data", metadata={"help": "data: rows from training tokens and residuals; or random"})
+    sources: tuple[str, ...] = field(default=("dialogues", "pydoc", "docstrings"), metadata={"help": "analysis.corpus"})
+    seed: int = field(default=0, metadata={"help": "window shuffle / held-out split, init, batch order"})
+    threads: int = field(default=2, metadata={"help": "torch threads (in the cache key: results may differ)"})
+    collect_batch: int = field(default=8, metadata={"help": "windows per forward pass while collecting activations"})
 
     def __post_init__(self) -> None:
         if self.init not in ("data", "random"):

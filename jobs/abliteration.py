@@ -27,8 +27,8 @@ from lab.sweep import InjectionConfig
 
 @dataclass(frozen=True)
 class AbliterationConfig(InjectionConfig):
-    output_dir: str = "results/abliteration"
-    refusal: RefusalConfig = field(default_factory=RefusalConfig)
+    output_dir: str = field(default="results/abliteration", metadata={"help": "arm sweeps, model/ (weights), report/"})
+    refusal: RefusalConfig = field(default_factory=RefusalConfig, metadata={"help": "directions, ablation, check"})
 
 
 @entry

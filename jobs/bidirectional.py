@@ -23,7 +23,7 @@ from lab.sweep import InjectionConfig
 
 @dataclass(frozen=True)
 class BidirectionalConfig(InjectionConfig):
-    output_dir: str = "results/bidirectional"
+    output_dir: str = field(default="results/bidirectional", metadata={"help": "trials/ (Parquet) and report/"})
     geometry: str = field(default="", metadata={"help": "a geometry job's output_dir (or analysis/ dir) or run id"})
     strength: float | None = field(default=None, metadata={"help": "override the sweep's strength (same mode)"})
     threshold: float | None = field(

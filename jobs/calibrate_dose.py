@@ -9,25 +9,25 @@ coherent band shaded) and `report/recommended.yaml` (a config snippet with the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab import dose, report
 from lab.dose import DoseSettings
 from lab.experiment import preflight
-from lab.sweep import InjectionConfig, judged_sweep
+from lab.sweep import InjectionConfig, injection_of, judged_sweep
 
 
 @dataclass(frozen=True)
 class DoseConfig(InjectionConfig):
     """A concept-injection sweep over strengths plus the dose settings (configs/calibrate-dose-demo.yaml)."""
 
-    dose: DoseSettings = field(default_factory=DoseSettings)
-    output_dir: str = "results/calibrate-dose"
+    dose: DoseSettings = field(default_factory=DoseSettings, metadata={"help": "how the coherent band is found"})
+    output_dir: str = field(default="results/calibrate-dose", metadata={"help": "sweep Parquet dataset + report/"})
 
     def injection(self) -> InjectionConfig:
-        return InjectionConfig(**{f.name: getattr(self, f.name) for f in fields(InjectionConfig)})
+        return injection_of(self)
 
 
 @entry

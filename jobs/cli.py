@@ -1,4 +1,5 @@
-"""What every job shares: `--config`/`--set` parsing into a frozen config, and one-line errors (exit 2)."""
+"""What every job shares: `--config`/`--set` parsing into a frozen config (`--show-config` prints it with each key's
+help), and one-line errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from lab.config import from_dict, load_yaml
+from lab.config import describe, from_dict, load_yaml
 from lab.errors import LabError
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--output", help="override output_dir")
     p.add_argument("--tracking-uri", help="override tracking.uri (MLflow)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config, each key's help, and exit")
     return p
 
 
@@ -52,7 +54,11 @@ def load_config(cls: type[T], args: argparse.Namespace) -> T:
         data["output_dir"] = args.output
     if getattr(args, "tracking_uri", None):
         data.setdefault("tracking", {})["uri"] = args.tracking_uri
-    return from_dict(cls, data)
+    cfg = from_dict(cls, data)
+    if getattr(args, "show_config", False):
+        print(describe(cfg), end="")
+        raise SystemExit(0)
+    return cfg
 
 
 def configure(cls: type[T], doc: str | None, argv: list[str] | None) -> tuple[T, argparse.Namespace]:

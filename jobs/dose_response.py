@@ -26,8 +26,10 @@ class DoseResponseConfig(FeatureJobConfig):
             "help": "concept-injection results dir: judged per-concept TPR for the carrier criterion (default: logits)"
         },
     )
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="dose-response"))
-    output_dir: str = "results/dose-response"
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="dose-response"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/dose-response", metadata={"help": "features/, rows/ (Parquet), report/"})
 
 
 def print_report(res: dict, label: str) -> None:

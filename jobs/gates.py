@@ -28,10 +28,12 @@ class GatesConfig(FeatureJobConfig):
     compare: tuple[ModelConfig, ...] = field(default=(), metadata={"help": "more models/checkpoints, same tests"})
     gate_layers: tuple[int, ...] = field(default=(), metadata={"help": "where gates may sit; empty: any dose layer"})
     causal_strengths: tuple[float, ...] = field(default=(0.2,), metadata={"help": "> 0, in dose.strength_mode units"})
-    n_boot: int = 2000
-    seed: int = 0
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="gates"))
-    output_dir: str = "results/gates"
+    n_boot: int = field(default=2000, metadata={"help": "concept-bootstrap resamples for the causal Δ 95 % intervals"})
+    seed: int = field(default=0, metadata={"help": "seed of the random control feature set and of the bootstrap"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="gates"), metadata={"help": "MLflow runs (one per model)"}
+    )
+    output_dir: str = field(default="results/gates", metadata={"help": "one subdirectory per model (name+adapter)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,7 +23,7 @@ from lab.sweep import InjectionConfig
 
 @dataclass(frozen=True)
 class GeometryConfig(InjectionConfig):
-    output_dir: str = "results/geometry"
+    output_dir: str = field(default="results/geometry", metadata={"help": "analysis/, parts/, report/ (+ sweep/)"})
     source: str = field(default="", metadata={"help": "stored sweep: Parquet dir or MLflow run id; empty: run `sweep`"})
     layer: int | None = field(default=None, metadata={"help": "the sweep layer to analyse (empty: its only layer)"})
     strength: float | None = field(default=None, metadata={"help": "the sweep strength (empty: its only strength)"})

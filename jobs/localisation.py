@@ -11,25 +11,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jobs.cli import configure, entry
-from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.parallel import RunnerConfig
-from lab.sweep import InjectionConfig, JudgeConfig
+from lab.sweep import InjectionConfig, injection_of
 from lab.tracking import TrackingConfig
 from lab.trials import SweepConfig
 
 
 @dataclass(frozen=True)
-class LocalisationConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    first_layer: int = 0
+class LocalisationConfig(InjectionConfig):
+    """Forced identification over every layer (configs/localisation-demo.yaml)."""
+
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "forced_identification is always on"})
+    first_layer: int = field(default=0, metadata={"help": "used when sweep.layers is empty: first injection layer"})
     layer_stride: int = field(default=1, metadata={"help": "used when sweep.layers is empty: every stride-th layer"})
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="localisation"))
-    output_dir: str = "results/localisation"
-    cache_dir: str | None = None
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="localisation"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/localisation", metadata={"help": "Parquet dataset of the sweep + report/"})
 
     def __post_init__(self) -> None:
         if self.layer_stride < 1 or self.first_layer < 0:
@@ -44,10 +42,7 @@ class LocalisationConfig:
             if spec is None:
                 raise LabError(f"{self.model.name} is not in the registry: give sweep.layers explicitly")
             layers = tuple(range(self.first_layer, spec.n_layers, self.layer_stride))
-        sweep = replace(self.sweep, layers=layers, forced_identification=True)
-        return InjectionConfig(
-            self.model, sweep, self.runner, self.judge, self.tracking, self.output_dir, self.cache_dir
-        )
+        return injection_of(self, sweep=replace(self.sweep, layers=layers, forced_identification=True))
 
 
 @entry

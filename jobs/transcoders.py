@@ -19,12 +19,14 @@ from lab.tracking import TrackingConfig
 
 @dataclass(frozen=True)
 class TranscodersJob:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    layers: tuple[int, ...] = (12,)
-    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model whose MLPs are transcoded"})
+    layers: tuple[int, ...] = field(default=(12,), metadata={"help": "0-based blocks; cached ones are reused"})
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig, metadata={"help": "training (in cache key)"})
     cache_dir: str | None = field(default=None, metadata={"help": "default: <model cache>/transcoders"})
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="transcoders"))
-    output_dir: str = "results/transcoders"
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="transcoders"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/transcoders", metadata={"help": "transcoders.csv: held-out figures"})
 
     def __post_init__(self) -> None:
         if not self.layers:

@@ -8,6 +8,7 @@ so a typo in a YAML file never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -35,7 +36,9 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise LabError(f"unknown config key '{_join(path, unknown[0])}' (known keys: {', '.join(sorted(names))})")
+        near = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise LabError(f"unknown config key '{_join(path, unknown[0])}' ({hint}known keys: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
     try:
         obj = cls(**kwargs)
@@ -57,6 +60,34 @@ def to_dict(obj: Any) -> dict[str, Any]:
         return v
 
     return conv(obj)
+
+
+def describe(obj: Any) -> str:
+    """A config as YAML with each key's help text as a comment (`--show-config`); loading it gives `obj` back."""
+    return "\n".join(_describe(obj, "")) + "\n"
+
+
+def _describe(obj: Any, indent: str) -> list[str]:
+    lines: list[str] = []
+    for f in dataclasses.fields(obj):
+        value, note = getattr(obj, f.name), f.metadata.get("help", "")
+        comment = f"  # {note}" if note else ""
+        items = value if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]) else None
+        if dataclasses.is_dataclass(value) or items:
+            lines.append(f"{indent}{f.name}:{comment}")
+            for item in items or ():
+                body = _describe(item, indent + "    ")
+                lines += [f"{indent}  - {body[0].lstrip()}", *body[1:]]
+            if not items:
+                lines += _describe(value, indent + "  ")
+        else:
+            lines.append(f"{indent}{f.name}: {_scalar(to_dict(value) if isinstance(value, tuple) else value)}{comment}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    """One value in YAML flow style, on one line."""
+    return yaml.safe_dump([value], default_flow_style=True, width=math.inf).strip()[1:-1]
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -35,16 +35,18 @@ class DoseConfig:
     a feature dictionary at each of `layers` (all after the injection layer)."""
 
     concepts: str | tuple[str, ...] = field(default="first:12", metadata={"help": "as sweep.concepts"})
-    inject_layer: int = 12
+    inject_layer: int = field(default=12, metadata={"help": "block whose resid_post gets the concept vector"})
     layers: tuple[int, ...] = field(default=(16, 22, 27), metadata={"help": "transcoder layers (> inject_layer)"})
-    strengths: tuple[float, ...] = (-0.4, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.4)
+    strengths: tuple[float, ...] = field(
+        default=(-0.4, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.4), metadata={"help": "signed; needs 0 (unsteered)"}
+    )
     strength_mode: Literal["raw", "relative"] = field(
         default="relative", metadata={"help": "raw: multiplier of v; relative: ‖s·v‖/‖resid‖ at the injection layer"}
     )
-    trial_numbers: tuple[int, ...] = (1, 2, 3)
-    prompt_variant: str = "original"
-    dialogue_format: str = "standard"
-    batch_size: int = 16
+    trial_numbers: tuple[int, ...] = field(default=(1, 2, 3), metadata={"help": "n in the trial prompt's 'Trial {n}'"})
+    prompt_variant: str = field(default="original", metadata={"help": "trial-prompt variant (lab/data/prompts.yaml)"})
+    dialogue_format: str = field(default="standard", metadata={"help": "dialogue format (lab/data/prompts.yaml)"})
+    batch_size: int = field(default=16, metadata={"help": "(strength, trial number) rows per forward pass"})
 
     def __post_init__(self) -> None:
         from lab.concepts import select_concepts

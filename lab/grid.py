@@ -14,8 +14,7 @@ from typing import Any
 
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.parallel import RunnerConfig
-from lab.sweep import InjectionConfig, JudgeConfig
+from lab.sweep import InjectionConfig, injection_of
 from lab.tracking import TrackingConfig
 from lab.trials import SweepConfig
 
@@ -125,22 +124,20 @@ def format_grid(table: Any, shown: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
-class RobustnessConfig:
+class RobustnessConfig(InjectionConfig):
     """The robustness grid (configs/robustness-demo.yaml). `sweep.prompt_variant/dialogue_format` are ignored."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "trials per cell; variant/format unused"})
     variants: tuple[str, ...] = field(default=(), metadata={"help": "prompt variants; empty = the paper's 7"})
     formats: tuple[str, ...] = field(default=(), metadata={"help": "dialogue formats; empty = the paper's 6"})
     layout: str = field(
         default="paper",
         metadata={"help": "paper: variants in the first format + the first variant in every format; cross: every pair"},
     )
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="robustness"))
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="robustness"), metadata={"help": "a child run per cell"}
+    )
     output_dir: str = field(default="results/robustness", metadata={"help": "one Parquet dataset for all cells"})
-    cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
 
     def __post_init__(self) -> None:
         self.cells()
@@ -150,7 +147,4 @@ class RobustnessConfig:
 
     def injection(self, variant: str = "original", fmt: str = "standard") -> InjectionConfig:
         """The single-cell sweep config (what `jobs.concept_injection` would run for this cell)."""
-        sweep = dataclasses.replace(self.sweep, prompt_variant=variant, dialogue_format=fmt)
-        return InjectionConfig(
-            self.model, sweep, self.runner, self.judge, self.tracking, self.output_dir, self.cache_dir
-        )
+        return injection_of(self, sweep=dataclasses.replace(self.sweep, prompt_variant=variant, dialogue_format=fmt))

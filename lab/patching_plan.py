@@ -16,21 +16,23 @@ from lab.tracking import TrackingConfig
 
 @dataclass(frozen=True)
 class PatchingConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    concepts: str | tuple[str, ...] = "first:6"
-    trial_numbers: tuple[int, ...] = (1,)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model to inject into and patch"})
+    concepts: str | tuple[str, ...] = field(default="first:6", metadata={"help": "as sweep.concepts"})
+    trial_numbers: tuple[int, ...] = field(default=(1,), metadata={"help": "n in 'Trial {n}', per concept"})
     layer: int = field(default=12, metadata={"help": "injection layer"})
-    strength: float = 0.2
-    strength_mode: Literal["raw", "relative"] = "relative"
+    strength: float = field(default=0.2, metadata={"help": "injection strength, > 0, in strength_mode units"})
+    strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={"help": "as sweep.strength_mode"})
     patch_layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = every layer after `layer`"})
-    layer_stride: int = 1
-    components: tuple[str, ...] = ("attn_out", "mlp_out")
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="patching"))
-    output_dir: str = "results/patching"
-    cache_dir: str | None = None
+    layer_stride: int = field(default=1, metadata={"help": "empty patch_layers: every stride-th layer after `layer`"})
+    components: tuple[str, ...] = field(default=("attn_out", "mlp_out"), metadata={"help": "attn_out and/or mlp_out"})
+    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "actors; batch_size: trials/batch"})
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt"})
+    baseline: str = field(default="baseline_words", metadata={"help": "word list whose mean concept vectors subtract"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="patching"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/patching", metadata={"help": "patching/ (Parquet shards) + report/"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <model cache>/vectors"})
 
     def __post_init__(self) -> None:
         from lab.concepts import select_concepts

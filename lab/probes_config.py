@@ -13,14 +13,16 @@ from lab.tracking import TrackingConfig
 
 @dataclass(frozen=True)
 class ProbesConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model to probe"})
     probes: tuple[str, ...] = field(
         default=("localisation", "discrimination"), metadata={"help": "localisation and/or discrimination"}
     )
     concepts: str | tuple[str, ...] = field(default="first:10", metadata={"help": "as sweep.concepts"})
     layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
     strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
-    strength_mode: Literal["raw", "relative", "default"] = "default"
+    strength_mode: Literal["raw", "relative", "default"] = field(
+        default="default", metadata={"help": "as sweep.strength_mode; default: the model's registry mode"}
+    )
     kinds: tuple[str, ...] = field(
         default=("injection", "control", "random", "norm_matched"),
         metadata={"help": "injection (concept vector), control (nothing injected), random, norm_matched"},
@@ -31,14 +33,16 @@ class ProbesConfig:
         metadata={"help": "discrimination: weaker passage strength = strength × fraction (0 = untouched)"},
     )
     repeats: int = field(default=1, metadata={"help": "sentence draws per setting"})
-    template: str = DEFAULT_TEMPLATE
-    baseline: str = "baseline_words"
-    seed: int = 0
-    batch_size: int = 16
-    threads: int = 2
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="probes"))
-    output_dir: str = "results/probes"
-    cache_dir: str | None = None
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt"})
+    baseline: str = field(default="baseline_words", metadata={"help": "word list whose mean concept vectors subtract"})
+    seed: int = field(default=0, metadata={"help": "sentence draws and random-vector controls"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per forward pass"})
+    threads: int = field(default=2, metadata={"help": "torch intra-op threads (0 = leave torch's)"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="probes"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/probes", metadata={"help": "Parquet dataset of probe trials + report/"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <model cache>/vectors"})
 
     def __post_init__(self) -> None:
         from lab.concepts import select_concepts

@@ -22,7 +22,7 @@ class StageConfig:
     """One checkpoint to evaluate."""
 
     name: str = field(metadata={"help": "label (plots, MLflow run name, sub-directory of output_dir)"})
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "checkpoint: name and optional adapter"})
     dialogue_format: str | None = field(
         default=None,
         metadata={
@@ -37,7 +37,7 @@ class StageConfig:
     )
     adapter_rank: int = field(default=8, metadata={"help": "rank of a created random LoRA"})
     adapter_delta_rel: float = field(default=0.02, metadata={"help": "‖ΔW‖_F/‖W‖_F per layer of a created LoRA"})
-    adapter_seed: int = 0
+    adapter_seed: int = field(default=0, metadata={"help": "seed of a created random LoRA"})
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.name):
@@ -54,12 +54,14 @@ class StageConfig:
 class StagesConfig:
     """The stage comparison (configs/stages-demo.yaml, configs/stages-olmo-3.1-32b.yaml)."""
 
-    stages: tuple[StageConfig, ...] = ()
+    stages: tuple[StageConfig, ...] = field(default=(), metadata={"help": "checkpoints run on the same trials (>= 1)"})
     cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="training-stages"))
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "trials every stage runs"})
+    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "Ray actors, threads, batching"})
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades each answer"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="training-stages"), metadata={"help": "a child run per stage"}
+    )
     output_dir: str = field(default="results/stages", metadata={"help": "one Parquet dataset per stage below it"})
 
     def __post_init__(self) -> None:

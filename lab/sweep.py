@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,18 +48,23 @@ class JudgeConfig:
 class InjectionConfig:
     """The concept-injection job (configs/demo.yaml)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model that is injected and answers"})
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "which trials (and controls) to run"})
+    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "Ray actors, threads, batching"})
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades each answer"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow run of the sweep"})
     output_dir: str = field(default="results/concept-injection", metadata={"help": "Parquet dataset directory"})
     cache_dir: str | None = field(
         default=None,
         metadata={
-            "help": "concept-activation cache; empty: $INTROSPECTION_LAB_CACHE/vectors or ~/.cache/introspection-lab"
+            "help": "concept-activation cache; empty: ($INTROSPECTION_LAB_CACHE or ~/.cache/introspection-lab)/vectors"
         },
     )
+
+
+def injection_of(cfg: InjectionConfig, **changes: Any) -> InjectionConfig:
+    """The plain sweep config inside a job config that extends `InjectionConfig`, with `changes` applied."""
+    return InjectionConfig(**{f.name: getattr(cfg, f.name) for f in fields(InjectionConfig)} | changes)
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ MAX_PARAM = 500
 class TrackingConfig:
     uri: str | None = field(default=None, metadata={"help": "MLflow URI; empty: $MLFLOW_TRACKING_URI or sqlite"})
     experiment: str = field(default="concept-injection", metadata={"help": "MLflow experiment name"})
-    run_name: str | None = None
+    run_name: str | None = field(default=None, metadata={"help": "MLflow (parent) run name; empty: the job's default"})
     artifact_root: str | None = field(
         default=None,
         metadata={"help": "where a new experiment keeps artifacts; empty: mlartifacts/ beside a sqlite DB"},
     )
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"help": "false: nothing is logged to MLflow"})
 
 
 def resolve_uri(cfg: TrackingConfig) -> str:

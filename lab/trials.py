@@ -40,13 +40,13 @@ class SweepConfig:
     samples: int = field(default=1, metadata={"help": "samples per trial number"})
     controls: tuple[str, ...] = field(default=("random",), metadata={"help": f"vector controls: {VECTOR_CONTROLS}"})
     forced_identification: bool = field(default=False, metadata={"help": "also run prefilled 'Yes, I detect' trials"})
-    prompt_variant: str = "original"
-    dialogue_format: str = "standard"
+    prompt_variant: str = field(default="original", metadata={"help": "lab/data/prompts.yaml variant, e.g. structured"})
+    dialogue_format: str = field(default="standard", metadata={"help": "lab/data/prompts.yaml format, e.g. plain"})
     template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt"})
-    baseline: str = "baseline_words"
-    max_new_tokens: int = 48
+    baseline: str = field(default="baseline_words", metadata={"help": "concept vector = activation − this list's mean"})
+    max_new_tokens: int = field(default=48, metadata={"help": "generated tokens per trial at most"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "in trial ids; seeds sampling and the random control vectors"})
     selftest: bool = field(
         default=True,
         metadata={

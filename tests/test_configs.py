@@ -68,3 +68,61 @@ def test_judge_files_name_only_known_options(name: str) -> None:
 
     judge = load_yaml(ROOT / "configs" / name)["judge"]
     check_judge_options(judge["name"], judge.get("options") or {})
+
+
+def _fields_without_help(cls: type, seen: set[type]) -> list[str]:
+    """Every init field reachable from config class `cls` (nested sections included) that has no help text."""
+    import dataclasses
+    import typing
+
+    if cls in seen:
+        return []
+    seen.add(cls)
+    hints, out = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if f.init and not f.metadata.get("help"):
+            out.append(f"{cls.__module__}.{cls.__qualname__}.{f.name}")
+        for tp in (hints[f.name], *typing.get_args(hints[f.name])):
+            if dataclasses.is_dataclass(tp):
+                out += _fields_without_help(tp, seen)
+    return out
+
+
+def test_every_config_key_has_help() -> None:
+    """`--show-config` documents every key a YAML file can set, so each field carries a help text."""
+    seen: set[type] = set()
+    missing = [m for module, cls in set(JOBS.values()) for m in _fields_without_help(_cls(module, cls), seen)]
+    assert sorted(missing) == [] and len(seen) >= 30
+
+
+def _cls(module: str, name: str) -> type:
+    return getattr(importlib.import_module(f"jobs.{module}"), name)
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_show_config_text_loads_back(name: str) -> None:
+    from lab.config import describe
+
+    cls = _cls(*JOBS[name])
+    cfg = from_dict(cls, load_yaml(ROOT / "configs" / name))
+    assert from_dict(cls, yaml.safe_load(describe(cfg))) == cfg
+
+
+def test_show_config_prints_the_resolved_config_and_exits(capsys) -> None:
+    from jobs.concept_injection import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--config", "configs/demo.yaml", "--set", "sweep.layers=[3, 5]", "--show-config"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert "  layers: [3, 5]  # 0-based blocks; empty = the model's defaults\n" in out
+    assert out.startswith("model:  # the model that is injected and answers\n  name: smollm2-135m  # registry name")
+    assert all("  # " in line for line in out.splitlines())  # sections too: every key carries its help
+
+
+def test_unknown_key_suggests_the_nearest() -> None:
+    from jobs.concept_injection import InjectionConfig
+    from lab.errors import LabError
+
+    with pytest.raises(LabError, match=r"^unknown config key 'sweep.layer' \(did you mean 'layers'\? known keys: "):
+        from_dict(InjectionConfig, {"sweep": {"layer": [3]}})

@@ -37,17 +37,15 @@ class HeldoutEval:
     sweep: SweepConfig = field(
         default_factory=lambda: SweepConfig(
             trials_per_concept=10, controls=("random", "norm_matched"), temperature=1.0, max_new_tokens=100
-        )
+        ),
+        metadata={"help": "evaluation trials; concepts: the held-out ones"},
     )
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    batch_size: int = 16
-    shard_size: int = 64
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the evaluation answers"})
+    batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
+    shard_size: int = field(default=64, metadata={"help": "trials per stored Parquet shard"})
     paper_variant: bool = field(
         default=False,
-        metadata={
-            "help": "also run the paper code's evaluation (own setup replies, steering before the trial turn only; "
-            "training/bias_paper_eval.py) into arms/<arm>/eval_paper"
-        },
+        metadata={"help": "also the paper code's evaluation (own setup replies, steering before the trial turn only)"},
     )
     paper_setup_tokens: int = field(default=100, metadata={"help": "max new tokens of each own setup reply"})
 
@@ -62,10 +60,10 @@ class HeldoutEval:
 
 @dataclass(frozen=True)
 class Resources:
-    cpus: float = 1.0
+    cpus: float = field(default=1.0, metadata={"help": "Ray CPUs reserved per arm"})
     threads: int = field(default=2, metadata={"help": "torch threads per trial"})
-    max_concurrent_trials: int = 1
-    max_failures: int = 0
+    max_concurrent_trials: int = field(default=1, metadata={"help": "arms running at once"})
+    max_failures: int = field(default=0, metadata={"help": "retries of a failed arm (tune.FailureConfig)"})
     checkpoint_steps: int = field(default=50, metadata={"help": "resumable bias checkpoint every N steps (0 = off)"})
 
     def __post_init__(self) -> None:
@@ -75,15 +73,17 @@ class Resources:
 
 @dataclass(frozen=True)
 class SteeringVectorConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    bias: BiasTrainConfig = field(default_factory=BiasTrainConfig)
-    seeds: tuple[int, ...] = (0,)
-    evaluation: HeldoutEval = field(default_factory=HeldoutEval)
-    resources: Resources = field(default_factory=Resources)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="steering-vector"))
-    output_dir: str = "results/steering-vector"
-    address: str | None = None
-    ray_cpus: float | None = None
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the frozen model"})
+    bias: BiasTrainConfig = field(default_factory=BiasTrainConfig, metadata={"help": "how each arm's bias is trained"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "bias.seed of the arms: one arm per layer × seed"})
+    evaluation: HeldoutEval = field(default_factory=HeldoutEval, metadata={"help": "held-out evaluation of every arm"})
+    resources: Resources = field(default_factory=Resources, metadata={"help": "what each arm (Tune trial) reserves"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="steering-vector"), metadata={"help": "a child run per arm"}
+    )
+    output_dir: str = field(default="results/steering-vector", metadata={"help": "arms/, report/, tune/, vectors/"})
+    address: str | None = field(default=None, metadata={"help": "Ray address; empty: $RAY_ADDRESS or a local Ray"})
+    ray_cpus: float | None = field(default=None, metadata={"help": "CPUs of a local Ray; empty: all cores"})
 
     def __post_init__(self) -> None:
         if not self.seeds:

@@ -39,20 +39,22 @@ class BiasTrainConfig:
         metadata={"help": "training injection layers; empty: the paper's odd 29–55 of 62 scaled to the model"},
     )
     strengths: tuple[float, ...] = field(default=PAPER_STRENGTHS, metadata={"help": "training injection strengths"})
-    strength_mode: Literal["raw", "relative"] = "raw"
-    trials_per_concept: int = 10
+    strength_mode: Literal["raw", "relative"] = field(
+        default="raw", metadata={"help": "raw: s multiplies v; relative: ‖s·v‖/‖resid‖ (mean resid norm at the layer)"}
+    )
+    trials_per_concept: int = field(default=10, metadata={"help": "examples per concept (trial numbers 1..N)"})
     control_p: float = field(default=0.5, metadata={"help": "probability that an example is a no-injection control"})
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 8
-    epochs: float = 1.0
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=8, metadata={"help": "examples per optimizer step (and per validation forward)"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training examples (fractions allowed)"})
     max_steps: int = field(default=0, metadata={"help": "cap on optimizer steps; 0 = epochs decide"})
     max_train_concepts: int = field(default=0, metadata={"help": "use only the first N training concepts; 0 = all"})
     val_examples: int = field(default=64, metadata={"help": "validation examples (validation concepts); 0 = none"})
     val_every: int = field(default=50, metadata={"help": "steps between validation losses"})
     patience: int = field(default=3, metadata={"help": "validations without improvement before stopping"})
-    seed: int = 0
-    split_seed: int = 0
+    seed: int = field(default=0, metadata={"help": "example plan, data order (jobs.steering_vector: from seeds)"})
+    split_seed: int = field(default=0, metadata={"help": "stored split analysis/data/steering_split_seed<N>.json"})
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.trials_per_concept < 1 or self.val_every < 1 or self.patience < 1:

@@ -30,8 +30,11 @@ from lab.trials import SweepConfig
 class EvalSpec:
     """How every adapter of an ablation is evaluated (identical for all conditions)."""
 
-    sweep: SweepConfig = field(default_factory=lambda: SweepConfig(concepts="first:50", trials_per_concept=10))
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    sweep: SweepConfig = field(
+        default_factory=lambda: SweepConfig(concepts="first:50", trials_per_concept=10),
+        metadata={"help": "trials of every adapter; concept vectors from the adapted model"},
+    )
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the evaluation answers"})
     batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
     shard_size: int = field(default=64, metadata={"help": "trials per stored Parquet shard"})
     device: Literal["cpu", "cuda", "auto"] | None = field(

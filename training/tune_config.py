@@ -37,14 +37,14 @@ class DataSpec:
 
     path: str | None = field(default=None, metadata={"help": "preference data; empty: training.synthetic pairs"})
     synthetic_pairs: int = field(default=5000, metadata={"help": "pairs generated when path is empty"})
-    synthetic_seed: int = 0
+    synthetic_seed: int = field(default=0, metadata={"help": "seed of the synthetic pairs"})
     synthetic_domains: tuple[str, ...] = field(default=(), metadata={"help": "generator domains; empty: all"})
     format: Literal["auto", "conversational", "plain"] = field(
         default="conversational",
         metadata={"help": "conversational = chat messages (the chat template is applied, as in the evaluation)"},
     )
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share (eval loss); 0 = none"})
-    split_seed: int = 0
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/eval split"})
     layout: Literal["lab", "paper"] = field(
         default="lab",
         metadata={
@@ -57,8 +57,8 @@ class DataSpec:
     domain_column: str = field(default="source", metadata={"help": "layout paper: the column naming each row's domain"})
     include_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: keep only these domains"})
     exclude_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: drop these domains"})
-    max_prompt_chars: int = 500
-    max_answer_chars: int = 1500
+    max_prompt_chars: int = field(default=500, metadata={"help": "layout paper: longer prompts are dropped (chars)"})
+    max_answer_chars: int = field(default=1500, metadata={"help": "layout paper: longer answers are dropped (chars)"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -77,8 +77,8 @@ class TrialResources:
     gpus: float = field(default=0.0, metadata={"help": "Ray GPUs per trial (workers = 1)"})
     threads: int = field(default=1, metadata={"help": "torch intra-op threads per trial or worker (0 = Ray's)"})
     workers: int = field(default=1, metadata={"help": "> 1: Ray Train TorchTrainer with this many workers"})
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "workers > 1: Ray CPUs per training worker"})
+    gpus_per_worker: float = field(default=0.0, metadata={"help": "workers > 1: Ray GPUs per training worker"})
     resources_per_worker: dict[str, float] = field(default_factory=dict, metadata={"help": "custom Ray resources"})
     eval_cpus: float = field(default=1.0, metadata={"help": "workers > 1: CPUs of the evaluation worker"})
     eval_gpus: float = field(default=0.0, metadata={"help": "workers > 1: GPUs of the evaluation worker"})
@@ -107,23 +107,25 @@ class TrialResources:
 class AblationConfig:
     """The DPO-component ablation (configs/ablations-demo.yaml, configs/ablations-olmo-3.1-32b.yaml)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "base model of every adapter"})
+    data: DataSpec = field(default_factory=DataSpec, metadata={"help": "preference pairs (train + eval split)"})
     conditions: tuple[dict[str, Any], ...] = field(
         default=(),
         metadata={"help": "training.conditions.condition_from_dict entries: a registered name plus overrides"},
     )
-    seeds: tuple[int, ...] = (0,)
-    lora: LoraSettings = PAPER_LORA
-    hparams: TrainHParams = PAPER_HPARAMS
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "each condition × grid point trains once per seed"})
+    lora: LoraSettings = field(default=PAPER_LORA, metadata={"help": "LoRA shape of every condition"})
+    hparams: TrainHParams = field(default=PAPER_HPARAMS, metadata={"help": "optimizer and schedule of every condition"})
     grid: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "extra search space: 'hparams.<field>' / 'lora.<field>' → list of values (grid search)"},
     )
     deepspeed: str | None = field(default=None, metadata={"help": "ZeRO JSON (cluster/deepspeed/zero3.json)"})
-    resources: TrialResources = field(default_factory=TrialResources)
-    evaluation: EvalSpec = field(default_factory=EvalSpec)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="dpo-ablation"))
+    resources: TrialResources = field(default_factory=TrialResources, metadata={"help": "trial resources and retries"})
+    evaluation: EvalSpec = field(default_factory=EvalSpec, metadata={"help": "how every adapter is evaluated"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="dpo-ablation"), metadata={"help": "a child run per trial"}
+    )
     output_dir: str = field(
         default="results/ablations",
         metadata={"help": "adapters, evaluations, Tune state, report (shared storage on a multi-node cluster)"},

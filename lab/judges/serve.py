@@ -142,7 +142,7 @@ def wait_ready(url: str, timeout: float) -> None:
 class ServeJudgeConfig:
     """configs/judge-serve.yaml"""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the judge model served"})
     served_model_name: str | None = field(
         default=None, metadata={"help": "the `model` clients send; empty: model.name"}
     )
@@ -154,8 +154,8 @@ class ServeJudgeConfig:
     port: int = field(default=8000, metadata={"help": "HTTP port"})
     route_prefix: str = field(default="/v1", metadata={"help": "URL prefix: <prefix>/chat/completions"})
     num_replicas: int = field(default=1, metadata={"help": "model replicas"})
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = field(default=1.0, metadata={"help": "Ray CPUs per replica"})
+    gpus_per_replica: float = field(default=0.0, metadata={"help": "Ray GPUs per replica (with model.device cuda)"})
     threads: int = field(default=2, metadata={"help": "torch threads per replica (0 = leave Ray's)"})
     max_batch_size: int = field(default=8, metadata={"help": "requests generated together (serve.batch)"})
     batch_wait_s: float = field(default=0.05, metadata={"help": "how long a batch waits to fill"})
