@@ -57,41 +57,32 @@ def start(cfg: ServeJudgeConfig) -> str:
     return cfg.base_url
 
 
-def stop(grace: float = 30.0, exit_after: bool = False) -> bool:
-    """Tear the endpoint down; False when a shutdown step overran `grace` seconds (it was seen to hang on a loaded
-    machine). A Ray this module started is shut down whole (its Serve actors with it); on a joined cluster only
-    Serve is shut down. `exit_after` (the CLI): the process ends with `os._exit(0)` right after the step, from the
-    thread that ran it; in a loaded suite the process was seen alive 120 s after "Ray's shutdown took 1.2 s"."""
+def stop(grace: float = 30.0) -> bool:
+    """Tear the endpoint down; False when a shutdown step overran `grace` seconds and was left running (it was seen
+    to hang on a loaded machine; a CLI then ends with `os._exit`, as Ray's exit hooks would wait on it again). A Ray
+    this module started is shut down whole (its Serve actors with it); on a joined cluster only Serve is shut down."""
     import ray
 
     global _started_ray
     if not ray.is_initialized():
         return True
     if not _started_ray:
-        return _bounded(serve.shutdown, grace, "Serve's shutdown", exit_after)
+        return _bounded(serve.shutdown, grace, "Serve's shutdown")
     _started_ray = False
-    return _bounded(ray.shutdown, grace, "Ray's shutdown", exit_after)
+    return _bounded(ray.shutdown, grace, "Ray's shutdown")
 
 
-def _bounded(step: Any, grace: float, what: str, exit_after: bool) -> bool:
+def _bounded(step: Any, grace: float, what: str) -> bool:
     import threading
 
     t0 = time.monotonic()
-
-    def run() -> None:
-        step()
-        print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
-        if exit_after:  # no stderr flush: a Ray log thread can die holding stderr's lock, and the flush then waits
-            os._exit(0)
-
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=step, daemon=True)
     worker.start()
     worker.join(grace)
     if worker.is_alive():
         print(f"{what} did not finish in {grace:.0f} s: exiting without it", flush=True)
-        if exit_after:
-            os._exit(0)
         return False
+    print(f"{what} took {time.monotonic() - t0:.1f} s", flush=True)
     return True
 
 
@@ -111,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
     print(f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Short naps, not one long sleep: the kernel may hand Ctrl-C to one of Ray's threads, and Python then runs the
+    # handler only when the main thread next runs bytecode (time.sleep(3600) left Ctrl-C unanswered under load).
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         print("stopping the judge endpoint", flush=True)
-        stop(exit_after=True)  # the process ends in there (no interpreter teardown: Ray's exit hooks could hang)
+        if not stop():
+            os._exit(0)
     finally:
         stop()  # any other way out: the error still propagates with its traceback and exit code
     return 0

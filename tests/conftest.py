@@ -184,3 +184,28 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
             return v
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        return f"<{e.strerror}>"
+
+
+def process_report(pid: int) -> str:
+    """What a process that will not end is doing, from /proc: its state, and each thread's state, kernel wait channel
+    and kernel stack (a thread-group leader whose other threads cannot die stays unreapable after exit)."""
+    base = Path(f"/proc/{pid}")
+    if not base.exists():
+        return f"pid {pid}: gone"
+    status = [x for x in _read(base / "status").splitlines() if x.startswith(("State", "Threads"))]
+    lines = [f"pid {pid}: " + "  ".join(status)]
+    tasks = sorted(base.joinpath("task").iterdir(), key=lambda p: int(p.name))
+    for task in tasks:
+        stat = _read(task / "stat")
+        state = stat[stat.rfind(")") + 2 :][:1]
+        lines.append(f"  thread {task.name} {state} {_read(task / 'comm')} wchan={_read(task / 'wchan')}")
+        lines += [f"    {x}" for x in _read(task / "stack").splitlines()[:6]]
+    kids = " ".join(_read(t / "children") for t in tasks).split()
+    return "\n".join([*lines, f"  children: {' '.join(kids) or 'none'}"])

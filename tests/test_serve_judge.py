@@ -3,11 +3,14 @@ judge grades through it (the 135M model's verdicts need not be good; its parse e
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,7 @@ from jobs.serve_judge import ServeJudgeConfig, main
 from lab.config import from_dict
 from lab.errors import LabError
 from lab.judges import Answer, make_judge
-from tests.conftest import PY, ROOT, env, free_port, stop_group, wait_for
+from tests.conftest import PY, ROOT, env, free_port, process_report, stop_group, wait_for
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PREFILL = "Yes, I detect an injected thought. The thought is about"
@@ -131,10 +134,35 @@ def test_bad_serve_configs_fail_in_one_line(endpoint, tmp_path, capsys):
         assert msg in err and err.count("\n") == 1
 
 
+def _thread_taking_sigint(pid: int) -> int | None:
+    """A thread of `pid` other than the main one that does not block SIGINT (one of Ray's), or None."""
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name)):
+        blocked = next(x for x in (task / "status").read_text().splitlines() if x.startswith("SigBlk:"))
+        if int(task.name) != pid and not int(blocked.split()[1], 16) >> (signal.SIGINT - 1) & 1:
+            return int(task.name)
+    return None
+
+
+def _ctrl_c_on_a_ray_thread(proc: subprocess.Popen) -> None:
+    """Ctrl-C as the kernel may deliver it on a loaded machine: to one of Ray's threads, not the main one (`tgkill`).
+    The CLI once slept in one long `time.sleep` there and never saw it; three fresh clones in a row hung so."""
+    number = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+    tid = _thread_taking_sigint(proc.pid)
+    if number is None or tid is None:
+        proc.send_signal(signal.SIGINT)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(number, proc.pid, tid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
+
+
 def test_ctrl_c_stops_the_endpoint(endpoint):
     url, proc, log = endpoint
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]  # shutdown is bounded (30 s), then the CLI exits
+    _ctrl_c_on_a_ray_thread(proc)
+    try:
+        code = proc.wait(timeout=60)  # shutdown is bounded (30 s), then the CLI exits
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the CLI is alive 60 s after Ctrl-C:\n{process_report(proc.pid)}\n{log.read_text()[-2000:]}")
+    assert code == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "stopping the judge endpoint" in text
     assert "Ray's shutdown took" in text or "Ray's shutdown did not finish in 30 s" in text
