@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     url = start(cfg)
     print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
     print(f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray's start, whatever it or the parent left in place
+        signal.signal(sig, _interrupt)
     # Short naps, not one long sleep: the kernel may hand Ctrl-C to one of Ray's threads, and Python then runs the
     # handler only when the main thread next runs bytecode (time.sleep(3600) left Ctrl-C unanswered under load).
     try:

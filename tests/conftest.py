@@ -199,13 +199,16 @@ def process_report(pid: int) -> str:
     base = Path(f"/proc/{pid}")
     if not base.exists():
         return f"pid {pid}: gone"
-    status = [x for x in _read(base / "status").splitlines() if x.startswith(("State", "Threads"))]
+    status = [x for x in _read(base / "status").splitlines() if x.startswith(("State", "Threads", "SigIgn", "SigCgt"))]
     lines = [f"pid {pid}: " + "  ".join(status)]
     tasks = sorted(base.joinpath("task").iterdir(), key=lambda p: int(p.name))
     for task in tasks:
         stat = _read(task / "stat")
         state = stat[stat.rfind(")") + 2 :][:1]
-        lines.append(f"  thread {task.name} {state} {_read(task / 'comm')} wchan={_read(task / 'wchan')}")
+        blocked = next((x.split()[1] for x in _read(task / "status").splitlines() if x.startswith("SigBlk")), "?")
+        lines.append(
+            f"  thread {task.name} {state} {_read(task / 'comm')} wchan={_read(task / 'wchan')} blocked={blocked}"
+        )
         lines += [f"    {x}" for x in _read(task / "stack").splitlines()[:6]]
     kids = " ".join(_read(t / "children") for t in tasks).split()
     return "\n".join([*lines, f"  children: {' '.join(kids) or 'none'}"])
