@@ -71,17 +71,16 @@ def _describe(obj: Any, indent: str) -> list[str]:
     lines: list[str] = []
     for f in dataclasses.fields(obj):
         value, note = getattr(obj, f.name), f.metadata.get("help", "")
-        comment = f"  # {note}" if note else ""
-        items = value if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]) else None
-        if dataclasses.is_dataclass(value) or items:
-            lines.append(f"{indent}{f.name}:{comment}")
-            for item in items or ():
+        key, comment = f"{indent}{f.name}:", f"  # {note}" if note else ""
+        if dataclasses.is_dataclass(value):
+            lines += [key + comment, *_describe(value, indent + "  ")]
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            lines.append(key + comment)
+            for item in value:
                 body = _describe(item, indent + "    ")
                 lines += [f"{indent}  - {body[0].lstrip()}", *body[1:]]
-            if not items:
-                lines += _describe(value, indent + "  ")
         else:
-            lines.append(f"{indent}{f.name}: {_scalar(to_dict(value) if isinstance(value, tuple) else value)}{comment}")
+            lines.append(f"{key} {_scalar(to_dict(value))}{comment}")
     return lines
 
 

@@ -193,6 +193,17 @@ def _read(path: Path) -> str:
         return f"<{e.strerror}>"
 
 
+def threads(pid: int) -> list[Path]:
+    """`/proc/<pid>/task/<tid>` of every thread of `pid`, by thread id (the main thread's id is `pid`)."""
+    return sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
+
+
+def blocked_signals(task: Path) -> int | None:
+    """A thread's blocked-signal mask (bit n-1 for signal n), from its `SigBlk` status line; None if unreadable."""
+    line = next((x for x in _read(task / "status").splitlines() if x.startswith("SigBlk:")), None)
+    return int(line.split()[1], 16) if line else None
+
+
 def process_report(pid: int) -> str:
     """What a process that will not end is doing, from /proc: its state, and each thread's state, kernel wait channel
     and kernel stack (a thread-group leader whose other threads cannot die stays unreapable after exit)."""
@@ -201,11 +212,12 @@ def process_report(pid: int) -> str:
         return f"pid {pid}: gone"
     status = [x for x in _read(base / "status").splitlines() if x.startswith(("State", "Threads", "SigIgn", "SigCgt"))]
     lines = [f"pid {pid}: " + "  ".join(status)]
-    tasks = sorted(base.joinpath("task").iterdir(), key=lambda p: int(p.name))
+    tasks = threads(pid)
     for task in tasks:
         stat = _read(task / "stat")
         state = stat[stat.rfind(")") + 2 :][:1]
-        blocked = next((x.split()[1] for x in _read(task / "status").splitlines() if x.startswith("SigBlk")), "?")
+        mask = blocked_signals(task)
+        blocked = "?" if mask is None else f"{mask:016x}"
         lines.append(
             f"  thread {task.name} {state} {_read(task / 'comm')} wchan={_read(task / 'wchan')} blocked={blocked}"
         )

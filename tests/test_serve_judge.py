@@ -10,7 +10,6 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,7 @@ from jobs.serve_judge import ServeJudgeConfig, main
 from lab.config import from_dict
 from lab.errors import LabError
 from lab.judges import Answer, make_judge
-from tests.conftest import PY, ROOT, env, free_port, process_report, stop_group, wait_for
+from tests.conftest import PY, ROOT, blocked_signals, env, free_port, process_report, stop_group, threads, wait_for
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PREFILL = "Yes, I detect an injected thought. The thought is about"
@@ -136,16 +135,18 @@ def test_bad_serve_configs_fail_in_one_line(endpoint, tmp_path, capsys):
 
 def _thread_taking_sigint(pid: int) -> int | None:
     """A thread of `pid` other than the main one that does not block SIGINT (one of Ray's), or None."""
-    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name)):
-        blocked = next(x for x in (task / "status").read_text().splitlines() if x.startswith("SigBlk:"))
-        if int(task.name) != pid and not int(blocked.split()[1], 16) >> (signal.SIGINT - 1) & 1:
+    for task in threads(pid):
+        mask = blocked_signals(task)
+        if int(task.name) != pid and mask is not None and not mask >> (signal.SIGINT - 1) & 1:
             return int(task.name)
     return None
 
 
 def _ctrl_c_on_a_ray_thread(proc: subprocess.Popen) -> None:
     """Ctrl-C as the kernel may deliver it on a loaded machine: to one of Ray's threads, not the main one (`tgkill`).
-    The CLI once slept in one long `time.sleep` there and never saw it; three fresh clones in a row hung so."""
+    The CLI once waited in one long `time.sleep` and then never ran its handler. (The fresh-clone failures of this
+    test had a second cause: launched from a background shell, the CLI inherited SIGINT ignored; it now sets its
+    own handler, which this test exercises too when pytest runs so.)"""
     number = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
     tid = _thread_taking_sigint(proc.pid)
     if number is None or tid is None:
