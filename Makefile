@@ -61,7 +61,7 @@ bench: setup   # each prints its figure last; docs/performance.md has the figure
 ui: setup
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning (Ctrl-C to stop)"
 	@echo "each experiment's runs with their rates (the saved view 'rates'):"
-	@$(PY) -m lab.mlflow_view --db $(MLFLOW_DB) --port $(UI_PORT)
+	@$(PY) -m lab.run.mlflow_view --db $(MLFLOW_DB) --port $(UI_PORT)
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
 # A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`: SIGTERM

@@ -7,7 +7,7 @@ Two ways that give the same logits (tests/test_abliteration.py, ≤ 1e-4 in floa
   (b) `orthogonalize`: the same projection folded into the weights that write to the residual stream — the token
       embedding E ← E − w·(E r̂)r̂ᵀ, every attention out-projection and MLP down-projection W ← W − w·r̂(r̂ᵀW) (and
       their biases b ← b − w·(r̂·b)r̂). A tied `lm_head` is untied first (it reads the residual, it is not a writer),
-      and the model is saved with `tie_word_embeddings=False`, so `lab.models.load(<dir>)` loads it like any
+      and the model is saved with `tie_word_embeddings=False`, so `lab.model.loading.load(<dir>)` loads it like any
       checkpoint.
 `directions` is one vector [d] for every layer, or one per layer [n_layers, d] (row L edits block L's writers; the
 embedding uses row 0). Architectures that normalise a sublayer's output before adding it (Gemma's
@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 
 from lab.errors import LabError
-from lab.interventions import Ablate
-from lab.models import decoder_layers
+from lab.model.loading import decoder_layers
+from lab.steer.interventions import Ablate
 
 _ATTN_OUT = ("o_proj", "out_proj", "dense", "c_proj")
 _MLP_OUT = ("down_proj", "fc2", "c_proj", "dense_4h_to_h")
@@ -166,7 +166,7 @@ def residual_projection(model: Any, directions: torch.Tensor) -> dict[str, float
 
 
 def save_model(lm: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save an (abliterated) model + tokenizer as a checkpoint directory that `lab.models.load(dir)` loads."""
+    """Save an (abliterated) model + tokenizer as a checkpoint directory that `lab.model.loading.load(dir)` loads."""
     import json
 
     out = Path(out_dir)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.report import ci
+from lab.reporting.report import ci
 
 METRICS = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "own_id", "other_id", "random_id")
 FLAGS = ("tpr_gain", "fpr_rise", "concept_specific", "vector_rate_rise", "id_above_chance", "perturbation_detector")
@@ -34,7 +34,7 @@ def identification_vs_chance(df: Any, concepts: Sequence[str]) -> dict[str, floa
     """From stored responses: how often an injected trial's answer names its own concept (`own_id`), another of
     `concepts` (`other_id`), and the chance level of naming one specific concept — the mean fraction of the other
     concepts named (`chance_id`); plus how often a random-vector trial names its paired concept (`random_id`)."""
-    from lab.metrics import wilson
+    from lab.reporting.metrics import wilson
 
     out: dict[str, float] = {}
     inj = df[(df.kind == "injection") & ~df.forced.astype(bool)]
@@ -55,7 +55,7 @@ def identification_vs_chance(df: Any, concepts: Sequence[str]) -> dict[str, floa
 
 
 def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """What the intervals support, as flags and one sentence each. Rates come from `lab.metrics.summarize` (with
+    """What the intervals support, as flags and one sentence each. Rates come from `lab.reporting.metrics.summarize` (with
     `identification_vs_chance` merged in); 'apart' means the 95 % intervals do not overlap."""
 
     def g(d: dict[str, float], k: str) -> float:
@@ -101,8 +101,8 @@ def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]
 
 
 def arm_rates(df: Any, heldout: Sequence[str]) -> dict[str, float]:
-    """`lab.metrics.summarize` + `identification_vs_chance` for one arm's stored trials."""
-    from lab.metrics import summarize
+    """`lab.reporting.metrics.summarize` + `identification_vs_chance` for one arm's stored trials."""
+    from lab.reporting.metrics import summarize
 
     return summarize(df) | identification_vs_chance(df, heldout)
 
@@ -128,7 +128,7 @@ def comparison(rates: dict[str, dict[str, float]], arms_meta: dict[str, dict[str
 def load_rates(root: str | Path, evaluation: str = "eval") -> tuple[dict[str, dict[str, float]], list[str]]:
     """Per-arm rates recomputed from the Parquet trials a job stored under <root>/arms/<arm>/<evaluation>/trials
     (`eval`: the standard dialogue; `eval_paper`: the paper code's variant)."""
-    from lab import store
+    from lab.run import store
 
     root = Path(root)
     heldout = json.loads((root / "split.json").read_text())["heldout_evaluated"]

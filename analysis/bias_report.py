@@ -11,7 +11,7 @@ SHOWN = ("tpr", "fpr", "random_rate", "norm_matched_rate", "introspection")
 
 def write_report(model: str, site: str, n_heldout: int, table: Any, verdicts: dict[str, Any], rep: Path) -> list[Path]:
     """comparison.csv, before_after.png, per_layer.png (when any arm finished) and verdict.txt in `rep`."""
-    from lab import plots
+    from lab.reporting import plots
 
     rep.mkdir(parents=True, exist_ok=True)
     paths = [rep / "comparison.csv", rep / "before_after.png", rep / "per_layer.png", rep / "verdict.txt"]
@@ -39,7 +39,7 @@ def layer_curve(table: Any, metrics: list[str], path: Path, title: str) -> Path:
     """Rate after training per bias layer (95 % intervals), the baseline as a dashed line per metric."""
     import matplotlib.pyplot as plt
 
-    from lab import plots
+    from lab.reporting import plots
 
     base = table[table.arm == "baseline"]
     rows = table[(table.arm != "baseline") & (table.layer != "all")].copy()

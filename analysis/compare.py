@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab.metrics import wilson
-from lab.tables import interval, print_table
+from lab.reporting.metrics import wilson
+from lab.reporting.tables import interval, print_table
 
 METRICS = ("tpr", "fpr", "introspection", "random_rate", "refusal_rate")
 
@@ -27,7 +27,7 @@ def diff_interval(k_after: int, n_after: int, k_before: int, n_before: int) -> t
 
 
 def compare(before: Mapping[str, float], after: Mapping[str, float], metrics: Sequence[str] = METRICS) -> pd.DataFrame:
-    """One row per metric present in both summaries (`lab.metrics.summarize` form: rate, _lo, _hi, n_)."""
+    """One row per metric present in both summaries (`lab.reporting.metrics.summarize` form: rate, _lo, _hi, n_)."""
     rows = []
     for m in metrics:
         if not before.get(f"n_{m}") or not after.get(f"n_{m}"):
@@ -75,7 +75,7 @@ def plot_compare(
     """Grouped bars (before, after) per metric with 95 % intervals."""
     import numpy as np
 
-    from lab import plots
+    from lab.reporting import plots
 
     fig, ax = plots.plt.subplots(figsize=(1.6 + 1.3 * len(table), 3.6))
     x = np.arange(len(table))

@@ -24,8 +24,8 @@ SOURCES = ("dialogues", "pydoc", "docstrings")
 
 
 def dialogues(lm: Any) -> list[str]:
-    from lab import prompts
-    from lab.concepts import _prompt, word_list
+    from lab.protocol import prompts
+    from lab.steer.concepts import _prompt, word_list
 
     out: list[str] = []
     for v in prompts.variants():

@@ -71,7 +71,7 @@ def instruction_activations(
 ) -> torch.Tensor:
     """`resid_post` of every block (or `layers`) at `position` (negative) of each templated prompt:
     [n_layers, len(items), d_model], float32, CPU."""
-    from lab import interventions as iv
+    from lab.steer import interventions as iv
 
     if position >= 0:
         raise LabError(f"position must be negative (counted from the end of the prompt), got {position}")

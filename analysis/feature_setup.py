@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.concepts import DEFAULT_TEMPLATE
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.features import DoseConfig
-from lab.tracking import TrackingConfig
+from lab.experiments.features import DoseConfig
+from lab.run.tracking import TrackingConfig
+from lab.steer.concepts import DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def transcoders(lm: Any, layers: tuple[int, ...], src: TranscoderSource) -> dict
     if not src.dir:
         from analysis.transcoder_training import TranscoderConfig, transcoders_for
         from lab.config import from_dict
-        from lab.embedded import default_cache_dir
+        from lab.model.embedded import default_cache_dir
 
         cfg = from_dict(TranscoderConfig, dict(src.train), "transcoders.train")
         return transcoders_for(lm, layers, src.cache_dir or default_cache_dir() / "transcoders", cfg)
@@ -87,12 +87,12 @@ def setup(
     cache_dir: str | None,
 ) -> tuple[Any, dict[str, Any], dict[int, Any]]:
     """(loaded model, {concept: ConceptVector at inject_layer}, {layer: transcoder})."""
-    from lab import models
-    from lab.concepts import concept_vectors, select_concepts
-    from lab.embedded import default_cache_dir
-    from lab.sweep import model_key
+    from lab.experiments.concept_injection import model_key
+    from lab.model import loading
+    from lab.model.embedded import default_cache_dir
+    from lab.steer.concepts import concept_vectors, select_concepts
 
-    lm = models.load(model)
+    lm = loading.load(model)
     for lay in (inject_layer, *layers):
         lm.check_layer(lay)
     words = select_concepts(concepts)

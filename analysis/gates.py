@@ -1,6 +1,6 @@
 """Gate features: direct logit attribution to "No" − "Yes", gate candidates, inverted-V score and monotonicity.
 
-Inputs are the dose-response tables (`jobs.dose_response`, written by `lab.features`):
+Inputs are the dose-response tables (`jobs.dose_response`, written by `lab.experiments.features`):
   features  long and sparse: concept, strength, trial_number, layer, feature, activation (only non-zero activations)
   rows      one per forward pass: concept, strength, trial_number, yes_no, rms_final, rms_mid_<layer>, …
 and, per transcoder layer, the transcoder's decoder rows; plus `readout` tensors saved from the model (final-norm

@@ -1,5 +1,5 @@
 """The gates' causal test, scored: per concept, strength and trial prompt, the Yes−No logit difference with the
-injection alone and with each feature set (gates, a matched random set) ablated (lab.features.gate_effects)."""
+injection alone and with each feature set (gates, a matched random set) ablated (lab.experiments.features.gate_effects)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lab.features import DoseConfig, gate_effects
-from lab.steered import trial_prompts
+from lab.experiments.features import DoseConfig, gate_effects
+from lab.experiments.steered import trial_prompts
 
 
 def causal_scores(

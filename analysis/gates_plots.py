@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.plots import plt, save
+from lab.reporting.plots import plt, save
 
 
 def inverted_v_plot(

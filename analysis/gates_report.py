@@ -89,7 +89,7 @@ def detection_from(run_dir: str | Path, trials_dir: str | None) -> pd.Series | N
     """Judged per-concept detection from a concept-injection store, at the run's injection layer (None: none)."""
     if not trials_dir:
         return None
-    from lab import store
+    from lab.run import store
 
     layer = int(json.loads((Path(run_dir) / "meta.json").read_text())["config"]["inject_layer"])
     det = car.judged_detection(store.read(trials_dir), layer)

@@ -287,7 +287,7 @@ if __name__ == "__main__":
     ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
     ns = ap.parse_args()
     from lab.errors import LabError
-    from lab.tracking import resolve_source
+    from lab.run.tracking import resolve_source
 
     try:
         src = resolve_source(ns.run, ns.tracking_uri).directory

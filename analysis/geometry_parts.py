@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis import geometry_plots as gp
 from analysis.geometry import Geometry
-from lab import metrics
+from lab.reporting import metrics
 
 PARTS = ("full", "proj", "resid")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab import plots
+from lab.reporting import plots
 
 
 def pca_scatter(

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab import tables
-from lab.metrics import wilson
-from lab.tables import interval
+from lab.reporting import tables
+from lab.reporting.metrics import wilson
+from lab.reporting.tables import interval
 
 
 def _rate(s: pd.Series) -> tuple[float, float, float, int]:
@@ -69,7 +69,7 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lab.plots import save
+    from lab.reporting.plots import save
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for m, label in (("detection", "detection rate"), ("forced_id", "forced identification")):
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Localisation table and plot from a stored sweep (no model)")
     p.add_argument("--run", required=True, help="the sweep's output_dir (Parquet shards)")
     args = p.parse_args(argv)
-    from lab.store import read
+    from lab.run.store import read
 
     t = by_layer(read(args.run))
     print_table(t)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lab.metrics import wilson
+from lab.reporting.metrics import wilson
 
 
 def match_pairs(
@@ -137,7 +137,7 @@ def summary_lines(summary: pd.DataFrame) -> list[str]:
 
 
 def plot(summary: pd.DataFrame, tau: float, path: Path, title: str) -> Path:
-    from lab import plots
+    from lab.reporting import plots
 
     fig, ax = plots.plt.subplots(figsize=(5.5, 3.4))
     xs = np.arange(len(summary))

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab import tables
-from lab.tables import interval
+from lab.reporting import tables
+from lab.reporting.tables import interval
 
 REFERENCE = {"knock_out": "steered", "knock_in": "clean", "forced_knock_out": "forced_steered"}
 
@@ -67,7 +67,7 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lab.plots import save
+    from lab.reporting.plots import save
 
     modes = list(REFERENCE)
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6))
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Patching effects from a stored run (no model, no Ray)")
     p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
     args = p.parse_args(argv)
-    from lab.store import read
+    from lab.run.store import read
 
     root = Path(args.run)
     _, _, png = report(read(root / "patching" if (root / "patching").is_dir() else root), root / "report_rerun")

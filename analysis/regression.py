@@ -177,7 +177,7 @@ def plot_curve(cells: pd.DataFrame, s: dict[str, Any], path: str | Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lab.plots import save
+    from lab.reporting.plots import save
 
     curve = cells.groupby(["layers", "n"], as_index=False)["r2"].max()
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -200,7 +200,7 @@ def resolve_run(run: str) -> Path:
     """A directory holding spec.json (or its `regression/`), or an MLflow run id whose `output_dir` param names one."""
     p = Path(run)
     if not p.is_dir():
-        from lab.tracking import resolve_source
+        from lab.run.tracking import resolve_source
 
         p = resolve_source(run).directory
     return p / "regression" if (p / "regression" / "spec.json").is_file() else p

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from analysis.transcoder_training import TranscoderConfig
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.parallel import RunnerConfig
-from lab.sweep import JudgeConfig
-from lab.tracking import TrackingConfig
+from lab.experiments.concept_injection import JudgeConfig
+from lab.run.parallel import RunnerConfig
+from lab.run.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ def tables(cfg: FeatureRegressionConfig, lm: Any, rates: dict[str, float], root:
     import torch
 
     from analysis.transcoder_training import default_dir, transcoders_for
-    from lab.concepts import concept_vectors
-    from lab.embedded import default_cache_dir
-    from lab.feature_table import feature_table, write_vectors
-    from lab.sweep import model_key
+    from lab.experiments.concept_injection import model_key
+    from lab.experiments.feature_table import feature_table, write_vectors
+    from lab.model.embedded import default_cache_dir
+    from lab.steer.concepts import concept_vectors
 
     concepts, cache = sorted(rates), cfg.cache_dir or str(default_cache_dir() / "vectors")
     vecs, _ = concept_vectors(lm, concepts, [cfg.layer], cache_dir=cache, model_key=model_key(cfg.model))
@@ -94,11 +94,11 @@ def tables(cfg: FeatureRegressionConfig, lm: Any, rates: dict[str, float], root:
 
 def rates_for(cfg: FeatureRegressionConfig) -> dict[str, float]:
     """Per-concept detection rate at the injection layer from `sweep_dir`, or from a sweep run into <output_dir>/sweep."""
-    from lab import store
-    from lab.concepts import select_concepts
-    from lab.feature_table import detection_rates as rates_of
-    from lab.sweep import InjectionConfig, run_sweep
-    from lab.trials import SweepConfig
+    from lab.experiments.concept_injection import InjectionConfig, run_sweep
+    from lab.experiments.feature_table import detection_rates as rates_of
+    from lab.protocol.trials import SweepConfig
+    from lab.run import store
+    from lab.steer.concepts import select_concepts
 
     sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
     if not cfg.sweep_dir:

@@ -87,7 +87,7 @@ def split_path(seed: int) -> Path:
 
 def stored_split(seed: int = 0) -> ConceptSplit:
     """The versioned split shipped in analysis/data (made by `make_split` over lab's 500 concepts)."""
-    from lab.concepts import word_list
+    from lab.steer.concepts import word_list
 
     p = split_path(seed)
     if not p.is_file():
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write analysis/data/steering_split_seedSEED.json",
     )
     args = ap.parse_args(argv)
-    from lab.concepts import word_list
+    from lab.steer.concepts import word_list
 
     wl = word_list("concepts")
     p = split_path(args.write_split)

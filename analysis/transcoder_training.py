@@ -83,7 +83,7 @@ def collect(
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, (mlp_in.L, mlp_out.L) at every position but the first of each window: two [n·(T−1), d] float32
     tensors. One forward pass serves every layer (stopped after the deepest)."""
-    from lab.interventions import capture
+    from lab.steer.interventions import capture
 
     dev = next(model.parameters()).device
     sites = [f"{kind}.{layer}" for layer in layers for kind in ("mlp_in", "mlp_out")]
@@ -230,7 +230,7 @@ def train_transcoder(
 
 def default_dir(cache_dir: str | os.PathLike | None = None) -> str:
     """`cache_dir`, or `transcoders/` under the lab's model cache."""
-    from lab.embedded import default_cache_dir
+    from lab.model.embedded import default_cache_dir
 
     return str(cache_dir or default_cache_dir() / "transcoders")
 

@@ -3,7 +3,7 @@
     f(x) = act(x @ w_enc + b_enc)          act: JumpReLU (x · [x > threshold]) or ReLU
     y(x) = f(x) @ w_dec + b_dec [+ x @ w_skip]   (optional affine skip)
 
-`Transcoder` satisfies `lab.interventions.FeatureDictionary` (`encode`, `w_dec`), so `EditFeatures` can clamp or
+`Transcoder` satisfies `lab.steer.interventions.FeatureDictionary` (`encode`, `w_dec`), so `EditFeatures` can clamp or
 scale its features inside a forward pass. `to_dict`/`from_dict` round-trip; `load` reads a Gemma Scope 2 directory
 (`params.safetensors` or `params.npz`, with `config.json` when present) from a local path.
 """

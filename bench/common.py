@@ -10,13 +10,13 @@ from typing import Any
 import torch
 
 import lab  # noqa: F401
-from lab.concepts import concept_vectors, select_concepts
-from lab.models import load
-from lab.prompts import inject_start, render
-from lab.runner import VectorBank
-from lab.steering import inject
-from lab.sweep import InjectionConfig, plan
-from lab.trials import SweepConfig
+from lab.experiments.concept_injection import InjectionConfig, plan
+from lab.generate.runner import VectorBank
+from lab.model.loading import load
+from lab.protocol.prompts import inject_start, render
+from lab.protocol.trials import SweepConfig
+from lab.steer.concepts import concept_vectors, select_concepts
+from lab.steer.injection import inject
 
 
 def add_threads(ap: argparse.ArgumentParser) -> None:

@@ -4,8 +4,8 @@
                                          [--ray] [--ablations]
 
 One process, one model (the embedded SmolLM2-135M, float32), `--threads` torch threads for both sides:
-- naive: one `generate` per trial on its whole prompt with a one-row injection hook (`lab.steering.inject`);
-- runner: `lab.runner.Runner.run` on the same trials (the generation phase of a sweep, in process).
+- naive: one `generate` per trial on its whole prompt with a one-row injection hook (`lab.steer.injection.inject`);
+- runner: `lab.generate.runner.Runner.run` on the same trials (the generation phase of a sweep, in process).
 Before any speed is printed, every trial's greedy response (text and token count) from the runner must equal the
 naive loop's. Sampled decoding (temperature 1, top-k 0, top-p 1) cannot be deduplicated; its tokens differ from
 HF's by design (per-trial seeded generators, docs/performance.md), so the check there is that a rerun reproduces
@@ -27,14 +27,14 @@ import torch
 from common import add_threads, per_trial
 
 import lab  # noqa: F401
-from lab.concepts import concept_vectors, select_concepts
 from lab.config import ModelConfig
-from lab.models import load
-from lab.parallel import RunnerConfig
-from lab.runner import Runner, VectorBank
-from lab.sweep import InjectionConfig, plan, run_sweep
-from lab.tracking import TrackingConfig
-from lab.trials import SweepConfig
+from lab.experiments.concept_injection import InjectionConfig, plan, run_sweep
+from lab.generate.runner import Runner, VectorBank
+from lab.model.loading import load
+from lab.protocol.trials import SweepConfig
+from lab.run.parallel import RunnerConfig
+from lab.run.tracking import TrackingConfig
+from lab.steer.concepts import concept_vectors, select_concepts
 
 
 def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:

@@ -2,7 +2,7 @@
 
     python bench/memory.py [--small 7] [--large 67] [--max-new-tokens 4]
 
-Each sweep runs `lab.sweep.run_sweep` in process (`runner.num_actors: 0`: plan, concept vectors, batched generation,
+Each sweep runs `lab.experiments.concept_injection.run_sweep` in process (`runner.num_actors: 0`: plan, concept vectors, batched generation,
 rules judge, one Parquet file per shard) in its own subprocess, which reports its own peak RSS (`ru_maxrss`) when it
 ends, so neither measurement sees the other's memory. A first, unmeasured 150-trial sweep fills the concept-vector
 cache that both measured sweeps then read. The model is a tiny random Llama (2 layers, hidden 64) built from a
@@ -30,10 +30,10 @@ import lab  # noqa: F401
 
 def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache: str):
     from lab.config import ModelConfig
-    from lab.parallel import RunnerConfig
-    from lab.sweep import InjectionConfig
-    from lab.tracking import TrackingConfig
-    from lab.trials import SweepConfig
+    from lab.experiments.concept_injection import InjectionConfig
+    from lab.protocol.trials import SweepConfig
+    from lab.run.parallel import RunnerConfig
+    from lab.run.tracking import TrackingConfig
 
     return InjectionConfig(
         model=ModelConfig(model_dir),
@@ -54,7 +54,7 @@ def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache:
 
 
 def child(a: argparse.Namespace) -> None:
-    from lab.sweep import run_sweep
+    from lab.experiments.concept_injection import run_sweep
 
     t0 = time.perf_counter()
     res = run_sweep(sweep_cfg(a.model, a.child, a.max_new_tokens, a.out, a.cache), progress=False)
@@ -66,7 +66,7 @@ def tiny_model(path: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lab.embedded import ensure_converted
+    from lab.model.embedded import ensure_converted
 
     tok = AutoTokenizer.from_pretrained(str(ensure_converted()))
     torch.manual_seed(0)
@@ -90,11 +90,11 @@ def tiny_model(path: Path) -> None:
 def check_tokens(model_dir: str, a: argparse.Namespace, out: str, cache: str) -> int:
     from common import per_trial
 
-    from lab import store
-    from lab.concepts import concept_vectors, select_concepts
-    from lab.models import load
-    from lab.runner import VectorBank
-    from lab.sweep import model_key as key_of, plan
+    from lab.experiments.concept_injection import model_key as key_of, plan
+    from lab.generate.runner import VectorBank
+    from lab.model.loading import load
+    from lab.run import store
+    from lab.steer.concepts import concept_vectors, select_concepts
 
     cfg = sweep_cfg(model_dir, a.small, a.max_new_tokens, out, cache)
     lm = load(cfg.model)

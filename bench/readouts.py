@@ -4,7 +4,7 @@ head at the last position only vs that plus the shared prompt prefix run once pe
     python bench/readouts.py [--concepts 4] [--batch-size 16]
 
 Probe trials (localisation over 5 sentences and strength discrimination, injection and random-vector kinds) on the
-embedded model, batches as `lab.probes.score_shard` makes them (sorted by length). Before timing, every trial's
+embedded model, batches as `lab.experiments.probes.score_shard` makes them (sorted by length). Before timing, every trial's
 predicted label (argmax over its label logits) must be the same on all three paths, and the largest label-logit
 difference is printed. Last line: `ratio=<old / shared-prefix time>`.
 """
@@ -19,12 +19,12 @@ import time
 import torch
 
 import lab  # noqa: F401
-from lab import interventions as iv
-from lab.concepts import concept_vectors, select_concepts
-from lab.models import load
-from lab.probes import ProbeSettings, build_request, expand, span_edits
-from lab.readouts import forward, pad_left
-from lab.runner import VectorBank
+from lab.experiments.probes import ProbeSettings, build_request, expand, span_edits
+from lab.generate.runner import VectorBank
+from lab.model.loading import load
+from lab.steer import interventions as iv
+from lab.steer.concepts import concept_vectors, select_concepts
+from lab.steer.readouts import forward, pad_left
 
 
 @torch.no_grad()

@@ -23,9 +23,9 @@ from common import add_threads, injection_trials, per_trial
 
 import lab  # noqa: F401
 from lab.config import ModelConfig
-from lab.decode import common_prefix
-from lab.models import load
-from lab.runner import Runner
+from lab.generate.decode import common_prefix
+from lab.generate.runner import Runner
+from lab.model.loading import load
 
 
 def matmul_peak(dtype: torch.dtype, shapes: list[tuple[int, int, int]]) -> float:

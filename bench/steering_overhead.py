@@ -3,7 +3,7 @@
     python bench/steering_overhead.py [--rows 32] [--max-new-tokens 48] [--repeats 3]
 
 The same rows (the sweep's prompts: several concepts, two layers, different trial numbers) go through
-`lab.decode.generate` twice per repeat, once with the runner's per-row `Add` operators and once without any hook,
+`lab.generate.decode.generate` twice per repeat, once with the runner's per-row `Add` operators and once without any hook,
 both with eviction off, so both run exactly `rows × max_new_tokens` token steps (steering changes when rows stop,
 which would otherwise change the work). Before timing, every steered row's greedy tokens must equal the per-trial
 loop's (one HF `generate` per trial on its whole prompt with a one-row inject hook). The best of `--repeats` is
@@ -20,10 +20,10 @@ import torch
 from common import add_threads, injection_trials
 
 import lab  # noqa: F401
-from lab import decode
-from lab.decode import common_prefix
-from lab.runner import Runner
-from lab.steering import inject
+from lab.generate import decode
+from lab.generate.decode import common_prefix
+from lab.generate.runner import Runner
+from lab.steer.injection import inject
 
 
 def main() -> None:

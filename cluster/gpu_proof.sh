@@ -27,12 +27,12 @@ import ray
 import torch
 
 from lab import sharded
-from lab.concepts import concept_vectors
+from lab.steer.concepts import concept_vectors
 from lab.config import ModelConfig
-from lab.models import load
-from lab.parallel import connect
-from lab.runner import Runner, VectorBank
-from lab.trials import make_trial
+from lab.model.loading import load
+from lab.run.parallel import connect
+from lab.generate.runner import Runner, VectorBank
+from lab.protocol.trials import make_trial
 from tests.test_zero3 import _dpo_batch, _dpo_loss, _tiny_lora, _zero3_dpo_steps
 from cluster.zero import concrete
 
@@ -70,7 +70,7 @@ for _ in range(2):
     loss = _dpo_loss(model, ids, mask); loss.backward(); opt.step(); opt.zero_grad(); want_l.append(loss.item())
 from cluster.placement import plan
 from cluster.zero import zero_config
-from lab.models import ModelSpec
+from lab.model.loading import ModelSpec
 p = plan(ModelSpec("tiny-llama", "test", 2, 32, 2e-5, (1,)), "l4-24gb", 2, training=True, batch=2, seq_len=8, lora_r=4)
 ds = concrete(zero_config(p, stage=3), micro_batch=max(4 // n_gpu, 1), accumulation=1, world_size=n_gpu,
               bf16=False, lr=1e-2)

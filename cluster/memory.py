@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lab.models import ModelSpec
+from lab.model.loading import ModelSpec
 
 if TYPE_CHECKING:
     from cluster.placement import Placement

@@ -3,7 +3,7 @@
 Run inside `ray job submit` on a cluster whose nodes carry distinct custom resources (`--resources='{"node_a":1}'`
 on one, `node_b` on another): item i goes to `nodes[i % len(nodes)]` (a task asking for 0.01 of that resource),
 records the IP, node id and pid it ran on, and each finished batch of items is written as one atomic Parquet shard
-(`lab.store.write_shard`). A rerun skips stored items (resume), so an item never lands twice.
+(`lab.run.store.write_shard`). A rerun skips stored items (resume), so an item never lands twice.
 
     python -m cluster.multinode_check --out /shared/multinode --items 8 --nodes node_a node_b
 """
@@ -15,8 +15,8 @@ import os
 import socket
 import time
 
-from lab import store
 from lab.errors import LabError
+from lab.run import store
 
 
 def work(item: int, node: str) -> dict[str, object]:

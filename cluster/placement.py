@@ -38,7 +38,7 @@ from cluster.memory import (
     report,
 )
 from lab.errors import LabError
-from lab.models import REGISTRY, ModelSpec
+from lab.model.loading import REGISTRY, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Placement:
 
     def runner_overrides(self) -> dict[str, object]:
         """Config values for a sweep (`--set` keys) that realise this placement. ZeRO-3: one Ray worker per GPU,
-        `model.workers_per_replica` of them per replica (lab.sharded.ShardConfig)."""
+        `model.workers_per_replica` of them per replica (lab.model.sharded.ShardConfig)."""
         if self.strategy == "zero3":
             return {
                 "model.dtype": "bfloat16",

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.placement import Placement, plan
-from lab.models import REGISTRY
-from lab.zero3 import zero3_buckets
+from lab.model.loading import REGISTRY
+from lab.model.zero3 import zero3_buckets
 
 DIR = Path(__file__).resolve().parent / "deepspeed"
 # the plan the committed files are generated from: the OLMo-3.1-32B ablation preset (8 × H100, micro-batch 1, 2048)

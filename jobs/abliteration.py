@@ -21,8 +21,8 @@ from pathlib import Path
 
 from analysis.abliteration import RefusalConfig
 from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
-from lab.sweep import InjectionConfig
+from lab.experiments.concept_injection import InjectionConfig
+from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from analysis import abliteration as ab, compare, directions as dr
-    from lab import interventions as iv, metrics, report, store, tracking
     from lab.config import flatten, to_dict
-    from lab.models import load, threads
+    from lab.model.loading import load, threads
+    from lab.reporting import metrics, report
+    from lab.run import store, tracking
+    from lab.steer import interventions as iv
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(AbliterationConfig, args)
     if cfg.sweep.strength_mode == "default":  # the saved checkpoint has no registry entry: pin the model's mode
-        from lab.sweep import plan
+        from lab.experiments.concept_injection import plan
 
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     cfgs: dict[str, AbliterationConfig] = {}
 
     def arm(name: str, model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
-        from lab.sweep import run_sweep
+        from lab.experiments.concept_injection import run_sweep
 
         with iv.apply(model_lm.model, list(edits)):
             replies = ab.greedy_replies(model_lm, held, rc.check_tokens)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
-from lab.experiment import preflight
-from lab.sweep import InjectionConfig
+from lab.experiments.concept_injection import InjectionConfig
+from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,11 @@ class BidirectionalConfig(InjectionConfig):
 def main(argv: list[str] | None = None) -> int:
     """Inject A − B and B − A for matched pairs; exit 2 on bad input."""
     from analysis import geometry as geo, pairs as pr
-    from lab import report, store, tracking
-    from lab.concepts import ConceptVector
-    from lab.sweep import model_key, run_sweep
-    from lab.trials import vector_trials
+    from lab.experiments.concept_injection import model_key, run_sweep
+    from lab.protocol.trials import vector_trials
+    from lab.reporting import report
+    from lab.run import store, tracking
+    from lab.steer.concepts import ConceptVector
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(BidirectionalConfig, args)

@@ -1,7 +1,7 @@
 """Dose calibration: `python -m jobs.calibrate_dose --config configs/calibrate-dose-demo.yaml`.
 
 Per layer, sweeps injection strengths (a concept-injection sweep with random-vector controls), then finds where the
-injected answers stop being coherent and where detection starts (lab.dose). Writes the rates (through lab.report,
+injected answers stop being coherent and where detection starts (lab.experiments.dose). Writes the rates (through lab.reporting.report,
 judge-corrected when `judge.calibration` names a labelled set), `report/dose.csv` with strengths in both units (raw
 multiplier and ‖s·v‖/‖resid‖), `report/dose.png` (TPR, random-vector rate and coherence against strength per layer,
 coherent band shaded) and `report/recommended.yaml` (a config snippet with the recommended band).
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
-from lab import dose, report
-from lab.dose import DoseSettings
-from lab.experiment import preflight
-from lab.sweep import InjectionConfig, injection_of, judged_sweep
+from lab.experiments import dose
+from lab.experiments.concept_injection import InjectionConfig, injection_of, judged_sweep
+from lab.experiments.dose import DoseSettings
+from lab.reporting import report
+from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def load_config(cls: type[T], args: argparse.Namespace) -> T:
 def configure(cls: type[T], doc: str | None, argv: list[str] | None) -> tuple[T, argparse.Namespace]:
     """Parse the command line into a `cls` config and check, before any model or Ray starts, that its tracking
     store answers and its `output_dir` is writable."""
-    from lab.experiment import preflight
+    from lab.run.experiment import preflight
 
     args = parser((doc or cls.__name__).splitlines()[0]).parse_args(argv)
     cfg = load_config(cls, args)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
-from lab import report, store
 from lab.config import to_dict
-from lab.experiment import preflight
-from lab.sweep import InjectionConfig, judged_sweep
+from lab.experiments.concept_injection import InjectionConfig, judged_sweep
+from lab.reporting import report
+from lab.run import store
+from lab.run.experiment import preflight
 
 
 @entry

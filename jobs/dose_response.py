@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import configure, entry
-from lab.tracking import TrackingConfig
+from lab.run.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from analysis.gates_report import analyse, detection_from
-    from lab import models, report
     from lab.config import flatten, to_dict
-    from lab.features import run_dose_response
+    from lab.experiments.features import run_dose_response
+    from lab.model import loading
+    from lab.reporting import report
 
     cfg, args = configure(DoseResponseConfig, __doc__, argv)
     t0 = time.time()
-    models.threads(cfg.threads)
+    loading.threads(cfg.threads)
     d = cfg.dose
     lm, vectors, tcs = setup(
         cfg.model, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline, cfg.cache_dir

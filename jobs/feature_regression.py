@@ -1,6 +1,6 @@
 """Transcoder features → per-concept detection rate: `python -m jobs.feature_regression --config <yaml>`.
 
-Features: per concept, mean transcoder activations at the last prompt token under injection (lab/feature_table.py; cached
+Features: per concept, mean transcoder activations at the last prompt token under injection (lab/experiments/feature_table.py; cached
 transcoders of layers after the injection layer); target: its detection rate in a stored sweep (`sweep_dir`, or one
 run here). Fits (layer set × N × α) fan out as Ray Tune trials over the stored tables; headline, bootstrap interval,
 permutation and projection baselines from `analysis.regression`, which `--run <output_dir>` reruns without Ray.
@@ -23,15 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from analysis import regression as rg
-    from lab import models, report, tracking
     from lab.config import flatten, to_dict
-    from lab.parallel import tune_map
+    from lab.model import loading
+    from lab.reporting import report
+    from lab.run import tracking
+    from lab.run.parallel import tune_map
 
     (cfg, _), t0 = configure(FeatureRegressionConfig, __doc__, argv), time.time()
     root = Path(cfg.output_dir).resolve() / "regression"
     rates = rates_for(cfg)
     if not (root / "spec.json").is_file():
-        tables(cfg, models.load(cfg.model), rates, root)
+        tables(cfg, loading.load(cfg.model), rates, root)
     spec = json.loads((root / "spec.json").read_text())
     grid = [
         {"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}

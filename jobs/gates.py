@@ -20,7 +20,7 @@ from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.tracking import TrackingConfig
+from lab.run.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
     from analysis import gates_plots
     from analysis.gates_causal import causal_scores
     from analysis.gates_report import analyse, causal_table, random_set, verdict
-    from lab.features import run_dose_response
+    from lab.experiments.features import run_dose_response
 
     d = cfg.dose
     lm, vectors, tcs = setup(
@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from contextlib import nullcontext
 
-    from lab import models, report
     from lab.config import flatten, to_dict
+    from lab.model import loading
+    from lab.reporting import report
 
     cfg, args = configure(GatesConfig, __doc__, argv)
-    models.threads(cfg.threads)
+    loading.threads(cfg.threads)
     t0 = time.time()
     many = bool(cfg.compare)
     name = cfg.tracking.run_name or f"gates {cfg.model.name}"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
-from lab.experiment import preflight
-from lab.sweep import InjectionConfig
+from lab.experiments.concept_injection import InjectionConfig
+from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from analysis import directions as dr, geometry as geo, geometry_parts as gpt
-    from lab import report, store, tracking
-    from lab.concepts import ConceptVector, concept_vectors
-    from lab.models import load, threads
-    from lab.sweep import model_key, run_sweep, vector_cache_dir
-    from lab.trials import vector_trials
+    from lab.experiments.concept_injection import model_key, run_sweep, vector_cache_dir
+    from lab.model.loading import load, threads
+    from lab.protocol.trials import vector_trials
+    from lab.reporting import report
+    from lab.run import store, tracking
+    from lab.steer.concepts import ConceptVector, concept_vectors
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(GeometryConfig, args)

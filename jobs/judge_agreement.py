@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry
-from lab.calibration import DEFAULT_LABELS, LABEL_COLUMNS as COLUMNS, read_labels  # noqa: F401
 from lab.config import load_yaml
 from lab.errors import LabError
 from lab.judges import Answer, Judge, Verdict, make_judge
 from lab.judges.agreement import accuracy, cohen_kappa, confusion, format_confusion
+from lab.reporting.calibration import DEFAULT_LABELS, LABEL_COLUMNS as COLUMNS, read_labels  # noqa: F401
 
 
 def load_judge(spec: str) -> Judge:

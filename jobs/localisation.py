@@ -1,6 +1,6 @@
 """Detection vs forced identification by layer: `python -m jobs.localisation --config <yaml>`.
 
-A generation sweep (lab.sweep.run_sweep, forced identification on) over injection layers `first, first + stride, …`
+A generation sweep (lab.experiments.concept_injection.run_sweep, forced identification on) over injection layers `first, first + stride, …`
 (or the config's explicit `sweep.layers`), then per layer the detection rate and the forced-identification rate with
 95 % intervals (one curve each) and their correlation across concepts (analysis/localisation.py); one MLflow run.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from jobs.cli import configure, entry
 from lab.errors import LabError
-from lab.sweep import InjectionConfig, injection_of
-from lab.tracking import TrackingConfig
-from lab.trials import SweepConfig
+from lab.experiments.concept_injection import InjectionConfig, injection_of
+from lab.protocol.trials import SweepConfig
+from lab.run.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class LocalisationConfig(InjectionConfig):
             raise LabError("layer_stride must be >= 1 and first_layer >= 0")
 
     def injection(self) -> InjectionConfig:
-        from lab.models import spec_for
+        from lab.model.loading import spec_for
 
         layers = self.sweep.layers
         if not layers:
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from analysis import localisation as al
-    from lab import report, store
     from lab.config import flatten, to_dict
-    from lab.sweep import run_sweep
+    from lab.experiments.concept_injection import run_sweep
+    from lab.reporting import report
+    from lab.run import store
 
     cfg, args = configure(LocalisationConfig, __doc__, argv)
     inj = cfg.injection()

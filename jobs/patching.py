@@ -1,6 +1,6 @@
 """Activation patching after the injection layer: `python -m jobs.patching --config configs/patching-demo.yaml`.
 
-Knock-out, knock-in and forced knock-out of `attn_out` / `mlp_out` at each patched layer (lab/patching.py), one Ray
+Knock-out, knock-in and forced knock-out of `attn_out` / `mlp_out` at each patched layer (lab/experiments/patching.py), one Ray
 actor task per batch × layer × component (or in process with `runner.num_actors: 0`). Rows go to
 <output_dir>/patching/ as Parquet shards keyed by trial id (resumable); the report is the effect per layer and
 component with 95 % intervals across concepts (analysis/patching.py), a plot and one MLflow run.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.cli import configure, entry
-from lab.patching_plan import PatchingConfig, plan, run_cells
+from lab.experiments.patching_plan import PatchingConfig, plan, run_cells
 
 
 @entry
@@ -20,13 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from analysis import patching as ap
-    from lab import models, report, store
     from lab.config import flatten, to_dict
+    from lab.model import loading
+    from lab.reporting import report
+    from lab.run import store
 
     cfg, _ = configure(PatchingConfig, __doc__, argv)
     t0 = time.time()
-    models.threads(cfg.runner.threads)
-    lm = models.load(cfg.model)
+    loading.threads(cfg.runner.threads)
+    lm = loading.load(cfg.model)
     batches, layers, tasks = plan(cfg, lm)
     out = Path(cfg.output_dir) / "patching"
     done = store.finished_ids(out)

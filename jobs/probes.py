@@ -2,11 +2,11 @@
 
 Localisation (which of N sentences carried the injected thought?) and strength discrimination (which of passages
 A/B carried the stronger one?), scored from next-token logits of the answer labels after a prefilled answer prefix
-(lab/probes.py) — deterministic, no judge. Each with the concept vector and with random / norm-matched vector controls
+(lab/experiments/probes.py) — deterministic, no judge. Each with the concept vector and with random / norm-matched vector controls
 and a no-injection control. Prints accuracy with Wilson 95 % intervals against chance, writes
 Parquet shards keyed by trial id (a rerun scores only what is missing), report CSVs + a plot, and one MLflow run.
 
-Runs in-process through the experiment skeleton (lab/experiment.py; forward passes only, no generation).
+Runs in-process through the experiment skeleton (lab/run/experiment.py; forward passes only, no generation).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
-from lab.probes_config import ProbesConfig, settings
+from lab.experiments.probes_config import ProbesConfig, settings
+from lab.run.experiment import preflight
 
 
 @entry
@@ -24,17 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probes of --config; exit 0 on success, 2 on bad input."""
     import time
 
-    from lab import probes, store
-    from lab.experiment import execute
-    from lab.parallel import RunnerConfig
-    from lab.sweep import model_key, prepare
+    from lab.experiments import probes
+    from lab.experiments.concept_injection import model_key, prepare
+    from lab.run import store
+    from lab.run.experiment import execute
+    from lab.run.parallel import RunnerConfig
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(ProbesConfig, args)
     st = settings(cfg)
     preflight(cfg.tracking, None, cfg.output_dir)
     t0 = time.time()
-    from lab.embedded import default_cache_dir
+    from lab.model.embedded import default_cache_dir
 
     cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
     trials = probes.expand(st, model_key(cfg.model))
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
-    from lab import plots_grid, probes, report
     from lab.config import flatten, to_dict
+    from lab.experiments import probes
+    from lab.reporting import plots_grid, report
 
     overall = probes.summarize(df, ("probe", "kind"))
     by_setting = probes.summarize(df, ("probe", "kind", "layer", "strength", "weak_fraction"))

@@ -15,15 +15,15 @@ import re
 
 from jobs.cli import entry
 from lab.errors import LabError
+from lab.experiments.regrade import judge_spec, manifest, regrade, report, verdict_name
 from lab.judges import make_judge
-from lab.regrade import judge_spec, manifest, regrade, report, verdict_name
-from lab.tracking import resolve_source
+from lab.run.tracking import resolve_source
 
 
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Regrade, print agreement, log an MLflow run; exit 0, or 2 on bad input."""
-    from lab import store, tracking
+    from lab.run import store, tracking
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="Parquet results directory or MLflow run id of a sweep")

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from lab import grid
 from lab.errors import LabError
-from lab.grid import RobustnessConfig
-from lab.trials import Trial
+from lab.experiments import robustness
+from lab.experiments.robustness import RobustnessConfig
+from lab.protocol.trials import Trial
 
 
 @entry
@@ -28,17 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the variant × format grid of --config; exit 0 on success, 2 on bad input."""
     import time
 
-    from lab.experiment import preflight
-    from lab.sweep import plan, run_sweep
+    from lab.experiments.concept_injection import plan, run_sweep
+    from lab.run.experiment import preflight
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(RobustnessConfig, args)
     base = cfg.injection()
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
     t0 = time.time()
-    reasons = grid.skip_reasons(cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification)
+    reasons = robustness.skip_reasons(
+        cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification
+    )
     trials: list[Trial] = []
-    cell_ids: dict[grid.Cell, list[str]] = {}
+    cell_ids: dict[robustness.Cell, list[str]] = {}
     for (v, f), reason in reasons.items():
         if reason is None:
             ts = plan(cfg.injection(v, f)).trials
@@ -59,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_and_log(
-    cfg: RobustnessConfig, reasons: dict[grid.Cell, str | None], cell_ids: dict[grid.Cell, list[str]]
+    cfg: RobustnessConfig, reasons: dict[robustness.Cell, str | None], cell_ids: dict[robustness.Cell, list[str]]
 ) -> Any:
-    """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs (lab.report), a printed grid."""
-    from lab import plots_grid, report, store, tracking
+    """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs (lab.reporting.report), a printed grid."""
     from lab.config import flatten, to_dict
+    from lab.reporting import plots_grid, report
+    from lab.run import store, tracking
 
-    table = grid.cell_table(store.read(cfg.output_dir), reasons, cell_ids)
+    table = robustness.cell_table(store.read(cfg.output_dir), reasons, cell_ids)
     rep = Path(cfg.output_dir) / "report"
     rep.mkdir(parents=True, exist_ok=True)
     csv, png = rep / "cells.csv", rep / "grid.png"
@@ -96,7 +99,7 @@ def report_and_log(
             report.log_run(
                 cfg.tracking,
                 flatten(to_dict(cfg.injection(v, f))),
-                grid.child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification),
+                robustness.child_metrics(r.to_dict(), cfg.sweep.controls, cfg.sweep.forced_identification),
                 tags=tags | {"prompt_variant": v, "dialogue_format": f},
                 run_name=f"{v} × {f}",
                 parent_run_id=parent_id,
@@ -104,7 +107,7 @@ def report_and_log(
         if parent_id:
             tracking.log_metrics({"cells_run": len(ok), "cells_skipped": len(skipped)})
             tracking.log_artifacts(csv, png)
-    print(grid.format_grid(table, shown))
+    print(robustness.format_grid(table, shown))
     print(f"results: {Path(cfg.output_dir).resolve()}")
     print(f"report:  {csv.resolve()}  {png.resolve()}")
     if parent_id:

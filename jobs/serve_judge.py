@@ -33,7 +33,7 @@ def start(cfg: ServeJudgeConfig) -> str:
     """Deploy the endpoint (joining or starting Ray on loopback) and return its base URL once it answers."""
     import ray
 
-    from lab import parallel
+    from lab.run import parallel
 
     global _started_ray
     try:

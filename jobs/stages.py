@@ -8,7 +8,7 @@ with the same metric names.
 
 A stage whose `model.adapter` does not exist fails up front, unless `create_adapter: true`: then an *untrained*
 random LoRA (non-zero B, ‖ΔW‖/‖W‖ = `adapter_delta_rel` per layer; the paper's random-LoRA control) is written there
-first — with `training.trainer.train("random_lora", …)` when the trainer is importable, else with PEFT directly.
+first — with `training.lora.trainer.train("random_lora", …)` when the trainer is importable, else with PEFT directly.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import dataclasses
 from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
-from lab.experiment import preflight
-from lab.stages import StagesConfig, check_stage
+from lab.experiments.stages import StagesConfig, check_stage
+from lab.run.experiment import preflight
 
 
 @entry
@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate every stage of --config with the same trials; exit 0 on success, 2 on bad input."""
     import time
 
-    from lab import comparison, parallel, store
     from lab.config import flatten, to_dict
-    from lab.sweep import run_sweep
-    from training.random_adapter import create_random_adapter
+    from lab.experiments.concept_injection import run_sweep
+    from lab.reporting import comparison
+    from lab.run import parallel, store
+    from training.lora.random_adapter import create_random_adapter
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(StagesConfig, args)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         model = cfg.injection(s).model
         if model.adapter and not (Path(model.adapter) / "adapter_config.json").is_file():
             print(create_random_adapter(dataclasses.replace(s, model=model)))
-    # plan after the adapters exist: trial ids carry the adapter's fingerprint (lab.sweep.model_key)
+    # plan after the adapters exist: trial ids carry the adapter's fingerprint (lab.experiments.concept_injection.model_key)
     plans = {s.name: check_stage(cfg, s) for s in cfg.stages}
     groups = {}
     with parallel.ray_session(cfg.runner.address, max(cfg.runner.cpus_per_actor * cfg.runner.num_actors, 1)):

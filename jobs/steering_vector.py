@@ -1,6 +1,6 @@
 """Trained bias vector, held-out concepts: `python -m jobs.steering_vector --config configs/steering-vector-demo.yaml`.
 
-A Ray Tune grid (training/bias_tune.py): `baseline` (no bias) and one trial per bias layer × seed, each training a
+A Ray Tune grid (training/bias/bias_tune.py): `baseline` (no bias) and one trial per bias layer × seed, each training a
 zero-initialised bias on the 400 training-side concepts of the stored split and evaluating it on the held-out ones
 with held-out injections, random / norm-matched vector injections and no-injection controls. Report (recomputed from
 the stored Parquet, as `python -m analysis.bias_guards --run <output_dir>` does): comparison.csv, before_after.png,
@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from jobs.cli import configure, entry
-from training.bias_tune import SteeringVectorConfig, absolutize, arms, stored_arm
+from training.bias.bias_tune import SteeringVectorConfig, absolutize, arms, stored_arm
 
 
 @entry
@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.bias_guards import comparison, load_rates, verdict
     from analysis.bias_report import SHOWN, write_report
     from analysis.steering_vector import stored_split
-    from lab import parallel, tracking
     from lab.config import flatten, to_dict
-    from training.bias_tune import annotate_children, tuner
+    from lab.run import parallel, tracking
+    from training.bias.bias_tune import annotate_children, tuner
 
     cfg, _ = configure(SteeringVectorConfig, __doc__, argv)
     cfg = absolutize(cfg)

@@ -12,11 +12,12 @@ import dataclasses
 from pathlib import Path
 
 from jobs.cli import entry
-from lab import report, store
 from lab.config import from_dict, load_yaml
 from lab.errors import LabError
-from lab.sweep import InjectionConfig
-from lab.tracking import TrackingConfig
+from lab.experiments.concept_injection import InjectionConfig
+from lab.reporting import report
+from lab.run import store
+from lab.run.tracking import TrackingConfig
 
 
 @entry

@@ -1,6 +1,6 @@
 """DPO-component ablation: `python -m jobs.train_ablations --config configs/ablations-demo.yaml`.
 
-Conditions × seeds (× an optional hyper-parameter grid) run as Ray Tune trials (training.tune, training.trial): each
+Conditions × seeds (× an optional hyper-parameter grid) run as Ray Tune trials (training.ablation.tune, training.ablation.trial): each
 trains a LoRA adapter and evaluates it with concept vectors re-extracted from the adapted model, on the same trials
 for every condition. MLflow: one parent run (config, comparison CSV, TPR/FPR/introspection plot with 95 % intervals,
 failed trials) and one child run per trial (condition/domain/seed tags, training curve, rates with Wilson bounds). A
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
-from training.ablation_report import collect, log_parent, parent, print_report, report
-from training.tune_config import AblationConfig, absolutize, expected_trials
+from training.ablation.ablation_report import collect, log_parent, parent, print_report, report
+from training.ablation.tune_config import AblationConfig, absolutize, expected_trials
 
 EXIT_TRIALS_FAILED = 3
 
@@ -25,10 +25,10 @@ EXIT_TRIALS_FAILED = 3
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Run every trial of --config; exit 0 when all finished, 3 when some failed (reported), 2 on bad input."""
-    from lab import parallel, tracking
     from lab.config import flatten, to_dict
-    from training.trial import clear_attempts, stored_result
-    from training.tune import tuner
+    from lab.run import parallel, tracking
+    from training.ablation.trial import clear_attempts, stored_result
+    from training.ablation.tune import tuner
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = absolutize(load_config(AblationConfig, args))
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def preflight(cfg: AblationConfig) -> None:
     """One-line errors before any work: conditions, model/layers/judge, data, DeepSpeed file, MLflow, Ray, output."""
-    from lab import experiment
-    from training.ds_config import deepspeed_config
-    from training.evaluate import check
+    from lab.run import experiment
+    from training.ablation.evaluate import check
+    from training.lora.ds_config import deepspeed_config
 
     check(cfg.model, cfg.evaluation)
     if cfg.data.path and not Path(cfg.data.path).exists():

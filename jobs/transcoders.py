@@ -14,7 +14,7 @@ from analysis.transcoder_training import TranscoderConfig, default_dir as cache_
 from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.tracking import TrackingConfig
+from lab.run.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from analysis.transcoder_training import transcoders_for
-    from lab import models, report
     from lab.config import flatten, to_dict
+    from lab.model import loading
+    from lab.reporting import report
 
     cfg, _ = configure(TranscodersJob, __doc__, argv)
     t0 = time.time()
-    lm = models.load(cfg.model)
+    lm = loading.load(cfg.model)
     rows = []
     for layer, tc in transcoders_for(lm, cfg.layers, cache_dir(cfg.cache_dir), cfg.transcoder).items():
         m = tc.meta or {}

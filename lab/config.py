@@ -198,6 +198,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.shard != "none" or self.workers_per_replica != 1 or self.offload:
-            from lab.sharded import ShardConfig
+            from lab.model.sharded import ShardConfig
 
             ShardConfig(self.shard, self.workers_per_replica, self.offload)  # one-line errors

@@ -22,7 +22,7 @@ PY = sys.executable
 def embedded():
     import torch
 
-    from lab.models import load
+    from lab.model.loading import load
 
     torch.set_num_threads(2)
     return load("smollm2-135m")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analysis import abliteration as ab, directions as dr
-from lab import interventions as iv
 from lab.errors import LabError
+from lab.steer import interventions as iv
 
 
 def test_shipped_instructions_and_loader(tmp_path):
@@ -105,8 +105,8 @@ COS_LAST_VS_M2_14 = 0.20413362979888916
 
 @torch.no_grad()
 def test_interventions_equal_weights_on_embedded(embedded, refusal, tmp_path):
-    from lab.models import load
-    from lab.readouts import forward
+    from lab.model.loading import load
+    from lab.steer.readouts import forward
 
     tok = embedded.tokenizer
     rows = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lab.models import load
+from lab.model.loading import load
 
 pytestmark = pytest.mark.slow
 

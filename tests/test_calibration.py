@@ -1,15 +1,15 @@
-"""Judge-corrected rates (lab.calibration): θ by hand, clipping, the chance-level judge, and the printed table."""
+"""Judge-corrected rates (lab.reporting.calibration): θ by hand, clipping, the chance-level judge, and the printed table."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from lab import calibration, report
-from lab.calibration import Calibration, calibrate, corrected, corrected_interval
 from lab.errors import LabError
 from lab.judges import Verdict, make_judge, register_judge
-from lab.tracking import TrackingConfig
+from lab.reporting import calibration, report
+from lab.reporting.calibration import Calibration, calibrate, corrected, corrected_interval
+from lab.run.tracking import TrackingConfig
 
 CAL = Calibration("detection", tp=88, fn=12, tn=96, fp=4)  # sensitivity 0.88, specificity 0.96 (J = 0.84)
 
@@ -94,7 +94,7 @@ def test_printed_table_and_metrics_carry_corrected_rates(tmp_path, capsys):
 
 
 def test_judge_config_names_an_existing_labels_file():
-    from lab.sweep import JudgeConfig
+    from lab.experiments.concept_injection import JudgeConfig
 
     assert JudgeConfig().calibration is None  # off by default
     assert calibration.for_judge(JudgeConfig()) is None

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.concepts import ConceptVector, concept_vectors, last_token_activations, select_concepts, word_list
 from lab.errors import LabError
+from lab.steer.concepts import ConceptVector, concept_vectors, last_token_activations, select_concepts, word_list
 
 
 def test_word_lists_are_versioned_copies_of_the_protocol_data():
@@ -19,7 +19,7 @@ def test_vector_is_word_minus_baseline_mean_and_cached(embedded, tmp_path, monke
     acts = last_token_activations(embedded, ["Bread", *base], [8])[8]
     torch.testing.assert_close(vecs[("Bread", 8)].vector, acts[0] - acts[1:].mean(0), rtol=0, atol=1e-4)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 and typical[8] > 0
-    import lab.concepts as concepts
+    import lab.steer.concepts as concepts
 
     def no_forward(*a, **k):
         raise AssertionError("cache miss")
@@ -58,7 +58,7 @@ def test_activation_cache_keys_on_the_loaded_dtype(embedded, tmp_path):
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lab.concepts import model_dtype
+    from lab.steer.concepts import model_dtype
 
     torch.manual_seed(0)  # a tiny random Llama on the embedded tokenizer: fast, and a real forward pass
     cfg = LlamaConfig(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from lab import metrics
-from lab.concepts import ConceptVector
-from lab.report import CONTROL_RATES
-from lab.runner import VectorBank
-from lab.steering import capture, inject
-from lab.trials import VECTOR_CONTROLS, SweepConfig, expand, make_trial
+from lab.generate.runner import VectorBank
+from lab.protocol.trials import VECTOR_CONTROLS, SweepConfig, expand, make_trial
+from lab.reporting import metrics
+from lab.reporting.report import CONTROL_RATES
+from lab.steer.concepts import ConceptVector
+from lab.steer.injection import capture, inject
 
 
 def _trial(kind: str):

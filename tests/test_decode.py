@@ -1,4 +1,4 @@
-"""`lab.decode`: the hand-written loop equals one-row HF `generate` under per-row injection, with and without finished
+"""`lab.generate.decode`: the hand-written loop equals one-row HF `generate` under per-row injection, with and without finished
 rows evicted; its sampler matches HF's warpers and is seeded per row."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab import decode, interventions as iv
+from lab.generate import decode
+from lab.steer import interventions as iv
 
 PREFIX = [5, 9, 17, 3, 44, 12, 8]
 SUFFIXES = [[21, 30, 7], [21, 30, 7, 99, 4], [60], [21, 31, 7, 2]]
@@ -110,7 +111,7 @@ def test_shared_prefix_attention_equals_sdpa(tiny_model):
     keys/values are read once for the batch (4 query heads over 2 kv heads: grouped-query order matters)."""
     from transformers.cache_utils import DynamicCache
 
-    from lab import prefix_attention
+    from lab.generate import prefix_attention
 
     p, width = len(PREFIX), max(len(r) for r in ROWS)
     ids, mask = decode.padded(ROWS, p, 0, "cpu", extra=1)

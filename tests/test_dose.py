@@ -1,4 +1,4 @@
-"""Dose calibration analysis (lab.dose) on a small synthetic sweep: coherent band, detection onset, snippet, plot."""
+"""Dose calibration analysis (lab.experiments.dose) on a small synthetic sweep: coherent band, detection onset, snippet, plot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from lab import dose
-from lab.dose import DoseSettings
+from lab.experiments import dose
+from lab.experiments.dose import DoseSettings
 
 
 def _sweep() -> pd.DataFrame:

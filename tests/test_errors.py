@@ -9,7 +9,7 @@ import pytest
 from jobs import concept_injection
 from lab.config import from_dict
 from lab.errors import LabError
-from lab.sweep import InjectionConfig
+from lab.experiments.concept_injection import InjectionConfig
 
 CASES = [
     (["--set", "model.name=no-such-model"], "unknown model 'no-such-model'"),
@@ -56,7 +56,7 @@ def test_missing_embedded_package_names_the_install_command(tmp_path, capsys, mo
 def test_missing_config_file_and_adapter(tmp_path, capsys):
     assert concept_injection.main(["--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
-    from lab.models import load
+    from lab.model.loading import load
 
     with pytest.raises(LabError, match="LoRA adapter not found: /no/adapter"):
         load("smollm2-135m", adapter="/no/adapter")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from lab import store
+from lab.run import store
 from tests.conftest import PY, ROOT, env
 
 TINY = ["--config", "configs/test-tiny.yaml", "--set", "runner.num_actors=0", "--quiet"]
@@ -62,7 +62,7 @@ def test_a_run_without_tracking_is_synced_later(tmp_path):
     assert synced.returncode == 0, synced.stderr[-2000:]
     c = MlflowClient(db)
     (run,) = c.search_runs([c.get_experiment_by_name("concept-injection-test").experiment_id])
-    from lab.metrics import summarize
+    from lab.reporting.metrics import summarize
 
     want = summarize(store.read(out))
     assert run.data.metrics["n_tpr"] == want["n_tpr"] == 2 and run.data.metrics["tpr"] == want["tpr"]
@@ -78,8 +78,8 @@ def test_a_tracking_server_gone_at_the_end_loses_nothing(tmp_path, capsys):
 
     import pandas as pd
 
-    from lab import report
-    from lab.tracking import TrackingConfig
+    from lab.reporting import report
+    from lab.run.tracking import TrackingConfig
 
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -11,9 +11,9 @@ import uuid
 import psutil
 import pyarrow.parquet as pq
 
-from lab import store
 from lab.config import from_dict, load_yaml
-from lab.sweep import InjectionConfig, plan
+from lab.experiments.concept_injection import InjectionConfig, plan
+from lab.run import store
 from tests.conftest import PY, RAY, ROOT, env, stop_group, submit, wait_for
 
 # 3 concepts × 2 trials × (injection, control, random) = 18 trials in 9 shards of 2: enough shards that a fault

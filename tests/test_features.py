@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from analysis.transcoders import Transcoder
-from lab.feature_table import detection_rates, feature_table
+from lab.experiments.feature_table import detection_rates, feature_table
 
 
 def test_feature_table_on_the_embedded_model(embedded):
@@ -17,8 +17,8 @@ def test_feature_table_on_the_embedded_model(embedded):
     feats, meta = feature_table(embedded, ["Dust", "Bread"], vec, {"Dust": 4.0, "Bread": 0.0}, 12, {14: tc})
     assert feats["concept"].tolist() == ["Dust", "Bread"]
     assert list(feats.columns[1:]) == meta["feature"].tolist() and all(meta["layer"] == 14)
-    from lab import interventions as iv
-    from lab.prompts import inject_start, render
+    from lab.protocol.prompts import inject_start, render
+    from lab.steer import interventions as iv
 
     ids, start = inject_start(embedded.tokenizer, render(embedded, "original", "standard", 1))
     fired = torch.zeros(16, dtype=torch.bool)

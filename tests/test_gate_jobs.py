@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from analysis.transcoders import Transcoder
-from lab import steered
-from lab.readouts import forward
+from lab.experiments import steered
+from lab.steer.readouts import forward
 
 
 def _random_tc(layer: int, d: int = 576, n: int = 256) -> Transcoder:

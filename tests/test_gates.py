@@ -13,7 +13,7 @@ import torch
 
 from analysis import carriers as car, gates
 from analysis.transcoders import Transcoder
-from lab import interventions as iv
+from lab.steer import interventions as iv
 
 YES, NO = [5, 7], [9, 11]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab import interventions as iv
 from lab.errors import LabError
-from lab.models import decoder_layers
+from lab.model.loading import decoder_layers
+from lab.steer import interventions as iv
 
 
 def _ids(batch: int = 3, length: int = 7) -> torch.Tensor:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from jobs.regrade import main as regrade_main
-from lab import store
 from lab.judges import Answer, answer_for, make_judge
 from lab.judges.paper import load_paper_prompt, parse_yes_no
-from lab.prompts import judge_question, paper_formats, paper_variants
+from lab.protocol.prompts import judge_question, paper_formats, paper_variants
+from lab.run import store
 from tests.test_judge_llm import FlakyServer
 from tests.test_regrade import dataset  # noqa: F401  (fixture)
 

@@ -58,7 +58,7 @@ def test_layers_from_stride():
 
 def test_rerun_from_stored_rows_prints_the_table(tmp_path, capsys):
     from analysis.localisation import main
-    from lab import store
+    from lab.run import store
 
     rows = _rows().assign(trial_id=lambda d: [f"t{i}" for i in range(len(d))])
     store.write_shard(tmp_path, rows.to_dict("records"))

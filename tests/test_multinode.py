@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from lab import store
+from lab.run import store
 from tests.conftest import RAY, ROOT, env, free_port, stop_group, submit, wait_for
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.concepts import _prompt, concept_vectors, word_list
-from lab.runner import Runner, VectorBank
-from lab.trials import SweepConfig, expand
+from lab.generate.runner import Runner, VectorBank
+from lab.protocol.trials import SweepConfig, expand
+from lab.steer.concepts import _prompt, concept_vectors, word_list
 
 sv = pytest.importorskip("steering_vectors")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.patching import PatchWorker, build_batch
+from lab.experiments.patching import PatchWorker, build_batch
 
 
 def _batch(lm, n_rows=1):

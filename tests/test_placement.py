@@ -11,7 +11,7 @@ from cluster.memory import kv_cache_gib
 from cluster.placement import main, plan
 from cluster.zero import DIR, reference_files, zero_config
 from lab.errors import LabError
-from lab.models import REGISTRY
+from lab.model.loading import REGISTRY
 
 GIB = 2**30
 # by hand, bf16 (2 B), H100 80 GB × 0.85 = 68 GiB usable, 2 GiB overhead per GPU; inference batch 32 × 512 tokens:

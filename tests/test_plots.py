@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lab import plots
+from lab.reporting import plots
 
 RATES = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate")
 TITLE = "smollm2-135m: rates per condition (3 seed(s) pooled; layers 8,10,12,14,16, strengths 0.05,0.1,0.2,0.4)"

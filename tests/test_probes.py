@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.probe_prompts import label_token_ids
-from lab.steering import capture, inject
+from lab.protocol.probe_prompts import label_token_ids
+from lab.steer.injection import capture, inject
 
 
 def _block_out(model, layer, ids, spans=()):
@@ -86,7 +86,7 @@ def test_probe_job_end_to_end(tmp_path, capsys):
     rc = main(args)
     assert rc == 0
 
-    from lab import store
+    from lab.run import store
 
     df = store.read(tmp_path / "out")
     assert len(df) == 3 * 3 + 2 * 3  # localisation 3 targets + discrimination 2 targets, × 3 kinds

@@ -1,4 +1,4 @@
-"""The paper's stimuli, character for character: `python -m lab.prompts … --json` for the 7 variants (standard format)
+"""The paper's stimuli, character for character: `python -m lab.protocol.prompts … --json` for the 7 variants (standard format)
 and the 6 formats (original variant), trial 3, concept Dust, against tests/data/paper_prompts.json — the output of the
 reference code's own prompt definitions (safety-research/introspection-mechanisms; file and commit named inside)."""
 
@@ -9,7 +9,16 @@ import subprocess
 
 import pytest
 
-from lab.prompts import category, dialogue, inject_start, main, paper_formats, paper_variants, render, tokenizer_model
+from lab.protocol.prompts import (
+    category,
+    dialogue,
+    inject_start,
+    main,
+    paper_formats,
+    paper_variants,
+    render,
+    tokenizer_model,
+)
 from tests.conftest import PY, ROOT, env
 
 PAPER = json.loads((ROOT / "tests/data/paper_prompts.json").read_text())
@@ -63,7 +72,7 @@ def test_module_entry_point_with_a_model():
     args = [
         PY,
         "-m",
-        "lab.prompts",
+        "lab.protocol.prompts",
         "--variant",
         "original",
         "--format",

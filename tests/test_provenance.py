@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import provenance, report
-from lab.tracking import TrackingConfig
+from lab.reporting import report
+from lab.run import provenance
+from lab.run.tracking import TrackingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import hashlib, json, torch
-from lab.concepts import ConceptVector
-from lab.runner import VectorBank
-from lab.sweep import InjectionConfig, plan
-from lab.trials import SweepConfig
+from lab.steer.concepts import ConceptVector
+from lab.generate.runner import VectorBank
+from lab.experiments.concept_injection import InjectionConfig, plan
+from lab.protocol.trials import SweepConfig
 cfg = InjectionConfig(sweep=SweepConfig(concepts=("Dust", "Bread"), layers=(12,), strengths=(0.2,),
                                         controls=("random", "norm_matched", "shuffled", "negative")))
 trials = plan(cfg).trials

@@ -38,7 +38,7 @@ def test_submit_tiny_sweep_and_read_back(ray_head, tmp_path):
     assert str(client.get_job_status(sid)) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), proc.stdout + proc.stderr + logs
     assert "overall" in logs and "mlflow:  run" in logs
 
-    from lab import store
+    from lab.run import store
 
     df = store.read(out)
     assert len(df) == 2 * 3 and df["trial_id"].is_unique  # 2 concepts × (injection, control, random)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from lab import interventions as iv
-from lab.models import LoadedModel, ModelSpec
-from lab.readouts import forward
+from lab.model.loading import LoadedModel, ModelSpec
+from lab.steer import interventions as iv
+from lab.steer.readouts import forward
 
 
 class _Tok:
@@ -38,7 +38,7 @@ def test_shared_prefix_forward_equals_padded_forward(tiny_model):
         starts = [p + s for p, s in zip(pad, [9, 8, 0, 8])]
         return [iv.Add("resid_post.1", v, [1.0, 2.0, 0.0, 0.5], starts), iv.Ablate("mlp_out.2", v[0])]
 
-    from lab.readouts import _shared_prefix, pad_left
+    from lab.steer.readouts import _shared_prefix, pad_left
 
     assert _shared_prefix(rows, edits(pad_left(rows, 0)[2]), pad_left(rows, 0)[2]) == 8
     shared = forward(lm, rows, edits)

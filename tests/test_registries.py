@@ -14,7 +14,7 @@ def _one_line(excinfo: pytest.ExceptionInfo[LabError], message: str) -> None:
 def test_model_registry_refuses_a_duplicate_name() -> None:
     import dataclasses
 
-    from lab.models import REGISTRY, register
+    from lab.model.loading import REGISTRY, register
 
     before = dict(REGISTRY)
     clone = dataclasses.replace(REGISTRY["smollm2-135m"], n_layers=99)
@@ -37,7 +37,7 @@ def test_judge_registry_refuses_a_duplicate_name() -> None:
 def test_condition_registry_refuses_a_duplicate_name() -> None:
     import dataclasses
 
-    from training.conditions import CONDITIONS, register
+    from training.lora.conditions import CONDITIONS, register
 
     before = dict(CONDITIONS)
     with pytest.raises(LabError) as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab.config import load_yaml
-from lab.models import REGISTRY
+from lab.model.loading import REGISTRY
 from tests.conftest import ROOT
 
 

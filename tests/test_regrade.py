@@ -1,4 +1,4 @@
-"""`jobs.regrade` on a small Parquet dataset built with `lab.store.write_shard` (no model): the rules judge vs another
+"""`jobs.regrade` on a small Parquet dataset built with `lab.run.store.write_shard` (no model): the rules judge vs another
 rules configuration and vs an HTTP judge whose server answers garbage; by directory and by MLflow run id."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from jobs.regrade import main
-from lab import store
+from lab.experiments.concept_injection import grade
+from lab.experiments.regrade import compare, verdict_name
 from lab.judges import make_judge
-from lab.regrade import compare, verdict_name
-from lab.sweep import grade
+from lab.run import store
 from tests.test_judge_llm import FlakyServer
 
 RESPONSES = [  # (kind, forced, response)
@@ -88,7 +88,7 @@ def test_rules_vs_another_rules_config_by_directory(dataset, tmp_path, capsys):
 def test_mlflow_run_id_source_and_linked_run(dataset, tmp_path, capsys):
     import mlflow
 
-    from lab import tracking
+    from lab.run import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tracking.TrackingConfig(uri=uri, experiment="regrade-test")

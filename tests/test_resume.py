@@ -7,9 +7,9 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from lab import store
 from lab.config import from_dict, load_yaml
-from lab.sweep import InjectionConfig, plan
+from lab.experiments.concept_injection import InjectionConfig, plan
+from lab.run import store
 from tests.conftest import PY, ROOT, env, stop_group, wait_for
 
 CONFIG = "configs/test-resume.yaml"

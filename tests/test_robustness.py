@@ -92,7 +92,7 @@ def test_grid_parent_and_children(tmp_path):
     assert cells == {("original", "standard"), ("original", "plain"), ("skeptical", "standard"), ("skeptical", "plain")}
     assert {a.path for a in c.list_artifacts(pid)} >= {"grid.png", "cells.csv"}
     # every cell has its own trials in the one dataset; a rerun generates nothing
-    from lab import store
+    from lab.run import store
 
     df = store.read(tmp_path / "out")
     assert df.groupby(["prompt_variant", "dialogue_format"]).size().to_dict() == {k: 3 for k in cells}
@@ -103,8 +103,8 @@ def test_grid_parent_and_children(tmp_path):
 @pytest.fixture(scope="module")
 def no_template_model(tmp_path_factory):
     """A tiny random Llama in a local HF directory whose tokenizer has no chat template."""
-    from lab.concepts import word_list
-    from lab.prompts import variants
+    from lab.protocol.prompts import variants
+    from lab.steer.concepts import word_list
     from training.testing import tiny_model, tiny_tokenizer
 
     texts = [v.preamble + " " + v.ack + " " + v.trial for v in variants().values()] + list(word_list("baseline").words)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from lab.concepts import concept_vectors
-from lab.prompts import inject_start, render
-from lab.runner import Runner, VectorBank
-from lab.steering import inject
-from lab.trials import make_trial
+from lab.generate.runner import Runner, VectorBank
+from lab.protocol.prompts import inject_start, render
+from lab.protocol.trials import make_trial
+from lab.steer.concepts import concept_vectors
+from lab.steer.injection import inject
 
 
 def _trial(concept, layer, strength, kind="injection", n=1, forced=False, mode="relative"):
@@ -94,11 +94,11 @@ def test_injection_starts_just_before_trial_marker(embedded):
 
 def test_in_process_sweep_with_a_loaded_model(embedded, tmp_path):
     """`run_sweep(cfg, lm=...)` (used inside Tune trials) stores the same rows the Ray path would."""
-    from lab import store
     from lab.config import ModelConfig
-    from lab.parallel import RunnerConfig
-    from lab.sweep import InjectionConfig, run_sweep
-    from lab.trials import SweepConfig
+    from lab.experiments.concept_injection import InjectionConfig, run_sweep
+    from lab.protocol.trials import SweepConfig
+    from lab.run import store
+    from lab.run.parallel import RunnerConfig
 
     cfg = InjectionConfig(
         model=ModelConfig("smollm2-135m"),

@@ -1,4 +1,4 @@
-"""Pipeline self-tests (lab.selftest): a broken judge stops a sweep before generating; a disabled injection fails the
+"""Pipeline self-tests (lab.experiments.selftest): a broken judge stops a sweep before generating; a disabled injection fails the
 steering self-test; a real injection passes it."""
 
 from __future__ import annotations
@@ -8,14 +8,22 @@ import dataclasses
 import pytest
 import torch
 
-from lab import selftest
 from lab.errors import LabError
+from lab.experiments import selftest
+from lab.experiments.concept_injection import (
+    InjectionConfig,
+    JudgeConfig,
+    model_key,
+    plan,
+    prepare,
+    run_sweep,
+    vector_cache_dir,
+)
+from lab.generate.runner import VectorBank
 from lab.judges import Verdict, make_judge, register_judge
-from lab.parallel import RunnerConfig
-from lab.runner import VectorBank
-from lab.sweep import InjectionConfig, JudgeConfig, model_key, plan, prepare, run_sweep, vector_cache_dir
-from lab.tracking import TrackingConfig
-from lab.trials import SweepConfig
+from lab.protocol.trials import SweepConfig
+from lab.run.parallel import RunnerConfig
+from lab.run.tracking import TrackingConfig
 
 
 class _YesJudge:
@@ -97,7 +105,7 @@ def test_steering_selftest_passes_a_real_injection_and_fails_a_disabled_one(embe
 
 def test_probes_use_the_concepts_own_vectors_only():
     """Named bank vectors (a projection, a difference) are never probed: they need not raise the concept's word."""
-    from lab.trials import vector_trials
+    from lab.protocol.trials import vector_trials
 
     sweep = SweepConfig(concepts=("Dust",), layers=(12,), strengths=(0.3,), strength_mode="relative")
     own = plan(InjectionConfig(sweep=sweep)).trials

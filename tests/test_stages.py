@@ -88,7 +88,7 @@ def test_two_stages_with_a_created_random_adapter(tmp_path):
     # concept vectors were extracted per checkpoint: the adapted model's differ
     import pandas as pd
 
-    from lab import store
+    from lab.run import store
 
     norms = {s: store.read(tmp_path / "out" / s)["resid_norm"].iloc[0] for s in ("plain", "lora")}
     assert norms["plain"] != norms["lora"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.models import decoder_layers
-from lab.steering import capture, inject
+from lab.model.loading import decoder_layers
+from lab.steer.injection import capture, inject
 
 
 def _ids(batch: int = 3, length: int = 7) -> torch.Tensor:

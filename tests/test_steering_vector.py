@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from analysis import bias_guards as bg, steering_vector as sv
-from lab import interventions as iv
-from training import bias_loss as bl, bias_vector as bv
+from lab.steer import interventions as iv
+from training.bias import bias_loss as bl, bias_vector as bv
 
 
 def test_stored_split_never_leaks_a_heldout_concept():
-    from lab.concepts import word_list
+    from lab.steer.concepts import word_list
 
     split = sv.stored_split(0)
     words = word_list("concepts").words
@@ -236,10 +236,10 @@ def test_guards_accept_a_concept_specific_gain():
 @pytest.mark.slow  # 13 min on the shared 2-core box (load, 99 baseline words, own setup replies)
 def test_paper_variant_steers_only_before_the_trial_turn(embedded, tmp_path):
     from lab.config import ModelConfig
-    from lab.parallel import RunnerConfig
-    from lab.sweep import InjectionConfig
-    from lab.trials import SweepConfig
-    from training import bias_paper_eval as pe
+    from lab.experiments.concept_injection import InjectionConfig
+    from lab.protocol.trials import SweepConfig
+    from lab.run.parallel import RunnerConfig
+    from training.bias import bias_paper_eval as pe
 
     inj = InjectionConfig(
         model=ModelConfig(name="smollm2-135m"),
@@ -272,10 +272,10 @@ def test_a_finished_arm_is_not_run_again(tmp_path):
     import dataclasses
     import json
 
-    from lab import store
     from lab.config import from_dict, load_yaml
+    from lab.run import store
     from tests.conftest import ROOT
-    from training.bias_tune import SteeringVectorConfig, run_arm, stored_arm
+    from training.bias.bias_tune import SteeringVectorConfig, run_arm, stored_arm
 
     data = load_yaml(ROOT / "configs/steering-vector-demo.yaml") | {"output_dir": str(tmp_path)}
     data["tracking"] = {"enabled": False}

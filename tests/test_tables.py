@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from lab.report import print_rates
-from lab.tables import format_table, interval
+from lab.reporting.report import print_rates
+from lab.reporting.tables import format_table, interval
 
 
 def test_columns_fit_the_widest_cell_and_align_as_asked():

@@ -1,4 +1,4 @@
-"""lab.tracking's client-side runs (`RunRef`): what a Tune trial or a Ray Train rank-0 worker logs, read back."""
+"""lab.run.tracking's client-side runs (`RunRef`): what a Tune trial or a Ray Train rank-0 worker logs, read back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 def test_run_ref_logs_params_steps_tags_artifacts_and_ends(tmp_path) -> None:
     import mlflow
 
-    from lab import tracking
+    from lab.run import tracking
 
     cfg = tracking.TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="refs")
     with tracking.run(cfg, {"a": 1}, run_name="parent") as parent:
@@ -37,7 +37,7 @@ def test_experiments_open_in_the_model_training_view(tmp_path) -> None:
     """Created (or found without the tag) experiments carry mlflow.experimentKind = custom_model_development."""
     import mlflow
 
-    from lab import tracking
+    from lab.run import tracking
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client = mlflow.MlflowClient(uri)
@@ -57,7 +57,7 @@ def test_experiments_carry_the_rates_view(tmp_path, capsys) -> None:
 
     import mlflow
 
-    from lab import mlflow_view, tracking
+    from lab.run import mlflow_view, tracking
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client = mlflow.MlflowClient(uri)

@@ -15,7 +15,7 @@ from tests.conftest import ROOT, submit
 
 def _cfg(**over):
     from lab.config import from_dict, load_yaml
-    from training.tune_config import AblationConfig
+    from training.ablation.tune_config import AblationConfig
 
     return from_dict(AblationConfig, load_yaml(ROOT / "configs/test-ablations-tiny.yaml") | over)
 
@@ -25,7 +25,7 @@ def _cfg(**over):
 
 
 def test_config_search_space_and_trial_keys() -> None:
-    from training.tune_config import expected_trials, spec_from_config, trial_settings
+    from training.ablation.tune_config import expected_trials, spec_from_config, trial_settings
 
     cfg = _cfg(
         seeds=[0, 1],
@@ -72,8 +72,8 @@ def test_preflight_validates_the_evaluation_and_paths(tmp_path) -> None:
 
 def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
     from jobs.cli import load_config, parser
-    from training.distributed import concrete_deepspeed, scaling
-    from training.tune_config import AblationConfig, absolutize, expected_trials
+    from training.ablation.distributed import concrete_deepspeed, scaling
+    from training.ablation.tune_config import AblationConfig, absolutize, expected_trials
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(ROOT)
@@ -105,7 +105,7 @@ def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
 def test_failed_trials_stay_in_the_comparison(tmp_path) -> None:
     import pandas as pd
 
-    from training.ablation_report import pool, report
+    from training.ablation.ablation_report import pool, report
 
     cfg = _cfg(output_dir=str(tmp_path), seeds=[0, 1])
     ok = {"status": "finished", "error": "", "eval_trials_hash": "h", "train/train_loss": 0.5}
@@ -253,8 +253,8 @@ def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:
     """In process, no model: an attempt that raises ends its child run FAILED with the error, and counts attempts."""
     import mlflow
 
-    from training.trial import attempts, clear_attempts, run_trial
-    from training.tune_config import TrialSpec
+    from training.ablation.trial import attempts, clear_attempts, run_trial
+    from training.ablation.tune_config import TrialSpec
 
     uri = f"sqlite:///{tmp_path}/m.db"
     cfg = _cfg(

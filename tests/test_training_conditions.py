@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from lab.errors import LabError
-from training.conditions import (
+from training.lora.conditions import (
     CONDITIONS,
     PAPER_HPARAMS,
     PAPER_LORA,
@@ -112,7 +112,7 @@ def test_ablation_template_parses() -> None:
     from pathlib import Path
 
     from lab.config import from_dict, load_yaml
-    from training.conditions import LoraSettings
+    from training.lora.conditions import LoraSettings
 
     spec = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "ablations-dpo-components.yaml")
     conds = [condition_from_dict(c) for c in spec["conditions"]]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from lab.errors import LabError
-from training.data import (
+from training.preference.data import (
     load_preferences,
     select_domains,
     split_indices,
@@ -19,8 +19,8 @@ from training.data import (
     train_eval_split,
     validate_rows,
 )
-from training.data_io import write_jsonl, write_parquet
-from training.synthetic import DOMAINS, generate_pairs
+from training.preference.data_io import write_jsonl, write_parquet
+from training.preference.synthetic import DOMAINS, generate_pairs
 
 ROWS = [
     {"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5.", "domain": "math"},

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.conditions import TrainHParams
-from training.data import to_conversational
-from training.synthetic import generate_pairs
+from training.lora.conditions import TrainHParams
+from training.lora.trainer import train
+from training.preference.data import to_conversational
+from training.preference.synthetic import generate_pairs
 from training.testing import single_thread
-from training.trainer import train
 
 
 @pytest.mark.slow
 def test_dpo_on_the_embedded_model(tmp_path) -> None:
-    from lab.models import load
+    from lab.model.loading import load
 
     with single_thread():  # far faster than 2 threads on a loaded 2-core machine
         _check(tmp_path, load("smollm2-135m"))

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from trl import DPOConfig, DPOTrainer
 
-from training.conditions import LoraSettings, TrainHParams, get_condition
-from training.data import to_conversational
-from training.losses import token_logps
+from training.lora.conditions import LoraSettings, TrainHParams, get_condition
+from training.lora.losses import token_logps
+from training.lora.trainer import prepare_pairs
+from training.lora.trl_setup import build_trainer, trl_args
+from training.preference.data import to_conversational
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
-from training.trainer import prepare_pairs
-from training.trl_setup import build_trainer, trl_args
 
 ROWS = [
     to_conversational(r)

@@ -10,14 +10,14 @@ import torch
 
 from lab.config import load_yaml
 from lab.errors import LabError
-from training.conditions import PAPER_HPARAMS, LoraSettings, TrainHParams, get_condition
-from training.data import to_conversational
-from training.data_io import write_jsonl, write_parquet
-from training.paper_data import load_paper_preferences
-from training.synthetic import generate_pairs
+from training.lora.conditions import PAPER_HPARAMS, LoraSettings, TrainHParams, get_condition
+from training.lora.trainer import train
+from training.lora.trl_setup import early_stopping, trl_args
+from training.preference.data import to_conversational
+from training.preference.data_io import write_jsonl, write_parquet
+from training.preference.paper_data import load_paper_preferences
+from training.preference.synthetic import generate_pairs
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
-from training.trainer import train
-from training.trl_setup import early_stopping, trl_args
 
 ROWS = [to_conversational(r) for r in generate_pairs(7, seed=0)]
 TOK = tiny_tokenizer(corpus(ROWS))
@@ -183,8 +183,8 @@ def test_validation_runs_stops_early_and_restores_the_best_checkpoint(tmp_path) 
 def test_ablation_data_spec_with_the_paper_layout(tmp_path) -> None:
     from datasets import Dataset
 
-    from training.data import load_rows
-    from training.tune_config import DataSpec
+    from training.ablation.tune_config import DataSpec
+    from training.preference.data import load_rows
 
     Dataset.from_list(PAPER_ROWS).save_to_disk(str(tmp_path / "ds"))
     spec = DataSpec(path=str(tmp_path / "ds"), layout="paper", exclude_domains=("code",), split_seed=0)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.conditions import LoraSettings, TrainHParams
-from training.data import to_conversational
-from training.synthetic import generate_pairs
+from training.lora.conditions import LoraSettings, TrainHParams
+from training.preference.data import to_conversational
+from training.preference.synthetic import generate_pairs
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
 
 ROWS = [to_conversational(r) for r in generate_pairs(14, seed=0)]  # 2 rows in each of the 7 domains
@@ -28,7 +28,7 @@ KILL_AFTER = 4  # the checkpoint the killed run last wrote (every 2 steps, 6 in 
 
 
 def _train(condition: str, out: Path, ckpt: Path, callbacks=()):
-    from training.trainer import train
+    from training.lora.trainer import train
 
     return train(
         condition,
@@ -87,7 +87,7 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("condition", ["dpo", "sft_chosen"])
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, condition) -> None:
     from tests.conftest import ROOT, env, wait_for
-    from training.trl_setup import last_checkpoint
+    from training.lora.trl_setup import last_checkpoint
 
     out, ckpt, marker = tmp_path / "adapter", tmp_path / "checkpoints", tmp_path / "saved"
     code = f"from tests.test_training_resume import _child; _child({condition!r}, {str(out)!r}, {str(ckpt)!r}, "
@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, condition) -> N
 
 
 def test_a_checkpoint_left_by_a_partial_save_is_skipped(tmp_path) -> None:
-    from training.trl_setup import last_checkpoint
+    from training.lora.trl_setup import last_checkpoint
 
     assert last_checkpoint(tmp_path / "none") is None
     for step, complete in ((2, True), (10, True), (12, False)):  # 12: killed while saving (no trainer_state.json)
@@ -149,8 +149,8 @@ def test_a_trial_keeps_its_checkpoints_only_for_the_same_settings(tmp_path) -> N
     wrote (resources such as the checkpoint interval do not count); a changed hyper-parameter starts afresh."""
     from lab.config import from_dict, load_yaml
     from tests.conftest import ROOT
-    from training.trial import prepare_trial_dir
-    from training.tune_config import AblationConfig, TrialSpec
+    from training.ablation.trial import prepare_trial_dir
+    from training.ablation.tune_config import AblationConfig, TrialSpec
 
     def cfg(**over):
         data = load_yaml(ROOT / "configs/test-ablations-tiny.yaml") | {"output_dir": str(tmp_path)}

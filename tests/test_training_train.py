@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lab.errors import LabError
-from training.conditions import CONDITIONS, LoraSettings, TrainHParams
-from training.data import to_conversational
-from training.ds_config import deepspeed_config, zero_stage
-from training.synthetic import generate_pairs
+from training.lora.conditions import CONDITIONS, LoraSettings, TrainHParams
+from training.lora.ds_config import deepspeed_config, zero_stage
+from training.lora.trainer import TrainResult, train
+from training.preference.data import to_conversational
+from training.preference.synthetic import generate_pairs
 from training.testing import corpus, single_thread, tiny_model, tiny_tokenizer
-from training.trainer import TrainResult, train
 
 ROWS = [to_conversational(r) for r in generate_pairs(28, seed=0)]  # 4 rows in each of the 7 domains
 TOK = tiny_tokenizer(corpus(ROWS))

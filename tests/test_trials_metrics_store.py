@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lab import metrics, store
 from lab.errors import LabError
-from lab.trials import IdTemplate, SweepConfig, expand, trial_id
+from lab.protocol.trials import IdTemplate, SweepConfig, expand, trial_id
+from lab.reporting import metrics
+from lab.run import store
 
 
 def test_expand_pairs_every_injection_with_controls_and_ids_are_stable():

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from lab.concepts import DEFAULT_TEMPLATE, concept_vectors
 from lab.config import ModelConfig
 from lab.errors import LabError
-from lab.runner import Runner, VectorBank
-from lab.sharded import ShardConfig
-from lab.trials import make_trial
-from lab.zero3 import inference_config, zero3_buckets
+from lab.generate.runner import Runner, VectorBank
+from lab.model.sharded import ShardConfig
+from lab.model.zero3 import inference_config, zero3_buckets
+from lab.protocol.trials import make_trial
+from lab.steer.concepts import DEFAULT_TEMPLATE, concept_vectors
 
 pytest.importorskip("deepspeed")
 
@@ -41,7 +41,7 @@ def _trial(concept, layer, strength, kind="injection", n=1):
 def ray_local():
     import ray
 
-    from lab.parallel import connect
+    from lab.run.parallel import connect
 
     connect(num_cpus=2)
     yield
@@ -55,7 +55,7 @@ def tiny_dir(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lab.embedded import ensure_converted
+    from lab.model.embedded import ensure_converted
 
     tok = AutoTokenizer.from_pretrained(ensure_converted())
     torch.manual_seed(0)
@@ -84,10 +84,10 @@ def tiny_dir(tmp_path_factory):
 def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_local):
     import ray
 
-    from lab import sharded
-    from lab.models import load
-    from lab.parallel import run_shards
-    from lab.sweep import SweepContext, generate
+    from lab.experiments.concept_injection import SweepContext, generate
+    from lab.model import sharded
+    from lab.model.loading import load
+    from lab.run.parallel import run_shards
 
     lm = load(ModelConfig(tiny_dir))
     vecs, typical = concept_vectors(lm, ["Dust", "Trumpets"], [1, 2], cache_dir=tmp_path)
@@ -112,7 +112,7 @@ def test_sharded_replica_generates_the_unsharded_tokens(tiny_dir, tmp_path, ray_
         )
         assert svecs.keys() == vecs.keys() and styp == pytest.approx(typical, abs=1e-4)
         assert max((svecs[k].vector - vecs[k].vector).abs().max().item() for k in vecs) <= 1e-4
-        # driven exactly as lab.parallel drives a one-process replica: two shards in flight, the bank as an object
+        # driven exactly as lab.run.parallel drives a one-process replica: two shards in flight, the bank as an object
         stored: dict[str, dict] = {}
         ctx = ray.put(SweepContext(bank, 2))
         run_shards([w], shards, generate, ctx, lambda rows: stored.update((r["trial_id"], r) for r in rows))
@@ -172,7 +172,7 @@ def _moe_readout(model, rows):
     import torch
     import torch.distributed as dist
 
-    from lab.steering import inject
+    from lab.steer.injection import inject
 
     model = getattr(model, "module", model)
     if dist.is_initialized():
@@ -196,7 +196,7 @@ def _moe_readout(model, rows):
 
 
 def test_tiny_qwen3_moe_under_zero3_matches_unsharded(ray_local):
-    from lab import sharded, zero3
+    from lab.model import sharded, zero3
 
     rows = [[5, 17, 99, 3, 42, 7], [64, 2, 2, 120, 9, 31]]
     want = _moe_readout(_tiny_moe(), rows)
@@ -256,7 +256,7 @@ def _dpo_loss(model, ids, mask, beta=0.1):
     import torch
     import torch.nn.functional as F
 
-    from training.losses import sequence_logps, token_logps
+    from training.lora.losses import sequence_logps, token_logps
 
     pol = sequence_logps(token_logps(model(input_ids=ids).logits, ids), mask[:, 1:])[0]
     with torch.no_grad(), model.disable_adapter():
@@ -289,8 +289,8 @@ def test_zero3_lora_dpo_step_equals_unsharded(ray_local):
 
     from cluster.placement import plan
     from cluster.zero import concrete, zero_config
-    from lab import sharded
-    from lab.models import ModelSpec
+    from lab.model import sharded
+    from lab.model.loading import ModelSpec
 
     model, (ids, mask) = _tiny_lora(), _dpo_batch()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)

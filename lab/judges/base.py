@@ -39,7 +39,7 @@ class Verdict:
 
 def answer_for(row: Mapping[str, Any]) -> Answer:
     """The `Answer` for a stored trial row: concept, response, the forced prefill and the variant's own dialogue."""
-    from lab.prompts import judge_question, prefill_text
+    from lab.protocol.prompts import judge_question, prefill_text
 
     forced = bool(row.get("forced", False))
     concept = row.get("concept") if isinstance(row.get("concept"), str) and row.get("concept") else None

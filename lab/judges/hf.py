@@ -32,10 +32,10 @@ class ChatModel:
     """A loaded chat model that answers conversations greedily, in left-padded batches."""
 
     def __init__(self, model: ModelConfig, threads: int = 0):
-        from lab import models
+        from lab.model import loading
 
-        models.threads(threads)
-        self.lm = models.load(model)
+        loading.threads(threads)
+        self.lm = loading.load(model)
         self.name = model.name
 
     def generate(
@@ -115,7 +115,7 @@ class HFJudge(ChatJudge):
 
 
 def _check_model_name(name: str) -> None:
-    from lab.models import REGISTRY, spec_for
+    from lab.model.loading import REGISTRY, spec_for
 
     if spec_for(name) is None and not Path(name).is_dir() and ("/" not in name or name.startswith((".", "/"))):
         raise LabError(

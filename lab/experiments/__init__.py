@@ -1,0 +1,1 @@
+"""One module per experiment (its config beside it): plan, prepare, work, grade and report over the shared flow."""

@@ -1,0 +1,1 @@
+"""Batched steered generation: the decode loop, shared-prefix attention, the runner."""

@@ -1,0 +1,227 @@
+"""Ray fan-out: a pool of `ModelWorker` actors, one model replica each, fed shards of trials.
+
+The driver never loads the model (a 235B model does not fit on it): worker 0 extracts the concept vectors, the
+driver puts them in the object store once, and every worker generates its shards with them. Each finished shard is
+judged and written by the driver as its own Parquet file, so a crash loses at most the shards in flight and a rerun
+skips what is stored. Resources per replica (CPUs, GPUs, custom resources) and the loading strategy
+(`model.device`: cpu | cuda | auto = device_map across the actor's GPUs) are config; the runner does not change.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from lab.config import ModelConfig
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.model.loading import LoadedModel
+
+LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address; 127.0.0.2 stays on loopback
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How trials are fanned out."""
+
+    num_actors: int = field(default=1, metadata={"help": "model replicas (Ray actors); 0 = in this process"})
+    cpus_per_actor: float = field(default=2.0, metadata={"help": "Ray CPUs reserved per replica"})
+    gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per replica (a 235B MoE: several)"})
+    threads: int = field(default=2, metadata={"help": "torch intra-op threads per replica (0 = leave Ray's)"})
+    batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
+    shard_size: int = field(default=64, metadata={"help": "trials per stored shard (the unit of crash loss)"})
+    resources: dict[str, float] = field(default_factory=dict, metadata={"help": "custom Ray resources per replica"})
+    actor_restarts: int = field(
+        default=3,
+        metadata={"help": "a replica that dies (node lost, OOM kill) restarts and its shard is retried, up to N times"},
+    )
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ray address; empty: $RAY_ADDRESS (set inside `ray job submit`) or start a local Ray on loopback"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_actors < 0 or self.batch_size < 1 or self.shard_size < 1:
+            raise LabError("runner.num_actors must be >= 0 (0 = in this process); batch_size, shard_size >= 1")
+        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0:
+            raise LabError("runner.cpus_per_actor and gpus_per_actor must be >= 0")
+        if self.actor_restarts < 0:
+            raise LabError("runner.actor_restarts must be >= 0")
+
+
+def check_address(address: str) -> None:
+    """Fail fast with one line if a Ray address cannot be reached (instead of a long hang)."""
+    if address in ("auto", "local"):
+        return
+    u = urlparse(address if "://" in address else f"tcp://{address}")
+    if not u.hostname or not u.port:
+        raise LabError(f"bad Ray address '{address}' (expected host:port, ray://host:port or auto)")
+    try:
+        socket.create_connection((u.hostname, u.port), timeout=3).close()
+    except OSError as e:
+        raise LabError(f"Ray address {address} is unreachable ({e.strerror or e})") from None
+
+
+def connect(address: str | None = None, num_cpus: float | None = None) -> bool:
+    """Join the given / ambient Ray cluster, or start a local one bound to loopback. True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    addr = address or os.environ.get("RAY_ADDRESS")
+    if addr:
+        check_address(addr)
+        ray.init(address=addr, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK_NODE_IP,
+            log_to_driver=True,
+        )
+    return True
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: float | None = None) -> Iterator[None]:
+    """The one way jobs hold Ray: join or start it, and shut down on exit only what this context started."""
+    import ray
+
+    started = connect(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class ModelWorker:
+    """One model replica (made a Ray actor by `pool`); runs any experiment's functions on its model."""
+
+    def __init__(self, model_cfg: ModelConfig, threads: int):
+        from lab.model import loading
+
+        loading.threads(threads)
+        self.lm = loading.load(model_cfg)
+
+    @classmethod
+    def wrap(cls, lm: LoadedModel) -> ModelWorker:
+        """A worker around an already loaded `LoadedModel` (in-process runs)."""
+        self = cls.__new__(cls)
+        self.lm = lm
+        return self
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(lm, *args)` on this replica's model (a shard's work, or the context a sweep prepares once)."""
+        return fn(self.lm, *args)
+
+
+def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
+    """`cfg.num_actors` model replicas: one actor each, or (model.shard: zero3) a ZeRO-3 group of actors each whose
+    rank 0 answers `call` like a `ModelWorker` (lab/model/sharded.py)."""
+    import ray
+
+    if model_cfg.shard == "zero3":
+        from lab.model import sharded
+
+        return sharded.pool(
+            model_cfg, cfg, sharded.ShardConfig(model_cfg.shard, model_cfg.workers_per_replica, model_cfg.offload)
+        )
+
+    # no per-actor runtime_env: inside `ray job submit` it would clash with the job's own; importing `lab` in the
+    # actor sets the offline defaults, and paths travel in the config
+    # a dead replica restarts (reloading its model) and its in-flight shards run again: a shard's rows reach the
+    # store only once, from the driver, so every trial is still stored exactly once
+    actor = ray.remote(ModelWorker).options(
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor,
+        resources=dict(cfg.resources) or None,
+        max_restarts=cfg.actor_restarts,
+        max_task_retries=cfg.actor_restarts,
+    )
+    return [actor.remote(model_cfg, cfg.threads) for _ in range(cfg.num_actors)]
+
+
+def run_shards(
+    workers: list[Any],
+    shards: list[list[Any]],
+    work: Callable[..., Any],
+    ctx_ref: Any,
+    on_shard: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Keep every worker busy with up to two shards; call `on_shard(rows)` as each finishes (completion order)."""
+    import ray
+
+    queue = list(reversed(shards))
+    in_flight: dict[Any, Any] = {}
+
+    def submit(w: Any) -> None:
+        if queue:
+            in_flight[w.call.remote(work, queue.pop(), ctx_ref)] = w
+
+    for w in workers:
+        submit(w)
+        submit(w)
+    while in_flight:
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        w = in_flight.pop(done[0])
+        on_shard(get(done[0]))
+        submit(w)
+
+
+def get(refs: Any) -> Any:
+    """`ray.get`, but a `LabError` raised inside an actor comes back as itself (one line), not a Ray traceback."""
+    import re
+
+    import ray
+
+    try:
+        return ray.get(refs)
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, LabError):
+            raise LabError(str(cause)) from None
+        m = re.search(r"LabError: (.+)", str(e))
+        if m:
+            raise LabError(m.group(1).strip()) from None
+        raise
+
+
+def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> None:
+    import ray
+
+    if model_cfg is not None and model_cfg.shard == "zero3":
+        from lab.model import sharded
+
+        return sharded.shutdown(workers)
+
+    for w in workers:
+        ray.kill(w)
+
+
+def tune_map(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    configs: list[dict[str, Any]],
+    address: str | None,
+    storage: str | os.PathLike,
+    name: str,
+    cpus: float = 0.5,
+) -> list[dict[str, Any]]:
+    """`fn` over `configs` as one Ray Tune grid (one trial per config, `cpus` each); the trials' result dicts."""
+    from ray import tune
+
+    connect(address)
+    tuner = tune.Tuner(
+        tune.with_resources(lambda c: fn(c["cell"]), {"cpu": cpus}),
+        param_space={"cell": tune.grid_search(configs)},
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0),
+    )
+    return [r.metrics for r in tuner.fit()]

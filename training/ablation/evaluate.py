@@ -1,0 +1,159 @@
+"""A trained adapter → the concept-injection evaluation (PROTOCOL.md: "Each adapter is evaluated with fresh concept
+vectors from the adapted model at the main layer/strength").
+
+`evaluate_adapter(model, adapter_dir, spec, output_dir)` builds an `InjectionConfig` whose model carries the adapter,
+loads the adapted model once, and calls `lab.experiments.concept_injection.run_sweep(..., lm=<adapted LoadedModel>)` in this process (no
+actors: it runs inside a Tune trial or a Ray Train worker). Concept vectors are re-extracted from the adapted model:
+the activation cache lives inside `output_dir`, which is emptied first, so a retrained adapter at the same path can
+never pick up vectors (or stored generations) of an earlier one. Every condition gets the same `EvalSpec`, hence the
+same trials (their ids differ: `lab.experiments.concept_injection.model_key` puts the adapter in them); `EvalResult.trials_hash`, a
+fingerprint of the trials without the model identity, lets a report check that. Rates come from
+`lab.reporting.metrics` (`summarize` overall, `rates` per layer × strength, Wilson 95 % intervals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lab.config import ModelConfig
+from lab.errors import LabError
+from lab.experiments.concept_injection import InjectionConfig, JudgeConfig
+from lab.protocol.trials import SweepConfig
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How every adapter of an ablation is evaluated (identical for all conditions)."""
+
+    sweep: SweepConfig = field(
+        default_factory=lambda: SweepConfig(concepts="first:50", trials_per_concept=10),
+        metadata={"help": "trials of every adapter; concept vectors from the adapted model"},
+    )
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the evaluation answers"})
+    batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
+    shard_size: int = field(default=64, metadata={"help": "trials per stored Parquet shard"})
+    device: Literal["cpu", "cuda", "auto"] | None = field(
+        default=None,
+        metadata={
+            "help": "how the adapted model is loaded for evaluation; empty: as model.device (auto = device_map over "
+            "the evaluation worker's GPUs)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise LabError("evaluation.batch_size and evaluation.shard_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    summary: dict[str, float]  # lab.reporting.metrics.summarize over every evaluated trial
+    by_setting: Any  # pandas DataFrame: lab.reporting.metrics.rates per layer × strength
+    trial_ids: list[str]
+    output_dir: Path
+    new: int  # generations made now
+    trials_hash: str = ""  # identical for every adapter evaluated with the same EvalSpec
+
+
+def trials_hash(trials: list[Any]) -> str:
+    """A fingerprint of what the trials ask (concept, layer, strength, kind, trial number, prompt, …), leaving out
+    the model identity (trial ids include the adapter since lab.experiments.concept_injection.model_key does), so equal hashes = same trials."""
+    import json
+
+    rows = sorted(
+        json.dumps(
+            {k: v for k, v in t.to_dict().items() if k not in ("trial_id", "model")}, sort_keys=True, default=str
+        )
+        for t in trials
+    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def injection_config(
+    model: ModelConfig, adapter_dir: str | Path | None, spec: EvalSpec, output_dir: str | Path, threads: int = 0
+) -> InjectionConfig:
+    """The concept-injection config of one adapter: in-process runner, tracking off (the caller logs)."""
+    from lab.run.parallel import RunnerConfig
+    from lab.run.tracking import TrackingConfig
+
+    out = Path(output_dir).resolve()
+    m = dataclasses.replace(
+        model, adapter=str(Path(adapter_dir).resolve()) if adapter_dir else None, device=spec.device or model.device
+    )
+    runner = RunnerConfig(
+        num_actors=0, cpus_per_actor=0, threads=threads, batch_size=spec.batch_size, shard_size=spec.shard_size
+    )
+    return InjectionConfig(
+        model=m,
+        sweep=spec.sweep,
+        runner=runner,
+        judge=spec.judge,
+        tracking=TrackingConfig(enabled=False),
+        output_dir=str(out / "trials"),
+        cache_dir=str(out / "vectors"),
+    )
+
+
+def check(model: ModelConfig, spec: EvalSpec) -> list[str]:
+    """Validate the evaluation against the model registry without loading anything; returns the trial ids."""
+    from lab.experiments.concept_injection import plan
+    from lab.judges import make_judge
+
+    make_judge(spec.judge.name, **spec.judge.options)
+    return [t.trial_id for t in plan(injection_config(model, None, spec, "/nonexistent")).trials]
+
+
+def evaluate_adapter(
+    model: ModelConfig,
+    adapter_dir: str | Path | None,
+    spec: EvalSpec,
+    output_dir: str | Path,
+    *,
+    lm: Any = None,
+    threads: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate `model` + `adapter_dir` (None: the model itself) with `spec`; results under `output_dir`.
+
+    `lm`: an already loaded, already adapted `LoadedModel` (else it is loaded here with the adapter).
+    """
+    from lab.experiments.concept_injection import plan, run_sweep
+    from lab.model.loading import load, threads as set_threads
+    from lab.reporting import report
+    from lab.run import store
+    from lab.run.tracking import TrackingConfig
+
+    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise LabError(f"LoRA adapter not found: {adapter_dir} (expected adapter_config.json there)")
+    out = Path(output_dir).resolve()
+    shutil.rmtree(out, ignore_errors=True)  # fresh vectors and generations for this adapter
+    out.mkdir(parents=True)
+    inj = injection_config(model, adapter_dir, spec, out, threads)
+    planned = plan(inj).trials
+    ids = [t.trial_id for t in planned]
+    set_threads(threads)
+    if lm is None:
+        lm = load(inj.model)
+    res = run_sweep(inj, progress=progress, lm=lm)
+    df = store.read(inj.output_dir)
+    df = df[df["trial_id"].isin(set(ids))]
+    tracking_off = TrackingConfig(enabled=False)  # the Tune trial logs its own child run
+    rep = report.report_rates(df, out, tracking_off, {}, title=f"{model.name}: adapter evaluation", quiet=True)
+    return EvalResult(rep.overall, rep.table, ids, out, int(res["new"]), trials_hash(planned))
+
+
+def setting_metrics(table: Any, names: tuple[str, ...] = ("tpr", "fpr", "introspection")) -> dict[str, float]:
+    """`L12_s0.2/tpr`-style metrics from a per-setting table (what the child runs log next to the overall rates)."""
+    from lab.reporting.report import table_metrics
+
+    return {k: v for k, v in table_metrics(table).items() if k.split("/", 1)[1] in names}
+
+
+def eval_payload(ev: EvalResult) -> dict[str, Any]:
+    """What a trial reports of an evaluation (JSON-able: it crosses from a Ray Train worker as a file)."""
+    return {"summary": dict(ev.summary), "settings": setting_metrics(ev.by_setting), "trials_hash": ev.trials_hash}

@@ -1,0 +1,1 @@
+"""The trained steering vector (a bias added at MLP outputs): loss, loop, Tune arms, paper-style evaluation."""

@@ -1,0 +1,1 @@
+"""LoRA training conditions (DPO, DPO without reference, SFT, SFT+KL, …), their losses and the TRL trainer."""

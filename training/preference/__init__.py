@@ -1,0 +1,1 @@
+"""Preference data: paper-format rows, local files, synthetic pairs."""
