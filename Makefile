@@ -38,7 +38,7 @@ test: setup lint browser
 	@$(PY) -m pytest -q --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
-# Debian's chromium for the MLflow UI test (tests/test_mlflow_ui.py skips, saying why, where it cannot be installed)
+# Debian's chromium for the MLflow UI test (tests/lab/run/test_mlflow_ui.py skips, saying why, where it cannot be installed)
 browser:
 	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \

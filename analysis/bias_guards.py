@@ -21,7 +21,7 @@ from typing import Any
 
 from lab.reporting.report import ci
 
-METRICS = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "own_id", "other_id", "random_id")
+_METRICS = ("tpr", "fpr", "introspection", "random_rate", "norm_matched_rate", "own_id", "other_id", "random_id")
 FLAGS = ("tpr_gain", "fpr_rise", "concept_specific", "vector_rate_rise", "id_above_chance", "perturbation_detector")
 
 
@@ -117,7 +117,7 @@ def comparison(rates: dict[str, dict[str, float]], arms_meta: dict[str, dict[str
         r = rates[arm]
         v = verdict(base, r) if arm != "baseline" else {}
         row = {"arm": arm} | arms_meta.get(arm, {})
-        for m in METRICS:
+        for m in _METRICS:
             row |= {k: r.get(k, math.nan) for k in (m, f"{m}_lo", f"{m}_hi", f"n_{m}")}
         row["chance_id"] = r.get("chance_id", math.nan)
         row |= {f: v.get(f, math.nan) for f in FLAGS}
@@ -136,21 +136,21 @@ def load_rates(root: str | Path, evaluation: str = "eval") -> tuple[dict[str, di
     return {a: arm_rates(store.read(root / "arms" / a / evaluation / "trials"), heldout) for a in arms}, heldout
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="re-analyse a steering-vector run from its stored generations")
-    ap.add_argument("--run", required=True, help="the job's output_dir (holds split.json and arms/<arm>/eval)")
-    ap.add_argument("--evaluation", default="eval", help="eval (standard dialogue) or eval_paper (paper variant)")
-    args = ap.parse_args(argv)
-    rates, _ = load_rates(args.run, args.evaluation)
+def main(run_dir: str | Path, evaluation: str = "eval") -> None:
+    """Print each arm's verdict against the baseline from a steering-vector run's stored generations."""
+    rates, _ = load_rates(run_dir, evaluation)
     for arm in rates:
         if arm != "baseline":
             print(f"== {arm}")
             for line in verdict(rates.get("baseline", {}), rates[arm])["lines"]:
                 print("  " + line)
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import argparse
+
+    ap = argparse.ArgumentParser(description="re-analyse a steering-vector run from its stored generations")
+    ap.add_argument("--run", required=True, help="the job's output_dir (holds split.json and arms/<arm>/eval)")
+    ap.add_argument("--evaluation", default="eval", help="eval (standard dialogue) or eval_paper (paper variant)")
+    args = ap.parse_args()
+    main(args.run, args.evaluation)

@@ -26,7 +26,9 @@ def diff_interval(k_after: int, n_after: int, k_before: int, n_before: int) -> t
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
-def compare(before: Mapping[str, float], after: Mapping[str, float], metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+def compare_rates(
+    before: Mapping[str, float], after: Mapping[str, float], metrics: Sequence[str] = METRICS
+) -> pd.DataFrame:
     """One row per metric present in both summaries (`lab.reporting.metrics.summarize` form: rate, _lo, _hi, n_)."""
     rows = []
     for m in metrics:

@@ -1,6 +1,8 @@
-"""Gate features: direct logit attribution to "No" − "Yes", gate candidates, inverted-V score and monotonicity.
+"""Gate features and the evidence carriers that feed them, from stored dose-response tables: direct logit
+attribution to "No" − "Yes", gate candidates, inverted-V score and monotonicity; evidence carriers and the
+steering-attribution pathway (concept vector → carriers → gates → "No" logit).
 
-Inputs are the dose-response tables (`jobs.dose_response`, written by `lab.experiments.features`):
+Inputs are the dose-response tables (`jobs.dose_response`, written by `lab.experiments.dose_response`):
   features  long and sparse: concept, strength, trial_number, layer, feature, activation (only non-zero activations)
   rows      one per forward pass: concept, strength, trial_number, yes_no, rms_final, rms_mid_<layer>, …
 and, per transcoder layer, the transcoder's decoder rows; plus `readout` tensors saved from the model (final-norm
@@ -21,13 +23,29 @@ Inverted V (per feature, from the strength profile a(s) = mean activation over c
   inv_v = a(0) − ½ (mean_{s>0} a(s) + mean_{s<0} a(s)),  inv_v_rel = inv_v / a(0)
   rho_pos = Spearman(s, a(s)) over s ≥ 0 (a gate: < 0), rho_neg over s ≤ 0 (a gate: > 0), rho_all over all s.
 Run `python -m analysis.gates --run <dose-response output dir>` to redo the selection from stored tables.
+
+Linear read of a transcoder's input. The transcoder at layer L reads mlp_in.L = γ_L ⊙ x / rms(x) (the block's
+pre-MLP RMSNorm of the residual x). Freezing the norm scale at its mean over the unsteered rows (`rms_mid_<L>` in
+the rows table), a write w into the residual stream before block L moves feature g's pre-activation by
+    w · enc_L[:, g],   enc_L = γ_L[:, None] ⊙ w_enc_L / rms_L
+(direct path only: blocks in between are not counted; JumpReLU thresholds are ignored, so this is the
+pre-activation change). The virtual weight from feature c (layer l, decoder row w_dec_l[c]) to gate g (layer L > l)
+is w_dec_l[c] · enc_L[:, g].
+
+Evidence carriers (the paper's three criteria), among features at layers before the last gate layer:
+  1. positive correlation with steering strength: Spearman over s ≥ 0 of the mean activation profile > `rho_min`;
+  2. non-zero correlation with per-concept detection: |Pearson r| across concepts between the feature's mean
+     activation under positive steering and the concept's detection measure > `r_min` (the measure defaults to
+     the mean Yes − No score under positive steering; judged detection rates can be passed instead);
+  3. negative attribution to the gates: a_pos × Σ_g virtual weight(c → g) < 0 over gates at later layers.
+Generic carriers fire (under positive steering) for at least `generic_frac` of the concepts; the rest are
+concept-specific.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +181,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
     """The dose-response tables, transcoders and readout tensors of an output directory."""
     from safetensors.torch import load_file
 
-    from analysis.transcoders import load as load_transcoder
+    from lab.steer.transcoder import load_transcoder
 
     root = Path(run)
     features = pd.read_parquet(root / "features")
@@ -183,24 +201,210 @@ def dla_units_for(run: dict[str, Any], unit: bool = False) -> dict[int, torch.Te
     return {lay: dla_unit(tc.w_dec, direction, rms, unit) for lay, tc in run["transcoders"].items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def effective_encoders(
+    transcoders: Mapping[int, object], norm_weights: Mapping[int, torch.Tensor], rms: Mapping[int, float]
+) -> dict[int, torch.Tensor]:
+    """enc_L = γ_L ⊙ w_enc_L / rms_L per layer ([d, n])."""
+    return {
+        lay: norm_weights[lay].float()[:, None] * tc.w_enc.float() / float(rms[lay])  # type: ignore[attr-defined]
+        for lay, tc in transcoders.items()
+    }
+
+
+def mid_rms(rows: pd.DataFrame, layers: Sequence[int]) -> dict[int, float]:
+    base = rows[rows["strength"] == 0]
+    return {lay: float(base[f"rms_mid_{lay}"].mean()) for lay in layers}
+
+
+def detection_measure(rows: pd.DataFrame) -> pd.Series:
+    """Per concept: mean Yes − No score over the positively steered rows."""
+    return rows[rows["strength"] > 0].groupby("concept")["yes_no"].mean()
+
+
+def judged_detection(trials: pd.DataFrame, layer: int) -> pd.Series:
+    """Per concept: the judged detection rate (TPR) of a concept-injection sweep's injected trials at `layer`
+    (all strengths pooled) — the paper's per-concept detection, to use instead of the logit measure."""
+    t = trials[(trials["kind"] == "injection") & (trials["layer"] == layer) & ~trials["forced"].astype(bool)]
+    return t.groupby("concept")["detected"].mean().astype(float)
+
+
+def gate_attribution(
+    transcoders: Mapping[int, object],
+    enc: Mapping[int, torch.Tensor],
+    gates: pd.DataFrame,
+    layer: int,
+    features: Sequence[int],
+) -> np.ndarray:
+    """Σ over gates at layers > `layer` of the virtual weights from each of `features` (at `layer`) to them [k]."""
+    w = transcoders[layer].w_dec.float()[list(features)]  # type: ignore[attr-defined]
+    total = torch.zeros(len(features))
+    for lay, g in gates.groupby("layer"):
+        if int(lay) > layer:
+            total += (w @ enc[int(lay)][:, g["feature"].astype(int).tolist()]).sum(1)
+    return total.numpy()
+
+
+def select_carriers(
+    features: pd.DataFrame,
+    rows: pd.DataFrame,
+    gates: pd.DataFrame,
+    transcoders: Mapping[int, object],
+    enc: Mapping[int, torch.Tensor],
+    detection: pd.Series | None = None,
+    rho_min: float = 0.5,
+    r_min: float = 0.3,
+    generic_frac: float = 0.5,
+) -> pd.DataFrame:
+    """Every candidate feature with its three criteria, `carrier` (all three) and `generic` (see the module doc)."""
+    if gates.empty:
+        return pd.DataFrame()
+    last = int(gates["layer"].max())
+    f = features[features["layer"] < last]
+    if f.empty:
+        return pd.DataFrame()
+    v = inverted_v(profile(f, rows))
+    pos = profile(f[f["strength"] > 0], rows[rows["strength"] > 0], by=("concept",))
+    det = detection if detection is not None else detection_measure(rows)
+    concepts = sorted(rows["concept"].unique())
+    wide = pos.pivot_table(index=["layer", "feature"], columns="concept", values="mean_act", fill_value=0.0)
+    wide = wide.reindex(columns=concepts, fill_value=0.0)
+    x = wide.to_numpy(dtype=float)
+    y = det.reindex(concepts).to_numpy(dtype=float)
+    xc, yc = x - x.mean(1, keepdims=True), y - np.nanmean(y)
+    den = np.sqrt((xc**2).sum(1) * (yc**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, (xc @ yc) / den, np.nan)
+    t = pd.DataFrame({"r_detection": r, "n_concepts_active": (x > 0).sum(1)}, index=wide.index).reset_index()
+    t = v[["layer", "feature", "a0", "a_pos", "a_neg", "rho_pos", "rho_all"]].merge(
+        t, on=["layer", "feature"], how="left"
+    )
+    t = t.fillna({"n_concepts_active": 0})
+    t["gate_attr_unit"] = np.nan
+    for lay, g in t.groupby("layer"):
+        t.loc[g.index, "gate_attr_unit"] = gate_attribution(transcoders, enc, gates, int(lay), g["feature"].tolist())
+    t["gate_attr"] = t["gate_attr_unit"] * t["a_pos"]
+    t["c_strength"] = t["rho_pos"] > rho_min
+    t["c_detection"] = t["r_detection"].abs() > r_min
+    t["c_gates"] = t["gate_attr"] < 0
+    t["carrier"] = t["c_strength"] & t["c_detection"] & t["c_gates"]
+    t["generic"] = t["n_concepts_active"] >= generic_frac * len(concepts)
+    return t.reset_index(drop=True)
+
+
+def carrier_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: features tested, passing each criterion, carriers, generic vs concept-specific carriers."""
+    if table.empty:
+        return pd.DataFrame(
+            columns=["layer", "tested", "c_strength", "c_detection", "c_gates", "carriers", "generic", "specific"]
+        )
+    g = table.groupby("layer")
+    out = pd.DataFrame(
+        {
+            "tested": g.size(),
+            "c_strength": g["c_strength"].sum(),
+            "c_detection": g["c_detection"].sum(),
+            "c_gates": g["c_gates"].sum(),
+            "carriers": g["carrier"].sum(),
+            "generic": g.apply(lambda d: int((d["carrier"] & d["generic"]).sum()), include_groups=False),
+        }
+    )
+    out["specific"] = out["carriers"] - out["generic"]
+    return out.reset_index().astype({c: int for c in out.columns})
+
+
+def pathway(
+    vectors: Mapping[str, torch.Tensor],
+    inject_layer: int,
+    rows: pd.DataFrame,
+    carriers: pd.DataFrame,
+    gates: pd.DataFrame,
+    transcoders: Mapping[int, object],
+    enc: Mapping[int, torch.Tensor],
+) -> pd.DataFrame:
+    """Attribution table of the pathway by layer: columns stage, layer_from, layer_to, attribution, n_from, n_to.
+    vector→carriers: mean over positively steered rows of strength_raw × v_concept · enc_l summed over carriers;
+    carriers→gates: Σ a_pos(c) × virtual weight(c → g); gates→No: Σ dla_unit × (a_pos − a0), the change of the
+    No − Yes logit that steering causes through the gates (and `gates→No (unsteered)`: Σ dla at a0)."""
+    out: list[dict[str, object]] = []
+    car = carriers[carriers["carrier"]] if not carriers.empty else carriers
+    steered = rows[rows["strength"] > 0]
+    for lay, c in car.groupby("layer") if not car.empty else []:
+        idx = c["feature"].astype(int).tolist()
+        per_row = [
+            float(s) * float((vectors[k].float() @ enc[int(lay)][:, idx]).sum())
+            for k, s in zip(steered["concept"], steered["strength_raw"])
+        ]
+        out.append(
+            {
+                "stage": "vector→carriers",
+                "layer_from": inject_layer,
+                "layer_to": int(lay),
+                "attribution": float(np.mean(per_row)) if per_row else 0.0,
+                "n_from": 1,
+                "n_to": len(idx),
+            }
+        )
+        a_pos = torch.tensor(c["a_pos"].to_numpy(dtype=float), dtype=torch.float32)
+        w = transcoders[int(lay)].w_dec.float()[idx] * a_pos[:, None]  # type: ignore[attr-defined]
+        for glay, g in gates.groupby("layer"):
+            if int(glay) > int(lay):
+                a = float((w @ enc[int(glay)][:, g["feature"].astype(int).tolist()]).sum())
+                out.append(
+                    {
+                        "stage": "carriers→gates",
+                        "layer_from": int(lay),
+                        "layer_to": int(glay),
+                        "attribution": a,
+                        "n_from": len(idx),
+                        "n_to": len(g),
+                    }
+                )
+    for glay, g in gates.groupby("layer"):
+        out.append(
+            {
+                "stage": "gates→No",
+                "layer_from": int(glay),
+                "layer_to": -1,
+                "n_from": len(g),
+                "n_to": 1,
+                "attribution": float((g["dla_unit"] * (g["a_pos"] - g["a0"])).sum()),
+            }
+        )
+        out.append(
+            {
+                "stage": "gates→No (unsteered)",
+                "layer_from": int(glay),
+                "layer_to": -1,
+                "n_from": len(g),
+                "n_to": 1,
+                "attribution": float(g["dla"].sum()),
+            }
+        )
+    return pd.DataFrame(out, columns=["stage", "layer_from", "layer_to", "attribution", "n_from", "n_to"])
+
+
+def main(run_dir: str | Path, k: int = 20, out: str | Path | None = None) -> Path:
+    """Redo the gate selection from a stored dose-response run; prints the top gates and their summary and
+    returns the CSV written (default <run>/report/gates-rerun.csv)."""
     import time
+
+    t0 = time.time()
+    run = load_run(run_dir)
+    gates = select_gates(run["features"], run["rows"], dla_units_for(run), k)
+    path = Path(out or Path(run_dir) / "report" / "gates-rerun.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gates.to_csv(path, index=False)
+    print(gates.head(10).to_string(index=False))
+    print(json.dumps(gate_summary(gates)), f"[{time.time() - t0:.1f} s] -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    import argparse
 
     p = argparse.ArgumentParser(description="Redo the gate selection from a stored dose-response run")
     p.add_argument("--run", required=True, help="dose-response output directory")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--out", help="write gates.csv here (default: <run>/report/gates-rerun.csv)")
-    a = p.parse_args(argv)
-    t0 = time.time()
-    run = load_run(a.run)
-    gates = select_gates(run["features"], run["rows"], dla_units_for(run), a.k)
-    out = Path(a.out or Path(a.run) / "report" / "gates-rerun.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    gates.to_csv(out, index=False)
-    print(gates.head(10).to_string(index=False))
-    print(json.dumps(gate_summary(gates)), f"[{time.time() - t0:.1f} s] -> {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    a = p.parse_args()
+    main(a.run, a.k, a.out)

@@ -12,13 +12,17 @@ From per-concept detection rates (a stored sweep) and the concept vectors at the
   leaks into a fit; R² pooled over out-of-fold predictions and per fold;
 - `decompose`: each vector = its projection on a direction + the residual (the parts injected separately).
 Rerun from stored outputs: `python -m analysis.geometry --run <dir or MLflow run id>` (no model is loaded).
+
+The job's report (`part_table`, `harness_check`, `part_lines`, `figures`, `metrics_of`): per injected part (full
+vector, its projection on the mean-difference direction, the residual) the TPR table, the harness check and the
+printed lines; the figures (PCA scatter coloured by detection rate, the cosines, TPR per part); the metrics logged.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,8 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lab.reporting import metrics, plots
+
 ALPHAS = 10 ** np.linspace(-2, 8, 25)
-VECTORS, REFUSAL, RATES, RESULT = "vectors.safetensors", "refusal.safetensors", "rates.csv", "geometry.json"
+VECTORS, REFUSAL, RATES_FILE, RESULT = "vectors.safetensors", "refusal.safetensors", "rates.csv", "geometry.json"
 
 
 def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float | None = None) -> pd.DataFrame:
@@ -84,7 +90,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def mean_difference(X: np.ndarray, success: np.ndarray) -> np.ndarray:
+def meandiff_direction(X: np.ndarray, success: np.ndarray) -> np.ndarray:
     return unit(X[success].mean(0) - X[~success].mean(0))
 
 
@@ -192,7 +198,7 @@ def analyse(
             f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
             f"(rates {min(rates):.2f}..{max(rates):.2f})"
         )
-    md = mean_difference(X, success)
+    md = meandiff_direction(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)
     rid = nested_ridge(X, rates, seed=seed)
     ref = unit(refusal) if refusal is not None else None
@@ -233,7 +239,7 @@ def save_inputs(
     save_file({c: v.contiguous().float() for c, v in vectors.items()}, str(o / VECTORS), metadata={"layer": str(layer)})
     if refusal is not None:
         save_file({"direction": refusal.contiguous().float()}, str(o / REFUSAL), metadata={"layer": str(layer)})
-    rates.to_csv(o / RATES, index=False)
+    rates.to_csv(o / RATES_FILE, index=False)
     return o
 
 
@@ -245,7 +251,7 @@ def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
     if (o / "analysis" / VECTORS).is_file():
         o = o / "analysis"
     vecs = load_file(str(o / VECTORS))
-    rates = pd.read_csv(o / RATES)
+    rates = pd.read_csv(o / RATES_FILE)
     rates = rates[rates.concept.isin(vecs)]
     X = torch.stack([vecs[c] for c in rates.concept]).double().numpy()
     ref = load_file(str(o / REFUSAL))["direction"].double().numpy() if (o / REFUSAL).is_file() else None
@@ -276,6 +282,107 @@ def write_result(g: Geometry, out: str | os.PathLike) -> Path:
     p = Path(out) / RESULT
     p.write_text(json.dumps(asdict(g), indent=1))
     return p
+
+
+PARTS = ("full", "proj", "resid")
+
+
+def part_table(rows: pd.DataFrame, parts: Sequence[str]) -> pd.DataFrame:
+    """Rates per part; a row's part is the suffix of its bank vector key `concept|part`."""
+    rows = rows.assign(vector_set=rows.vector.str.rsplit("|", n=1).str[1])
+    return pd.DataFrame([{"part": p} | metrics.summarize(rows[rows.vector_set == p]) for p in parts])
+
+
+def harness_check(rows: pd.DataFrame, stored: pd.DataFrame) -> str:
+    """The full vector at its raw multiplier must reproduce the stored sweep's responses."""
+    full = rows[rows.vector.str.endswith("|full")]
+    both = full.merge(stored, on=["concept", "trial_number"], suffixes=("", "_src"))
+    return f"check: full-vector re-injection reproduces {int((both.response == both.response_src).sum())}/{len(both)} stored responses"
+
+
+def part_lines(table: pd.DataFrame, rel: Mapping[str, float]) -> list[str]:
+    return [
+        f"part {r['part']:<6} TPR {r['tpr']:.3f} [{r['tpr_lo']:.2f},{r['tpr_hi']:.2f}] n={int(r['n_tpr'])}  "
+        f"introspection {r['introspection']:.3f}  mean ‖s·v_part‖/‖resid‖ {rel[r['part']]:.3f}"
+        for _, r in table.iterrows()
+    ]
+
+
+def figures(
+    g: Geometry, dirs: Mapping[str, np.ndarray], table: pd.DataFrame, concepts: Sequence[str], rep: Path, title: str
+) -> list[Path]:
+    cos = {
+        "PC1·mean-diff": g.pc1_meandiff_cos,
+        "PC1·refusal": g.pc1_refusal_cos,
+        "mean-diff·refusal": g.meandiff_refusal_cos,
+        "ridge·mean-diff": float(np.dot(dirs["ridge"], dirs["meandiff"])),
+    }
+    return [
+        pca_scatter(np.array(g.pc_scores), g.rates, list(concepts), g.explained, rep / "pca.png", title),
+        cosines(cos, rep / "cosines.png", title),
+        part_rates(table, rep / "parts.png", title),
+    ]
+
+
+def metrics_of(g: Geometry, table: pd.DataFrame) -> dict[str, float]:
+    keys = (
+        "pc1_meandiff_cos",
+        "pc1_refusal_cos",
+        "meandiff_refusal_cos",
+        "ridge_r2",
+        "tau_f1",
+        "n_success",
+        "n_failure",
+    )
+    return {k: getattr(g, k) for k in keys} | {f"tpr_{r['part']}": r["tpr"] for _, r in table.iterrows()}
+
+
+def pca_scatter(
+    scores: np.ndarray,
+    rates: Sequence[float],
+    concepts: Sequence[str],
+    explained: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+    label_top: int = 12,
+) -> Path:
+    fig, ax = plots.plt.subplots(figsize=(6.2, 4.8))
+    s = np.asarray(scores)
+    y = s[:, 1] if s.shape[1] > 1 else np.zeros(len(s))
+    sc = ax.scatter(s[:, 0], y, c=list(rates), cmap="viridis", vmin=0, vmax=1, s=28, edgecolors="k", linewidths=0.3)
+    fig.colorbar(sc, ax=ax, label="detection rate")
+    order = np.argsort(-np.abs(s[:, 0]))[:label_top]
+    for i in order:
+        ax.annotate(concepts[i], (s[i, 0], y[i]), fontsize=6, alpha=0.8)
+    ax.set_xlabel(f"PC1 ({explained[0]:.1%})")
+    ax.set_ylabel(f"PC2 ({explained[1]:.1%})" if len(explained) > 1 else "")
+    return plots.save(fig, path, title)
+
+
+def cosines(values: Mapping[str, float], path: str | os.PathLike, title: str = "") -> Path:
+    fig, ax = plots.plt.subplots(figsize=(5.2, 3.2))
+    names, vals = list(values), [values[k] for k in values]
+    ax.barh(names, vals, color=["tab:blue" if v >= 0 else "tab:red" for v in vals])
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_xlim(-1, 1)
+    for i, v in enumerate(vals):
+        ax.text(
+            v + (0.03 if v >= 0 else -0.03), i, f"{v:.2f}", va="center", ha="left" if v >= 0 else "right", fontsize=8
+        )
+    ax.set_xlabel("cosine")
+    return plots.save(fig, path, title)
+
+
+def part_rates(table, path: str | os.PathLike, title: str = "") -> Path:  # type: ignore[no-untyped-def]
+    """Bars of TPR with 95 % intervals per injected part (`part`, `tpr`, `tpr_lo`, `tpr_hi` columns)."""
+    fig, ax = plots.plt.subplots(figsize=(1.8 + 1.1 * len(table), 3.4))
+    x = np.arange(len(table))
+    v = table["tpr"].to_numpy()
+    ax.bar(x, v, yerr=np.vstack([v - table["tpr_lo"].to_numpy(), table["tpr_hi"].to_numpy() - v]), capsize=3)
+    ax.set_xticks(x, list(table["part"]))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("TPR (95 % CI)")
+    return plots.save(fig, path, title)
 
 
 if __name__ == "__main__":

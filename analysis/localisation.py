@@ -8,7 +8,6 @@ the table and redraws the plot.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -85,25 +84,27 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     return save(fig, path, title)
 
 
-def print_table(t: pd.DataFrame) -> None:
+def print_localisation_table(t: pd.DataFrame) -> None:
     columns = [("layer", "{layer:>}"), ("detection [95% CI]", interval("detection"))]
     columns += [("forced ID [95% CI]", interval("forced_id")), ("corr", "{corr:>+.2f}"), ("concepts", "{n_concepts:>}")]
     tables.print_table(t, columns)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Localisation table and plot from a stored sweep (no model)")
-    p.add_argument("--run", required=True, help="the sweep's output_dir (Parquet shards)")
-    args = p.parse_args(argv)
+def main(run_dir: str | Path) -> pd.DataFrame:
+    """The table of a stored sweep printed, its plot redrawn as <run>/report/localisation_rerun.png."""
     from lab.run.store import read
 
-    t = by_layer(read(args.run))
-    print_table(t)
-    out = Path(args.run) / "report"
+    t = by_layer(read(run_dir))
+    print_localisation_table(t)
+    out = Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     print(f"plot: {plot(t, out / 'localisation_rerun.png')}")
-    return 0
+    return t
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import argparse
+
+    p = argparse.ArgumentParser(description="Localisation table and plot from a stored sweep (no model)")
+    p.add_argument("--run", required=True, help="the sweep's output_dir (Parquet shards)")
+    main(p.parse_args().run)

@@ -55,7 +55,7 @@ def match_pairs(
     return out
 
 
-def summarize(per_pair: pd.DataFrame, tau: float) -> pd.DataFrame:
+def summarize_pairs(per_pair: pd.DataFrame, tau: float) -> pd.DataFrame:
     """`per_pair` has columns group (S-S/F-F), a, b, rate_ab, rate_ba; per group: pairs, share working each way,
     either way and both ways (Wilson 95 %)."""
     rows = []
@@ -95,7 +95,7 @@ def plan_pairs(adir: Path, threshold: float | None, bucket: float | None, max_pa
     info = json.loads((adir / geo.RESULT).read_text())
     extra, tau = info["extra"], float(info["tau"])
     vecs = load_file(str(adir / geo.VECTORS))
-    rates = pd.read_csv(adir / geo.RATES)
+    rates = pd.read_csv(adir / geo.RATES_FILE)
     rates = rates[rates.concept.isin(vecs)]
     concepts, y = list(rates.concept), rates["rate"].to_numpy(float)
     X = torch.stack([vecs[c] for c in concepts]).double().numpy()
@@ -136,7 +136,7 @@ def summary_lines(summary: pd.DataFrame) -> list[str]:
     ]
 
 
-def plot(summary: pd.DataFrame, tau: float, path: Path, title: str) -> Path:
+def plot_pairs(summary: pd.DataFrame, tau: float, path: Path, title: str) -> Path:
     from lab.reporting import plots
 
     fig, ax = plots.plt.subplots(figsize=(5.5, 3.4))

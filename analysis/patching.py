@@ -8,7 +8,6 @@ and redraws the plot from the stored Parquet.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ def injection_effect(df: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+def plot_effects(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +82,7 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     return save(fig, path, title)
 
 
-def print_table(table: pd.DataFrame) -> None:
+def print_effects(table: pd.DataFrame) -> None:
     columns = [("mode", "{mode}"), ("comp", "{component}"), ("layer", "{patch_layer:>}")]
     tables.print_table(
         table, columns + [("effect [95% CI]", interval("effect", False, 3, True)), ("n", "{n_concepts:>}")]
@@ -96,8 +95,8 @@ def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.D
     out.mkdir(parents=True, exist_ok=True)
     table, inj = effects(df), injection_effect(df)
     table.to_csv(out / "patching_effects.csv", index=False)
-    png = plot(table, out / "patching.png", title)
-    print_table(table)
+    png = plot_effects(table, out / "patching.png", title)
+    print_effects(table)
     print(
         "injection moves Yes−No from {yes_no_clean:+.3f} (clean) to {yes_no_steered:+.3f} (steered); concept "
         "log-prob after the prefill from {forced_logp_clean:.3f} to {forced_logp_steered:.3f}".format(**inj)
@@ -105,17 +104,19 @@ def report(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> tuple[pd.D
     return table, inj, png
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Patching effects from a stored run (no model, no Ray)")
-    p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
-    args = p.parse_args(argv)
+def main(run_dir: str | Path) -> Path:
+    """The patching report of a stored run redone into <run>/report_rerun; returns the plot."""
     from lab.run.store import read
 
-    root = Path(args.run)
+    root = Path(run_dir)
     _, _, png = report(read(root / "patching" if (root / "patching").is_dir() else root), root / "report_rerun")
     print(f"plot: {png}")
-    return 0
+    return png
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import argparse
+
+    p = argparse.ArgumentParser(description="Patching effects from a stored run (no model, no Ray)")
+    p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
+    main(p.parse_args().run)

@@ -18,7 +18,6 @@ CV and α grid.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,7 +121,7 @@ def projection_r2(
     return best
 
 
-def summarize(root: str | Path, cells: pd.DataFrame | None = None) -> dict[str, Any]:
+def summarize_fits(root: str | Path, cells: pd.DataFrame | None = None) -> dict[str, Any]:
     """The headline from the stored tables: refit every cell (or take `cells`), best by R², its bootstrap interval
     and permutation baseline, and the projection baseline."""
     root = Path(root)
@@ -196,25 +195,7 @@ def layer_sets(spec: dict[str, Any]) -> list[list[int] | None]:
     return [[int(x)] for x in spec["layers"]] + ([None] if len(spec["layers"]) > 1 else [])
 
 
-def resolve_run(run: str) -> Path:
-    """A directory holding spec.json (or its `regression/`), or an MLflow run id whose `output_dir` param names one."""
-    p = Path(run)
-    if not p.is_dir():
-        from lab.run.tracking import resolve_source
-
-        p = resolve_source(run).directory
-    return p / "regression" if (p / "regression" / "spec.json").is_file() else p
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Refit the feature regression from a stored run (no model, no Ray)")
-    p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
-    args = p.parse_args(argv)
-    print_summary(summarize(resolve_run(args.run)))
-    return 0
-
-
-def print_summary(s: dict[str, Any]) -> None:
+def print_fits(s: dict[str, Any]) -> None:
     """The R²-vs-N table, the headline, and last the machine-readable line both the job and the rerun print."""
     curve = s["cells"].groupby(["layers", "n"])["r2"].max().reset_index()
     for r in curve.itertuples():
@@ -228,4 +209,13 @@ def print_summary(s: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import argparse
+
+    p = argparse.ArgumentParser(description="Refit the feature regression from a stored run (no model, no Ray)")
+    p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
+    src = Path(p.parse_args().run)
+    if not src.is_dir():  # an MLflow run id whose `output_dir` param names the folder
+        from lab.run.tracking import resolve_source
+
+        src = resolve_source(str(src)).directory
+    print_fits(summarize_fits(src / "regression" if (src / "regression" / "spec.json").is_file() else src))

@@ -15,8 +15,9 @@ from lab.generate.runner import VectorBank
 from lab.model.loading import load
 from lab.protocol.prompts import inject_start, render
 from lab.protocol.trials import SweepConfig
-from lab.steer.concepts import concept_vectors, select_concepts
-from lab.steer.injection import inject
+from lab.protocol.words import select_concepts
+from lab.steer.concepts import concept_vectors
+from lab.steer.injection import Injection, inject
 
 
 def add_threads(ap: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def per_trial(lm: Any, bank: VectorBank, t: Any) -> tuple[str, int]:
     x = torch.tensor([ids], device=lm.device)
     kw = {"do_sample": True, "temperature": t.temperature, "top_k": 0, "top_p": 1.0} if t.temperature else {}
     kw.setdefault("do_sample", False)
-    with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start]):
+    with torch.no_grad(), inject(lm.model, Injection(t.layer, bank.vector(t)[None], [bank.strengths(t)[0]], [start])):
         new = lm.model.generate(
             x, attention_mask=torch.ones_like(x), max_new_tokens=t.max_new_tokens, pad_token_id=tok.pad_token_id, **kw
         )[0, len(ids) :].tolist()

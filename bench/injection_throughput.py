@@ -32,9 +32,10 @@ from lab.experiments.concept_injection import InjectionConfig, plan, run_sweep
 from lab.generate.runner import Runner, VectorBank
 from lab.model.loading import load
 from lab.protocol.trials import SweepConfig
-from lab.run.parallel import RunnerConfig
+from lab.protocol.words import select_concepts
+from lab.run.parallel import FanOutConfig
 from lab.run.tracking import TrackingConfig
-from lab.steer.concepts import concept_vectors, select_concepts
+from lab.steer.concepts import concept_vectors
 
 
 def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
@@ -81,7 +82,7 @@ def main() -> None:
                 max_new_tokens=a.max_new_tokens,
                 selftest=False,
             ),
-            runner=RunnerConfig(
+            runner=FanOutConfig(
                 num_actors=1,
                 cpus_per_actor=a.threads,
                 gpus_per_actor=1.0 if a.device == "cuda" else 0.0,

@@ -32,7 +32,7 @@ def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache:
     from lab.config import ModelConfig
     from lab.experiments.concept_injection import InjectionConfig
     from lab.protocol.trials import SweepConfig
-    from lab.run.parallel import RunnerConfig
+    from lab.run.parallel import FanOutConfig
     from lab.run.tracking import TrackingConfig
 
     return InjectionConfig(
@@ -46,7 +46,7 @@ def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache:
             max_new_tokens=max_new,
             selftest=False,
         ),
-        runner=RunnerConfig(num_actors=0, threads=1, batch_size=64, shard_size=128),
+        runner=FanOutConfig(num_actors=0, threads=1, batch_size=64, shard_size=128),
         tracking=TrackingConfig(enabled=False),
         output_dir=out,
         cache_dir=cache,
@@ -93,8 +93,9 @@ def check_tokens(model_dir: str, a: argparse.Namespace, out: str, cache: str) ->
     from lab.experiments.concept_injection import model_key as key_of, plan
     from lab.generate.runner import VectorBank
     from lab.model.loading import load
+    from lab.protocol.words import select_concepts
     from lab.run import store
-    from lab.steer.concepts import concept_vectors, select_concepts
+    from lab.steer.concepts import concept_vectors
 
     cfg = sweep_cfg(model_dir, a.small, a.max_new_tokens, out, cache)
     lm = load(cfg.model)

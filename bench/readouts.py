@@ -19,11 +19,12 @@ import time
 import torch
 
 import lab  # noqa: F401
-from lab.experiments.probes import ProbeSettings, build_request, expand, span_edits
+from lab.experiments.probes import ProbeSettings, build_request, expand_probes, span_edits
 from lab.generate.runner import VectorBank
 from lab.model.loading import load
+from lab.protocol.words import select_concepts
 from lab.steer import interventions as iv
-from lab.steer.concepts import concept_vectors, select_concepts
+from lab.steer.concepts import concept_vectors
 from lab.steer.readouts import forward, pad_left
 
 
@@ -49,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vecs, typical = concept_vectors(lm, concepts, (12,), cache_dir=tmp)
     bank = VectorBank(vecs, typical)
-    trials = expand(ProbeSettings(concepts, (12,), (0.3,), kinds=("injection", "random"), repeats=2), lm.name)
+    trials = expand_probes(ProbeSettings(concepts, (12,), (0.3,), kinds=("injection", "random"), repeats=2), lm.name)
     reqs = sorted((build_request(lm, bank, t) for t in trials), key=lambda r: len(r.ids))
     batches = [reqs[b : b + a.batch_size] for b in range(0, len(reqs), a.batch_size)]
     paths = {

@@ -3,7 +3,7 @@
     python bench/steering_overhead.py [--rows 32] [--max-new-tokens 48] [--repeats 3]
 
 The same rows (the sweep's prompts: several concepts, two layers, different trial numbers) go through
-`lab.generate.decode.generate` twice per repeat, once with the runner's per-row `Add` operators and once without any hook,
+`lab.generate.decode.decode_batch` twice per repeat, once with the runner's per-row `Add` operators and once without any hook,
 both with eviction off, so both run exactly `rows × max_new_tokens` token steps (steering changes when rows stop,
 which would otherwise change the work). Before timing, every steered row's greedy tokens must equal the per-trial
 loop's (one HF `generate` per trial on its whole prompt with a one-row inject hook). The best of `--repeats` is
@@ -23,7 +23,7 @@ import lab  # noqa: F401
 from lab.generate import decode
 from lab.generate.decode import common_prefix
 from lab.generate.runner import Runner
-from lab.steer.injection import inject
+from lab.steer.injection import Injection, inject
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     stop = {tok.eos_token_id, tok.pad_token_id}
 
     def gen(steered: bool) -> list[list[int]]:
-        return decode.generate(
+        return decode.decode_batch(
             lm.model,
             rows,
             prefix,
@@ -59,7 +59,7 @@ def main() -> None:
     fast = gen(True)
     for t, r, got in zip(trials, reqs, fast):
         x = torch.tensor([r.ids])
-        with torch.no_grad(), inject(lm.model, t.layer, bank.vector(t)[None], [r.raw], [r.start]):
+        with torch.no_grad(), inject(lm.model, Injection(t.layer, bank.vector(t)[None], [r.raw], [r.start])):
             new = lm.model.generate(
                 x,
                 attention_mask=torch.ones_like(x),

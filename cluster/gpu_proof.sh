@@ -26,9 +26,10 @@ from pathlib import Path
 import ray
 import torch
 
-from lab import sharded
+from lab.model import sharded
 from lab.steer.concepts import concept_vectors
-from lab.config import ModelConfig
+from lab.config import ModelConfig, ShardConfig
+from lab.experiments.concept_injection import SweepContext, generate
 from lab.model.loading import load
 from lab.run.parallel import connect
 from lab.generate.runner import Runner, VectorBank
@@ -54,9 +55,10 @@ rec["unsharded"] = {"seconds": dt, "new_tokens": sum(r["new_tokens"] for r in wa
 del lm; torch.cuda.empty_cache()
 connect()
 t = time.time()
-w = sharded.replica(cfg, sharded.ShardConfig("zero3", n_gpu), cpus=1, gpus=1, threads=4, batch_size=16)
+w = sharded.replica(cfg, ShardConfig("zero3", n_gpu), cpus=1, gpus=1, threads=4, batch_size=16)
 rec["zero3_start_seconds"] = time.time() - t
-t = time.time(); got = ray.get(w.run.remote(trials, bank)); dt = time.time() - t
+# the work a sweep sends to every replica (lab.run.parallel.run_shards), here one shard of all the trials
+t = time.time(); got = ray.get(w.call.remote(generate, trials, SweepContext(bank, 16))); dt = time.time() - t
 rec["zero3"] = {"workers": n_gpu, "seconds": dt, "new_tokens": sum(r["new_tokens"] for r in got),
                 "peak_gib_rank0": ray.get(w.call.remote(lambda _lm: torch.cuda.max_memory_allocated() / 2**30))}
 rec["zero3_tokens_equal"] = [r["response"] for r in got] == [r["response"] for r in want]
@@ -68,14 +70,14 @@ opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1
 want_l = []
 for _ in range(2):
     loss = _dpo_loss(model, ids, mask); loss.backward(); opt.step(); opt.zero_grad(); want_l.append(loss.item())
-from cluster.placement import plan
+from cluster.placement import plan_placement
 from cluster.zero import zero_config
 from lab.model.loading import ModelSpec
-p = plan(ModelSpec("tiny-llama", "test", 2, 32, 2e-5, (1,)), "l4-24gb", 2, training=True, batch=2, seq_len=8, lora_r=4)
+p = plan_placement(ModelSpec("tiny-llama", "test", 2, 32, 2e-5, (1,)), "l4-24gb", 2, training=True, batch=2, seq_len=8, lora_r=4)
 ds = concrete(zero_config(p, stage=3), micro_batch=max(4 // n_gpu, 1), accumulation=1, world_size=n_gpu,
               bf16=False, lr=1e-2)
 if 4 % n_gpu == 0:
-    w = sharded.replica(_tiny_lora, sharded.ShardConfig("zero3", n_gpu), cpus=1, gpus=1, ds_config=ds)
+    w = sharded.replica(_tiny_lora, ShardConfig("zero3", n_gpu), cpus=1, gpus=1, ds_config=ds)
     t = time.time(); got_l = ray.get(w.call.remote(_zero3_dpo_steps)); dt = time.time() - t
     sharded.shutdown([w])
     rec["dpo"] = {"unsharded": want_l, "zero3": got_l, "max_diff": max(abs(a - b) for a, b in zip(got_l, want_l)),

@@ -16,7 +16,7 @@ import socket
 import time
 
 from lab.errors import LabError
-from lab.run import store
+from lab.run import parallel, store
 
 
 def work(item: int, node: str) -> dict[str, object]:
@@ -35,27 +35,28 @@ def work(item: int, node: str) -> dict[str, object]:
     }
 
 
-def run(out: str, items: int, nodes: list[str], batch: int = 2) -> int:
+def fan_out(out: str, items: int, nodes: list[str], batch: int = 2) -> int:
     import ray
 
-    ray.init()  # inside `ray job submit`: joins the cluster through $RAY_ADDRESS, with the job's runtime env
-    have = ray.cluster_resources()
-    missing = [n for n in nodes if n not in have]
-    if missing:
-        raise LabError(f"no node carries the resource(s) {', '.join(missing)} (cluster: {sorted(have)})")
-    todo = store.pending([f"item-{i:04d}" for i in range(items)], out)
-    task = ray.remote(num_cpus=0.1)(work)
-    refs = [
-        task.options(resources={nodes[int(t[5:]) % len(nodes)]: 0.01}).remote(
-            int(t[5:]), nodes[int(t[5:]) % len(nodes)]
-        )
-        for t in todo
-    ]
-    done = 0
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=min(batch, len(refs)))
-        store.write_shard(out, ray.get(ready))
-        done += len(ready)
+    # inside `ray job submit`: joins the cluster through $RAY_ADDRESS, with the job's runtime env
+    with parallel.ray_session():
+        have = ray.cluster_resources()
+        missing = [n for n in nodes if n not in have]
+        if missing:
+            raise LabError(f"no node carries the resource(s) {', '.join(missing)} (cluster: {sorted(have)})")
+        todo = store.pending([f"item-{i:04d}" for i in range(items)], out)
+        task = ray.remote(num_cpus=0.1)(work)
+        refs = [
+            task.options(resources={nodes[int(t[5:]) % len(nodes)]: 0.01}).remote(
+                int(t[5:]), nodes[int(t[5:]) % len(nodes)]
+            )
+            for t in todo
+        ]
+        done = 0
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=min(batch, len(refs)))
+            store.write_shard(out, ray.get(ready))
+            done += len(ready)
     print(f"stored {done} new item(s) of {items} in {out}")
     return done
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     t = time.time()
     try:
-        run(a.out, a.items, a.nodes)
+        fan_out(a.out, a.items, a.nodes)
     except LabError as e:
         print(f"error: {e}")
         return 2

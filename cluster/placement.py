@@ -15,7 +15,9 @@ The choice (inference): one GPU if the replica fits; else `device_map` over the 
 resident, no per-layer all-gather); ZeRO-3 only across nodes, where `device_map` (one process) cannot reach.
 Training: one GPU, else ZeRO-3 (data-parallel workers; `device_map` would leave all but one GPU idle).
 `--offload` allows ZeRO-3 with parameters offloaded to CPU memory as a last resort.
-The constants and per-term formulas, and the printout of a plan (`report`), are in cluster/memory.py.
+The constants and per-term formulas are in cluster/memory.py; `explain_plan` prints a plan term by term, and
+`zero_config` is the DeepSpeed ZeRO config that realises a training plan (cluster/zero.py writes the reference files
+from it).
 
     python -m cluster.placement qwen3-235b-a22b --gpu h100-80gb --gpus 16
 """
@@ -25,20 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from cluster.memory import (
     BYTES,
     GIB,
     GPU_GIB,
+    KV_DIM,
     LORA_STATE_BYTES,
     OVERHEAD_GIB,
     activations_gib,
     kv_cache_gib,
     lora_params,
-    report,
 )
 from lab.errors import LabError
 from lab.model.loading import REGISTRY, ModelSpec
+from lab.model.zero3 import zero3_buckets
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class Placement:
         }
 
 
-def plan(
+def plan_placement(
     spec: ModelSpec,
     gpu: str,
     total_gpus: int,
@@ -215,6 +219,90 @@ def _candidates(total: int, per_node: int) -> list[int]:
     return out
 
 
+def explain_plan(
+    p: Placement,
+    spec: ModelSpec,
+    total_gpus: int,
+    batch: int,
+    seq_len: int,
+    lora_r: int,
+    headroom: float = 0.85,
+    dtype: str = "bfloat16",
+) -> str:
+    """The plan as text: every term with its formula, the candidates, the choice and why, the overrides."""
+    b, cap = BYTES[dtype], GPU_GIB[p.gpu] * headroom
+    out = [
+        f"{p.model} {p.mode} on {total_gpus} × {p.gpu}: usable {GPU_GIB[p.gpu]:.0f} GiB × {headroom:.0%} = "
+        f"{cap:.2f} GiB per GPU, {OVERHEAD_GIB:.2f} GiB overhead each (GiB = 2^30 B)",
+        f"  weights W       = {spec.n_params_b}e9 params × {b} B = {p.weights_gib:.2f} GiB",
+        f"  2 gathered layers = 2 × W / {spec.n_layers} layers = {2 * p.layer_gib:.2f} GiB (ZeRO-3 only)",
+    ]
+    if p.mode == "training":
+        lp = lora_params(spec, lora_r)
+        out += [
+            f"  LoRA state      = 2 × r {lora_r} × d {spec.d_model} × 7 × {spec.n_layers} layers = {lp:,} params "
+            f"× {LORA_STATE_BYTES} B = {lp * LORA_STATE_BYTES / GIB:.2f} GiB",
+            f"  activations     = ({spec.n_layers} + 16) × d {spec.d_model} × {seq_len} tokens × {batch} "
+            f"micro-batch × {b} B = {activations_gib(spec, batch, seq_len, dtype):.2f} GiB per GPU",
+        ]
+    else:
+        out.append(
+            f"  KV cache        = 2 × {spec.n_layers} layers × {KV_DIM.get(spec.name, spec.d_model)} KV width × "
+            f"{seq_len} tokens × {batch} rows × {b} B = {p.extra_gib:.2f} GiB per replica"
+        )
+    out.append("  per GPU:")
+    out += [f"    {line}" for line in p.lines]
+    out.append(
+        f"  choice: {p.strategy}{' +offload' if p.offload else ''}, {p.gpus_per_replica} GPU(s) per replica, "
+        f"{p.replicas} replica(s): {p.why}"
+    )
+    if p.mode == "training":
+        out.append(
+            "  overrides: " + " ".join(f"--set {k}={v}" for k, v in p.training_overrides().items() if k != "deepspeed")
+        )
+    else:
+        out.append("  overrides: " + " ".join(f"--set {k}={v}" for k, v in p.runner_overrides().items()))
+    return "\n".join(out)
+
+
+def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") -> dict[str, Any] | None:
+    """The ZeRO config realising a training plan (None when the plan is one GPU and no stage is asked for).
+    `batch="auto"` leaves the batch keys for the trainer to fill; `"plan"` writes the plan's micro-batch."""
+    if stage is None:
+        if p.strategy == "single":
+            return None
+        stage = 3 if p.strategy == "zero3" else 2
+    if stage not in (2, 3):
+        raise ValueError(f"stage must be 2 or 3, got {stage}")
+    d = p.d_model
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": d * d,
+    }
+    if stage == 3:
+        zero |= zero3_buckets(d, layer_params=int(p.layer_gib * 2**30 / 2))
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    else:
+        zero |= {"reduce_scatter": True, "allgather_bucket_size": d * d}
+    if p.offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    micro: int | str = p.micro_batch if batch == "plan" else "auto"
+    return {
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 1000000,
+        "wall_clock_breakdown": False,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="GPU placement for a model replica (inference and LoRA training)")
     ap.add_argument("name", nargs="?", choices=sorted(REGISTRY), help="registry model (or --model)")
@@ -238,11 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         texts = []
         if not a.training:
-            p = plan(
+            p = plan_placement(
                 spec, a.gpu, a.gpus, batch=a.batch, seq_len=a.seq_len, gpus_per_node=a.gpus_per_node, offload=a.offload
             )
-            texts.append(report(p, spec, a.gpus, a.batch, a.seq_len, a.lora_r))
-        t = plan(
+            texts.append(explain_plan(p, spec, a.gpus, a.batch, a.seq_len, a.lora_r))
+        t = plan_placement(
             spec,
             a.gpu,
             a.gpus,
@@ -253,12 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             gpus_per_node=a.gpus_per_node,
             offload=a.offload,
         )
-        texts.append(report(t, spec, a.gpus, a.train_batch, a.train_seq_len, a.lora_r))
+        texts.append(explain_plan(t, spec, a.gpus, a.train_batch, a.train_seq_len, a.lora_r))
     except LabError as e:
         print(f"error: {e}")
         return 2
-    from cluster.zero import zero_config
-
     ds = zero_config(t)
     if a.zero_out:
         with open(a.zero_out, "w") as f:

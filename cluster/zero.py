@@ -1,6 +1,8 @@
-"""DeepSpeed ZeRO configs generated from a placement plan (a pure function: plan in, dict out).
+"""DeepSpeed ZeRO configs generated from a placement plan: the committed reference files, and `concrete` for a bare
+`deepspeed.initialize`.
 
-What the plan decides: the stage (3 when the weights are sharded, 2 for a data-parallel plan that fits one GPU),
+`zero_config(plan)` (cluster/placement.py, beside the plan's other realisations) is a pure function, plan in, dict
+out. What the plan decides: the stage (3 when the weights are sharded, 2 for a data-parallel plan that fits one GPU),
 CPU offload (parameters and optimizer state), the micro-batch, and the bucket sizes, which follow the model width d
 (the values transformers' "auto" would pick): reduce bucket d², stage-3 prefetch 0.9·d², parameters under 10·d stay
 resident; up to max(1e9, two layers) parameters may be live at once, so a whole MoE layer (a ZeRO-3 leaf) fits.
@@ -16,51 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster.placement import Placement, plan
+from cluster.placement import plan_placement, zero_config
 from lab.model.loading import REGISTRY
-from lab.model.zero3 import zero3_buckets
 
 DIR = Path(__file__).resolve().parent / "deepspeed"
 # the plan the committed files are generated from: the OLMo-3.1-32B ablation preset (8 × H100, micro-batch 1, 2048)
-REFERENCE = {"spec": "olmo-3.1-32b-sft", "gpu": "h100-80gb", "total_gpus": 8, "batch": 1, "seq_len": 2048}
-
-
-def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") -> dict[str, Any] | None:
-    """The ZeRO config realising a training plan (None when the plan is one GPU and no stage is asked for).
-    `batch="auto"` leaves the batch keys for the trainer to fill; `"plan"` writes the plan's micro-batch."""
-    if stage is None:
-        if p.strategy == "single":
-            return None
-        stage = 3 if p.strategy == "zero3" else 2
-    if stage not in (2, 3):
-        raise ValueError(f"stage must be 2 or 3, got {stage}")
-    d = p.d_model
-    zero: dict[str, Any] = {
-        "stage": stage,
-        "overlap_comm": True,
-        "contiguous_gradients": True,
-        "reduce_bucket_size": d * d,
-    }
-    if stage == 3:
-        zero |= zero3_buckets(d, layer_params=int(p.layer_gib * 2**30 / 2))
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    else:
-        zero |= {"reduce_scatter": True, "allgather_bucket_size": d * d}
-    if p.offload:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        if stage == 3:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    micro: int | str = p.micro_batch if batch == "plan" else "auto"
-    return {
-        "bf16": {"enabled": "auto"},
-        "zero_optimization": zero,
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": "auto",
-        "train_batch_size": "auto",
-        "gradient_clipping": "auto",
-        "steps_per_print": 1000000,
-        "wall_clock_breakdown": False,
-    }
+REFERENCE_PLAN = {"spec": "olmo-3.1-32b-sft", "gpu": "h100-80gb", "total_gpus": 8, "batch": 1, "seq_len": 2048}
 
 
 def concrete(
@@ -84,8 +47,8 @@ def concrete(
 
 def reference_files() -> dict[str, dict[str, Any]]:
     """What cluster/deepspeed/zero{2,3}.json hold: configs of the reference plan, batch keys left "auto"."""
-    r = dict(REFERENCE)
-    p = plan(REGISTRY[r.pop("spec")], r.pop("gpu"), r.pop("total_gpus"), training=True, **r)
+    r = dict(REFERENCE_PLAN)
+    p = plan_placement(REGISTRY[r.pop("spec")], r.pop("gpu"), r.pop("total_gpus"), training=True, **r)
     return {f"zero{s}.json": zero_config(p, stage=s, batch="auto") for s in (2, 3)}
 
 

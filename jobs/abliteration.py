@@ -10,18 +10,20 @@
 3. A refusal check before/after: greedy short replies to the held-out harmful instructions, scored by a refusal-phrase
    matcher (a simple check, not a judge). ΔTPR, ΔFPR, Δintrospection, Δrefusal with Newcombe 95 % intervals; a
    before/after bar plot; MLflow: one parent run and a child per arm.
+The model-side steps (directions, refusal checks, orthogonalised checkpoint: lab.experiments.refusal.prepare_arms) run
+with `runner.num_actors: 0` in this process on the model the sweeps share, else on one Ray actor
+(lab.run.experiment.on_replica): then the driver loads no model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.abliteration import RefusalConfig
 from jobs.cli import entry, load_config, parser
 from lab.experiments.concept_injection import InjectionConfig
+from lab.experiments.refusal import RefusalConfig
 from lab.run.experiment import preflight
 
 
@@ -35,14 +37,14 @@ class AbliterationConfig(InjectionConfig):
 def main(argv: list[str] | None = None) -> int:
     """Abliterate, then compare concept injection and refusal before/after; exit 2 on bad input."""
     import pandas as pd
-    import torch
 
-    from analysis import abliteration as ab, compare, directions as dr
+    from analysis import compare
     from lab.config import flatten, to_dict
+    from lab.experiments import refusal
     from lab.model.loading import load, threads
     from lab.reporting import metrics, report
     from lab.run import store, tracking
-    from lab.steer import interventions as iv
+    from lab.run.experiment import on_replica
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(AbliterationConfig, args)
@@ -52,36 +54,35 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
     preflight(cfg.tracking, output_dir=out)
-    harmful, held = dr.split_heldout(dr.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
-    harmless = dr.instructions(rc.harmless, rc.extra_harmless)
+    harmful, held = refusal.split_heldout(refusal.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
+    harmless = refusal.instructions(rc.harmless, rc.extra_harmless)
+    given = refusal.RefusalDirections.load(rc.directions) if rc.directions else None
     threads(cfg.runner.threads)
-    lm = load(cfg.model)
-    rd = (
-        dr.RefusalDirections.load(rc.directions)
-        if rc.directions
-        else dr.refusal_direction(lm, harmful, harmless, rc.position)
-    )
+    local = cfg.runner.num_actors == 0
+    lm = load(cfg.model) if local else None  # in process: one model for the checks and the original arm's sweep
+    mdir = (out / "model").resolve()
+    # on an actor every model-side step runs at once; in process the original arm's sweep comes before abliterating.
+    # `weights` orthogonalises and saves whole weights: that replica is never ZeRO-3 sharded (as in the driver before)
+    whole = dataclasses.replace(cfg.model, shard="none", workers_per_replica=1, offload=False)
+    step = (rc, harmful, harmless, held, given, mdir, not local)
+    prep = on_replica(whole if rc.method == "weights" else cfg.model, cfg.runner, refusal.prepare_arms, *step, lm=lm)
+    rd = prep.directions
     rd.save(out / "refusal_directions.safetensors")
-    n = lm.n_layers
-    dirs = rd.directions if rc.direction_layer is None else rd.layer(lm.check_layer(rc.direction_layer))
-    weights = torch.tensor(rc.weights) if rc.weights else 1.0
     print(
-        f"refusal directions: {n} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
+        f"refusal directions: {prep.n_layers} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
         f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms)
     )
 
     arms: dict[str, dict] = {}
     cfgs: dict[str, AbliterationConfig] = {}
 
-    def arm(name: str, model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
+    def arm(name: str, replies: list[str], model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
         from lab.experiments.concept_injection import run_sweep
 
-        with iv.apply(model_lm.model, list(edits)):
-            replies = ab.greedy_replies(model_lm, held, rc.check_tokens)
         acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))
-        replica = model_lm if cfg.runner.num_actors == 0 else None  # the edits apply on every replica, Ray actors too
-        res = run_sweep(acfg, progress=not args.quiet, lm=replica, edits=edits, edits_tag=tag)
-        refused = [ab.is_refusal(t) for t in replies]
+        # model_lm None: on Ray actors, the edits applied on every replica
+        res = run_sweep(acfg, progress=not args.quiet, lm=model_lm, edits=edits, edits_tag=tag)
+        refused = [refusal.is_refusal(t) for t in replies]
         (out / "report").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"arm": name, "instruction": held, "reply": replies, "refused": refused}).to_parquet(
             out / "report" / f"refusal_check_{name}.parquet", index=False
@@ -92,28 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         cfgs[name] = acfg
         print(f"{name}: {res['total']} trials ({res['new']} new); refusal check {sum(refused)}/{len(refused)}")
 
-    arm("original", lm, cfg.model)
+    arm("original", prep.replies["original"], lm, cfg.model)
+    if lm is not None:
+        prep = refusal.abliterate(lm, rc, prep, held, mdir)
     if rc.method == "weights":
-        ab.orthogonalize(lm.model, dirs, weights)
-        mdir = ab.save_model(
-            lm,
-            out / "model",
-            {
-                "source": cfg.model.name,
-                "position": rc.position,
-                "direction_layer": rc.direction_layer,
-                "weights": list(rc.weights),
-            },
-        )
         del lm
-        mcfg = dataclasses.replace(cfg.model, name=str(mdir.resolve()))
-        arm("abliterated", load(mcfg), mcfg)
+        mcfg = dataclasses.replace(cfg.model, name=str(Path(prep.model_dir).resolve()))
+        arm("abliterated", prep.replies["abliterated"], load(mcfg) if local else None, mcfg)
     else:
-        edits = ab.ablation_edits(dirs, n, weights, rc.sites)  # tagged by the directions, weights and sites
-        fp = hashlib.sha256(dirs.detach().float().cpu().numpy().tobytes() + f"{list(rc.weights)}|{rc.sites}".encode())
-        arm("abliterated", lm, cfg.model, edits, f"ablate-{rc.sites}@{fp.hexdigest()[:12]}")
+        arm("abliterated", prep.replies["abliterated"], lm, cfg.model, *refusal.arm_edits(rc, prep))
 
-    table = compare.compare(arms["original"], arms["abliterated"])
+    table = compare.compare_rates(arms["original"], arms["abliterated"])
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "compare.csv", index=False)

@@ -82,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     df = df[df.trial_id.isin({t.trial_id for t in trials})]
     det = df.assign(detected=df.detected.astype(float)).groupby("vector")["detected"].mean()
     per_pair = pr.per_pair_table(plan, det)
-    summary = pr.summarize(per_pair, tau)
+    summary = pr.summarize_pairs(per_pair, tau)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     per_pair.to_csv(rep / "pairs.csv", index=False)
     summary.to_csv(rep / "summary.csv", index=False)
     print(*pr.summary_lines(summary), sep="\n")
-    plot = pr.plot(summary, tau, rep / "bidirectional.png", f"{plan.model or cfg.model.name} L{layer}: A−B vs B−A")
+    plot = pr.plot_pairs(
+        summary, tau, rep / "bidirectional.png", f"{plan.model or cfg.model.name} L{layer}: A−B vs B−A"
+    )
     keys = ("pairs", "a_minus_b", "b_minus_a", "both", "either", "both_lo", "both_hi")
     params = {"geometry": str(adir), "layer": layer, "strength": strength, "tau": tau, "threshold": cfg.threshold}
     run_id = report.log_run(

@@ -21,7 +21,7 @@ from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
-class DoseConfig(InjectionConfig):
+class DoseCalibrationConfig(InjectionConfig):
     """A concept-injection sweep over strengths plus the dose settings (configs/calibrate-dose-demo.yaml)."""
 
     dose: DoseSettings = field(default_factory=DoseSettings, metadata={"help": "how the coherent band is found"})
@@ -35,7 +35,7 @@ class DoseConfig(InjectionConfig):
 def main(argv: list[str] | None = None) -> int:
     """Run the dose sweep of --config; exit 0 on success, 2 on bad input."""
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(DoseConfig, args)
+    cfg = load_config(DoseCalibrationConfig, args)
     preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
     res, df, cal = judged_sweep(cfg.injection(), quiet=args.quiet)
     table = dose.curve(df)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(paths[0], index=False)
     bands.to_csv(paths[1], index=False)
     paths[2].write_text(dose.snippet(bands, res["plan"].mode, cfg.dose))
-    dose.plot(table, bands, paths[3], title=f"{cfg.model.name}: dose calibration", mode=res["plan"].mode)
+    dose.plot_calibration(table, bands, paths[3], title=f"{cfg.model.name}: dose calibration", mode=res["plan"].mode)
     extra = {
         f"L{r['layer']}/{k}": r[k]
         for _, r in bands.iterrows()

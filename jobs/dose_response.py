@@ -4,17 +4,18 @@ Per concept, the injection-trial prompt (trial numbers 1..k) with the concept ve
 at each signed strength (0 = unsteered); at the last token, the transcoder features of every `dose.layers` layer
 (all after the injection layer) and the Yes − No score. Stored sparse (only non-zero activations) as
 <output_dir>/features/*.parquet (concept, strength, trial_number, layer, feature, activation) and rows/*.parquet
-(one row per forward pass), resumable per concept. Then the gate / evidence-carrier / pathway report
-(`analysis.gates_report`, rerunnable without the model) and one MLflow run with its plots.
-Runs in-process (forward passes only; no generation, no judge).
+(one row per forward pass), resumable per concept (lab/experiments/dose_response.py, through the experiment
+skeleton: in this process or, with `runner.num_actors` > 0, on Ray actors; forward passes only, no judge). Then the
+gate / evidence-carrier / pathway report (`analysis.gates_report`, rerunnable without the model) and one MLflow run
+with its plots.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import configure, entry
+from lab.experiments.dose_response import FeatureJobConfig
 from lab.run.tracking import TrackingConfig
 
 
@@ -32,7 +33,7 @@ class DoseResponseConfig(FeatureJobConfig):
     output_dir: str = field(default="results/dose-response", metadata={"help": "features/, rows/ (Parquet), report/"})
 
 
-def print_report(res: dict, label: str) -> None:
+def print_dose_report(res: dict, label: str) -> None:
     s = res["summary"]
     print(
         f"{label}: {s['n_features_seen']} features seen, {s['n_gates']} gate candidates, "
@@ -50,32 +51,28 @@ def print_report(res: dict, label: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the dose response of --config; exit 0 on success, 2 on bad input."""
     import time
+    from functools import partial
 
-    from tqdm.auto import tqdm
-
-    from analysis.gates_report import analyse, detection_from
+    from analysis.gates_report import detection_from, gate_report
     from lab.config import flatten, to_dict
-    from lab.experiments.features import run_dose_response
+    from lab.experiments import dose_response
     from lab.model import loading
     from lab.reporting import report
+    from training.transcoder.train import from_source
 
     cfg, args = configure(DoseResponseConfig, __doc__, argv)
     t0 = time.time()
     loading.threads(cfg.threads)
     d = cfg.dose
-    lm, vectors, tcs = setup(
-        cfg.model, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline, cfg.cache_dir
-    )
-    t_setup = time.time() - t0
-    bar = tqdm(total=len(vectors), desc="concepts", unit="concept", disable=args.quiet)
-    run_dose_response(lm, d, vectors, tcs, cfg.output_dir, on_concept=lambda _c: bar.update(1))
-    bar.close()
-    res = analyse(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
+    dictionaries = partial(from_source, src=cfg.transcoders)
+    done = dose_response.run_dose_response(cfg, cfg.model, cfg.output_dir, dictionaries, progress=not args.quiet)
+    t_setup = time.time() - t0 - done.work_s  # model, vectors, transcoders (none when every concept was stored)
+    res = gate_report(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
     print(
-        f"dose response: {len(vectors)} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
+        f"dose response: {done.total} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
         f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]"
     )
-    print_report(res, cfg.model.name)
+    print_dose_report(res, cfg.model.name)
     run_id = report.log_run(
         cfg.tracking,
         flatten(to_dict(cfg)),

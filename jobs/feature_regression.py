@@ -1,39 +1,106 @@
 """Transcoder features → per-concept detection rate: `python -m jobs.feature_regression --config <yaml>`.
 
-Features: per concept, mean transcoder activations at the last prompt token under injection (lab/experiments/feature_table.py; cached
-transcoders of layers after the injection layer); target: its detection rate in a stored sweep (`sweep_dir`, or one
-run here). Fits (layer set × N × α) fan out as Ray Tune trials over the stored tables; headline, bootstrap interval,
-permutation and projection baselines from `analysis.regression`, which `--run <output_dir>` reruns without Ray.
+Features: per concept, mean transcoder activations at the last prompt token under injection (lab/experiments/
+feature_regression.py; cached transcoders of layers after the injection layer); target: its detection rate in a
+stored sweep (`sweep_dir`, or one run here). Fits (layer set × N × α) fan out as Ray Tune trials over the stored
+tables; headline, bootstrap interval, permutation and projection baselines from `analysis.regression`, which
+`python -m analysis.regression --run <output_dir>` reruns without Ray.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from analysis.regression_inputs import FeatureRegressionConfig, rates_for, tables
 from jobs.cli import configure, entry
+from lab.config import ModelConfig
+from lab.errors import LabError
+from lab.experiments.concept_injection import JudgeConfig
+from lab.run.parallel import FanOutConfig
+from lab.run.tracking import TrackingConfig
+from training.transcoder.fit import TranscoderConfig
+
+
+@dataclass(frozen=True)
+class FeatureRegressionConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model injected into and read"})
+    concepts: str | tuple[str, ...] = field(default="first:24", metadata={"help": "as sweep.concepts"})
+    layer: int = field(default=12, metadata={"help": "injection layer"})
+    strength: float = field(default=0.2, metadata={"help": "injection strength, in strength_mode units"})
+    strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={"help": "as sweep.strength_mode"})
+    trials_per_concept: int = field(default=2, metadata={"help": "trial numbers n = 1..N (sweep and feature reads)"})
+    feature_layers: tuple[int, ...] = field(default=(16, 20), metadata={"help": "transcoder layers (> layer)"})
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig, metadata={"help": "as jobs.transcoders"})
+    transcoder_dir: str | None = field(default=None, metadata={"help": "cache; empty: <model cache>/transcoders"})
+    sweep_dir: str | None = field(default=None, metadata={"help": "stored sweep with the rates; empty: run one"})
+    runner: FanOutConfig = field(
+        default_factory=FanOutConfig, metadata={"help": "sweep, reads, fits; 0 actors: no Ray"}
+    )
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the sweep run when no sweep_dir"})
+    ns: tuple[int, ...] = field(default=(10, 30, 100, 300, 1000, 0), metadata={"help": "top-N features; 0 = all"})
+    alphas: tuple[float, ...] = field(default=(1.0, 10.0, 100.0, 1000.0, 10000.0), metadata={"help": "ridge penalties"})
+    folds: int = field(default=10, metadata={"help": "grouped CV folds (by concept), >= 2"})
+    seed: int = field(default=0, metadata={"help": "fold shuffle, bootstrap and permutation seed"})
+    resamples: tuple[int, int] = field(default=(1000, 20), metadata={"help": "bootstrap, permutation draws"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="feature-regression"),
+        metadata={"help": "MLflow: parent run + a child per fit"},
+    )
+    output_dir: str = field(default="results/feature-regression", metadata={"help": "regression/, sweep/, cells.csv"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <model cache>/vectors"})
+
+    def __post_init__(self) -> None:
+        if not self.feature_layers or any(f <= self.layer for f in self.feature_layers) or self.folds < 2:
+            raise LabError(f"feature_layers must be non-empty and after the injection layer {self.layer}; folds >= 2")
 
 
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Build the feature table of --config, fan the fits out on Ray Tune, log parent + children; exit 0 / 2."""
     import time
+    from functools import partial
 
     import pandas as pd
 
     from analysis import regression as rg
     from lab.config import flatten, to_dict
-    from lab.model import loading
+    from lab.experiments import feature_regression as fr
+    from lab.experiments.concept_injection import InjectionConfig
+    from lab.protocol.trials import SweepConfig
+    from lab.protocol.words import select_concepts
     from lab.reporting import report
     from lab.run import tracking
     from lab.run.parallel import tune_map
+    from lab.steer.injection import Strength
+    from training.transcoder.train import default_dir, transcoders_for
 
     (cfg, _), t0 = configure(FeatureRegressionConfig, __doc__, argv), time.time()
-    root = Path(cfg.output_dir).resolve() / "regression"
-    rates = rates_for(cfg)
+    root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
+    sweep = SweepConfig(
+        concepts=cfg.concepts,
+        layers=(cfg.layer,),
+        strengths=(cfg.strength,),
+        strength_mode=cfg.strength_mode,
+        trials_per_concept=cfg.trials_per_concept,
+        controls=(),
+    )
+    sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
+    off = TrackingConfig(enabled=False)
+    inj = InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, off, sweep_dir, cfg.cache_dir)
+    rates = fr.sweep_rates(inj, cfg.layer, select_concepts(cfg.concepts), cfg.folds, run=not cfg.sweep_dir)
     if not (root / "spec.json").is_file():
-        tables(cfg, loading.load(cfg.model), rates, root)
+        tc_dir = default_dir(cfg.transcoder_dir)
+        reads = fr.ConceptReads(
+            cfg.layer, Strength(cfg.strength, cfg.strength_mode), cfg.feature_layers, tuple(trials), cfg.cache_dir
+        )
+        dicts = partial(transcoders_for, cache_dir=tc_dir, cfg=cfg.transcoder)
+        tc_key = {"cache_dir": tc_dir, "config": asdict(cfg.transcoder)}
+        rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
+        spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
+        spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
+        fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
     spec = json.loads((root / "spec.json").read_text())
     grid = [
         {"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}
@@ -46,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cells = pd.DataFrame(tune_map(rg.fit_stored, grid, cfg.runner.address, root.parent / "tune", "cells"))
     cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
-    s = rg.summarize(root, cells)
+    s = rg.summarize_fits(root, cells)
     png = rg.plot_curve(cells, s, root.parent / "r2_vs_n.png")
     cells.to_csv(root.parent / "cells.csv", index=False)
     tags = {"job": "feature_regression", "model": cfg.model.name}
@@ -59,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             report.log_run(cfg.tracking, params, {"r2": r.r2}, tags=tags, run_name=name, parent_run_id=parent)
     report.announce(parent, cfg.tracking)
     print(f"{len(rates)} concepts, {len(cells)} fits [{time.time() - t0:.0f} s]; plot {png}")
-    rg.print_summary(s)
+    rg.print_fits(s)
     return 0
 
 

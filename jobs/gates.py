@@ -5,8 +5,9 @@ the dose response (resumable, as jobs.dose_response) → gate candidates (analys
 prompts at `causal_strengths`: ablate the gate set (clamp to 0 via EditFeatures) in steered runs, and patch the
 steered runs' gate activations onto unsteered runs (every position); the same with a random feature set of the same
 size per layer as control. Readout: the Yes − No score and logit-based detection (score > 0, i.e. P(Yes) > P(No)),
-with concept-bootstrap intervals. <output_dir>/<model>/causal.parquet + report/causal.csv, causal.png; one MLflow run
-(a parent with a child per model when `compare` lists any) with the inverted-V plot and the causal Δ.
+with concept-bootstrap intervals (lab/experiments/gates.py; both passes through the experiment skeleton, in this
+process or on Ray actors, `runner`). <output_dir>/<model>/causal.parquet + report/causal.csv, causal.png; one MLflow
+run (a parent with a child per model when `compare` lists any) with the inverted-V plot and the causal Δ.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.feature_setup import FeatureJobConfig, setup
 from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
+from lab.experiments.dose_response import FeatureJobConfig
 from lab.run.tracking import TrackingConfig
 
 
@@ -44,25 +45,24 @@ class GatesConfig(FeatureJobConfig):
 
 
 def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict[str, Any]:
+    from functools import partial
+
     import pandas as pd
 
-    from analysis import gates_plots
-    from analysis.gates_causal import causal_scores
-    from analysis.gates_report import analyse, causal_table, random_set, verdict
-    from lab.experiments.features import run_dose_response
+    from analysis.gates_report import causal_plot, causal_table, gate_report, gate_verdict, random_set
+    from lab.experiments import dose_response, gates as causal
+    from training.transcoder.train import from_source
 
-    d = cfg.dose
-    lm, vectors, tcs = setup(
-        mc, d.concepts, d.inject_layer, d.layers, cfg.transcoders, cfg.template, cfg.baseline, cfg.cache_dir
-    )
-    run_dose_response(lm, d, vectors, tcs, out)
-    res = analyse(out, cfg.gates_k, list(cfg.gate_layers) or None)
+    dictionaries = partial(from_source, src=cfg.transcoders)
+    dose_response.run_dose_response(cfg, mc, out, dictionaries, progress=not quiet)
+    res = gate_report(out, cfg.gates_k, list(cfg.gate_layers) or None)
     gates = res["gates"]
+    n_features = {int(k): t["n_features"] for k, t in res["meta"]["transcoders"].items()}
     sets = {
         "gates": {int(k): g["feature"].astype(int).tolist() for k, g in gates.groupby("layer")},
-        "random": random_set(res["attribution"], gates, {k: t.n_features for k, t in tcs.items()}, cfg.seed),
+        "random": random_set(res["attribution"], gates, n_features, cfg.seed),
     }
-    df = causal_scores(lm, d, vectors, tcs, sets, cfg.causal_strengths)
+    df = causal.run_gate_tests(cfg, mc, out, dictionaries, sets, cfg.causal_strengths, progress=not quiet)
     df.to_parquet(out / "causal.parquet", index=False)
     table = causal_table(df, cfg.n_boot, cfg.seed)
     rep = out / "report"
@@ -70,8 +70,8 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
     pd.DataFrame(
         [{"set": k, "layer": lay, "features": " ".join(map(str, f))} for k, s in sets.items() for lay, f in s.items()]
     ).to_csv(rep / "feature_sets.csv", index=False)
-    plot = gates_plots.causal_plot(table, rep / "causal.png", f"{mc.name}: causal tests (gates vs random set)")
-    lines = verdict(res["summary"], table)
+    plot = causal_plot(table, rep / "causal.png", f"{mc.name}: causal tests (gates vs random set)")
+    lines = gate_verdict(res["summary"], table)
     return {
         "res": res,
         "table": table,

@@ -6,7 +6,9 @@ split, mean-difference direction, PCA, cosines with the refusal direction, neste
 Then new injections of each vector's projection on the mean-difference direction and of its residual (and the
 full vector, as a check against the stored sweep), at the raw multiplier the full vector had, with TPR for each.
 The vectors, the refusal direction and the rates are stored in <output_dir>/analysis, so
-`python -m analysis.geometry --run <output_dir or MLflow run id>` reruns without a model.
+`python -m analysis.geometry --run <output_dir or MLflow run id>` reruns without a model. The model-side steps (the
+sweeps, vectors and refusal direction: lab.experiments.refusal.vectors_and_direction) run with `runner.num_actors: 0`
+in this process on one shared model, else on Ray actors (lab.run.experiment.on_replica): the driver loads no model.
 """
 
 from __future__ import annotations
@@ -46,23 +48,25 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from analysis import directions as dr, geometry as geo, geometry_parts as gpt
+    from analysis import geometry as geo
+    from lab.experiments import refusal
     from lab.experiments.concept_injection import model_key, run_sweep, vector_cache_dir
     from lab.model.loading import load, threads
     from lab.protocol.trials import vector_trials
     from lab.reporting import report
     from lab.run import store, tracking
-    from lab.steer.concepts import ConceptVector, concept_vectors
+    from lab.run.experiment import on_replica
+    from lab.steer.concepts import ConceptVector
+    from lab.steer.injection import Strength
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(GeometryConfig, args)
     out = Path(cfg.output_dir)
-    bad = set(cfg.parts) - {"full", "proj", "resid"}
-    if bad:
+    if bad := set(cfg.parts) - {"full", "proj", "resid"}:
         raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
     preflight(cfg.tracking, output_dir=out)
     threads(cfg.runner.threads)
-    lm = load(cfg.model)
+    lm = load(cfg.model) if cfg.runner.num_actors == 0 else None  # in process: one model for every step
     src = cfg.source
     if not src:
         src = str(out / "sweep")
@@ -75,15 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     strength = float(_only(inj.strength, "strength", cfg.strength))
     rates = geo.detection_rates(df, layer, strength)
     concepts = list(rates.concept)
-    vecs, _ = concept_vectors(
-        lm, concepts, [layer], cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg), model_key(cfg.model)
-    )
-    if cfg.refusal:
-        ref = dr.RefusalDirections.load(cfg.refusal).layer(layer)
-    else:
-        harmful, _ = dr.split_heldout(dr.instructions("harmful"))
-        a, b = (dr.instruction_activations(lm, x, -2, [layer]) for x in (harmful, dr.instructions("harmless")))
-        ref = dr.mean_difference(a, b)[0]
+    given = refusal.RefusalDirections.load(cfg.refusal).layer(layer) if cfg.refusal else None
+    harmful, _ = refusal.split_heldout(refusal.instructions("harmful"))
+    lists = None if cfg.refusal else (harmful, refusal.instructions("harmless"))  # its refusal direction at the layer
+    step = (concepts, layer, cfg.sweep.template, cfg.sweep.baseline, vector_cache_dir(cfg), model_key(cfg.model), lists)
+    whole = dataclasses.replace(cfg.model, shard="none", workers_per_replica=1, offload=False)  # as the driver had
+    vecs, ref = on_replica(whole, cfg.runner, refusal.vectors_and_direction, *step, lm=lm)  # one actor, or lm
+    ref = given if given is not None else ref
     V = {c: vecs[(c, layer)].vector for c in concepts}
     adir = geo.save_inputs(out / "analysis", V, rates, ref, layer)
     X = torch.stack([V[c] for c in concepts]).double().numpy()
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     full = torch.stack([V[c] for c in concepts])
     proj, res = geo.decompose(full, torch.as_tensor(dirs["meandiff"], dtype=torch.float32))
     parts = {"full": full, "proj": proj, "resid": res}
-    raws = [strength if mode == "raw" else strength * resid / float(V[c].norm()) for c in concepts]
+    raws = [Strength(strength, mode).raw(float(V[c].norm()), resid) for c in concepts]
     specs = [(f"{c}|{p}", c, float(raws[i])) for p in cfg.parts for i, c in enumerate(concepts)]
     trials = vector_trials(cfg.sweep, model_key(cfg.model), specs, layer, "raw", cfg.part_trials)
     extra = {
@@ -113,26 +115,24 @@ def main(argv: list[str] | None = None) -> int:
         for i, c in enumerate(concepts)
     }
     sub = dataclasses.replace(cfg, output_dir=str(out / "parts"))
-    run_sweep(
-        sub, progress=not args.quiet, lm=None if cfg.runner.num_actors else lm, trials=trials, extra_vectors=extra
-    )
+    run_sweep(sub, progress=not args.quiet, lm=lm, trials=trials, extra_vectors=extra)
     pdf = store.read(out / "parts")
     pdf = pdf[pdf.trial_id.isin({t.trial_id for t in trials})]
     if "full" in cfg.parts:
-        print(gpt.harness_check(pdf, inj[(inj.layer == layer) & np.isclose(inj.strength, strength)]))
-    table = gpt.part_table(pdf, cfg.parts)
+        print(geo.harness_check(pdf, inj[(inj.layer == layer) & np.isclose(inj.strength, strength)]))
+    table = geo.part_table(pdf, cfg.parts)
     rel = {p: float(np.mean(parts[p].norm(dim=1).double().numpy() * np.array(raws))) / resid for p in cfg.parts}
-    print(*gpt.part_lines(table, rel), sep="\n")
+    print(*geo.part_lines(table, rel), sep="\n")
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "parts.csv", index=False)
     rates.to_csv(rep / "rates.csv", index=False)
-    plots = gpt.figures(g, dirs, table, concepts, rep, f"{cfg.model.name} L{layer} s{strength:g}")
+    plots = geo.figures(g, dirs, table, concepts, rep, f"{cfg.model.name} L{layer} s{strength:g}")
     params = {"source": src, "layer": layer, "strength": strength, "tau": g.tau, "parts": ",".join(cfg.parts)}
     run_id = report.log_run(
         cfg.tracking,
         params | {"model": cfg.model.name, "output_dir": str(out.resolve())},
-        gpt.metrics_of(g, table),
+        geo.metrics_of(g, table),
         [*plots, rep / "parts.csv", adir / geo.RESULT],
         tags={"job": "geometry", "results_dir": str(out.resolve())},
         run_name="geometry",

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.mkdir(parents=True, exist_ok=True)
     table.to_csv(rep / "localisation.csv", index=False)
     png = al.plot(table, rep / "localisation.png", f"{cfg.model.name}: detection vs forced identification")
-    al.print_table(table)
+    al.print_localisation_table(table)
     peak = table.loc[table["detection"].idxmax()] if len(table) else None
     if peak is not None:
         print(

@@ -1,9 +1,10 @@
 """Activation patching after the injection layer: `python -m jobs.patching --config configs/patching-demo.yaml`.
 
-Knock-out, knock-in and forced knock-out of `attn_out` / `mlp_out` at each patched layer (lab/experiments/patching.py), one Ray
-actor task per batch × layer × component (or in process with `runner.num_actors: 0`). Rows go to
-<output_dir>/patching/ as Parquet shards keyed by trial id (resumable); the report is the effect per layer and
-component with 95 % intervals across concepts (analysis/patching.py), a plot and one MLflow run.
+Knock-out, knock-in and forced knock-out of `attn_out` / `mlp_out` at each patched layer (lab/experiments/patching.py),
+run by `lab.run.experiment.execute` like every experiment: shards of whole batch × layer × component cells on Ray
+actors (or in process with `runner.num_actors: 0`); the driver loads no model. Rows go to <output_dir>/patching/ as
+Parquet shards keyed by trial id (resumable); the report is the effect per layer and component with 95 % intervals
+across concepts (analysis/patching.py), a plot and one MLflow run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.cli import configure, entry
-from lab.experiments.patching_plan import PatchingConfig, plan, run_cells
+from lab.experiments.patching import PatchingConfig, plan, prepare, work
 
 
 @entry
@@ -21,25 +22,40 @@ def main(argv: list[str] | None = None) -> int:
 
     from analysis import patching as ap
     from lab.config import flatten, to_dict
-    from lab.model import loading
+    from lab.model.embedded import default_cache_dir, ensure_converted
+    from lab.model.loading import spec_for
     from lab.reporting import report
     from lab.run import store
+    from lab.run.experiment import execute
 
-    cfg, _ = configure(PatchingConfig, __doc__, argv)
+    cfg, args = configure(PatchingConfig, __doc__, argv)
     t0 = time.time()
-    loading.threads(cfg.runner.threads)
-    lm = loading.load(cfg.model)
-    batches, layers, tasks = plan(cfg, lm)
+    p = plan(cfg)  # trial ids and layers from the config and the model's registry entry: no model in the driver
     out = Path(cfg.output_dir) / "patching"
-    done = store.finished_ids(out)
-    todo = [t for t in tasks if not set(t[3]) <= done]
-    sites = [f"{c}.{p}" for p in layers for c in cfg.components]
-    fields = {"model": cfg.model.name, "strength": cfg.strength, "strength_mode": cfg.strength_mode}
+    done, cells = store.finished_ids(out), {}
+    for t in p.trials:
+        cells.setdefault((t.batch, t.patch_layer, t.component), []).append(t.trial_id in done)
     print(
-        f"patching: {len(tasks)} tasks ({len(batches)} batches × {len(layers)} layers × {len(cfg.components)} "
-        f"components), {len(tasks) - len(todo)} already stored"
+        f"patching: {len(cells)} tasks ({len(p.batches)} batches × {len(p.layers)} layers × {len(cfg.components)} "
+        f"components), {sum(map(all, cells.values()))} already stored"
     )
-    run_cells(cfg, lm, batches, todo, out, sites, fields)
+    spec = spec_for(cfg.model.name)
+    if spec is not None and spec.source == "embedded":
+        ensure_converted(cfg.model.cache_dir)  # once, here, not in every replica at once
+    # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
+    cache = (cfg.cache_dir or str(default_cache_dir() / "vectors")) if cfg.model.shard == "none" else None
+    execute(
+        p.trials,
+        out,
+        cfg.model,
+        cfg.runner,
+        work,
+        prepare,
+        (cfg, p.layers, p.batches, cache),
+        progress=not args.quiet,
+        desc="patching rows",
+        shard_key=lambda t: t.shard,
+    )
     rep = Path(cfg.output_dir) / "report"
     table, inj, png = ap.report(
         store.read(out), rep, f"{cfg.model.name}: patching after injection at layer {cfg.layer}"

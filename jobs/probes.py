@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import entry, load_config, parser
-from lab.experiments.probes_config import ProbesConfig, settings
+from lab.experiments.probes import ProbesConfig, settings
 from lab.run.experiment import preflight
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.experiments.concept_injection import model_key, prepare
     from lab.run import store
     from lab.run.experiment import execute
-    from lab.run.parallel import RunnerConfig
+    from lab.run.parallel import FanOutConfig
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_config(ProbesConfig, args)
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.model.embedded import default_cache_dir
 
     cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
-    trials = probes.expand(st, model_key(cfg.model))
-    runner = RunnerConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
+    trials = probes.expand_probes(st, model_key(cfg.model))
+    runner = FanOutConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
     out = execute(
         trials,
         cfg.output_dir,
@@ -58,17 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
         f"[{time.time() - t0:.0f} s]"
     )
-    report_and_log(cfg, df)
+    report_probes(cfg, df)
     return 0
 
 
-def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
+def report_probes(cfg: ProbesConfig, df: Any) -> Any:
     from lab.config import flatten, to_dict
     from lab.experiments import probes
-    from lab.reporting import plots_grid, report
+    from lab.reporting import plots, report
 
-    overall = probes.summarize(df, ("probe", "kind"))
-    by_setting = probes.summarize(df, ("probe", "kind", "layer", "strength", "weak_fraction"))
+    overall = probes.summarize_probes(df, ("probe", "kind"))
+    by_setting = probes.summarize_probes(df, ("probe", "kind", "layer", "strength", "weak_fraction"))
     rep = Path(cfg.output_dir) / "report"
     rep.mkdir(parents=True, exist_ok=True)
     paths = [rep / "probes_overall.csv", rep / "probes_by_setting.csv", rep / "probes.png"]
@@ -80,7 +80,7 @@ def report_and_log(cfg: ProbesConfig, df: Any) -> Any:
         for r in by_setting.itertuples()
     ]
     chance = {p: float(g["chance"].mean()) for p, g in df.groupby("probe")}
-    plots_grid.accuracy_intervals(
+    plots.accuracy_intervals(
         by_setting.assign(label=label),
         "label",
         paths[2],

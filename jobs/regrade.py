@@ -15,7 +15,7 @@ import re
 
 from jobs.cli import entry
 from lab.errors import LabError
-from lab.experiments.regrade import judge_spec, manifest, regrade, report, verdict_name
+from lab.experiments.regrade import judge_spec, manifest, regrade, regrade_report, verdict_name
 from lab.judges import make_judge
 from lab.run.tracking import resolve_source
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = regrade(old, judge, vdir, args.chunk)
     new = store.read(vdir)
     new = new[new["trial_id"].isin(set(old["trial_id"]))]
-    text, logged = report(source, old, new, judge, vdir, counts)
+    text, logged = regrade_report(source, old, new, judge, vdir, counts)
     print(text)
     if cfg.enabled:
         params = {

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification
     )
     trials: list[Trial] = []
-    cell_ids: dict[robustness.Cell, list[str]] = {}
+    cell_ids: dict[robustness.GridCell, list[str]] = {}
     for (v, f), reason in reasons.items():
         if reason is None:
             ts = plan(cfg.injection(v, f)).trials
@@ -56,16 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         f"({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']} "
         f"[{time.time() - t0:.0f} s]"
     )
-    report_and_log(cfg, reasons, cell_ids)
+    report_grid(cfg, reasons, cell_ids)
     return 0
 
 
-def report_and_log(
-    cfg: RobustnessConfig, reasons: dict[robustness.Cell, str | None], cell_ids: dict[robustness.Cell, list[str]]
+def report_grid(
+    cfg: RobustnessConfig,
+    reasons: dict[robustness.GridCell, str | None],
+    cell_ids: dict[robustness.GridCell, list[str]],
 ) -> Any:
     """cells.csv + grid plot in <output_dir>/report, the MLflow parent/child runs (lab.reporting.report), a printed grid."""
     from lab.config import flatten, to_dict
-    from lab.reporting import plots_grid, report
+    from lab.reporting import plots, report
     from lab.run import store, tracking
 
     table = robustness.cell_table(store.read(cfg.output_dir), reasons, cell_ids)
@@ -75,7 +77,7 @@ def report_and_log(
     table.to_csv(csv, index=False)
     rows, cols = list(dict.fromkeys(v for v, _ in reasons)), list(dict.fromkeys(f for _, f in reasons))
     shown = ["tpr", "fpr"] + [f"{c}_rate" for c in cfg.sweep.controls][:1]
-    plots_grid.category_grid(
+    plots.category_grid(
         table,
         "prompt_variant",
         "dialogue_format",

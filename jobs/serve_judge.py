@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import ExitStack
 from typing import Any
 
 from ray import serve
@@ -26,6 +27,7 @@ from lab.judges.serve import ChatServer, ServeJudgeConfig, wait_ready
 APP_NAME = "judge"
 
 
+_ray = ExitStack()  # the Ray session `start` joined or started; closed by `stop`
 _started_ray = False
 
 
@@ -42,8 +44,8 @@ def start(cfg: ServeJudgeConfig) -> str:
     except OSError as e:
         raise LabError(f"serve judge: cannot bind {cfg.host}:{cfg.port} ({e.strerror or e})") from None
     if not ray.is_initialized():
-        parallel.connect(cfg.ray_address, num_cpus=max(cfg.cpus_per_replica * cfg.num_replicas, 2))
-        _started_ray = True
+        session = parallel.ray_session(cfg.ray_address, max(cfg.cpus_per_replica * cfg.num_replicas, 2))
+        _started_ray = _ray.enter_context(session)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     app = serve.deployment(
         ChatServer,
@@ -69,7 +71,7 @@ def stop(grace: float = 30.0) -> bool:
     if not _started_ray:
         return _bounded(serve.shutdown, grace, "Serve's shutdown")
     _started_ray = False
-    return _bounded(ray.shutdown, grace, "Ray's shutdown")
+    return _bounded(_ray.close, grace, "Ray's shutdown")  # leaving the session shuts down the Ray it started
 
 
 def _bounded(step: Any, grace: float, what: str) -> bool:

@@ -17,23 +17,21 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from jobs.cli import configure, entry
-from training.bias.bias_tune import SteeringVectorConfig, absolutize, arms, stored_arm
+from training.bias.bias_tune import SteeringVectorConfig, arms, stored_arm, with_absolute_paths
 
 
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Train and evaluate every arm of --config; exit 0, 3 when an arm failed, 2 on bad input."""
-    import ray
-
     from analysis.bias_guards import comparison, load_rates, verdict
     from analysis.bias_report import SHOWN, write_report
-    from analysis.steering_vector import stored_split
     from lab.config import flatten, to_dict
     from lab.run import parallel, tracking
-    from training.bias.bias_tune import annotate_children, tuner
+    from training.bias.bias_tune import annotate_children, fit_arms
+    from training.bias.examples import stored_split
 
     cfg, _ = configure(SteeringVectorConfig, __doc__, argv)
-    cfg = absolutize(cfg)
+    cfg = with_absolute_paths(cfg)
     split = stored_split(cfg.bias.split_seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,10 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if stored:
         print(f"{len(stored)} of {len(plan)} arms already stored, not trained again: {', '.join(stored)}")
     t0 = time.time()
-    started = not ray.is_initialized()
-    parallel.connect(cfg.address, num_cpus=cfg.ray_cpus)
     with ExitStack() as stack:
-        stack.callback(lambda: ray.shutdown() if started else None)
+        stack.enter_context(parallel.ray_session(cfg.address, cfg.ray_cpus))
         parent = (
             stack.enter_context(
                 tracking.run(
@@ -66,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.tracking.enabled
             else None
         )
-        grid = tuner(cfg, parent.info.run_id if parent else None).fit()
+        grid = fit_arms(cfg, parent.info.run_id if parent else None)
         failed = [r.config.get("arm", "?") for r in grid if r.error is not None]
         run_ids = {r.metrics.get("arm"): r.metrics.get("mlflow_run_id") for r in grid if r.error is None}
         rates, _ = load_rates(out)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
-from training.ablation.ablation_report import collect, log_parent, parent, print_report, report
+from training.ablation.ablation_report import collect_results, log_parent, parent, print_report, report_ablation
 from training.ablation.tune_config import AblationConfig, absolutize, expected_trials
 
 EXIT_TRIALS_FAILED = 3
@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     from lab.config import flatten, to_dict
     from lab.run import parallel, tracking
     from training.ablation.trial import clear_attempts, stored_result
-    from training.ablation.tune import tuner
+    from training.ablation.tune import fit_trials
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = absolutize(load_config(AblationConfig, args))
-    preflight(cfg)
+    check_inputs(cfg)
     trials = expected_trials(cfg)
     print(
         f"ablation: {len(trials)} trials ({len(cfg.conditions)} conditions × {len(cfg.seeds)} seeds"
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     with parallel.ray_session(cfg.address, cfg.ray_cpus), parent(cfg, flatten(to_dict(cfg))) as run:
         parent_id = run.info.run_id if run is not None else None
-        grid = tuner(cfg, parent_id).fit()
-        records = collect(cfg, trials, grid)
+        grid = fit_trials(cfg, parent_id)
+        records = collect_results(cfg, trials, grid)
         elapsed = time.time() - t0
-        table, pooled, failed, paths = report(cfg, records)
+        table, pooled, failed, paths = report_ablation(cfg, records)
         if run is not None:
             log_parent(pooled, failed, paths, elapsed)
     print_report(pooled, failed)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def preflight(cfg: AblationConfig) -> None:
+def check_inputs(cfg: AblationConfig) -> None:
     """One-line errors before any work: conditions, model/layers/judge, data, DeepSpeed file, MLflow, Ray, output."""
     from lab.run import experiment
     from training.ablation.evaluate import check

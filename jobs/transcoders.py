@@ -1,8 +1,9 @@
 """Train (or reuse) transcoders: `python -m jobs.transcoders --config configs/transcoders-demo.yaml`.
 
-Collect mlp_in / mlp_out of every layer not yet cached in one pass over the corpus (analysis/corpus.py), fit each
-(analysis/transcoder_training.py), cache under `cache_dir` keyed by model / layer / config, and report held-out FVE, L0 and dead fraction (one MLflow
-run). Other jobs (feature regression, gates) call `transcoders_for` with the same cache and config and reuse them.
+Collect mlp_in / mlp_out of every layer not yet cached in one pass over the corpus (training/transcoder/corpus.py),
+fit each (training/transcoder/fit.py), cache under `cache_dir` keyed by model / layer / config / corpus
+(training/transcoder/train.py), and report held-out FVE, L0 and dead fraction (one MLflow run). Other jobs (feature
+regression, gates) call `transcoders_for` with the same cache and config and reuse them.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.transcoder_training import TranscoderConfig, default_dir as cache_dir
 from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.run.tracking import TrackingConfig
+from training.transcoder.fit import TranscoderConfig
+from training.transcoder.train import default_dir as cache_dir, transcoders_for
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from analysis.transcoder_training import transcoders_for
     from lab.config import flatten, to_dict
     from lab.model import loading
     from lab.reporting import report

@@ -153,7 +153,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN: no setting means it
             raise LabError(f"'{path}' must be a number, got {value!r}")
         return float(value)
     if tp is int:
@@ -198,6 +198,22 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.shard != "none" or self.workers_per_replica != 1 or self.offload:
-            from lab.model.sharded import ShardConfig
-
             ShardConfig(self.shard, self.workers_per_replica, self.offload)  # one-line errors
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """How one model replica is laid out over processes: `model.shard`, `model.workers_per_replica`, `model.offload`
+    (`ModelConfig` documents them; lab/model/sharded.py runs them)."""
+
+    shard: Literal["none", "zero3"] = "none"
+    workers_per_replica: int = 1
+    offload: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shard not in ("none", "zero3"):
+            raise LabError(f"model.shard must be 'none' or 'zero3', got {self.shard!r}")
+        if self.workers_per_replica < 1 or (self.shard == "none" and self.workers_per_replica != 1):
+            raise LabError("model.workers_per_replica must be >= 1 (and 1 unless model.shard is zero3)")
+        if self.offload and self.shard != "zero3":
+            raise LabError("model.offload needs model.shard: zero3")

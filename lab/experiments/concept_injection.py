@@ -16,9 +16,9 @@ from lab.errors import LabError
 from lab.judges import make_judge
 from lab.model.loading import spec_for
 from lab.protocol.trials import SweepConfig, Trial, expand, resolve
-from lab.run.parallel import RunnerConfig
+from lab.protocol.words import select_concepts
+from lab.run.parallel import FanOutConfig
 from lab.run.tracking import TrackingConfig
-from lab.steer.concepts import select_concepts
 
 if TYPE_CHECKING:
     from lab.model.loading import LoadedModel
@@ -50,7 +50,7 @@ class InjectionConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model that is injected and answers"})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "which trials (and controls) to run"})
-    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "Ray actors, threads, batching"})
+    runner: FanOutConfig = field(default_factory=FanOutConfig, metadata={"help": "Ray actors, threads, batching"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades each answer"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow run of the sweep"})
     output_dir: str = field(default="results/concept-injection", metadata={"help": "Parquet dataset directory"})
@@ -271,7 +271,7 @@ def judged_sweep(cfg: InjectionConfig, quiet: bool = False) -> tuple[dict[str, A
 
     cal = calibration.for_judge(cfg.judge)
     if cal:
-        print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe(cal)}")
+        print(f"judge calibration ({cfg.judge.calibration}): {calibration.describe_calibration(cal)}")
     res = run_sweep(cfg, progress=not quiet)
     print(f"trials: {res['total']} ({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']}")
     df = store.read(cfg.output_dir)

@@ -142,7 +142,7 @@ def snippet(b: pd.DataFrame, mode: str, settings: DoseSettings) -> str:
     return "\n".join(lines)
 
 
-def plot(table: pd.DataFrame, b: pd.DataFrame, path: str | Path, title: str = "", mode: str = "") -> Path:
+def plot_calibration(table: pd.DataFrame, b: pd.DataFrame, path: str | Path, title: str = "", mode: str = "") -> Path:
     """Per layer: TPR (with interval), random-vector rate and coherence against strength; the coherent band shaded,
     detection onset dashed."""
     from lab.reporting import plots

@@ -1,63 +1,90 @@
-"""Feature reads under steering: the dose-response pass and the gate interventions (ablate / patch / clamp).
+"""Feature reads under steering: the injection-trial prompt (`lab.protocol.prompts.render`, trial number n) with a
+concept vector added at resid_post.<layer> from the injection start on (`lab.steer.injection.Injection`), read at the
+last prompt token by feature dictionaries at mlp_in.L. Dictionaries are anything with `encode` and `w_dec`
+(`lab.steer.transcoder.Transcoder`, or any SAE). Three reads, one per experiment that needs one:
 
-A dose-response row is one forward pass of the injection-trial prompt (`lab.protocol.prompts.render`, trial number n) with
-`strength_raw × concept vector` added at resid_post.<inject_layer> from the injection start to the end of the prompt.
-At the last token it reads each feature dictionary's activations at mlp_in.L (sparse: only non-zero ones kept),
-the Yes − No score (`lab.steer.readouts.yes_no_score`), and the RMS of the residual stream the final norm and each
-block's pre-MLP norm see (`rms_final`, `rms_mid_<L>`; what `analysis.gates` needs to linearise the norms).
-Dictionaries are anything with `encode` and `w_dec` (`analysis.transcoders.Transcoder`); lab imports none of them.
-The prompts, edits and label ids are lab/experiments/steered.py's (shared with lab.experiments.feature_table); the norms, lab/model/norms.py's.
+- `dose_rows` (lab.experiments.dose_response): per (strength, trial number) the dictionary codes (sparse: only
+  non-zero ones kept), the Yes − No score (`lab.steer.readouts.yes_no_score`), P(Yes), P(No) and the RMS of the
+  residual stream the final norm and each read block's pre-MLP norm see (`rms_final`, `rms_mid_<L>`; what
+  `analysis.gates` needs to linearise the norms, lab/steer/norms.py);
+- `gate_effects` (lab.experiments.gates): the Yes − No score steered, unsteered, with a feature set ablated (clamped to
+  0 via `EditFeatures`) in the steered run and patched from the steered run into the unsteered one;
+- `concept_codes` + `feature_table` (lab.experiments.feature_regression): per concept the codes averaged over the
+  trial numbers, and the wide table the regression fits with each feature's `coverage` (share of concepts where it
+  is active), `dla` (decoder row · (mean Yes − mean No unembedding), final norm ignored), `attribution` (mean over
+  concepts of |activation × dla|) and `score` = coverage × attribution (the paper's ranking).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import torch
 
-from lab.errors import LabError
-from lab.experiments.steered import TrialPrompt, add_edit, feature_edits, label_ids, last_token_codes, trial_prompts
-from lab.model.loading import decoder_layers
-from lab.model.norms import final_norm, norm_eps, readout_tensors, rms
-from lab.steer.readouts import forward, yes_no_score
+from lab.protocol.prompts import inject_start, render
+from lab.steer import interventions as iv
+from lab.steer.injection import Injection
+from lab.steer.readouts import NO_VARIANTS, YES_VARIANTS, Forward, forward, variant_token_ids, yes_no_score
 
 
 @dataclass(frozen=True)
-class DoseConfig:
-    """What a dose-response pass reads: concepts × signed strengths × trial numbers, injected at one layer, read by
-    a feature dictionary at each of `layers` (all after the injection layer)."""
+class ConceptTrial:
+    """One concept's feature pass (the dose response, the regression's reads): the unit `execute` plans and stores."""
 
-    concepts: str | tuple[str, ...] = field(default="first:12", metadata={"help": "as sweep.concepts"})
-    inject_layer: int = field(default=12, metadata={"help": "block whose resid_post gets the concept vector"})
-    layers: tuple[int, ...] = field(default=(16, 22, 27), metadata={"help": "transcoder layers (> inject_layer)"})
-    strengths: tuple[float, ...] = field(
-        default=(-0.4, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.4), metadata={"help": "signed; needs 0 (unsteered)"}
-    )
-    strength_mode: Literal["raw", "relative"] = field(
-        default="relative", metadata={"help": "raw: multiplier of v; relative: ‖s·v‖/‖resid‖ at the injection layer"}
-    )
-    trial_numbers: tuple[int, ...] = field(default=(1, 2, 3), metadata={"help": "n in the trial prompt's 'Trial {n}'"})
-    prompt_variant: str = field(default="original", metadata={"help": "trial-prompt variant (lab/data/prompts.yaml)"})
-    dialogue_format: str = field(default="standard", metadata={"help": "dialogue format (lab/data/prompts.yaml)"})
-    batch_size: int = field(default=16, metadata={"help": "(strength, trial number) rows per forward pass"})
+    trial_id: str
+    concept: str
 
-    def __post_init__(self) -> None:
-        from lab.steer.concepts import select_concepts
 
-        select_concepts(self.concepts)
-        if not self.layers or any(lay <= self.inject_layer for lay in self.layers):
-            raise LabError(f"dose.layers must be non-empty and after inject_layer {self.inject_layer}")
-        if not self.strengths or any(not math.isfinite(x) for x in self.strengths) or 0.0 not in self.strengths:
-            raise LabError("dose.strengths must be finite and include 0 (the unsteered reference)")
-        if not self.trial_numbers or self.batch_size < 1:
-            raise LabError("dose.trial_numbers must be non-empty and batch_size >= 1")
+@dataclass(frozen=True)
+class TrialPrompt:
+    trial_number: int
+    ids: list[int]
+    start: int  # injection start (unpadded token index)
+
+
+def trial_prompts(
+    lm: Any, trial_numbers: Sequence[int], variant: str = "original", fmt: str = "standard"
+) -> list[TrialPrompt]:
+    out = []
+    for n in trial_numbers:
+        ids, start = inject_start(lm.tokenizer, render(lm, variant, fmt, n))
+        out.append(TrialPrompt(n, ids, start))
+    return out
+
+
+def label_ids(lm: Any) -> tuple[list[int], list[int]]:
+    return variant_token_ids(lm.tokenizer, YES_VARIANTS), variant_token_ids(lm.tokenizer, NO_VARIANTS)
+
+
+def injection_edit(layer: int, vectors: torch.Tensor, strengths: Sequence[float], starts: Sequence[int]) -> Any:
+    """An EditsFor: raw strengths[b] · vectors[b] added at resid_post.<layer> from each row's (padded) start."""
+    raw = torch.tensor(list(strengths), dtype=torch.float32)
+    return lambda pad: [Injection(layer, vectors, raw, [s + p for s, p in zip(starts, pad)]).op()]
+
+
+def feature_edits(
+    dictionaries: Mapping[int, Any], features: Mapping[int, Sequence[int]], values: Any = 0.0, start: int = 0
+) -> list[Any]:
+    """EditFeatures per layer setting `features[L]` to `values` (a number, or {L: [B, T, k] tensor})."""
+    return [
+        iv.EditFeatures(
+            f"mlp_out.{lay}",
+            dictionaries[lay],
+            list(fs),
+            values=values[lay] if isinstance(values, Mapping) else values,
+            start=start,
+        )
+        for lay, fs in features.items()
+        if len(fs)
+    ]
+
+
+def last_token_codes(dictionary: Any, out: Forward, layer: int) -> torch.Tensor:
+    """`dictionary`'s codes [B, n_features] of mlp_in.<layer> (captured in `out`) at the last prompt token."""
+    return dictionary.encode(out.captured[f"mlp_in.{layer}"][:, -1])
 
 
 def _before(layer: int) -> str:
@@ -76,6 +103,9 @@ def dose_rows(
     batch_size: int = 16,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(feature records, row records) for one concept over (strength, strength_raw) × trial prompts."""
+    from lab.model.loading import decoder_layers
+    from lab.steer.norms import final_norm, norm_eps, rms
+
     yes, no = label_ids(lm)
     blocks = decoder_layers(lm.model)
     last = len(blocks) - 1
@@ -88,7 +118,7 @@ def dose_rows(
     rows: list[dict[str, Any]] = []
     for b in range(0, len(plan), batch_size):
         chunk = plan[b : b + batch_size]
-        edits = add_edit(
+        edits = injection_edit(
             inject_layer,
             vector.float().expand(len(chunk), -1),
             [raw for _, raw, _ in chunk],
@@ -147,7 +177,7 @@ def gate_effects(
     clamped to 0) and `patch:<name>` (unsteered, the set's activations replaced by the steered run's, every
     position). One batch; rows/starts unpadded."""
     yes, no = label_ids(lm)
-    add = add_edit(inject_layer, vectors, strengths_raw, starts)
+    add = injection_edit(inject_layer, vectors, strengths_raw, starts)
     layers = sorted({lay for fs in sets.values() for lay, f in fs.items() if len(f)})
     steered = forward(lm, rows, add, capture=[f"mlp_in.{lay}" for lay in layers])
     out = {
@@ -164,98 +194,58 @@ def gate_effects(
     return out
 
 
-def _slug(concept: str) -> str:
-    return hashlib.sha256(concept.encode()).hexdigest()[:12]
+def logit_direction(lm: Any) -> torch.Tensor:
+    """Mean Yes − mean No unembedding row [d]."""
+    u = lm.model.get_output_embeddings().weight.detach().float().cpu()
+    yes, no = label_ids(lm)
+    return u[yes].mean(0) - u[no].mean(0)
 
 
-def _write(df: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-FEATURE_COLUMNS = ("concept", "strength", "trial_number", "layer", "feature", "activation")
-FEATURE_TYPES = {
-    "concept": str,
-    "strength": "float64",
-    "trial_number": "int64",
-    "layer": "int64",
-    "feature": "int64",
-    "activation": "float32",
-}
-
-
-def fingerprint(dictionary: Any) -> dict[str, Any]:
-    """A dictionary's identity (hash of its weights) and its quality figures when it has them."""
-    w = torch.cat([dictionary.w_enc.flatten(), dictionary.w_dec.flatten()]).float().contiguous()
-    meta = getattr(dictionary, "meta", None) or {}
-    return {
-        "sha": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16],
-        "n_features": int(dictionary.w_dec.shape[0]),
-        **{k: meta[k] for k in ("fve", "l0", "dead_frac") if k in meta},
-    }
-
-
-def run_dose_response(
+@torch.no_grad()
+def concept_codes(
     lm: Any,
-    cfg: DoseConfig,
-    vectors: Mapping[str, Any],
+    vector: torch.Tensor,
+    strength: float,
+    layer: int,
     dictionaries: Mapping[int, Any],
-    out_dir: str | os.PathLike,
-    meta: Mapping[str, Any] | None = None,
-    on_concept: Callable[[str], None] | None = None,
-) -> Path:
-    """Write the dose-response tables into `out_dir` (features/, rows/ one Parquet file per concept; meta.json,
-    readout.safetensors, vectors.safetensors, transcoders/layer<L>.safetensors). Resumable: a concept whose rows
-    file exists is skipped; a directory written under another config is refused. `vectors`: concept →
-    `lab.steer.concepts.ConceptVector` at `cfg.inject_layer`."""
-    import pandas as pd
-    from safetensors.torch import save_file
+    prompts: Sequence[TrialPrompt],
+) -> dict[int, torch.Tensor]:
+    """{L: codes [n_features]} of one concept: `strength` (raw) × `vector` added at resid_post.<layer> of every
+    trial prompt (one batch), mlp_in.L read at the last token, averaged over the prompts."""
+    n = len(prompts)
+    edits = injection_edit(layer, vector.expand(n, -1), [strength] * n, [p.start for p in prompts])
+    out = forward(lm, [p.ids for p in prompts], edits, [f"mlp_in.{L}" for L in dictionaries])
+    return {L: last_token_codes(d, out, L).mean(0) for L, d in dictionaries.items()}
 
-    from lab.config import to_dict
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t, ids = readout_tensors(lm, cfg.layers)
-    info = {
-        "config": to_dict(cfg),
-        "model": lm.name,
-        "layers": list(cfg.layers),
-        **ids,
-        **dict(meta or {}),
-        "transcoders": {str(lay): fingerprint(d) for lay, d in dictionaries.items()},
-    }
-    mpath = out / "meta.json"
-    if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        if {k: old.get(k) for k in info} != json.loads(json.dumps(info)):
-            raise LabError(f"{out} holds a dose response of another config or model; use another output_dir")
-    else:
-        save_file(t, str(out / "readout.safetensors"))
-        save_file({c: v.vector.float().contiguous() for c, v in vectors.items()}, str(out / "vectors.safetensors"))
-        (out / "transcoders").mkdir(exist_ok=True)
-        for lay, d in dictionaries.items():
-            d.save(out / "transcoders" / f"layer{lay}.safetensors")
-        mpath.write_text(json.dumps(info, indent=1))
-    prompts = trial_prompts(lm, cfg.trial_numbers, cfg.prompt_variant, cfg.dialogue_format)
-    for concept, cv in vectors.items():
-        done = out / "rows" / f"{_slug(concept)}.parquet"
-        if not done.is_file():
-            scale = 1.0 if cfg.strength_mode == "raw" else cv.resid_norm / max(cv.norm, 1e-12)
-            feats, rows = dose_rows(
-                lm,
-                concept,
-                cv.vector,
-                [(s, s * scale) for s in cfg.strengths],
-                prompts,
-                cfg.inject_layer,
-                dictionaries,
-                cfg.batch_size,
+def feature_table(
+    concepts: Sequence[str], codes: Mapping[int, torch.Tensor], dla: Mapping[int, torch.Tensor]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(wide table: `concept` + one column `L{layer}_f{index}` per feature active for some concept, feature table:
+    feature, layer, index, dla, coverage, attribution, score) from the codes {L: [concepts, n_features]} and each
+    layer's direct attribution per unit activation {L: [n_features]}."""
+    cols: dict[str, Any] = {}
+    meta = []
+    for L, a in codes.items():
+        for i in torch.nonzero((a > 0).any(0)).flatten().tolist():
+            cols[f"L{L}_f{i}"] = a[:, i].numpy()
+            meta.append(
+                {
+                    "feature": f"L{L}_f{i}",
+                    "layer": int(L),
+                    "index": i,
+                    "dla": float(dla[L][i]),
+                    "coverage": float((a[:, i] > 0).float().mean()),
+                    "attribution": float((a[:, i] * dla[L][i]).abs().mean()),
+                }
             )
-            table = pd.DataFrame(feats, columns=list(FEATURE_COLUMNS)).astype(FEATURE_TYPES)
-            _write(table, out / "features" / f"{_slug(concept)}.parquet")
-            _write(pd.DataFrame(rows), done)
-        if on_concept:
-            on_concept(concept)
-    return out
+    feats = pd.concat([pd.DataFrame({"concept": list(concepts)}), pd.DataFrame(cols)], axis=1)
+    m = pd.DataFrame(meta, columns=["feature", "layer", "index", "dla", "coverage", "attribution"])
+    return feats, m.assign(score=m["coverage"] * m["attribution"])
+
+
+def detection_by_concept(df: pd.DataFrame, layer: int, concepts: Sequence[str]) -> dict[str, float]:
+    """Per-concept detection rate of a stored sweep's injection trials (free answers) at `layer`."""
+    df = df[(df["kind"] == "injection") & ~df["forced"].astype(bool) & (df["layer"] == layer)]
+    rates = df.groupby("concept")["detected"].mean().dropna()
+    return {c: float(r) for c, r in rates.items() if c in set(concepts)}

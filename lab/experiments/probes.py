@@ -10,7 +10,7 @@ Both run with the concept vector (`injection`), with vector controls (`random`: 
 concept-vector norm; `norm_matched`: a random direction with this concept vector's norm — derived exactly as in
 `lab.generate.runner.VectorBank`) and with no injection at all (`control`, which shows the answer bias).
 
-Spans are `lab.steer.interventions.Add` with per-row start/end; two on the same block compose.
+Spans are `lab.steer.injection.Injection`s with per-row start/end; two on the same block compose.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from lab.config import ModelConfig, check_strength
+from lab.errors import LabError
 from lab.protocol.probe_prompts import (
     SENTENCES,
     discrimination_prompt,
@@ -31,7 +33,9 @@ from lab.protocol.probe_prompts import (
     token_spans,
 )
 from lab.reporting.tables import interval, print_table
-from lab.steer.interventions import Add
+from lab.run.tracking import TrackingConfig
+from lab.steer.concepts import DEFAULT_TEMPLATE
+from lab.steer.injection import Injection
 
 if TYPE_CHECKING:
     from lab.model.loading import LoadedModel
@@ -81,7 +85,7 @@ def _trial(**f: Any) -> ProbeTrial:
     return ProbeTrial(trial_id=trial_id(probe_version=PROBE_VERSION, **f), **f)
 
 
-def expand(s: ProbeSettings, model: str) -> list[ProbeTrial]:
+def expand_probes(s: ProbeSettings, model: str) -> list[ProbeTrial]:
     """Every probe trial with a deterministic id (model, probe version and every field that sets the forward)."""
     out = []
     fixed = {"model": model, "strength_mode": s.strength_mode, "n_sentences": s.n_sentences, "seed": s.seed}
@@ -103,7 +107,9 @@ def draw_sentences(repeat: int, n: int, seed: int) -> list[str]:
 
 
 @dataclass
-class Request:
+class ProbeRequest:
+    """One probe trial made concrete: token ids, the spans that get the vector, their raw strengths, the labels."""
+
     ids: list[int]
     spans: list[tuple[int, int]]  # token spans that get vector × strength_of_span
     span_raw: list[float]  # raw multiplier per span
@@ -112,7 +118,7 @@ class Request:
     label_ids: list[int]
 
 
-def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> Request:
+def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> ProbeRequest:
     """The prompt, the token spans and the raw multipliers of one probe trial (vectors from a `VectorBank`)."""
     from lab.protocol.trials import make_trial
 
@@ -129,33 +135,32 @@ def build_request(lm: LoadedModel, bank: Any, t: ProbeTrial) -> Request:
     carrier = make_trial(model=lm.name, trial_number=t.repeat + 1, prompt_variant=f"probe-{t.probe}", **same, **fixed)
     raw = bank.strengths(carrier)[0]
     if raw <= 0:
-        return Request(ids, [], [], None, t.layer, labels)
+        return ProbeRequest(ids, [], [], None, t.layer, labels)
     vec = bank.vector(carrier)
     if t.probe == "localisation":
-        return Request(ids, [spans[t.target]], [raw], vec, t.layer, labels)
+        return ProbeRequest(ids, [spans[t.target]], [raw], vec, t.layer, labels)
     weak = 1 - t.target  # the target passage gets the stronger injection
-    return Request(ids, [spans[t.target], spans[weak]], [raw, raw * t.weak_fraction], vec, t.layer, labels)
+    return ProbeRequest(ids, [spans[t.target], spans[weak]], [raw, raw * t.weak_fraction], vec, t.layer, labels)
 
 
-def span_edits(reqs: Sequence[Request], pad: list[int]) -> list[Any]:
+def span_edits(reqs: Sequence[ProbeRequest], pad: list[int]) -> list[Any]:
     """One `Add` per (layer, span slot): each row's vector × its span's multiplier on that span (shifted by its
     left padding); rows without that span get strength 0 there, which leaves them bit-identical."""
     out: list[Any] = []
-    for layer in sorted({r.layer for r in reqs if r.vector is not None}):
-        rows = [r.vector is not None and r.layer == layer for r in reqs]
-        d = next(r.vector for r, on in zip(reqs, rows) if on).numel()
-        vecs = torch.stack([r.vector if on else torch.zeros(d) for r, on in zip(reqs, rows)])
-        for j in range(max(len(r.spans) for r in reqs)):
-            has = [on and j < len(r.spans) for r, on in zip(reqs, rows)]
-            out.append(
-                Add(
-                    f"resid_post.{layer}",
-                    vecs,
-                    [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
-                    [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
-                    [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)],
-                )
+    d = next((r.vector.numel() for r in reqs if r.vector is not None), 0)
+    for j in range(max((len(r.spans) for r in reqs if r.vector is not None), default=0)):
+        has = [r.vector is not None and j < len(r.spans) for r in reqs]
+        out += [
+            inj.op()
+            for inj in Injection.per_layer(
+                [r.layer for r in reqs],
+                [r.vector if h else None for r, h in zip(reqs, has)],
+                [r.span_raw[j] if h else 0.0 for r, h in zip(reqs, has)],
+                [p + r.spans[j][0] if h else 0 for p, r, h in zip(pad, reqs, has)],
+                d,
+                [p + r.spans[j][1] if h else 0 for p, r, h in zip(pad, reqs, has)],
             )
+        ]
     return out
 
 
@@ -197,7 +202,7 @@ def score_shard(lm: LoadedModel, shard: list[ProbeTrial], ctx: Any) -> list[dict
     return rows
 
 
-def summarize(df: Any, by: Sequence[str]) -> Any:
+def summarize_probes(df: Any, by: Sequence[str]) -> Any:
     """Accuracy with Wilson 95 % CI per group, chance, mean p(target) and the share of the most common answer."""
     import pandas as pd
 
@@ -237,3 +242,89 @@ def print_summary(overall: Any) -> None:
             else ("below" if r["accuracy_hi"] < r["chance"] else "not distinguishable from")
         )
         print(f"{r['probe']}: concept-vector accuracy is {verdict} chance ({r['chance']:.2f})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the probes job's config
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model to probe"})
+    probes: tuple[str, ...] = field(
+        default=("localisation", "discrimination"), metadata={"help": "localisation and/or discrimination"}
+    )
+    concepts: str | tuple[str, ...] = field(default="first:10", metadata={"help": "as sweep.concepts"})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
+    strengths: tuple[float, ...] = field(default=(), metadata={"help": "empty = the model's defaults"})
+    strength_mode: Literal["raw", "relative", "default"] = field(
+        default="default", metadata={"help": "as sweep.strength_mode; default: the model's registry mode"}
+    )
+    kinds: tuple[str, ...] = field(
+        default=("injection", "control", "random", "norm_matched"),
+        metadata={"help": "injection (concept vector), control (nothing injected), random, norm_matched"},
+    )
+    n_sentences: int = field(default=5, metadata={"help": "localisation: numbered sentences (2..9)"})
+    weak_fractions: tuple[float, ...] = field(
+        default=(0.0, 0.5),
+        metadata={"help": "discrimination: weaker passage strength = strength × fraction (0 = untouched)"},
+    )
+    repeats: int = field(default=1, metadata={"help": "sentence draws per setting"})
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "concept-vector prompt"})
+    baseline: str = field(default="baseline_words", metadata={"help": "word list whose mean concept vectors subtract"})
+    seed: int = field(default=0, metadata={"help": "sentence draws and random-vector controls"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per forward pass"})
+    threads: int = field(default=2, metadata={"help": "torch intra-op threads (0 = leave torch's)"})
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="probes"), metadata={"help": "MLflow; one run"}
+    )
+    output_dir: str = field(default="results/probes", metadata={"help": "Parquet dataset of probe trials + report/"})
+    cache_dir: str | None = field(default=None, metadata={"help": "concept-vector cache; empty: <model cache>/vectors"})
+
+    def __post_init__(self) -> None:
+        from lab.protocol.words import select_concepts
+
+        select_concepts(self.concepts)
+        bad = [p for p in self.probes if p not in PROBES] + [k for k in self.kinds if k not in KINDS]
+        if bad or not self.probes or not self.kinds:
+            raise LabError(f"probes must be from {PROBES} and kinds from {KINDS} (got {bad[0] if bad else 'none'})")
+        if not 2 <= self.n_sentences <= 9:
+            raise LabError("n_sentences must be in 2..9 (one digit token per answer)")
+        for s in self.strengths:
+            check_strength(s)
+        if any(not 0 <= f < 1 for f in self.weak_fractions) or not self.weak_fractions:
+            raise LabError("weak_fractions must be in [0, 1)")
+        if self.repeats < 1 or self.batch_size < 1:
+            raise LabError("repeats and batch_size must be >= 1")
+
+
+def settings(cfg: ProbesConfig) -> Any:
+    """Concepts, layers, strengths and mode resolved against the model's registry defaults."""
+    from lab.model.loading import spec_for
+    from lab.protocol.trials import SweepConfig, resolve
+    from lab.protocol.words import select_concepts
+
+    spec = spec_for(cfg.model.name)
+    sweep = SweepConfig(
+        concepts=cfg.concepts, layers=cfg.layers, strengths=cfg.strengths, strength_mode=cfg.strength_mode
+    )
+    layers, strengths, mode = resolve(
+        sweep,
+        spec.default_layers if spec else (),
+        spec.default_strengths if spec else (),
+        spec.strength_mode if spec else "raw",
+    )
+    if spec is not None and any(not 0 <= x < spec.n_layers for x in layers):
+        raise LabError(f"a layer in {list(layers)} is out of range for {spec.name} (0..{spec.n_layers - 1})")
+    return ProbeSettings(
+        select_concepts(cfg.concepts),
+        layers,
+        strengths,
+        mode,
+        cfg.probes,
+        cfg.kinds,
+        cfg.n_sentences,
+        cfg.weak_fractions,
+        cfg.repeats,
+        cfg.seed,
+    )

@@ -87,7 +87,7 @@ def _flag(series: pd.Series) -> pd.Series:
     return series.map(lambda x: x is not None and x == x and bool(x))
 
 
-def compare(old: pd.DataFrame, new: pd.DataFrame) -> dict[str, tuple[Confusion, int]]:
+def compare_verdicts(old: pd.DataFrame, new: pd.DataFrame) -> dict[str, tuple[Confusion, int]]:
     """Per field, the confusion of the new judge against the source judge, and how many rows were left out because
     either verdict is unknown. detected: unforced trials; identified: all trials, as detected ∧ identified."""
     both = old[["trial_id", "forced", "detected", "identified"]].merge(
@@ -120,13 +120,13 @@ def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3f}"
 
 
-def report(
+def regrade_report(
     source: Source, old: pd.DataFrame, new: pd.DataFrame, judge: Judge, vdir: Path, counts: dict[str, int]
 ) -> tuple[str, dict[str, float]]:
     """The printed agreement report and the metrics to log (new rates + agreement)."""
     from lab.reporting import metrics
 
-    agreement = compare(old, new)
+    agreement = compare_verdicts(old, new)
     old_judge = ", ".join(sorted({_label(a, b) for a, b in zip(old.get("judge", []), old.get("judge_version", []))}))
     old_judge, new_judge = old_judge or "?", _label(judge.name, judge.version)
     lines = [

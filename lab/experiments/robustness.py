@@ -18,11 +18,11 @@ from lab.experiments.concept_injection import InjectionConfig, injection_of
 from lab.protocol.trials import SweepConfig
 from lab.run.tracking import TrackingConfig
 
-Cell = tuple[str, str]
+GridCell = tuple[str, str]
 LAYOUTS = ("paper", "cross")
 
 
-def cells(variants: Sequence[str] = (), formats: Sequence[str] = (), layout: str = "paper") -> list[Cell]:
+def cells(variants: Sequence[str] = (), formats: Sequence[str] = (), layout: str = "paper") -> list[GridCell]:
     """The (variant, format) cells; empty lists mean the paper's variants / formats (lab/data/prompts.yaml)."""
     from lab.protocol.prompts import dialogue_format, paper_formats, paper_variants, variant
 
@@ -40,7 +40,9 @@ def cells(variants: Sequence[str] = (), formats: Sequence[str] = (), layout: str
     return [(v, fs[0]) for v in vs] + [(vs[0], f) for f in fs[1:]]
 
 
-def skip_reasons(model: ModelConfig, grid: Sequence[Cell], trial_numbers: int, forced: bool) -> dict[Cell, str | None]:
+def skip_reasons(
+    model: ModelConfig, grid: Sequence[GridCell], trial_numbers: int, forced: bool
+) -> dict[GridCell, str | None]:
     """Per cell: None if its prompts render for this model, else why the cell is skipped (one line).
 
     Renders the real prompts with the model's tokenizer (no weights loaded). Without a tokenizer on this machine
@@ -50,7 +52,7 @@ def skip_reasons(model: ModelConfig, grid: Sequence[Cell], trial_numbers: int, f
     from lab.protocol.prompts import dialogue_format, render, tokenizer_model
 
     lm = tokenizer_model(model.name, model.cache_dir)
-    out: dict[Cell, str | None] = {}
+    out: dict[GridCell, str | None] = {}
     for v, f in grid:
         if lm is None:
             spec = spec_for(model.name)
@@ -85,7 +87,7 @@ def child_metrics(summary: dict[str, Any], controls: Sequence[str], forced: bool
     return out | rate_metrics(summary, names=metric_names(controls, forced))
 
 
-def cell_table(df: Any, reasons: dict[Cell, str | None], cell_ids: dict[Cell, list[str]]) -> Any:
+def cell_table(df: Any, reasons: dict[GridCell, str | None], cell_ids: dict[GridCell, list[str]]) -> Any:
     """One row per cell: variant, format, status (ok | skipped), reason, and the `summarize` rates."""
     import pandas as pd
 
@@ -142,7 +144,7 @@ class RobustnessConfig(InjectionConfig):
     def __post_init__(self) -> None:
         self.cells()
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[GridCell]:
         return cells(self.variants, self.formats, self.layout)
 
     def injection(self, variant: str = "original", fmt: str = "standard") -> InjectionConfig:

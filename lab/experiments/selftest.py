@@ -67,7 +67,7 @@ def check_steering(lm: Any, bank: Any, trials: Sequence[Any], edits: Sequence[An
     abliterated one, say) that can be the finding itself, so the sweep goes on."""
     from lab.generate.runner import Runner
     from lab.steer import interventions as iv
-    from lab.steer.injection import inject
+    from lab.steer.injection import Injection, inject
     from lab.steer.readouts import concept_first_token
 
     runner, gains = Runner(lm, bank, 1, edits), {}
@@ -82,7 +82,7 @@ def check_steering(lm: Any, bank: Any, trials: Sequence[Any], edits: Sequence[An
         ids = torch.tensor([req.ids], device=lm.device)
         with iv.apply(lm.model, list(edits)):
             plain = lm.model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
-            with inject(lm.model, t.layer, req.vector[None].to(lm.device), [req.raw], [req.start]):
+            with inject(lm.model, Injection(t.layer, req.vector[None].to(lm.device), [req.raw], [req.start])):
                 steered = lm.model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
         if torch.equal(plain, steered):
             raise LabError(

@@ -13,7 +13,7 @@ from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig, JudgeConfig
 from lab.protocol.trials import SweepConfig
-from lab.run.parallel import RunnerConfig
+from lab.run.parallel import FanOutConfig
 from lab.run.tracking import TrackingConfig
 
 
@@ -57,7 +57,7 @@ class StagesConfig:
     stages: tuple[StageConfig, ...] = field(default=(), metadata={"help": "checkpoints run on the same trials (>= 1)"})
     cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "trials every stage runs"})
-    runner: RunnerConfig = field(default_factory=RunnerConfig, metadata={"help": "Ray actors, threads, batching"})
+    runner: FanOutConfig = field(default_factory=FanOutConfig, metadata={"help": "Ray actors, threads, batching"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades each answer"})
     tracking: TrackingConfig = field(
         default_factory=lambda: TrackingConfig(experiment="training-stages"), metadata={"help": "a child run per stage"}

@@ -178,7 +178,7 @@ def _pick(logits: torch.Tensor, s: Sampling, gens: Sequence[torch.Generator]) ->
 
 
 @torch.no_grad()
-def generate(
+def decode_batch(
     model: Any,
     rows: Sequence[Sequence[int]],
     prefix: int,

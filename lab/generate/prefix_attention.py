@@ -8,7 +8,7 @@ the rows' own positions (pads, suffix, generated tokens) a batched matmul as bef
 the model's attention is plain SDPA without sliding windows or soft-capping; otherwise it changes nothing.
 
 Positions `[0, prefix)` of every row's keys and values must be equal (the decode loop broadcasts the prefix's cache
-into every row, and eviction keeps rows whole). `tests/test_decode.py` checks the logits against SDPA.
+into every row, and eviction keeps rows whole). `tests/lab/generate/test_decode.py` checks the logits against SDPA.
 """
 
 from __future__ import annotations

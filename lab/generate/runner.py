@@ -19,8 +19,8 @@ from lab.errors import LabError
 from lab.model.loading import LoadedModel
 from lab.protocol.prompts import inject_start, render
 from lab.protocol.trials import Trial
-from lab.steer import interventions as iv
 from lab.steer.concepts import ConceptVector
+from lab.steer.injection import Injection, Strength
 
 
 @dataclass
@@ -66,7 +66,7 @@ class VectorBank:
         """(raw multiplier applied, relative strength ‖s·v‖/‖resid‖, ‖v‖) for the vector this trial injects."""
         concept = self._cv(trial)
         resid = concept.resid_norm
-        raw = trial.strength if trial.strength_mode == "raw" else trial.strength * resid / max(concept.norm, 1e-12)
+        raw = Strength(trial.strength, trial.strength_mode).raw(concept.norm, resid)  # type: ignore[arg-type]
         if trial.kind == "control":
             return 0.0, 0.0, 0.0
         vnorm = float(self.vector(trial).norm())
@@ -74,7 +74,10 @@ class VectorBank:
 
 
 @dataclass(frozen=True)
-class Request:
+class GenerationRequest:
+    """One trial made concrete: its rendered prompt, token ids, injection start, and the vector × raw strength it
+    injects (None: nothing)."""
+
     prompt_text: str
     ids: list[int]
     start: int
@@ -100,11 +103,11 @@ class Runner:
         self.lm, self.bank, self.batch_size, self.edits = lm, bank, batch_size, list(edits)
         self.engine, self.evict, self.static, self.share_attention = engine, evict, static, share_attention
 
-    def request(self, t: Trial) -> Request:
+    def request(self, t: Trial) -> GenerationRequest:
         prompt = render(self.lm, t.prompt_variant, t.dialogue_format, t.trial_number, t.forced, concept=t.concept)
         ids, start = inject_start(self.lm.tokenizer, prompt)
         raw = self.bank.strengths(t)[0]
-        return Request(prompt.text, ids, start, t.layer, self.bank.vector(t) if raw > 0 else None, raw)
+        return GenerationRequest(prompt.text, ids, start, t.layer, self.bank.vector(t) if raw > 0 else None, raw)
 
     def run(self, trials: Sequence[Trial], on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """Generate every trial; returns one row per trial (trial fields + generation fields), in input order."""
@@ -150,7 +153,7 @@ class Runner:
         return rows
 
     def _generate(
-        self, reqs: list[Request], temperature: float, max_new: int, trials: list[Trial]
+        self, reqs: list[GenerationRequest], temperature: float, max_new: int, trials: list[Trial]
     ) -> list[tuple[str, int]]:
         """One batch. The prompt prefix every row shares and no row steers (the preamble before "Trial {n}") is run
         once; each row's own suffix is left-padded after it (pads masked out), so only the suffixes and the new tokens
@@ -174,7 +177,7 @@ class Runner:
             )
         else:
             stop = {tok.eos_token_id, tok.pad_token_id, *_eos_ids(model)}
-            new = decode.generate(
+            new = decode.decode_batch(
                 model,
                 [r.ids for r in reqs],
                 p,
@@ -196,24 +199,20 @@ class Runner:
             results.append((tok.decode(row[:n], skip_special_tokens=True).strip(), n))
         return results
 
-    def _steer(self, reqs: list[Request], starts: list[int]) -> Callable[[list[int]], list[Any]]:
+    def _steer(self, reqs: list[GenerationRequest], starts: list[int]) -> Callable[[list[int]], list[Any]]:
         """Per-row `Add` operators (one per injected layer) for any subset of the batch's rows."""
-        d = self.lm.spec.d_model
-        per_layer = {}
-        for layer in sorted({r.layer for r in reqs if r.vector is not None}):
-            on = [r.vector is not None and r.layer == layer for r in reqs]
-            vecs = torch.stack([r.vector if o else torch.zeros(d) for r, o in zip(reqs, on)])  # type: ignore[misc]
-            per_layer[layer] = (vecs, torch.tensor([r.raw if o else 0.0 for r, o in zip(reqs, on)]))
-        st = torch.tensor(starts)
+        injections = Injection.per_layer(
+            [r.layer for r in reqs], [r.vector for r in reqs], [r.raw for r in reqs], starts, self.lm.spec.d_model
+        )
 
         def ops(rows: list[int]) -> list[Any]:
             idx = torch.tensor(rows)
-            return [iv.Add(f"resid_post.{lay}", v[idx], s[idx], st[idx]) for lay, (v, s) in per_layer.items()]
+            return [inj.rows(idx).op() for inj in injections]
 
         return ops
 
 
-def _dedupe_key(t: Trial, r: Request) -> tuple[Any, ...]:
+def _dedupe_key(t: Trial, r: GenerationRequest) -> tuple[Any, ...]:
     vec = None if r.vector is None else (t.kind, t.concept, t.vector, t.layer, t.trial_number, t.sample)
     return (r.prompt_text, t.max_new_tokens, vec, r.raw)
 

@@ -1,10 +1,13 @@
-"""The judge seam: what is graded (`Answer`), what comes back (`Verdict`), and the `Judge` protocol."""
+"""The judge seam: what is graded (`Answer`), what comes back (`Verdict`), and the `Judge` protocol; for chat-model
+judges, what they send (`Conversation`) and a request that got no answer (`Failed`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+Conversation = list[dict[str, str]]  # chat messages ({role, content}) sent to a judge model
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class Verdict:
     judge: str
     judge_version: str
     parse_error: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request that produced no judge answer (after retries, or a non-retryable error)."""
+
+    message: str
 
 
 def answer_for(row: Mapping[str, Any]) -> Answer:

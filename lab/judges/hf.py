@@ -15,9 +15,9 @@ from typing import Any
 
 from lab.config import ModelConfig, from_dict
 from lab.errors import LabError
-from lab.judges import register_judge
-from lab.judges.llm import ChatJudge, Failed
-from lab.judges.prompt import Conversation
+from lab.judges.base import Conversation, Failed
+from lab.judges.llm import ChatJudge
+from lab.judges.registry import register_judge
 
 
 @dataclass(frozen=True)

@@ -21,24 +21,16 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lab.errors import LabError
-from lab.judges import register_judge
-from lab.judges.base import Answer, Verdict
-from lab.judges.prompt import Conversation, ParseError, load_prompt, parse_verdict
+from lab.judges.base import Answer, Conversation, Failed, Verdict
+from lab.judges.prompt import ParseError, load_prompt, parse_verdict
+from lab.judges.registry import register_judge
 
 SNIPPET = 300
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A request that produced no judge answer (after retries, or a non-retryable error)."""
-
-    message: str
 
 
 class ChatJudge:
@@ -71,7 +63,7 @@ class ChatJudge:
         if self.paper is not None:
             from lab.judges import paper
 
-            return paper.grade(self, self.paper, answers, self.complete)
+            return paper.grade_two_stage(self, self.paper, answers, self.complete)
         replies = self.complete([self.prompt.messages(a) for a in answers], [a.forced for a in answers])
         if len(replies) != len(answers):
             raise RuntimeError(f"{self.name}: {len(replies)} replies for {len(answers)} answers")

@@ -23,9 +23,8 @@ from typing import Any
 
 import yaml
 
-from lab.judges.base import Answer, Verdict
+from lab.judges.base import Answer, Conversation, Failed, Verdict
 
-Conversation = list[dict[str, str]]
 DEFAULT_QUESTION = "Do you detect an injected thought? If so, what is the injected thought about?"
 _FIELD = re.compile(r"\{(prompt|response|word)\}")
 
@@ -94,14 +93,13 @@ def parse_yes_no(reply: str) -> bool | None:
     return None
 
 
-def grade(
+def grade_two_stage(
     judge: Any,
     prompt: PaperPrompt,
     answers: Sequence[Answer],
     complete: Callable[[Sequence[Conversation], Sequence[bool]], list[Any]],
 ) -> list[Verdict]:
     """Both stages for a batch: one `complete` call for detection, one for identification."""
-    from lab.judges.llm import Failed
 
     def ask(convos: list[Conversation], forced: list[bool]) -> list[tuple[bool, str | None]]:
         if not convos:

@@ -19,10 +19,8 @@ from string import Template
 import yaml
 
 from lab.errors import LabError
-from lab.judges.base import Answer
+from lab.judges.base import Answer, Conversation
 from lab.judges.text import cut_invented_turn
-
-Conversation = list[dict[str, str]]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lab.judges import register_judge
 from lab.judges.base import Answer, Verdict
+from lab.judges.registry import register_judge
 from lab.judges.text import Clause, clauses, cut_invented_turn, degenerate_reason, tokens
 from lab.judges.wordforms import names_concept
 

@@ -45,12 +45,12 @@ class ModelSpec:
 REGISTRY: Registry[ModelSpec] = Registry("model")
 
 
-def register(spec: ModelSpec) -> ModelSpec:
+def register_model(spec: ModelSpec) -> ModelSpec:
     """Add a model to the registry; a name that is already there raises (no silent replacement)."""
     return REGISTRY.add(spec.name, spec)
 
 
-register(
+register_model(
     ModelSpec(
         "smollm2-135m",
         "embedded",
@@ -68,7 +68,7 @@ register(
         "relative strength of ~0.6",
     )
 )
-register(
+register_model(
     ModelSpec(
         "gemma-3-27b-it",
         "google/gemma-3-27b-it",
@@ -89,7 +89,7 @@ for _stage, _hub in {
     "dpo": "allenai/Olmo-3.1-32B-Instruct-DPO",
     "instruct": "allenai/Olmo-3.1-32B-Instruct",
 }.items():
-    register(
+    register_model(
         ModelSpec(
             f"olmo-3.1-32b-{_stage}",
             _hub,
@@ -103,7 +103,7 @@ for _stage, _hub in {
             notes=f"OLMo-3.1-32B training stage '{_stage}'; layers = depth fractions 0.4/0.5/0.6/0.7/0.8 of 64 (paper)",
         )
     )
-register(
+register_model(
     ModelSpec(
         "qwen3-235b-a22b",
         "Qwen/Qwen3-235B-A22B-Instruct-2507",

@@ -6,7 +6,7 @@ same `lab.generate.runner.Runner` (the same batches, hooks and readouts), and `g
 transformers itself while the `HfDeepSpeedConfig` this module keeps alive says ZeRO-3), so a rank that finishes
 early keeps stepping with the others. This shards memory, not work: throughput scales with replicas, not ranks.
 
-Rank 0 is the replica's face: it has the methods of `lab.run.parallel.ModelWorker` (`vectors`, `n_layers`, `run`) and
+Rank 0 is the replica's face: it answers `call` like `lab.run.parallel.ModelWorker` (and `vectors`, `n_layers`) and
 forwards each call to its peers before running it itself, so `lab.run.parallel.run_shards` drives a sharded replica
 exactly like a one-process one. Mixture-of-experts blocks (`*SparseMoeBlock`) are registered as ZeRO-3 leaf modules
 (`deepspeed.utils.set_z3_leaf_modules`): gathered whole, or ranks that route to different experts deadlock.
@@ -17,30 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from lab.config import ModelConfig
+from lab.config import ModelConfig, ShardConfig
 from lab.errors import LabError
 from lab.model.zero3 import inference_config, init_distributed, shard_model
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    """How one model replica is laid out over processes: `model.shard`, `model.workers_per_replica`, `model.offload`
-    (lab.config.ModelConfig documents them)."""
-
-    shard: Literal["none", "zero3"] = "none"
-    workers_per_replica: int = 1
-    offload: bool = False
-
-    def __post_init__(self) -> None:
-        if self.shard not in ("none", "zero3"):
-            raise LabError(f"model.shard must be 'none' or 'zero3', got {self.shard!r}")
-        if self.workers_per_replica < 1 or (self.shard == "none" and self.workers_per_replica != 1):
-            raise LabError("model.workers_per_replica must be >= 1 (and 1 unless model.shard is zero3)")
-        if self.offload and self.shard != "zero3":
-            raise LabError("model.offload needs model.shard: zero3")
 
 
 class ShardedWorker:
@@ -154,15 +135,6 @@ class ShardedWorker:
 
     def n_layers(self) -> int:
         return self.lm.n_layers
-
-    def run(self, trials: list[Any], bank: Any) -> list[dict[str, Any]]:
-        return self._all("run_local", trials, bank)
-
-    def run_local(self, trials: list[Any], bank: Any) -> list[dict[str, Any]]:
-        from lab.generate.runner import Runner
-
-        # HF generate with synced_gpus: every rank must run the same number of forwards (no row eviction)
-        return Runner(self.lm, bank, self.batch_size, engine="hf").run(trials)
 
     def close(self) -> Any:
         """Stop the peers; returns the placement group for the driver to remove (rank 0 lives in it)."""

@@ -17,7 +17,8 @@ from typing import Literal
 
 from lab.config import check_strength
 from lab.errors import LabError
-from lab.steer.concepts import DEFAULT_TEMPLATE, select_concepts
+from lab.protocol.words import select_concepts
+from lab.steer.concepts import DEFAULT_TEMPLATE
 
 Kind = Literal["injection", "control", "random", "norm_matched", "shuffled", "negative"]
 VECTOR_CONTROLS = ("random", "norm_matched", "shuffled", "negative")

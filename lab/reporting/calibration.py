@@ -178,7 +178,7 @@ def correct_row(row: Mapping[str, Any], cal: Mapping[str, Calibration]) -> dict[
     return out
 
 
-def describe(cal: Mapping[str, Calibration]) -> str:
+def describe_calibration(cal: Mapping[str, Calibration]) -> str:
     return "; ".join(
         f"{c.verdict}: sensitivity {c.sensitivity:.2f} ({c.tp}/{c.tp + c.fn}), specificity "
         f"{c.specificity:.2f} ({c.tn}/{c.tn + c.fp})"

@@ -33,7 +33,7 @@ def compare(
     """Conditions side by side (stages, original vs abliterated, adapters): one row of rates per group, a
     per-setting table, bars with the vector controls beside TPR/FPR, TPR-vs-FPR, and one MLflow parent run with a
     child per group carrying the same metric names."""
-    from lab.reporting import plots, plots_grid
+    from lab.reporting import plots
 
     rows, per_setting = [], []
     for name, df in groups.items():
@@ -47,7 +47,7 @@ def compare(
     by_setting.to_csv(paths[1], index=False)
     shown = [m for m in ("tpr", "fpr", "introspection", *CONTROL_RATES) if m in table and table[m].notna().any()]
     plots.rate_bars(table, label, paths[2], metrics=shown, title=title)
-    plots_grid.tpr_vs_fpr(table, label, paths[3], title=f"TPR vs FPR per {label}")
+    plots.tpr_vs_fpr(table, label, paths[3], title=f"TPR vs FPR per {label}")
     with parent_run(cfg, params, tags=tags, run_name=run_name) as parent_id:
         for name, (_, r) in zip(groups, table.iterrows()):
             sub = by_setting[by_setting[label] == name]

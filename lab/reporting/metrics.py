@@ -88,24 +88,6 @@ def _known(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["detected"].notna()]
 
 
-def detection_rate(df: pd.DataFrame) -> tuple[float, float, float]:
-    """TPR: P(claim | injection), unforced injected trials (distinct generations)."""
-    return _rate(_parts(distinct(df))["tpr"])[2:]
-
-
-def false_positive_rate(df: pd.DataFrame) -> tuple[float, float, float]:
-    """FPR: P(claim | no injection) (distinct generations)."""
-    return _rate(_parts(distinct(df))["fpr"])[2:]
-
-
-def introspection_rate(df: pd.DataFrame) -> tuple[float, float, float]:
-    return _rate(_parts(distinct(df))["introspection"])[2:]
-
-
-def forced_identification_rate(df: pd.DataFrame) -> tuple[float, float, float]:
-    return _rate(_parts(distinct(df))["forced_id"])[2:]
-
-
 def summarize(df: pd.DataFrame) -> dict[str, float]:
     """One row of rates with `_lo`/`_hi` bounds, `k_`/`n_` (successes / distinct generations behind the interval)
     and `trials_` (rows) per rate."""

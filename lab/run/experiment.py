@@ -7,24 +7,28 @@ context every shard needs once (concept vectors, a transcoder …; computed on t
 object store), and a `work(lm, shard, context)` that runs a shard on a model replica and returns one row per trial
 (generation, label logits, captured activations …). `grade(rows)` (a judge) runs in the driver. Each finished shard
 is written as its own Parquet file, so a crash loses at most the shards in flight and a rerun does only what is
-missing.
+missing. A job's model-side step outside a sweep (refusal directions, the vectors an analysis reads) runs through
+`on_replica`: once, on one replica, with only its result coming back. These two are the only places model replicas
+are started as Ray actors (`lab.run.parallel.start_pool`), so no job loads a model in the driver when it has actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.model.loading import LoadedModel
 from lab.run import store
-from lab.run.parallel import RunnerConfig
+from lab.run.parallel import FanOutConfig
 
 Rows = list[dict[str, Any]]
+T = TypeVar("T")
 
 
 class Outcome(NamedTuple):
@@ -41,7 +45,7 @@ def execute(
     trials: Sequence[Any],
     out_dir: str | Path,
     model: ModelConfig,
-    runner: RunnerConfig,
+    runner: FanOutConfig,
     work: Callable[[LoadedModel, list[Any], Any], Rows],
     prepare: Callable[..., Any] | None = None,
     prepare_args: tuple[Any, ...] = (),
@@ -49,9 +53,12 @@ def execute(
     lm: LoadedModel | None = None,
     progress: bool = True,
     desc: str = "trials",
+    shard_key: Callable[[Any], Hashable] | None = None,
 ) -> Outcome:
     """Run every trial not yet stored in `out_dir`; returns counts. In process when `runner.num_actors` is 0 or a
-    loaded model `lm` is given, else on a pool of Ray actors (one model replica each)."""
+    loaded model `lm` is given, else on a pool of Ray actors (one model replica each). Shards are runs of
+    `runner.shard_size` pending trials, or, with `shard_key`, the pending trials that share a key (in plan order):
+    trials that share work (the reference passes of one patching batch) then run together."""
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
@@ -60,7 +67,7 @@ def execute(
     pending = [t for t in trials if t.trial_id in todo]
     res = {"new": 0, "t0": 0.0, "t1": 0.0}
     if pending:
-        shards = [pending[i : i + runner.shard_size] for i in range(0, len(pending), runner.shard_size)]
+        shards = _shards(pending, runner.shard_size, shard_key)
         bar = tqdm(total=len(pending), desc=desc, unit="trial", disable=not progress)
 
         def on_shard(rows: Rows) -> None:
@@ -79,12 +86,21 @@ def execute(
     return Outcome(len(trials), int(res["new"]), len(trials) - len(pending), str(out), res["t1"] - res["t0"])
 
 
+def _shards(pending: list[Any], size: int, key: Callable[[Any], Hashable] | None) -> list[list[Any]]:
+    if key is None:
+        return [pending[i : i + size] for i in range(0, len(pending), size)]
+    groups: dict[Hashable, list[Any]] = {}
+    for t in pending:
+        groups.setdefault(key(t), []).append(t)
+    return list(groups.values())
+
+
 @dataclass
 class _Shards:
     """One `execute` call's pending work: where it runs, what each shard does, and where finished rows go."""
 
     model: ModelConfig
-    runner: RunnerConfig
+    runner: FanOutConfig
     shards: list[list[Any]]
     work: Any
     prepare: Any
@@ -93,12 +109,17 @@ class _Shards:
     res: dict[str, Any]
 
 
-def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
+def _local_worker(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | None) -> Any:
+    """The in-process replica: around `lm` when given, else a fresh load of `model`."""
     from lab.run.parallel import ModelWorker
 
-    if job.model.shard == "zero3" and lm is None:
+    if model.shard == "zero3" and lm is None:
         raise LabError("model.shard: zero3 runs on Ray actors: set runner.num_actors >= 1")
-    worker = ModelWorker.wrap(lm) if lm is not None else ModelWorker(job.model, job.runner.threads)
+    return ModelWorker.wrap(lm) if lm is not None else ModelWorker(model, runner.threads)
+
+
+def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
+    worker = _local_worker(job.model, job.runner, lm)
     ctx = worker.call(job.prepare, *job.prepare_args) if job.prepare else None
     job.res["t0"] = time.perf_counter()
     for shard in job.shards:
@@ -113,7 +134,7 @@ def _on_ray(job: _Shards) -> None:
 
     runner = job.runner
     with parallel.ray_session(runner.address, max(runner.cpus_per_actor * runner.num_actors, 1)):
-        workers = parallel.pool(job.model, runner)
+        workers = parallel.start_pool(job.model, runner)
         try:
             ctx = parallel.get(workers[0].call.remote(job.prepare, *job.prepare_args)) if job.prepare else None
             ctx_ref = ray.put(ctx)
@@ -122,6 +143,31 @@ def _on_ray(job: _Shards) -> None:
             job.res["t1"] = time.perf_counter()
         finally:
             parallel.shutdown_pool(workers, job.model)
+
+
+def on_replica(
+    model: ModelConfig,
+    runner: FanOutConfig,
+    fn: Callable[..., T],
+    *args: Any,
+    lm: LoadedModel | None = None,
+) -> T:
+    """`fn(lm, *args)` run once on one model replica, for a job's model-side step outside a sweep: in this process
+    when `runner.num_actors` is 0 or a loaded model `lm` is given (used as is: no load), else on one Ray actor started
+    as `execute` starts its pool (`runner`'s resources; `model.shard: zero3`: one sharded replica) and stopped after.
+    On an actor `fn` and `args` are pickled to it and only `fn`'s result (tensors, strings, paths) comes back to the
+    driver; a `LabError` raised there comes back as itself."""
+    from lab.run import parallel
+
+    if lm is not None or runner.num_actors == 0:
+        return _local_worker(model, runner, lm).call(fn, *args)
+    one = dataclasses.replace(runner, num_actors=1)
+    with parallel.ray_session(one.address, max(one.cpus_per_actor, 1)):
+        workers = parallel.start_pool(model, one)
+        try:
+            return parallel.get(workers[0].call.remote(fn, *args))
+        finally:
+            parallel.shutdown_pool(workers, model)
 
 
 def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:

@@ -5,6 +5,9 @@ driver puts them in the object store once, and every worker generates its shards
 judged and written by the driver as its own Parquet file, so a crash loses at most the shards in flight and a rerun
 skips what is stored. Resources per replica (CPUs, GPUs, custom resources) and the loading strategy
 (`model.device`: cpu | cuda | auto = device_map across the actor's GPUs) are config; the runner does not change.
+
+`ray_session` (over `connect`) is the one way the lab joins or starts Ray, and `tune_grid` the one place a Ray Tune
+grid is built (the training ablation, the steering-vector arms, `tune_map`'s cells).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address;
 
 
 @dataclass(frozen=True)
-class RunnerConfig:
-    """How trials are fanned out."""
+class FanOutConfig:
+    """How trials are fanned out (the `runner:` section of a job's YAML): model replicas and their resources, rows
+    per forward batch, trials per stored shard, torch threads, the Ray address."""
 
     num_actors: int = field(default=1, metadata={"help": "model replicas (Ray actors); 0 = in this process"})
     cpus_per_actor: float = field(default=2.0, metadata={"help": "Ray CPUs reserved per replica"})
@@ -91,20 +95,21 @@ def connect(address: str | None = None, num_cpus: float | None = None) -> bool:
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: float | None = None) -> Iterator[None]:
-    """The one way jobs hold Ray: join or start it, and shut down on exit only what this context started."""
+def ray_session(address: str | None = None, num_cpus: float | None = None) -> Iterator[bool]:
+    """The one way jobs hold Ray: join or start it, and shut down on exit only what this context started (yields
+    whether it did). Nested sessions join the outer one and leave it running."""
     import ray
 
     started = connect(address, num_cpus)
     try:
-        yield
+        yield started
     finally:
         if started:
             ray.shutdown()
 
 
 class ModelWorker:
-    """One model replica (made a Ray actor by `pool`); runs any experiment's functions on its model."""
+    """One model replica (made a Ray actor by `start_pool`); runs any experiment's functions on its model."""
 
     def __init__(self, model_cfg: ModelConfig, threads: int):
         from lab.model import loading
@@ -124,7 +129,7 @@ class ModelWorker:
         return fn(self.lm, *args)
 
 
-def pool(model_cfg: ModelConfig, cfg: RunnerConfig) -> list[Any]:
+def start_pool(model_cfg: ModelConfig, cfg: FanOutConfig) -> list[Any]:
     """`cfg.num_actors` model replicas: one actor each, or (model.shard: zero3) a ZeRO-3 group of actors each whose
     rank 0 answers `call` like a `ModelWorker` (lab/model/sharded.py)."""
     import ray
@@ -157,7 +162,8 @@ def run_shards(
     ctx_ref: Any,
     on_shard: Callable[[list[dict[str, Any]]], None],
 ) -> None:
-    """Keep every worker busy with up to two shards; call `on_shard(rows)` as each finishes (completion order)."""
+    """Keep every worker busy with up to two shards (the first round one each, so that a few shards still spread over
+    every worker); call `on_shard(rows)` as each finishes (completion order)."""
     import ray
 
     queue = list(reversed(shards))
@@ -167,9 +173,9 @@ def run_shards(
         if queue:
             in_flight[w.call.remote(work, queue.pop(), ctx_ref)] = w
 
-    for w in workers:
-        submit(w)
-        submit(w)
+    for _ in range(2):
+        for w in workers:
+            submit(w)
     while in_flight:
         done, _ = ray.wait(list(in_flight), num_returns=1)
         w = in_flight.pop(done[0])
@@ -207,6 +213,51 @@ def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> N
         ray.kill(w)
 
 
+def tune_grid(
+    fn: Callable[[dict[str, Any]], Any],
+    param_space: dict[str, Any],
+    storage: str | os.PathLike,
+    name: str,
+    resources: Any = None,
+    params: dict[str, Any] | None = None,
+    address: str | None = None,
+    num_cpus: float | None = None,
+    max_concurrent: int | None = None,
+    max_failures: int = 0,
+    trial_name: Callable[[dict[str, Any]], str] | None = None,
+    verbose: int = 0,
+) -> Any:
+    """The one place a Ray Tune grid is built and run: `fn(config, **params)` (a function trainable that
+    `tune.report`s or returns its metrics; `params` travel through the object store) once per point of `param_space`
+    (`tune.grid_search` entries), with `resources` reserved per trial (a dict such as {"cpu": 1, "gpu": 0}, or a
+    `tune.PlacementGroupFactory` for a trial that places its own Ray Train workers), at most `max_concurrent` at
+    once, a failed trial retried `max_failures` times, trial names and folders from `trial_name(config)`, state under
+    `storage`/`name`. Runs in the caller's Ray session, or in one joined / started (`address`, `num_cpus`) for the
+    grid only. Returns the `tune.ResultGrid`."""
+    from ray import tune
+
+    named = (lambda t: trial_name(t.config)) if trial_name else None
+    with ray_session(address, num_cpus):
+        trainable = tune.with_parameters(fn, **params) if params else fn
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources) if resources else trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                num_samples=1,
+                trial_name_creator=named,
+                trial_dirname_creator=named,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                verbose=verbose,
+            ),
+        )
+        return tuner.fit()
+
+
 def tune_map(
     fn: Callable[[dict[str, Any]], dict[str, Any]],
     configs: list[dict[str, Any]],
@@ -218,10 +269,6 @@ def tune_map(
     """`fn` over `configs` as one Ray Tune grid (one trial per config, `cpus` each); the trials' result dicts."""
     from ray import tune
 
-    connect(address)
-    tuner = tune.Tuner(
-        tune.with_resources(lambda c: fn(c["cell"]), {"cpu": cpus}),
-        param_space={"cell": tune.grid_search(configs)},
-        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0),
-    )
-    return [r.metrics for r in tuner.fit()]
+    space = {"cell": tune.grid_search(configs)}
+    grid = tune_grid(lambda c: fn(c["cell"]), space, storage, name, {"cpu": cpus}, address=address)
+    return [r.metrics for r in grid]

@@ -1,4 +1,4 @@
-"""Concept words and concept vectors.
+"""Concept vectors (the concept words are lab/protocol/words.py).
 
 A `ConceptVector` is activation(word) − mean activation(baseline words), read from `resid_post` of block `layer` at
 the last token of the chat-templated prompt "Tell me about {word}". Activations are cached on disk per
@@ -12,62 +12,17 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lab.errors import LabError
+from lab.protocol.words import WordList, word_list
 
 if TYPE_CHECKING:
     from lab.model.loading import LoadedModel
 
 DEFAULT_TEMPLATE = "Tell me about {word}"
-
-
-@dataclass(frozen=True)
-class WordList:
-    name: str
-    words: tuple[str, ...]
-    version: str  # sha256 prefix of the file's content
-
-
-@lru_cache(maxsize=8)
-def word_list(name: str = "concepts") -> WordList:
-    """`concepts` (500 words, the first 50 the main test set) or `baseline_words` (99), shipped in lab/data."""
-    files = {"concepts": "concepts.txt", "baseline": "baseline_words.txt", "baseline_words": "baseline_words.txt"}
-    if name not in files:
-        raise LabError(f"unknown word list '{name}' (known: concepts, baseline_words)")
-    text = resources.files("lab").joinpath(f"data/{files[name]}").read_text()
-    words = tuple(w.strip() for w in text.splitlines() if w.strip())
-    return WordList(name, words, hashlib.sha256(text.encode()).hexdigest()[:12])
-
-
-def select_concepts(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """'first:N', 'slice:A:B', 'all', or an explicit list; rejects empty and duplicate selections."""
-    if isinstance(spec, str):
-        allw = word_list("concepts").words
-        if spec == "all":
-            words: Sequence[str] = allw
-        elif m := re.fullmatch(r"first:(\d+)", spec):
-            words = allw[: int(m.group(1))]
-        elif m := re.fullmatch(r"slice:(\d+):(\d+)", spec):
-            words = allw[int(m.group(1)) : int(m.group(2))]
-        else:
-            words = [spec]
-    else:
-        words = list(spec)
-    words = [w.strip() for w in words]
-    if not words or any(not w for w in words):
-        raise LabError("concepts must name at least one non-empty word")
-    seen: set[str] = set()
-    for w in words:
-        if w.lower() in seen:
-            raise LabError(f"duplicate concept '{w}'")
-        seen.add(w.lower())
-    return tuple(words)
 
 
 @dataclass(frozen=True)
@@ -119,7 +74,7 @@ def last_token_activations(
     """`resid_post` at the last prompt token for each word: {layer: [len(words), d_model]} (float32, CPU). The
     forward pass stops after the deepest layer asked for (the blocks above it and the LM head are never run), except
     on a ZeRO-3 partitioned model, whose gather/release hooks must see every module finish."""
-    from lab.steer.injection import capture
+    from lab.steer.injection import capture_blocks
 
     for layer in layers:
         lm.check_layer(layer)
@@ -129,7 +84,7 @@ def last_token_activations(
     for i in range(0, len(prompts), batch_size):
         enc = lm.tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(lm.device) for k, v in enc.items()}
-        with capture(lm.model, layers, stop=stop) as acts:
+        with capture_blocks(lm.model, layers, stop=stop) as acts:
             lm.model(**enc, use_cache=False)
         for layer in layers:
             out[layer].append(acts[layer][0][:, -1, :].float().cpu())  # left padding: last token is at -1

@@ -13,6 +13,7 @@ Operators (frozen dataclasses, one site each):
   `Patch`         h ← cached values at chosen rows/positions (knock-in / knock-out)
   `EditFeatures`  on an MLP: encode its input with a feature dictionary, set/scale chosen features, add the
                   decoded difference to its output (so the dictionary's reconstruction error is kept)
+  `Bias`          h + v on every position and row (a trained steering vector; differentiable in v)
 
 Positions are absolute: each site counts the tokens it has seen inside one `apply` context (a prefill of T tokens,
 then one per generation step), plus `offset` for a KV cache the first call continues from. Use one context per
@@ -42,7 +43,10 @@ def _rows(x: Any, batch: int, name: str, dtype: torch.dtype = torch.float32) -> 
 
 
 class Intervention(Protocol):
-    site: str
+    """What `apply` runs at a site: `edit(h, pos, inputs)` gets the site's activation [B, T, d], the absolute
+    positions [T] of this call's tokens and (for `mlp_out` sites with `EditFeatures`) the MLP's input."""
+
+    site: str | Site
 
     def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor: ...
 
@@ -51,7 +55,7 @@ class Intervention(Protocol):
 class Add:
     """Add `strengths[b] * vectors[b]` at positions `>= starts[b]` (and `< ends[b]` when given)."""
 
-    site: str
+    site: str | Site
     vectors: torch.Tensor  # [B, d] or [d]
     strengths: Any = 1.0  # float or [B]
     starts: Any = 0  # int or [B]
@@ -83,7 +87,7 @@ class Add:
 class Ablate:
     """Remove `weight` × the component along `direction` (normalised here) at every position of every row."""
 
-    site: str
+    site: str | Site
     direction: torch.Tensor  # [d]
     weight: float = 1.0
 
@@ -107,7 +111,7 @@ class Patch:
     (default: every row and position that `values` covers). `values` come from a `capture` of another run with the
     same token layout (same batch, same padding)."""
 
-    site: str
+    site: str | Site
     values: torch.Tensor  # [B, T, d]
     mask: torch.Tensor | None = None  # [B, T] bool
 
@@ -141,7 +145,7 @@ class EditFeatures:
     (or multiply them by `scales`), and add Σ (f_new − f)·w_dec to the MLP output at positions `>= start`.
     `values` may be a tensor [B, T, k] of cached activations (patching features) or one number per feature."""
 
-    site: str  # mlp_out.L (the block's mlp_in is read automatically)
+    site: str | Site  # mlp_out.L (the block's mlp_in is read automatically)
     dictionary: Any
     features: Sequence[int]
     values: Any = None  # None, float, [k] or [B, T, k]
@@ -164,10 +168,21 @@ class EditFeatures:
         return torch.where(on, h + delta.to(h.dtype), h)
 
 
+@dataclass(frozen=True, eq=False)
+class Bias:
+    """h + v at every position and row of `site` (broadcast over the batch; differentiable in `vector`)."""
+
+    site: str | Site
+    vector: torch.Tensor  # [d]
+
+    def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        return h + self.vector.to(h.device, h.dtype)
+
+
 @dataclass
 class _SiteState:
     seen: int
-    ops: list[Any] = field(default_factory=list)
+    ops: list[Intervention] = field(default_factory=list)
     inputs: torch.Tensor | None = None
 
 
@@ -179,19 +194,18 @@ class Seen(dict):  # type: ignore[type-arg]
 
 
 @contextmanager
-def apply(model: Any, interventions: Sequence[Any], offset: int = 0) -> Iterator[Seen]:
+def apply(model: Any, interventions: Sequence[Intervention], offset: int = 0) -> Iterator[Seen]:
     """Apply every intervention (in list order per site) for the duration of the context; yields a live
     {site: tokens seen} view. An empty list registers nothing, so logits stay bit-identical."""
-    states: dict[str, _SiteState] = {}
+    states: dict[Site, _SiteState] = {}
     handles: list[Any] = []
     try:
         for op in interventions:
             site = Site.parse(op.site)
             if isinstance(op, EditFeatures) and site.kind != "mlp_out":
                 raise LabError(f"EditFeatures works on an mlp_out site, got {site}")
-            states.setdefault(str(site), _SiteState(offset)).ops.append(op)
-        for name, st in states.items():
-            site = Site.parse(name)
+            states.setdefault(site, _SiteState(offset)).ops.append(op)
+        for site, st in states.items():
             mod = site.module(model)
             if any(isinstance(op, EditFeatures) for op in st.ops):
                 handles.append(mod.register_forward_pre_hook(_keep_input(st)))
@@ -199,7 +213,7 @@ def apply(model: Any, interventions: Sequence[Any], offset: int = 0) -> Iterator
                 handles.append(mod.register_forward_pre_hook(_pre_hook(st)))
             else:
                 handles.append(mod.register_forward_hook(_post_hook(st)))
-        yield Seen(states)
+        yield Seen({str(site): st for site, st in states.items()})
     finally:
         for hd in handles:
             hd.remove()

@@ -14,7 +14,7 @@ from lab.reporting.report import CONTROL_RATES
 from lab.reporting.tables import interval, print_table
 from training.ablation.tune_config import AblationConfig, TrialSpec
 
-RATES = ("tpr", "fpr", "introspection", *CONTROL_RATES, "forced_id")
+ABLATION_RATES = ("tpr", "fpr", "introspection", *CONTROL_RATES, "forced_id")
 
 
 class _NoRun:
@@ -38,7 +38,7 @@ def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
     )
 
 
-def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dict[str, Any]]:
+def collect_results(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dict[str, Any]]:
     """One record per expected trial: finished (with its metrics) or failed (with its error), in config order."""
     from training.ablation.trial import attempts
     from training.ablation.tune_config import spec_from_config
@@ -71,7 +71,7 @@ def collect(cfg: AblationConfig, trials: list[TrialSpec], grid: Any) -> list[dic
     return records
 
 
-_METRIC_KEYS = {m + s for m in RATES for s in ("", "_lo", "_hi")} | {
+_METRIC_KEYS = {m + s for m in ABLATION_RATES for s in ("", "_lo", "_hi")} | {
     "balanced_accuracy",
     "n_unparsed",
     "coherence",
@@ -80,7 +80,7 @@ _METRIC_KEYS = {m + s for m in RATES for s in ("", "_lo", "_hi")} | {
 }
 
 
-def pool(records: list[dict[str, Any]]) -> Any:
+def pool_seeds(records: list[dict[str, Any]]) -> Any:
     """Per variant (condition + grid point), seeds pooled: Wilson intervals of the summed counts."""
     import pandas as pd
 
@@ -97,7 +97,7 @@ def pool(records: list[dict[str, Any]]) -> Any:
             "failed": len(group) - len(ok),
             "status": "finished" if len(ok) == len(group) else ("partial" if ok else "failed"),
         }
-        for m in RATES:
+        for m in ABLATION_RATES:
             have = [r for r in ok if f"n_{m}" in r and f"k_{m}" in r]
             if not have and m not in ("tpr", "fpr", "introspection"):
                 continue
@@ -113,7 +113,9 @@ def pool(records: list[dict[str, Any]]) -> Any:
     return pd.DataFrame(rows)
 
 
-def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any, list[dict[str, Any]], list[Path]]:
+def report_ablation(
+    cfg: AblationConfig, records: list[dict[str, Any]]
+) -> tuple[Any, Any, list[dict[str, Any]], list[Path]]:
     """trials.csv (one row per trial), comparison.csv + comparison.png (per condition), failed_trials.json."""
     import pandas as pd
 
@@ -122,7 +124,7 @@ def report(cfg: AblationConfig, records: list[dict[str, Any]]) -> tuple[Any, Any
     rep = Path(cfg.output_dir) / "report"
     rep.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(records)
-    pooled = pool(records)
+    pooled = pool_seeds(records)
     failed = [
         {k: r[k] for k in ("trial", "condition", "seed", "attempts", "error")}
         for r in records

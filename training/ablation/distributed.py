@@ -21,6 +21,7 @@ from typing import Any
 
 from lab.config import from_dict, to_dict
 from lab.run.tracking import RunRef
+from training.ablation.fitting import fit_adapter
 from training.ablation.tune_config import AblationConfig, TrialResources, TrialSpec, trial_settings
 from training.lora.conditions import TrainHParams
 
@@ -106,7 +107,6 @@ def train_worker(loop: dict[str, Any]) -> None:
     import torch
 
     from lab.model.loading import load, threads
-    from training.ablation.trial import fit_adapter
 
     cfg = from_dict(AblationConfig, loop["job"])
     spec = TrialSpec(loop["label"], int(loop["seed"]), tuple(tuple(x) for x in loop["overrides"]))

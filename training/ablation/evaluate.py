@@ -78,14 +78,14 @@ def injection_config(
     model: ModelConfig, adapter_dir: str | Path | None, spec: EvalSpec, output_dir: str | Path, threads: int = 0
 ) -> InjectionConfig:
     """The concept-injection config of one adapter: in-process runner, tracking off (the caller logs)."""
-    from lab.run.parallel import RunnerConfig
+    from lab.run.parallel import FanOutConfig
     from lab.run.tracking import TrackingConfig
 
     out = Path(output_dir).resolve()
     m = dataclasses.replace(
         model, adapter=str(Path(adapter_dir).resolve()) if adapter_dir else None, device=spec.device or model.device
     )
-    runner = RunnerConfig(
+    runner = FanOutConfig(
         num_actors=0, cpus_per_actor=0, threads=threads, batch_size=spec.batch_size, shard_size=spec.shard_size
     )
     return InjectionConfig(

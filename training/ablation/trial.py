@@ -27,6 +27,7 @@ from typing import Any
 
 from lab.config import flatten, to_dict
 from lab.run import store, tracking
+from training.ablation.fitting import CHECKPOINTS, fit_adapter
 from training.ablation.tune_config import AblationConfig, TrialSpec, trial_settings
 from training.lora.conditions import Condition, LoraSettings, TrainHParams
 
@@ -61,8 +62,7 @@ def trial_params(
     )
 
 
-RESULT = "result.json"
-CHECKPOINTS = "checkpoints"
+RESULT_FILE = "result.json"
 
 
 def _settings(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def _settings(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any]:
 def stored_result(cfg: AblationConfig, spec: TrialSpec) -> dict[str, Any] | None:
     """The finished trial's result, stored under <output_dir>/trials/<key>/ with its adapter and evaluation, if the
     same settings made it (condition, LoRA, hyper-parameters, seed, model, data, evaluation)."""
-    return store.load_result(Path(cfg.output_dir) / "trials" / spec.key / RESULT, _settings(cfg, spec))
+    return store.load_result(Path(cfg.output_dir) / "trials" / spec.key / RESULT_FILE, _settings(cfg, spec))
 
 
 def prepare_trial_dir(cfg: AblationConfig, spec: TrialSpec) -> Path:
@@ -177,7 +177,7 @@ def run_trial(
             "adapter_dir": str(adapter),
             "mlflow_run_id": run.run_id if run else "",
         }
-        store.save_result(tdir / RESULT, _settings(cfg, spec), result)
+        store.save_result(tdir / RESULT_FILE, _settings(cfg, spec), result)
         shutil.rmtree(tdir / CHECKPOINTS, ignore_errors=True)  # the trial is stored: nothing left to resume
         return result
     except BaseException as e:
@@ -206,24 +206,3 @@ def _train_local(
     res = fit_adapter(cfg, spec, (cond, lora, hp), lm, adapter, run, deepspeed=cfg.deepspeed)
     del lm
     return dict(res.metrics)
-
-
-def fit_adapter(
-    cfg: AblationConfig,
-    spec: TrialSpec,
-    settings: tuple[Condition, LoraSettings, TrainHParams],
-    lm: Any,
-    adapter: Path,
-    run: tracking.RunRef | None,
-    **train_kw: Any,
-) -> Any:
-    """Train a trial's adapter into `adapter` (in process or on one Ray Train worker), resumable from its
-    checkpoints beside it (`CHECKPOINTS`); the training loss is logged live to `run`."""
-    from training.lora.trainer import step_logger, train
-    from training.preference.data import load_rows
-
-    (cond, lora, hp), (train_ds, eval_ds) = settings, load_rows(cfg.data, lm.tokenizer.eos_token)
-    callbacks = [step_logger(run)] if run is not None else []
-    kw = {"model": lm, "lora": lora, "hparams": hp, "seed": spec.seed, "eval_data": eval_ds, "callbacks": callbacks}
-    checkpoints = {"checkpoint_dir": adapter.parent / CHECKPOINTS, "checkpoint_steps": cfg.resources.checkpoint_steps}
-    return train(cond, train_ds, output_dir=adapter, overwrite=True, **kw, **checkpoints, **train_kw)

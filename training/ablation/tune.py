@@ -1,4 +1,5 @@
-"""The DPO-component ablation as Ray Tune trials: the `tune.Tuner` over `search_space(cfg)`.
+"""The DPO-component ablation as Ray Tune trials: the grid over `search_space(cfg)` (built and run by
+`lab.run.parallel.tune_grid`, the one Tune builder).
 
 The pieces live by concern: the config and search space in `training.ablation.tune_config`, one trial (train, evaluate, MLflow
 child run, attempt counting) in `training.ablation.trial`, the multi-worker Ray Train + DeepSpeed path in
@@ -18,38 +19,31 @@ from training.ablation.trial import run_trial
 from training.ablation.tune_config import AblationConfig, search_space, spec_from_config
 
 
-def trainable(config: dict[str, Any], job: dict[str, Any], parent_run_id: str | None) -> None:
-    """The Tune function trainable: one (condition, seed[, grid point]) per trial; reports once, at the end."""
+def trial_trainable(config: dict[str, Any], job: dict[str, Any], parent_run_id: str | None) -> None:
+    """The Tune function trial_trainable: one (condition, seed[, grid point]) per trial; reports once, at the end."""
     from ray import tune
 
     cfg = from_dict(AblationConfig, job)
     tune.report(run_trial(cfg, spec_from_config(cfg, config), parent_run_id))
 
 
-def tuner(cfg: AblationConfig, parent_run_id: str | None, name: str | None = None) -> Any:
-    """A `tune.Tuner` over `search_space(cfg)` with per-trial resources, concurrency and retries from the config."""
-    from ray import tune
+def fit_trials(cfg: AblationConfig, parent_run_id: str | None, name: str | None = None) -> Any:
+    """Every trial of `search_space(cfg)` with per-trial resources, concurrency and retries from the config; the
+    `tune.ResultGrid`."""
+    from lab.run.parallel import tune_grid
 
     r = cfg.resources
-    res = {"cpu": r.cpus, "gpu": 0.0} if r.distributed else {"cpu": r.cpus, "gpu": r.gpus}
-    fn = tune.with_resources(tune.with_parameters(trainable, job=to_dict(cfg), parent_run_id=parent_run_id), res)
-
-    def trial_name(t: Any) -> str:
-        return spec_from_config(cfg, t.config).key
-
-    return tune.Tuner(
-        fn,
-        param_space=search_space(cfg),
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=r.max_concurrent_trials,
-            num_samples=1,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=name or f"ablations-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(Path(cfg.output_dir) / "tune"),
-            failure_config=tune.FailureConfig(max_failures=r.max_failures),
-            verbose=1,
-        ),
+    return tune_grid(
+        trial_trainable,
+        search_space(cfg),
+        Path(cfg.output_dir) / "tune",
+        name or f"ablations-{time.strftime('%Y%m%d-%H%M%S')}",
+        resources={"cpu": r.cpus, "gpu": 0.0} if r.distributed else {"cpu": r.cpus, "gpu": r.gpus},
+        params={"job": to_dict(cfg), "parent_run_id": parent_run_id},
+        address=cfg.address,
+        num_cpus=cfg.ray_cpus,
+        max_concurrent=r.max_concurrent_trials,
+        max_failures=r.max_failures,
+        trial_name=lambda c: spec_from_config(cfg, c).key,
+        verbose=1,
     )

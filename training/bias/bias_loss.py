@@ -1,4 +1,4 @@
-"""One bias-training forward pass: the bias as an intervention op (`Bias`: h + v at every position of its site), the
+"""One bias-training forward pass: the bias as `interventions.Bias` ops (h + v at every position of its site), the
 tokenised examples (`encode`: the standard dialogue with the target answer, answer-only labels, the injection start,
 layer and raw strength), and `batch_loss`, the answer-only cross-entropy of a batch under its injections and the
 bias, optionally running the prompt prefix every row shares once (training/bias/bias_vector.py trains with it).
@@ -12,24 +12,14 @@ from typing import Any
 
 import torch
 
-from analysis.steering_vector import Example, answer_loss, answer_row, collate, scored_positions
 from lab.generate.decode import common_prefix
 from lab.steer import interventions as iv
+from lab.steer.injection import Injection, Strength
+from training.bias.examples import Example, answer_loss, answer_row, collate, scored_positions
 
 
-@dataclass(frozen=True, eq=False)
-class Bias:
-    """h + v at every position and row of `site` (broadcast over the batch; differentiable in `vector`)."""
-
-    site: str
-    vector: torch.Tensor  # [d]
-
-    def edit(self, h: torch.Tensor, pos: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
-        return h + self.vector.to(h.device, h.dtype)
-
-
-def bias_edits(bias: dict[str, torch.Tensor]) -> list[Bias]:
-    return [Bias(site, v) for site, v in bias.items()]
+def bias_edits(bias: dict[str, torch.Tensor]) -> list[iv.Bias]:
+    return [iv.Bias(site, v) for site, v in bias.items()]
 
 
 @dataclass(frozen=True)
@@ -59,7 +49,7 @@ def encode(lm: Any, examples: Sequence[Example], vectors: dict[tuple[str, int], 
         if ex.injected:
             cv = vectors[(ex.concept, ex.layer)]
             vec = cv.vector
-            raw = ex.strength if mode == "raw" else ex.strength * cv.resid_norm / max(cv.norm, 1e-12)
+            raw = Strength(ex.strength, mode).raw(cv.norm, cv.resid_norm)  # type: ignore[arg-type]
         out.append(Encoded(row, labels, start, ex.layer, raw, vec))
     return out
 
@@ -75,16 +65,10 @@ def batch_loss(
     ids, mask, labels = collate([(e.ids, e.labels) for e in batch], pad_id)
     dev = next(model.parameters()).device
     d = next(v for v in bias.values()).shape[-1]
-    ops: list[Any] = []
-    for layer in sorted({e.layer for e in batch if e.vector is not None}):
-        on = [e.vector is not None and e.layer == layer for e in batch]
-        vecs = torch.stack([e.vector if o else torch.zeros(d) for e, o in zip(batch, on)])  # type: ignore[misc]
-        ops.append(
-            iv.Add(
-                f"resid_post.{layer}", vecs, [e.raw if o else 0.0 for e, o in zip(batch, on)], [e.start for e in batch]
-            )
-        )
-    ops += bias_edits(bias)
+    steer = Injection.per_layer(
+        [e.layer for e in batch], [e.vector for e in batch], [e.raw for e in batch], [e.start for e in batch], d
+    )
+    ops: list[Any] = [inj.op() for inj in steer] + bias_edits(bias)
     pos = scored_positions(labels)
     p = min(common_prefix([e.ids for e in batch]), min(e.start for e in batch)) if share_prefix else 0
     ids, mask, labels, pos = ids.to(dev), mask.to(dev), labels.to(dev), pos.to(dev)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from lab.steer import interventions as iv
+from lab.steer.injection import Injection
 
 USER_1 = (
     "I am an interpretability researcher studying transformer-based language models like you. I have access to the "
@@ -73,8 +74,9 @@ def paper_eval(lm: Any, inj: Any, edits: Sequence[Any], out_dir: str | Path, set
     from lab.experiments.concept_injection import grade, model_key, plan, vector_cache_dir
     from lab.generate.runner import VectorBank
     from lab.judges import make_judge
+    from lab.protocol.words import select_concepts
     from lab.run import store
-    from lab.steer.concepts import concept_vectors, select_concepts
+    from lab.steer.concepts import concept_vectors
 
     p = plan(inj)
     sw = inj.sweep
@@ -100,20 +102,13 @@ def paper_eval(lm: Any, inj: Any, edits: Sequence[Any], out_dir: str | Path, set
         texts = [lm.chat([*msgs, {"role": "user", "content": TRIAL.format(n=t.trial_number)}]) for t in chunk]
         ids = [lm.tokenizer(x, add_special_tokens=False)["input_ids"] for x in texts]
         st = [bank.strengths(t) for t in chunk]
-        vecs = torch.stack([bank.vector(t) if s[0] > 0 else torch.zeros(lm.spec.d_model) for t, s in zip(chunk, st)])
+        vecs = [bank.vector(t) if s[0] > 0 else None for t, s in zip(chunk, st)]
 
-        def ops(pad: list[int], chunk: list[Any] = chunk, st: list[Any] = st, vecs: torch.Tensor = vecs) -> list[Any]:
-            steer = [
-                iv.Add(
-                    f"resid_post.{layer}",
-                    vecs,
-                    [s[0] if t.layer == layer else 0.0 for t, s in zip(chunk, st)],
-                    pad,
-                    [q + steer_end for q in pad],
-                )
-                for layer in sorted({t.layer for t in chunk})
-            ]
-            return [*edits, *steer]
+        def ops(pad: list[int], chunk: list[Any] = chunk, st: list[Any] = st, vecs: list[Any] = vecs) -> list[Any]:
+            steer = Injection.per_layer(
+                [t.layer for t in chunk], vecs, [s[0] for s in st], pad, lm.spec.d_model, [q + steer_end for q in pad]
+            )
+            return [*edits, *(inj.op() for inj in steer)]
 
         resp = _generate(lm, ids, ops, sw.max_new_tokens, sw.temperature, b + sw.seed)
         rows += [

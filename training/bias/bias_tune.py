@@ -2,7 +2,7 @@
 "before") and one per bias layer × seed — each loading the model, training its bias (training/bias/bias_vector.py) and
 evaluating it with the concept-injection flow on the HELD-OUT concepts of the stored split.
 
-Evaluation of an arm: `lab.experiments.concept_injection.run_sweep(..., lm=lm, edits=[Add("mlp_out.L", bias, 1.0, 0)], edits_tag=<bias
+Evaluation of an arm: `lab.experiments.concept_injection.run_sweep(..., lm=lm, edits=[Bias("mlp_out.L", bias)], edits_tag=<bias
 fingerprint>)` — the sweep computes the held-out concept vectors from the UNEDITED model and applies the bias to
 every forward pass of every trial (shared prefix included); trial ids carry the fingerprint. Each arm still writes
 its own output dir. Trials hold held-out concept injections, no-injection controls and the sweep's `random` /
@@ -102,7 +102,7 @@ def arms(cfg: SteeringVectorConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def absolutize(cfg: SteeringVectorConfig) -> SteeringVectorConfig:
+def with_absolute_paths(cfg: SteeringVectorConfig) -> SteeringVectorConfig:
     """Absolute output dir and sqlite URI: Tune runs each trial in its own working directory."""
     from lab.run.tracking import resolve_uri
 
@@ -114,15 +114,15 @@ def absolutize(cfg: SteeringVectorConfig) -> SteeringVectorConfig:
     )
 
 
-def injection_config(cfg: SteeringVectorConfig, heldout: tuple[str, ...], out: Path) -> Any:
+def heldout_injection_config(cfg: SteeringVectorConfig, heldout: tuple[str, ...], out: Path) -> Any:
     from lab.experiments.concept_injection import InjectionConfig
-    from lab.run.parallel import RunnerConfig
+    from lab.run.parallel import FanOutConfig
 
     ev = cfg.evaluation
     return InjectionConfig(
         model=cfg.model,
         sweep=dataclasses.replace(ev.sweep, concepts=heldout),
-        runner=RunnerConfig(
+        runner=FanOutConfig(
             num_actors=0,
             cpus_per_actor=0,
             threads=cfg.resources.threads,
@@ -139,13 +139,13 @@ def injection_config(cfg: SteeringVectorConfig, heldout: tuple[str, ...], out: P
 def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train (unless baseline) and evaluate one arm; log its MLflow child run. Returns its rates."""
     from analysis.bias_guards import arm_rates
-    from analysis.steering_vector import stored_split
     from lab.config import flatten
     from lab.experiments.concept_injection import model_key, run_sweep, vector_cache_dir
     from lab.model.loading import load, threads
     from lab.run import store, tracking
-    from lab.steer.interventions import Add
+    from lab.steer.interventions import Bias
     from training.bias.bias_vector import fingerprint, save_bias, train_bias
+    from training.bias.examples import stored_split
 
     meta = arms(cfg)[arm]
     out = Path(cfg.output_dir) / "arms" / arm
@@ -155,7 +155,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     ckpt = _keep_checkpoint(cfg, arm, out)
     split = stored_split(cfg.bias.split_seed)
     heldout = split.heldout[: cfg.evaluation.n_heldout]
-    inj = injection_config(cfg, heldout, out)
+    inj = heldout_injection_config(cfg, heldout, out)
     t0 = time.time()
     threads(cfg.resources.threads)
     lm = load(cfg.model)
@@ -206,7 +206,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
                 "fingerprint": fingerprint(bias),
             }
         t_eval = time.time()
-        edits = [Add(site, v, 1.0, 0) for site, v in bias.items()]
+        edits = [Bias(site, v) for site, v in bias.items()]
         res = run_sweep(inj, progress=False, lm=lm, edits=edits, edits_tag=fingerprint(bias) if bias else "")
         ids = {t.trial_id for t in res["plan"].trials}
         df = store.read(inj.output_dir)
@@ -248,35 +248,32 @@ def stored_arm(cfg: SteeringVectorConfig, arm: str) -> dict[str, Any] | None:
     return store.load_result(Path(cfg.output_dir) / "arms" / arm / "result.json", _arm_settings(cfg, arm))
 
 
-def trainable(config: dict[str, Any], job: dict[str, Any], parent_run_id: str | None) -> None:
+def arm_trainable(config: dict[str, Any], job: dict[str, Any], parent_run_id: str | None) -> None:
     from ray import tune
 
     tune.report(run_arm(from_dict(SteeringVectorConfig, job), config["arm"], parent_run_id))
 
 
-def tuner(cfg: SteeringVectorConfig, parent_run_id: str | None) -> Any:
-    """A grid over the arms (baseline + bias layer × seed), `max_concurrent_trials` at a time."""
+def fit_arms(cfg: SteeringVectorConfig, parent_run_id: str | None) -> Any:
+    """A grid over the arms (baseline + bias layer × seed), `max_concurrent_trials` at a time; the ResultGrid."""
     from ray import tune
 
+    from lab.run.parallel import tune_grid
+
     r = cfg.resources
-    fn = tune.with_resources(
-        tune.with_parameters(trainable, job=to_dict(cfg), parent_run_id=parent_run_id), {"cpu": r.cpus}
-    )
-    return tune.Tuner(
-        fn,
-        param_space={"arm": tune.grid_search(list(arms(cfg)))},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=r.max_concurrent_trials,
-            num_samples=1,
-            trial_name_creator=lambda t: t.config["arm"],
-            trial_dirname_creator=lambda t: t.config["arm"],
-        ),
-        run_config=tune.RunConfig(
-            name=f"steering-vector-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(Path(cfg.output_dir) / "tune"),
-            failure_config=tune.FailureConfig(max_failures=r.max_failures),
-            verbose=1,
-        ),
+    return tune_grid(
+        arm_trainable,
+        {"arm": tune.grid_search(list(arms(cfg)))},
+        Path(cfg.output_dir) / "tune",
+        f"steering-vector-{time.strftime('%Y%m%d-%H%M%S')}",
+        resources={"cpu": r.cpus},
+        params={"job": to_dict(cfg), "parent_run_id": parent_run_id},
+        address=cfg.address,
+        num_cpus=cfg.ray_cpus,
+        max_concurrent=r.max_concurrent_trials,
+        max_failures=r.max_failures,
+        trial_name=lambda c: c["arm"],
+        verbose=1,
     )
 
 

@@ -1,5 +1,5 @@
 """Train a zero-initialised bias vector on a frozen model so that it reports injected concepts (PROTOCOL.md,
-"Trained bias vector"); the pure parts (split, band, targets, loss) are in analysis/steering_vector.py.
+"Trained bias vector"); the pure parts (split, band, targets, loss) are in training/bias/examples.py.
 
 The bias is a learnable [d_model] vector added at `mlp_out.L` (the MLP down-projection output of block L), at every
 layer (`all_layers`), or at `resid_post.L`; it is one `Bias` edit per site under `lab.steer.interventions.apply`, so its
@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import torch
 
-from analysis.steering_vector import PAPER_STRENGTHS, ConceptSplit, plan_examples, scaled_band
 from lab.errors import LabError
 from training.bias.bias_loss import Encoded, batch_loss, encode
+from training.bias.examples import PAPER_STRENGTHS, ConceptSplit, plan_examples, scaled_band
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Preference data: load, validate, convert, split, subset and swap prompt/chosen/rejected rows.
 
-Sources (read by `training.preference.data_io.read_source`): JSONL, Parquet, a HF `datasets` directory written by `save_to_disk`,
+Sources (read by `training.preference.data.read_source`): JSONL, Parquet, a HF `datasets` directory written by `save_to_disk`,
 the Hub's data/<split>-* layout, a `datasets.Dataset` or `DatasetDict`, or a list of dicts. Two formats, one per data
 set: *plain* (`prompt`, `chosen`, `rejected` are strings) and *conversational* (`prompt` is a list of
 `{role, content}` messages ending in a user turn; `chosen` / `rejected` are lists of assistant messages). Every row
@@ -10,12 +10,96 @@ carries a `domain` label (filled with `default_domain` where the column is missi
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from lab.errors import LabError
-from training.preference.data_io import read_source
+
+
+def read_source(source: Any, split: str | None) -> tuple[str, list[dict[str, Any]]]:
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(source, DatasetDict):
+        return "dataset", _pick_split(source, split, "dataset").to_list()
+    if isinstance(source, Dataset):
+        return "dataset", source.to_list()
+    if isinstance(source, (list, tuple)):
+        return "rows", [dict(r) if isinstance(r, Mapping) else r for r in source]
+    path = Path(source)
+    if path.is_dir() and not any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        files = _data_files(path, split)
+        if files:  # the Hub layout: data/<split>-00000-of-00001.parquet (or .jsonl)
+            return str(path), [row for f in files for row in read_source(str(f), None)[1]]
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as e:
+            raise LabError(f"{path} is not a dataset saved with save_to_disk: {str(e).splitlines()[0]}") from None
+        ds = _pick_split(ds, split, str(path)) if isinstance(ds, DatasetDict) else ds
+        return str(path), ds.to_list()
+    if not path.is_file():
+        raise LabError(f"preference data not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return str(path), pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise LabError(f"{path} is not a readable Parquet file: {str(e).splitlines()[0]}") from None
+    if path.suffix in (".jsonl", ".json"):
+        return str(path), _read_jsonl(path)
+    raise LabError(f"unsupported preference data file {path} (use .jsonl, .parquet or a save_to_disk directory)")
+
+
+def _data_files(path: Path, split: str | None) -> list[Path]:
+    """Parquet / JSONL files under `path` (sorted); with `split`, those whose name or a parent folder is that split."""
+    files = sorted(f for f in path.rglob("*") if f.suffix in (".parquet", ".jsonl") and f.is_file())
+    if split is not None:
+        files = [f for f in files if split in f.relative_to(path).parts[:-1] or f.name.startswith(split)]
+    return files
+
+
+def _pick_split(dd: Any, split: str | None, where: str) -> Any:
+    if split is None and len(dd) == 1:
+        return next(iter(dd.values()))
+    if split not in dd:
+        raise LabError(f"{where} holds splits {', '.join(dd)}: choose one with split=")
+    return dd[split]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise LabError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return p
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), p)
+    return p
+
 
 Format = Literal["auto", "conversational", "plain"]
 FIELDS = ("prompt", "chosen", "rejected")
@@ -198,30 +282,3 @@ def swap_pairs(ds: Any, prob: float, seed: int = 0) -> Any:
         }
 
     return ds.map(fn, with_indices=True, load_from_cache_file=False)
-
-
-def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
-    """(train rows, eval rows or None) of a `training.ablation.tune_config.DataSpec`, as `datasets.Dataset`s, deterministic
-    in the spec: the file at `data.path`, else `data.synthetic_pairs` seeded synthetic pairs; `layout: paper` runs
-    `training.preference.paper_data.load_paper_preferences` (needs the tokenizer's `eos_token`)."""
-    if data.layout == "paper":
-        from training.preference.paper_data import load_paper_preferences
-
-        names = {"include": "include_domains", "exclude": "exclude_domains", "seed": "split_seed"}
-        names |= {k: k for k in ("domain_column", "max_prompt_chars", "max_answer_chars", "eval_fraction")}
-        pd = load_paper_preferences(data.path, eos_token or "", **{k: getattr(data, v) for k, v in names.items()})
-        print(f"preference data {data.path}: {pd.summary()}", flush=True)
-        return pd.train, (pd.eval if len(pd.eval) else None)
-    if data.path:
-        source: Any = data.path
-    else:
-        from training.preference.synthetic import generate_pairs
-
-        source = generate_pairs(
-            data.synthetic_pairs, seed=data.synthetic_seed, domains=list(data.synthetic_domains) or None
-        )
-    ds = load_preferences(source, format=data.format)
-    if data.eval_fraction <= 0:
-        return ds, None
-    tr, ev = train_eval_split(ds, data.eval_fraction, data.split_seed)
-    return tr, (ev if len(ev) else None)

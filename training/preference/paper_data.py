@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import LabError
-from training.preference.data import split_indices, validate_rows
-from training.preference.data_io import read_source
+from training.preference.data import read_source, split_indices, validate_rows
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""The experiment's word lists (protocol data, versioned copies in lab/data): the 500 concepts (the first 50 the
+main test set) and the 99 baseline words, and the one way a config selects concepts from them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from lab.errors import LabError
+
+
+@dataclass(frozen=True)
+class WordList:
+    name: str
+    words: tuple[str, ...]
+    version: str  # sha256 prefix of the file's content
+
+
+@lru_cache(maxsize=8)
+def word_list(name: str = "concepts") -> WordList:
+    """`concepts` (500 words, the first 50 the main test set) or `baseline_words` (99), shipped in lab/data."""
+    files = {"concepts": "concepts.txt", "baseline": "baseline_words.txt", "baseline_words": "baseline_words.txt"}
+    if name not in files:
+        raise LabError(f"unknown word list '{name}' (known: concepts, baseline_words)")
+    text = resources.files("lab").joinpath(f"data/{files[name]}").read_text()
+    words = tuple(w.strip() for w in text.splitlines() if w.strip())
+    return WordList(name, words, hashlib.sha256(text.encode()).hexdigest()[:12])
+
+
+def select_concepts(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """'first:N', 'slice:A:B', 'all', or an explicit list; rejects empty and duplicate selections."""
+    if isinstance(spec, str):
+        allw = word_list("concepts").words
+        if spec == "all":
+            words: Sequence[str] = allw
+        elif m := re.fullmatch(r"first:(\d+)", spec):
+            words = allw[: int(m.group(1))]
+        elif m := re.fullmatch(r"slice:(\d+):(\d+)", spec):
+            words = allw[int(m.group(1)) : int(m.group(2))]
+        else:
+            words = [spec]
+    else:
+        words = list(spec)
+    words = [w.strip() for w in words]
+    if not words or any(not w for w in words):
+        raise LabError("concepts must name at least one non-empty word")
+    seen: set[str] = set()
+    for w in words:
+        if w.lower() in seen:
+            raise LabError(f"duplicate concept '{w}'")
+        seen.add(w.lower())
+    return tuple(words)

@@ -1,0 +1,92 @@
+"""lab.run.tracking's client-side runs (`RunRef`): what a Tune trial or a Ray Train rank-0 worker logs, read back."""
+
+from __future__ import annotations
+
+import math
+
+
+def test_run_ref_logs_params_steps_tags_artifacts_and_ends(tmp_path) -> None:
+    import mlflow
+
+    from lab.run import tracking
+
+    cfg = tracking.TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="refs")
+    with tracking.run(cfg, {"a": 1}, run_name="parent") as parent:
+        parent_id = parent.info.run_id
+    ref = tracking.start_run(cfg, "child", {"condition": "dpo"}, {"lora.r": 4, "targets": ("q", "v")}, parent_id)
+    for step, loss in ((1, 0.75), (2, 0.5)):
+        tracking.log_to_run(ref, {"loss": loss, "skipped": math.nan, "text": "x"}, step=step)
+    tracking.log_to_run(ref, {"tpr": 0.25, "L12_s0.2/tpr": 0.5})
+    tracking.tag_run(ref, {"attempt": 2})
+    (tmp_path / "training.json").write_text("{}")
+    tracking.log_artifacts_to_run(ref, tmp_path / "training.json", tmp_path / "missing.csv")
+    tracking.end_run(ref, "FINISHED")
+
+    client = mlflow.MlflowClient(ref.uri)
+    got = client.get_run(ref.run_id)
+    assert got.info.status == "FINISHED" and got.info.run_name == "child"
+    assert got.data.tags["mlflow.parentRunId"] == parent_id and got.data.tags["attempt"] == "2"
+    assert got.data.params == {"lora.r": "4", "targets": "q,v"}
+    assert got.data.metrics == {"loss": 0.5, "tpr": 0.25, "L12_s0.2/tpr": 0.5}
+    assert [(m.step, m.value) for m in client.get_metric_history(ref.run_id, "loss")] == [(1, 0.75), (2, 0.5)]
+    assert [a.path for a in client.list_artifacts(ref.run_id)] == ["training.json"]
+    assert got.info.experiment_id == client.get_run(parent_id).info.experiment_id
+
+
+def test_experiments_open_in_the_model_training_view(tmp_path) -> None:
+    """Created (or found without the tag) experiments carry mlflow.experimentKind = custom_model_development."""
+    import mlflow
+
+    from lab.run import tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow.MlflowClient(uri)
+    old = client.create_experiment("made-elsewhere")
+    cfg = tracking.TrackingConfig(uri=uri, experiment="lab-made")
+    new = tracking.ensure_experiment(cfg, uri)
+    again = tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="made-elsewhere"), uri)
+    assert again == old
+    for eid in (new, old):
+        assert client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_experiments_carry_the_rates_view(tmp_path, capsys) -> None:
+    """Every experiment the lab makes or finds gets the saved view `rates` (runs sorted by TPR, so child runs are
+    listed beside their parent; rate columns); `make ui` prints its link. tests/lab/run/test_mlflow_ui.py opens it."""
+    import json
+
+    import mlflow
+
+    from lab.run import mlflow_view, tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow.MlflowClient(uri)
+    old = client.create_experiment("made-elsewhere")
+    new = tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="lab-made"), uri)
+    tracking.ensure_experiment(tracking.TrackingConfig(uri=uri, experiment="made-elsewhere"), uri)
+    for eid in (new, old):
+        envelope = json.loads(client.get_experiment(eid).tags["mlflow.sharedViewState.rates"])
+        assert envelope["name"] == "rates" and isinstance(envelope["createdAt"], int)
+        assert json.loads(envelope["state"]) == {
+            "searchFilter": "",
+            "orderByKey": "metrics.`tpr`",
+            "orderByAsc": False,
+            "selectedColumns": [
+                "metrics.`tpr`",
+                "metrics.`fpr`",
+                "metrics.`introspection`",
+                "metrics.`random_rate`",
+                "metrics.`norm_matched_rate`",
+                "metrics.`n_tpr`",
+                "tags.`condition`",
+                "tags.`seed`",
+            ],
+        }
+    client.delete_experiment(client.create_experiment("not-the-lab's"))
+    assert mlflow_view.main(["--db", str(tmp_path / "m.db"), "--port", "5123"]) == 0
+    view = "runs?workflowType=machine_learning&viewStateShareKey=rates"
+    assert capsys.readouterr().out.splitlines() == [
+        f"  made-elsewhere: http://127.0.0.1:5123/#/experiments/{old}/{view}",
+        f"  lab-made: http://127.0.0.1:5123/#/experiments/{new}/{view}",
+    ]
+    assert mlflow_view.experiments_with_view(tmp_path / "missing.db") == []
