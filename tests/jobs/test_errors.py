@@ -14,7 +14,7 @@ from lab.experiments.concept_injection import InjectionConfig
 CASES = [
     (["--set", "model.name=no-such-model"], "unknown model 'no-such-model'"),
     (["--set", "sweep.layers=[10,30]"], "layer 30 is out of range for smollm2-135m (0..29)"),
-    (["--set", "sweep.strengths=[.nan]"], "strength must be a finite number >= 0, got nan"),
+    (["--set", "sweep.strengths=[.nan]"], "'sweep.strengths[0]' must be a number, got nan"),
     (["--set", "sweep.strengths=[-1]"], "strength must be a finite number >= 0, got -1.0"),
     (["--set", "sweep.strengths=[5]"], "relative strengths are ‖s·v‖/‖resid‖ and must be <= 2"),
     (["--set", "sweep.concepts=[]"], "concepts must name at least one non-empty word"),
