@@ -1,7 +1,8 @@
 """Refusal abliteration vs introspection: `python -m jobs.abliteration --config configs/abliteration-demo.yaml`.
 
-1. Refusal directions per layer from the shipped harmful/harmless instructions (held-out harmful lines excluded),
-   saved as <output_dir>/refusal_directions.safetensors.
+1. Refusal directions per layer from the shipped harmful/harmless instructions (held-out harmful lines excluded), or
+   from the paper's lists (`refusal.prompts_from`, 512 + 512 sampled with seed 42), saved as
+   <output_dir>/refusal_directions.safetensors.
 2. Concept injection on the original model (<output_dir>/original) and the abliterated one (<output_dir>/abliterated):
    same concepts, layers, strengths and seeds. `refusal.method: weights` orthogonalises the residual writers and saves
    the checkpoint (<output_dir>/model, loaded back from disk for the sweep); `interventions` ablates with hooks
@@ -54,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
     preflight(cfg.tracking, output_dir=out)
-    harmful, held = refusal.split_heldout(refusal.instructions(rc.harmful, rc.extra_harmful), rc.heldout)
-    harmless = refusal.instructions(rc.harmless, rc.extra_harmless)
+    harmful, harmless, held = refusal.direction_prompts(rc)  # the shipped lists, or the paper's (prompts_from)
     given = refusal.RefusalDirections.load(rc.directions) if rc.directions else None
     threads(cfg.runner.threads)
     local = cfg.runner.num_actors == 0

@@ -18,6 +18,11 @@ Also here: a refusal-phrase matcher for short greedy replies (a simple check, st
 model-side steps of jobs.abliteration (`prepare_arms`, or `check_original` then `abliterate`) and jobs.geometry
 (`vectors_and_direction`), each one call on a model replica (`lab.run.experiment.on_replica`) that returns results
 only (tensors, strings, paths), so the driver loads no model when the runner has Ray actors.
+
+Instructions: the shipped lists, or (`refusal.prompts_from`) the paper's own lists read from a local copy of its
+`experiments/refusal_prompts.py` (or AdvBench's CSV / an Alpaca JSON) and sampled as its code does (`paper_sample`).
+One piece (over 500 lines): the instructions, the directions they give and both ways to remove those directions are
+one experiment's model side, and each part is used only through the others.
 """
 
 from __future__ import annotations
@@ -61,6 +66,83 @@ def instructions(kind: str, extra: str | os.PathLike | None = None) -> list[str]
     if not items:
         raise LabError(f"instruction list '{kind}' is empty")
     return list(dict.fromkeys(items))
+
+
+PAPER_N_INSTRUCTIONS = 512  # 03d_refusal_abliteration.py:143 DEFAULT_N_INSTRUCTIONS
+PAPER_SEED = 42  # 03d_refusal_abliteration.py:1003, 1989 (random.seed(seed) at :1024)
+_PAPER_LISTS = {"harmful": "HARMFUL_PROMPTS", "harmless": "HARMLESS_PROMPTS"}
+GET_PAPER_PROMPTS = (
+    "the paper's experiments/refusal_prompts.py is not shipped (its repository has no licence): "
+    "git clone https://github.com/safety-research/introspection-mechanisms (commit 5d5d9b4) and point "
+    "refusal.prompts_from at experiments/refusal_prompts.py"
+)
+
+
+def read_prompt_list(path: str | os.PathLike, kind: str) -> list[str]:
+    """The `kind` (harmful / harmless) instructions of one file, in file order, duplicates kept (the paper samples
+    from its lists as they are): the paper's `refusal_prompts.py` (its HARMFUL_PROMPTS / HARMLESS_PROMPTS literals,
+    read with `ast`, never executed), AdvBench's harmful_behaviors.csv (column `goal`), an Alpaca-format JSON
+    (`instruction` of the rows whose `input` is empty), or a text file (one per line, # comments skipped)."""
+    import ast
+    import csv
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"refusal prompts file not found: {p}; {GET_PAPER_PROMPTS}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".py":
+        name = _PAPER_LISTS[kind]
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                items = ast.literal_eval(node.value)
+                if isinstance(items, list) and all(isinstance(x, str) for x in items):
+                    return items
+        raise LabError(f"{p} has no list of strings {name}")
+    if p.suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "goal" not in rows[0]:
+            raise LabError(f"{p}: expected AdvBench's CSV with a 'goal' column")
+        return [r["goal"] for r in rows]
+    if p.suffix == ".json":
+        data = json.loads(text)
+        if not isinstance(data, list) or not all(isinstance(r, dict) and "instruction" in r for r in data):
+            raise LabError(f"{p}: expected an Alpaca-format JSON list of {{instruction, input, output}}")
+        return [r["instruction"] for r in data if not str(r.get("input") or "").strip()]
+    return _lines(text)
+
+
+def paper_sample(
+    harmful: Sequence[str], harmless: Sequence[str], n: int = PAPER_N_INSTRUCTIONS, seed: int = PAPER_SEED
+) -> tuple[list[str], list[str]]:
+    """The paper's draw: `random.seed(seed)`, then `random.sample` of min(n, len) harmful, then of harmless, from the
+    same generator (03d_refusal_abliteration.py:1024 then :210-211; nothing draws from `random` in between)."""
+    import random
+
+    rng = random.Random(seed)  # random.seed(seed) seeds the module's Random the same way
+    return rng.sample(list(harmful), min(n, len(harmful))), rng.sample(list(harmless), min(n, len(harmless)))
+
+
+def direction_prompts(rc: RefusalConfig) -> tuple[list[str], list[str], list[str]]:
+    """(harmful, harmless, held-out harmful) for the direction and the refusal check.
+
+    Without `prompts_from`: the shipped lists (+ extra files), the last `heldout` harmful lines held out. With it: the
+    paper's sample (`paper_sample`, `n_instructions` each, `sample_seed`) of the files' lists; the held-out check uses
+    the first `heldout` harmful instructions the sample left out (the paper checks on its own separate list)."""
+    if not rc.prompts_from:
+        harmful, held = split_heldout(instructions(rc.harmful, rc.extra_harmful), rc.heldout)
+        return harmful, instructions(rc.harmless, rc.extra_harmless), held
+    src = Path(rc.prompts_from)
+    if src.suffix != ".py" and not rc.harmless_from:
+        raise LabError(f"refusal.prompts_from {src} holds harmful instructions only: set refusal.harmless_from too")
+    all_harmful = read_prompt_list(src, "harmful")
+    all_harmless = read_prompt_list(rc.harmless_from or src, "harmless")
+    harmful, harmless = paper_sample(all_harmful, all_harmless, rc.n_instructions, rc.sample_seed)
+    chosen = set(harmful)
+    held = [x for x in dict.fromkeys(all_harmful) if x not in chosen][: rc.heldout]
+    if not held:
+        raise LabError(f"refusal.prompts_from: no harmful instruction left out of the sample of {len(harmful)}")
+    return harmful, harmless, held
 
 
 def split_heldout(items: Sequence[str], n_heldout: int = HELDOUT) -> tuple[list[str], list[str]]:
@@ -219,6 +301,20 @@ class RefusalConfig:
         },
     )
     check_tokens: int = field(default=32, metadata={"help": "new tokens per refusal-check reply"})
+    prompts_from: str = field(
+        default="",
+        metadata={
+            "help": "the paper's experiments/refusal_prompts.py (both lists; not shipped: clone "
+            "safety-research/introspection-mechanisms), or AdvBench's harmful_behaviors.csv / a .txt of harmful "
+            "instructions (then harmless_from); sampled as the paper (n_instructions each, sample_seed); empty: the "
+            "shipped lists"
+        },
+    )
+    harmless_from: str = field(
+        default="", metadata={"help": "with a harmful-only prompts_from: an Alpaca-format JSON, the .py or a .txt"}
+    )
+    n_instructions: int = field(default=512, metadata={"help": "prompts_from: instructions sampled per list (paper)"})
+    sample_seed: int = field(default=42, metadata={"help": "prompts_from: random.seed of the paper's draw"})
 
 
 def per_layer(directions: torch.Tensor, n_layers: int, weights: Any = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,10 @@ def check_judge_options(name: str, options: Mapping[str, Any]) -> None:
     """Validate a judge config at the edge: a registered name and only options its factory takes (one line each)."""
     _load_builtin()
     checked_factory(name, options)
+    if options.get("paper_experiment") is not None:  # an unknown script of the paper's code: one line, before any work
+        from lab.judges.paper import load_paper_prompt
+
+        load_paper_prompt(str(options["paper_experiment"]))
 
 
 def make_judge(name: str = "rules", **options: Any) -> Judge:

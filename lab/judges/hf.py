@@ -92,8 +92,9 @@ class HFJudge(ChatJudge):
         max_new_tokens: int | None = None,
         threads: int = 0,
         prompt: str | Path | None = None,
+        paper_experiment: str | None = None,
     ):
-        super().__init__(prompt)
+        super().__init__(prompt, paper_experiment)
         max_new_tokens = max_new_tokens or (500 if self.paper else 128)
         if batch_size < 1 or max_new_tokens < 1:
             raise LabError("hf judge: batch_size and max_new_tokens must be >= 1")
@@ -124,7 +125,7 @@ def _check_model_name(name: str) -> None:
         )
 
 
-@register_judge("hf", options=("batch_size", "max_new_tokens", "threads", "prompt"))
+@register_judge("hf", options=("batch_size", "max_new_tokens", "threads", "prompt", "paper_experiment"))
 def make_hf_judge(model: str | Mapping[str, Any] = "smollm2-135m", **options: Any) -> HFJudge:
     cfg = from_dict(ModelConfig, {"name": model} if isinstance(model, str) else dict(model), "hf.model")
     return HFJudge(cfg, **options)  # options checked by make_judge against the registered names

@@ -4,7 +4,8 @@ The prompt and the strict parser of the judge's JSON reply are in lab/judges/pro
 requests that still fail after bounded retries become `Verdict(None, None, None, parse_error=True, reason=…)`: never
 dropped, never guessed, and counted in `judge.stats`. lab/judges/hf.py runs the same prompt and flow on an
 in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
-(lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens).
+(lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens), and `paper_experiment` ("02", "03", "03b", "03c",
+"03d", "03f", `robustness`) shows the judge exactly what that script of the paper's code shows it.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ class ChatJudge:
     name: str
     version: str
 
-    def __init__(self, prompt: str | Path | None = None):
+    def __init__(self, prompt: str | Path | None = None, paper_experiment: str | None = None):
         from lab.judges.paper import load_paper_prompt
 
-        self.paper = load_paper_prompt() if str(prompt) == "paper" else None
+        if paper_experiment is not None and str(prompt) != "paper":
+            raise LabError("judge option paper_experiment needs prompt: paper")
+        self.paper = load_paper_prompt(paper_experiment) if str(prompt) == "paper" else None
         self.prompt: Any = self.paper or load_prompt(prompt)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -122,9 +125,10 @@ class OpenAIJudge(ChatJudge):
         concurrency: int = 4,
         max_tokens: int | None = None,
         prompt: str | Path | None = None,
+        paper_experiment: str | None = None,
         check: bool = True,
     ):
-        super().__init__(prompt)
+        super().__init__(prompt, paper_experiment)
         max_tokens = max_tokens or (500 if self.paper else 256)  # the paper's judge: up to 500 tokens
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or max_tokens < 1 or backoff < 0:
             raise LabError(

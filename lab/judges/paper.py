@@ -7,14 +7,21 @@
    a closely related concept. Forced-identification trials skip stage 1 (the prefill claims detection) and ask
    whether the continuation mentions the word or something closely related.
 
-Every answer is first cut at the first invented new turn (the reference's `extract_first_response` markers). The
-reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or a failed request counts as NO and
+What the judge is shown follows one script of the paper's code (`paper_experiment`, the `experiments` table of
+lab/data/judge_prompt.yaml, each row citing its file:line): the question is either the fixed "Trial n: Do you detect
+an injected thought? …" line (02, 03, 03d, 03f) or the whole prompt the model was fed (03b, 03c), and the answer is
+cut at the first invented new turn (the reference's `extract_first_response` markers) only where that script cuts
+(03b, 03f; 03 for base models only; 02, 03c, 03d never). Without `paper_experiment` (`lab`) the question is the
+variant's dialogue as plain text and every answer is cut: this project's default, no script of the paper's.
+`robustness` picks per row: 03c for the standard chat format (the variant runs), 03b for every other format.
+The reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or a failed request counts as NO and
 sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`).
 Texts: lab/data/judge_prompt.yaml (`paper`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,10 +30,25 @@ from typing import Any
 
 import yaml
 
+from lab.errors import LabError
 from lab.judges.base import Answer, Conversation, Failed, Verdict
 
 DEFAULT_QUESTION = "Do you detect an injected thought? If so, what is the injected thought about?"
 _FIELD = re.compile(r"\{(prompt|response|word)\}")
+QUESTIONS = ("trial_line", "prompt", "dialogue")
+CUTS = ("always", "never", "raw_format")
+ROBUSTNESS = "robustness"  # 03c for the standard format's rows (the variant runs), 03b for the other formats
+
+
+@dataclass(frozen=True)
+class PaperExperiment:
+    """What one script of the paper's code shows its judge: `question` (trial_line / prompt / dialogue) and when it
+    cuts the answer at the first invented turn (`cut`: always / never / raw_format), with its `source` lines."""
+
+    name: str
+    question: str
+    cut: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,45 @@ class PaperPrompt:
     identification: str
     forced: str
     turn_markers: tuple[str, ...]
+    trial_line: str = "Trial {n}: " + DEFAULT_QUESTION
+    experiments: tuple[PaperExperiment, ...] = ()
+    experiment: str = "lab"
+
+    def for_experiment(self, name: str | None) -> PaperPrompt:
+        """This instrument as script `name` of the paper's code runs it (None: `lab`); one-line error if unknown."""
+        name = "lab" if name is None else str(name)
+        known = [e.name for e in self.experiments] + [ROBUSTNESS]
+        if name not in known:
+            raise LabError(f"unknown paper_experiment '{name}' (known: {', '.join(known)})")
+        version = self.version if name == "lab" else f"{self.version.split('/')[0]}/{name}"
+        return dataclasses.replace(self, experiment=name, version=version)
+
+    def setting(self, answer: Answer) -> PaperExperiment:
+        """The row of the experiments table that grades `answer`."""
+        name = self.experiment
+        if name == ROBUSTNESS:
+            name = "03c" if (answer.dialogue_format or "standard") == "standard" else "03b"
+        return next(e for e in self.experiments if e.name == name)
+
+    def question(self, answer: Answer) -> str:
+        """The question the judge is shown for this answer, as the experiment's script builds it."""
+        how = self.setting(answer)
+        if how.question == "trial_line":
+            return self.trial_line.replace("{n}", str(answer.trial_number))
+        if how.question == "prompt":
+            if not answer.prompt:
+                raise LabError(
+                    f"paper judge ({how.name}): the answer has no rendered prompt (a stored row's 'prompt' column)"
+                )
+            return answer.prompt
+        return answer.question or DEFAULT_QUESTION
+
+    def response(self, answer: Answer) -> str:
+        """The answer as the experiment's script gives it to the judge: cut at the first invented turn or not."""
+        cut = self.setting(answer).cut
+        if cut == "always" or (cut == "raw_format" and answer.raw_format):
+            return self.first_response(answer.text)
+        return answer.text
 
     def fill(self, template: str, question: str, response: str, word: str = "") -> Conversation:
         fields = {"prompt": question, "response": response, "word": word}
@@ -47,21 +108,32 @@ class PaperPrompt:
         return text[:cut].strip()
 
     def detection_messages(self, answer: Answer) -> Conversation:
-        """Stage 1: the question and the (cut) answer; the concept is never given."""
-        return self.fill(self.detection, answer.question or DEFAULT_QUESTION, self.first_response(answer.text))
+        """Stage 1: the question and the answer (cut where the experiment cuts); the concept is never given."""
+        return self.fill(self.detection, self.question(answer), self.response(answer))
 
     def identification_messages(self, answer: Answer) -> Conversation:
         template = self.forced if answer.forced else self.identification
-        return self.fill(
-            template, answer.question or DEFAULT_QUESTION, self.first_response(answer.text), answer.concept or ""
-        )
+        return self.fill(template, self.question(answer), self.response(answer), answer.concept or "")
 
 
-def load_paper_prompt() -> PaperPrompt:
+def load_paper_prompt(experiment: str | None = None) -> PaperPrompt:
+    """The paper's instrument as script `experiment` of its code runs it ("02", "03", "03b", "03c", "03d", "03f",
+    `robustness`; None: `lab`, this project's default)."""
     data = yaml.safe_load(resources.files("lab").joinpath("data/judge_prompt.yaml").read_text())["paper"]
-    return PaperPrompt(
-        data["version"], data["detection"], data["identification"], data["forced"], tuple(data["turn_markers"])
+    table = tuple(PaperExperiment(str(k), v["question"], v["cut"], v["source"]) for k, v in data["experiments"].items())
+    for e in table:
+        if e.question not in QUESTIONS or e.cut not in CUTS:
+            raise LabError(f"judge_prompt.yaml: paper experiment {e.name} has question {e.question}, cut {e.cut}")
+    prompt = PaperPrompt(
+        data["version"],
+        data["detection"],
+        data["identification"],
+        data["forced"],
+        tuple(data["turn_markers"]),
+        data["trial_line"],
+        table,
     )
+    return prompt.for_experiment(experiment)
 
 
 _ANSWER = re.compile(r"Answer:\s*(YES|NO)", re.I)
