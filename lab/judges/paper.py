@@ -13,7 +13,8 @@ an injected thought? …" line (02, 03, 03d, 03f) or the whole prompt the model 
 cut at the first invented new turn (the reference's `extract_first_response` markers) only where that script cuts
 (03b, 03f; 03 for base models only; 02, 03c, 03d never). Without `paper_experiment` (`lab`) the question is the
 variant's dialogue as plain text and every answer is cut: this project's default, no script of the paper's.
-`robustness` picks per row: 03c for the standard chat format (the variant runs), 03b for every other format.
+`robustness` picks per row by the script that builds its dialogue format: 03c for `standard_03c` (the variant runs of
+a paper preset), 03b for every other format.
 The reply is parsed as the reference does (`parse_yes_no`); an unparseable reply or a failed request counts as NO and
 sets `parse_error` (counted in `judge.stats["parse_errors"]` / `["request_failures"]`).
 Texts: lab/data/judge_prompt.yaml (`paper`).
@@ -37,7 +38,7 @@ DEFAULT_QUESTION = "Do you detect an injected thought? If so, what is the inject
 _FIELD = re.compile(r"\{(prompt|response|word)\}")
 QUESTIONS = ("trial_line", "prompt", "dialogue")
 CUTS = ("always", "never", "raw_format")
-ROBUSTNESS = "robustness"  # 03c for the standard format's rows (the variant runs), 03b for the other formats
+ROBUSTNESS = "robustness"  # per row: 03c for a format 03c builds (standard_03c), 03b for the others
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,11 @@ class PaperPrompt:
     def setting(self, answer: Answer) -> PaperExperiment:
         """The row of the experiments table that grades `answer`."""
         name = self.experiment
-        if name == ROBUSTNESS:
-            name = "03c" if (answer.dialogue_format or "standard") == "standard" else "03b"
+        if name == ROBUSTNESS:  # the script that builds the row's dialogue format
+            from lab.protocol.prompts import formats
+
+            fmt = formats().get(answer.dialogue_format or "standard")
+            name = "03c" if fmt is not None and fmt.paper_script == "03c" else "03b"
         return next(e for e in self.experiments if e.name == name)
 
     def question(self, answer: Answer) -> str:

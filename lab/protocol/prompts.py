@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -47,6 +48,14 @@ class DialogueFormat:
     system: bool = False  # chat: an empty system turn first where the model's template has a system role
     preamble_edits: tuple[tuple[str, str], ...] = ()
     reference: str = ""
+    script: str = ""  # the paper's script that builds it ("03c"); "" with a reference: 03b_persona_variants.py
+    inject: str = "before_marker"  # or paper_03c: 03c's start (`paper_03c_start`)
+    batch_trials: int = 0  # paper_03c: the trial numbers 03c steers in one batch (1..batch_trials)
+
+    @property
+    def paper_script(self) -> str:
+        """The script of the paper's code this format comes from: 03b, 03c, or "" (the lab's own)."""
+        return self.script or ("03b" if self.reference else "")
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,8 @@ def paper_variants() -> list[str]:
 
 
 def paper_formats() -> list[str]:
-    return [k for k, f in formats().items() if f.reference]
+    """The six formats 03b ran (standard first); `standard_03c` (03c's own rendering) is selected by name only."""
+    return [k for k, f in formats().items() if f.paper_script == "03b"]
 
 
 def prefill_text() -> str:
@@ -208,11 +218,37 @@ def _turn_header(lm: Any, turns_: list[dict[str, str]], role: str) -> str:
 
 
 def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
-    """Token ids of the prompt and the index of the token just before the one holding the trial marker."""
+    """Token ids of the prompt and the index of the token just before the one holding the trial marker (a format
+    with `inject: paper_03c`: `paper_03c_start`)."""
     enc = tokenizer(prompt.text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    fmt = formats().get(prompt.format)
+    if fmt is not None and fmt.inject == "paper_03c":
+        return list(ids), paper_03c_start(tokenizer, prompt, fmt.batch_trials)
     first = next((i for i, (s, e) in enumerate(offsets) if e > prompt.marker_char), len(ids) - 1)
     return list(ids), max(first - 1, 0)
+
+
+def paper_03c_start(tokenizer: Any, prompt: Prompt, batch_trials: int) -> int:
+    """Where 03c_prompt_variants.py starts steering this prompt, in the prompt's own tokens.
+
+    03c:597-602: s = len(tokenizer(text before "Trial n")) − 1, tokenized WITH the tokenizer's special tokens (on
+    Gemma the templated text already starts with <bos>, so a second one is added and s is the "Trial" token itself);
+    src/model_utils.py:1049-1064: the prompts of one batch (the concept's injected trials 1..`batch_trials`) are
+    left-padded to the longest and steered from padded position s, the shift for padding never running (its
+    `steering_pos_tensor` is never defined): a row with k pads is steered from k tokens earlier in its own text."""
+    s = len(tokenizer(prompt.text[: prompt.marker_char])["input_ids"]) - 1
+    marker = re.match(r"Trial (\d+)", prompt.text[prompt.marker_char :])
+    n = int(marker.group(1)) if marker else 0
+    if not 1 <= n <= batch_trials:  # not in a steered batch (03c's controls are trials batch_trials+1 ...)
+        return max(s, 0)
+    head, tail = prompt.text[: prompt.marker_char], prompt.text[prompt.marker_char + len(f"Trial {n}") :]
+
+    def length(m: int) -> int:
+        return len(tokenizer(f"{head}Trial {m}{tail}", add_special_tokens=False)["input_ids"])
+
+    pads = max(length(m) for m in range(1, batch_trials + 1)) - length(n)
+    return max(s - pads, 0)
 
 
 def tokenizer_model(name: str, cache_dir: str | None = None) -> Any:

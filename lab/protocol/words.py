@@ -1,5 +1,6 @@
 """The experiment's word lists (protocol data, versioned copies in lab/data): the 500 concepts (the first 50 the
-main test set) and the 99 baseline words, and the one way a config selects concepts from them."""
+main test set) and the 99 baseline words (`baseline_words_paper`: the paper's 100 entries, one word twice, so its
+mean weights that word twice), and the one way a config selects concepts from them."""
 
 from __future__ import annotations
 
@@ -22,12 +23,18 @@ class WordList:
 
 @lru_cache(maxsize=8)
 def word_list(name: str = "concepts") -> WordList:
-    """`concepts` (500 words, the first 50 the main test set) or `baseline_words` (99), shipped in lab/data."""
-    files = {"concepts": "concepts.txt", "baseline": "baseline_words.txt", "baseline_words": "baseline_words.txt"}
+    """`concepts` (500 words, the first 50 the main test set), `baseline_words` (99) or `baseline_words_paper` (the
+    paper's 100 entries, repeat kept), shipped in lab/data; `#` lines are the file's source notes."""
+    files = {
+        "concepts": "concepts.txt",
+        "baseline": "baseline_words.txt",
+        "baseline_words": "baseline_words.txt",
+        "baseline_words_paper": "baseline_words_paper.txt",
+    }
     if name not in files:
-        raise LabError(f"unknown word list '{name}' (known: concepts, baseline_words)")
+        raise LabError(f"unknown word list '{name}' (known: concepts, baseline_words, baseline_words_paper)")
     text = resources.files("lab").joinpath(f"data/{files[name]}").read_text()
-    words = tuple(w.strip() for w in text.splitlines() if w.strip())
+    words = tuple(w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#"))
     return WordList(name, words, hashlib.sha256(text.encode()).hexdigest()[:12])
 
 

@@ -153,7 +153,7 @@ def concept_vectors(
     Also returns, per layer, the typical concept-vector norm: the mean ‖baseline word − baseline mean‖.
     """
     base = word_list(baseline)
-    base_words = list(dict.fromkeys(base.words))  # the source list repeats a word; a mean counts it once
+    base_words = list(dict.fromkeys(base.words))  # each distinct word is read once
     concepts = list(concepts)
     cache = ActivationCache(cache_dir, model_key or lm.name, template, base, dtype=model_dtype(lm.model))
     out: dict[tuple[str, int], ConceptVector] = {}
@@ -172,7 +172,7 @@ def concept_vectors(
             cache.put(layer, cached[layer])
     for layer in layers:
         acts = cached[layer]
-        b = torch.stack([acts[f"w:{w}"] for w in base_words])
+        b = torch.stack([acts[f"w:{w}"] for w in base.words])  # a repeated word weighs as often as listed
         mean, resid_norm = b.mean(0), float(b.norm(dim=-1).mean())
         typical[layer] = float((b - mean).norm(dim=-1).mean())
         for c in concepts:

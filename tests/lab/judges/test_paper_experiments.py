@@ -38,7 +38,9 @@ def test_trial_line_is_the_only_question(experiment):
     assert "interpretability researcher" not in text and "<start_of_turn>" not in text
 
 
-@pytest.mark.parametrize("experiment, fmt", [("03b", "plain"), ("03c", "standard"), ("robustness", "standard")])
+@pytest.mark.parametrize(
+    "experiment, fmt", [("03b", "plain"), ("03c", "standard"), ("robustness", "standard_03c"), ("robustness", "story")]
+)
 def test_prompt_experiments_show_the_whole_model_input(experiment, fmt):
     """03b:883-903 passes `formatted_prompt` (apply_chat_template(..., add_generation_prompt=True), or BOS + raw text,
     03b:493-511) and 03c:631, 1372-1373 passes `r["prompt"]` (the chat-templated prompt, 03c:514-519): the judge's
@@ -57,8 +59,9 @@ def test_prompt_experiments_show_the_whole_model_input(experiment, fmt):
         ("03f", "standard", False, True),  # 03f:2958 preprocess_responses_for_judge
         ("03", "standard", False, False),  # 03:870-876: cut only `if is_base_model`
         ("03", "plain", True, True),
-        ("robustness", "standard", False, False),  # the variant runs are 03c's
-        ("robustness", "plain", True, True),  # the format runs are 03b's
+        ("robustness", "standard_03c", False, False),  # 03c's own rendering: 03c's rules
+        ("robustness", "standard", False, True),  # 03b's standard_assistant format: 03b's rules
+        ("robustness", "plain", True, True),
         (None, "standard", False, True),  # `lab`: this project's default, every answer cut
     ],
 )
