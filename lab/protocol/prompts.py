@@ -50,6 +50,7 @@ class DialogueFormat:
     reference: str = ""
     script: str = ""  # the paper's script that builds it ("03c"); "" with a reference: 03b_persona_variants.py
     inject: str = "before_marker"  # or paper_03c: 03c's start (`paper_03c_start`)
+    specials: str = "bos"  # text: bos = tokenizer.bos_token prepended (03b); encode = what tokenizer.encode adds (03)
     batch_trials: int = 0  # paper_03c: the trial numbers 03c steers in one batch (1..batch_trials)
 
     @property
@@ -195,7 +196,9 @@ def render(
                 f"dialogue format '{fmt.name}': the chat template of {lm.name} refused it "
                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
             ) from None
-    else:  # the reference prepends the tokenizer's BOS token to every raw text (and tokenizes without specials)
+    elif fmt.specials == "encode":  # 03: the raw text through tokenizer.encode(), whatever special tokens it adds
+        text = encode_specials(lm.tokenizer, d["text"])
+    else:  # 03b prepends the tokenizer's BOS token to every raw text (and tokenizes without specials)
         text = (lm.tokenizer.bos_token or "") + d["text"]
     if forced:
         text = text + ("" if text.endswith(("\n", " ")) else " ") + prefill_text()
@@ -203,6 +206,24 @@ def render(
     if pos < 0:
         raise LabError(f"format '{fmt.name}' lost the trial marker")  # a broken template, not user input
     return Prompt(text=text, marker_char=pos, variant=variant_name, format=fmt.name, forced=forced)
+
+
+def encode_specials(tokenizer: Any, text: str) -> str:
+    """`text` with the special tokens `tokenizer.encode(text)` adds around it (BOS, EOS, or none), written as text,
+    so that tokenizing the result without special tokens gives `tokenizer.encode(text)` (03_behavioral_robustness.py
+    :283, :312, :829 tokenize base-model prompts with encode())."""
+    before, after = _added_specials(tokenizer, text)
+    return tokenizer.decode(before) + text + tokenizer.decode(after)
+
+
+def _added_specials(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
+    """The ids tokenizer(text, add_special_tokens=True) adds before and after the text's own."""
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(text, add_special_tokens=True)["input_ids"]
+    k = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), None)
+    if k is None:
+        raise LabError("the tokenizer's special tokens do not wrap the text; cannot place them")
+    return list(full[:k]), list(full[k + len(plain) :])
 
 
 def _turn_header(lm: Any, turns_: list[dict[str, str]], role: str) -> str:
@@ -225,6 +246,10 @@ def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
     fmt = formats().get(prompt.format)
     if fmt is not None and fmt.inject == "paper_03c":
         return list(ids), paper_03c_start(tokenizer, prompt, fmt.batch_trials)
+    if fmt is not None and fmt.kind == "text" and fmt.specials == "encode":  # 03:276-293: len(encode(prefix)) − 1
+        head = prompt.text[: prompt.marker_char]
+        bare = head.removeprefix(tokenizer.decode(_added_specials(tokenizer, head)[0]))
+        return list(ids), max(len(tokenizer(bare, add_special_tokens=True)["input_ids"]) - 1, 0)
     first = next((i for i, (s, e) in enumerate(offsets) if e > prompt.marker_char), len(ids) - 1)
     return list(ids), max(first - 1, 0)
 

@@ -1,7 +1,9 @@
 """Concept vectors (the concept words are lab/protocol/words.py).
 
 A `ConceptVector` is activation(word) − mean activation(baseline words), read from `resid_post` of block `layer` at
-the last token of the chat-templated prompt "Tell me about {word}". Activations are cached on disk per
+the last token of the chat-templated prompt "Tell me about {word}" (a model without a chat template: the bare text,
+tokenized without special tokens, or, with the template prefix `{encode}`, with those tokenizer.encode() adds, as
+the paper's 03 does for base models). Activations are cached on disk per
 (model, layer, template, baseline list version), so a sweep over new concepts computes only what is missing.
 """
 
@@ -91,10 +93,19 @@ def last_token_activations(
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
+ENCODE = "{encode}"  # template prefix: on a model without a chat template, add what tokenizer.encode() adds
+PAPER_BASE_TEMPLATE = ENCODE + DEFAULT_TEMPLATE  # 03_behavioral_robustness.py:312 (base models: encode(prompt))
+
+
 def _prompt(lm: LoadedModel, template: str, word: str) -> str:
-    text = template.format(word=word)
+    encode = template.startswith(ENCODE)
+    text = template.removeprefix(ENCODE).format(word=word)
     if lm.spec.chat_template and lm.tokenizer.chat_template is not None:
         return lm.chat([{"role": "user", "content": text}], add_generation_prompt=True)
+    if encode:
+        from lab.protocol.prompts import encode_specials
+
+        return encode_specials(lm.tokenizer, text)
     return text
 
 

@@ -12,12 +12,16 @@ CONFIG = "configs/stages-demo.yaml"
 
 def test_paper_preset_plans_without_loading():
     from jobs.stages import StagesConfig, check_stage
+    from lab.protocol.prompts import dialogue_format
 
     cfg = from_dict(StagesConfig, load_yaml(ROOT / "configs/stages-olmo-3.1-32b.yaml"))
     assert [s.model.name for s in cfg.stages] == [f"olmo-3.1-32b-{x}" for x in ("base", "sft", "dpo", "instruct")]
     plans = [check_stage(cfg, s) for s in cfg.stages]
     assert all(p.layers == (25, 32, 38, 44, 51) and p.strengths == (1, 2, 4, 8) and p.mode == "raw" for p in plans)
-    assert cfg.injection(cfg.stages[0]).sweep.dialogue_format == "plain"  # the base model has no chat template
+    # the base model has no chat template: 03's raw "User:/Assistant:" text, tokenized with encode() (03:210-221, 829)
+    base = cfg.injection(cfg.stages[0]).sweep
+    assert base.dialogue_format == "plain_03" and dialogue_format("plain_03").kind == "text"
+    assert base.template == "{encode}Tell me about {word}" and base.baseline == "baseline_words_paper"
     assert len({len(p.trials) for p in plans}) == 1
 
 
