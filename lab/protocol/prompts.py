@@ -257,7 +257,7 @@ def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
 def paper_03c_start(tokenizer: Any, prompt: Prompt, batch_trials: int) -> int:
     """Where 03c_prompt_variants.py starts steering this prompt, in the prompt's own tokens.
 
-    03c:597-602: s = len(tokenizer(text before "Trial n")) − 1, tokenized WITH the tokenizer's special tokens (on
+    03c:596-604: s = len(tokenizer(text before "Trial n")) − 1, tokenized WITH the tokenizer's special tokens (on
     Gemma the templated text already starts with <bos>, so a second one is added and s is the "Trial" token itself);
     src/model_utils.py:1049-1064: the prompts of one batch (the concept's injected trials 1..`batch_trials`) are
     left-padded to the longest and steered from padded position s, the shift for padding never running (its

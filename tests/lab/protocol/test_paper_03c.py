@@ -45,7 +45,7 @@ def _model(gemma: bool) -> LoadedModel:
 
 
 def _paper_starts(tok, prompts: list[str]) -> list[int]:
-    """03c:597-602 and src/model_utils.py:1049-1064, transcribed: one start from the first prompt's prefix tokenized
+    """03c:596-604 and src/model_utils.py:1049-1064, transcribed: one start from the first prompt's prefix tokenized
     with special tokens, applied at that padded position of every left-padded row (no per-row shift); returned in
     each row's own tokens."""
     first = prompts[0]
