@@ -84,12 +84,19 @@ def variants() -> dict[str, PromptVariant]:
 
 
 def formats() -> dict[str, DialogueFormat]:
+    return dict(_formats())
+
+
+@lru_cache(maxsize=1)
+def _formats() -> dict[str, DialogueFormat]:  # built once: the judge asks per graded row
     out = {}
     for k, v in _data()["formats"].items():
         v = dict(v)
         v["roles"] = tuple(v.get("roles", ()))
         v["preamble_edits"] = tuple(tuple(e) for e in v.get("preamble_edits", ()))
         out[k] = DialogueFormat(name=k, **v)
+        if out[k].inject not in ("before_marker", "paper_03c") or out[k].specials not in ("bos", "encode"):
+            raise LabError(f"prompts.yaml: format {k} has inject '{out[k].inject}', specials '{out[k].specials}'")
     return out
 
 
