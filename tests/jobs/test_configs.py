@@ -26,6 +26,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseCalibrationConfig"),
     "demo.yaml": INJECTION,
     "feature-regression-demo.yaml": ("feature_regression", "FeatureRegressionConfig"),
+    "feature-regression-gemma-3-27b-it.yaml": ("feature_regression", "FeatureRegressionConfig"),
     "localisation-demo.yaml": ("localisation", "LocalisationConfig"),
     "patching-demo.yaml": ("patching", "PatchingConfig"),
     "transcoders-demo.yaml": ("transcoders", "TranscodersJob"),
