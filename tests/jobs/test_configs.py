@@ -43,6 +43,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "stages-demo.yaml": ("stages", "StagesConfig"),
     "stages-olmo-3.1-32b.yaml": ("stages", "StagesConfig"),
     "steering-vector-demo.yaml": ("steering_vector", "SteeringVectorConfig"),
+    "steering-vector-gemma-3-27b-it.yaml": ("steering_vector", "SteeringVectorConfig"),
     "test-ablations-tiny.yaml": ABLATION,
     "test-resume.yaml": INJECTION,
     "test-tiny.yaml": INJECTION,
