@@ -32,6 +32,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "transcoders-demo.yaml": ("transcoders", "TranscodersJob"),
     "dose-response-demo.yaml": ("dose_response", "DoseResponseConfig"),
     "gates-demo.yaml": ("gates", "GatesConfig"),
+    "gates-gemma-3-27b-it.yaml": ("gates", "GatesConfig"),
     "geometry-demo.yaml": ("geometry", "GeometryConfig"),
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
