@@ -21,6 +21,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "abliteration-demo.yaml": ("abliteration", "AbliterationConfig"),
     "abliteration-gemma-3-27b-it.yaml": ("abliteration", "AbliterationConfig"),
     "bidirectional-demo.yaml": ("bidirectional", "BidirectionalConfig"),
+    "bidirectional-gemma-3-27b-it.yaml": ("bidirectional", "BidirectionalConfig"),
     "concept-injection-gemma-3-27b-it.yaml": INJECTION,
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
     "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseCalibrationConfig"),
@@ -34,6 +35,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "gates-demo.yaml": ("gates", "GatesConfig"),
     "gates-gemma-3-27b-it.yaml": ("gates", "GatesConfig"),
     "geometry-demo.yaml": ("geometry", "GeometryConfig"),
+    "geometry-gemma-3-27b-it.yaml": ("geometry", "GeometryConfig"),
     "judge-hf.yaml": INJECTION,  # a sweep's `judge:` section (also read by jobs.regrade / jobs.judge_agreement)
     "judge-openai-local.yaml": INJECTION,
     "judge-openai.yaml": INJECTION,
