@@ -204,20 +204,20 @@ def nested_projection(
 
 # the paper's procedure, 04h = experiments/04h_aggregation_analysis.py (safety-research/introspection-mechanisms 5d5d9b4)
 PAPER_NS = (10, 20, 50, 100, 200, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 8000, 10000)
-PAPER_NS += (15000, 20000, 30000)  # 04h:1189-1192
-PAPER_ALPHAS = (1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)  # 04h:1066, 1188
-PAPER_FOLDS, PAPER_SEED = 30, 42  # KFold(n_splits=30, shuffle=True, random_state=42), 04h:1065, 1185-1186
+PAPER_NS += (15000, 20000, 30000)  # 04h:1192-1195
+PAPER_ALPHAS = (1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)  # 04h:1066, 1191
+PAPER_FOLDS, PAPER_SEED = 30, 42  # KFold(n_splits=30, shuffle=True, random_state=42), 04h:1065, 1187-1188
 
 
 def paper_procedure(features: pd.DataFrame, meta: pd.DataFrame, vectors: pd.DataFrame) -> dict[str, Any]:
     """04h:1055-1230 as the paper computes it: every layer's features pooled, zero-variance columns dropped
-    (04h:1161-1164), ranked by coverage × mean attribution (04h:1140-1145: both normalised by their maximum, the
+    (04h:1161-1164), ranked by coverage × mean attribution (04h:1141-1145: both normalised by their maximum, the
     same order as `score`), N over `PAPER_NS` (up to the features available), α over `PAPER_ALPHAS`, one
     KFold(30, shuffle, random_state 42) over concepts, R² of the pooled out-of-fold predictions; the headline is
-    the best N × α scored on those same folds (04h:1196-1230: optimistic, selection is not nested). Baseline: each
+    the best N × α scored on those same folds (04h:1198-1236: optimistic, selection is not nested). Baseline: each
     concept vector's projection on the global mean-difference direction (success − failure over all concepts,
     split by `analysis.geometry.choose_threshold`, as 04b), one column, the same folds and the best α
-    (04h:1100-1106)."""
+    (04h:1100-1107)."""
     from sklearn.model_selection import KFold
 
     from analysis.geometry import choose_threshold, meandiff_direction

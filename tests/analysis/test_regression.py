@@ -101,9 +101,9 @@ def test_svd_ridge_equals_scikit_learn_pipeline():
 
 def test_the_paper_procedure_and_the_optimism_of_selecting_on_the_test_folds(tmp_path):
     """04h_aggregation_analysis.py (safety-research/introspection-mechanisms 5d5d9b4): `n_folds = 30`,
-    `KFold(n_splits=n_folds, shuffle=True, random_state=42)` (04h:1185-1186), `alphas = [1.0, 10.0, 100.0, 500.0,
-    1000.0, 5000.0, 10000.0]` (04h:1188; the baseline's at 04h:1066), N from `[10, 20, 50, …, 4500, 5000, …, 30000]`
-    kept where `n <= n_max` (04h:1189-1192), best α per N and best N overall on the same folds (04h:1196-1230)."""
+    `KFold(n_splits=n_folds, shuffle=True, random_state=42)` (04h:1187-1188), `alphas = [1.0, 10.0, 100.0, 500.0,
+    1000.0, 5000.0, 10000.0]` (04h:1191; the baseline's at 04h:1066), N from `[10, 20, 50, …, 4500, 5000, …, 30000]`
+    kept where `n <= n_max` (04h:1192-1195), best α per N and best N overall on the same folds (04h:1198-1236)."""
     from sklearn.model_selection import KFold
 
     assert rg.PAPER_ALPHAS == (1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)

@@ -196,10 +196,10 @@ def test_ablation_data_spec_with_the_paper_layout(tmp_path) -> None:
 
 def test_paper_truncates_where_the_lab_drops_and_maps_domains_as_03f(tmp_path) -> None:
     """The paper cuts the prompt to 500 characters and each answer to 1500 (`user_prompt[:500]`,
-    `chosen_response[:1500]`, experiments/03f_dpo_mechanism_ablation.py:526-533) and adds the leading space only where
-    there is none (03f:531-532); it names domains from the `prompt_id` source ('flan_v2_converted': 'nlp_task',
+    `chosen_response[:1500]`, experiments/03f_dpo_mechanism_ablation.py:518-525) and adds the leading space only where
+    there is none (03f:527-528); it names domains from the `prompt_id` source ('flan_v2_converted': 'nlp_task',
     03f:272; `_get_dpo_source`, 03f:281-285) with a keyword fallback ('in this task' → nlp_task, 'solve' → math,
-    03f:290-306), and reads the user prompt as `chosen[0]['content']` (03f:498)."""
+    03f:290-306), and reads the user prompt as `chosen[0]['content']` (03f:497)."""
     from training.preference.paper_data import PAPER_DOMAINS, keyword_domain, paper_domain
 
     assert PAPER_DOMAINS == (

@@ -65,7 +65,7 @@ class DataSpec:
         default="drop",
         metadata={
             "help": "layout paper: rows over the limits are dropped (the lab's default) or cut to them (truncate: the "
-            "paper, 03f:526-533)"
+            "paper, 03f:517-525)"
         },
     )
     domain_map: Literal["column", "paper"] = field(

@@ -5,9 +5,9 @@
 message of `chosen`, as the paper reads allenai/dolci-instruct-dpo) and a domain column (`source` by default, else
 `domain`), and applies the paper's rules (safety-research/introspection-mechanisms, experiments/03f_dpo_mechanism_
 ablation.py, cited as 03f:line): keep only the domains asked for (include / exclude), cut the prompt to 500 characters
-and each answer to 1500 (`long_rows="truncate"`, what 03f:526-533 does; the lab's default `"drop"` drops those rows
+and each answer to 1500 (`long_rows="truncate"`, what 03f:517-525 does; the lab's default `"drop"` drops those rows
 instead and counts them), format each answer as " " + answer + EOS (the space only where the answer has none,
-03f:531-532; EOS at tokenisation, 03f:1433), and split 90/10 at random with a seed.
+03f:527-528; EOS at tokenisation, 03f:1433), and split 90/10 at random with a seed.
 
 Domains: `domain_map="paper"` names each row's domain as 03f does (`paper_domain`: the source data set in the
 `prompt_id` looked up in `SOURCE_DOMAIN_MAP`, 8 domains incl. `nlp_task`, else the keyword fallback,
@@ -123,14 +123,14 @@ def _text(value: Any) -> str:
 
 
 def _first(value: Any) -> str:
-    """The first message's content (03f:498 reads the user prompt as `chosen[0]["content"]`)."""
+    """The first message's content (03f:497 reads the user prompt as `chosen[0]["content"]`)."""
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], Mapping):
         return str(value[0].get("content") or "")
     return ""
 
 
 def _spaced(answer: str) -> str:
-    """03f:531-532: a leading space, unless the answer already starts with one."""
+    """03f:527-528: a leading space, unless the answer already starts with one."""
     return answer if answer.startswith(" ") else " " + answer
 
 
@@ -174,7 +174,7 @@ def load_paper_preferences(
             n_dom += 1
             continue
         prompt, chosen, rejected = (_text(row.get(f)) for f in ("prompt", "chosen", "rejected"))
-        if long_rows == "truncate":  # 03f:526-529
+        if long_rows == "truncate":  # 03f:518-525
             prompt, chosen, rejected = prompt[:max_prompt_chars], chosen[:max_answer_chars], rejected[:max_answer_chars]
         elif len(prompt) > max_prompt_chars or max(len(chosen), len(rejected)) > max_answer_chars:
             n_long += 1
