@@ -136,13 +136,19 @@ def candidates(features: pd.DataFrame, meta: pd.DataFrame, spec: dict[str, Any])
 
 def ridge_paths(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
     """Predictions [len(alphas), len(x_test)] of StandardScaler + Ridge(α) (with intercept) fitted on the training
-    rows, every α from one SVD (equal to scikit-learn's pipeline up to rounding: tests/analysis/test_regression.py)."""
+    rows, every α from one decomposition (equal to scikit-learn's pipeline up to rounding:
+    tests/analysis/test_regression.py): the SVD of the design, or with more features than rows the eigenvectors
+    of its Gram matrix (the same predictions, n²p instead of a p-wide SVD: 30000 features fit in seconds)."""
     mu, sd = x_train.mean(0), x_train.std(0)
     sd = np.where(sd > 0, sd, 1.0)  # StandardScaler leaves constant columns unscaled
-    z, zt, ym = (x_train - mu) / sd, (x_test - mu) / sd, float(y_train.mean())
+    z, zt, yc = (x_train - mu) / sd, (x_test - mu) / sd, y_train - float(y_train.mean())
+    if z.shape[1] > z.shape[0]:
+        w, u = np.linalg.eigh(z @ z.T)
+        kt_u, uty = (zt @ z.T) @ u, u.T @ yc
+        return np.stack([kt_u @ (uty / (np.clip(w, 0, None) + a)) for a in alphas]) + float(y_train.mean())
     u, sv, vt = np.linalg.svd(z, full_matrices=False)
-    uty, ztv = u.T @ (y_train - ym), zt @ vt.T
-    return np.stack([ztv @ (sv / (sv**2 + a) * uty) + ym for a in alphas])
+    uty, ztv = u.T @ yc, zt @ vt.T
+    return np.stack([ztv @ (sv / (sv**2 + a) * uty) for a in alphas]) + float(y_train.mean())
 
 
 def _oof_paths(
@@ -361,6 +367,9 @@ def plot_curve(cells: pd.DataFrame, s: dict[str, Any], path: str | Path) -> Path
 
 
 def layer_sets(spec: dict[str, Any]) -> list[list[int] | None]:
+    """Each layer alone and all pooled; with `single_layers: false` in spec.json only all pooled (as 04h)."""
+    if not spec.get("single_layers", True):
+        return [None]
     return [[int(x)] for x in spec["layers"]] + ([None] if len(spec["layers"]) > 1 else [])
 
 

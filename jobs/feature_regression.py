@@ -48,6 +48,7 @@ class FeatureRegressionConfig:
     seed: int = field(default=0, metadata={"help": "fold shuffle, bootstrap and permutation seed"})
     resamples: tuple[int, int] = field(default=(1000, 20), metadata={"help": "bootstrap, permutation draws"})
     inner_folds: int = field(default=5, metadata={"help": "nested estimate: inner grouped folds, >= 2"})
+    single_layers: bool = field(default=True, metadata={"help": "also fit each layer alone; false: pooled only (04h)"})
     procedure: Literal["lab", "paper"] = field(
         default="lab", metadata={"help": "headline: lab = nested estimate; paper = 04h's (both always computed)"}
     )
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
         spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
         spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
-        spec |= {"inner_folds": cfg.inner_folds}
+        spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers}
         fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
     spec = json.loads((root / "spec.json").read_text())
     grid = [

@@ -146,7 +146,8 @@ def test_gemma_scope_preset_loads_and_names_the_paper_transcoders(tmp_path):
     assert (cfg.model.name, cfg.layer, cfg.strength, cfg.strength_mode) == ("gemma-3-27b-it", 37, 4.0, "raw")
     assert cfg.feature_layers == tuple(range(38, 62)) and cfg.gemma_scope_pattern.endswith("width_262k_l0_big_affine")
     assert (cfg.folds, cfg.procedure, tuple(cfg.alphas)) == (30, "paper", rg.PAPER_ALPHAS)
-    assert tuple(cfg.ns) == rg.PAPER_NS
+    assert tuple(cfg.ns) == rg.PAPER_NS and not cfg.single_layers
+    assert rg.layer_sets({"layers": list(cfg.feature_layers), "single_layers": cfg.single_layers}) == [None]
     g = torch.Generator().manual_seed(0)
     tc = Transcoder(torch.randn(6, 10, generator=g), torch.randn(10, 6, generator=g), torch.zeros(10), torch.zeros(6))
     save_gemma_scope(tc, tmp_path / "layer_38_width_262k_l0_big_affine")
