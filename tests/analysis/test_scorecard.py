@@ -148,3 +148,25 @@ def test_a_run_made_like_the_paper_s_is_comparable(tmp_path):
     assert card.loc[0, "n_value"] == 112 and not math.isnan(card.loc[0, "value_lo"])
     assert sc.scorecard([], rows).loc[0, "why"] == "not measured by these runs"
     assert np.isnan(sc.scorecard([], rows).loc[0, "value"])
+
+
+@pytest.mark.slow  # ~2 min on the shared 2-core box: a real sweep on the embedded model, then the scorecard
+def test_the_scorecard_on_a_real_embedded_sweep(tmp_path, capsys, monkeypatch):
+    from jobs.concept_injection import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = ["--config", "configs/test-tiny.yaml", "--output", str(tmp_path / "tiny"), "--set", "runner.num_actors=0"]
+    assert main([*args, "--set", "sweep.layers=[8,12,16]"]) == 0
+    card = sc.scorecard([tmp_path / "tiny"])
+    measured = card[card["run"] != ""]
+    assert set(measured["key"]) == {
+        "variants_fpr_gemma",
+        "variants_fpr_qwen",
+        "base_fpr_equals_tpr",
+        "sft_fpr_high",
+        "dpo_fpr_zero",
+        "detection_peak_depth",
+    }
+    assert measured["why"].str.startswith("not comparable: model, judge").all()
+    assert run_module("analysis.scorecard", "--run", str(tmp_path / "tiny"), "--no-mlflow") == 0
+    assert capsys.readouterr().out.count("not comparable: model") == len(measured)
