@@ -186,7 +186,7 @@ def _bias(root: Path) -> dict[str, dict[str, Any]]:
     if "baseline" not in arms or not trained:
         return {}
     base, arm = arms["baseline"], arms[trained[0]]
-    facts = {"model": [arm.get("model", base.get("model", "unknown"))], "concepts": arm.get("n_heldout", math.nan)}
+    facts = {"model": [arm.get("model", "unknown")], "concepts": arm.get("concepts_evaluated", math.nan)}
     note = f"arm {trained[0]}, evaluation protocol {arm.get('evaluation_protocol', 'lab')}"
     return {
         "bias_tpr_gain": _diff(arm, base, "tpr", facts) | {"note": note},

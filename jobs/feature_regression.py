@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
         spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
         spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
-        spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers}
+        spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers, "model": cfg.model.name}
         fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
     spec = json.loads((root / "spec.json").read_text())
     grid = [

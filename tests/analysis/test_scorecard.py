@@ -90,7 +90,7 @@ def test_every_row_of_an_embedded_run_is_not_comparable_on_the_model(tmp_path, c
     (tmp_path / "gates" / "meta.json").write_text(json.dumps({"model": "smollm2-135m", "layers": [18]}))
     for arm, tpr, fpr, intro in (("baseline", 0.25, 0.0, 0.1), ("L10_seed0", 0.75, 0.05, 0.4)):
         rates = {"tpr": tpr, "n_tpr": 40, "fpr": fpr, "fpr_lo": 0.0, "fpr_hi": 0.1, "n_fpr": 40}
-        rates |= {"introspection": intro, "n_introspection": 40, "model": "smollm2-135m", "n_heldout": 8}
+        rates |= {"introspection": intro, "n_introspection": 40, "model": "smollm2-135m", "concepts_evaluated": 8}
         (tmp_path / "bias" / "arms" / arm).mkdir(parents=True)
         store.save_result(tmp_path / "bias" / "arms" / arm / "result.json", {"arm": arm}, rates)
     runs = [tmp_path / d for d in ("sweep", "ablit", "geo", "reg", "gates", "bias")]

@@ -236,6 +236,7 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
             pdf = paper_eval(lm, inj, edits, out / "eval_paper" / "trials", cfg.evaluation.paper_setup_tokens)
             rates |= {f"paper/{k}": v for k, v in arm_rates(pdf, heldout).items()}
         result |= rates | {"eval_seconds": time.time() - t_eval, "arm_seconds": time.time() - t0}
+        result |= {"model": cfg.model.name, "concepts_evaluated": len(heldout)}
         if run is not None:
             tracking.log_metrics(result)
             tracking.log_artifacts(*[p for p in (out / "bias" / "bias.json",) if p.exists()])
