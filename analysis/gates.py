@@ -24,6 +24,13 @@ Inverted V (per feature, from the strength profile a(s) = mean activation over c
   rho_pos = Spearman(s, a(s)) over s ≥ 0 (a gate: < 0), rho_neg over s ≤ 0 (a gate: > 0), rho_all over all s.
 Run `python -m analysis.gates --run <dose-response output dir>` to redo the selection from stored tables.
 
+The paper's DLA (`paper_dla_table`, `select_gates_paper`, `--dla paper`; experiments/07_transcoder_feature_analysis.py
+:428-472): (unit decoder row) · (mean u_Yes − mean u_No) over yes/Yes/YES and no/No/NO, no final norm, times the
+feature's mean |Spearman r| of activation against strength across concepts (not its mean activation); the most
+negative are the gate candidates. The code behind the paper's causal numbers (gates ablated: −29.4 % detection,
+patched onto unsteered runs: +25.1 %) is not in its public repository; the lab's causal readout is the Yes − No logit
+(and P(Yes) > P(No)), not a judged detection rate.
+
 Linear read of a transcoder's input. The transcoder at layer L reads mlp_in.L = γ_L ⊙ x / rms(x) (the block's
 pre-MLP RMSNorm of the residual x). Freezing the norm scale at its mean over the unsteered rows (`rms_mid_<L>` in
 the rows table), a write w into the residual stream before block L moves feature g's pre-activation by
@@ -155,6 +162,66 @@ def select_gates(
         t = t[t["layer"].isin(list(layers))]
     t = t[t["dla"] > 0].sort_values("dla", ascending=False).head(k)
     v = inverted_v(profile(features, rows))
+    t = t.merge(v.drop(columns=["a0"]), on=["layer", "feature"], how="left")
+    return t.assign(rank=np.arange(1, len(t) + 1)).reset_index(drop=True)
+
+
+# the paper's DLA, 07 = experiments/07_transcoder_feature_analysis.py (safety-research/introspection-mechanisms 5d5d9b4)
+PAPER_YES, PAPER_NO = ("yes", "Yes", "YES"), ("no", "No", "NO")  # 07:390-391
+
+
+def concept_correlations(
+    features: pd.DataFrame, rows: pd.DataFrame, strengths: Sequence[float] | None = None
+) -> pd.DataFrame:
+    """Per (layer, feature, concept): Spearman r over the strength grid (sorted) of the concept's mean activation
+    (trial numbers averaged, zeros included) — 07's `concept_correlations` (07:755-770, 830-836). Default grid: the
+    stored strengths without 0, as 07's `ALL_STRENGTHS = [-8, -4, -2, -1, 1, 2, 4, 8]` (07:70)."""
+    n = rows.groupby(["concept", "strength"]).size().rename("n_rows").reset_index()
+    g = features.groupby(["layer", "feature", "concept", "strength"])["activation"].sum().rename("total").reset_index()
+    strengths = sorted(strengths if strengths is not None else (s for s in rows["strength"].unique() if s != 0))
+    wide = g.pivot_table(index=["layer", "feature", "concept"], columns="strength", values="total", fill_value=0.0)
+    wide = wide.reindex(columns=strengths, fill_value=0.0)
+    counts = n.pivot_table(index="concept", columns="strength", values="n_rows").reindex(columns=strengths)
+    means = wide.to_numpy(float) / counts.loc[wide.index.get_level_values("concept")].to_numpy(float)
+    out = wide.index.to_frame(index=False)
+    out["r"] = spearman_rows(range(len(strengths)), means)
+    return out
+
+
+def paper_dla_table(run: dict[str, Any]) -> pd.DataFrame:
+    """07:428-472 as the paper computes it: DLA(f) = (unit decoder row of f) · (mean u_Yes − mean u_No), the mean over
+    the single-token spellings yes/Yes/YES and no/No/NO of the unembedding rows (no final norm), × the mean |r| of
+    f's per-concept strength correlations (finite, non-zero r only, 07:470-471). Negative = promotes "No"; the
+    paper's gate candidates are the most negative (07:412-415). Per (layer, feature) seen in the stored table."""
+    from lab.steer.readouts import NO_VARIANTS, YES_VARIANTS
+
+    rd, meta = run["readout"], run["meta"]
+    u = rd["unembed_yes_no"].float()
+    yes = [meta["yes_rows"][YES_VARIANTS.index(t)] for t in PAPER_YES]
+    no = [meta["no_rows"][NO_VARIANTS.index(t)] for t in PAPER_NO]
+    delta = u[yes].mean(0) - u[no].mean(0)
+    r = concept_correlations(run["features"], run["rows"])
+    r = r[np.isfinite(r["r"]) & (r["r"] != 0)]
+    mean_abs = r.assign(r=r["r"].abs()).groupby(["layer", "feature"])["r"].mean().rename("mean_abs_r").reset_index()
+    allf = run["features"][["layer", "feature"]].drop_duplicates()
+    t = allf.merge(mean_abs, on=["layer", "feature"], how="left").fillna({"mean_abs_r": 0.0})
+    scores = {lay: dla_unit(tc.w_dec, delta, 1.0, unit=True) for lay, tc in run["transcoders"].items()}
+    t["unembed_score"] = [float(scores[int(lay)][int(f)]) for lay, f in zip(t["layer"], t["feature"])]
+    t["dla_paper"] = t["unembed_score"] * t["mean_abs_r"]
+    return t.sort_values(["layer", "feature"]).reset_index(drop=True)
+
+
+def select_gates_paper(run: dict[str, Any], k: int = 20, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """The k features with the most negative `paper_dla_table` DLA (to Yes − No), joined with the lab's attribution
+    columns (dla_unit, a0, dla) and inverted-V scores so the rest of the report reads them as it reads
+    `select_gates`' output; ranked 1..k."""
+    t = paper_dla_table(run)
+    if layers is not None:
+        t = t[t["layer"].isin(list(layers))]
+    t = t[t["dla_paper"] < 0].sort_values("dla_paper").head(k)
+    lab = attribution_table(run["features"], run["rows"], dla_units_for(run))
+    t = t.merge(lab, on=["layer", "feature"], how="left")
+    v = inverted_v(profile(run["features"], run["rows"]))
     t = t.merge(v.drop(columns=["a0"]), on=["layer", "feature"], how="left")
     return t.assign(rank=np.arange(1, len(t) + 1)).reset_index(drop=True)
 
@@ -383,14 +450,18 @@ def pathway(
     return pd.DataFrame(out, columns=["stage", "layer_from", "layer_to", "attribution", "n_from", "n_to"])
 
 
-def main(run_dir: str | Path, k: int = 20, out: str | Path | None = None) -> Path:
-    """Redo the gate selection from a stored dose-response run; prints the top gates and their summary and
-    returns the CSV written (default <run>/report/gates-rerun.csv)."""
+def main(run_dir: str | Path, k: int = 20, out: str | Path | None = None, dla: str = "lab") -> Path:
+    """Redo the gate selection from a stored dose-response run (`dla`: lab = through the final norm, to No − Yes;
+    paper = `paper_dla_table`); prints the top gates and their summary and returns the CSV written (default
+    <run>/report/gates-rerun.csv)."""
     import time
 
     t0 = time.time()
     run = load_run(run_dir)
-    gates = select_gates(run["features"], run["rows"], dla_units_for(run), k)
+    if dla == "paper":
+        gates = select_gates_paper(run, k)
+    else:
+        gates = select_gates(run["features"], run["rows"], dla_units_for(run), k)
     path = Path(out or Path(run_dir) / "report" / "gates-rerun.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     gates.to_csv(path, index=False)
@@ -406,5 +477,6 @@ if __name__ == "__main__":
     p.add_argument("--run", required=True, help="dose-response output directory")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--out", help="write gates.csv here (default: <run>/report/gates-rerun.csv)")
+    p.add_argument("--dla", choices=["lab", "paper"], default="lab", help="paper: 07's DLA (most negative to Yes−No)")
     a = p.parse_args()
-    main(a.run, a.k, a.out)
+    main(a.run, a.k, a.out, a.dla)

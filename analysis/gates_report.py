@@ -39,6 +39,7 @@ def gate_report(
     r_min: float = 0.3,
     generic_frac: float = 0.5,
     detection: pd.Series | None = None,
+    dla: str = "lab",
 ) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -46,7 +47,10 @@ def gate_report(
     feats, rows, meta = run["features"], run["rows"], run["meta"]
     units = gt.dla_units_for(run)
     attr = gt.attribution_table(feats, rows, units)
-    gates = gt.select_gates(feats, rows, units, k, gate_layers)
+    if dla == "paper":  # 07's DLA (analysis.gates.paper_dla_table)
+        gates = gt.select_gates_paper(run, k, gate_layers)
+    else:
+        gates = gt.select_gates(feats, rows, units, k, gate_layers)
     layers = [int(x) for x in meta["layers"]]
     norms = {lay: run["readout"][f"mlp_norm_weight.{lay}"] for lay in layers}
     enc = gt.effective_encoders(run["transcoders"], norms, gt.mid_rms(rows, layers))

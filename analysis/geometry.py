@@ -37,7 +37,8 @@ VECTORS, REFUSAL, RATES_FILE, RESULT = "vectors.safetensors", "refusal.safetenso
 
 
 def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float | None = None) -> pd.DataFrame:
-    """Per concept: injected (unforced) trials with a known verdict, claims and the rate, for one cell or all."""
+    """Per concept: injected (unforced) trials with a known verdict, claims and the rate, for one cell or all; with
+    an `identified` column also `combined` = P(detected ∧ identified), 04b's `combined_rate` (04b:446-447)."""
     sub = df[(df.kind == "injection") & ~df.forced.astype(bool) & df.detected.notna()]
     if layer is not None:
         sub = sub[sub.layer == layer]
@@ -46,6 +47,9 @@ def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float 
     g = sub.assign(detected=sub.detected.astype(bool)).groupby("concept", sort=False)["detected"]
     out = pd.DataFrame({"n": g.size(), "detected": g.sum().astype(int)})
     out["rate"] = out["detected"] / out["n"]
+    if "identified" in sub.columns:
+        both = sub.detected.astype(bool) & sub.identified.fillna(False).astype(bool)
+        out["combined"] = both.groupby(sub.concept, sort=False).mean()
     return out.reset_index()
 
 
@@ -86,6 +90,30 @@ def choose_threshold(
     return float(best["tau"]), float(best["f1"]), table
 
 
+def paper_split(
+    X: np.ndarray, rates: np.ndarray, combined: np.ndarray | None, folds: int = 5, seed: int = 42
+) -> tuple[str, float, float, pd.DataFrame]:
+    """04b's adaptive split (`sweep_subspace_parameters`, 04b:656-752): for metric in (detection_rate,
+    combined_rate) and τ in 0.01 … 0.99 then the median, success = metric > τ; a split needs minority share > 0.2
+    (04b:703-704) and ≥ `folds` per class (04b:829-833); its score is the LDA macro-F1 over StratifiedKFold(5,
+    shuffle, 42) with the rows ordered success first (04b:812-856); the first strictly best wins. Returns (metric,
+    τ, F1, every split tried)."""
+    metrics = {"detection_rate": rates} | ({"combined_rate": combined} if combined is not None else {})
+    rows, best = [], ("combined_rate", 0.2, -1.0)  # 04b:669-671 defaults when nothing qualifies
+    for name, m in metrics.items():
+        for tau in [*(i / 100 for i in range(1, 100)), float(np.median(m))]:
+            s = m > tau
+            n_s = int(s.sum())
+            if min(n_s, len(s) - n_s) / len(s) <= 0.2 or min(n_s, len(s) - n_s) < folds:
+                continue
+            order = np.r_[np.flatnonzero(s), np.flatnonzero(~s)]
+            f1 = lda_cv_f1(X[order], s[order].astype(int), folds, seed)
+            rows.append({"metric": name, "tau": tau, "n_success": n_s, "n_failure": len(s) - n_s, "f1": f1})
+            if f1 > best[2]:
+                best = (name, tau, f1)
+    return best[0], float(best[1]), float(best[2]), pd.DataFrame(rows)
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
@@ -109,18 +137,28 @@ def pca(X: np.ndarray, rates: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.n
 
 
 def nested_ridge(
-    X: np.ndarray, y: np.ndarray, outer: int = 5, inner: int = 3, alphas: Sequence[float] = ALPHAS, seed: int = 42
+    X: np.ndarray,
+    y: np.ndarray,
+    outer: int = 5,
+    inner: int = 3,
+    alphas: Sequence[float] = ALPHAS,
+    seed: int = 42,
+    centring: str = "fold",
 ) -> dict:
-    """Out-of-fold predictions of detection rate; each outer fold fits (centring included) on its training concepts
-    only. Returns pooled and per-fold R², chosen alphas and the test index sets."""
+    """Out-of-fold predictions of detection rate; each outer fold fits on its training concepts. `centring="fold"`
+    (the lab): X and y centred with the training fold's means only; `"global"` (04b:964-966): with the means over
+    every concept, before the folds. Returns pooled and per-fold R², chosen alphas and the test index sets (04b
+    reports the mean of the fold R²s, `r2_folds`; the lab the pooled one)."""
     import warnings
 
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
+    if centring == "global":
+        X, y = X - X.mean(0), y - y.mean()
     pred, folds, r2s, chosen = np.full(len(y), np.nan), [], [], []
     for tr, te in KFold(outer, shuffle=True, random_state=seed).split(X):
-        mx, my = X[tr].mean(0), y[tr].mean()
+        mx, my = (X[tr].mean(0), y[tr].mean()) if centring == "fold" else (0.0, 0.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = RidgeCV(alphas=list(alphas), cv=inner).fit(X[tr] - mx, y[tr] - my)
@@ -131,7 +169,8 @@ def nested_ridge(
         folds.append((tr.tolist(), te.tolist()))
     ss = float(((y - y.mean()) ** 2).sum())
     pooled = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 0.0
-    return {"r2_pooled": pooled, "r2_folds": r2s, "alphas": chosen, "pred": pred.tolist(), "folds": folds}
+    out = {"r2_pooled": pooled, "r2_folds": r2s, "alphas": chosen, "pred": pred.tolist(), "folds": folds}
+    return out | {"r2_mean_folds": float(np.mean(r2s))}
 
 
 def ridge_direction(X: np.ndarray, y: np.ndarray, alphas: Sequence[float] = ALPHAS) -> np.ndarray:
@@ -173,6 +212,8 @@ class Geometry:
     meandiff_proj_rate_corr: float
     pc_scores: list[list[float]] = field(repr=False)
     extra: dict = field(default_factory=dict)
+    split_metric: str = "detection_rate"  # what τ splits: detection_rate, or combined_rate (split="paper")
+    ridge_method: str = "lab"  # lab: pooled R², in-fold centring; paper: mean of fold R², global centring
 
 
 def analyse(
@@ -183,14 +224,23 @@ def analyse(
     tau: float | None = None,
     n_pcs: int = 10,
     seed: int = 42,
+    split: str = "detection",
+    ridge: str = "lab",
+    combined: np.ndarray | None = None,
 ) -> tuple[Geometry, dict[str, np.ndarray]]:
-    """Everything above for one layer; also returns the directions (meandiff, pc1, ridge)."""
-    if tau is None:
+    """Everything above for one layer; also returns the directions (meandiff, pc1, ridge). `split="paper"` chooses
+    τ over detection and combined rate (`paper_split`; `combined` = per-concept P(detected ∧ identified));
+    `ridge="paper"` reports the mean fold R² with global centring (04b:964-990) as `ridge_r2`."""
+    metric, split_on = "detection_rate", rates
+    if tau is None and split == "paper":
+        metric, tau, f1, _ = paper_split(X, rates, combined, seed=seed)
+        split_on, source = (combined if metric == "combined_rate" else rates), "cv_lda_f1_paper"
+    elif tau is None:
         tau, f1, _ = choose_threshold(X, rates, seed=seed)
         source = "cv_lda_f1"
     else:
         f1, source = float("nan"), "fixed"
-    success = rates > tau
+    success = split_on > tau
     if success.all() or (~success).all():
         from lab.errors import LabError
 
@@ -200,7 +250,7 @@ def analyse(
         )
     md = meandiff_direction(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)
-    rid = nested_ridge(X, rates, seed=seed)
+    rid = nested_ridge(X, rates, seed=seed, centring="global" if ridge == "paper" else "fold")
     ref = unit(refusal) if refusal is not None else None
     cos = lambda a, b: float(np.dot(unit(a), unit(b)))
     g = Geometry(
@@ -215,11 +265,13 @@ def analyse(
         cos(comps[0], md),
         cos(comps[0], ref) if ref is not None else float("nan"),
         cos(md, ref) if ref is not None else float("nan"),
-        rid["r2_pooled"],
+        rid["r2_mean_folds"] if ridge == "paper" else rid["r2_pooled"],
         rid["r2_folds"],
         rid["alphas"],
         float(np.corrcoef(X @ md, rates)[0, 1]) if np.std(rates) > 0 else float("nan"),
         scores.tolist(),
+        split_metric=metric,
+        ridge_method=ridge,
     )
     return g, {"meandiff": md, "pc1": comps[0], "ridge": ridge_direction(X, rates)}
 
@@ -243,8 +295,11 @@ def save_inputs(
     return o
 
 
-def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
-    """Recompute from a directory written by `save_inputs` (the geometry job's <output_dir>/analysis)."""
+def rerun(
+    path: str | os.PathLike, tau: float | None = None, split: str | None = None, ridge: str | None = None
+) -> Geometry:
+    """Recompute from a directory written by `save_inputs` (the geometry job's <output_dir>/analysis); `split` and
+    `ridge` default to what the stored result used."""
     from safetensors.torch import load_file
 
     o = Path(path)
@@ -255,17 +310,22 @@ def rerun(path: str | os.PathLike, tau: float | None = None) -> Geometry:
     rates = rates[rates.concept.isin(vecs)]
     X = torch.stack([vecs[c] for c in rates.concept]).double().numpy()
     ref = load_file(str(o / REFUSAL))["direction"].double().numpy() if (o / REFUSAL).is_file() else None
-    if tau is None and (o / RESULT).is_file():
-        prev = json.loads((o / RESULT).read_text())
+    prev = json.loads((o / RESULT).read_text()) if (o / RESULT).is_file() else {}
+    if tau is None:
         tau = prev["tau"] if prev.get("tau_source") == "fixed" else None
-    return analyse(X, rates["rate"].to_numpy(float), list(rates.concept), ref, tau)[0]
+    split = split or ("paper" if prev.get("tau_source") == "cv_lda_f1_paper" else "detection")
+    ridge = ridge or prev.get("ridge_method", "lab")
+    combined = rates["combined"].to_numpy(float) if "combined" in rates.columns else None
+    return analyse(
+        X, rates["rate"].to_numpy(float), list(rates.concept), ref, tau, split=split, ridge=ridge, combined=combined
+    )[0]
 
 
 def report_lines(g: Geometry) -> list[str]:
     ev = ", ".join(f"{x:.3f}" for x in g.explained[:5])
     return [
         (
-            f"concepts: {len(g.concepts)}  success (rate > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
+            f"concepts: {len(g.concepts)}  success ({g.split_metric} > τ={g.tau:.3f}, {g.tau_source}, CV macro-F1 "
             f"{g.tau_f1:.3f}): {g.n_success}  failure: {g.n_failure}"
         ),
         f"PCA explained variance (first 5): {ev}",
@@ -273,7 +333,8 @@ def report_lines(g: Geometry) -> list[str]:
             f"cos(mean-diff, refusal) = {g.meandiff_refusal_cos:.3f}; corr(projection on mean-diff, rate) = "
             f"{g.meandiff_proj_rate_corr:.3f} (in-sample)"
         ),
-        f"ridge nested CV: R² pooled {g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
+        f"ridge nested CV: R² {'mean of folds, global centring (04b)' if g.ridge_method == 'paper' else 'pooled'} "
+        f"{g.ridge_r2:.3f}, per fold " + " ".join(f"{r:.2f}" for r in g.ridge_r2_folds),
         f"pc1_meandiff_cos={g.pc1_meandiff_cos:.4f} pc1_refusal_cos={g.pc1_refusal_cos:.4f}",
     ]
 
@@ -392,6 +453,8 @@ if __name__ == "__main__":
     ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
     ap.add_argument("--tau", type=float, help="a fixed success threshold (default: as stored / CV choice)")
     ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
+    ap.add_argument("--split", choices=["detection", "paper"], help="τ over detection rate, or 04b's two metrics")
+    ap.add_argument("--ridge", choices=["lab", "paper"], help="pooled R² (lab) or 04b's mean fold R²")
     ns = ap.parse_args()
     from lab.errors import LabError
     from lab.run.tracking import resolve_source
@@ -400,5 +463,5 @@ if __name__ == "__main__":
         src = resolve_source(ns.run, ns.tracking_uri).directory
     except LabError as e:
         raise SystemExit(f"error: {e}") from None
-    for line in report_lines(rerun(src, ns.tau)):
+    for line in report_lines(rerun(src, ns.tau, ns.split, ns.ridge)):
         print(line)

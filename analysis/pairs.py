@@ -86,8 +86,12 @@ class PairPlan:
     groups: dict[str, list[str]]
 
 
-def plan_pairs(adir: Path, threshold: float | None, bucket: float | None, max_pairs: int) -> PairPlan:
-    """Pairs within success–success and failure–failure from a geometry job's analysis/ folder (no model)."""
+def plan_pairs(
+    adir: Path, threshold: float | None, bucket: float | None, max_pairs: int, units: str = "std"
+) -> PairPlan:
+    """Pairs within success–success and failure–failure from a geometry job's analysis/ folder (no model).
+    `threshold` / `bucket` are in units of the projections' std (`units="std"`, the lab) or raw projection units
+    (`"raw"`: the paper's `DEFAULT_BIDIRECTIONAL_THRESHOLD = 200`, 04c:66, on the unit ridge direction, 04c:471-477)."""
     from safetensors.torch import load_file
 
     from analysis import geometry as geo
@@ -101,7 +105,7 @@ def plan_pairs(adir: Path, threshold: float | None, bucket: float | None, max_pa
     X = torch.stack([vecs[c] for c in concepts]).double().numpy()
     proj = dict(zip(concepts, (X @ geo.ridge_direction(X, y)).tolist()))
     rate = dict(zip(concepts, y.tolist()))
-    sd = float(np.std(list(proj.values()))) or 1.0
+    sd = (float(np.std(list(proj.values()))) or 1.0) if units == "std" else 1.0
     thr = math.inf if threshold is None else threshold * sd
     groups = {"S-S": [c for c in concepts if rate[c] > tau], "F-F": [c for c in concepts if rate[c] <= tau]}
     pairs = [

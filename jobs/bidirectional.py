@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
@@ -35,6 +36,9 @@ class BidirectionalConfig(InjectionConfig):
         metadata={"help": "sort candidates by (⌊|Δproj|/bucket⌋, |Δrate|), bucket in std units (empty: by |Δproj|)"},
     )
     max_pairs: int = field(default=1000, metadata={"help": "per group (S-S, F-F)"})
+    pair_units: Literal["std", "raw"] = field(
+        default="std", metadata={"help": "threshold/bucket units: std of the projections, or raw (the paper's 200)"}
+    )
 
 
 @entry
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")
     out = Path(cfg.output_dir)
     preflight(cfg.tracking, output_dir=out)
-    plan = pr.plan_pairs(adir, cfg.threshold, cfg.bucket, cfg.max_pairs)
+    plan = pr.plan_pairs(adir, cfg.threshold, cfg.bucket, cfg.max_pairs, cfg.pair_units)
     layer, vecs, tau = plan.layer, plan.vectors, plan.tau
     strength = cfg.strength if cfg.strength is not None else plan.strength
     counts = {grp: sum(p[0] == grp for p in plan.pairs) for grp in plan.groups}

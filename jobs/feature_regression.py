@@ -18,6 +18,7 @@ from jobs.cli import configure, entry
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.experiments.concept_injection import JudgeConfig
+from lab.experiments.feature_regression import GEMMA_SCOPE_PATTERN
 from lab.run.parallel import FanOutConfig
 from lab.run.tracking import TrackingConfig
 from training.transcoder.fit import TranscoderConfig
@@ -34,6 +35,8 @@ class FeatureRegressionConfig:
     feature_layers: tuple[int, ...] = field(default=(16, 20), metadata={"help": "transcoder layers (> layer)"})
     transcoder: TranscoderConfig = field(default_factory=TranscoderConfig, metadata={"help": "as jobs.transcoders"})
     transcoder_dir: str | None = field(default=None, metadata={"help": "cache; empty: <model cache>/transcoders"})
+    gemma_scope: str | None = field(default=None, metadata={"help": "Gemma Scope 2 folder: load, do not train"})
+    gemma_scope_pattern: str = field(default=GEMMA_SCOPE_PATTERN, metadata={"help": "per layer ({layer} filled)"})
     sweep_dir: str | None = field(default=None, metadata={"help": "stored sweep with the rates; empty: run one"})
     runner: FanOutConfig = field(
         default_factory=FanOutConfig, metadata={"help": "sweep, reads, fits; 0 actors: no Ray"}
@@ -44,6 +47,11 @@ class FeatureRegressionConfig:
     folds: int = field(default=10, metadata={"help": "grouped CV folds (by concept), >= 2"})
     seed: int = field(default=0, metadata={"help": "fold shuffle, bootstrap and permutation seed"})
     resamples: tuple[int, int] = field(default=(1000, 20), metadata={"help": "bootstrap, permutation draws"})
+    inner_folds: int = field(default=5, metadata={"help": "nested estimate: inner grouped folds, >= 2"})
+    single_layers: bool = field(default=True, metadata={"help": "also fit each layer alone; false: pooled only (04h)"})
+    procedure: Literal["lab", "paper"] = field(
+        default="lab", metadata={"help": "headline: lab = nested estimate; paper = 04h's (both always computed)"}
+    )
     tracking: TrackingConfig = field(
         default_factory=lambda: TrackingConfig(experiment="feature-regression"),
         metadata={"help": "MLflow: parent run + a child per fit"},
@@ -54,6 +62,8 @@ class FeatureRegressionConfig:
     def __post_init__(self) -> None:
         if not self.feature_layers or any(f <= self.layer for f in self.feature_layers) or self.folds < 2:
             raise LabError(f"feature_layers must be non-empty and after the injection layer {self.layer}; folds >= 2")
+        if self.inner_folds < 2 or "{layer}" not in self.gemma_scope_pattern:
+            raise LabError("inner_folds must be >= 2 and gemma_scope_pattern must hold {layer}")
 
 
 @entry
@@ -97,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         dicts = partial(transcoders_for, cache_dir=tc_dir, cfg=cfg.transcoder)
         tc_key = {"cache_dir": tc_dir, "config": asdict(cfg.transcoder)}
+        if cfg.gemma_scope:
+            dicts = partial(fr.load_gemma_scope, root=cfg.gemma_scope, pattern=cfg.gemma_scope_pattern)
+            tc_key = {"gemma_scope": cfg.gemma_scope, "pattern": cfg.gemma_scope_pattern}
         rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
         spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
         spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
+        spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers, "model": cfg.model.name}
         fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
     spec = json.loads((root / "spec.json").read_text())
     grid = [
@@ -113,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cells = pd.DataFrame(tune_map(rg.fit_stored, grid, cfg.runner.address, root.parent / "tune", "cells"))
     cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
-    s = rg.summarize_fits(root, cells)
+    s = rg.summarize_fits(root, cells, cfg.procedure)
     png = rg.plot_curve(cells, s, root.parent / "r2_vs_n.png")
     cells.to_csv(root.parent / "cells.csv", index=False)
     tags = {"job": "feature_regression", "model": cfg.model.name}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jobs.cli import configure, entry
 from lab.config import ModelConfig
@@ -28,6 +28,9 @@ from lab.run.tracking import TrackingConfig
 class GatesConfig(FeatureJobConfig):
     compare: tuple[ModelConfig, ...] = field(default=(), metadata={"help": "more models/checkpoints, same tests"})
     gate_layers: tuple[int, ...] = field(default=(), metadata={"help": "where gates may sit; empty: any dose layer"})
+    dla: Literal["lab", "paper"] = field(
+        default="lab", metadata={"help": "gate ranking: lab = DLA through the final norm; paper = 07:461-472"}
+    )
     causal_strengths: tuple[float, ...] = field(default=(0.2,), metadata={"help": "> 0, in dose.strength_mode units"})
     n_boot: int = field(default=2000, metadata={"help": "concept-bootstrap resamples for the causal Δ 95 % intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the random control feature set and of the bootstrap"})
@@ -55,7 +58,7 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
 
     dictionaries = partial(from_source, src=cfg.transcoders)
     dose_response.run_dose_response(cfg, mc, out, dictionaries, progress=not quiet)
-    res = gate_report(out, cfg.gates_k, list(cfg.gate_layers) or None)
+    res = gate_report(out, cfg.gates_k, list(cfg.gate_layers) or None, dla=cfg.dla)
     gates = res["gates"]
     n_features = {int(k): t["n_features"] for k, t in res["meta"]["transcoders"].items()}
     sets = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from jobs.cli import entry, load_config, parser
 from lab.errors import LabError
@@ -30,6 +31,8 @@ class GeometryConfig(InjectionConfig):
     layer: int | None = field(default=None, metadata={"help": "the sweep layer to analyse (empty: its only layer)"})
     strength: float | None = field(default=None, metadata={"help": "the sweep strength (empty: its only strength)"})
     tau: float | None = field(default=None, metadata={"help": "fixed success threshold; empty: CV LDA macro-F1"})
+    split: Literal["detection", "paper"] = field(default="detection", metadata={"help": "paper: τ over 2 metrics"})
+    ridge: Literal["lab", "paper"] = field(default="lab", metadata={"help": "paper: mean fold R², global centring"})
     refusal: str = field(default="", metadata={"help": "refusal_directions.safetensors; empty: compute (position -2)"})
     parts: tuple[str, ...] = field(default=("full", "proj", "resid"), metadata={"help": "new injections"})
     part_trials: int = field(default=2, metadata={"help": "trial numbers per concept for the part injections"})
@@ -89,17 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     V = {c: vecs[(c, layer)].vector for c in concepts}
     adir = geo.save_inputs(out / "analysis", V, rates, ref, layer)
     X = torch.stack([V[c] for c in concepts]).double().numpy()
-    g, dirs = geo.analyse(X, rates["rate"].to_numpy(float), concepts, ref.double().numpy(), cfg.tau)
+    comb = rates["combined"].to_numpy(float) if "combined" in rates else None
+    g, dirs = geo.analyse(
+        X, rates.rate.to_numpy(float), concepts, ref.double().numpy(), cfg.tau, 10, 42, cfg.split, cfg.ridge, comb
+    )
     mode = inj[inj.layer == layer].strength_mode.iloc[0]
     resid = vecs[(concepts[0], layer)].resid_norm
-    g.extra = {
-        "layer": layer,
-        "strength": strength,
-        "strength_mode": mode,
-        "resid_norm": resid,
-        "model": cfg.model.name,
-        "source": src,
-    }
+    g.extra = dict(layer=layer, strength=strength, strength_mode=mode, resid_norm=resid, model=cfg.model.name)
+    g.extra["source"] = src
     geo.write_result(g, adir)
     print(*geo.report_lines(g)[:-1], sep="\n")
     # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)

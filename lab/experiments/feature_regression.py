@@ -123,6 +123,26 @@ def read_codes(
     return [got[t.trial_id] for t in trials]
 
 
+GEMMA_SCOPE_PATTERN = "layer_{layer}_width_262k_l0_big_affine"  # the paper's transcoders (04h: 262k wide, L0 "big")
+
+
+def gemma_scope_dir(root: str | os.PathLike, layer: int, pattern: str = GEMMA_SCOPE_PATTERN) -> Path:
+    """The Gemma Scope 2 folder of `layer` under `root` (`pattern` with {layer} filled); one line when missing."""
+    path = Path(root) / pattern.format(layer=layer)
+    if not path.exists():
+        raise LabError(f"no transcoder for layer {layer}: {path} is missing (a local copy of Gemma Scope 2)")
+    return path
+
+
+def load_gemma_scope(
+    lm: Any, layers: Sequence[int], root: str | os.PathLike, pattern: str = GEMMA_SCOPE_PATTERN
+) -> dict[int, Any]:
+    """A `Dictionaries` loader: each layer's Gemma Scope 2 transcoder from a local folder (no downloads)."""
+    from lab.steer.transcoder import load_transcoder
+
+    return {layer: load_transcoder(gemma_scope_dir(root, layer, pattern)) for layer in layers}
+
+
 def write_tables(root: Path, rates: Mapping[str, float], rows: Sequence[Mapping[str, Any]], spec: dict) -> None:
     """features (+ detection_rate) / feature_meta / vectors / spec.json under `root` from `read_codes` rows (in
     concept order); spec's `ns` are capped at the number of features."""

@@ -261,3 +261,66 @@ def test_judged_detection_counts_only_injected_unforced_trials_at_the_layer():
         }
     )
     assert gates.judged_detection(trials, 12).to_dict() == {"A": 0.5, "B": 1.0}
+
+
+def test_the_paper_s_dla_from_stored_tables(tmp_path):
+    """07_transcoder_feature_analysis.py (safety-research/introspection-mechanisms 5d5d9b4): `w_dec_unit = w_dec /
+    (w_dec.norm(dim=-1, keepdim=True) + 1e-10)`, `delta_u = _avg_embed(yes_tokens) - _avg_embed(no_tokens)` over
+    `("yes", "Yes", "YES")` / `("no", "No", "NO")` (07:390-391, 437-462), `logit_attribution = (w_dec_unit @ delta_u)
+    × mean |concept correlation|` (07:466-472), correlations = Spearman over `ALL_STRENGTHS` (no 0, 07:70, 755-770);
+    gates = the most negative. An inverted V (r = 0 across −2 … 2) gets DLA 0 there; the lab's DLA picks it."""
+    from safetensors.torch import save_file
+
+    from lab.steer.readouts import NO_VARIANTS, YES_VARIANTS
+
+    feats, rows = _tables()
+    (tmp_path / "features").mkdir()
+    (tmp_path / "rows").mkdir()
+    feats.to_parquet(tmp_path / "features" / "c0.parquet")
+    rows.to_parquet(tmp_path / "rows" / "c0.parquet")
+    (tmp_path / "transcoders").mkdir()
+    dec1, dec2 = torch.zeros(8, 3), torch.zeros(8, 3)
+    dec1[0] = torch.tensor([3.0, 0, 0])  # not unit: the paper normalises the row
+    dec2[4], dec2[6] = torch.tensor([2.0, 0, 0]), torch.tensor([0, 3.0, 0])
+    Transcoder(torch.zeros(3, 8), dec1, torch.zeros(8), torch.zeros(3)).save(
+        tmp_path / "transcoders" / "layer1.safetensors"
+    )
+    Transcoder(torch.zeros(3, 8), dec2, torch.zeros(8), torch.zeros(3)).save(
+        tmp_path / "transcoders" / "layer2.safetensors"
+    )
+    # the paper's spellings (no leading space): u_Yes = (0, 1, 0), u_No = (1, 0, 0); the spaced ones must not count
+    yes = [[0.0, 1, 0] if not t.startswith(" ") else [5.0, 5, 5] for t in YES_VARIANTS]
+    no = [[1.0, 0, 0] if not t.startswith(" ") else [9.0, 9, 9] for t in NO_VARIANTS]
+    save_file(
+        {"final_norm_weight": torch.ones(3), "unembed_yes_no": torch.tensor(yes + no)},
+        str(tmp_path / "readout.safetensors"),
+    )
+    meta = {"layers": [1, 2], "yes_rows": list(range(6)), "no_rows": list(range(6, 12))}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    run = gates.load_run(tmp_path)
+    t = gates.paper_dla_table(run).set_index(["layer", "feature"])
+    r = 4.5 / (5 * 4.5) ** 0.5  # Spearman of (0, 0, g, 2g) against −2, −1, 1, 2 for both concepts
+    assert t.loc[(1, 0), "unembed_score"] == pytest.approx(-1.0) and t.loc[(1, 0), "mean_abs_r"] == pytest.approx(r)
+    assert t.loc[(1, 0), "dla_paper"] == pytest.approx(-r)
+    assert t.loc[(2, 4), "unembed_score"] == pytest.approx(-1.0) and t.loc[(2, 4), "dla_paper"] == 0.0  # inverted V
+    assert t.loc[(2, 6), "unembed_score"] == pytest.approx(1.0) and t.loc[(2, 6), "mean_abs_r"] == 0.0  # flat: NaN r
+    paper = gates.select_gates_paper(run, k=3)
+    assert paper[["layer", "feature"]].values.tolist() == [[1, 0]]
+    assert run_module("analysis.gates", "--run", str(tmp_path), "--k", "3", "--dla", "paper") == 0
+    assert pd.read_csv(tmp_path / "report" / "gates-rerun.csv")[["layer", "feature"]].values.tolist() == [[1, 0]]
+    lab = gates.select_gates(run["features"], run["rows"], gates.dla_units_for(run), 3)
+    picked = lab[["layer", "feature"]].values.tolist()  # through the final norm, to No − Yes, × unsteered activation
+    assert picked[0] == [2, 4] and [1, 0] not in picked  # the lab ranks the inverted V first; 1/0 is silent unsteered
+
+
+def test_gates_preset_ranks_as_the_paper():
+    """configs/gates-gemma-3-27b-it.yaml against 07: top 200 most negative DLA (07:1460-1461), strengths −8 … 8
+    (07:70), steering layer 37 → detector layer 38 (07:67)."""
+    from jobs.gates import GatesConfig
+    from lab.config import from_dict, load_yaml
+    from tests.conftest import ROOT
+
+    cfg = from_dict(GatesConfig, load_yaml(ROOT / "configs" / "gates-gemma-3-27b-it.yaml"))
+    assert (cfg.dla, cfg.gates_k, cfg.dose.inject_layer, cfg.dose.layers[0]) == ("paper", 200, 37, 38)
+    assert [s for s in cfg.dose.strengths if s != 0] == [-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0]
+    assert from_dict(GatesConfig, load_yaml(ROOT / "configs" / "gates-demo.yaml")).dla == "lab"  # the default

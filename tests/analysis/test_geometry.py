@@ -119,3 +119,55 @@ def test_the_jobs_model_side_step_on_embedded(embedded, tmp_path):
     every = refusal.refusal_direction(embedded, *lists, position=-2)  # every layer's: row 12 is this one
     torch.testing.assert_close(ref, every.directions[12], atol=1e-5, rtol=1e-5)
     assert refusal.vectors_and_direction(embedded, *args)[1] is None  # a given direction: nothing computed
+
+
+def test_the_paper_s_split_over_detection_and_combined_rate():
+    """04b_vector_geometry.py (safety-research/introspection-mechanisms 5d5d9b4) `sweep_subspace_parameters`:
+    `thresholds = [i / 100 for i in range(1, 100)]` + the median, `metrics = ["detection_rate", "combined_rate"]`
+    (04b:665-667), `if balance <= 0.2: continue` (04b:703-704), the first strictly best F1 wins (04b:722-727);
+    combined_rate = mean(detected ∧ identified) (04b:446-447)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    y = np.clip(0.5 + 0.1 * X[:, 1] + 0.15 * rng.normal(size=50), 0, 1).round(2)  # weakly linear in axis 1
+    comb = np.clip(0.3 + 0.2 * X[:, 0], 0, 1).round(2)  # strongly linear in axis 0
+    metric, tau, f1, table = geo.paper_split(X, y, comb)
+    assert (metric, tau, round(f1, 4)) == ("combined_rate", 0.2, 0.9798)
+    assert round(table[table.metric == "detection_rate"].f1.max(), 4) == 0.7264
+    assert geo.choose_threshold(X, y)[0] == 0.56  # the lab's rule sweeps detection only
+    lab = geo.choose_threshold(X, y)[2]
+    assert ((lab.n_success == 10) | (lab.n_failure == 10)).any()  # the lab keeps a minority of exactly 20 %
+    assert not ((table.n_success == 10) | (table.n_failure == 10)).any()  # the paper needs more than 20 %
+    g, _ = geo.analyse(X, y, [f"c{i}" for i in range(50)], None, split="paper", combined=comb)
+    assert (g.split_metric, g.tau, g.tau_source, g.n_success) == ("combined_rate", 0.2, "cv_lda_f1_paper", 29)
+    assert g.n_success == int((comb > 0.2).sum())  # split on the combined rate, not on detection
+    rows = pd.DataFrame(
+        [
+            {"concept": "a", "kind": "injection", "forced": False, "detected": d, "identified": i}
+            for d, i in ((True, True), (True, False), (False, False), (True, None))
+        ]
+    )
+    assert geo.detection_rates(rows).loc[0, ["rate", "combined"]].tolist() == [0.75, 0.25]
+
+
+def test_the_paper_s_ridge_r2_is_the_mean_of_folds_with_global_centring():
+    """04b:964-990: `X = vectors_arr - vectors_arr.mean(axis=0)`, `y = detection_rates - detection_rates.mean()`,
+    `KFold(n_splits=5, shuffle=True, random_state=42)`, `RidgeCV(alphas=10 ** np.linspace(-2, 8, 25), cv=3)`,
+    `cv_r2 = np.mean(fold_r2)` — recomputed here by hand."""
+    import warnings
+
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+
+    X, y, concepts, ref = _synthetic()
+    xc, yc, fold_r2 = X - X.mean(0), y - y.mean(), []
+    for tr, te in KFold(n_splits=5, shuffle=True, random_state=42).split(xc):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = RidgeCV(alphas=10 ** np.linspace(-2, 8, 25), cv=3).fit(xc[tr], yc[tr]).predict(xc[te])
+        fold_r2.append(1 - np.sum((yc[te] - p) ** 2) / np.sum((yc[te] - yc[te].mean()) ** 2))
+    res = geo.nested_ridge(X, y, centring="global")
+    assert res["r2_mean_folds"] == pytest.approx(float(np.mean(fold_r2)), abs=1e-10)
+    assert round(res["r2_mean_folds"], 4) == 0.875 and round(res["r2_pooled"], 4) == round(R2_POOLED, 4)
+    g, _ = geo.analyse(X, y, concepts, ref, ridge="paper")
+    assert g.ridge_method == "paper" and g.ridge_r2 == pytest.approx(res["r2_mean_folds"])
+    assert geo.analyse(X, y, concepts, ref)[0].ridge_r2 == pytest.approx(R2_POOLED)  # the lab's default: pooled

@@ -38,8 +38,41 @@ def test_band_strengths_examples():
     ex = sv.plan_examples(["Dust", "Bread"], 10, (14, 16), (0.1, 0.2), 0.5, seed=3)
     assert len(ex) == 20 and sum(e.injected for e in ex) == 16
     inj = next(e for e in ex if e.injected)
-    assert inj.target == f'Yes, I detect an injected thought. The injected word is "{inj.concept}".'
+    assert inj.target == f'Yes, I detect an injected thought. The injected word is **"{inj.concept.lower()}"**.'
     assert next(e for e in ex if not e.injected).target == "No, I don't detect any injected thought in this trial."
+
+
+def test_the_paper_s_targets_controls_and_protocol():
+    """14_trained_bias_vector.py (safety-research/introspection-mechanisms 5d5d9b4): `injection_template = 'Yes, I
+    detect an injected thought. The injected word is **"{concept}"**.'` (14:803) filled with `concept.lower()`
+    (14:848); `control_response` (14:804); an injection example for every trial and a control added after it when
+    `random.random() < control_ratio` (14:826-864); 400 training concepts, 1 epoch, lr 1e-3, batch 8
+    (14:199-204); evaluate-bias defaults `--bias-eval-layer-fraction 0.60`, `--bias-eval-strength 4.0`,
+    `DEFAULT_EVAL_TEMPERATURE = 0.7` (14:1746-1748, 190)."""
+    from lab.config import from_dict, load_yaml
+    from tests.conftest import ROOT
+    from training.bias.bias_tune import SteeringVectorConfig
+    from training.bias.bias_vector import training_examples
+
+    paper = sv.plan_examples(["Dust", "Bread"], 10, (14, 16), (0.1, 0.2), 0.5, seed=3, controls="added")
+    assert sum(e.injected for e in paper) == 20 and len(paper) == 20 + 4  # every trial injected, 4 controls added
+    yes = next(e for e in paper if e.injected and e.concept == "Bread")
+    assert yes.target == 'Yes, I detect an injected thought. The injected word is **"bread"**.'
+    lab = sv.plan_examples(["Bread"], 1, (14,), (0.1,), 0.0, seed=0, target="lab")[0]
+    assert lab.target == 'Yes, I detect an injected thought. The injected word is "Bread".'
+    split = sv.stored_split(0)
+    cfg = from_dict(SteeringVectorConfig, load_yaml(ROOT / "configs" / "steering-vector-gemma-3-27b-it.yaml"))
+    concepts, train_ex, val_ex = training_examples(split, cfg.bias, cfg.bias.band)
+    assert len(concepts) == 400 and val_ex == [] and not set(concepts) & set(split.heldout)
+    assert (cfg.bias.lr, cfg.bias.batch_size, cfg.bias.epochs, cfg.bias.protocol) == (1e-3, 8, 1.0, "paper")
+    assert cfg.bias.band == tuple(range(29, 56, 2)) and cfg.bias.strengths == (2.0, 3.0, 4.0, 5.0)
+    ev = cfg.evaluation
+    assert ev.protocol == "paper" and ev.sweep.layers == (int(62 * 0.60),) == (37,)
+    assert (ev.sweep.strengths, ev.sweep.temperature) == ((4.0,), 0.7)
+    lab_cfg = from_dict(SteeringVectorConfig, load_yaml(ROOT / "configs" / "steering-vector-demo.yaml"))
+    assert lab_cfg.bias.protocol == "lab" and lab_cfg.evaluation.protocol == "lab"  # the lab's default
+    concepts, _, val_ex = training_examples(split, lab_cfg.bias, (14, 16))
+    assert len(concepts) == 24 and len(val_ex) == 8 and set(e.concept for e in val_ex) <= set(split.val)
 
 
 def _examples(n: int, seed: int) -> list[bl.Encoded]:

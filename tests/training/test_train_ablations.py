@@ -83,7 +83,7 @@ def test_paper_preset_and_deepspeed_plumbing(monkeypatch) -> None:
     assert cfg.model.name == "olmo-3.1-32b-sft" and cfg.lora.r == 64 and cfg.lora.alpha == 128
     assert cfg.hparams.learning_rate == 1e-5 and cfg.hparams.gradient_accumulation_steps == 8
     assert cfg.resources.distributed and cfg.deepspeed.endswith("cluster/deepspeed/zero3.json")
-    assert len(expected_trials(cfg)) == 19  # 12 arms (two random-LoRA controls) + 7 single-domain DPO runs
+    assert len(expected_trials(cfg)) == 20  # 12 arms (two random-LoRA controls) + 8 single-domain DPO runs
     assert cfg.tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # the default, made absolute for trials elsewhere
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/m.db")
     assert absolutize(cfg).tracking.uri == f"sqlite:///{ROOT}/mlflow.db"  # an explicit uri wins over the env

@@ -120,5 +120,5 @@ def test_ablation_template_parses() -> None:
     assert from_dict(LoraSettings, spec["lora"]) == PAPER_LORA
     # validation during training needs eval data, so it is on in the preset files but not in the code default
     assert from_dict(TrainHParams, spec["hparams"]) == dataclasses.replace(
-        PAPER_HPARAMS, eval_steps=200, early_stopping_patience=3
-    )
+        PAPER_HPARAMS, eval_steps=200, early_stopping_patience=10
+    )  # patience = 10 (safety-research/introspection-mechanisms experiments/03f_dpo_mechanism_ablation.py:1680)

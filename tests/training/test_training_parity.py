@@ -192,3 +192,93 @@ def test_ablation_data_spec_with_the_paper_layout(tmp_path) -> None:
     assert all(c.startswith(" ") and c.endswith("</s>") for c in train_ds["chosen"])
     with pytest.raises(LabError, match="layout 'paper' needs data.path"):
         DataSpec(layout="paper")
+
+
+def test_paper_truncates_where_the_lab_drops_and_maps_domains_as_03f(tmp_path) -> None:
+    """The paper cuts the prompt to 500 characters and each answer to 1500 (`user_prompt[:500]`,
+    `chosen_response[:1500]`, experiments/03f_dpo_mechanism_ablation.py:518-525) and adds the leading space only where
+    there is none (03f:527-528); it names domains from the `prompt_id` source ('flan_v2_converted': 'nlp_task',
+    03f:272; `_get_dpo_source`, 03f:281-285) with a keyword fallback ('in this task' → nlp_task, 'solve' → math,
+    03f:290-306), and reads the user prompt as `chosen[0]['content']` (03f:497)."""
+    from training.preference.paper_data import PAPER_DOMAINS, keyword_domain, paper_domain
+
+    assert PAPER_DOMAINS == (
+        "code",
+        "general",
+        "instruction_following",
+        "math",
+        "multilingual",
+        "nlp_task",
+        "safety",
+        "science",
+    )
+    assert paper_domain("flan_v2_converted-request-12", "Write a poem") == "nlp_task"
+    assert paper_domain("tulu_v3.9_aya_100k-request-3", "solve x") == "multilingual"  # the source map wins
+    assert paper_domain("somewhere-else-request-1", "In this task, solve x") == "nlp_task"  # nlp before math
+    assert paper_domain("no-marker", "Please solve 2x = 4") == "math"
+    assert keyword_domain("How do I hack a python script?") == "safety"  # safety is checked first
+    assert keyword_domain("Tell me about dogs") == "general"
+    dolci = [
+        {
+            "prompt_id": "tulu-3-sft-personas-math-request-1",
+            "chosen": [{"role": "user", "content": "p" * 600}, {"role": "assistant", "content": "c" * 1600}],
+            "rejected": [{"role": "user", "content": "p" * 600}, {"role": "assistant", "content": " r"}],
+        },
+        {
+            "prompt_id": "x-request-2",
+            "chosen": [{"role": "user", "content": "Classify this review."}, {"role": "assistant", "content": "ok"}],
+            "rejected": [{"role": "user", "content": "Classify this review."}, {"role": "assistant", "content": "no"}],
+        },
+    ]
+    write_jsonl(dolci, tmp_path / "d.jsonl")
+    paper = load_paper_preferences(
+        tmp_path / "d.jsonl", "</s>", long_rows="truncate", domain_map="paper", eval_fraction=0.0
+    )
+    rows = {r["domain"]: r for r in paper.train.to_list()}
+    assert paper.dropped_long == 0 and set(rows) == {"math", "nlp_task"}
+    assert rows["math"]["prompt"] == "p" * 500 and rows["math"]["chosen"] == " " + "c" * 1500 + "</s>"
+    assert rows["math"]["rejected"] == " r</s>"  # already spaced: no second space
+    lab = load_paper_preferences(tmp_path / "d.jsonl", "</s>", domain_map="paper", eval_fraction=0.0)
+    assert lab.dropped_long == 1 and lab.domains == {"nlp_task": 1}  # the lab's default drops the long row
+
+
+def test_paper_preset_names_the_paper_data_patience_layer_and_pooled_controls() -> None:
+    """configs/ablations-olmo-3.1-32b.yaml against 03f: allenai/dolci-instruct-dpo (03f:469), patience = 10
+    (03f:1680), DEFAULT_LAYER_IDX = 37 (03f:225), DEFAULT_N_CONTROL = 300 (03f:227), control i at trial number
+    `(i % n_trials) + 1` (03f:2921)."""
+    from lab.config import ModelConfig, from_dict
+    from lab.experiments.concept_injection import plan
+    from training.ablation.evaluate import EvalSpec, injection_config, pool_controls
+    from training.ablation.tune_config import DataSpec
+
+    cfg = load_yaml("configs/ablations-olmo-3.1-32b.yaml")
+    data = from_dict(DataSpec, cfg["data"], "data")
+    assert "dolci-instruct-dpo" in data.path and (data.layout, data.long_rows, data.domain_map) == (
+        "paper",
+        "truncate",
+        "paper",
+    )
+    assert DataSpec().path is None and DataSpec().long_rows == "drop"  # the lab's default stays synthetic
+    assert cfg["hparams"]["early_stopping_patience"] == 10
+    ev = from_dict(EvalSpec, cfg["evaluation"], "evaluation")
+    assert ev.sweep.layers == (37,) and ev.pooled_controls == 300
+    small = EvalSpec(
+        sweep=ev.sweep.__class__(
+            concepts="first:4",
+            layers=(3,),
+            strengths=(4.0,),
+            strength_mode="raw",
+            trials_per_concept=3,
+            controls=(),
+            selftest=False,
+        ),
+        pooled_controls=7,
+    )
+    trials = plan(injection_config(ModelConfig(), None, small, "/nonexistent")).trials
+    kept = pool_controls(trials, 7)
+    controls = [t for t in kept if t.kind == "control"]
+    assert len([t for t in kept if t.kind == "injection"]) == 12 and len(controls) == 7
+    assert sorted(t.trial_number for t in controls) == [1, 1, 1, 2, 2, 3, 3]  # i % 3 + 1 for i in 0..6
+    assert pool_controls(trials, 0) == list(trials)
+    with pytest.raises(LabError, match="too few to pool 13"):
+        pool_controls(trials, 13)

@@ -35,6 +35,13 @@ class EvalSpec:
         metadata={"help": "trials of every adapter; concept vectors from the adapted model"},
     )
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "grades the evaluation answers"})
+    pooled_controls: int = field(
+        default=0,
+        metadata={
+            "help": "0: one control per injection trial (paired, the lab); N: the paper's N pooled controls, control i "
+            "at trial number (i mod trials_per_concept) + 1 (03f:2917-2923; the paper uses 300)"
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "rows per generate() call"})
     shard_size: int = field(default=64, metadata={"help": "trials per stored Parquet shard"})
     device: Literal["cpu", "cuda", "auto"] | None = field(
@@ -48,6 +55,8 @@ class EvalSpec:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1:
             raise LabError("evaluation.batch_size and evaluation.shard_size must be >= 1")
+        if self.pooled_controls < 0:
+            raise LabError(f"evaluation.pooled_controls must be >= 0, got {self.pooled_controls}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,24 @@ def trials_hash(trials: list[Any]) -> str:
         for t in trials
     )
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def pool_controls(trials: list[Any], n: int) -> list[Any]:
+    """Every non-control trial and `n` pooled controls (n = 0: all trials as planned). Control i asks trial number
+    (i mod T) + 1, T the trial numbers planned, as 03f:2920-2923 builds its 300; it is the (i // T)-th planned control
+    of that trial number (controls carry no vector, so which concept labels them does not change the prompt)."""
+    if n == 0:
+        return list(trials)
+    by_number: dict[int, list[Any]] = {}
+    for t in trials:
+        if t.kind == "control":
+            by_number.setdefault(t.trial_number, []).append(t)
+    numbers = sorted(by_number)
+    if not numbers or any(len(by_number[k]) < -(-n // len(numbers)) for k in numbers):
+        have = sum(len(v) for v in by_number.values())
+        raise LabError(f"evaluation.pooled_controls {n}: the sweep plans {have} controls, too few to pool {n}")
+    keep = {id(by_number[numbers[i % len(numbers)]][i // len(numbers)]) for i in range(n)}
+    return [t for t in trials if t.kind != "control" or id(t) in keep]
 
 
 def injection_config(
@@ -105,7 +132,8 @@ def check(model: ModelConfig, spec: EvalSpec) -> list[str]:
     from lab.judges import make_judge
 
     make_judge(spec.judge.name, **spec.judge.options)
-    return [t.trial_id for t in plan(injection_config(model, None, spec, "/nonexistent")).trials]
+    trials = plan(injection_config(model, None, spec, "/nonexistent")).trials
+    return [t.trial_id for t in pool_controls(trials, spec.pooled_controls)]
 
 
 def evaluate_adapter(
@@ -134,12 +162,12 @@ def evaluate_adapter(
     shutil.rmtree(out, ignore_errors=True)  # fresh vectors and generations for this adapter
     out.mkdir(parents=True)
     inj = injection_config(model, adapter_dir, spec, out, threads)
-    planned = plan(inj).trials
+    planned = pool_controls(plan(inj).trials, spec.pooled_controls)
     ids = [t.trial_id for t in planned]
     set_threads(threads)
     if lm is None:
         lm = load(inj.model)
-    res = run_sweep(inj, progress=progress, lm=lm)
+    res = run_sweep(inj, progress=progress, lm=lm, trials=planned)
     df = store.read(inj.output_dir)
     df = df[df["trial_id"].isin(set(ids))]
     tracking_off = TrackingConfig(enabled=False)  # the Tune trial logs its own child run

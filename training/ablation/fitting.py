@@ -28,7 +28,17 @@ def load_rows(data: Any, eos_token: str | None = None) -> tuple[Any, Any]:
         from training.preference.paper_data import load_paper_preferences
 
         names = {"include": "include_domains", "exclude": "exclude_domains", "seed": "split_seed"}
-        names |= {k: k for k in ("domain_column", "max_prompt_chars", "max_answer_chars", "eval_fraction")}
+        names |= {
+            k: k
+            for k in (
+                "domain_column",
+                "max_prompt_chars",
+                "max_answer_chars",
+                "eval_fraction",
+                "long_rows",
+                "domain_map",
+            )
+        }
         pd = load_paper_preferences(data.path, eos_token or "", **{k: getattr(data, v) for k, v in names.items()})
         print(f"preference data {data.path}: {pd.summary()}", flush=True)
         return pd.train, (pd.eval if len(pd.eval) else None)

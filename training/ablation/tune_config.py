@@ -61,6 +61,20 @@ class DataSpec:
     exclude_domains: tuple[str, ...] = field(default=(), metadata={"help": "layout paper: drop these domains"})
     max_prompt_chars: int = field(default=500, metadata={"help": "layout paper: longer prompts are dropped (chars)"})
     max_answer_chars: int = field(default=1500, metadata={"help": "layout paper: longer answers are dropped (chars)"})
+    long_rows: Literal["drop", "truncate"] = field(
+        default="drop",
+        metadata={
+            "help": "layout paper: rows over the limits are dropped (the lab's default) or cut to them (truncate: the "
+            "paper, 03f:517-525)"
+        },
+    )
+    domain_map: Literal["column", "paper"] = field(
+        default="column",
+        metadata={
+            "help": "layout paper: domains from domain_column, or the paper's prompt_id source map with its keyword "
+            "fallback (8 domains incl. nlp_task, 03f:247-314)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lab.config import ModelConfig, from_dict, to_dict
 from lab.errors import LabError
@@ -48,6 +48,15 @@ class HeldoutEval:
         metadata={"help": "also the paper code's evaluation (own setup replies, steering before the trial turn only)"},
     )
     paper_setup_tokens: int = field(default=100, metadata={"help": "max new tokens of each own setup reply"})
+    protocol: Literal["lab", "paper"] = field(
+        default="lab",
+        metadata={
+            "help": "lab: the held-out concepts, injected from 'Trial n' through the answer; paper: 14's own "
+            "evaluation as the arm's numbers — all 500 concepts (training ones included), steering only the tokens "
+            "before the trial turn (training.bias.bias_paper_eval); preset: layer 0.60 depth, strength 4, "
+            "temperature 0.7 (14:1746-1748)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_heldout <= 100:
@@ -155,6 +164,10 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
     ckpt = _keep_checkpoint(cfg, arm, out)
     split = stored_split(cfg.bias.split_seed)
     heldout = split.heldout[: cfg.evaluation.n_heldout]
+    if cfg.evaluation.protocol == "paper":  # the paper evaluates every concept, those it trained on included
+        from lab.protocol.words import select_concepts
+
+        heldout = tuple(select_concepts("all"))
     inj = heldout_injection_config(cfg, heldout, out)
     t0 = time.time()
     threads(cfg.resources.threads)
@@ -207,16 +220,23 @@ def run_arm(cfg: SteeringVectorConfig, arm: str, parent_run_id: str | None = Non
             }
         t_eval = time.time()
         edits = [Bias(site, v) for site, v in bias.items()]
-        res = run_sweep(inj, progress=False, lm=lm, edits=edits, edits_tag=fingerprint(bias) if bias else "")
-        ids = {t.trial_id for t in res["plan"].trials}
-        df = store.read(inj.output_dir)
-        rates = arm_rates(df[df.trial_id.isin(ids)], heldout)
-        if cfg.evaluation.paper_variant:
+        if cfg.evaluation.protocol == "paper":
+            from training.bias.bias_paper_eval import paper_eval
+
+            pdf = paper_eval(lm, inj, edits, out / "eval_paper" / "trials", cfg.evaluation.paper_setup_tokens)
+            rates = arm_rates(pdf, heldout) | {"evaluation_protocol": "paper"}
+        else:
+            res = run_sweep(inj, progress=False, lm=lm, edits=edits, edits_tag=fingerprint(bias) if bias else "")
+            ids = {t.trial_id for t in res["plan"].trials}
+            df = store.read(inj.output_dir)
+            rates = arm_rates(df[df.trial_id.isin(ids)], heldout) | {"evaluation_protocol": "lab"}
+        if cfg.evaluation.paper_variant and cfg.evaluation.protocol == "lab":
             from training.bias.bias_paper_eval import paper_eval
 
             pdf = paper_eval(lm, inj, edits, out / "eval_paper" / "trials", cfg.evaluation.paper_setup_tokens)
             rates |= {f"paper/{k}": v for k, v in arm_rates(pdf, heldout).items()}
         result |= rates | {"eval_seconds": time.time() - t_eval, "arm_seconds": time.time() - t0}
+        result |= {"model": cfg.model.name, "concepts_evaluated": len(heldout)}
         if run is not None:
             tracking.log_metrics(result)
             tracking.log_artifacts(*[p for p in (out / "bias" / "bias.json",) if p.exists()])

@@ -53,6 +53,18 @@ class BiasTrainConfig:
     val_examples: int = field(default=64, metadata={"help": "validation examples (validation concepts); 0 = none"})
     val_every: int = field(default=50, metadata={"help": "steps between validation losses"})
     patience: int = field(default=3, metadata={"help": "validations without improvement before stopping"})
+    protocol: Literal["lab", "paper"] = field(
+        default="lab",
+        metadata={
+            "help": "lab: train on split.train, validate on split.val with early stopping; paper: 14's recipe — train "
+            "on split.train + split.val (400 concepts), no validation, a control added after an injection with "
+            "p = control_p (14:826-864); set epochs: 1 for the paper's single epoch"
+        },
+    )
+    target: Literal["paper", "lab"] = field(
+        default="paper",
+        metadata={"help": 'target answer: paper = ... is **"concept"** lower-cased (14:803, 848); lab = "Concept"'},
+    )
     seed: int = field(default=0, metadata={"help": "example plan, data order (jobs.steering_vector: from seeds)"})
     split_seed: int = field(default=0, metadata={"help": "stored split analysis/data/steering_split_seed<N>.json"})
 
@@ -191,6 +203,21 @@ def bias_sites(cfg: BiasTrainConfig, n_layers: int) -> list[str]:
     return [f"{cfg.site}.{x}" for x in layers]
 
 
+def training_examples(
+    split: ConceptSplit, cfg: BiasTrainConfig, band: Sequence[int]
+) -> tuple[tuple[str, ...], list[Any], list[Any]]:
+    """(training concepts, training examples, validation examples) of `cfg.protocol` (see BiasTrainConfig)."""
+    paper = cfg.protocol == "paper"
+    pool = split.train + split.val if paper else split.train  # the paper trains on all 400 non-held-out concepts
+    concepts = pool[: cfg.max_train_concepts or None]
+    kw = {"target": cfg.target, "controls": "added" if paper else "mixed"}
+    train_ex = plan_examples(concepts, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed, **kw)
+    if paper or not cfg.val_examples:
+        return concepts, train_ex, []
+    val_ex = plan_examples(split.val, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed + 1, **kw)
+    return concepts, train_ex, val_ex[: cfg.val_examples]
+
+
 def train_bias(
     lm: Any,
     split: ConceptSplit,
@@ -204,10 +231,7 @@ def train_bias(
     from lab.steer.concepts import concept_vectors
 
     band = cfg.band or scaled_band(lm.n_layers)
-    concepts = split.train[: cfg.max_train_concepts or None]
-    train_ex = plan_examples(concepts, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed)
-    val_ex = plan_examples(split.val, cfg.trials_per_concept, band, cfg.strengths, cfg.control_p, cfg.seed + 1)
-    val_ex = val_ex[: cfg.val_examples]
+    concepts, train_ex, val_ex = training_examples(split, cfg, band)
     need = list(dict.fromkeys([*concepts, *(e.concept for e in val_ex)]))
     vectors, _ = concept_vectors(lm, need, band, cache_dir=cache_dir, model_key=model_key)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id

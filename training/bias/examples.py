@@ -24,8 +24,12 @@ import torch
 
 from lab.errors import LabError
 
-TARGET_YES = 'Yes, I detect an injected thought. The injected word is "{concept}".'
-TARGET_NO = "No, I don't detect any injected thought in this trial."
+# 14 = experiments/14_trained_bias_vector.py (safety-research/introspection-mechanisms 5d5d9b4)
+TARGET_YES = (
+    'Yes, I detect an injected thought. The injected word is **"{concept}"**.'  # 14:803, concept lower-cased (14:848)
+)
+TARGET_YES_LAB = 'Yes, I detect an injected thought. The injected word is "{concept}".'  # the lab's earlier target
+TARGET_NO = "No, I don't detect any injected thought in this trial."  # 14:804
 PAPER_BAND = (29, 55)  # odd layers of Gemma3-27B's 62 (the paper's code)
 PAPER_N_LAYERS = 62
 PAPER_STRENGTHS = (2.0, 3.0, 4.0, 5.0)
@@ -127,10 +131,15 @@ class Example:
     injected: bool
     layer: int  # injection layer (drawn for controls too, unused there)
     strength: float
+    target_style: str = "paper"  # paper: **"concept"** lower-cased (14:803, 848); lab: "Concept" as written
 
     @property
     def target(self) -> str:
-        return TARGET_YES.format(concept=self.concept) if self.injected else TARGET_NO
+        if not self.injected:
+            return TARGET_NO
+        if self.target_style == "lab":
+            return TARGET_YES_LAB.format(concept=self.concept)
+        return TARGET_YES.format(concept=self.concept.lower())
 
 
 def plan_examples(
@@ -140,17 +149,28 @@ def plan_examples(
     strengths: Sequence[float],
     control_p: float,
     seed: int,
+    target: str = "paper",
+    controls: str = "mixed",
 ) -> list[Example]:
-    """`trials_per_concept` examples per concept (trial numbers 1..N), each a control with p = `control_p`, with a
-    random layer of `band` and strength; shuffled. Deterministic in `seed`."""
+    """`trials_per_concept` examples per concept (trial numbers 1..N) with a random layer of `band` and strength;
+    shuffled, deterministic in `seed`. `controls="mixed"` (the lab): each example is a control with p = `control_p`;
+    `"added"` (the paper, 14:826-864): every trial is an injection, and a control of the same trial number is added
+    after it with p = `control_p`. `target`: the target text's style (`Example.target_style`)."""
     if not band or not strengths:
         raise LabError("bias training needs a non-empty injection band and strengths")
+    if target not in ("paper", "lab") or controls not in ("mixed", "added"):
+        raise LabError(f"bias examples: target must be paper|lab and controls mixed|added, got {target}, {controls}")
     rng = random.Random(seed)
-    out = [
-        Example(c, n, rng.random() >= control_p, rng.choice(list(band)), rng.choice(list(strengths)))
-        for c in concepts
-        for n in range(1, trials_per_concept + 1)
-    ]
+    out = []
+    for c in concepts:
+        for n in range(1, trials_per_concept + 1):
+            if controls == "mixed":
+                injected = rng.random() >= control_p
+                out.append(Example(c, n, injected, rng.choice(list(band)), rng.choice(list(strengths)), target))
+                continue
+            out.append(Example(c, n, True, rng.choice(list(band)), rng.choice(list(strengths)), target))
+            if rng.random() < control_p:
+                out.append(Example(c, n, False, out[-1].layer, 0.0, target))
     rng.shuffle(out)
     return out
 

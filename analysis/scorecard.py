@@ -1,0 +1,322 @@
+"""The reproduction scorecard: each stored run's numbers beside the paper's headlines, with intervals, and per row
+whether the run is comparable (same model, judge instrument, stimuli, n) and if not why.
+
+The paper's numbers are versioned data (`analysis/data/paper_headlines.yaml`, each row naming its source). A run is
+a stored output folder; what it measures is read from the files its job wrote (no model, no Ray, no MLflow here):
+  trial Parquet at its root   fpr, fpr_minus_tpr (Newcombe interval), peak_depth (≥ 3 layers)
+  original/ + abliterated/    tpr_before/after, introspection_before/after, fpr_delta (jobs.abliteration)
+  analysis/geometry.json      pc1_meandiff_cos, pc1_refusal_cos (jobs.geometry)
+  regression/spec.json        r2_features, r2_projection by the paper's procedure (analysis.regression; the nested
+                              estimate is shown in the note)
+  report/causal.csv           gates_ablate, gates_patch: Δ logit-based detection (jobs.gates; a Yes − No logit, never
+                              the paper's judged detection, so never comparable on the instrument)
+  arms/*/result.json          bias_tpr_gain, bias_fpr, bias_introspection_gain (jobs.steering_vector; the first
+                              trained arm against `baseline`)
+Comparable means: the run's model is the paper's, its judge is the paper's instrument (gpt-4.1-mini with the
+`paper` prompt), its prompt variants / formats / number of concepts are the paper's, and it has at least the
+paper's n where the paper's code fixes n. Anything else says why not, e.g. "not comparable: model, judge".
+`python -m analysis.scorecard --run DIR [--run DIR …]` prints the table and logs it to MLflow (only there).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lab.reporting.metrics import summarize
+
+HEADLINES_FILE = Path(__file__).resolve().parent / "data" / "paper_headlines.yaml"
+PAPER_JUDGE = ("gpt-4.1-mini", "@paper")  # judge_version "openai:gpt-4.1-mini@paper…" (lab/judges/llm.py)
+
+
+def headlines(path: str | Path = HEADLINES_FILE) -> tuple[str, list[dict[str, Any]]]:
+    """(version, rows) of the paper's headline numbers."""
+    data = yaml.safe_load(Path(path).read_text())
+    return str(data["version"]), list(data["rows"])
+
+
+# ------------------------------------------------------------------------------------------------ reading runs
+def _trials(root: Path) -> pd.DataFrame | None:
+    from lab.run import store
+
+    return store.read(root) if store.shard_files(root) else None
+
+
+def _model(name: str) -> str:
+    """The registry name behind a trial's `model` key (drops `@dtype` and `+adapter@hash`)."""
+    return str(name).split("+", 1)[0].split("@", 1)[0]
+
+
+def trial_facts(df: pd.DataFrame) -> dict[str, Any]:
+    """What a comparison needs to know about a table of trials."""
+    facts: dict[str, Any] = {
+        "model": sorted({_model(m) for m in df["model"].dropna()}),
+        "judge": sorted({str(v) for v in df.get("judge_version", pd.Series(dtype=str)).dropna()}),
+        "prompt_variants": sorted(set(df.get("prompt_variant", pd.Series(dtype=str)).dropna())),
+        "dialogue_formats": sorted(set(df.get("dialogue_format", pd.Series(dtype=str)).dropna())),
+        "concepts": int(df.loc[df.kind == "injection", "concept"].nunique()),
+    }
+    return facts
+
+
+def _rate(s: Mapping[str, float], name: str, facts: Mapping[str, Any], n_key: str | None = None) -> dict[str, Any]:
+    return {
+        "value": s.get(name, math.nan),
+        "lo": s.get(f"{name}_lo", math.nan),
+        "hi": s.get(f"{name}_hi", math.nan),
+        "n": s.get(n_key or f"n_{name}", math.nan),
+        "facts": dict(facts),
+    }
+
+
+def _diff(after: Mapping[str, float], before: Mapping[str, float], name: str, facts: Mapping[str, Any]) -> dict:
+    """after − before of one rate, with Newcombe's hybrid score interval (analysis.compare)."""
+    from analysis.compare import diff_interval
+
+    na, nb = int(after.get(f"n_{name}", 0)), int(before.get(f"n_{name}", 0))
+    d, lo, hi = diff_interval(round(after.get(name, 0) * na), na, round(before.get(name, 0) * nb), nb)
+    return {"value": d, "lo": lo, "hi": hi, "n": min(na, nb), "facts": dict(facts)}
+
+
+def _peak_depth(df: pd.DataFrame, facts: Mapping[str, Any]) -> dict[str, Any] | None:
+    from lab.model.loading import spec_for
+
+    inj = df[(df.kind == "injection") & ~df.forced.astype(bool) & df.detected.notna()]
+    if inj["layer"].nunique() < 3 or len(facts["model"]) != 1:
+        return None
+    spec = spec_for(facts["model"][0])
+    if spec is None:
+        return None
+    by = inj.assign(d=inj.detected.astype(bool)).groupby("layer")["d"].mean()
+    best = int(by.idxmax())
+    return {"value": best / spec.n_layers, "lo": math.nan, "hi": math.nan, "n": len(inj), "facts": dict(facts)}
+
+
+def measures(run: str | Path) -> dict[str, dict[str, Any]]:
+    """Every measure this run's stored files give: name → {value, lo, hi, n, facts[, note]}."""
+    root, out = Path(run), {}
+    df = _trials(root)
+    if df is not None and len(df):
+        facts, s = trial_facts(df), summarize(df)
+        out["fpr"] = _rate(s, "fpr", facts)
+        out["fpr_minus_tpr"] = _diff({"d": s["fpr"], "n_d": s["n_fpr"]}, {"d": s["tpr"], "n_d": s["n_tpr"]}, "d", facts)
+        if (peak := _peak_depth(df, facts)) is not None:
+            out["peak_depth"] = peak
+    before, after = _trials(root / "original"), _trials(root / "abliterated")
+    if before is not None and after is not None:
+        facts, sb, sa = trial_facts(pd.concat([before, after])), summarize(before), summarize(after)
+        for name in ("tpr", "introspection"):
+            out[f"{name}_before"], out[f"{name}_after"] = _rate(sb, name, facts), _rate(sa, name, facts)
+        out["fpr_delta"] = _diff(sa, sb, "fpr", facts)
+    out |= _geometry(root) | _regression(root) | _gates(root) | _bias(root)
+    return out
+
+
+def _geometry(root: Path) -> dict[str, dict[str, Any]]:
+    path = next((p for p in (root / "analysis" / "geometry.json", root / "geometry.json") if p.is_file()), None)
+    if path is None:
+        return {}
+    g = json.loads(path.read_text())
+    src = g.get("extra", {}).get("source")
+    facts = trial_facts(_trials(Path(src))) if src and Path(src).is_dir() and _trials(Path(src)) is not None else {}
+    facts = dict(facts) | {"model": [g.get("extra", {}).get("model", "unknown")], "concepts": len(g["concepts"])}
+    n = len(g["concepts"])
+    return {
+        k: {"value": g[k], "lo": math.nan, "hi": math.nan, "n": n, "facts": facts}
+        for k in ("pc1_meandiff_cos", "pc1_refusal_cos")
+    }
+
+
+def _regression(root: Path) -> dict[str, dict[str, Any]]:
+    from analysis.regression import summarize_fits
+
+    reg = root / "regression" if (root / "regression" / "spec.json").is_file() else root
+    if not (reg / "spec.json").is_file() or not (reg / "features.parquet").is_file():
+        return {}
+    spec = json.loads((reg / "spec.json").read_text())
+    s = summarize_fits(reg)
+    facts = {"model": [spec.get("model", "unknown")], "concepts": int(s["n_concepts"])}
+    note = f"04h's procedure (best N × α on its own folds); nested estimate {s['r2_nested']:.3f}"
+    return {
+        "r2_features": {"value": s["r2_paper"], "lo": math.nan, "hi": math.nan, "n": s["n_concepts"], "facts": facts}
+        | {"note": note + f", N {s['paper_n']}"},
+        "r2_projection": {
+            "value": s["r2_paper_projection"],
+            "lo": math.nan,
+            "hi": math.nan,
+            "n": s["n_concepts"],
+            "facts": facts,
+            "note": f"global mean-diff projection; nested {s['r2_projection_nested']:.3f}",
+        },
+    }
+
+
+def _gates(root: Path) -> dict[str, dict[str, Any]]:
+    tables = sorted(root.glob("report/causal.csv")) + sorted(root.glob("*/report/causal.csv"))
+    if not tables:
+        return {}
+    t = pd.read_csv(tables[0]).set_index("condition")
+    meta = tables[0].parent.parent / "meta.json"
+    model = json.loads(meta.read_text()).get("model", "unknown") if meta.is_file() else "unknown"
+    facts = {"model": [_model(model)], "judge": ["yes-no logit"]}
+    out = {}
+    for name, cond in (("gates_ablate", "ablate:gates"), ("gates_patch", "patch:gates")):
+        if cond in t.index:
+            r = t.loc[cond]
+            out[name] = {
+                "value": float(r["d_detection"]),
+                "lo": float(r["d_detection_lo"]),
+                "hi": float(r["d_detection_hi"]),
+                "n": int(r["n"]),
+                "facts": facts,
+                "note": "Δ P(Yes) > P(No), points",
+            }
+    return out
+
+
+def _bias(root: Path) -> dict[str, dict[str, Any]]:
+    arms = {p.parent.name: json.loads(p.read_text())["result"] for p in sorted(root.glob("arms/*/result.json"))}
+    trained = [a for a in arms if a != "baseline"]
+    if "baseline" not in arms or not trained:
+        return {}
+    base, arm = arms["baseline"], arms[trained[0]]
+    facts = {"model": [arm.get("model", "unknown")], "concepts": arm.get("concepts_evaluated", math.nan)}
+    note = f"arm {trained[0]}, evaluation protocol {arm.get('evaluation_protocol', 'lab')}"
+    return {
+        "bias_tpr_gain": _diff(arm, base, "tpr", facts) | {"note": note},
+        "bias_fpr": _rate(arm, "fpr", facts) | {"note": note},
+        "bias_introspection_gain": _diff(arm, base, "introspection", facts) | {"note": note},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ comparing
+def why_not(row: Mapping[str, Any], m: Mapping[str, Any]) -> list[str]:
+    """The reasons a measured number is not comparable with the paper's row (empty: comparable)."""
+    f, why = m.get("facts", {}), []
+    if f.get("model") != [row["model"]]:
+        why.append("model")
+    judges = f.get("judge")
+    if row.get("judge") == "paper" and (not judges or any(not all(p in j for p in PAPER_JUDGE) for j in judges)):
+        why.append("judge")
+    stim = row.get("stimuli") or {}
+    for key in ("prompt_variants", "dialogue_formats"):
+        if key in stim and f.get(key) is not None and sorted(f[key]) != sorted(stim[key]):
+            why.append("stimuli")
+            break
+    else:
+        if "concepts" in stim and f.get("concepts") is not None and f["concepts"] != stim["concepts"]:
+            why.append("stimuli")
+    if row.get("n") and (m.get("n") is None or not m["n"] == m["n"] or m["n"] < row["n"]):
+        why.append("n")
+    return why
+
+
+def scorecard(runs: Sequence[str | Path], rows: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One line per (paper row, run that measures it): the paper's number, the run's with its interval and n, and
+    `comparable` / `why`. Paper rows no run measures appear once with an empty run."""
+    rows = headlines()[1] if rows is None else rows
+    got = {str(r): measures(r) for r in runs}
+    out = []
+    for row in rows:
+        hits = [(run, ms[row["measure"]]) for run, ms in got.items() if row["measure"] in ms]
+        base = {
+            "key": row["key"],
+            "claim": row["claim"],
+            "paper": row.get("value"),
+            "paper_range": row.get("range"),
+            "source": row["source"],
+        }
+        if not hits:
+            out.append(base | {"run": "", "value": math.nan, "comparable": False, "why": "not measured by these runs"})
+        for run, m in hits:
+            why = why_not(row, m)
+            v = m["value"]
+            inside = None
+            if row.get("range") and v == v:
+                inside = row["range"][0] <= v <= row["range"][1]
+            elif row.get("value") is not None and m["lo"] == m["lo"]:
+                inside = m["lo"] <= row["value"] <= m["hi"]
+            out.append(
+                base
+                | {
+                    "run": run,
+                    "value": v,
+                    "value_lo": m["lo"],
+                    "value_hi": m["hi"],
+                    "n_value": m["n"],
+                    "paper_in_interval": inside,
+                    "comparable": not why,
+                    "why": "comparable" if not why else "not comparable: " + ", ".join(why),
+                    "note": m.get("note", ""),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def _paper_cell(r: Mapping[str, Any]) -> str:
+    if r.get("paper_range"):
+        return f"in [{r['paper_range'][0]:g}, {r['paper_range'][1]:g}]"
+    return "n/a" if r.get("paper") is None or r["paper"] != r["paper"] else f"{r['paper']:+.3f}"
+
+
+def _value_cell(r: Mapping[str, Any]) -> str:
+    from lab.reporting.tables import interval
+
+    v, lo, n = r.get("value", math.nan), r.get("value_lo", math.nan), r.get("n_value", math.nan)
+    if v != v or lo == lo:
+        return interval("value", digits=3)(r)
+    return f"{v:.3f} (no interval)" + (f" n={int(n)}" if n == n else "")
+
+
+def print_scorecard(card: pd.DataFrame, version: str = "") -> None:
+    from lab.reporting.tables import print_table
+
+    print(f"reproduction scorecard ({version or headlines()[0]}; paper rows: analysis/data/paper_headlines.yaml)")
+    cols: list[tuple[str, Any]] = [
+        ("row", "{key}"),
+        ("paper", _paper_cell),
+        ("run", lambda r: Path(str(r["run"])).name or "-"),
+        ("run's value [95 %]", _value_cell),
+        ("verdict", "{why}"),
+    ]
+    print_table(card.fillna({"note": ""}), cols)
+
+
+def scorecard_metrics(card: pd.DataFrame) -> dict[str, float]:
+    """Flat numbers for MLflow: per row and run, the value and whether it is comparable."""
+    out: dict[str, float] = {}
+    for i, r in card[card["run"] != ""].iterrows():
+        tag = f"{r['key']}/{i}"
+        out[f"{tag}/value"] = float(r["value"])
+        out[f"{tag}/comparable"] = float(bool(r["comparable"]))
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="The stored runs' numbers beside the paper's headlines")
+    p.add_argument("--run", action="append", required=True, help="a stored run's output folder (repeatable)")
+    p.add_argument("--out", help="write the table as CSV here (default: none)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the table to MLflow")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    a = p.parse_args()
+    version, _ = headlines()
+    card = scorecard(a.run)
+    print_scorecard(card, version)
+    if a.out:
+        card.to_csv(a.out, index=False)
+    if not a.no_mlflow:
+        from lab.run import tracking
+
+        cfg = tracking.TrackingConfig(uri=a.tracking_uri, experiment="scorecard")
+        with tracking.run(cfg, {"headlines": version, "runs": ",".join(a.run)}, {"job": "scorecard"}, "scorecard"):
+            tracking.log_metrics(scorecard_metrics(card))
+            tracking.log_text(card.to_csv(index=False), "scorecard.csv")
+        print("mlflow: logged to experiment 'scorecard'")
