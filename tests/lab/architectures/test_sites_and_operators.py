@@ -225,3 +225,25 @@ def test_edits_count_positions_across_decode_steps(arch):
             want = lm.model.generate(ids, **kw)
     assert torch.equal(got, want) and got.shape[1] == ids.shape[1] + 6
     assert not torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_trained_bias_gets_the_hand_written_gradient(arch):
+    """`Bias` is what training/bias trains: the gradient of a loss on the logits with respect to its vector, at
+    mlp_out (its default site) and resid_post, equals the gradient through a hand-written hook."""
+    lm, (ids, mask, _) = _lm(arch), _batch(arch)
+    for site in (f"mlp_out.{LAYER}", f"resid_post.{LAYER}"):
+        grads = []
+        for by_hand in (False, True):
+            v = torch.zeros(HIDDEN, requires_grad=True)
+            ctx = (
+                ref.edit(lm.model, arch, site, lambda h, pos, v=v: h + v)
+                if by_hand
+                else iv.apply(lm.model, [iv.Bias(site, v)])
+            )
+            with ctx:
+                logits = lm.model(input_ids=ids, attention_mask=mask).logits
+            torch.log_softmax(logits[:, -1], -1)[:, 5].sum().backward()
+            grads.append(v.grad)
+        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
+        assert float(grads[0].abs().max()) > 1e-4

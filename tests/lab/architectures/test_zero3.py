@@ -1,11 +1,12 @@
 """The architecture matrix, part 5: DeepSpeed ZeRO-3 (lab/model/zero3.py, lab/model/sharded.py) on every architecture
 class — a replica of 2 ranks (Ray actors, gloo on CPU) partitions the tiny model (no rank holds it whole; MoE blocks
 as ZeRO-3 leaves) and gives the unsharded model's logits and greedy tokens, under a lab injection (`Add` at
-`resid_post`) as well. Reference: the same seed's unsharded HF model in this process, plain `generate`. One replica
-serves every architecture (each rank builds each model whole and partitions it with `deepspeed.initialize`), since
-starting one costs more than the checks; 3 new tokens, as a ZeRO-3 token step costs ~1 s here. Not covered here:
-partitioning while loading (`from_pretrained` under zero.Init, what `model.shard: zero3` does with a checkpoint,
-tests/lab/model/test_zero3.py on Llama) for the other architectures."""
+`resid_post`) as well. Reference: the same seed's unsharded HF model in this process, plain `generate`.
+
+One replica serves every architecture, since starting one costs more than the checks: it is started as a job starts
+one (`model.shard: zero3`) on a saved checkpoint of the paper's main model class, Gemma3ForConditionalGeneration,
+partitioned while loading (`from_pretrained` under zero.Init); on its ranks each other architecture is built whole and
+partitioned by `deepspeed.initialize`. 3 new tokens: a ZeRO-3 token step costs ~1 s here."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from lab.config import ShardConfig
 from lab.steer import interventions as iv
-from tests.architectures import ARCHS, HIDDEN, model, tokenizer
+from tests.architectures import ARCHS, HIDDEN, loaded, model, tokenizer
 
 pytest.importorskip("deepspeed")
 
@@ -23,10 +24,6 @@ ROWS = [[5, 17, 40, 3, 42, 7, 11, 60, 12, 9, 30, 31], [0, 0, 64, 2, 2, 20, 9, 31
 
 def _vocab(arch: str) -> int:
     return len(tokenizer(arch)) + 3
-
-
-def _build_llama():
-    return model("llama", _vocab("llama"))
 
 
 def _readout(m, arch: str):
@@ -45,21 +42,23 @@ def _readout(m, arch: str):
     return logits, plain, steered
 
 
-def _sharded(_engine, arch: str):
-    """On every rank of the replica: build `arch` (same seed), partition it with ZeRO-3, read it out."""
+def _sharded(lm, arch: str):
+    """On every rank of the replica: the loaded checkpoint (gemma3-mm), or `arch` built whole (same seed) and
+    partitioned with ZeRO-3; its partition sizes and readout."""
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from lab.model.zero3 import inference_config, shard_model
 
-    # built whole, then partitioned by deepspeed.initialize: with the replica's ZeRO-3 config alive, HF builds the
-    # multimodal wrapper's vision tower under zero.Init and its weight init fails on the empty partitions
-    unset_hf_deepspeed_config()
-    built = model(arch, _vocab(arch))
-    cfg = inference_config(HIDDEN)
-    alive = HfDeepSpeedConfig(cfg)  # ZeRO-3 on again for generate (synced steps), as on a replica
-    engine = shard_model(built, cfg)
-    m = engine.module
+    alive = None
+    if arch == "gemma3-mm":
+        m = lm.model
+    else:  # with the replica's ZeRO-3 config alive, HF would build a model under zero.Init: build it whole first
+        unset_hf_deepspeed_config()
+        built = model(arch, _vocab(arch))
+        cfg = inference_config(HIDDEN)
+        alive = HfDeepSpeedConfig(cfg)  # ZeRO-3 on again for generate (synced steps), as on a replica
+        m = shard_model(built, cfg).module
     params = list(m.parameters())
     info = {
         "partitioned": all(hasattr(p, "ds_id") for p in params),
@@ -72,16 +71,21 @@ def _sharded(_engine, arch: str):
 
 
 @pytest.fixture(scope="module")
-def replica():
+def replica(tmp_path_factory):
     import ray
 
+    from lab.config import ModelConfig
     from lab.model import sharded
-    from lab.model.zero3 import inference_config
     from lab.run.parallel import connect
 
+    path = tmp_path_factory.mktemp("tiny-gemma3-mm")
+    lm = loaded("gemma3-mm")
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
     connect(num_cpus=2)
-    w = sharded.replica(_build_llama, ShardConfig("zero3", 2), cpus=1, ds_config=inference_config(HIDDEN))
+    w = sharded.replica(ModelConfig(str(path)), ShardConfig("zero3", 2), cpus=1, threads=1, batch_size=2)
     try:
+        assert ray.get(w.info.remote())["partitioned_on_load"]
         yield w
     finally:
         sharded.shutdown([w])
