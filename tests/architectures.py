@@ -40,9 +40,10 @@ WORDS = (
 )
 
 
-def tokenizer(arch: str) -> Any:
-    """A word-level tokenizer over `WORDS` with the family's chat template (ChatML; Gemma's turn markup)."""
-    tok = tiny_tokenizer([WORDS])
+def tokenizer(arch: str, extra: str = "") -> Any:
+    """A word-level tokenizer over `WORDS` (and the words of `extra`) with the family's chat template (ChatML;
+    Gemma's turn markup)."""
+    tok = tiny_tokenizer([WORDS, extra])
     if arch.startswith("gemma3"):
         tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
         tok.chat_template = GEMMA_CHAT
@@ -140,11 +141,12 @@ def model(arch: str, vocab_size: int, seed: int = 0, layers: int | None = None) 
     return m
 
 
-def loaded(arch: str, seed: int = 0, layers: int | None = None) -> Any:
-    """A `LoadedModel` (model + tokenizer + spec) of a tiny `arch`, as `lab.model.loading.load` would return one."""
+def loaded(arch: str, seed: int = 0, layers: int | None = None, extra: str = "") -> Any:
+    """A `LoadedModel` (model + tokenizer + spec) of a tiny `arch`, as `lab.model.loading.load` would return one;
+    `extra`: more words for the vocabulary (e.g. a word list the lab reads, so that its words are not all unknown)."""
     from lab.model.loading import LoadedModel, ModelSpec
 
-    tok = tokenizer(arch)
+    tok = tokenizer(arch, extra)
     tok.padding_side = "left"
     m = model(arch, vocab_size=len(tok) + 3, seed=seed, layers=layers)
     n = len(_layers(m))

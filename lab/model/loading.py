@@ -158,7 +158,8 @@ class LoadedModel:
 
 
 def decoder_layers(model: Any) -> Any:
-    """The ModuleList of decoder blocks, found by shape (works for Llama, Gemma3, OLMo, Qwen3-MoE and PEFT wrappers)."""
+    """The ModuleList of decoder blocks, found by shape (works for Llama, Gemma3 and its multimodal wrapper, OLMo,
+    Qwen3-MoE and PEFT wrappers). A vision tower's encoder layers are never taken, even with the text model's depth."""
     import torch
 
     n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
@@ -166,6 +167,8 @@ def decoder_layers(model: Any) -> Any:
     n = getattr(text_cfg, "num_hidden_layers", n)
     best = None
     for name, mod in model.named_modules():
+        if "vision" in name:  # Gemma3ForConditionalGeneration: model.vision_tower.vision_model.encoder.layers
+            continue
         if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0 and name.endswith("layers"):
             if n is None or len(mod) == n:
                 return mod

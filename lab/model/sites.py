@@ -1,6 +1,15 @@
 """Named sites of a decoder-only transformer (TransformerLens wording, 0-based block index L): `embed`,
 `resid_post.L`, `attn_out.L`, `mlp_in.L`, `mlp_out.L`, resolved to the module whose output (or, for `mlp_in`,
-input) they are."""
+input) they are.
+
+`attn_out.L` and `mlp_out.L` are what the sublayer *adds to the residual stream*, so that resid_post.L =
+resid_post.(L−1) + attn_out.L + mlp_out.L on every architecture (embed for L = 0). On Llama, Qwen3 and Qwen3-MoE that
+is the attention module's output (o_proj) and the MLP's output (down_proj, or the MoE block's weighted sum of
+experts); on blocks that normalise each sublayer's output before adding it (Gemma 2/3, OLMo 2/3: `post_norms`) it is
+the output of that post-sublayer norm, as TransformerLens's hook_attn_out / hook_mlp_out are. `mlp_in.L` is what the
+MLP reads: after the block's pre-MLP norm where it has one (`pre_mlp_norm`; OLMo 2/3 have none, their MLP reads the
+residual itself). The architecture matrix (tests/lab/architectures/test_sites_and_operators.py) checks all of this
+on every architecture class the registry names."""
 
 from __future__ import annotations
 
@@ -45,10 +54,32 @@ class Site:
         block = blocks[self.layer]
         if self.kind == "resid_post":
             return block
+        post = post_norms(block)
+        if post is not None and self.kind != "mlp_in":
+            return post[0] if self.kind == "attn_out" else post[1]
         name = "self_attn" if self.kind == "attn_out" else "mlp"
         if not hasattr(block, name):
             raise LabError(f"site {self}: block {self.layer} of {type(block).__name__} has no '{name}' module")
         return getattr(block, name)
+
+
+def post_norms(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(post-attention norm, post-MLP norm) of a block that normalises each sublayer's output before adding it to
+    the residual (Gemma 2/3, OLMo 2/3: they have a `post_feedforward_layernorm`), else None. (Llama's
+    `post_attention_layernorm` is its pre-MLP norm: the name alone does not say which kind a block is.)"""
+    if hasattr(block, "post_feedforward_layernorm") and hasattr(block, "post_attention_layernorm"):
+        return block.post_attention_layernorm, block.post_feedforward_layernorm
+    return None
+
+
+def pre_mlp_norm(block: torch.nn.Module) -> torch.nn.Module | None:
+    """The norm between the residual and the MLP's input (Gemma: pre_feedforward_layernorm; Llama, Qwen3:
+    post_attention_layernorm), or None where the MLP reads the residual itself (OLMo 2/3)."""
+    if hasattr(block, "pre_feedforward_layernorm"):
+        return block.pre_feedforward_layernorm
+    if post_norms(block) is not None:
+        return None
+    return getattr(block, "post_attention_layernorm", None)
 
 
 def output_tensor(output: Any) -> torch.Tensor:

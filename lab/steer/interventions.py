@@ -3,9 +3,10 @@
 Sites (TransformerLens wording, 0-based block index L):
   `embed`        output of the token embedding (what block 0 reads)
   `resid_post.L` output of decoder block L (the residual stream after it)
-  `attn_out.L`   output of block L's attention module (o_proj)
-  `mlp_in.L`     input of block L's MLP (after its pre-MLP norm; what a transcoder reads)
-  `mlp_out.L`    output of block L's MLP (down_proj)
+  `attn_out.L`   what block L's attention adds to the residual (o_proj; after the post-attention norm on Gemma/OLMo)
+  `mlp_in.L`     input of block L's MLP (after its pre-MLP norm where there is one; what a transcoder reads)
+  `mlp_out.L`    what block L's MLP adds to the residual (down_proj; after the post-MLP norm on Gemma/OLMo)
+(lab/model/sites.py says which module each is on each architecture.)
 
 Operators (frozen dataclasses, one site each):
   `Add`           h + s_b·v_b on positions [start_b, end_b) of row b (concept injection)
@@ -207,12 +208,14 @@ def apply(model: Any, interventions: Sequence[Intervention], offset: int = 0) ->
             states.setdefault(site, _SiteState(offset)).ops.append(op)
         for site, st in states.items():
             mod = site.module(model)
-            if any(isinstance(op, EditFeatures) for op in st.ops):
-                handles.append(mod.register_forward_pre_hook(_keep_input(st)))
             if site.kind == "mlp_in":
                 handles.append(mod.register_forward_pre_hook(_pre_hook(st)))
             else:
                 handles.append(mod.register_forward_hook(_post_hook(st)))
+        for site, st in states.items():  # what the MLP reads (after any mlp_in edit; mlp_out may be a post-norm)
+            if any(isinstance(op, EditFeatures) for op in st.ops):
+                mlp = Site("mlp_in", site.layer).module(model)
+                handles.append(mlp.register_forward_pre_hook(_keep_input(st)))
         yield Seen({str(site): st for site, st in states.items()})
     finally:
         for hd in handles:

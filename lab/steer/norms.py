@@ -1,5 +1,5 @@
 """The RMS norms between the residual stream and the Yes/No readout, as numbers: the final norm and each block's
-pre-MLP norm (found in the model), their elementwise scales, their epsilon and the RMS they divide by; and
+pre-MLP norm (found in the model: `lab.model.sites.pre_mlp_norm`), their elementwise scales, their epsilon and the RMS they divide by; and
 `readout_tensors`, what the analysis (`analysis.gates`, which linearises the norms) needs of the model to run without
 it.
 """
@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
+from lab.errors import LabError
 from lab.model.loading import decoder_layers
+from lab.model.sites import pre_mlp_norm
 from lab.steer.readouts import NO_VARIANTS, YES_VARIANTS, variant_token_ids
 
 
@@ -47,7 +49,10 @@ def readout_tensors(lm: Any, layers: Sequence[int]) -> tuple[dict[str, torch.Ten
         "unembed_yes_no": model.get_output_embeddings().weight.detach().float().cpu()[yes + no].contiguous(),
     }
     for lay in layers:
-        t[f"mlp_norm_weight.{lay}"] = norm_scale(decoder_layers(model)[lay].post_attention_layernorm)
+        norm = pre_mlp_norm(decoder_layers(model)[lay])
+        if norm is None:  # OLMo 2/3: the MLP reads the residual itself, there is no norm scale to linearise
+            raise LabError(f"block {lay} of {type(model).__name__} has no pre-MLP norm (its MLP reads the residual)")
+        t[f"mlp_norm_weight.{lay}"] = norm_scale(norm)
     return t, {
         "yes_ids": yes,
         "no_ids": no,

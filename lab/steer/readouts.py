@@ -60,11 +60,14 @@ def forward(
     With `share_prefix` (and nothing captured), the tokens every row starts with are run once, batch 1, and the
     rows' suffixes continue from that cache (pads sit between prefix and suffix, so every suffix position keeps its
     padded-layout index and the edits built for the padding apply unchanged) — when every edit is an `Add` that
-    starts after the prefix or a row-independent `Ablate`; otherwise the plain padded forward runs."""
+    starts after the prefix or a row-independent `Ablate`, and (on a sliding-window model) no row is padded;
+    otherwise the plain padded forward runs."""
     ids, mask, pad = pad_left(rows, lm.tokenizer.pad_token_id)
     ops = list(edits(pad) if callable(edits) else edits)
     dev = lm.device
     p = _shared_prefix(rows, ops, pad) if share_prefix and not capture else 0
+    if p > 0 and max(pad) > 0 and sliding_window(lm.model):  # pads between prefix and suffix would sit inside
+        p = 0  # a sliding window (it counts cache positions), so rows of different lengths run the plain forward
     if p > 0:
         return Forward(_prefix_forward(lm, rows, ops, p), {}, pad)
     with iv.apply(lm.model, ops), iv.capture(lm.model, list(capture)) as acts:
@@ -72,6 +75,15 @@ def forward(
         out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
     caught = {s: v[0].float().cpu() for s, v in acts.items()}
     return Forward(out.logits[:, -1, :].float().cpu(), caught, pad)
+
+
+def sliding_window(model: Any) -> bool:
+    """True when some attention layer of `model` sees only a window of recent positions (Gemma 2/3, OLMo 3, ...)."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    types = getattr(cfg, "layer_types", None)
+    if types is not None:
+        return "sliding_attention" in types
+    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
 
 
 def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[int]) -> int:

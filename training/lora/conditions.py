@@ -28,13 +28,24 @@ class LoraSettings:
     alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     target_modules: tuple[str, ...] = field(
-        default=("all-linear",), metadata={"help": "module names, or 'all-linear' (every linear layer but lm_head)"}
+        default=("all-linear",),
+        metadata={
+            "help": "module names, or 'all-linear': every linear layer of the decoder blocks (never lm_head, a "
+            "vision tower, MoE experts or router: training/lora/targets.py)"
+        },
     )
 
-    def peft_config(self, init_lora_weights: bool = True) -> Any:
+    def peft_config(self, init_lora_weights: bool = True, model: Any = None) -> Any:
+        """The PEFT config; with `model`, 'all-linear' becomes the lab's explicit rule for that model
+        (training/lora/targets.py: what every training path uses); without, PEFT's own "all-linear" (the same
+        modules on a dense text model, not on a MoE or a multimodal wrapper)."""
         from peft import LoraConfig
 
-        targets: Any = "all-linear" if self.target_modules == ("all-linear",) else list(self.target_modules)
+        from training.lora.targets import all_linear
+
+        targets: Any = list(self.target_modules)
+        if self.target_modules == ("all-linear",):
+            targets = "all-linear" if model is None else all_linear(model)
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,

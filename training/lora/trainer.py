@@ -183,7 +183,7 @@ def random_lora(model: Any, lora: LoraSettings, delta_rel: float, seed: int) -> 
     from transformers import set_seed
 
     set_seed(seed)
-    peft_model = get_peft_model(model, lora.peft_config())
+    peft_model = get_peft_model(model, lora.peft_config(model=model))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, mod in peft_model.named_modules():
@@ -206,7 +206,7 @@ def peft_random_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
     from transformers import set_seed
 
     set_seed(seed)
-    return get_peft_model(model, lora.peft_config(init_lora_weights=False))
+    return get_peft_model(model, lora.peft_config(init_lora_weights=False, model=model))
 
 
 def _finish(

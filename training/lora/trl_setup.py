@@ -104,7 +104,9 @@ def build_trainer(
 
     from training.lora.trainers import PreferenceTrainer, SFTKLTrainer
 
-    common = dict(model=model, processing_class=tok, peft_config=lora.peft_config(), callbacks=list(callbacks))
+    common = dict(
+        model=model, processing_class=tok, peft_config=lora.peft_config(model=model), callbacks=list(callbacks)
+    )
     args = dict(args)
     ref_batch_size = args.pop("precompute_ref_batch_size", None)
     if cond.objective == "sft":
