@@ -212,7 +212,7 @@ def nested_projection(
 PAPER_NS = (10, 20, 50, 100, 200, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 8000, 10000)
 PAPER_NS += (15000, 20000, 30000)  # 04h:1192-1195
 PAPER_ALPHAS = (1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)  # 04h:1066, 1191
-PAPER_FOLDS, PAPER_SEED = 30, 42  # KFold(n_splits=30, shuffle=True, random_state=42), 04h:1065, 1187-1188
+PAPER_FOLDS, PAPER_KFOLD_SEED = 30, 42  # KFold(n_splits=30, shuffle=True, random_state=42), 04h:1065, 1187-1188
 
 
 def paper_procedure(features: pd.DataFrame, meta: pd.DataFrame, vectors: pd.DataFrame) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def paper_procedure(features: pd.DataFrame, meta: pd.DataFrame, vectors: pd.Data
     cols = ranked(meta, None)
     var = features[cols].var(ddof=0)
     names = [f for f in cols if var[f] > 0]
-    splits = list(KFold(min(PAPER_FOLDS, len(y)), shuffle=True, random_state=PAPER_SEED).split(y))
+    splits = list(KFold(min(PAPER_FOLDS, len(y)), shuffle=True, random_state=PAPER_KFOLD_SEED).split(y))
     curve = []
     for n in [n for n in PAPER_NS if n <= len(names)] or [len(names)]:
         paths = _oof_paths(features[names[:n]].to_numpy(float), y, splits, PAPER_ALPHAS)

@@ -107,7 +107,7 @@ def test_the_paper_procedure_and_the_optimism_of_selecting_on_the_test_folds(tmp
     from sklearn.model_selection import KFold
 
     assert rg.PAPER_ALPHAS == (1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)
-    assert (rg.PAPER_FOLDS, rg.PAPER_SEED) == (30, 42) and 4500 in rg.PAPER_NS and rg.PAPER_NS[-1] == 30000
+    assert (rg.PAPER_FOLDS, rg.PAPER_KFOLD_SEED) == (30, 42) and 4500 in rg.PAPER_NS and rg.PAPER_NS[-1] == 30000
     assert rg.PAPER_NS[:5] == (10, 20, 50, 100, 200) and len(rg.PAPER_NS) == 21
     feats = _tables(tmp_path)
     s = rg.summarize_fits(tmp_path)
