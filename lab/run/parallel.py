@@ -161,26 +161,50 @@ def run_shards(
     work: Callable[..., Any],
     ctx_ref: Any,
     on_shard: Callable[[list[dict[str, Any]]], None],
+    progress: Callable[[int], None] | None = None,
+    poll_s: float = 0.5,
 ) -> None:
     """Keep every worker busy with up to two shards (the first round one each, so that a few shards still spread over
-    every worker); call `on_shard(rows)` as each finishes (completion order)."""
+    every worker); call `on_shard(rows)` as each finishes (completion order). With `progress`, the trials done so far
+    (finished shards plus what running shards report through `lab.run.progress.advance`, collected by a counter actor)
+    go to `progress(done)` every `poll_s` seconds while waiting."""
     import ray
 
-    queue = list(reversed(shards))
-    in_flight: dict[Any, Any] = {}
+    from lab.run.progress import Counter, Reporting
+
+    counter = ray.remote(Counter).options(num_cpus=0).remote() if progress else None
+    queue = list(reversed(list(enumerate(shards))))
+    in_flight: dict[Any, tuple[Any, int]] = {}
+    finished: set[int] = set()
 
     def submit(w: Any) -> None:
         if queue:
-            in_flight[w.call.remote(work, queue.pop(), ctx_ref)] = w
+            i, shard = queue.pop()
+            fn = Reporting(work, counter, i) if counter is not None else work
+            in_flight[w.call.remote(fn, shard, ctx_ref)] = (w, i)
 
-    for _ in range(2):
-        for w in workers:
-            submit(w)
-    while in_flight:
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        w = in_flight.pop(done[0])
-        on_shard(get(done[0]))
-        submit(w)
+    def report() -> None:
+        if progress is None:
+            return
+        counts = get(counter.snapshot.remote()) if counter is not None else {}
+        partial = sum(min(n, len(shards[i])) for i, n in counts.items() if i not in finished)
+        progress(sum(len(shards[i]) for i in finished) + partial)
+
+    try:
+        for _ in range(2):
+            for w in workers:
+                submit(w)
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s if progress else None)
+            if done:
+                w, i = in_flight.pop(done[0])
+                on_shard(get(done[0]))
+                finished.add(i)
+                submit(w)
+            report()
+    finally:
+        if counter is not None:
+            ray.kill(counter)
 
 
 def get(refs: Any) -> Any:
