@@ -24,6 +24,13 @@ from lab.errors import LabError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM = 500
+_STARTED = time.time()  # this module is imported as a job starts (every job's report path imports it)
+
+
+def job_seconds() -> float:
+    """Seconds since the job started: what a run logs as `wall_s` when it ends (MLflow's own "Duration" is only the
+    time the run was open, i.e. the time to log it)."""
+    return time.time() - _STARTED
 
 
 @dataclass(frozen=True)
@@ -83,14 +90,14 @@ def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
     """The id of experiment `cfg.experiment` at `uri`, created (artifacts under `artifact_root`) if missing."""
     from mlflow import MlflowClient
 
-    from lab.run.mlflow_view import VIEW_TAG, view_tag_value
+    from lab.run.mlflow_view import VIEW_TAG, is_current, view_tag_value
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     tags = {KIND_TAG: KIND, VIEW_TAG: view_tag_value()}
     if exp is not None:
         for k, v in tags.items():  # created elsewhere or earlier: still the model-training view and the rates view
-            if k not in exp.tags:
+            if k not in exp.tags or (k == VIEW_TAG and not is_current(exp.tags[k])):  # an older lab's view: renewed
                 client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     root = cfg.artifact_root or _default_artifact_root(uri)
@@ -143,14 +150,19 @@ def run(
             mlflow.log_params(_clean(params))
         yield active
         status = "FINISHED"
+        mlflow.log_metric("wall_s", round(job_seconds(), 1))
     finally:
         mlflow.end_run(status=status)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Finite numeric metrics on the active run, the headline rates also rounded under `display/` (mlflow_view)."""
     import mlflow
 
-    mlflow.log_metrics(finite_metrics(metrics), step=step)
+    from lab.run.mlflow_view import display_copies
+
+    values = finite_metrics(metrics)
+    mlflow.log_metrics(values | display_copies(values), step=step)
 
 
 def log_artifacts(*paths: str | os.PathLike) -> None:
@@ -209,12 +221,16 @@ def start_run(
 
 
 def log_to_run(ref: RunRef, metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log finite numeric metrics to run `ref` at `step` (0 when None), in batches."""
+    """Log finite numeric metrics to run `ref` at `step` (0 when None), in batches (rates also rounded under
+    `display/`)."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from lab.run.mlflow_view import display_copies
+
     ts = int(time.time() * 1000)
-    items = [Metric(k, v, ts, step or 0) for k, v in finite_metrics(metrics).items()]
+    values = finite_metrics(metrics)
+    items = [Metric(k, v, ts, step or 0) for k, v in (values | display_copies(values)).items()]
     client = MlflowClient(ref.uri)
     for i in range(0, len(items), 500):
         client.log_batch(ref.run_id, metrics=items[i : i + 500])
@@ -238,9 +254,13 @@ def log_artifacts_to_run(ref: RunRef, *paths: str | os.PathLike) -> None:
 
 
 def end_run(ref: RunRef, status: str = "FINISHED") -> None:
+    """End run `ref`; a finished one gets `wall_s`, this process's time since it started."""
     from mlflow import MlflowClient
 
-    MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+    client = MlflowClient(ref.uri)
+    if status == "FINISHED":
+        client.log_metric(ref.run_id, "wall_s", round(job_seconds(), 1))
+    client.set_terminated(ref.run_id, status=status)
 
 
 @dataclass(frozen=True)
