@@ -237,6 +237,26 @@ def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> N
         ray.kill(w)
 
 
+def exit_quietly_on_sigterm() -> None:
+    """In a Ray worker (a Tune trial): when the raylet stops the process at a normal shutdown it sends SIGTERM, and
+    Ray's handler raises `SystemExit(1)` wherever the main thread is. Landing in a weakref or `__del__` callback (the
+    trial's torch/MLflow objects being collected), it cannot propagate: Python prints "Exception ignored in: …
+    SystemExit: 1" with a traceback and the process lingers until the raylet's SIGKILL. This routes such an
+    unraisable `SystemExit` to the exit it was meant to be (quiet, same code); every other unraisable error is
+    reported as before."""
+    import sys
+
+    default = sys.__unraisablehook__
+
+    def hook(u: Any) -> None:
+        if isinstance(u.exc_value, SystemExit):
+            code = u.exc_value.code
+            os._exit(code if isinstance(code, int) else 1)
+        default(u)
+
+    sys.unraisablehook = hook
+
+
 def tune_grid(
     fn: Callable[[dict[str, Any]], Any],
     param_space: dict[str, Any],
@@ -258,11 +278,18 @@ def tune_grid(
     once, a failed trial retried `max_failures` times, trial names and folders from `trial_name(config)`, state under
     `storage`/`name`. Runs in the caller's Ray session, or in one joined / started (`address`, `num_cpus`) for the
     grid only. Returns the `tune.ResultGrid`."""
+    import functools
+
     from ray import tune
+
+    @functools.wraps(fn)
+    def quiet(config: dict[str, Any], **kw: Any) -> Any:
+        exit_quietly_on_sigterm()
+        return fn(config, **kw)
 
     named = (lambda t: trial_name(t.config)) if trial_name else None
     with ray_session(address, num_cpus):
-        trainable = tune.with_parameters(fn, **params) if params else fn
+        trainable = tune.with_parameters(quiet, **params) if params else quiet
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources) if resources else trainable,
             param_space=param_space,
