@@ -131,28 +131,65 @@ def run(
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    reuse: bool = False,
 ) -> Iterator[Any]:
-    """Start (and always end) an MLflow run; yields the active run. Nested when `parent_run_id` is given."""
+    """Start (and always end) an MLflow run; yields the active run. Nested when `parent_run_id` is given. `reuse`
+    (a rerun that adds nothing, e.g. every trial of a grid already stored): resume the latest finished top-level run
+    of the experiment with the same name and the same params instead of opening a second one (its params and
+    `wall_s` stay those of the run that did the work)."""
     import mlflow
 
     uri = check_uri(resolve_uri(cfg))
     mlflow.set_tracking_uri(uri)
-    ensure_experiment(cfg, uri)
+    exp_id = ensure_experiment(cfg, uri)
     mlflow.set_experiment(cfg.experiment)
-    all_tags = dict(tags or {})
+    name = run_name or cfg.run_name
+    cleaned = _clean(params or {})
+    all_tags = dict(tags or {}) | {PARAMS_TAG: params_hash(cleaned)}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     nested = mlflow.active_run() is not None
-    active = mlflow.start_run(run_name=run_name or cfg.run_name, tags=all_tags, nested=nested)
+    previous = finished_run(uri, exp_id, name, cleaned) if reuse and not parent_run_id else None
+    if previous:
+        active = mlflow.start_run(run_id=previous, nested=nested)
+    else:
+        active = mlflow.start_run(run_name=name, tags=all_tags, nested=nested)
     status = "FAILED"
     try:
-        if params:
-            mlflow.log_params(_clean(params))
+        if cleaned and not previous:
+            mlflow.log_params(cleaned)
         yield active
         status = "FINISHED"
-        mlflow.log_metric("wall_s", round(job_seconds(), 1))
+        if not previous:
+            mlflow.log_metric("wall_s", round(job_seconds(), 1))
     finally:
         mlflow.end_run(status=status)
+
+
+PARAMS_TAG = "lab.params_sha"
+
+
+def params_hash(cleaned: Mapping[str, str]) -> str:
+    """A run's params as one short hash (tag `lab.params_sha`), to find the run an identical rerun belongs to."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(cleaned.items())).encode()).hexdigest()[:16]
+
+
+def finished_run(uri: str, experiment_id: str, run_name: str | None, cleaned: Mapping[str, str]) -> str | None:
+    """The id of the latest FINISHED top-level run of the experiment named `run_name` with exactly these params."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARAMS_TAG}` = '{params_hash(cleaned)}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for r in runs:
+        if "mlflow.parentRunId" not in r.data.tags and r.info.run_name == run_name and r.data.params == cleaned:
+            return str(r.info.run_id)
+    return None
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:

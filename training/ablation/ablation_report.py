@@ -25,7 +25,9 @@ class _NoRun:
         return None
 
 
-def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
+def parent(cfg: AblationConfig, params: dict[str, Any], reuse: bool = False) -> Any:
+    """The ablation's parent run; `reuse` (every trial already stored: the rerun adds nothing) resumes the parent
+    run of the same config instead of opening a second one."""
     from lab.run import tracking
 
     if not cfg.tracking.enabled:
@@ -35,6 +37,7 @@ def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
         params,
         tags={"job": "train_ablations", "model": cfg.model.name},
         run_name=cfg.tracking.run_name or "ablations",
+        reuse=reuse,
     )
 
 

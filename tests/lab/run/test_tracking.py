@@ -115,3 +115,32 @@ def test_experiments_carry_the_rates_view(tmp_path, capsys) -> None:
         f"  lab-made: http://127.0.0.1:5123/#/experiments/{new}/{view}",
     ]
     assert mlflow_view.experiments_with_view(tmp_path / "missing.db") == []
+
+
+def test_a_rerun_that_adds_nothing_reuses_its_parent_run(tmp_path) -> None:
+    """`reuse=True` (every trial already stored) resumes the finished parent of the same name and params: one parent
+    run in the experiment, its children kept, its wall time the first run's; other params or names open a new one."""
+    import mlflow
+
+    from lab.run import tracking
+
+    cfg = tracking.TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="ablate")
+    params = {"seeds": (0, 1), "lr": 1e-4}
+    with tracking.run(cfg, params, run_name="ablations") as first:
+        child = tracking.start_run(cfg, "dpo-s0", parent_run_id=first.info.run_id)
+        tracking.end_run(child)
+    with tracking.run(cfg, params, run_name="ablations", reuse=True) as again:
+        tracking.log_metrics({"tpr": 0.5})
+    client = mlflow.MlflowClient(cfg.uri)
+    assert again.info.run_id == first.info.run_id
+    exp = client.get_experiment_by_name("ablate").experiment_id
+    runs = client.search_runs([exp])
+    assert sorted(r.info.run_name for r in runs) == ["ablations", "dpo-s0"]
+    parent = client.get_run(first.info.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["tpr"] == 0.5
+    assert len(client.get_metric_history(first.info.run_id, "wall_s")) == 1
+    with tracking.run(cfg, params | {"lr": 2e-4}, run_name="ablations", reuse=True) as other:
+        pass
+    with tracking.run(cfg, params, run_name="ablations") as fresh:  # reuse not asked: a new run, as before
+        pass
+    assert len({first.info.run_id, other.info.run_id, fresh.info.run_id}) == 3
