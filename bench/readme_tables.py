@@ -37,8 +37,12 @@ def _yaml(config: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "configs" / config).read_text())
 
 
+def _f(x: float) -> str:
+    return f"{x:.2f}".replace("-", "−")
+
+
 def _ci(o: dict[str, Any], k: str) -> str:
-    return f"{o[k]:.2f} [{o[k + '_lo']:.2f}, {o[k + '_hi']:.2f}]"
+    return f"{_f(o[k])} [{_f(o[k + '_lo'])}, {_f(o[k + '_hi'])}]"
 
 
 def rates_summary(out: Path) -> str | None:
@@ -63,8 +67,8 @@ def geometry_summary(out: Path) -> str | None:
         return None
     g = json.loads(f.read_text())
     return (
-        f"PC1·mean-diff {g['pc1_meandiff_cos']:.2f}, PC1·refusal {g['pc1_refusal_cos']:.2f}; ridge nested-CV R² "
-        f"{g['ridge_r2']:.2f}"
+        f"PC1·mean-diff {_f(g['pc1_meandiff_cos'])}, PC1·refusal {_f(g['pc1_refusal_cos'])}; ridge nested-CV R² "
+        f"{_f(g['ridge_r2'])}"
     )
 
 

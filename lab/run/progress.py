@@ -100,7 +100,6 @@ class Progress:
         self.t0: float | None = None
         self.bar: Any = None
         self.last_line = 0.0
-        self.last_done = -1
         self.every = interval_s()
 
     def start(self) -> None:
@@ -146,7 +145,8 @@ class Progress:
         elif self.enabled and self.t0 is not None:
             el = time.perf_counter() - self.t0
             rate = self.done / el if el > 0 else 0.0
-            self._line(f"{self.desc}: {self.done}/{self.total} done in {_duration(el)} ({rate:.2f} trials/s)")
+            how = "done in" if self.done == self.total else "stopped after"
+            self._line(f"{self.desc}: {self.done}/{self.total} {how} {_duration(el)} ({rate:.2f} trials/s)")
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)

@@ -79,7 +79,7 @@ def _check(client, url: str, ui_log: Path) -> None:
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 3000, "height": 1000})  # the view: 14 rate columns
             page.goto(view, wait_until="commit", timeout=90_000)
             # the child runs are listed (not collapsed under the parent) and the rates are columns
             for name in (*CHILDREN, "ablations"):

@@ -72,7 +72,7 @@ def test_progress_lines_per_batch_before_the_shard_is_stored(embedded, tmp_path,
     assert [(int(m[1]), int(m[2])) for m, _ in moving] == [(2, 33), (4, 66), (6, 100)]
     assert [shards for _, shards in moving] == [0, 0, 0]  # every count arrived before the shard was stored
     assert all(float(m[3]) > 0 for m, _ in moving) and moving[-1][0][4] == "0 s"  # a rate; nothing left at the end
-    assert re.fullmatch(r"trials: 6/6 done in \d+ s \(\d+\.\d\d trials/s\)", text[-1]) and rec.lines[-1][1] == 1
+    assert re.fullmatch(r"trials: 6/6 done in (\d+ min )?\d+ s \(\d+\.\d\d trials/s\)", text[-1]) and rec.lines[-1][1] == 1
     assert len(text) == 5
 
 
@@ -103,11 +103,14 @@ def test_progress_without_a_model_flows_from_the_work_function(embedded, tmp_pat
     assert out.new == 5
     counts = [int(m[1]) for m in re.finditer(r"^trials: (\d+)/5 \(", buf.getvalue(), re.M)]
     assert counts == [1, 2, 3, 4, 5]
-    p = Progress(4, stream=io.StringIO())
+    stream = io.StringIO()
+    p = Progress(4, stream=stream)
     p.start()
     p.set(3)
     p.set(1)  # a retried shard reports from 0 again: the count does not go back
     assert p.done == 3 and p.status().startswith("trials: 3/4 (75 %)")
+    p.close()  # interrupted: not "done"
+    assert re.fullmatch(r"trials: 3/4 stopped after \d+ s \(\d+\.\d\d trials/s\)", stream.getvalue().splitlines()[-1])
 
 
 @pytest.mark.slow
