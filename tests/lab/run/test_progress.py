@@ -72,7 +72,9 @@ def test_progress_lines_per_batch_before_the_shard_is_stored(embedded, tmp_path,
     assert [(int(m[1]), int(m[2])) for m, _ in moving] == [(2, 33), (4, 66), (6, 100)]
     assert [shards for _, shards in moving] == [0, 0, 0]  # every count arrived before the shard was stored
     assert all(float(m[3]) > 0 for m, _ in moving) and moving[-1][0][4] == "0 s"  # a rate; nothing left at the end
-    assert re.fullmatch(r"trials: 6/6 done in (\d+ min )?\d+ s \(\d+\.\d\d trials/s\)", text[-1]) and rec.lines[-1][1] == 1
+    assert (
+        re.fullmatch(r"trials: 6/6 done in (\d+ min )?\d+ s \(\d+\.\d\d trials/s\)", text[-1]) and rec.lines[-1][1] == 1
+    )
     assert len(text) == 5
 
 
