@@ -75,7 +75,7 @@ def compare(
     if not quiet:
         print_table(table, [(label, lambda r: str(r[label]))] + rate_columns(shown))
         print(n_note(rows_of(table), shown))
-        for line in interpret_cells(table, (label,)):
+        for line in interpret_cells(table, (label,), f"{label}s"):
             print(line)
         print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
         if parent_id:

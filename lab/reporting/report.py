@@ -119,7 +119,7 @@ def _what(k: str) -> str:
     return {"tpr": "injection", "fpr": "control", "introspection": "injection"}.get(k, k.replace("_rate", "-vector"))
 
 
-def interpret_cells(table: pd.DataFrame, label: Sequence[str]) -> list[str]:
+def interpret_cells(table: pd.DataFrame, label: Sequence[str], noun: str = "cells") -> list[str]:
     """The reading of a table with one row per cell or condition (robustness grid, stages, adapters): per vector
     control, the cells where TPR is above it with intervals apart, named; the same comparison as `interpret`."""
     out = []
@@ -133,15 +133,15 @@ def interpret_cells(table: pd.DataFrame, label: Sequence[str]) -> list[str]:
         if above:
             out.append(
                 f"reading: TPR is above the {ctl}-vector control (intervals apart) in {len(above)} of "
-                f"{len(with_ctl)}: {', '.join(above)}; detection looks concept-specific there, not elsewhere"
+                f"{len(with_ctl)} {noun}: {', '.join(above)}; detection looks concept-specific there, not elsewhere"
             )
         else:
             out.append(
-                f"reading: in none of {len(with_ctl)} is TPR above the {ctl}-vector control (intervals overlap): no "
-                "evidence that detection is concept-specific rather than a yes-bias under any perturbation"
+                f"reading: TPR is above the {ctl}-vector control in none of the {len(with_ctl)} {noun} (intervals "
+                "overlap): no evidence that detection is concept-specific rather than a yes-bias under any perturbation"
             )
     if rows and all(r.get("n_introspection") and r.get("introspection") == 0 for r in rows):
-        out.append("reading: no injected concept was named with a detection claim in any of them")
+        out.append(f"reading: no injected concept was named with a detection claim in any of the {noun}")
     return out
 
 

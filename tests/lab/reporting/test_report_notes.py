@@ -74,10 +74,10 @@ def test_a_grid_of_cells_gets_a_reading() -> None:
         + [{"prompt_variant": "skeptical", "dialogue_format": "plain"} | strong]
     )
     assert interpret_cells(table, ("prompt_variant", "dialogue_format")) == [
-        "reading: TPR is above the random-vector control (intervals apart) in 1 of 2: skeptical × plain; detection "
-        "looks concept-specific there, not elsewhere",
-        "reading: no injected concept was named with a detection claim in any of them",
+        "reading: TPR is above the random-vector control (intervals apart) in 1 of 2 cells: skeptical × plain; "
+        "detection looks concept-specific there, not elsewhere",
+        "reading: no injected concept was named with a detection claim in any of the cells",
     ]
     assert interpret_cells(table.iloc[:1], ("prompt_variant", "dialogue_format"))[0].startswith(
-        "reading: in none of 1 is TPR above the random-vector control (intervals overlap)"
+        "reading: TPR is above the random-vector control in none of the 1 cells (intervals overlap)"
     )
