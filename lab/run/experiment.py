@@ -26,6 +26,7 @@ from lab.errors import LabError
 from lab.model.loading import LoadedModel
 from lab.run import store
 from lab.run.parallel import FanOutConfig
+from lab.run.progress import Progress, reporting
 
 Rows = list[dict[str, Any]]
 T = TypeVar("T")
@@ -61,8 +62,6 @@ def execute(
     trials that share work (the reference passes of one patching batch) then run together. With `progress`, trials
     are counted as a work function reports them (`lab.run.progress.advance`, e.g. per generation batch), not only
     per finished shard (lab/run/progress.py)."""
-    from lab.run.progress import Progress
-
     out = Path(out_dir)
     store.clean_partial(out)
     todo = set(store.pending([t.trial_id for t in trials], out))
@@ -123,8 +122,6 @@ def _local_worker(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | No
 def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
     worker = _local_worker(job.model, job.runner, lm)
     ctx = worker.call(job.prepare, *job.prepare_args) if job.prepare else None
-    from lab.run.progress import reporting
-
     job.res["t0"] = time.perf_counter()
     job.progress.start()
     done = 0
