@@ -64,26 +64,46 @@ ui: setup
 	@$(PY) -m lab.run.mlflow_view --db $(MLFLOW_DB) --port $(UI_PORT)
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
-# A local Ray head on loopback (node 127.0.0.2, dashboard 127.0.0.1:8265), stopped by PID with `make ray-down`: SIGTERM
-# to `ray start` alone (it drains its node through the GCS, which a group-wide SIGTERM kills first: a 30 s wait), then
-# SIGKILL to its process group for anything left.
+# A local Ray head on loopback, stopped by PID with `make ray-down`: SIGTERM to `ray start` alone (it drains its node
+# through the GCS, which a group-wide SIGTERM kills first: a 30 s wait), then SIGKILL to its process group for anything
+# left. `make ray-up` says "ready" only once the head can take a job (dashboard up and its job agent registered,
+# cluster/ray_head.py), else one line with the cause from the head's logs, and stops what it started. Every port it
+# binds at a fixed number is a variable (`make ray-up RAY_DASHBOARD_PORT=8266 RAY_AGENT_PORT=52366 …` beside another
+# Ray on the machine; RAY_PORT_CHECK=0 skips the check that they are free before `ray start`); the README's
+# `ray start` line is this one with the defaults.
 RAY_TMP ?= /tmp/ray-introspection-lab
+RAY_STATE ?= .ray
+RAY_NODE_IP ?= 127.0.0.2
+RAY_GCS_PORT ?= 6390
+RAY_DASHBOARD_HOST ?= 127.0.0.1
+RAY_DASHBOARD_PORT ?= 8265
+RAY_AGENT_PORT ?= 52365
+RAY_CLIENT_PORT ?= 10001
+RAY_UP_TIMEOUT ?= 90
+RAY_PORT_CHECK ?= 1
+RAY_DASHBOARD := http://$(RAY_DASHBOARD_HOST):$(RAY_DASHBOARD_PORT)
 ray-up: setup
-	@mkdir -p .ray
-	@if [ -f .ray/head.pid ] && kill -0 $$(cat .ray/head.pid) 2>/dev/null; then echo "Ray head already running"; exit 0; fi; \
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH setsid $(VENV)/bin/ray start --head --block --port=6390 \
-	  --node-ip-address=127.0.0.2 --dashboard-host=127.0.0.1 --dashboard-port=8265 --temp-dir=$(RAY_TMP) \
-	  --disable-usage-stats > .ray/head.log 2>&1 & echo $$! > .ray/head.pid; \
-	for i in $$(seq 1 60); do curl -sf http://127.0.0.1:8265/api/version >/dev/null && break; sleep 1; done; \
-	echo "Ray dashboard on http://127.0.0.1:8265 (pid $$(cat .ray/head.pid))"
+	@mkdir -p $(RAY_STATE)
+	@if [ -f $(RAY_STATE)/head.pid ] && kill -0 $$(cat $(RAY_STATE)/head.pid) 2>/dev/null; then \
+	  echo "Ray head already running (pid $$(cat $(RAY_STATE)/head.pid)); jobs: ray job submit --address $(RAY_DASHBOARD)"; exit 0; fi; \
+	[ "$(RAY_PORT_CHECK)" != 1 ] || $(PY) -m cluster.ray_head ports --node-ip $(RAY_NODE_IP) --dashboard-host $(RAY_DASHBOARD_HOST) \
+	  --port RAY_GCS_PORT=$(RAY_GCS_PORT) --port RAY_DASHBOARD_PORT=$(RAY_DASHBOARD_PORT) \
+	  --port RAY_AGENT_PORT=$(RAY_AGENT_PORT) --port RAY_CLIENT_PORT=$(RAY_CLIENT_PORT) || exit 2; \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH setsid $(VENV)/bin/ray start --head --block --port=$(RAY_GCS_PORT) \
+	  --node-ip-address=$(RAY_NODE_IP) --dashboard-host=$(RAY_DASHBOARD_HOST) --dashboard-port=$(RAY_DASHBOARD_PORT) \
+	  --dashboard-agent-listen-port=$(RAY_AGENT_PORT) --ray-client-server-port=$(RAY_CLIENT_PORT) \
+	  --temp-dir=$(RAY_TMP) --disable-usage-stats > $(RAY_STATE)/head.log 2>&1 & pid=$$!; echo $$pid > $(RAY_STATE)/head.pid; \
+	$(PY) -m cluster.ray_head wait --pid $$pid --gcs $(RAY_NODE_IP):$(RAY_GCS_PORT) --dashboard $(RAY_DASHBOARD) \
+	  --head-log $(RAY_STATE)/head.log --temp-dir $(RAY_TMP) --timeout $(RAY_UP_TIMEOUT) && exit 0; \
+	$(MAKE) --no-print-directory -o $(STAMP) ray-down RAY_STATE=$(RAY_STATE) >/dev/null; exit 1
 
 ray-down:
-	@if [ -f .ray/head.pid ]; then pid=$$(cat .ray/head.pid); kill -TERM $$pid 2>/dev/null; \
+	@if [ -f $(RAY_STATE)/head.pid ]; then pid=$$(cat $(RAY_STATE)/head.pid); kill -TERM $$pid 2>/dev/null; \
 	  for i in $$(seq 1 30); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; kill -KILL -$$pid 2>/dev/null; \
-	  rm -f .ray/head.pid; echo "Ray head stopped"; else echo "no Ray head started by make ray-up"; fi
+	  rm -f $(RAY_STATE)/head.pid; echo "Ray head stopped"; else echo "no Ray head started by make ray-up"; fi
 
 submit-demo: ray-up
-	$(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env cluster/runtime-env.yaml \
+	$(VENV)/bin/ray job submit --address $(RAY_DASHBOARD) --working-dir . --runtime-env cluster/runtime-env.yaml \
 	  -- python -m jobs.concept_injection --config configs/demo.yaml --output $(CURDIR)/results/demo-cluster \
 	  --tracking-uri sqlite:///$(CURDIR)/mlflow.db
 

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     flatten(to_dict(cfg)),
                     {"job": "steering_vector", "model": cfg.model.name},
                     run_name=cfg.tracking.run_name or "steering-vector",
+                    reuse=len(stored) == len(plan),  # a rerun that adds nothing: the same parent run
                 )
             )
             if cfg.tracking.enabled

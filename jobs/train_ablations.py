@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stored} of {len(trials)} trials already stored (adapter + evaluation): not trained again")
     clear_attempts(cfg)
     t0 = time.time()
-    with parallel.ray_session(cfg.address, cfg.ray_cpus), parent(cfg, flatten(to_dict(cfg))) as run:
+    with (
+        parallel.ray_session(cfg.address, cfg.ray_cpus),
+        parent(cfg, flatten(to_dict(cfg)), stored == len(trials)) as run,
+    ):
         parent_id = run.info.run_id if run is not None else None
         grid = fit_trials(cfg, parent_id)
         records = collect_results(cfg, trials, grid)

@@ -178,8 +178,9 @@ def prepare(
 
 def generate(lm: LoadedModel, shard: list[Trial], ctx: SweepContext) -> list[dict[str, Any]]:
     from lab.generate.runner import Runner
+    from lab.run.progress import advance
 
-    return Runner(lm, ctx.bank, ctx.batch_size, ctx.edits).run(shard)
+    return Runner(lm, ctx.bank, ctx.batch_size, ctx.edits).run(shard, on_batch=advance)  # trials counted per batch
 
 
 def run_sweep(

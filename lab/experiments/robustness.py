@@ -108,8 +108,9 @@ def cell_table(df: Any, reasons: dict[GridCell, str | None], cell_ids: dict[Grid
 
 
 def format_grid(table: Any, shown: Sequence[str]) -> str:
-    """The printed grid: one line per cell, each rate with its interval and n (distinct generations)."""
-    from lab.reporting.report import ci
+    """The printed grid: one line per cell, each rate with its interval and n (distinct generations), then what n
+    is and the reading (lab.reporting.report)."""
+    from lab.reporting.report import ci, interpret_cells, n_note
 
     lines = [f"{'variant':<12} {'format':<15} " + "  ".join(f"{c:<24}" for c in shown)]
     for _, r in table.iterrows():
@@ -122,6 +123,9 @@ def format_grid(table: Any, shown: Sequence[str]) -> str:
                 else "  ".join(f"{ci(r, c, with_n=True):<24}" for c in shown)
             )
         )
+    ok = table[table["status"] == "ok"]
+    lines.append(n_note(ok.to_dict("records"), shown))
+    lines += interpret_cells(ok, ("prompt_variant", "dialogue_format"))
     return "\n".join(lines)
 
 

@@ -11,8 +11,18 @@ from typing import Any
 import pandas as pd
 
 from lab.reporting import metrics
-from lab.reporting.report import CONTROL_RATES, Report, log_run, parent_run, rate_columns, rate_metrics, table_metrics
-from lab.reporting.tables import print_table
+from lab.reporting.report import (
+    CONTROL_RATES,
+    Report,
+    interpret_cells,
+    log_run,
+    n_note,
+    parent_run,
+    rate_columns,
+    rate_metrics,
+    table_metrics,
+)
+from lab.reporting.tables import print_table, rows_of
 from lab.run import tracking
 from lab.run.tracking import TrackingConfig
 
@@ -64,6 +74,9 @@ def compare(
             tracking.log_artifacts(*paths)
     if not quiet:
         print_table(table, [(label, lambda r: str(r[label]))] + rate_columns(shown))
+        print(n_note(rows_of(table), shown))
+        for line in interpret_cells(table, (label,), f"{label}s"):
+            print(line)
         print(f"report:  {paths[0].resolve()}  {paths[2].resolve()}")
         if parent_id:
             print(

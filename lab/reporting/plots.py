@@ -61,10 +61,33 @@ def annotate_rate(ax: plt.Axes, j: int, i: int, r: pd.Series, m: str, fontsize: 
     )
 
 
+STRENGTH_UNITS = {
+    "relative": "strength, relative: ‖s·v‖ / ‖resid‖",
+    "raw": "strength, raw: multiplier s of v",
+}
+
+
+def strength_label(mode: str | None) -> str:
+    """The strength axis with its unit (`strength_mode` of the trials; several or none: no unit to name)."""
+    return STRENGTH_UNITS.get(mode or "", "strength")
+
+
 def rate_heatmaps(
-    table: pd.DataFrame, path: str | os.PathLike, metrics: Sequence[str] = ("tpr", "fpr"), title: str = ""
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    metrics: Sequence[str] = ("tpr", "fpr"),
+    title: str = "",
+    strength_mode: str | None = None,
 ) -> Path:
     """One heatmap per metric over layer × strength, each cell annotated with the rate and its 95 % interval."""
+    fig, suptitle = heatmaps_figure(table, metrics, title, strength_mode)
+    return save(fig, path, suptitle)
+
+
+def heatmaps_figure(
+    table: pd.DataFrame, metrics: Sequence[str], title: str = "", strength_mode: str | None = None
+) -> tuple[plt.Figure, str]:
+    """The figure `rate_heatmaps` saves, and its wrapped title."""
     layers = sorted(table["layer"].unique())
     strengths = sorted(table["strength"].unique())
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1, 0.8 * len(layers) + 2.4), squeeze=False)
@@ -79,11 +102,11 @@ def rate_heatmaps(
                 annotate_rate(ax, j, i, r, m)
         ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
         ax.set_yticks(range(len(layers)), [str(x) for x in layers])
-        ax.set_xlabel("strength")
+        ax.set_xlabel(strength_label(strength_mode), fontsize=8)
         ax.set_ylabel("layer (0-based block)")
         ax.set_title(m.upper())
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    return save(fig, path, wrap(title, fig))
+        fig.colorbar(im, ax=ax, fraction=0.046).set_label("share of trials", fontsize=8)
+    return fig, wrap(title, fig)
 
 
 def rate_bars(

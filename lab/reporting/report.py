@@ -71,10 +71,78 @@ def print_rates(table: pd.DataFrame, overall: Mapping[str, Any], by: Sequence[st
     keys = [(k, lambda r, k=k: f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])) for k in by]
     total = dict(overall) | {k: "overall" if i == 0 else "" for i, k in enumerate(by)}
     print_table(rows_of(table) + [total], keys + rate_columns(cols))
+    print(n_note([*rows_of(table), dict(overall)], cols))
     if overall.get("n_unparsed"):
         print(f"unparseable verdicts: {overall['n_unparsed']} (left out of every rate)")
     for line in interpret(overall):
         print(line)
+
+
+WIDE = 0.5  # an interval at least this wide is explained under the table
+
+
+def n_note(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
+    """One line under a rate table on what its n is and, where one occurs, why an interval is wide: greedy
+    duplicates counted once (n < trials), or too few trials."""
+    rows = [r for r in rows if r]
+    dup = [
+        (r[f"trials_{k}"], r[f"n_{k}"], k, r)
+        for r in rows
+        for k in names
+        if r.get(f"n_{k}") == r.get(f"n_{k}") and (r.get(f"trials_{k}") or 0) > (r.get(f"n_{k}") or 0) > 0
+    ]
+    wide = [
+        (r[f"{k}_hi"] - r[f"{k}_lo"], k, r)
+        for r in rows
+        for k in names
+        if r.get(f"n_{k}") and r.get(f"{k}_hi", 0) - r.get(f"{k}_lo", 0) >= WIDE
+    ]
+    head = "note: n = the distinct generations behind a rate (n (inj/ctl): TPR/FPR); intervals are Wilson 95 %"
+    if dup:
+        trials, n, k, r = max(dup, key=lambda d: (d[0] / d[1], d[0]))
+        return (
+            f"{head}; under greedy decoding identical prompts give one generation, so {int(trials)} {_what(k)} trials "
+            f"count as n={int(n)} and {_name(k)}'s interval is wide ({ci(r, k)}): sample (temperature > 0) for an n that "
+            "grows with the trials"
+        )
+    if wide:
+        width, k, r = max(wide, key=lambda w: w[0])
+        return f"{head}; with n={int(r[f'n_{k}'])} an interval is still {width:.2f} wide ({_name(k)} {ci(r, k)}): more trials narrow it"
+    return head
+
+
+def _name(k: str) -> str:
+    return k.upper() if k in ("tpr", "fpr") else k.replace("_rate", "-vector rate").replace("_", " ")
+
+
+def _what(k: str) -> str:
+    return {"tpr": "injection", "fpr": "control", "introspection": "injection"}.get(k, k.replace("_rate", "-vector"))
+
+
+def interpret_cells(table: pd.DataFrame, label: Sequence[str], noun: str = "cells") -> list[str]:
+    """The reading of a table with one row per cell or condition (robustness grid, stages, adapters): per vector
+    control, the cells where TPR is above it with intervals apart, named; the same comparison as `interpret`."""
+    out = []
+    rows = [r for r in rows_of(table) if r.get("n_tpr")]
+    for k in CONTROL_RATES:
+        with_ctl = [r for r in rows if r.get(f"n_{k}")]
+        if not with_ctl:
+            continue
+        ctl = k[: -len("_rate")]
+        above = [" × ".join(str(r[c]) for c in label) for r in with_ctl if r["tpr_lo"] > r[f"{k}_hi"]]
+        if above:
+            out.append(
+                f"reading: TPR is above the {ctl}-vector control (intervals apart) in {len(above)} of "
+                f"{len(with_ctl)} {noun}: {', '.join(above)}; detection looks concept-specific there, not elsewhere"
+            )
+        else:
+            out.append(
+                f"reading: TPR is above the {ctl}-vector control in none of the {len(with_ctl)} {noun} (intervals "
+                "overlap): no evidence that detection is concept-specific rather than a yes-bias under any perturbation"
+            )
+    if rows and all(r.get("n_introspection") and r.get("introspection") == 0 for r in rows):
+        out.append(f"reading: no injected concept was named with a detection claim in any of the {noun}")
+    return out
 
 
 def rate_columns(names: Sequence[str]) -> list[Column]:
@@ -249,7 +317,8 @@ def report_rates(
     if tuple(by) == ("layer", "strength"):
         paths.append(rep / "heatmap.png")
         shown = ["tpr", "fpr", *(m for m in CONTROL_RATES if m in table and table[m].notna().any())]
-        plots.rate_heatmaps(table, paths[-1], metrics=shown, title=title)
+        modes = df["strength_mode"].dropna().unique() if "strength_mode" in df else []
+        plots.rate_heatmaps(table, paths[-1], shown, title, strength_mode=modes[0] if len(modes) == 1 else None)
     run_id = log_run(
         cfg,
         params,

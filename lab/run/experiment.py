@@ -26,6 +26,7 @@ from lab.errors import LabError
 from lab.model.loading import LoadedModel
 from lab.run import store
 from lab.run.parallel import FanOutConfig
+from lab.run.progress import Progress, reporting
 
 Rows = list[dict[str, Any]]
 T = TypeVar("T")
@@ -58,9 +59,9 @@ def execute(
     """Run every trial not yet stored in `out_dir`; returns counts. In process when `runner.num_actors` is 0 or a
     loaded model `lm` is given, else on a pool of Ray actors (one model replica each). Shards are runs of
     `runner.shard_size` pending trials, or, with `shard_key`, the pending trials that share a key (in plan order):
-    trials that share work (the reference passes of one patching batch) then run together."""
-    from tqdm.auto import tqdm
-
+    trials that share work (the reference passes of one patching batch) then run together. With `progress`, trials
+    are counted as a work function reports them (`lab.run.progress.advance`, e.g. per generation batch), not only
+    per finished shard (lab/run/progress.py)."""
     out = Path(out_dir)
     store.clean_partial(out)
     todo = set(store.pending([t.trial_id for t in trials], out))
@@ -68,14 +69,13 @@ def execute(
     res = {"new": 0, "t0": 0.0, "t1": 0.0}
     if pending:
         shards = _shards(pending, runner.shard_size, shard_key)
-        bar = tqdm(total=len(pending), desc=desc, unit="trial", disable=not progress)
+        bar = Progress(len(pending), desc, enabled=progress)
 
         def on_shard(rows: Rows) -> None:
             store.write_shard(out, grade(rows) if grade else rows)
             res["new"] += len(rows)
-            bar.update(len(rows))
 
-        job = _Shards(model, runner, shards, work, prepare, prepare_args, on_shard, res)
+        job = _Shards(model, runner, shards, work, prepare, prepare_args, on_shard, res, bar)
         try:
             if lm is not None or runner.num_actors == 0:
                 _in_process(job, lm)
@@ -107,6 +107,7 @@ class _Shards:
     prepare_args: tuple[Any, ...]
     on_shard: Any
     res: dict[str, Any]
+    progress: Any  # lab.run.progress.Progress: trials done, counted inside shards as they go
 
 
 def _local_worker(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | None) -> Any:
@@ -122,8 +123,14 @@ def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
     worker = _local_worker(job.model, job.runner, lm)
     ctx = worker.call(job.prepare, *job.prepare_args) if job.prepare else None
     job.res["t0"] = time.perf_counter()
+    job.progress.start()
+    done = 0
     for shard in job.shards:
-        job.on_shard(worker.call(job.work, shard, ctx))
+        with reporting(lambda n, before=done: job.progress.set(before + n)):
+            rows = worker.call(job.work, shard, ctx)
+        job.on_shard(rows)
+        done += len(shard)
+        job.progress.set(done)
     job.res["t1"] = time.perf_counter()
 
 
@@ -139,7 +146,10 @@ def _on_ray(job: _Shards) -> None:
             ctx = parallel.get(workers[0].call.remote(job.prepare, *job.prepare_args)) if job.prepare else None
             ctx_ref = ray.put(ctx)
             job.res["t0"] = time.perf_counter()
-            parallel.run_shards(workers, job.shards, job.work, ctx_ref, job.on_shard)
+            job.progress.start()
+            parallel.run_shards(
+                workers, job.shards, job.work, ctx_ref, job.on_shard, job.progress.set if job.progress.enabled else None
+            )
             job.res["t1"] = time.perf_counter()
         finally:
             parallel.shutdown_pool(workers, job.model)

@@ -161,26 +161,50 @@ def run_shards(
     work: Callable[..., Any],
     ctx_ref: Any,
     on_shard: Callable[[list[dict[str, Any]]], None],
+    progress: Callable[[int], None] | None = None,
+    poll_s: float = 0.5,
 ) -> None:
     """Keep every worker busy with up to two shards (the first round one each, so that a few shards still spread over
-    every worker); call `on_shard(rows)` as each finishes (completion order)."""
+    every worker); call `on_shard(rows)` as each finishes (completion order). With `progress`, the trials done so far
+    (finished shards plus what running shards report through `lab.run.progress.advance`, collected by a counter actor)
+    go to `progress(done)` every `poll_s` seconds while waiting."""
     import ray
 
-    queue = list(reversed(shards))
-    in_flight: dict[Any, Any] = {}
+    from lab.run.progress import Counter, Reporting
+
+    counter = ray.remote(Counter).options(num_cpus=0).remote() if progress else None
+    queue = list(reversed(list(enumerate(shards))))
+    in_flight: dict[Any, tuple[Any, int]] = {}
+    finished: set[int] = set()
 
     def submit(w: Any) -> None:
         if queue:
-            in_flight[w.call.remote(work, queue.pop(), ctx_ref)] = w
+            i, shard = queue.pop()
+            fn = Reporting(work, counter, i) if counter is not None else work
+            in_flight[w.call.remote(fn, shard, ctx_ref)] = (w, i)
 
-    for _ in range(2):
-        for w in workers:
-            submit(w)
-    while in_flight:
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        w = in_flight.pop(done[0])
-        on_shard(get(done[0]))
-        submit(w)
+    def report() -> None:
+        if progress is None:
+            return
+        counts = get(counter.snapshot.remote()) if counter is not None else {}
+        partial = sum(min(n, len(shards[i])) for i, n in counts.items() if i not in finished)
+        progress(sum(len(shards[i]) for i in finished) + partial)
+
+    try:
+        for _ in range(2):
+            for w in workers:
+                submit(w)
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s if progress else None)
+            if done:
+                w, i = in_flight.pop(done[0])
+                on_shard(get(done[0]))
+                finished.add(i)
+                submit(w)
+            report()
+    finally:
+        if counter is not None:
+            ray.kill(counter)
 
 
 def get(refs: Any) -> Any:
@@ -213,6 +237,26 @@ def shutdown_pool(workers: list[Any], model_cfg: ModelConfig | None = None) -> N
         ray.kill(w)
 
 
+def exit_quietly_on_sigterm() -> None:
+    """In a Ray worker (a Tune trial): when the raylet stops the process at a normal shutdown it sends SIGTERM, and
+    Ray's handler raises `SystemExit(1)` wherever the main thread is. Landing in a weakref or `__del__` callback (the
+    trial's torch/MLflow objects being collected), it cannot propagate: Python prints "Exception ignored in: …
+    SystemExit: 1" with a traceback and the process lingers until the raylet's SIGKILL. This routes such an
+    unraisable `SystemExit` to the exit it was meant to be (quiet, same code); every other unraisable error is
+    reported as before."""
+    import sys
+
+    default = sys.__unraisablehook__
+
+    def hook(u: Any) -> None:
+        if isinstance(u.exc_value, SystemExit):
+            code = u.exc_value.code
+            os._exit(code if isinstance(code, int) else 1)
+        default(u)
+
+    sys.unraisablehook = hook
+
+
 def tune_grid(
     fn: Callable[[dict[str, Any]], Any],
     param_space: dict[str, Any],
@@ -234,11 +278,18 @@ def tune_grid(
     once, a failed trial retried `max_failures` times, trial names and folders from `trial_name(config)`, state under
     `storage`/`name`. Runs in the caller's Ray session, or in one joined / started (`address`, `num_cpus`) for the
     grid only. Returns the `tune.ResultGrid`."""
+    import functools
+
     from ray import tune
+
+    @functools.wraps(fn)
+    def quiet(config: dict[str, Any], **kw: Any) -> Any:
+        exit_quietly_on_sigterm()
+        return fn(config, **kw)
 
     named = (lambda t: trial_name(t.config)) if trial_name else None
     with ray_session(address, num_cpus):
-        trainable = tune.with_parameters(fn, **params) if params else fn
+        trainable = tune.with_parameters(quiet, **params) if params else quiet
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources) if resources else trainable,
             param_space=param_space,

@@ -24,6 +24,13 @@ from lab.errors import LabError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM = 500
+_STARTED = time.time()  # this module is imported as a job starts (every job's report path imports it)
+
+
+def job_seconds() -> float:
+    """Seconds since the job started: what a run logs as `wall_s` when it ends (MLflow's own "Duration" is only the
+    time the run was open, i.e. the time to log it)."""
+    return time.time() - _STARTED
 
 
 @dataclass(frozen=True)
@@ -83,14 +90,14 @@ def ensure_experiment(cfg: TrackingConfig, uri: str) -> str:
     """The id of experiment `cfg.experiment` at `uri`, created (artifacts under `artifact_root`) if missing."""
     from mlflow import MlflowClient
 
-    from lab.run.mlflow_view import VIEW_TAG, view_tag_value
+    from lab.run.mlflow_view import VIEW_TAG, is_current, view_tag_value
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     tags = {KIND_TAG: KIND, VIEW_TAG: view_tag_value()}
     if exp is not None:
         for k, v in tags.items():  # created elsewhere or earlier: still the model-training view and the rates view
-            if k not in exp.tags:
+            if k not in exp.tags or (k == VIEW_TAG and not is_current(exp.tags[k])):  # an older lab's view: renewed
                 client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     root = cfg.artifact_root or _default_artifact_root(uri)
@@ -124,33 +131,75 @@ def run(
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    reuse: bool = False,
 ) -> Iterator[Any]:
-    """Start (and always end) an MLflow run; yields the active run. Nested when `parent_run_id` is given."""
+    """Start (and always end) an MLflow run; yields the active run. Nested when `parent_run_id` is given. `reuse`
+    (a rerun that adds nothing, e.g. every trial of a grid already stored): resume the latest finished top-level run
+    of the experiment with the same name and the same params instead of opening a second one (its params and
+    `wall_s` stay those of the run that did the work)."""
     import mlflow
 
     uri = check_uri(resolve_uri(cfg))
     mlflow.set_tracking_uri(uri)
-    ensure_experiment(cfg, uri)
+    exp_id = ensure_experiment(cfg, uri)
     mlflow.set_experiment(cfg.experiment)
-    all_tags = dict(tags or {})
+    name = run_name or cfg.run_name
+    cleaned = _clean(params or {})
+    all_tags = dict(tags or {}) | {PARAMS_TAG: params_hash(cleaned)}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     nested = mlflow.active_run() is not None
-    active = mlflow.start_run(run_name=run_name or cfg.run_name, tags=all_tags, nested=nested)
+    previous = finished_run(uri, exp_id, name, cleaned) if reuse and not parent_run_id else None
+    if previous:
+        active = mlflow.start_run(run_id=previous, nested=nested)
+    else:
+        active = mlflow.start_run(run_name=name, tags=all_tags, nested=nested)
     status = "FAILED"
     try:
-        if params:
-            mlflow.log_params(_clean(params))
+        if cleaned and not previous:
+            mlflow.log_params(cleaned)
         yield active
         status = "FINISHED"
+        if not previous:
+            mlflow.log_metric("wall_s", round(job_seconds(), 1))
     finally:
         mlflow.end_run(status=status)
 
 
+PARAMS_TAG = "lab.params_sha"
+
+
+def params_hash(cleaned: Mapping[str, str]) -> str:
+    """A run's params as one short hash (tag `lab.params_sha`), to find the run an identical rerun belongs to."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(cleaned.items())).encode()).hexdigest()[:16]
+
+
+def finished_run(uri: str, experiment_id: str, run_name: str | None, cleaned: Mapping[str, str]) -> str | None:
+    """The id of the latest FINISHED top-level run of the experiment named `run_name` with exactly these params."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARAMS_TAG}` = '{params_hash(cleaned)}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for r in runs:
+        if "mlflow.parentRunId" not in r.data.tags and r.info.run_name == run_name and r.data.params == cleaned:
+            return str(r.info.run_id)
+    return None
+
+
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Finite numeric metrics on the active run, the headline rates also rounded under `display/` (mlflow_view)."""
     import mlflow
 
-    mlflow.log_metrics(finite_metrics(metrics), step=step)
+    from lab.run.mlflow_view import display_copies
+
+    values = finite_metrics(metrics)
+    mlflow.log_metrics(values | display_copies(values), step=step)
 
 
 def log_artifacts(*paths: str | os.PathLike) -> None:
@@ -209,12 +258,16 @@ def start_run(
 
 
 def log_to_run(ref: RunRef, metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log finite numeric metrics to run `ref` at `step` (0 when None), in batches."""
+    """Log finite numeric metrics to run `ref` at `step` (0 when None), in batches (rates also rounded under
+    `display/`)."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from lab.run.mlflow_view import display_copies
+
     ts = int(time.time() * 1000)
-    items = [Metric(k, v, ts, step or 0) for k, v in finite_metrics(metrics).items()]
+    values = finite_metrics(metrics)
+    items = [Metric(k, v, ts, step or 0) for k, v in (values | display_copies(values)).items()]
     client = MlflowClient(ref.uri)
     for i in range(0, len(items), 500):
         client.log_batch(ref.run_id, metrics=items[i : i + 500])
@@ -238,9 +291,13 @@ def log_artifacts_to_run(ref: RunRef, *paths: str | os.PathLike) -> None:
 
 
 def end_run(ref: RunRef, status: str = "FINISHED") -> None:
+    """End run `ref`; a finished one gets `wall_s`, this process's time since it started."""
     from mlflow import MlflowClient
 
-    MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+    client = MlflowClient(ref.uri)
+    if status == "FINISHED":
+        client.log_metric(ref.run_id, "wall_s", round(job_seconds(), 1))
+    client.set_terminated(ref.run_id, status=status)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "concept-injection-qwen3-235b-a22b.yaml": INJECTION,
     "calibrate-dose-demo.yaml": ("calibrate_dose", "DoseCalibrationConfig"),
     "demo.yaml": INJECTION,
+    "demo-greedy.yaml": INJECTION,
     "feature-regression-demo.yaml": ("feature_regression", "FeatureRegressionConfig"),
     "feature-regression-gemma-3-27b-it.yaml": ("feature_regression", "FeatureRegressionConfig"),
     "localisation-demo.yaml": ("localisation", "LocalisationConfig"),

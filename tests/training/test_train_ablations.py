@@ -247,6 +247,9 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tiny_ablation, tmp_path):
     )
     children = [r for r in ml.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 3  # no new child run: nothing was trained or evaluated again
+    tops = [r.info.run_id for r in ml.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert tops == [parent.info.run_id]  # nor a second parent run: the rerun resumed the first one
+    assert "SystemExit" not in logs and "Traceback" not in logs  # a normal shutdown prints no traceback
 
 
 def test_a_failing_attempt_leaves_a_failed_child_run(tmp_path) -> None:

@@ -25,7 +25,9 @@ class _NoRun:
         return None
 
 
-def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
+def parent(cfg: AblationConfig, params: dict[str, Any], reuse: bool = False) -> Any:
+    """The ablation's parent run; `reuse` (every trial already stored: the rerun adds nothing) resumes the parent
+    run of the same config instead of opening a second one."""
     from lab.run import tracking
 
     if not cfg.tracking.enabled:
@@ -35,6 +37,7 @@ def parent(cfg: AblationConfig, params: dict[str, Any]) -> Any:
         params,
         tags={"job": "train_ablations", "model": cfg.model.name},
         run_name=cfg.tracking.run_name or "ablations",
+        reuse=reuse,
     )
 
 
@@ -174,9 +177,14 @@ def log_parent(pooled: Any, failed: list[dict[str, Any]], paths: list[Path], ela
 
 
 def print_report(pooled: Any, failed: list[dict[str, Any]]) -> None:
+    from lab.reporting.report import interpret_cells, n_note
+
     cols = ["tpr", "fpr", "introspection"] + [c for c in ("random_rate",) if c in pooled]
     columns = [("condition", "{condition}"), ("status", "{status}")]
     columns += [(c, interval(c, with_n=False)) for c in cols]
     print_table(pooled, columns + [("n_inj", "{n_tpr:>5.0f}"), ("train_loss", "{train_loss:>.4f}")])
+    print(n_note(pooled.to_dict("records"), cols))
+    for line in interpret_cells(pooled, ("condition",), "conditions"):
+        print(line)
     for f in failed:
         print(f"FAILED trial {f['trial']} after {f['attempts']} attempt(s): {f['error']}")

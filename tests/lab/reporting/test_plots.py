@@ -34,3 +34,21 @@ def test_heatmaps_show_each_control_with_n(tmp_path) -> None:
     plots.annotate_rate(fig.add_subplot(), 0, 0, pd.Series(_row()), "random_rate")
     assert [t.get_text() for t in fig.axes[0].texts] == ["0.25\n[0.10,0.50]\nn=40"]
     assert plots.wrap(TITLE, fig).count("\n") == 1  # 6.4 in wide: two lines
+
+
+def test_heatmap_axes_carry_units() -> None:
+    """The strength axis names its unit (relative: ‖s·v‖/‖resid‖, raw: the multiplier), the colour bar what it counts."""
+    table = pd.DataFrame([_row(layer=layer, strength=s) for layer in (8, 12) for s in (0.1, 0.2)])
+    for mode, label in (
+        ("relative", "strength, relative: ‖s·v‖ / ‖resid‖"),
+        ("raw", "strength, raw: multiplier s of v"),
+        (None, "strength"),
+    ):
+        fig, _ = plots.heatmaps_figure(table, ("tpr", "fpr"), TITLE, strength_mode=mode)
+        heat = [ax for ax in fig.axes if ax.get_title()]
+        assert [ax.get_xlabel() for ax in heat] == [label, label]
+        assert [ax.get_ylabel() for ax in heat] == ["layer (0-based block)"] * 2
+        assert [ax.get_ylabel() for ax in fig.axes if not ax.get_title()] == ["share of trials"] * 2
+        fig.tight_layout()
+        assert plots.clipped_texts(fig) == []
+        plots.plt.close(fig)

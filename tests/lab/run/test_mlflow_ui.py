@@ -79,7 +79,7 @@ def _check(client, url: str, ui_log: Path) -> None:
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 3000, "height": 1000})  # the view: 14 rate columns
             page.goto(view, wait_until="commit", timeout=90_000)
             # the child runs are listed (not collapsed under the parent) and the rates are columns
             for name in (*CHILDREN, "ablations"):
@@ -88,9 +88,14 @@ def _check(client, url: str, ui_log: Path) -> None:
             assistant = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
             if assistant.count():  # the assistant panel takes a third of the width: close it as a researcher would
                 assistant.click()
-            for column in ("metrics.`tpr`", "metrics.`fpr`", "metrics.`introspection`", "tags.`condition`"):
+            for column in (
+                "metrics.`display/tpr`",
+                "metrics.`display/fpr`",
+                "metrics.`display/introspection`",
+                "tags.`condition`",
+            ):
                 page.locator(f'[role=columnheader][col-id="{column}"]').wait_for(state="visible", timeout=30_000)
-            cells = page.locator('[role=gridcell][col-id="metrics.`tpr`"]')
+            cells = page.locator('[role=gridcell][col-id="metrics.`display/tpr`"]')
             # both finished children's TPR; the parent and the failed attempt have none
             assert sorted(cells.all_inner_texts()) == ["-", "-", "0", "0"]
             conditions = page.locator('[role=gridcell][col-id="tags.`condition`"]').all_inner_texts()
