@@ -386,19 +386,24 @@ def part_rates(table, path: str | os.PathLike, title: str = "") -> Path:  # type
 
 
 if __name__ == "__main__":
-    import argparse
+    import re
 
-    ap = argparse.ArgumentParser(description="Rerun the concept-vector geometry from a geometry job's stored outputs")
-    ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
-    ap.add_argument("--tau", type=float, help="a fixed success threshold (default: as stored / CV choice)")
-    ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
-    ns = ap.parse_args()
-    from lab.errors import LabError
+    from lab.errors import ArgumentParser, LabError, input_folder, one_line_errors
     from lab.run.tracking import resolve_source
 
-    try:
-        src = resolve_source(ns.run, ns.tracking_uri).directory
-    except LabError as e:
-        raise SystemExit(f"error: {e}") from None
-    for line in report_lines(rerun(src, ns.tau)):
-        print(line)
+    with one_line_errors():
+        ap = ArgumentParser(prog="python -m analysis.geometry", description="Rerun the geometry from stored outputs")
+        ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
+        ap.add_argument("--tau", type=float, help="a fixed success threshold in [0, 1] (default: as stored / CV)")
+        ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
+        ns = ap.parse_args()
+        if ns.tau is not None and not 0 <= ns.tau <= 1:
+            raise LabError(f"--tau is a detection rate in [0, 1], got {ns.tau}")
+        run = ns.run
+        src = resolve_source(run, ns.tracking_uri).directory if re.fullmatch(r"[0-9a-f]{32}", run) else Path(run)
+        need = [f"{f}|analysis/{f}" for f in (VECTORS, RATES_FILE)]
+        input_folder(
+            str(src), *need, what="--run" if src == Path(run) else f"output_dir of run {run}", made_by="jobs.geometry"
+        )
+        for line in report_lines(rerun(src, ns.tau)):
+            print(line)

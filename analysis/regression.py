@@ -209,13 +209,19 @@ def print_fits(s: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
+    import re
 
-    p = argparse.ArgumentParser(description="Refit the feature regression from a stored run (no model, no Ray)")
-    p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
-    src = Path(p.parse_args().run)
-    if not src.is_dir():  # an MLflow run id whose `output_dir` param names the folder
-        from lab.run.tracking import resolve_source
+    from lab.errors import ArgumentParser, input_folder, one_line_errors
 
-        src = resolve_source(str(src)).directory
-    print_fits(summarize_fits(src / "regression" if (src / "regression" / "spec.json").is_file() else src))
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.regression", description="Refit the feature regression (no model)")
+        p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
+        run = p.parse_args().run
+        if re.fullmatch(r"[0-9a-f]{32}", run):  # an MLflow run id whose `output_dir` param names the folder
+            from lab.run.tracking import resolve_source
+
+            run = str(resolve_source(run).directory)
+        src = input_folder(run, "spec.json|regression/spec.json", made_by="jobs.feature_regression")
+        root = src / "regression" if (src / "regression" / "spec.json").is_file() else src
+        input_folder(str(root), "features.parquet", "feature_meta.parquet", made_by="jobs.feature_regression")
+        print_fits(summarize_fits(root))

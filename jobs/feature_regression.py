@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from lab.steer.injection import Strength
     from training.transcoder.train import default_dir, transcoders_for
 
-    (cfg, _), t0 = configure(FeatureRegressionConfig, __doc__, argv), time.time()
+    n = lambda c: (len(select_concepts(c.concepts)), f"concepts × {c.trials_per_concept} trials, then the fits")  # noqa: E731
+    (cfg, _), t0 = (
+        configure(FeatureRegressionConfig, __doc__, argv, n, "python -m analysis.regression --run {output}"),
+        time.time(),
+    )
     root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
     sweep = SweepConfig(
         concepts=cfg.concepts,

@@ -17,10 +17,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig
-from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,16 @@ class GeometryConfig(InjectionConfig):
     refusal: str = field(default="", metadata={"help": "refusal_directions.safetensors; empty: compute (position -2)"})
     parts: tuple[str, ...] = field(default=("full", "proj", "resid"), metadata={"help": "new injections"})
     part_trials: int = field(default=2, metadata={"help": "trial numbers per concept for the part injections"})
+
+    def __post_init__(self) -> None:
+        if bad := set(self.parts) - {"full", "proj", "resid"}:
+            raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
+
+    def planned(self) -> tuple[int, str]:  # --dry-run: the sweep (unless stored), then the part injections
+        from lab.experiments.concept_injection import plan
+
+        n = 0 if self.source else len(plan(self).trials)
+        return n, f"sweep trials, then part injections ({', '.join(self.parts)}) of each concept"
 
 
 def _only(values, name: str, given):  # type: ignore[no-untyped-def]
@@ -59,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     from lab.steer.concepts import ConceptVector
     from lab.steer.injection import Strength
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(GeometryConfig, args)
+    rerun = "python -m analysis.geometry --run {output}"
+    cfg, args = configure(GeometryConfig, __doc__, argv, plan=GeometryConfig.planned, rerun=rerun)
     out = Path(cfg.output_dir)
-    if bad := set(cfg.parts) - {"full", "proj", "resid"}:
-        raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
-    preflight(cfg.tracking, output_dir=out)
     threads(cfg.runner.threads)
     lm = load(cfg.model) if cfg.runner.num_actors == 0 else None  # in process: one model for every step
     src = cfg.source
@@ -92,14 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     g, dirs = geo.analyse(X, rates["rate"].to_numpy(float), concepts, ref.double().numpy(), cfg.tau)
     mode = inj[inj.layer == layer].strength_mode.iloc[0]
     resid = vecs[(concepts[0], layer)].resid_norm
-    g.extra = {
-        "layer": layer,
-        "strength": strength,
-        "strength_mode": mode,
-        "resid_norm": resid,
-        "model": cfg.model.name,
-        "source": src,
-    }
+    g.extra = dict(
+        layer=layer, strength=strength, strength_mode=mode, resid_norm=resid, model=cfg.model.name, source=src
+    )
     geo.write_result(g, adir)
     print(*geo.report_lines(g)[:-1], sep="\n")
     # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)

@@ -171,22 +171,19 @@ def on_replica(
 
 
 def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:
-    """Fail in one line before any work: the tracking URI and Ray address must be reachable and the output folder
-    writable."""
+    """Fail in one line before any work: the tracking URI and Ray address must be reachable, the tracking store's
+    folder and the output folder really writable (lab.run.preflight.writable: a temp entry created and removed)."""
     import os
 
     from lab.run.parallel import check_address
+    from lab.run.preflight import check_tracking, writable
     from lab.run.tracking import check_uri, resolve_uri
 
     if tracking_cfg.enabled:
         check_uri(resolve_uri(tracking_cfg))
+        check_tracking(tracking_cfg)
     addr = ray_address or os.environ.get("RAY_ADDRESS")
     if addr:
         check_address(addr)
     if output_dir:  # checked on the nearest existing folder: bad input must leave nothing behind
-        out = Path(output_dir).absolute()
-        near = next(p for p in (out, *out.parents) if p.exists())
-        if not near.is_dir():
-            raise LabError(f"output folder {output_dir} is not writable ({near} is not a directory)")
-        if not os.access(near, os.W_OK | os.X_OK):
-            raise LabError(f"output folder {output_dir} is not writable (no write permission on {near})")
+        writable(output_dir, "output folder")
