@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="hand-labelled CSV (default: shipped labels)")
     ap.add_argument("--judge", default="rules", help="judge name or YAML config file with name + options")
     args = ap.parse_args(argv)
-    rows = read_labels(args.labels)
+    try:
+        rows = read_labels(args.labels)
+    except UnicodeDecodeError:
+        raise LabError(f"labels file {args.labels} is not a UTF-8 CSV") from None
     if args.dry_run:  # the judge is not built (an `hf` judge would load its model)
         print(f"dry run: {len(rows)} labelled answers from {args.labels} would be graded by judge {args.judge}")
         return 0
