@@ -53,8 +53,8 @@ def user_path(path: str, what: str) -> str:
     if not base or not Path(base).is_absolute():
         raise LabError(
             f"{what} '{path}' is relative and this runs under `ray job submit`, in a temporary copy of the working "
-            f"dir deleted with the job: submit with `-- {SUBMIT_DIR_ENV}=$PWD python -m jobs.…` (README) or give an "
-            "absolute path"
+            f'dir deleted with the job: submit with `-- env {SUBMIT_DIR_ENV}="$PWD" python -m jobs.…` (README) or give '
+            "an absolute path"
         )
     return str(Path(base) / p)
 
@@ -62,7 +62,7 @@ def user_path(path: str, what: str) -> str:
 def user_uri(uri: str) -> str:
     """A sqlite tracking URI with a relative path, anchored as `user_path` anchors paths."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + user_path(uri[len("sqlite:///") :], "tracking URI")
+        return "sqlite:///" + user_path(uri[len("sqlite:///") :], f"tracking URI {uri}: path")
     return uri
 
 
