@@ -241,7 +241,7 @@ def _visit(obj: Any, where: str, scope: list[ModelConfig], seen: list[ModelConfi
         elif _LAYER.search(name):
             _check_layers(key, v, scope)
         elif name in WRITTEN and isinstance(v, str):
-            writable(v, key)
+            writable(v, "output folder" if key == "output_dir" else key)
         elif name == "dir" and where.endswith("transcoders.") and isinstance(v, str):
             _exists(v, key)
         elif name == "path" and where.endswith("data.") and isinstance(v, str):
