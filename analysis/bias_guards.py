@@ -147,10 +147,12 @@ def main(run_dir: str | Path, evaluation: str = "eval") -> None:
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, input_folder, one_line_errors
 
-    ap = argparse.ArgumentParser(description="re-analyse a steering-vector run from its stored generations")
-    ap.add_argument("--run", required=True, help="the job's output_dir (holds split.json and arms/<arm>/eval)")
-    ap.add_argument("--evaluation", default="eval", help="eval (standard dialogue) or eval_paper (paper variant)")
-    args = ap.parse_args()
-    main(args.run, args.evaluation)
+    with one_line_errors():
+        ap = ArgumentParser(prog="python -m analysis.bias_guards", description="re-analyse a steering-vector run")
+        ap.add_argument("--run", required=True, help="the job's output_dir (holds split.json and arms/<arm>/eval)")
+        ap.add_argument("--evaluation", default="eval", choices=("eval", "eval_paper"), help="standard or paper")
+        args = ap.parse_args()
+        run = input_folder(args.run, "split.json", f"arms/*/{args.evaluation}/trials", made_by="jobs.steering_vector")
+        main(run, args.evaluation)

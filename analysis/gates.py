@@ -471,12 +471,20 @@ def main(run_dir: str | Path, k: int = 20, out: str | Path | None = None, dla: s
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, LabError, input_folder, one_line_errors
+    from lab.run.preflight import writable
 
-    p = argparse.ArgumentParser(description="Redo the gate selection from a stored dose-response run")
-    p.add_argument("--run", required=True, help="dose-response output directory")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--out", help="write gates.csv here (default: <run>/report/gates-rerun.csv)")
-    p.add_argument("--dla", choices=["lab", "paper"], default="lab", help="paper: 07's DLA (most negative to Yes−No)")
-    a = p.parse_args()
-    main(a.run, a.k, a.out, a.dla)
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.gates", description="Redo the gate selection from a stored run")
+        p.add_argument("--run", required=True, help="dose-response output directory")
+        p.add_argument("--k", type=int, default=20, help="gate candidates (>= 1)")
+        p.add_argument("--out", help="write gates.csv here (default: <run>/report/gates-rerun.csv)")
+        p.add_argument(
+            "--dla", choices=["lab", "paper"], default="lab", help="paper: 07's DLA (most negative to Yes−No)"
+        )
+        a = p.parse_args()
+        run = input_folder(a.run, "meta.json", "features", "rows", "readout.safetensors", made_by="jobs.dose_response")
+        if a.k < 1:
+            raise LabError(f"--k must be >= 1, got {a.k}")
+        writable(Path(a.out).parent if a.out else run / "report", "--out" if a.out else "report folder")
+        main(run, a.k, a.out, a.dla)

@@ -347,11 +347,21 @@ def main(run_dir: str | Path, k: int = 20, detection: str | None = None) -> dict
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, LabError, input_folder, one_line_errors
+    from lab.run.preflight import writable
 
-    p = argparse.ArgumentParser(description="Gate / carrier / pathway report from a stored dose-response run")
-    p.add_argument("--run", required=True, help="dose-response output directory")
-    p.add_argument("--k", type=int, default=20, help="gate candidates")
-    p.add_argument("--detection", help="a concept-injection results dir: per-concept judged TPR for the carriers")
-    a = p.parse_args()
-    main(a.run, a.k, a.detection)
+    with one_line_errors():
+        p = ArgumentParser(
+            prog="python -m analysis.gates_report", description="Gate / carrier / pathway report from a stored run"
+        )
+        p.add_argument("--run", required=True, help="dose-response output directory")
+        p.add_argument("--k", type=int, default=20, help="gate candidates (>= 1)")
+        p.add_argument("--detection", help="a concept-injection results dir: per-concept judged TPR for the carriers")
+        a = p.parse_args()
+        run = input_folder(a.run, "meta.json", "features", "rows", "readout.safetensors", made_by="jobs.dose_response")
+        if a.k < 1:
+            raise LabError(f"--k must be >= 1, got {a.k}")
+        if a.detection:
+            input_folder(a.detection, "shard-*.parquet", what="--detection", made_by="jobs.concept_injection")
+        writable(run / "report", "report folder")
+        main(run, a.k, a.detection)

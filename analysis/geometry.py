@@ -25,15 +25,29 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lab.errors import LabError
 from lab.reporting import metrics, plots
 
 ALPHAS = 10 ** np.linspace(-2, 8, 25)
 VECTORS, REFUSAL, RATES_FILE, RESULT = "vectors.safetensors", "refusal.safetensors", "rates.csv", "geometry.json"
+
+
+def sweep_cell(injections: pd.DataFrame, layer: int | None, strength: float | None) -> tuple[int, float]:
+    """The injection layer and strength the geometry reads: the given ones, else the sweep's only one of each."""
+
+    def only(name: str, given: Any) -> Any:
+        vals = sorted(set(injections[name]))
+        if given is None and len(vals) != 1:
+            raise LabError(f"the sweep has {name}s {vals}: set `{name}` to one of them")
+        return vals[0] if given is None else given
+
+    return int(only("layer", layer)), float(only("strength", strength))
 
 
 def detection_rates(df: pd.DataFrame, layer: int | None = None, strength: float | None = None) -> pd.DataFrame:
@@ -447,21 +461,26 @@ def part_rates(table, path: str | os.PathLike, title: str = "") -> Path:  # type
 
 
 if __name__ == "__main__":
-    import argparse
+    import re
 
-    ap = argparse.ArgumentParser(description="Rerun the concept-vector geometry from a geometry job's stored outputs")
-    ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
-    ap.add_argument("--tau", type=float, help="a fixed success threshold (default: as stored / CV choice)")
-    ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
-    ap.add_argument("--split", choices=["detection", "paper"], help="τ over detection rate, or 04b's two metrics")
-    ap.add_argument("--ridge", choices=["lab", "paper"], help="pooled R² (lab) or 04b's mean fold R²")
-    ns = ap.parse_args()
-    from lab.errors import LabError
+    from lab.errors import ArgumentParser, LabError, input_folder, one_line_errors
     from lab.run.tracking import resolve_source
 
-    try:
-        src = resolve_source(ns.run, ns.tracking_uri).directory
-    except LabError as e:
-        raise SystemExit(f"error: {e}") from None
-    for line in report_lines(rerun(src, ns.tau, ns.split, ns.ridge)):
-        print(line)
+    with one_line_errors():
+        ap = ArgumentParser(prog="python -m analysis.geometry", description="Rerun the geometry from stored outputs")
+        ap.add_argument("--run", required=True, help="the job's output_dir (or its analysis/ dir), or an MLflow run id")
+        ap.add_argument("--tau", type=float, help="a fixed success threshold in [0, 1] (default: as stored / CV)")
+        ap.add_argument("--tracking-uri", help="MLflow URI for a run id (default: $MLFLOW_TRACKING_URI or sqlite)")
+        ap.add_argument("--split", choices=["detection", "paper"], help="τ over detection rate, or 04b's two metrics")
+        ap.add_argument("--ridge", choices=["lab", "paper"], help="pooled R² (lab) or 04b's mean fold R²")
+        ns = ap.parse_args()
+        if ns.tau is not None and not 0 <= ns.tau <= 1:
+            raise LabError(f"--tau is a detection rate in [0, 1], got {ns.tau}")
+        run = ns.run
+        src = resolve_source(run, ns.tracking_uri).directory if re.fullmatch(r"[0-9a-f]{32}", run) else Path(run)
+        need = [f"{f}|analysis/{f}" for f in (VECTORS, RATES_FILE)]
+        input_folder(
+            str(src), *need, what="--run" if src == Path(run) else f"output_dir of run {run}", made_by="jobs.geometry"
+        )
+        for line in report_lines(rerun(src, ns.tau, ns.split, ns.ridge)):
+            print(line)

@@ -103,8 +103,11 @@ def main(run_dir: str | Path) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, input_folder, one_line_errors
+    from lab.run.preflight import writable
 
-    p = argparse.ArgumentParser(description="Localisation table and plot from a stored sweep (no model)")
-    p.add_argument("--run", required=True, help="the sweep's output_dir (Parquet shards)")
-    main(p.parse_args().run)
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.localisation", description="Localisation from a stored sweep")
+        p.add_argument("--run", required=True, help="the sweep's output_dir (Parquet shards)")
+        run = input_folder(p.parse_args().run, "shard-*.parquet", made_by="jobs.localisation")
+        main(writable(run / "report", "report folder").parent)

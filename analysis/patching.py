@@ -115,8 +115,11 @@ def main(run_dir: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, input_folder, one_line_errors
+    from lab.run.preflight import writable
 
-    p = argparse.ArgumentParser(description="Patching effects from a stored run (no model, no Ray)")
-    p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
-    main(p.parse_args().run)
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.patching", description="Patching effects from a stored run")
+        p.add_argument("--run", required=True, help="the job's output_dir (holds patching/ Parquet shards)")
+        run = input_folder(p.parse_args().run, "patching/shard-*.parquet|shard-*.parquet", made_by="jobs.patching")
+        main(writable(run / "report_rerun", "report folder").parent)

@@ -366,6 +366,16 @@ def plot_curve(cells: pd.DataFrame, s: dict[str, Any], path: str | Path) -> Path
     return save(fig, path, f"nested R² {s['r2_nested']:.2f} [{s['r2_nested_lo']:.2f}, {s['r2_nested_hi']:.2f}]")
 
 
+def fit_grid(root: str | Path, spec: dict[str, Any], folds: int, seed: int) -> list[dict[str, Any]]:
+    """One `fit_stored` config per layer set × N × α of a stored table (the fits a job fans out)."""
+    return [
+        {"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": folds, "seed": seed}
+        for lay in layer_sets(spec)
+        for n in spec["ns"]
+        for a in spec["alphas"]
+    ]
+
+
 def layer_sets(spec: dict[str, Any]) -> list[list[int] | None]:
     """Each layer alone and all pooled; with `single_layers: false` in spec.json only all pooled (as 04h)."""
     if not spec.get("single_layers", True):
@@ -399,18 +409,23 @@ def print_fits(s: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
+    import re
 
-    p = argparse.ArgumentParser(description="Refit the feature regression from a stored run (no model, no Ray)")
-    p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
-    p.add_argument(
-        "--procedure", choices=sorted(HEADLINES), help="which estimate is the headline; default: spec.json's"
-    )
-    a = p.parse_args()
-    src = Path(a.run)
-    if not src.is_dir():  # an MLflow run id whose `output_dir` param names the folder
-        from lab.run.tracking import resolve_source
+    from lab.errors import ArgumentParser, input_folder, one_line_errors
 
-        src = resolve_source(str(src)).directory
-    root = src / "regression" if (src / "regression" / "spec.json").is_file() else src
-    print_fits(summarize_fits(root, procedure=a.procedure))
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.regression", description="Refit the feature regression (no model)")
+        p.add_argument("--run", required=True, help="the job's output_dir, or its MLflow run id")
+        p.add_argument(
+            "--procedure", choices=sorted(HEADLINES), help="which estimate is the headline; default: spec.json's"
+        )
+        a = p.parse_args()
+        run = a.run
+        if re.fullmatch(r"[0-9a-f]{32}", run):  # an MLflow run id whose `output_dir` param names the folder
+            from lab.run.tracking import resolve_source
+
+            run = str(resolve_source(run).directory)
+        src = input_folder(run, "spec.json|regression/spec.json", made_by="jobs.feature_regression")
+        root = src / "regression" if (src / "regression" / "spec.json").is_file() else src
+        input_folder(str(root), "features.parquet", "feature_meta.parquet", made_by="jobs.feature_regression")
+        print_fits(summarize_fits(root, procedure=a.procedure))

@@ -299,24 +299,31 @@ def scorecard_metrics(card: pd.DataFrame) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, LabError, input_folder, one_line_errors
+    from lab.run.preflight import writable
 
-    p = argparse.ArgumentParser(description="The stored runs' numbers beside the paper's headlines")
-    p.add_argument("--run", action="append", required=True, help="a stored run's output folder (repeatable)")
-    p.add_argument("--out", help="write the table as CSV here (default: none)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log the table to MLflow")
-    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    a = p.parse_args()
-    version, _ = headlines()
-    card = scorecard(a.run)
-    print_scorecard(card, version)
-    if a.out:
-        card.to_csv(a.out, index=False)
-    if not a.no_mlflow:
-        from lab.run import tracking
+    with one_line_errors():
+        p = ArgumentParser(prog="python -m analysis.scorecard", description="Stored runs beside the paper's headlines")
+        p.add_argument("--run", action="append", required=True, help="a stored run's output folder (repeatable)")
+        p.add_argument("--out", help="write the table as CSV here (default: none)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not log the table to MLflow")
+        p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        a = p.parse_args()
+        for run in a.run:
+            if not measures(input_folder(run, made_by="a lab job")):
+                raise LabError(f"--run {run} holds no stored trials or analysis outputs the scorecard reads")
+        if a.out:
+            writable(Path(a.out).parent, "--out")
+        version, _ = headlines()
+        card = scorecard(a.run)
+        print_scorecard(card, version)
+        if a.out:
+            card.to_csv(a.out, index=False)
+        if not a.no_mlflow:
+            from lab.run import tracking
 
-        cfg = tracking.TrackingConfig(uri=a.tracking_uri, experiment="scorecard")
-        with tracking.run(cfg, {"headlines": version, "runs": ",".join(a.run)}, {"job": "scorecard"}, "scorecard"):
-            tracking.log_metrics(scorecard_metrics(card))
-            tracking.log_text(card.to_csv(index=False), "scorecard.csv")
-        print("mlflow: logged to experiment 'scorecard'")
+            cfg = tracking.TrackingConfig(uri=a.tracking_uri, experiment="scorecard")
+            with tracking.run(cfg, {"headlines": version, "runs": ",".join(a.run)}, {"job": "scorecard"}, "scorecard"):
+                tracking.log_metrics(scorecard_metrics(card))
+                tracking.log_text(card.to_csv(index=False), "scorecard.csv")
+            print("mlflow: logged to experiment 'scorecard'")

@@ -17,7 +17,6 @@ actor (Ray start, model load, vectors, judge and Parquet included). Last line: `
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -28,6 +27,7 @@ from common import add_threads, per_trial
 
 import lab  # noqa: F401
 from lab.config import ModelConfig
+from lab.errors import ArgumentParser, one_line_errors
 from lab.experiments.concept_injection import InjectionConfig, plan, run_sweep
 from lab.generate.runner import Runner, VectorBank
 from lab.model.loading import load
@@ -57,7 +57,7 @@ def check_same(fast, slow, what: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/injection_throughput.py", description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", type=int, default=16)
     ap.add_argument("--trials-per-concept", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=48)
@@ -148,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

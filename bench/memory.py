@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import lab  # noqa: F401
+from lab.errors import ArgumentParser, one_line_errors
 
 
 def sweep_cfg(model_dir: str, trial_numbers: int, max_new: int, out: str, cache: str):
@@ -112,7 +113,7 @@ def check_tokens(model_dir: str, a: argparse.Namespace, out: str, cache: str) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/memory.py", description=__doc__.splitlines()[0])
     ap.add_argument("--small", type=int, default=7, help="trial numbers of the small sweep (50 × 3 × 7 = 1050)")
     ap.add_argument("--large", type=int, default=67, help="trial numbers of the large sweep (50 × 3 × 67 = 10050)")
     ap.add_argument("--max-new-tokens", type=int, default=4)
@@ -150,4 +151,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

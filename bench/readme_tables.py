@@ -14,13 +14,14 @@ README never shows a figure as current that no stored run backs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lab.errors import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -162,7 +163,7 @@ def results_paragraph(results: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python bench/readme_tables.py", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python bench/readme_tables.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=ROOT, help="the folder the configs' output_dir are relative to")
     ap.add_argument("--db", type=Path, default=ROOT / "mlflow.db", help="the MLflow sqlite DB the demos logged to")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
@@ -184,4 +185,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

@@ -11,7 +11,6 @@ difference is printed. Last line: `ratio=<old / shared-prefix time>`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -19,6 +18,7 @@ import time
 import torch
 
 import lab  # noqa: F401
+from lab.errors import ArgumentParser, one_line_errors
 from lab.experiments.probes import ProbeSettings, build_request, expand_probes, span_edits
 from lab.generate.runner import VectorBank
 from lab.model.loading import load
@@ -36,7 +36,7 @@ def old_forward(lm, rows, edits) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/readouts.py", description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument(
@@ -92,4 +92,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

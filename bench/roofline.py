@@ -14,7 +14,6 @@ prints how many trials keep fp32's exact response and its speed-up. Last line: `
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -23,6 +22,7 @@ from common import add_threads, injection_trials, per_trial
 
 import lab  # noqa: F401
 from lab.config import ModelConfig
+from lab.errors import ArgumentParser, one_line_errors
 from lab.generate.decode import common_prefix
 from lab.generate.runner import Runner
 from lab.model.loading import load
@@ -61,7 +61,7 @@ def run(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/roofline.py", description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     add_threads(ap)
@@ -106,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

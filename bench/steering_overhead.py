@@ -12,7 +12,6 @@ kept for each side. Last line: `overhead=<steered / un-steered time>` (target <=
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -20,6 +19,7 @@ import torch
 from common import add_threads, injection_trials
 
 import lab  # noqa: F401
+from lab.errors import ArgumentParser, one_line_errors
 from lab.generate import decode
 from lab.generate.decode import common_prefix
 from lab.generate.runner import Runner
@@ -27,7 +27,7 @@ from lab.steer.injection import Injection, inject
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/steering_overhead.py", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
@@ -88,4 +88,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

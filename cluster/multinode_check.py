@@ -10,12 +10,11 @@ records the IP, node id and pid it ran on, and each finished batch of items is w
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import time
 
-from lab.errors import LabError
+from lab.errors import ArgumentParser, LabError, fail, one_line_errors
 from lab.run import parallel, store
 
 
@@ -62,20 +61,28 @@ def fan_out(out: str, items: int, nodes: list[str], batch: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="tasks pinned to named Ray nodes, each item stored once in Parquet")
+    ap = ArgumentParser(
+        prog="python -m cluster.multinode_check",
+        description="tasks pinned to named Ray nodes, each item stored once in Parquet",
+    )
     ap.add_argument("--out", required=True, help="Parquet directory every node and the driver can reach")
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--nodes", nargs="+", default=["node_a", "node_b"], help="custom resources naming the nodes")
     a = ap.parse_args(argv)
     t = time.time()
     try:
+        from lab.run.preflight import writable
+
+        if a.items < 1:
+            raise LabError(f"--items must be >= 1, got {a.items}")
+        writable(a.out, "--out")  # before Ray starts
         fan_out(a.out, a.items, a.nodes)
     except LabError as e:
-        print(f"error: {e}")
-        return 2
+        return fail(e)
     print(f"took {time.time() - t:.1f}s")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

@@ -24,7 +24,6 @@ from it).
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,7 @@ from cluster.memory import (
     kv_cache_gib,
     lora_params,
 )
-from lab.errors import LabError
+from lab.errors import ArgumentParser, LabError, fail, one_line_errors
 from lab.model.loading import REGISTRY, ModelSpec
 from lab.model.zero3 import zero3_buckets
 
@@ -304,7 +303,10 @@ def zero_config(p: Placement, *, stage: int | None = None, batch: str = "plan") 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="GPU placement for a model replica (inference and LoRA training)")
+    ap = ArgumentParser(
+        prog="python -m cluster.placement",
+        description="GPU placement for a model replica (inference and LoRA training)",
+    )
     ap.add_argument("name", nargs="?", choices=sorted(REGISTRY), help="registry model (or --model)")
     ap.add_argument("--model", choices=sorted(REGISTRY))
     ap.add_argument("--gpu", default="h100-80gb", choices=sorted(GPU_GIB))
@@ -324,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("a model name is required")
     spec = REGISTRY[name]
     try:
+        if a.zero_out:
+            from pathlib import Path
+
+            from lab.run.preflight import writable
+
+            writable(Path(a.zero_out).absolute().parent, "--zero-out folder")
         texts = []
         if not a.training:
             p = plan_placement(
@@ -343,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         texts.append(explain_plan(t, spec, a.gpus, a.train_batch, a.train_seq_len, a.lora_r))
     except LabError as e:
-        print(f"error: {e}")
-        return 2
+        return fail(e)
     ds = zero_config(t)
     if a.zero_out:
         with open(a.zero_out, "w") as f:
@@ -356,4 +363,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

@@ -11,7 +11,6 @@ input.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import socket
@@ -19,6 +18,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from lab.errors import ArgumentParser, one_line_errors
 
 # the lines worth showing, most specific first: the first pattern any log matches gives the cause
 CAUSES = (
@@ -152,7 +153,7 @@ def wait(pid: int, gcs: str, dashboard: str, head_log: Path, temp_dir: Path, tim
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cluster.ray_head", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m cluster.ray_head", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("ports", help="fail in one line if a fixed port of the head is taken")
     p.add_argument("--node-ip", required=True)
@@ -183,4 +184,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

@@ -13,12 +13,12 @@ they equal what it generates now. Their batch keys are "auto" so the trainer's h
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 from cluster.placement import plan_placement, zero_config
+from lab.errors import ArgumentParser, one_line_errors
 from lab.model.loading import REGISTRY
 
 DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -53,7 +53,9 @@ def reference_files() -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="regenerate cluster/deepspeed/*.json from the reference plan")
+    ap = ArgumentParser(
+        prog="python -m cluster.zero", description="regenerate cluster/deepspeed/*.json from the reference plan"
+    )
     ap.add_argument("--write", action="store_true", help="write the files (default: print them)")
     a = ap.parse_args(argv)
     for name, cfg in reference_files().items():
@@ -65,4 +67,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

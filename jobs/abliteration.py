@@ -22,16 +22,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
-from lab.experiments.concept_injection import InjectionConfig
+from jobs.cli import configure, entry
+from lab.experiments.concept_injection import InjectionConfig, plan
 from lab.experiments.refusal import RefusalConfig
-from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
 class AbliterationConfig(InjectionConfig):
     output_dir: str = field(default="results/abliteration", metadata={"help": "arm sweeps, model/ (weights), report/"})
     refusal: RefusalConfig = field(default_factory=RefusalConfig, metadata={"help": "directions, ablation, check"})
+
+
+def _planned(cfg: AbliterationConfig) -> tuple[int, str]:
+    return 2 * len(plan(cfg).trials), "trials (the same sweep on the original and on the abliterated model)"
 
 
 @entry
@@ -47,14 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     from lab.run import store, tracking
     from lab.run.experiment import on_replica
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(AbliterationConfig, args)
+    cfg, args = configure(AbliterationConfig, __doc__, argv, plan=_planned)
     if cfg.sweep.strength_mode == "default":  # the saved checkpoint has no registry entry: pin the model's mode
-        from lab.experiments.concept_injection import plan
-
         cfg = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, strength_mode=plan(cfg).mode))
     rc, out = cfg.refusal, Path(cfg.output_dir)
-    preflight(cfg.tracking, output_dir=out)
     harmful, harmless, held = refusal.direction_prompts(rc)  # the shipped lists, or the paper's (prompts_from)
     given = refusal.RefusalDirections.load(rc.directions) if rc.directions else None
     threads(cfg.runner.threads)

@@ -12,14 +12,14 @@ of pairs detected both ways (rate > τ both ways). Parquet in <output_dir>/trial
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig
-from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -40,28 +40,44 @@ class BidirectionalConfig(InjectionConfig):
         default="std", metadata={"help": "threshold/bucket units: std of the projections, or raw (the paper's 200)"}
     )
 
+    def source_dir(self) -> Path:
+        """The geometry job's stored outputs (checked before any work)."""
+        from analysis import geometry as geo
+        from lab.run import tracking
+
+        if not (g := self.geometry):
+            raise LabError("set `geometry` to a geometry job's output_dir or MLflow run id")
+        if not Path(g).exists() and not re.fullmatch(r"[0-9a-f]{32}", g):
+            raise LabError(f"geometry: {g} not found (run jobs.geometry first, or give its MLflow run id)")
+        src = Path(g) if Path(g).exists() else tracking.resolve_source(g, self.tracking.uri).directory
+        adir = src / "analysis" if (src / "analysis" / geo.VECTORS).is_file() else src
+        if not (adir / geo.RESULT).is_file():
+            raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")
+        return adir
+
+    def planned(self) -> tuple[int, str]:  # --dry-run: the pairs the stored geometry gives, both signs each
+        from analysis import pairs as pr
+
+        n = len(pr.plan_pairs(self.source_dir(), self.threshold, self.bucket, self.max_pairs, self.pair_units).pairs)
+        return (
+            2 * n,
+            f"injected differences (A − B and B − A of {n} pairs), each {self.sweep.trials_per_concept} trials",
+        )
+
 
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Inject A − B and B − A for matched pairs; exit 2 on bad input."""
-    from analysis import geometry as geo, pairs as pr
+    from analysis import pairs as pr
     from lab.experiments.concept_injection import model_key, run_sweep
     from lab.protocol.trials import vector_trials
     from lab.reporting import report
-    from lab.run import store, tracking
+    from lab.run import store
     from lab.steer.concepts import ConceptVector
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(BidirectionalConfig, args)
-    if not cfg.geometry:
-        raise LabError("set `geometry` to a geometry job's output_dir or MLflow run id")
-    g = cfg.geometry
-    src = Path(g) if Path(g).exists() else tracking.resolve_source(g, cfg.tracking.uri).directory
-    adir = src / "analysis" if (src / "analysis" / geo.VECTORS).is_file() else src
-    if not (adir / geo.RESULT).is_file():
-        raise LabError(f"no geometry outputs in {src} (expected {geo.RESULT} and {geo.VECTORS})")
-    out = Path(cfg.output_dir)
-    preflight(cfg.tracking, output_dir=out)
+    check, planned = BidirectionalConfig.source_dir, BidirectionalConfig.planned
+    cfg, args = configure(BidirectionalConfig, __doc__, argv, plan=planned, check=check)
+    adir, out = cfg.source_dir(), Path(cfg.output_dir)
     plan = pr.plan_pairs(adir, cfg.threshold, cfg.bucket, cfg.max_pairs, cfg.pair_units)
     layer, vecs, tau = plan.layer, plan.vectors, plan.tau
     strength = cfg.strength if cfg.strength is not None else plan.strength

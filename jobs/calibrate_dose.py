@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.experiments import dose
-from lab.experiments.concept_injection import InjectionConfig, injection_of, judged_sweep
+from lab.experiments.concept_injection import InjectionConfig, injection_of, judged_sweep, plan
 from lab.experiments.dose import DoseSettings
 from lab.reporting import report
-from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,7 @@ class DoseCalibrationConfig(InjectionConfig):
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Run the dose sweep of --config; exit 0 on success, 2 on bad input."""
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(DoseCalibrationConfig, args)
-    preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
+    cfg, args = configure(DoseCalibrationConfig, __doc__, argv, plan=lambda c: plan(c.injection()).trials)
     res, df, cal = judged_sweep(cfg.injection(), quiet=args.quiet)
     table = dose.curve(df)
     bands = dose.bands(table, cfg.dose)

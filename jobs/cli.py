@@ -1,55 +1,56 @@
 """What every job shares: `--config`/`--set` parsing into a frozen config (`--show-config` prints it with each key's
-help), and one-line errors (exit 2)."""
+help, `--dry-run` plans it and prints what would run), the preflight before any model work (lab.run.preflight), the
+absolute output and tracking paths at start and end, and one-line errors (exit 2) through `entry`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from lab.config import describe, from_dict, load_yaml
-from lab.errors import LabError
+from lab.config import apply_overrides, describe, from_dict, load_yaml, sections, summary
+from lab.errors import ArgumentParser, LabError, fail
 
 T = TypeVar("T")
+_Raw = argparse.RawDescriptionHelpFormatter
+_Plan = Callable[[Any], "Sequence[Any] | tuple[int, str]"]
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by dotted key, e.g. --set sweep.layers=[10,12]",
-    )
+# the job this process runs (set by `entry`): its module and command line; once started, the line saying where its
+# results go (printed at start and end), its output folder and the command that reruns its report
+_RUN: dict[str, Any] = {"job": "jobs", "argv": [], "where": "", "output": "", "rerun": ""}
+
+
+def parser(description: str, cls: type | None = None) -> argparse.ArgumentParser:
+    """The shared command line; `cls` (the job's config class) lists its sections in `--help`."""
+    epilog = sections(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+    p = ArgumentParser(prog=f"python -m {_RUN['job']}", description=description, epilog=epilog, formatter_class=_Raw)
+    p.add_argument("--config", help="YAML config file (see configs/); required unless --show-config")
+    sets = "override a config value by dotted key, e.g. --set sweep.layers=[10,12]"
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=sets)
     p.add_argument("--output", help="override output_dir")
     p.add_argument("--tracking-uri", help="override tracking.uri (MLflow)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--show-config", action="store_true", help="print the resolved config, each key's help, and exit")
+    p.add_argument("--dry-run", action="store_true", help="check and plan: print trials, judge, settings; run nothing")
     return p
 
 
-def apply_overrides(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
-    for item in sets:
-        if "=" not in item:
-            raise LabError(f"--set expects KEY=VALUE, got '{item}'")
-        key, raw = item.split("=", 1)
-        node = data
-        *parents, last = key.strip().split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise LabError(f"--set {key}: '{k}' is not a section")
-        node[last] = yaml.safe_load(raw)
-    return data
+def bare_parser(description: str) -> argparse.ArgumentParser:
+    """The parser of a job without `--config` (`python -m jobs.X` usage, one-line errors, `--dry-run`)."""
+    p = ArgumentParser(prog=f"python -m {_RUN['job']}", description=description)
+    p.add_argument("--dry-run", action="store_true", help="check the inputs, print what would run; run nothing")
+    return p
 
 
 def load_config(cls: type[T], args: argparse.Namespace) -> T:
-    data = apply_overrides(load_yaml(args.config), args.set)
+    if not args.config and not getattr(args, "show_config", False):
+        raise LabError(f"--config is required (see: python -m {_RUN['job']} --help)")
+    data = apply_overrides(load_yaml(args.config) if args.config else {}, args.set)
     if getattr(args, "output", None):
         data["output_dir"] = args.output
     if getattr(args, "tracking_uri", None):
@@ -61,26 +62,75 @@ def load_config(cls: type[T], args: argparse.Namespace) -> T:
     return cfg
 
 
-def configure(cls: type[T], doc: str | None, argv: list[str] | None) -> tuple[T, argparse.Namespace]:
-    """Parse the command line into a `cls` config and check, before any model or Ray starts, that its tracking
-    store answers and its `output_dir` is writable."""
-    from lab.run.experiment import preflight
+def configure(
+    cls: type[T],
+    doc: str | None,
+    argv: list[str] | None,
+    plan: _Plan | None = None,
+    rerun: str = "",
+    check: Callable[[T], Any] | None = None,
+) -> tuple[T, argparse.Namespace]:
+    """Parse the command line into a `cls` config, then before any model, Ray or write: anchor its paths (under a
+    Ray job), run `check(cfg)` (the job's own input checks) and the preflight (lab.run.preflight.check_config +
+    tracking, Ray address, output folder). `--dry-run`: print `plan(cfg)`'s trial count, the judge and the settings,
+    exit 0. Else print where results go; `rerun` (a command, `{output}` filled in) is printed if the job fails after
+    starting (default: this command line again, which skips what is stored)."""
+    args = parser((doc or cls.__name__).splitlines()[0], cls).parse_args(argv)
+    cfg = checked(load_config(cls, args), check, ray=not args.dry_run)
+    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
+    if args.dry_run:
+        from lab.run.preflight import destinations
 
-    args = parser((doc or cls.__name__).splitlines()[0]).parse_args(argv)
-    cfg = load_config(cls, args)
-    preflight(cfg.tracking, output_dir=cfg.output_dir)  # type: ignore[attr-defined]
+        print(f"dry run of python -m {_RUN['job']}: nothing loaded, nothing written")
+        print(*summary(cfg, plan(cfg) if plan else None), destinations(cfg, out), sep="\n")
+        raise SystemExit(0)
+    begin(cfg, out, rerun.format(output=out) if rerun else "")
     return cfg, args
 
 
+def checked(cfg: T, check: Callable[[T], Any] | None = None, ray: bool = True) -> T:
+    """`cfg` anchored under a Ray job (lab.run.preflight.anchor), then `check(cfg)` and the preflight
+    (lab.run.preflight.check_job); nothing is written."""
+    from lab.run.preflight import anchor, check_job
+
+    cfg = anchor(cfg)
+    if check is not None:
+        check(cfg)
+    check_job(cfg, ray)
+    return cfg
+
+
+def begin(cfg: Any, out: str, rerun: str = "") -> None:
+    """Say where results go (printed again at the end by `entry`)."""
+    from lab.run.preflight import destinations
+
+    _RUN.update(where=destinations(cfg, out), output=out)
+    _RUN["rerun"] = rerun or shlex.join(["python", "-m", _RUN["job"], *_RUN["argv"]])
+    print(_RUN["where"], flush=True)
+
+
 def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a job's main so that a `LabError` becomes one line on stderr and exit code 2."""
+    """Wrap a job's main: a `LabError` becomes one line on stderr and exit code 2; `--help`, `--show-config` and
+    `--dry-run` raise SystemExit(0); once a job has started (`configure`), where its results went is printed at the end, and
+    after a failure, what was kept and the one command that reruns the report."""
 
     def wrapped(argv: list[str] | None = None) -> int:
+        spec = getattr(sys.modules.get(main.__module__), "__spec__", None)
+        argv_ = list(sys.argv[1:] if argv is None else argv)
+        _RUN.update(job=spec.name if spec else main.__module__, argv=argv_, where="", output="", rerun="")
         try:
-            return main(argv)
-        except LabError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            code = main(argv)
+        except SystemExit:  # --help, --show-config, --dry-run: exit 0 as argparse does
+            raise
+        except BaseException as e:
+            if _RUN["where"] and Path(_RUN["output"]).exists():
+                print(f"kept: what was done is in {_RUN['output']}; rerun the report with: {_RUN['rerun']}", flush=True)
+            if isinstance(e, LabError):
+                return fail(e)
+            raise
+        if _RUN["where"]:
+            print(_RUN["where"], flush=True)
+        return code
 
     wrapped.__doc__ = main.__doc__
     return wrapped

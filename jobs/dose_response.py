@@ -56,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.gates_report import detection_from, gate_report
     from lab.config import flatten, to_dict
     from lab.experiments import dose_response
+    from lab.experiments.dose_response import dose_trials
     from lab.model import loading
     from lab.reporting import report
     from training.transcoder.train import from_source
 
-    cfg, args = configure(DoseResponseConfig, __doc__, argv)
+    rerun = "python -m analysis.gates_report --run {output}"
+    cfg, args = configure(DoseResponseConfig, __doc__, argv, plan=lambda c: dose_trials(c, c.model), rerun=rerun)
     t0 = time.time()
     loading.threads(cfg.threads)
     d = cfg.dose

@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from lab.steer.injection import Strength
     from training.transcoder.train import default_dir, transcoders_for
 
-    (cfg, _), t0 = configure(FeatureRegressionConfig, __doc__, argv), time.time()
+    n = lambda c: (len(select_concepts(c.concepts)), f"concepts × {c.trials_per_concept} trials, then the fits")  # noqa: E731
+    (cfg, _), t0 = (
+        configure(FeatureRegressionConfig, __doc__, argv, n, "python -m analysis.regression --run {output}"),
+        time.time(),
+    )
     root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
     sweep = SweepConfig(
         concepts=cfg.concepts,
@@ -116,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers, "model": cfg.model.name}
         fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
     spec = json.loads((root / "spec.json").read_text())
-    grid = [
-        {"root": str(root), "layers": lay, "n": n, "alpha": a, "folds": cfg.folds, "seed": cfg.seed}
-        for lay in rg.layer_sets(spec)
-        for n in spec["ns"]
-        for a in spec["alphas"]
-    ]
+    grid = rg.fit_grid(root, spec, cfg.folds, cfg.seed)
     if cfg.runner.num_actors == 0:  # in process (no Ray): the same fits, one after another
         cells = pd.DataFrame([rg.fit_stored(g) for g in grid])
     else:

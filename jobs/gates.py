@@ -83,6 +83,13 @@ def one_model(cfg: GatesConfig, mc: ModelConfig, out: Path, quiet: bool) -> dict
     }
 
 
+def planned(cfg: GatesConfig) -> tuple[int, str]:
+    from lab.experiments.dose_response import dose_trials
+
+    n = sum(len(dose_trials(cfg, mc)) for mc in (cfg.model, *cfg.compare))
+    return n, f"dose-response concepts over {1 + len(cfg.compare)} model(s), then the causal gate tests"
+
+
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Run the gate causal tests of --config; exit 0 on success, 2 on bad input."""
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.model import loading
     from lab.reporting import report
 
-    cfg, args = configure(GatesConfig, __doc__, argv)
+    cfg, args = configure(GatesConfig, __doc__, argv, plan=planned)
     loading.threads(cfg.threads)
     t0 = time.time()
     many = bool(cfg.compare)

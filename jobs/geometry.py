@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig
-from lab.run.experiment import preflight
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,15 @@ class GeometryConfig(InjectionConfig):
     parts: tuple[str, ...] = field(default=("full", "proj", "resid"), metadata={"help": "new injections"})
     part_trials: int = field(default=2, metadata={"help": "trial numbers per concept for the part injections"})
 
+    def __post_init__(self) -> None:
+        if bad := set(self.parts) - {"full", "proj", "resid"}:
+            raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
 
-def _only(values, name: str, given):  # type: ignore[no-untyped-def]
-    vals = sorted(set(values))
-    if given is None and len(vals) != 1:
-        raise LabError(f"the sweep has {name}s {vals}: set `{name}` to one of them")
-    return vals[0] if given is None else given
+    def planned(self) -> tuple[int, str]:  # --dry-run: the sweep (unless stored), then the part injections
+        from lab.experiments.concept_injection import plan
+
+        n = 0 if self.source else len(plan(self).trials)
+        return n, f"sweep trials, then part injections ({', '.join(self.parts)}) of each concept"
 
 
 @entry
@@ -62,12 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from lab.steer.concepts import ConceptVector
     from lab.steer.injection import Strength
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(GeometryConfig, args)
+    rerun = "python -m analysis.geometry --run {output}"
+    cfg, args = configure(GeometryConfig, __doc__, argv, plan=GeometryConfig.planned, rerun=rerun)
     out = Path(cfg.output_dir)
-    if bad := set(cfg.parts) - {"full", "proj", "resid"}:
-        raise LabError(f"unknown part '{min(bad)}' (known: full, proj, resid)")
-    preflight(cfg.tracking, output_dir=out)
     threads(cfg.runner.threads)
     lm = load(cfg.model) if cfg.runner.num_actors == 0 else None  # in process: one model for every step
     src = cfg.source
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         src = str(tracking.resolve_source(src, cfg.tracking.uri).directory)
     df = store.read(src)
     inj = df[(df.kind == "injection") & ~df.forced.astype(bool)]
-    layer = int(_only(inj.layer, "layer", cfg.layer))
-    strength = float(_only(inj.strength, "strength", cfg.strength))
+    layer, strength = geo.sweep_cell(inj, cfg.layer, cfg.strength)
     rates = geo.detection_rates(df, layer, strength)
     concepts = list(rates.concept)
     given = refusal.RefusalDirections.load(cfg.refusal).layer(layer) if cfg.refusal else None
@@ -98,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     mode = inj[inj.layer == layer].strength_mode.iloc[0]
     resid = vecs[(concepts[0], layer)].resid_norm
-    g.extra = dict(layer=layer, strength=strength, strength_mode=mode, resid_norm=resid, model=cfg.model.name)
-    g.extra["source"] = src
+    g.extra = dict(
+        layer=layer, strength=strength, strength_mode=mode, resid_norm=resid, model=cfg.model.name, source=src
+    )
     geo.write_result(g, adir)
     print(*geo.report_lines(g)[:-1], sep="\n")
     # new injections: projection on the mean-diff direction, the residual, and the full vector (same raw multiplier)

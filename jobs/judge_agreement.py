@@ -8,11 +8,10 @@ verdict that is not `detected` as not identified.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import entry
+from jobs.cli import bare_parser, entry
 from lab.config import load_yaml
 from lab.errors import LabError
 from lab.judges import Answer, Judge, Verdict, make_judge
@@ -54,11 +53,17 @@ def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Grade the labelled responses with the judge and print agreement; exit 0, or 2 on bad input."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bare_parser(__doc__.splitlines()[0])
     ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="hand-labelled CSV (default: shipped labels)")
     ap.add_argument("--judge", default="rules", help="judge name or YAML config file with name + options")
     args = ap.parse_args(argv)
-    rows = read_labels(args.labels)
+    try:
+        rows = read_labels(args.labels)
+    except UnicodeDecodeError:
+        raise LabError(f"labels file {args.labels} is not a UTF-8 CSV") from None
+    if args.dry_run:  # the judge is not built (an `hf` judge would load its model)
+        print(f"dry run: {len(rows)} labelled answers from {args.labels} would be graded by judge {args.judge}")
+        return 0
     judge = load_judge(args.judge)
     verdicts = judge.grade([Answer(concept=r["concept"], text=r["response"]) for r in rows])
     if len(verdicts) != len(rows):

@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from analysis import localisation as al
     from lab.config import flatten, to_dict
-    from lab.experiments.concept_injection import run_sweep
+    from lab.experiments.concept_injection import plan, run_sweep
     from lab.reporting import report
     from lab.run import store
 
-    cfg, args = configure(LocalisationConfig, __doc__, argv)
+    cfg, args = configure(LocalisationConfig, __doc__, argv, plan=lambda c: plan(c.injection()).trials)
     inj = cfg.injection()
     t0 = time.time()
     res = run_sweep(inj, progress=not args.quiet)

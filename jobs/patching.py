@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.run import store
     from lab.run.experiment import execute
 
-    cfg, args = configure(PatchingConfig, __doc__, argv)
+    rerun = "python -m analysis.patching --run {output}"
+    cfg, args = configure(PatchingConfig, __doc__, argv, plan=lambda c: plan(c).trials, rerun=rerun)
     t0 = time.time()
     p = plan(cfg)  # trial ids and layers from the config and the model's registry entry: no model in the driver
     out = Path(cfg.output_dir) / "patching"

@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.experiments.probes import ProbesConfig, settings
-from lab.run.experiment import preflight
 
 
 @entry
@@ -30,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     from lab.run.experiment import execute
     from lab.run.parallel import FanOutConfig
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(ProbesConfig, args)
+    cfg, args = configure(
+        ProbesConfig, __doc__, argv, plan=lambda c: probes.expand_probes(settings(c), model_key(c.model))
+    )
     st = settings(cfg)
-    preflight(cfg.tracking, None, cfg.output_dir)
     t0 = time.time()
     from lab.model.embedded import default_cache_dir
 

@@ -10,10 +10,9 @@ and the agreement, and prints Cohen's kappa and a confusion table per field (sou
 
 from __future__ import annotations
 
-import argparse
 import re
 
-from jobs.cli import entry
+from jobs.cli import bare_parser, begin, entry
 from lab.errors import LabError
 from lab.experiments.regrade import judge_spec, manifest, regrade, regrade_report, verdict_name
 from lab.judges import make_judge
@@ -24,8 +23,9 @@ from lab.run.tracking import resolve_source
 def main(argv: list[str] | None = None) -> int:
     """Regrade, print agreement, log an MLflow run; exit 0, or 2 on bad input."""
     from lab.run import store, tracking
+    from lab.run.preflight import check_tracking, user_path, user_uri, writable
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bare_parser(__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="Parquet results directory or MLflow run id of a sweep")
     ap.add_argument("--judge", required=True, help="judge registry name or YAML config (name + options)")
     ap.add_argument("--name", help="verdict directory name under <dir>/verdicts/ (default: from the judge config)")
@@ -36,19 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.chunk < 1:
         raise LabError("--chunk must be >= 1")
-    source = resolve_source(args.run, args.tracking_uri)
+    uri = user_uri(args.tracking_uri or tracking.resolve_uri(tracking.TrackingConfig()))
+    source = resolve_source(args.run if re.fullmatch(r"[0-9a-f]{32}", args.run) else user_path(args.run, "--run"), uri)
     cfg = tracking.TrackingConfig(
-        uri=args.tracking_uri, experiment=source.experiment or args.experiment, enabled=not args.no_tracking
+        uri=uri, experiment=source.experiment or args.experiment, enabled=not args.no_tracking
     )
     if cfg.enabled:
         tracking.check_uri(tracking.resolve_uri(cfg))
+        check_tracking(cfg)
     old = store.read(source.directory)
     name, options = judge_spec(args.judge)
-    judge = make_judge(name, **options)
     vname = args.name or verdict_name(name, options)
     if not re.fullmatch(r"[A-Za-z0-9][\w.@+-]*", vname):
         raise LabError(f"verdict directory name '{vname}' must be letters, digits and ._@+- only")
-    vdir = source.directory / "verdicts" / vname
+    vdir = writable(source.directory / "verdicts" / vname, "verdict folder")
+    if args.dry_run:
+        print(f"dry run: {len(old)} stored trials in {source.directory} would be regraded by judge {name} into {vdir}")
+        return 0
+    begin(cfg, str(vdir))
+    judge = make_judge(name, **options)
     manifest(vdir, judge, options)
     counts = regrade(old, judge, vdir, args.chunk)
     new = store.read(vdir)

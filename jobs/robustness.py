@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.errors import LabError
 from lab.experiments import robustness
 from lab.experiments.robustness import RobustnessConfig
@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from lab.experiments.concept_injection import plan, run_sweep
-    from lab.run.experiment import preflight
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(RobustnessConfig, args)
+    def planned(c: RobustnessConfig) -> tuple[int, str]:
+        n = sum(len(plan(c.injection(v, f)).trials) for v, f in c.cells())
+        return n, f"trials over {len(c.cells())} cells (a cell the model's template refuses is skipped when run)"
+
+    cfg, args = configure(RobustnessConfig, __doc__, argv, plan=planned)
     base = cfg.injection()
-    preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
     t0 = time.time()
     reasons = robustness.skip_reasons(
         cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification

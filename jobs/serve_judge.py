@@ -9,7 +9,6 @@ until Ctrl-C (or SIGTERM); tests use `start(cfg)` / `stop()`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from typing import Any
 
 from ray import serve
 
-from jobs.cli import apply_overrides, entry
+from jobs.cli import apply_overrides, bare_parser, checked, entry
 from lab.config import from_dict, load_yaml
 from lab.errors import LabError
 from lab.judges.serve import ChatServer, ServeJudgeConfig, wait_ready
@@ -95,11 +94,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Deploy the judge endpoint and block until Ctrl-C; exit 0, or 2 on bad input."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bare_parser(__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="YAML config (configs/judge-serve.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     args = ap.parse_args(argv)
-    cfg = from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set))
+    cfg = checked(from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set)))
+    if args.dry_run:
+        print(
+            f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} ({cfg.num_replicas} replicas)"
+        )
+        return 0
     url = start(cfg)
     print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
     print(f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True)

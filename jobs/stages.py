@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.experiments.stages import StagesConfig, check_stage
-from lab.run.experiment import preflight
 
 
 @entry
@@ -32,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     from lab.run import parallel, store
     from training.lora.random_adapter import create_random_adapter
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = load_config(StagesConfig, args)
-    for s in cfg.stages:
-        check_stage(cfg, s)
-    preflight(cfg.tracking, cfg.runner.address, cfg.output_dir)
+    def planned(c: StagesConfig) -> tuple[int, str]:
+        return sum(len(check_stage(c, s).trials) for s in c.stages), f"trials over {len(c.stages)} stages"
+
+    cfg, args = configure(StagesConfig, __doc__, argv, plan=planned, check=planned)
     for s in cfg.stages:
         model = cfg.injection(s).model
         if model.adapter and not (Path(model.adapter) / "adapter_config.json").is_file():

@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.bias.bias_tune import annotate_children, fit_arms
     from training.bias.examples import stored_split
 
-    cfg, _ = configure(SteeringVectorConfig, __doc__, argv)
+    rerun = "python -m analysis.bias_guards --run {output}"
+    cfg, _ = configure(
+        SteeringVectorConfig, __doc__, argv, plan=lambda c: (len(arms(c)), "arms (Ray Tune trials)"), rerun=rerun
+    )
     cfg = with_absolute_paths(cfg)
     split = stored_split(cfg.bias.split_seed)
     out = Path(cfg.output_dir)

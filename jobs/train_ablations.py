@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobs.cli import entry, load_config, parser
+from jobs.cli import configure, entry
 from lab.errors import LabError
 from training.ablation.ablation_report import collect_results, log_parent, parent, print_report, report_ablation
 from training.ablation.tune_config import AblationConfig, absolutize, expected_trials
@@ -30,9 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.ablation.trial import clear_attempts, stored_result
     from training.ablation.tune import fit_trials
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    cfg = absolutize(load_config(AblationConfig, args))
-    check_inputs(cfg)
+    cfg, _ = configure(AblationConfig, __doc__, argv, plan=expected_trials, check=check_inputs)
+    cfg = absolutize(cfg)
     trials = expected_trials(cfg)
     print(
         f"ablation: {len(trials)} trials ({len(cfg.conditions)} conditions × {len(cfg.seeds)} seeds"
@@ -76,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_inputs(cfg: AblationConfig) -> None:
-    """One-line errors before any work: conditions, model/layers/judge, data, DeepSpeed file, MLflow, Ray, output."""
-    from lab.run import experiment
+    """One-line errors before any work: conditions, model/layers/judge, data, DeepSpeed file (jobs.cli.configure then
+    checks paths, MLflow, Ray and the output folder)."""
     from training.ablation.evaluate import check
     from training.lora.ds_config import deepspeed_config
 
@@ -87,7 +86,6 @@ def check_inputs(cfg: AblationConfig) -> None:
     deepspeed_config(cfg.deepspeed)
     if cfg.deepspeed and not cfg.resources.distributed and cfg.resources.gpus < 1:
         raise LabError("deepspeed needs resources.workers > 1 (a Ray Train TorchTrainer per trial) or a GPU")
-    experiment.preflight(cfg.tracking, cfg.address, cfg.output_dir)
 
 
 if __name__ == "__main__":

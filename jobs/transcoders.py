@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from lab.model import loading
     from lab.reporting import report
 
-    cfg, _ = configure(TranscodersJob, __doc__, argv)
+    cfg, _ = configure(TranscodersJob, __doc__, argv, plan=lambda c: (len(c.layers), "transcoders (layers)"))
     t0 = time.time()
     lm = loading.load(cfg.model)
     rows = []

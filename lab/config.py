@@ -14,6 +14,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -67,6 +68,36 @@ def describe(obj: Any) -> str:
     return "\n".join(_describe(obj, "")) + "\n"
 
 
+def sections(cls: type) -> str:
+    """A config class's top-level sections and keys with their help, for a job's `--help`."""
+    rows = [(f.name, f.metadata.get("help", "")) for f in dataclasses.fields(cls) if f.init]
+    width = max(len(n) for n, _ in rows)
+    head = "config sections and keys (every key with its help and value: --config FILE --show-config):\n"
+    return head + "\n".join(f"  {n:<{width}}  {h}".rstrip() for n, h in rows)
+
+
+_SHOWN = ("model.name", "name", "layer", "layers", "strength", "strengths", "strength_mode", "concepts", "temperature")
+_SHOWN += ("samples", "trials_per_concept", "num_actors", "method", "conditions", "seeds")
+
+
+def summary(cfg: Any, planned: Any = None) -> list[str]:
+    """What `--dry-run` prints of a config: the trial count (`planned`: the trials, or (count, what they are)), the
+    judge(s) and the settings that shape the plan (model, layers, strengths, concepts, sampling, actors)."""
+    trials = []
+    if isinstance(planned, tuple) and len(planned) == 2 and isinstance(planned[0], int):
+        trials = [f"trials: {planned[0]} {planned[1]}"]
+    elif planned is not None:
+        trials = [f"trials: {len(planned)}"]
+    flat = flatten(to_dict(cfg))
+    judges = sorted({str(v) for k, v in flat.items() if k == "judge.name" or k.endswith(".judge.name")})
+    shown = {k: v for k, v in flat.items() if k.split(".")[-1] in _SHOWN or k in _SHOWN}
+    return [
+        *trials,
+        f"judge: {', '.join(judges) or 'none (no judged generations)'}",
+        "settings: " + "; ".join(f"{k}={v}" for k, v in shown.items()),
+    ]
+
+
 def _describe(obj: Any, indent: str) -> list[str]:
     lines: list[str] = []
     for f in dataclasses.fields(obj):
@@ -101,6 +132,25 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def apply_overrides(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` overrides (dotted keys, YAML values) applied to config data, in place."""
+    for item in sets:
+        if "=" not in item:
+            raise LabError(f"--set expects KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        node = data
+        *parents, last = key.strip().split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise LabError(f"--set {key}: '{k}' is not a section")
+        try:
+            node[last] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise LabError(f"--set {key}: not a YAML value ({str(e).splitlines()[0]})") from None
+    return data
+
+
 def load_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
     """The mapping in a YAML file (JSON, a subset, by its `.json` suffix); one-line errors naming `what`."""
     p = Path(path)
@@ -108,7 +158,13 @@ def load_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, A
         raise LabError(f"{what} not found: {p}")
     kind = "JSON" if p.suffix == ".json" else "YAML"
     try:
-        data = json.loads(p.read_text()) if kind == "JSON" else yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LabError(f"{what} {p} is not a text file (not UTF-8)") from None
+    except OSError as e:
+        raise LabError(f"{what} {p} cannot be read ({e.strerror or e})") from None
+    try:
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise LabError(f"{what} {p} is not valid {kind}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

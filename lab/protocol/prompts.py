@@ -10,7 +10,6 @@ into the token position where injection starts (the token just before the marker
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lab.errors import LabError
+from lab.errors import ArgumentParser, LabError, fail, one_line_errors
 
 SENTINEL = "\x00SENTINEL\x00"
 
@@ -306,7 +305,7 @@ def tokenizer_model(name: str, cache_dir: str | None = None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.protocol.prompts", description="Print one trial prompt.")
+    p = ArgumentParser(prog="python -m lab.protocol.prompts", description="Print one trial prompt.")
     p.add_argument("--variant", default="original")
     p.add_argument("--format", default="standard")
     p.add_argument("--trial", type=int, default=1)
@@ -316,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
+        if args.trial < 1:
+            raise LabError(f"--trial is a trial number >= 1, got {args.trial}")
         out: dict[str, Any] = dict(dialogue(args.variant, args.format, args.trial, args.concept))
         if args.model:
             lm = tokenizer_model(args.model)
@@ -326,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             ids, start = inject_start(lm.tokenizer, prompt)
             out |= {"rendered": prompt.text, "inject_start": start, "prompt_tokens": len(ids)}
     except LabError as e:
-        print(f"error: {e}")
-        return 2
+        return fail(e)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     else:
@@ -342,4 +342,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

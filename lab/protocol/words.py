@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from lab.errors import LabError
 
@@ -39,17 +40,12 @@ def word_list(name: str = "concepts") -> WordList:
 
 
 def select_concepts(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """'first:N', 'slice:A:B', 'all', or an explicit list; rejects empty and duplicate selections."""
+    """A concept selection in one of its known forms: 'first:N' (N ≤ the 500-word list), 'slice:A:B' (within it),
+    'all', an explicit list, or the path of an existing file with one concept per line. Any other string is an error
+    (a typo such as 'firts:10' or a missing file is never taken as one concept word); empty and duplicate selections
+    are refused."""
     if isinstance(spec, str):
-        allw = word_list("concepts").words
-        if spec == "all":
-            words: Sequence[str] = allw
-        elif m := re.fullmatch(r"first:(\d+)", spec):
-            words = allw[: int(m.group(1))]
-        elif m := re.fullmatch(r"slice:(\d+):(\d+)", spec):
-            words = allw[int(m.group(1)) : int(m.group(2))]
-        else:
-            words = [spec]
+        words = _from_spec(spec.strip())
     else:
         words = list(spec)
     words = [w.strip() for w in words]
@@ -61,3 +57,32 @@ def select_concepts(spec: str | Sequence[str]) -> tuple[str, ...]:
             raise LabError(f"duplicate concept '{w}'")
         seen.add(w.lower())
     return tuple(words)
+
+
+def _from_spec(spec: str) -> Sequence[str]:
+    allw = word_list("concepts").words
+    n = len(allw)
+    if spec == "all":
+        return allw
+    if m := re.fullmatch(r"first:(\d+)", spec):
+        if not 1 <= int(m.group(1)) <= n:
+            raise LabError(f"concepts '{spec}': N must be 1..{n} (the concept list has {n} words)")
+        return allw[: int(m.group(1))]
+    if m := re.fullmatch(r"slice:(\d+):(\d+)", spec):
+        a, b = int(m.group(1)), int(m.group(2))
+        if not 0 <= a < b <= n:
+            raise LabError(f"concepts '{spec}': need 0 <= A < B <= {n} (the concept list has {n} words)")
+        return allw[a:b]
+    path = Path(spec).expanduser()
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            raise LabError(f"concepts file {spec} is not a readable UTF-8 text file") from None
+        return [w.strip() for w in text.splitlines() if w.strip() and not w.lstrip().startswith("#")]
+    if "/" in spec or spec.endswith(".txt"):
+        raise LabError(f"concepts file {spec} not found")
+    raise LabError(
+        f"concepts '{spec}' is not a known form: 'first:N' (N <= {n}), 'slice:A:B', 'all', a list such as "
+        "[Bread, Ocean], or an existing file with one concept per line"
+    )

@@ -178,25 +178,3 @@ def on_replica(
             return parallel.get(workers[0].call.remote(fn, *args))
         finally:
             parallel.shutdown_pool(workers, model)
-
-
-def preflight(tracking_cfg: Any, ray_address: str | None = None, output_dir: str | Path | None = None) -> None:
-    """Fail in one line before any work: the tracking URI and Ray address must be reachable and the output folder
-    writable."""
-    import os
-
-    from lab.run.parallel import check_address
-    from lab.run.tracking import check_uri, resolve_uri
-
-    if tracking_cfg.enabled:
-        check_uri(resolve_uri(tracking_cfg))
-    addr = ray_address or os.environ.get("RAY_ADDRESS")
-    if addr:
-        check_address(addr)
-    if output_dir:  # checked on the nearest existing folder: bad input must leave nothing behind
-        out = Path(output_dir).absolute()
-        near = next(p for p in (out, *out.parents) if p.exists())
-        if not near.is_dir():
-            raise LabError(f"output folder {output_dir} is not writable ({near} is not a directory)")
-        if not os.access(near, os.W_OK | os.X_OK):
-            raise LabError(f"output folder {output_dir} is not writable (no write permission on {near})")

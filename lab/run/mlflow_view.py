@@ -16,11 +16,12 @@ experiment (`python -m lab.run.mlflow_view --db mlflow.db --port 5000`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import time
 from pathlib import Path
+
+from lab.errors import ArgumentParser, LabError, one_line_errors
 
 VIEW_KEY = "rates"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
@@ -96,15 +97,23 @@ def experiments_with_view(db: str | Path) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="print the researcher's view link of each experiment in an MLflow DB")
+    ap = ArgumentParser(
+        prog="python -m lab.run.mlflow_view",
+        description="print the researcher's view link of each experiment in an MLflow DB",
+    )
     ap.add_argument("--db", default="mlflow.db")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
     args = ap.parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise LabError(f"--port must be 1..65535, got {args.port}")
+    if not Path(args.db).is_file():
+        raise LabError(f"--db {args.db}: no such MLflow database file")
     for exp_id, name in experiments_with_view(args.db):
         print(f"  {name}: http://{args.host}:{args.port}/{view_path(exp_id)}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with one_line_errors():
+        raise SystemExit(main())

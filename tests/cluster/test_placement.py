@@ -104,7 +104,7 @@ def test_cli_prints_the_plan_and_its_overrides(capsys, tmp_path):
     assert "--set resources.workers=16" in out
     assert json.loads((tmp_path / "z.json").read_text())["zero_optimization"]["stage"] == 3
     assert main(["--model", "qwen3-235b-a22b", "--gpus", "4"]) == 2
-    assert "error: qwen3-235b-a22b (438 GiB of weights) does not fit" in capsys.readouterr().out
+    assert capsys.readouterr().err.startswith("error: qwen3-235b-a22b (438 GiB of weights) does not fit")  # 1 line
     assert main(["--model", "gemma-3-27b-it", "--gpus", "8"]) == 0
     assert "--set runner.gpus_per_actor=1" in capsys.readouterr().out
 

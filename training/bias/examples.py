@@ -219,9 +219,9 @@ def main(seed: int) -> Path:
 
 
 if __name__ == "__main__":
-    import argparse
+    from lab.errors import ArgumentParser, one_line_errors
 
-    ap = argparse.ArgumentParser(description="write the stored concept split of a seed")
+    ap = ArgumentParser(prog="python -m training.bias.examples", description="write the stored concept split of a seed")
     ap.add_argument(
         "--write-split",
         type=int,
@@ -229,4 +229,5 @@ if __name__ == "__main__":
         required=True,
         help="write analysis/data/steering_split_seedSEED.json",
     )
-    main(ap.parse_args().write_split)
+    with one_line_errors():
+        main(ap.parse_args().write_split)
