@@ -64,7 +64,7 @@ def forward(
     ids, mask, pad = pad_left(rows, lm.tokenizer.pad_token_id)
     ops = list(edits(pad) if callable(edits) else edits)
     dev = lm.device
-    p = _shared_prefix(rows, ops, pad) if share_prefix and not capture else 0
+    p = _shared_prefix(rows, ops, pad) if share_prefix and not capture and not _slides(lm.model) else 0
     if p > 0:
         return Forward(_prefix_forward(lm, rows, ops, p), {}, pad)
     with iv.apply(lm.model, ops), iv.capture(lm.model, list(capture)) as acts:
@@ -72,6 +72,14 @@ def forward(
         out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
     caught = {s: v[0].float().cpu() for s, v in acts.items()}
     return Forward(out.logits[:, -1, :].float().cpu(), caught, pad)
+
+
+def _slides(model: Any) -> bool:
+    """Sliding-window layers (Gemma 3, OLMo 3): the prefix path's pads between prefix and suffix would sit inside
+    HF's column-counted windows, so those models take the plain left-padded forward (exact)."""
+    from lab.generate.decode import sliding_windows
+
+    return sliding_windows(model) is not None
 
 
 def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[int]) -> int:

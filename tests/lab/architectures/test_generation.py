@@ -261,3 +261,17 @@ def test_runner_equals_one_row_generate(arch):
         if temperature == 0 and arch in A.SLIDING:
             hf = Runner(lm, bank, batch_size=len(trials), engine="hf").run(trials)
             assert [r["response"] for r in hf] == [r["response"] for r in got]
+
+
+@pytest.mark.parametrize("arch", A.ARCHS)
+@torch.no_grad()
+def test_readout_prefix_path_on_every_architecture(arch):
+    """The label-logit readout's shared-prefix path (`readouts.forward`, the decode loop's sibling) equals one-row
+    forwards on every architecture: on sliding-window models it takes the plain left-padded forward (its prefix
+    cache would put pads inside HF's column-counted windows: 0.3-0.4 logit errors before)."""
+    from lab.steer import readouts
+
+    lm = _lm(arch)
+    rows, _ = _rows(arch)
+    one = torch.cat([readouts.forward(lm, [r], share_prefix=False).logits for r in rows])
+    torch.testing.assert_close(readouts.forward(lm, rows).logits, one, rtol=0, atol=1e-5)
