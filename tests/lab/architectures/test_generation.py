@@ -1,7 +1,7 @@
 """The architecture matrix, generation row: for every architecture in `tests.architectures.ARCHS` the lab's batched
 decode (`lab.generate.decode.decode_batch`, and `Runner.run` around it) equals a one-row HF `generate` token for
 token — greedy and sampled, with per-row injection (`Injection.per_layer`, the runner's path) and without, with
-finished rows evicted and kept, with the shared-prefix attention on and off. Prompts are 20-30 tokens against a
+finished rows evicted and kept, with the shared-prefix attention on and off. Rows are 17-29 tokens against a
 sliding window of `WINDOW` = 8, so every sliding layer of Gemma 3 / OLMo 3 decodes past its window, and the pads the
 loop puts between the shared prefix and each row's suffix sit inside windows.
 
@@ -207,7 +207,7 @@ def test_shared_prefix_attention_on_sliding_layers(arch):
     torch.testing.assert_close(b, b0, rtol=0, atol=1e-5)
 
 
-def _trial(arch: str, concept: str, layer: int, strength: float, kind: str, n: int, temperature: float):
+def _trial(arch: str, concept: str, layer: int, strength: float, kind: str, n: int, temperature: float, forced=False):
     return make_trial(
         model=f"tiny-{arch}",
         concept=concept,
@@ -217,7 +217,7 @@ def _trial(arch: str, concept: str, layer: int, strength: float, kind: str, n: i
         kind=kind,
         trial_number=n,
         sample=0,
-        forced=False,
+        forced=forced,
         prompt_variant="original",
         dialogue_format="standard",
         seed=0,
@@ -228,8 +228,9 @@ def _trial(arch: str, concept: str, layer: int, strength: float, kind: str, n: i
 
 @pytest.mark.parametrize("arch", A.ARCHS)
 def test_runner_equals_one_row_generate(arch):
-    """`Runner.run` on the paper's prompt in the family's chat format (≈ 130 tokens, 100+ shared), mixed layers,
-    strengths and a control in one batch: each trial's response equals one-row `generate` on its whole prompt with
+    """`Runner.run` on the paper's prompt in the family's chat format (≈ 130 tokens, ≈ 105 shared; a forced-identification
+    prompt 12 longer, so the other rows carry 12 pads inside their windows), mixed layers, strengths and a control
+    in one batch: each trial's response equals one-row `generate` on its whole prompt with
     that trial's injection — greedy and sampled (seeded per trial as the runner seeds it) — and for sliding models
     ZeRO-3's engine ('hf': whole rows left-padded) gives the same greedy responses."""
     lm = _lm(arch)
@@ -244,7 +245,7 @@ def test_runner_equals_one_row_generate(arch):
     for temperature in (0.0, 1.0):
         trials = [
             _trial(arch, "bread", layers[0], 1.0, "injection", 1, temperature),
-            _trial(arch, "ocean", layers[1], 1.5, "injection", 12, temperature),  # a longer prompt: padded rows
+            _trial(arch, "ocean", layers[1], 1.5, "injection", 12, temperature, forced=True),  # 12 tokens longer
             _trial(arch, "bread", layers[0], 1.0, "control", 3, temperature),
             _trial(arch, "ocean", layers[1], 1.0, "random", 2, temperature),
         ]
