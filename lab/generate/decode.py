@@ -154,6 +154,19 @@ def sliding_windows(model: Any) -> dict[str, int | None] | None:
     return {t: int(window) if t == "sliding_attention" else None for t in sorted(set(types))}
 
 
+def _additive_masks(model: Any) -> bool:
+    """Whether the model's attention wants additive float masks (eager) rather than boolean ones (SDPA); other
+    implementations (flash, flex) take no 4D mask and are refused."""
+    impl = model.config.get_text_config()._attn_implementation
+    if impl not in ("sdpa", "eager", prefix_attention.NAME):
+        raise LabError(f"the decode loop's sliding-window masks need 'sdpa' or 'eager' attention, not {impl!r}")
+    return impl == "eager"
+
+
+def _additive(m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, torch.finfo(dtype).min)
+
+
 def attention_masks(
     windows: dict[str, int | None], real: torch.Tensor, kv_pos: torch.Tensor, q_pos: torch.Tensor, col: int
 ) -> Any:
@@ -250,6 +263,7 @@ def decode_batch(
     positions = positions_of(mask[:, :width])
     windows = sliding_windows(model)
     kv_pos = positions_of(mask) if windows else None  # every column's position: pads between prefix and suffix
+    additive = windows is not None and _additive_masks(model)
 
     def masks(rows: slice | None, q_pos: torch.Tensor, col: int) -> Any:
         """What the forward gets as `attention_mask` (of the batch's `rows`, all when None): the 2D padding mask
@@ -257,7 +271,11 @@ def decode_batch(
         m, kv = (mask, kv_pos) if rows is None else (mask[rows], kv_pos[rows] if kv_pos is not None else None)
         if windows is None:
             return m[:, : col + q_pos.shape[1]]
-        return attention_masks(windows, m.bool(), kv, q_pos, col)
+        out = attention_masks(windows, m.bool(), kv, q_pos, col)
+        if additive:  # eager attention adds its mask to the scores: 0 where seen, the dtype's lowest elsewhere
+            dtype = next(model.parameters()).dtype
+            out = {k: _additive(v, dtype) for k, v in out.items()} if isinstance(out, dict) else _additive(out, dtype)
+        return out
 
     cache = None
     if prefix > 0:  # HF's sliding cache layers would keep only the window: the prefix cache keeps every position

@@ -168,6 +168,21 @@ def test_batched_decode_equals_one_row_generate(arch, sampled, injected):
 
 
 @pytest.mark.parametrize("arch", A.SLIDING)
+def test_eager_attention_gets_additive_masks(arch):
+    """A checkpoint loaded with `attn_implementation="eager"` adds its mask to the scores: the loop hands it the same
+    masks as 0 / lowest floats, and greedy injected decode still equals one-row `generate` (eager there too)."""
+    cfg = _lm(arch).model.config
+    before = cfg._attn_implementation
+    cfg._attn_implementation = "eager"
+    try:
+        assert cfg.get_text_config()._attn_implementation == "eager"
+        assert _lab(arch, False, True) == _reference(arch, False, True)
+    finally:
+        cfg._attn_implementation = before
+    assert cfg.get_text_config()._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("arch", A.SLIDING)
 @torch.no_grad()
 def test_shared_prefix_attention_on_sliding_layers(arch):
     """On sliding-window models the shared-prefix attention is on under the loop's own masks (and off without them),
