@@ -265,10 +265,10 @@ def decode_batch(
     kv_pos = positions_of(mask) if windows else None  # every column's position: pads between prefix and suffix
     additive = windows is not None and _additive_masks(model)
 
-    def masks(rows: slice | None, q_pos: torch.Tensor, col: int) -> Any:
-        """What the forward gets as `attention_mask` (of the batch's `rows`, all when None): the 2D padding mask
-        (HF builds full-attention masks from it), or this loop's per-type masks where some layers slide."""
-        m, kv = (mask, kv_pos) if rows is None else (mask[rows], kv_pos[rows] if kv_pos is not None else None)
+    def masks(which: slice | None, q_pos: torch.Tensor, col: int) -> Any:
+        """What the forward gets as `attention_mask` (for the batch rows `which`, all when None): the 2D padding
+        mask (HF builds full-attention masks from it), or this loop's per-type masks where some layers slide."""
+        m, kv = (mask, kv_pos) if which is None else (mask[which], kv_pos[which] if kv_pos is not None else None)
         if windows is None:
             return m[:, : col + q_pos.shape[1]]
         out = attention_masks(windows, m.bool(), kv, q_pos, col)
