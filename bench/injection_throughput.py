@@ -12,7 +12,13 @@ HF's by design (per-trial seeded generators, docs/performance.md), so the check 
 them. `--naive-every K` times the sampled naive loop on every K-th trial only (its trials/s is per-trial work).
 The runner is timed before and after each naive loop and the faster run kept (the machine's load moves).
 `--ablations` also times the runner with each optimisation switched off; `--ray` times a whole `run_sweep` on one Ray
-actor (Ray start, model load, vectors, judge and Parquet included). Last line: `ratio=<greedy generation ratio>`.
+actor (Ray start, model load, vectors, judge and Parquet included).
+Gemma-3-shaped row (`gemma3_ratio=`): the same greedy trials, checked identical the same way, on a random-weight
+`Gemma3ForCausalLM` shaped like Gemma 3 270M (18 layers, d 640, 4 query heads over 1 kv head of dim 256, five
+sliding layers to one global, scaled embeddings, post-sublayer norms, tied head) with SmolLM2's tokenizer and a
+sliding window of `--gemma-window` tokens (64: shorter than every prompt, so every row decodes past its window; the
+real 270M's 512 and 27B's 1024 are longer than these prompts). `--no-gemma` leaves it out.
+Last line: `ratio=<greedy generation ratio>` (SmolLM2).
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from lab.config import ModelConfig
 from lab.errors import ArgumentParser, one_line_errors
 from lab.experiments.concept_injection import InjectionConfig, plan, run_sweep
 from lab.generate.runner import Runner, VectorBank
-from lab.model.loading import load
+from lab.model.loading import LoadedModel, load
 from lab.protocol.trials import SweepConfig
 from lab.protocol.words import select_concepts
 from lab.run.parallel import FanOutConfig
 from lab.run.tracking import TrackingConfig
 from lab.steer.concepts import concept_vectors
+
+GEMMA_LAYERS = (6, 12)  # a third and two thirds of 18, as 10 and 14 of SmolLM2's 30
 
 
 def naive(lm, bank, trials) -> tuple[float, list[tuple[str, int]]]:
@@ -49,6 +57,39 @@ def ours(lm, bank, trials, batch_size, **kw) -> tuple[float, list[tuple[str, int
     t0 = time.perf_counter()
     rows = Runner(lm, bank, batch_size, **kw).run(trials)
     return time.perf_counter() - t0, [(r["response"], r["new_tokens"]) for r in rows]
+
+
+def gemma_shaped(lm: LoadedModel, window: int) -> LoadedModel:
+    """A random Gemma3ForCausalLM of Gemma 3 270M's shape over `lm`'s tokenizer (norm scales drawn around 1, as trained
+    ones are, so no layer is the identity), float32, on `lm`'s device."""
+    import transformers as tf
+
+    base = lm.model.config
+    n = 18
+    cfg = tf.Gemma3TextConfig(
+        vocab_size=base.vocab_size,
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=n,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=window,
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)],
+        max_position_embeddings=2048,
+        pad_token_id=lm.tokenizer.pad_token_id,
+        eos_token_id=lm.tokenizer.eos_token_id,
+        bos_token_id=base.bos_token_id,
+    )
+    torch.manual_seed(0)
+    model = tf.Gemma3ForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.5)
+    spec = replace(lm.spec, name="gemma3-shaped-random", n_layers=n, d_model=640, default_layers=GEMMA_LAYERS)
+    return LoadedModel(model.to(lm.device), lm.tokenizer, spec, spec.name)
 
 
 def check_same(fast, slow, what: str) -> None:
@@ -67,6 +108,8 @@ def main() -> None:
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ray", action="store_true")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="model.device for both sides")
+    ap.add_argument("--gemma-window", type=int, default=64, help="sliding window of the Gemma-3-shaped row")
+    ap.add_argument("--no-gemma", action="store_true", help="leave the Gemma-3-shaped row out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +177,25 @@ def main() -> None:
             f"({len(sub)} trials timed); mean new tokens {mean_new[0]:.1f} vs {mean_new[1]:.1f}"
         )
         print(f"sampled_ratio={n / t_fs / rate_ss:.2f}")
+        if not a.no_gemma:
+            lm_g = gemma_shaped(lm, a.gemma_window)
+            p_g = plan(replace(cfg, sweep=replace(cfg.sweep, layers=GEMMA_LAYERS)))
+            vecs_g, typical_g = concept_vectors(
+                lm_g, select_concepts(cfg.sweep.concepts), GEMMA_LAYERS, cache_dir=f"{tmp}/vec-gemma"
+            )
+            bank_g = VectorBank(vecs_g, typical_g)
+            t_gf, gf = ours(lm_g, bank_g, p_g.trials, a.batch_size)
+            t_gs, gs = naive(lm_g, bank_g, p_g.trials)
+            check_same(gf, gs, "gemma3-shaped greedy runner vs per-trial loop")
+            t_gf = min(t_gf, ours(lm_g, bank_g, p_g.trials, a.batch_size)[0])
+            ng, lens = len(p_g.trials), [len(Runner(lm_g, bank_g).request(t).ids) for t in p_g.trials]
+            print(
+                f"gemma3-shaped (random Gemma3ForCausalLM, 18 layers d 640, 5 sliding : 1 global, window "
+                f"{a.gemma_window}; prompts {min(lens)}-{max(lens)} tokens + up to {a.max_new_tokens} new): every one "
+                f"of {ng} greedy responses identical to the per-trial loop; runner {ng / t_gf:6.2f} trials/s "
+                f"({t_gf:.1f} s)  naive {ng / t_gs:5.2f} trials/s"
+            )
+            print(f"gemma3_ratio={t_gs / t_gf:.2f}")
         if a.ray:
             t0 = time.perf_counter()
             res = run_sweep(replace(cfg, cache_dir=f"{tmp}/vectors-ray"), progress=False)

@@ -11,6 +11,13 @@ What it does per batch (what HF `generate` over a repeated prefix cache did, min
      cache rows dropped), so finished rows cost nothing;
   5. attention reads the prefix's keys/values once per step for the whole batch (`lab.generate.prefix_attention`), not
      once per row, where the model's attention is plain SDPA.
+Sliding-window layers (Gemma 3: five in six, window 1024 on 27B; OLMo 3: three in four): the buffer keeps every
+position of every layer, and the loop passes its own boolean masks, one per attention type (`attention_masks`): a
+sliding layer's query sees a key when the key is no pad and their positions differ by less than the window. Positions
+count real tokens only, as a one-row HF `generate` counts them; HF's own sliding masks count cache columns, which is
+wrong here because the pads sit between the prefix and each row's suffix (and HF's sliding cache layers keep only the
+last window − 1 columns, which is what broke the static buffer). Models whose layers all attend to everything
+(Llama, Qwen3-MoE) keep HF's own mask construction, unchanged.
 Interventions are ordinary `lab.steer.interventions` hooks: `edits` on every forward (the prefix included), and
 `steer(rows)` — the per-row operators for the rows still in the batch — on the suffix and decode forwards, at
 absolute (padded) positions.
@@ -31,7 +38,9 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from lab.errors import LabError
 from lab.generate import prefix_attention
+from lab.model import loading
 from lab.steer import interventions as iv
 
 
@@ -128,6 +137,40 @@ def _buffer_cache(prefix: Cache | None, batch: int, capacity: int, static: bool)
     return Cache(layers=layers)
 
 
+def _additive_masks(model: Any) -> bool:
+    """Whether the model's attention wants additive float masks (eager) rather than boolean ones (SDPA); other
+    implementations (flash, flex) take no 4D mask and are refused."""
+    impl = model.config.get_text_config()._attn_implementation
+    if impl not in ("sdpa", "eager", prefix_attention.NAME):
+        raise LabError(f"the decode loop's sliding-window masks need 'sdpa' or 'eager' attention, not {impl!r}")
+    return impl == "eager"
+
+
+def _additive(m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, torch.finfo(dtype).min)
+
+
+def attention_masks(
+    windows: dict[str, int | None], real: torch.Tensor, kv_pos: torch.Tensor, q_pos: torch.Tensor, col: int
+) -> Any:
+    """Boolean [rows, 1, queries, keys] masks over cache columns [0, col + queries) for queries in columns [col, …),
+    one per attention type (a dict keyed as the model's `layer_types`; the bare mask for type ''). The query in
+    column i sees key column j when j ≤ i, j is no pad (`real`) and, in a sliding layer, q_pos − kv_pos < window
+    (HF's `sliding_window_overlay`, in positions: real tokens only, so pads between prefix and suffix do not narrow
+    the window). Every query also sees itself, so no row of the mask is empty (a pad's output is never read)."""
+    q = q_pos.shape[1]
+    n = col + q
+    cols = torch.arange(n, device=real.device)
+    causal = cols[None, :] <= cols[col:, None]  # [queries, keys]
+    seen = real[:, None, :n] & causal
+    diagonal = cols[None, :] == cols[col:, None]
+    out = {}
+    for kind, w in windows.items():
+        m = seen if w is None else seen & (q_pos[:, :, None] - kv_pos[:, None, :n] < w)
+        out[kind] = (m | diagonal)[:, None]
+    return out[""] if "" in out else out
+
+
 def common_prefix(rows: Sequence[Sequence[int]]) -> int:
     """How many leading tokens every row shares."""
     n = min(len(r) for r in rows)
@@ -201,11 +244,28 @@ def decode_batch(
     n, width = len(rows), max(len(r) for r in rows)
     ids, mask = padded(rows, prefix, pad_id, dev, extra=max_new)
     positions = positions_of(mask[:, :width])
+    windows = loading.sliding_windows(model)
+    kv_pos = positions_of(mask) if windows else None  # every column's position: pads between prefix and suffix
+    additive = windows is not None and _additive_masks(model)
+
+    def masks(which: slice | None, q_pos: torch.Tensor, col: int) -> Any:
+        """What the forward gets as `attention_mask` (for the batch rows `which`, all when None): the 2D padding
+        mask (HF builds full-attention masks from it), or this loop's per-type masks where some layers slide."""
+        m, kv = (mask, kv_pos) if which is None else (mask[which], kv_pos[which] if kv_pos is not None else None)
+        if windows is None:
+            return m[:, : col + q_pos.shape[1]]
+        out = attention_masks(windows, m.bool(), kv, q_pos, col)
+        if additive:  # eager attention adds its mask to the scores: 0 where seen, the dtype's lowest elsewhere
+            dtype = next(model.parameters()).dtype
+            out = {k: _additive(v, dtype) for k, v in out.items()} if isinstance(out, dict) else _additive(out, dtype)
+        return out
+
     cache = None
-    if prefix > 0:
-        cache = DynamicCache(config=model.config)
+    if prefix > 0:  # HF's sliding cache layers would keep only the window: the prefix cache keeps every position
+        cache = DynamicCache(config=model.config) if windows is None else DynamicCache()
         with iv.apply(model, edits):
-            model(input_ids=ids[:1, :prefix], cache=cache, use_cache=True, logits_to_keep=1)
+            prefix_mask = masks(slice(0, 1), positions[:1, :prefix], 0) if windows else None
+            model(input_ids=ids[:1, :prefix], attention_mask=prefix_mask, cache=cache, use_cache=True, logits_to_keep=1)
     cache = _buffer_cache(cache, n, width + max_new, static)
     gens = [torch.Generator(device=dev).manual_seed(int(s)) for s in (seeds or [0] * n)]
     lens = torch.tensor([len(r) for r in rows], device=dev)
@@ -213,7 +273,7 @@ def decode_batch(
     out: list[list[int]] = [[] for _ in range(n)]
     x, pos, col = ids[:, prefix:], positions[:, prefix:], prefix
     ops, ops_for = list(steer(active)) if steer else [], tuple(active)
-    with prefix_attention.shared(model, prefix if share_attention else 0):
+    with prefix_attention.shared(model, prefix if share_attention else 0, windowed=windows is not None):
         for step in range(max_new):
             if steer and ops_for != tuple(active):
                 ops, ops_for = list(steer(active)), tuple(active)
@@ -221,7 +281,7 @@ def decode_batch(
                 logits = (
                     model(
                         input_ids=x,
-                        attention_mask=mask[:, : col + x.shape[1]],
+                        attention_mask=masks(None, pos, col),
                         position_ids=pos,
                         cache=cache,
                         use_cache=True,
@@ -244,6 +304,7 @@ def decode_batch(
                 for layer in cache.layers:
                     layer.batch_select_indices(sel)
                 mask, nxt, active = mask.index_select(0, sel), nxt[keep], [active[j] for j in keep]
+                kv_pos = kv_pos.index_select(0, sel) if kv_pos is not None else None
             x = nxt.to(dev)[:, None]
             pos = (lens[active] + step)[:, None]
     return out
@@ -262,8 +323,11 @@ def hf_generate(
 ) -> list[list[int]]:
     """The same batch through one HF `generate` (the shared prefix's cache repeated over the batch): for ZeRO-3
     ranks (`synced_gpus`) and generation configs `generate` understands and this module does not. Sampling is
-    seeded once per batch (`seed`), so a row's sample depends on its batch."""
+    seeded once per batch (`seed`), so a row's sample depends on its batch. With sliding-window layers no prefix is
+    shared: rows are left-padded whole, so HF's window (counted in cache columns) sees no pad inside a row."""
     tok, model, dev = lm.tokenizer, lm.model, lm.device
+    if loading.sliding_windows(model) is not None:
+        prefix = 0  # injection starts lie past the prefix, so the padded columns of every start stay the same
     width = max(len(r) for r in rows)
     ids, mask = padded(rows, prefix, tok.pad_token_id, dev)
     kwargs: dict[str, Any] = {"do_sample": False}

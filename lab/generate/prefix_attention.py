@@ -5,7 +5,15 @@ values for every row at every step (64 rows × 30 layers × 2 × 140 positions).
 [kv heads] × [rows × query heads per kv head × queries, head dim] @ [head dim, prefix] matmul against row 0's copy,
 the rows' own positions (pads, suffix, generated tokens) a batched matmul as before, and one softmax runs over both
 (float32, as HF's eager attention). `shared(model, prefix)` switches a model to it for the duration of a block, where
-the model's attention is plain SDPA without sliding windows or soft-capping; otherwise it changes nothing.
+the model's attention is plain SDPA without soft-capping; otherwise it changes nothing.
+
+Sliding-window layers (`shared(..., windowed=True)`): the caller passes its own per-type masks
+(`lab.generate.decode.attention_masks`, which hold each row's window in positions) and keeps every position in its
+cache, so a sliding layer here is the same computation with more keys masked: exact whether or not the prefix lies
+inside the window (prefix keys outside it get −inf like any masked key; their scores are then computed for nothing,
+which never happens where the window is longer than prompt + answer, as Gemma 3's 1024 and 512 are for the
+protocol's prompts). Without `windowed`, a sliding model falls back to the model's own attention: HF's sliding masks
+count cache columns, pads included, which is not the window when pads sit between prefix and suffix.
 
 Positions `[0, prefix)` of every row's keys and values must be equal (the decode loop broadcasts the prefix's cache
 into every row, and eviction keeps rows whole). `tests/lab/generate/test_decode.py` checks the logits against SDPA.
@@ -61,24 +69,33 @@ AttentionInterface.register(NAME, shared_prefix_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def supported(model: Any) -> bool:
-    """Plain causal SDPA attention with every layer full (no sliding window, no soft-capping, no sinks)."""
+def supported(model: Any, windowed: bool = False) -> bool:
+    """Plain causal SDPA attention, no soft-capping, every layer full or (with `windowed`: the caller's masks hold
+    the windows) sliding-window."""
     cfg = getattr(model, "config", None)
+    cfg = cfg.get_text_config() if cfg is not None else None
     if cfg is None or getattr(cfg, "_attn_implementation", None) != "sdpa":
         return False
-    if any(getattr(cfg, k, None) for k in ("sliding_window", "attn_logit_softcapping", "use_sliding_window")):
+    if getattr(cfg, "attn_logit_softcapping", None):
         return False
-    return all(t == "full_attention" for t in (getattr(cfg, "layer_types", None) or ["full_attention"]))
+    ok = {"full_attention", "sliding_attention"} if windowed else {"full_attention"}
+    if not windowed and (
+        getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False
+    ):
+        return False
+    return all(t in ok for t in (getattr(cfg, "layer_types", None) or ["full_attention"]))
 
 
 @contextmanager
-def shared(model: Any, prefix: int) -> Iterator[bool]:
+def shared(model: Any, prefix: int, windowed: bool = False) -> Iterator[bool]:
     """Inside the block the model attends to the first `prefix` cached positions once per step (yields whether it
-    does); the attention implementation is restored in `finally`."""
-    if prefix <= 0 or not supported(model):
+    does); the attention implementation is restored in `finally`. `windowed`: the caller passes its own per-type
+    masks (sliding-window layers allowed)."""
+    if prefix <= 0 or not supported(model, windowed):
         yield False
         return
-    cfg, before = model.config, model.config._attn_implementation
+    cfg = model.config.get_text_config()  # the language model's (Gemma 3's multimodal wrapper: its text config)
+    before = cfg._attn_implementation
     _prefix[0] = prefix
     cfg._attn_implementation = NAME
     try:

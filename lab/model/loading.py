@@ -178,6 +178,24 @@ def decoder_layers(model: Any) -> Any:
     return best
 
 
+def sliding_windows(model: Any) -> dict[str, int | None] | None:
+    """{attention type: its window (None: full)} of a model with sliding-window layers, None when every layer
+    attends to everything. A model without `layer_types` (Mistral's shape: every layer sliding) gets one type, ''."""
+    cfg = model.config.get_text_config()
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if window is None or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    if types is None:
+        return {"": int(window)}
+    if "sliding_attention" not in types:
+        return None
+    other = set(types) - {"full_attention", "sliding_attention"}
+    if other:
+        raise LabError(f"the decode loop has no mask for attention type(s) {sorted(other)}: use runner engine 'hf'")
+    return {t: int(window) if t == "sliding_attention" else None for t in sorted(set(types))}
+
+
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 

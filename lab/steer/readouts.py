@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lab.model.loading import LoadedModel
+from lab.model.loading import LoadedModel, sliding_windows
 from lab.steer import interventions as iv
 
 YES_VARIANTS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
@@ -66,7 +66,7 @@ def forward(
     ops = list(edits(pad) if callable(edits) else edits)
     dev = lm.device
     p = _shared_prefix(rows, ops, pad) if share_prefix and not capture else 0
-    if p > 0 and max(pad) > 0 and sliding_window(lm.model):  # pads between prefix and suffix would sit inside
+    if p > 0 and max(pad) > 0 and sliding_windows(lm.model) is not None:  # pads between prefix and suffix sit inside
         p = 0  # a sliding window (it counts cache positions), so rows of different lengths run the plain forward
     if p > 0:
         return Forward(_prefix_forward(lm, rows, ops, p), {}, pad)
@@ -75,15 +75,6 @@ def forward(
         out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, logits_to_keep=1)
     caught = {s: v[0].float().cpu() for s, v in acts.items()}
     return Forward(out.logits[:, -1, :].float().cpu(), caught, pad)
-
-
-def sliding_window(model: Any) -> bool:
-    """True when some attention layer of `model` sees only a window of recent positions (Gemma 2/3, OLMo 3, ...)."""
-    cfg = getattr(model.config, "text_config", None) or model.config
-    types = getattr(cfg, "layer_types", None)
-    if types is not None:
-        return "sliding_attention" in types
-    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
 
 
 def _shared_prefix(rows: Sequence[Sequence[int]], ops: Sequence[Any], pad: list[int]) -> int:
