@@ -70,6 +70,21 @@ register_model(
 )
 register_model(
     ModelSpec(
+        "gemma3-270m",
+        "embedded",
+        18,
+        640,
+        0.268,
+        (7, 11, 14),
+        (0.1, 0.2, 0.4),
+        "relative",
+        system_role=False,
+        sampling="plain",
+        notes="CALIBRATION PENDING",
+    )
+)
+register_model(
+    ModelSpec(
         "gemma-3-27b-it",
         "google/gemma-3-27b-it",
         62,
@@ -189,7 +204,7 @@ def load(cfg: ModelConfig | str, **overrides: Any) -> LoadedModel:
     if spec is not None and spec.source == "embedded":
         from lab.model.embedded import ensure_converted
 
-        path: str = str(ensure_converted(cfg.cache_dir))
+        path: str = str(ensure_converted(cfg.cache_dir, cfg.name))
     elif spec is not None:
         path = spec.source
     elif Path(cfg.name).is_dir():
