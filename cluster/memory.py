@@ -17,7 +17,7 @@ GPU_GIB = {
 }
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # K/V width per layer (n_kv_heads × head_dim) where the registry's d_model would overstate it (GQA models)
-KV_DIM = {"gemma-3-27b-it": 16 * 128, "qwen3-235b-a22b": 4 * 128, "smollm2-135m": 3 * 64}
+KV_DIM = {"gemma-3-27b-it": 16 * 128, "gemma3-270m": 1 * 256, "qwen3-235b-a22b": 4 * 128, "smollm2-135m": 3 * 64}
 OVERHEAD_GIB = 2.0  # CUDA context, allocator fragmentation, temporaries
 LORA_STATE_BYTES = 16  # per adapter parameter: bf16 weight 2 + bf16 grad 2 + fp32 master 4 + Adam m, v 8
 GIB = 2**30

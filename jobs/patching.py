@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     spec = spec_for(cfg.model.name)
     if spec is not None and spec.source == "embedded":
-        ensure_converted(cfg.model.cache_dir)  # once, here, not in every replica at once
+        ensure_converted(cfg.model.cache_dir, cfg.model.name)  # once, here, not in every replica at once
     # ZeRO-3 ranks must run the same forwards: no on-disk cache that one rank could hit and another miss
     cache = (cfg.cache_dir or str(default_cache_dir() / "vectors")) if cfg.model.shard == "none" else None
     execute(

@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded model (loaded once), a tiny random Llama, loopback-only service helpers."""
+"""Shared fixtures: the embedded models (each loaded once), a tiny random Llama, loopback-only service helpers."""
 
 from __future__ import annotations
 
@@ -26,6 +26,32 @@ def embedded():
 
     torch.set_num_threads(2)
     return load("smollm2-135m")
+
+
+def gemma_missing() -> str:
+    """Why Gemma 3 270M cannot be used here ('' when it can): its package or one of its four chunk packages is absent."""
+    import importlib.util
+
+    from lab.model.embedded import EMBEDDED
+
+    em = EMBEDDED["gemma3-270m"]
+    modules = [em.package, *(f"{em.package}_part{i}" for i in range(1, 5))]
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"{', '.join(absent)} not installed (make setup installs it: {em.install_hint})" if absent else ""
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma 3 270M base, the second embedded model: converted once into the lab's cache (about 50 s the first time
+    on a machine, then reused) and loaded once per session (about 5 s); skipped, saying why, without its package."""
+    if why := gemma_missing():
+        pytest.skip(why)
+    import torch
+
+    from lab.model.loading import load
+
+    torch.set_num_threads(2)
+    return load("gemma3-270m")
 
 
 @pytest.fixture(scope="session")

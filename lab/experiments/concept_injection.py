@@ -217,7 +217,8 @@ def run_sweep(
     if lm is None and spec is not None and spec.source == "embedded":
         from lab.model.embedded import ensure_converted
 
-        ensure_converted(cfg.model.cache_dir)  # once, in the driver: a missing package fails here, in one line
+        # once, in the driver: a missing package fails here, in one line
+        ensure_converted(cfg.model.cache_dir, cfg.model.name)
     extra = dict(extra_vectors or {})
     concepts = list(
         dict.fromkeys(

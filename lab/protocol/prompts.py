@@ -292,7 +292,7 @@ def tokenizer_model(name: str, cache_dir: str | None = None) -> Any:
     if spec is not None and spec.source == "embedded":
         from lab.model.embedded import ensure_converted
 
-        path = str(ensure_converted(cache_dir))
+        path = str(ensure_converted(cache_dir, name))
     else:
         path = spec.source if spec is not None else name
     try:

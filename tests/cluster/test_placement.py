@@ -17,11 +17,13 @@ GIB = 2**30
 # by hand, bf16 (2 B), H100 80 GB × 0.85 = 68 GiB usable, 2 GiB overhead per GPU; inference batch 32 × 512 tokens:
 #   W = params × 2 / 2^30; KV = 2 × layers × kv width × 512 × 32 × 2 / 2^30
 #   smollm2:  0.135e9 → W 0.2515;  KV 2·30·192·512·32·2 = 0.3516;   single 0.2515 + 0.3516 + 2 = 2.60
+#   gemma3-270m: 0.268e9 → W 0.4992; KV 2·18·256·512·32·2 = 0.2813; single 0.4992 + 0.2813 + 2 = 2.78
 #   gemma:    27.4e9  → W 51.0365; KV 2·62·2048·…      = 7.75;     single 60.79 ≤ 68
 #   olmo:     32.2e9  → W 59.9766; KV 2·64·5120·…      = 20.0;     single 81.98 > 68; device_map 2: 80.0/2 + 2 = 41.99
 #   qwen3:    235.1e9 → W 437.9117; KV 2·94·512·…      = 2.9375;   device_map 8: 440.85/8 + 2 = 57.11 (4: 112.21)
 INFERENCE = {
     "smollm2-135m": (0.2515, 0.3516, "single", 1, 8, 2.60),
+    "gemma3-270m": (0.4992, 0.2813, "single", 1, 8, 2.78),
     "gemma-3-27b-it": (51.0365, 7.75, "single", 1, 8, 60.79),
     "olmo-3.1-32b-base": (59.9766, 20.0, "device_map", 2, 4, 41.99),
     "olmo-3.1-32b-sft": (59.9766, 20.0, "device_map", 2, 4, 41.99),

@@ -12,9 +12,12 @@ def test_registry_matches_the_paper():
     assert REGISTRY["qwen3-235b-a22b"].template_kwargs == ()  # the Instruct-2507 template has no thinking switch
     for stage in ("base", "sft", "dpo", "instruct"):
         assert REGISTRY[f"olmo-3.1-32b-{stage}"].default_layers == (25, 32, 38, 44, 51)  # 0.4 … 0.8 of 64 layers
-    assert all(s.sampling == "generation_config" for n, s in REGISTRY.items() if n != "smollm2-135m")
-    assert REGISTRY["smollm2-135m"].sampling == "plain"  # the GGUF conversion has no generation_config of its own
+    assert all(s.sampling == "generation_config" for s in REGISTRY.values() if s.source != "embedded")
+    # the GGUF conversions have no generation_config of their own
+    embedded = {n: s.sampling for n, s in REGISTRY.items() if s.source == "embedded"}
+    assert embedded == {"smollm2-135m": "plain", "gemma3-270m": "plain"}
     assert not REGISTRY["gemma-3-27b-it"].system_role and REGISTRY["smollm2-135m"].system_role
+    assert not REGISTRY["gemma3-270m"].system_role  # Gemma 3's template folds system text into the first user turn
 
 
 def test_paper_presets_use_the_paper_judge_and_sampling():
