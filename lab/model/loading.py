@@ -134,11 +134,12 @@ register_model(
         94,
         4096,
         235.1,
-        (56,),
+        (57,),
         (1.0, 2.0, 4.0, 8.0),
         "raw",
         notes="the paper's Qwen: the non-thinking Instruct-2507 checkpoint (no enable_thinking switch); MoE, 128 experts "
-        "top-8, 22B active; ~470 GB bf16: one actor spanning several GPUs",
+        "top-8, 22B active; ~470 GB bf16: one actor spanning several GPUs; layer 57 = int(94 × 0.61), 03c's depth "
+        "fraction (03c:98, src/model_utils.py:1484), the run behind the paper's Qwen numbers",
     )
 )
 

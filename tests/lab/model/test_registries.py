@@ -58,14 +58,14 @@ def test_check_judge_options_names_the_bad_key_and_the_known_ones() -> None:
         (
             "hf",
             {"batchsize": 2},
-            "unknown option 'judge.options.batchsize' for judge 'hf' (known: batch_size, max_new_tokens, model, prompt, "
-            "threads)",
+            "unknown option 'judge.options.batchsize' for judge 'hf' (known: batch_size, max_new_tokens, model, "
+            "paper_experiment, prompt, threads)",
         ),
         (
             "openai",
             {"base_url": "x", "model": "m", "temprature": 0},
             "unknown option 'judge.options.temprature' for judge 'openai' (known: api_key_env, backoff, backoff_max, "
-            "base_url, check, concurrency, max_retries, max_tokens, model, prompt, timeout)",
+            "base_url, check, concurrency, max_retries, max_tokens, model, paper_experiment, prompt, timeout)",
         ),
         (
             "openai",
