@@ -10,7 +10,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from lab.config import apply_overrides, describe, from_dict, load_yaml, sections, summary
 from lab.errors import ArgumentParser, LabError, fail
@@ -76,16 +76,33 @@ def configure(
     exit 0. Else print where results go; `rerun` (a command, `{output}` filled in) is printed if the job fails after
     starting (default: this command line again, which skips what is stored)."""
     args = parser((doc or cls.__name__).splitlines()[0], cls).parse_args(argv)
-    cfg = checked(load_config(cls, args), check, ray=not args.dry_run)
-    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
     if args.dry_run:
-        from lab.run.preflight import destinations
-
-        print(f"dry run of python -m {_RUN['job']}: nothing loaded, nothing written")
-        print(*summary(cfg, plan(cfg) if plan else None), destinations(cfg, out), sep="\n")
-        raise SystemExit(0)
+        _dry_run(load_config(cls, args), check, plan)
+    cfg = checked(load_config(cls, args), check)
+    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
     begin(cfg, out, rerun.format(output=out) if rerun else "")
     return cfg, args
+
+
+def _dry_run(cfg: Any, check: Callable[[Any], Any] | None, plan: _Plan | None) -> NoReturn:
+    """Print the plan, judge, settings and destinations, and what a real run's preflight would refuse (an input
+    made by another job, a key in the environment: a preset plans on a laptop before those exist); exit 0."""
+    from lab.run.preflight import destinations
+
+    try:
+        cfg, refused = checked(cfg, check, ray=False), ""
+    except LabError as e:
+        refused = str(e)
+    try:
+        planned = plan(cfg) if plan else None
+    except LabError as e:
+        planned = (None, f"not plannable before its input exists: {e}")
+    print(f"dry run of python -m {_RUN['job']}: nothing loaded, nothing written")
+    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
+    print(*summary(cfg, planned), destinations(cfg, out), sep="\n")
+    if refused:
+        print(f"preflight: a real run would stop here: {refused}")
+    raise SystemExit(0)
 
 
 def checked(cfg: T, check: Callable[[T], Any] | None = None, ray: bool = True) -> T:

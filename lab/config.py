@@ -84,7 +84,9 @@ def summary(cfg: Any, planned: Any = None) -> list[str]:
     """What `--dry-run` prints of a config: the trial count (`planned`: the trials, or (count, what they are)), the
     judge(s) and the settings that shape the plan (model, layers, strengths, concepts, sampling, actors)."""
     trials = []
-    if isinstance(planned, tuple) and len(planned) == 2 and isinstance(planned[0], int):
+    if isinstance(planned, tuple) and len(planned) == 2 and planned[0] is None:  # (None, why it cannot be counted)
+        trials = [f"trials: {planned[1]}"]
+    elif isinstance(planned, tuple) and len(planned) == 2 and isinstance(planned[0], int):
         trials = [f"trials: {planned[0]} {planned[1]}"]
     elif planned is not None:
         trials = [f"trials: {len(planned)}"]

@@ -155,3 +155,45 @@ def test_dry_run_of_the_jobs_without_a_config(quiet_place, capsys):
     assert out[2] == f"dry run: 2 stored trials in {run} would be logged (judge rules)"
     assert out[3].startswith("dry run: would serve smollm2-135m as ")
     assert _tree(tmp_path) == before and not _ray_started()
+
+
+# every paper preset, its job, and its planned count as --dry-run prints it in a fresh clone (no weights, no inputs
+# made by other jobs, no API key: what a real run would need is printed as the preflight's refusal, not an error)
+PRESETS = {
+    "ablations-olmo-3.1-32b.yaml": ("jobs.train_ablations", "trials: 20", "OPENAI_API_KEY"),
+    "abliteration-gemma-3-27b-it.yaml": ("jobs.abliteration", "trials: 9000 trials", ""),
+    "bidirectional-gemma-3-27b-it.yaml": ("jobs.bidirectional", "trials: not plannable", "/results/geometry"),
+    "concept-injection-gemma-3-27b-it.yaml": ("jobs.concept_injection", "trials: 100000", ""),
+    "concept-injection-qwen3-235b-a22b.yaml": ("jobs.concept_injection", "trials: 100000", ""),
+    "feature-regression-gemma-3-27b-it.yaml": ("jobs.feature_regression", "trials: 500 concepts", "sweep_dir"),
+    "gates-gemma-3-27b-it.yaml": ("jobs.gates", "trials: 50 dose-response concepts", "transcoders.dir"),
+    "geometry-gemma-3-27b-it.yaml": ("jobs.geometry", "trials: 0 sweep trials", "source"),
+    "patching-gemma-3-27b-it.yaml": ("jobs.patching", "trials: 2592", ""),
+    "robustness-gemma-3-27b-it.yaml": ("jobs.robustness", "trials: 12000 trials over 12 cells", ""),
+    "robustness-qwen3-235b-a22b.yaml": ("jobs.robustness", "trials: 12000 trials over 12 cells", ""),
+    "stages-olmo-3.1-32b.yaml": ("jobs.stages", "trials: 1600000 trials over 4 stages", ""),
+    "steering-vector-gemma-3-27b-it.yaml": ("jobs.steering_vector", "trials: 2 arms", ""),
+}
+
+
+def test_every_paper_preset_is_listed():
+    names = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    paper = {n for n in names if any(m in n for m in ("gemma-3-27b-it", "olmo-3.1-32b", "qwen3-235b"))}
+    assert paper == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_paper_preset_plans_with_dry_run(preset, quiet_place, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    module, count, refusal = PRESETS[preset]
+    before = _tree(quiet_place)
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(["--config", str(ROOT / "configs" / preset), "--dry-run"])
+    out = capsys.readouterr().out.splitlines()
+    assert stop.value.code == 0
+    assert out[0] == f"dry run of python -m {module}: nothing loaded, nothing written"
+    assert out[1].startswith(count), out
+    assert out[2].startswith("judge: ") and out[3].startswith("settings: ")
+    refused = [line for line in out if line.startswith("preflight: a real run would stop here: ")]
+    assert (refusal in refused[0]) if refusal else not refused, out
+    assert _tree(quiet_place) == before and not _ray_started()
