@@ -129,6 +129,8 @@ def test_interventions_equal_weights_on_embedded(embedded, rd, tmp_path):
     assert float((forward(back, rows).logits - weights).abs().max()) == 0.0
 
 
+# ~100 s: the whole prepare_arms on the embedded model; the default suite keeps the direction, weights == hooks and the architecture matrix
+@pytest.mark.slow
 def test_the_jobs_model_side_steps_on_embedded(embedded, rd, tmp_path):
     """jobs.abliteration's model-side step (`prepare_arms`, as on a Ray actor; in process `check_original`, the
     original arm's sweep, then `abliterate`): the abliterated replies equal the saved checkpoint's, and

@@ -102,6 +102,8 @@ def test_detection_rates_and_model_free_rerun(tmp_path):
     assert last.startswith("pc1_meandiff_cos=") and " pc1_refusal_cos=" in last
 
 
+# ~50 s on the embedded model; the pure geometry and the job through `--dry-run` stay in the default suite
+@pytest.mark.slow
 def test_the_jobs_model_side_step_on_embedded(embedded, tmp_path):
     """jobs.geometry's model-side step (`vectors_and_direction`, one call on a replica): the concept vectors at the
     layer and the refusal direction there, as computed directly."""

@@ -10,6 +10,7 @@ import uuid
 
 import psutil
 import pyarrow.parquet as pq
+import pytest
 
 from lab.config import from_dict, load_yaml
 from lab.experiments.concept_injection import InjectionConfig, plan
@@ -78,6 +79,8 @@ def test_a_replica_killed_by_pid_restarts_and_every_trial_is_stored_once(tmp_pat
     assert set(_stored_once(out)) == expected
 
 
+# ~45 s: a job stopped mid-sweep; resume after a killed replica stays in the default suite
+@pytest.mark.slow
 def test_ray_job_stop_then_resubmit_resumes(ray_head, tmp_path):
     address, client = ray_head
     out = tmp_path / "results"
