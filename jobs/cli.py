@@ -10,10 +10,11 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-from lab.config import apply_overrides, describe, from_dict, load_yaml, sections, summary
+from lab.config import apply_overrides, describe, from_dict, load_yaml, sections
 from lab.errors import ArgumentParser, LabError, fail
+from lab.run.preflight import checked, dry_run
 
 T = TypeVar("T")
 _Raw = argparse.RawDescriptionHelpFormatter
@@ -77,44 +78,12 @@ def configure(
     starting (default: this command line again, which skips what is stored)."""
     args = parser((doc or cls.__name__).splitlines()[0], cls).parse_args(argv)
     if args.dry_run:
-        _dry_run(load_config(cls, args), check, plan)
+        print(*dry_run(load_config(cls, args), f"python -m {_RUN['job']}", check, plan), sep="\n")
+        raise SystemExit(0)
     cfg = checked(load_config(cls, args), check)
     out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
     begin(cfg, out, rerun.format(output=out) if rerun else "")
     return cfg, args
-
-
-def _dry_run(cfg: Any, check: Callable[[Any], Any] | None, plan: _Plan | None) -> NoReturn:
-    """Print the plan, judge, settings and destinations, and what a real run's preflight would refuse (an input
-    made by another job, a key in the environment: a preset plans on a laptop before those exist); exit 0."""
-    from lab.run.preflight import destinations
-
-    try:
-        cfg, refused = checked(cfg, check, ray=False), ""
-    except LabError as e:
-        refused = str(e)
-    try:
-        planned = plan(cfg) if plan else None
-    except LabError as e:
-        planned = (None, f"not plannable before its input exists: {e}")
-    print(f"dry run of python -m {_RUN['job']}: nothing loaded, nothing written")
-    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
-    print(*summary(cfg, planned), destinations(cfg, out), sep="\n")
-    if refused:
-        print(f"preflight: a real run would stop here: {refused}")
-    raise SystemExit(0)
-
-
-def checked(cfg: T, check: Callable[[T], Any] | None = None, ray: bool = True) -> T:
-    """`cfg` anchored under a Ray job (lab.run.preflight.anchor), then `check(cfg)` and the preflight
-    (lab.run.preflight.check_job); nothing is written."""
-    from lab.run.preflight import anchor, check_job
-
-    cfg = anchor(cfg)
-    if check is not None:
-        check(cfg)
-    check_job(cfg, ray)
-    return cfg
 
 
 def begin(cfg: Any, out: str, rerun: str = "") -> None:

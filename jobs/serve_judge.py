@@ -18,10 +18,11 @@ from typing import Any
 
 from ray import serve
 
-from jobs.cli import apply_overrides, bare_parser, checked, entry
+from jobs.cli import apply_overrides, bare_parser, entry
 from lab.config import from_dict, load_yaml
 from lab.errors import LabError
 from lab.judges.serve import ChatServer, ServeJudgeConfig, wait_ready
+from lab.run.preflight import checked
 
 APP_NAME = "judge"
 

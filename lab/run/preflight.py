@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,37 @@ def anchor(cfg: Any) -> Any:
         return dataclasses.replace(obj, **changes) if changes else obj
 
     return visit(cfg)
+
+
+def checked(cfg: Any, check: Callable[[Any], Any] | None = None, ray: bool = True) -> Any:
+    """`cfg` anchored under a Ray job (`anchor`), then `check(cfg)` (a job's own input checks) and `check_job`;
+    nothing is written."""
+    cfg = anchor(cfg)
+    if check is not None:
+        check(cfg)
+    check_job(cfg, ray)
+    return cfg
+
+
+def dry_run(
+    cfg: Any, command: str, check: Callable[[Any], Any] | None = None, plan: Callable[[Any], Any] | None = None
+) -> list[str]:
+    """What `--dry-run` prints: the plan (trial count), judge, settings and destinations, and what a real run's
+    preflight would refuse (an input another job makes, a key in the environment: a preset plans on a laptop before
+    those exist) as a line rather than an error. Loads no model, starts no Ray, writes nothing."""
+    from lab.config import summary
+
+    try:
+        cfg, refused = checked(cfg, check, ray=False), ""
+    except LabError as e:
+        refused = str(e)
+    try:
+        planned = plan(cfg) if plan else None
+    except LabError as e:
+        planned = (None, f"not plannable before its input exists: {e}")
+    out = str(Path(getattr(cfg, "output_dir", "") or ".").absolute())
+    lines = [f"dry run of {command}: nothing loaded, nothing written", *summary(cfg, planned), destinations(cfg, out)]
+    return lines + ([f"preflight: a real run would stop here: {refused}"] if refused else [])
 
 
 def check_job(cfg: Any, ray: bool = True) -> None:

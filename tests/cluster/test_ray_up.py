@@ -5,6 +5,7 @@ here, so the test runs beside any other Ray on the machine."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,11 @@ def _ports() -> dict[str, int]:
     while len(ports) < 4:
         ports.add(_free_port())
     return dict(zip(("RAY_GCS_PORT", "RAY_DASHBOARD_PORT", "RAY_AGENT_PORT", "RAY_CLIENT_PORT"), sorted(ports)))
+
+
+def _ours(stderr: str) -> list[str]:
+    """stderr without make's own failure line ("make: *** …", "make[1]: *** …" when make runs under `make test`)."""
+    return [line for line in stderr.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]
 
 
 def _make(target: str, state: Path, ports: dict[str, int], *extra: str, timeout: float = 180):
@@ -75,7 +81,7 @@ def test_a_taken_port_fails_in_one_line_before_ray_starts(state):
     ports = _ports()
     with _held(ports["RAY_AGENT_PORT"]):
         r = _make("ray-up", state, ports, timeout=60)
-    ours = [line for line in r.stderr.splitlines() if not line.startswith("make:")]
+    ours = _ours(r.stderr)
     assert r.returncode != 0 and r.stdout == ""
     assert ours == [
         f"error: port {ports['RAY_AGENT_PORT']} on 127.0.0.2 is in use (another Ray?): choose another with "
@@ -91,7 +97,7 @@ def test_an_agent_that_cannot_bind_fails_with_the_logs_cause_and_stops_the_head(
     ports = _ports()
     with _held(ports["RAY_AGENT_PORT"]):
         r = _make("ray-up", state, ports, "RAY_PORT_CHECK=0", "RAY_UP_TIMEOUT=60")
-    ours = [line for line in r.stderr.splitlines() if not line.startswith("make:")]
+    ours = _ours(r.stderr)
     assert r.returncode != 0 and "ready" not in r.stdout, (r.stdout, r.stderr)
     assert len(ours) == 1 and ours[0].startswith("error: Ray head failed to start: Failed to start HTTP server")
     assert "address already in use" in ours[0] and str(ports["RAY_AGENT_PORT"]) in ours[0]
