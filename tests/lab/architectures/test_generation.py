@@ -44,7 +44,6 @@ SEEDS = [101, 202, 303, 404]
 
 @functools.cache
 def _lm(arch: str):
-    torch.set_num_threads(1)
     return A.loaded(arch)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.architectures import ARCHS, loaded
-from tests.training_fixtures import corpus, single_thread
+from tests.training_fixtures import corpus
 from training.lora.conditions import CONDITIONS, LoraSettings, TrainHParams
 from training.lora.trainer import train
 from training.preference.data import to_conversational
@@ -23,12 +23,6 @@ ROWS = [to_conversational(r) for r in generate_pairs(4, seed=0)]
 LORA = LoraSettings(r=2, alpha=4)
 HP = TrainHParams(learning_rate=1e-3, gradient_accumulation_steps=1, max_length=96)
 DENSE = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _lm(arch: str):  # the preference rows' words in the vocabulary, so the rows are not all unknown tokens

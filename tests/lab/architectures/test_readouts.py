@@ -33,14 +33,6 @@ LAYER = 2
 CONCEPTS = ["bread", "ocean"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @cache
 def _lm(arch: str):  # the baseline words in the vocabulary: a mean over 99 unknown tokens would be one vector
     return loaded(arch, extra=" ".join(word_list("baseline_words").words))

@@ -32,14 +32,6 @@ TEXTS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @cache
 def _lm(arch: str):
     return loaded(arch)
