@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lab.config import apply_overrides, describe, from_dict, load_yaml, sections
+from lab.config import apply_overrides, describe, for_model, from_dict, load_yaml, sections
 from lab.errors import ArgumentParser, LabError, fail
 from lab.run.preflight import checked, dry_run
 
@@ -51,7 +51,7 @@ def bare_parser(description: str) -> argparse.ArgumentParser:
 def load_config(cls: type[T], args: argparse.Namespace) -> T:
     if not args.config and not getattr(args, "show_config", False):
         raise LabError(f"--config is required (see: python -m {_RUN['job']} --help)")
-    data = apply_overrides(load_yaml(args.config) if args.config else {}, args.set)
+    data = for_model(apply_overrides(load_yaml(args.config) if args.config else {}, args.set), args.set)
     if getattr(args, "output", None):
         data["output_dir"] = args.output
     if getattr(args, "tracking_uri", None):

@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in cfg.stages:  # one Ray for every stage; each stage still gets its own pool
             t0 = time.time()
             res = run_sweep(cfg.injection(s), progress=not args.quiet)
-            adapter = f" + adapter {s.model.adapter}" if s.model.adapter else ""
+            ckpt = cfg.checkpoint(s)
+            adapter = f" + adapter {ckpt.adapter}" if ckpt.adapter else ""
             print(
-                f"stage {s.name} ({s.model.name}{adapter}): {res['total']} trials ({res['new']} generated now, "
+                f"stage {s.name} ({ckpt.name}{adapter}): {res['total']} trials ({res['new']} generated now, "
                 f"{res['skipped']} already stored) judge: {res['judge']} [{time.time() - t0:.0f} s]"
             )
             df = store.read(cfg.injection(s).output_dir)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         label="stage",
         child_params={s.name: flatten(to_dict(cfg.injection(s))) for s in cfg.stages},
         child_tags={
-            s.name: {"job": "stages", "model": s.model.name, "adapter": cfg.injection(s).model.adapter or ""}
+            s.name: {"job": "stages", "model": cfg.checkpoint(s).name, "adapter": cfg.injection(s).model.adapter or ""}
             for s in cfg.stages
         },
         tags={"job": "stages"},

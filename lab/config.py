@@ -153,6 +153,27 @@ def apply_overrides(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]
     return data
 
 
+def for_model(data: dict[str, Any], sets: Sequence[str] = ()) -> dict[str, Any]:
+    """Apply the config's `per_model:` block: overrides for the model it runs (`model.name` after `--set`), merged
+    over the rest, then `sets` again so a `--set` always wins. A demo written for one embedded model names the other's
+    layers there (`per_model: {gemma3-270m: {layers: [8, 12, 16]}}`), so `--set model.name=gemma3-270m` runs as is."""
+    blocks = data.pop("per_model", None) or {}
+    if not isinstance(blocks, dict) or not all(isinstance(v, dict) for v in blocks.values()):
+        raise LabError("per_model must map a model name to a mapping of config overrides")
+    model = data.get("model") or {}
+    name = model.get("name", ModelConfig.name) if isinstance(model, dict) else ModelConfig.name
+    if name not in blocks:
+        return data
+    return apply_overrides(_merge(data, blocks[name]), sets)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_yaml(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
     """The mapping in a YAML file (JSON, a subset, by its `.json` suffix); one-line errors naming `what`."""
     p = Path(path)

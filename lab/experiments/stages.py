@@ -22,7 +22,12 @@ class StageConfig:
     """One checkpoint to evaluate."""
 
     name: str = field(metadata={"help": "label (plots, MLflow run name, sub-directory of output_dir)"})
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "checkpoint: name and optional adapter"})
+    model: ModelConfig | None = field(
+        default=None, metadata={"help": "checkpoint: name and optional adapter (default: the top-level model)"}
+    )
+    adapter: str | None = field(
+        default=None, metadata={"help": "a LoRA adapter on the top-level model (a stage without its own model)"}
+    )
     dialogue_format: str | None = field(
         default=None,
         metadata={
@@ -52,8 +57,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class StagesConfig:
-    """The stage comparison (configs/stages-demo.yaml, configs/stages-olmo-3.1-32b.yaml)."""
+    """The stage comparison (configs/stages-demo.yaml, configs/stages-olmo-3.1-32b.yaml). A stage without its own
+    `model` runs the top-level one (with the stage's `adapter`), so `--set model.name=…` swaps every such stage."""
 
+    model: ModelConfig | None = field(
+        default=None, metadata={"help": "the model of the stages that name none (default: the embedded model)"}
+    )
     stages: tuple[StageConfig, ...] = field(default=(), metadata={"help": "checkpoints run on the same trials (>= 1)"})
     cache_dir: str | None = field(default=None, metadata={"help": "concept-activation cache (see InjectionConfig)"})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "trials every stage runs"})
@@ -71,9 +80,19 @@ class StagesConfig:
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
             raise LabError(f"duplicate stage name '{dup}'")
+        both = next((s.name for s in self.stages if s.model is not None and s.adapter is not None), None)
+        if both:
+            raise LabError(f"stage '{both}': set the adapter inside its model (model.adapter), not beside it")
+
+    def checkpoint(self, stage: StageConfig) -> ModelConfig:
+        """The model a stage runs: its own, else the top-level one with the stage's adapter."""
+        if stage.model is not None:
+            return stage.model
+        top = self.model or ModelConfig()
+        return dataclasses.replace(top, adapter=stage.adapter or top.adapter)
 
     def injection(self, stage: StageConfig) -> InjectionConfig:
-        model = stage.model
+        model = self.checkpoint(stage)
         if model.adapter:  # a created adapter's relative path lives under output_dir: a job writes only there
             base = Path(self.output_dir) if stage.create_adapter else Path()
             model = dataclasses.replace(model, adapter=str((base / model.adapter).resolve()))
@@ -98,11 +117,11 @@ def check_stage(cfg: StagesConfig, stage: StageConfig) -> Any:
             f"stage '{stage.name}': LoRA adapter not found: {ad} (train one, or set create_adapter: true "
             "for an untrained random-LoRA control)"
         )
-    spec = spec_for(stage.model.name)
+    spec = spec_for(inj.model.name)
     fmt = dialogue_format(inj.sweep.dialogue_format)
     if spec is not None and fmt.kind == "chat" and not spec.chat_template:
         raise LabError(
-            f"stage '{stage.name}': {stage.model.name} has no chat template, so format '{fmt.name}' "
+            f"stage '{stage.name}': {inj.model.name} has no chat template, so format '{fmt.name}' "
             "cannot apply; set the stage's dialogue_format (e.g. plain)"
         )
     return p

@@ -8,7 +8,7 @@ import importlib
 import pytest
 import yaml
 
-from lab.config import from_dict, load_yaml, to_dict
+from lab.config import for_model, from_dict, load_yaml, to_dict
 from tests.conftest import ROOT
 
 # file → (job module under jobs/, the config class that module exposes)
@@ -65,7 +65,7 @@ def test_every_config_file_is_mapped_to_a_job() -> None:
 def test_config_builds_and_round_trips(name: str) -> None:
     module, cls_name = JOBS[name]
     cls = getattr(importlib.import_module(f"jobs.{module}"), cls_name)
-    cfg = from_dict(cls, load_yaml(ROOT / "configs" / name))
+    cfg = from_dict(cls, for_model(load_yaml(ROOT / "configs" / name)))
     data = to_dict(cfg)
     again = from_dict(cls, yaml.safe_load(yaml.safe_dump(data, sort_keys=False)))
     assert again == cfg and to_dict(again) == data
@@ -113,7 +113,7 @@ def test_show_config_text_loads_back(name: str) -> None:
     from lab.config import describe
 
     cls = _cls(*JOBS[name])
-    cfg = from_dict(cls, load_yaml(ROOT / "configs" / name))
+    cfg = from_dict(cls, for_model(load_yaml(ROOT / "configs" / name)))
     assert from_dict(cls, yaml.safe_load(describe(cfg))) == cfg
 
 
@@ -135,3 +135,40 @@ def test_unknown_key_suggests_the_nearest() -> None:
 
     with pytest.raises(LabError, match=r"^unknown config key 'sweep.layer' \(did you mean 'layers'\? known keys: "):
         from_dict(InjectionConfig, {"sweep": {"layer": [3]}})
+
+
+def test_per_model_block_applies_to_the_model_run_and_set_still_wins() -> None:
+    """A config's `per_model:` overrides apply only when its model is the one run (after `--set model.name`), deep
+    merged; a `--set` of the same key wins; a malformed block fails in one line."""
+    from lab.config import apply_overrides
+    from lab.errors import LabError
+
+    def load(*sets: str) -> dict:
+        data = {
+            "model": {"name": "smollm2-135m"},
+            "dose": {"inject_layer": 12, "layers": [18, 26], "strengths": [0.1]},
+            "per_model": {"gemma3-270m": {"dose": {"inject_layer": 8, "layers": [11, 16]}}},
+        }
+        return for_model(apply_overrides(data, sets), sets)
+
+    assert load() == {
+        "model": {"name": "smollm2-135m"},
+        "dose": {"inject_layer": 12, "layers": [18, 26], "strengths": [0.1]},
+    }
+    gemma = load("model.name=gemma3-270m")
+    assert gemma["dose"] == {"inject_layer": 8, "layers": [11, 16], "strengths": [0.1]}
+    assert load("model.name=gemma3-270m", "dose.layers=[5]")["dose"]["layers"] == [5]
+    with pytest.raises(LabError, match="^per_model must map a model name to a mapping of config overrides$"):
+        for_model({"per_model": {"gemma3-270m": [8]}})
+
+
+def test_stages_without_their_own_model_run_the_top_level_one() -> None:
+    """`--set model.name=gemma3-270m` on configs/stages-demo.yaml swaps both stages (the random LoRA stays on)."""
+    from lab.config import apply_overrides
+    from lab.experiments.stages import StagesConfig
+
+    sets = ["model.name=gemma3-270m"]
+    cfg = from_dict(StagesConfig, for_model(apply_overrides(load_yaml(ROOT / "configs/stages-demo.yaml"), sets), sets))
+    models = [cfg.injection(s).model for s in cfg.stages]
+    assert [m.name for m in models] == ["gemma3-270m", "gemma3-270m"]
+    assert models[0].adapter is None and models[1].adapter.endswith("results/stages-demo/adapters/random-lora")

@@ -126,6 +126,25 @@ def test_dry_run_plans_and_prints_without_running(module, quiet_place, capsys):
     assert not _ray_started()
 
 
+@pytest.mark.parametrize("module", sorted(DRY))
+def test_every_demo_config_plans_on_the_second_embedded_model(module, quiet_place, capsys):
+    """`--set model.name=gemma3-270m` on every demo config: its layers exist on Gemma 3 270M (18 blocks; the
+    `per_model:` block of a config names Gemma's own where SmolLM2's would not fit), so the preflight, which reads
+    the model's config, refuses nothing."""
+    tmp_path = quiet_place
+    extra = ["--set", f"geometry={_geometry(tmp_path)}"] if module == "jobs.bidirectional" else []
+    argv = ["--config", str(ROOT / "configs" / CONFIG_JOBS[module][0]), "--output", str(tmp_path / "out"), *extra]
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main([*argv, "--set", "model.name=gemma3-270m", "--dry-run"])
+    out = capsys.readouterr().out.splitlines()
+    # layer sweeps over the model's depth: localisation every 4th block from 2 (Gemma's 18: 2, 6, 10, 14, where
+    # SmolLM2's 30 give 7); patching every 4th after the injection layer 12 (13, 17: 2 layers × 2 components × 4)
+    count = {"jobs.localisation": "trials: 144", "jobs.patching": "trials: 16"}.get(module, DRY[module][0])
+    assert stop.value.code == 0 and out[1].startswith(count), out
+    assert "model.name=gemma3-270m" in out[3], out
+    assert not [line for line in out if line.startswith("preflight: ")], out
+
+
 def _ray_started() -> bool:
     import sys
 
