@@ -41,9 +41,11 @@ def parser(description: str, cls: type | None = None) -> argparse.ArgumentParser
     return p
 
 
-def bare_parser(description: str) -> argparse.ArgumentParser:
-    """The parser of a job without `--config` (`python -m jobs.X` usage, one-line errors, `--dry-run`)."""
-    p = ArgumentParser(prog=f"python -m {_RUN['job']}", description=description)
+def bare_parser(description: str, cls: type | None = None) -> argparse.ArgumentParser:
+    """The parser of a job without the shared options (`python -m jobs.X` usage, one-line errors, `--dry-run`);
+    `cls`, the config it reads if any, lists its sections in `--help`."""
+    epilog = sections(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+    p = ArgumentParser(prog=f"python -m {_RUN['job']}", description=description, epilog=epilog, formatter_class=_Raw)
     p.add_argument("--dry-run", action="store_true", help="check the inputs, print what would run; run nothing")
     return p
 

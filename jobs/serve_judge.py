@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 
 from jobs.cli import apply_overrides, bare_parser, entry
-from lab.config import from_dict, load_yaml
+from lab.config import describe, from_dict, load_yaml
 from lab.errors import LabError
 from lab.judges.serve import ChatServer, ServeJudgeConfig, wait_ready
 from lab.run.preflight import checked
@@ -95,11 +95,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 @entry
 def main(argv: list[str] | None = None) -> int:
     """Deploy the judge endpoint and block until Ctrl-C; exit 0, or 2 on bad input."""
-    ap = bare_parser(__doc__.splitlines()[0])
+    ap = bare_parser(__doc__.splitlines()[0], ServeJudgeConfig)
     ap.add_argument("--config", required=True, help="YAML config (configs/judge-serve.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    ap.add_argument("--show-config", action="store_true", help="print the resolved config, each key's help, and exit")
     args = ap.parse_args(argv)
     cfg = checked(from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set)))
+    if args.show_config:
+        print(describe(cfg), end="")
+        return 0
     if args.dry_run:
         print(
             f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} ({cfg.num_replicas} replicas)"
