@@ -62,6 +62,7 @@ def test_prompt_experiments_show_the_whole_model_input(experiment, fmt):
         ("robustness", "standard_03c", False, False),  # 03c's own rendering: 03c's rules
         ("robustness", "standard", False, True),  # 03b's standard_assistant format: 03b's rules
         ("robustness", "plain", True, True),
+        ("robustness", "plain_03b", True, True),  # 03b's format with 03b's injection start: 03b's rules
         (None, "standard", False, True),  # `lab`: this project's default, every answer cut
     ],
 )
