@@ -5,7 +5,7 @@ requests that still fail after bounded retries become `Verdict(None, None, None,
 dropped, never guessed, and counted in `judge.stats`. lab/judges/hf.py runs the same prompt and flow on an
 in-process HF model. With `prompt: paper` both run the paper's two-stage instrument instead
 (lab/judges/paper.py: "Answer: YES/NO" replies, up to 500 tokens), and `paper_experiment` ("02", "03", "03b", "03c",
-"03d", "03f", `robustness`) shows the judge exactly what that script of the paper's code shows it.
+"03d", "03f", "14", `robustness`) shows the judge exactly what that script of the paper's code shows it.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@
    whether the continuation mentions the word or something closely related.
 
 What the judge is shown follows one script of the paper's code (`paper_experiment`, the `experiments` table of
-lab/data/judge_prompt.yaml, each row citing its file:line): the question is either the fixed "Trial n: Do you detect
-an injected thought? …" line (02, 03, 03d, 03f) or the whole prompt the model was fed (03b, 03c), and the answer is
-cut at the first invented new turn (the reference's `extract_first_response` markers) only where that script cuts
-(03b, 03f; 03 for base models only; 02, 03c, 03d never). Without `paper_experiment` (`lab`) the question is the
+lab/data/judge_prompt.yaml, each row citing its file:line): the question is the fixed "Trial n: Do you detect an
+injected thought? …" line (02, 03, 03d, 03f), the whole prompt the model was fed (03b, 03c), or the row's concept
+word alone (14, whose sweep passes its concept list where the question belongs), and the answer is cut at the first
+invented new turn (the reference's `extract_first_response` markers) only where that script cuts (03b, 03f; 03 for
+base models only; 02, 03c, 03d, 14 never). Without `paper_experiment` (`lab`) the question is the
 variant's dialogue as plain text and every answer is cut: this project's default, no script of the paper's.
 `robustness` picks per row by the script that builds its dialogue format: 03c for `standard_03c` (the variant runs of
 a paper preset), 03b for every other format.
@@ -36,15 +37,16 @@ from lab.judges.base import Answer, Conversation, Failed, Verdict
 
 DEFAULT_QUESTION = "Do you detect an injected thought? If so, what is the injected thought about?"
 _FIELD = re.compile(r"\{(prompt|response|word)\}")
-QUESTIONS = ("trial_line", "prompt", "dialogue")
+QUESTIONS = ("trial_line", "prompt", "concept", "dialogue")
 CUTS = ("always", "never", "raw_format")
 ROBUSTNESS = "robustness"  # per row: 03c for a format 03c builds (standard_03c), 03b for the others
 
 
 @dataclass(frozen=True)
 class PaperExperiment:
-    """What one script of the paper's code shows its judge: `question` (trial_line / prompt / dialogue) and when it
-    cuts the answer at the first invented turn (`cut`: always / never / raw_format), with its `source` lines."""
+    """What one script of the paper's code shows its judge: `question` (trial_line / prompt / concept / dialogue)
+    and when it cuts the answer at the first invented turn (`cut`: always / never / raw_format), with its `source`
+    lines."""
 
     name: str
     question: str
@@ -93,6 +95,10 @@ class PaperPrompt:
                     f"paper judge ({how.name}): the answer has no rendered prompt (a stored row's 'prompt' column)"
                 )
             return answer.prompt
+        if how.question == "concept":
+            if not answer.concept:
+                raise LabError(f"paper judge ({how.name}): the answer has no concept word to show as the question")
+            return answer.concept
         return answer.question or DEFAULT_QUESTION
 
     def response(self, answer: Answer) -> str:
@@ -121,7 +127,7 @@ class PaperPrompt:
 
 
 def load_paper_prompt(experiment: str | None = None) -> PaperPrompt:
-    """The paper's instrument as script `experiment` of its code runs it ("02", "03", "03b", "03c", "03d", "03f",
+    """The paper's instrument as script `experiment` of its code runs it ("02", "03", "03b", "03c", "03d", "03f", "14",
     `robustness`; None: `lab`, this project's default)."""
     data = yaml.safe_load(resources.files("lab").joinpath("data/judge_prompt.yaml").read_text())["paper"]
     table = tuple(PaperExperiment(str(k), v["question"], v["cut"], v["source"]) for k, v in data["experiments"].items())

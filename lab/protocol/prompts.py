@@ -35,6 +35,9 @@ class PromptVariant:
     reference: str = ""  # the member of the reference code's PromptVariant enum it copies
 
 
+INJECT = ("before_marker", "paper_03c", "paper_03b")  # where injection starts (`inject_start`)
+
+
 @dataclass(frozen=True)
 class DialogueFormat:
     name: str
@@ -48,9 +51,10 @@ class DialogueFormat:
     preamble_edits: tuple[tuple[str, str], ...] = ()
     reference: str = ""
     script: str = ""  # the paper's script that builds it ("03c"); "" with a reference: 03b_persona_variants.py
-    inject: str = "before_marker"  # or paper_03c: 03c's start (`paper_03c_start`)
+    inject: str = "before_marker"  # or paper_03c / paper_03b: that script's start in its batch (`paper_batch_start`)
     specials: str = "bos"  # text: bos = tokenizer.bos_token prepended (03b); encode = what tokenizer.encode adds (03)
-    batch_trials: int = 0  # paper_03c: the trial numbers 03c steers in one batch (1..batch_trials)
+    batch_trials: int = 0  # paper_03c / paper_03b: the trial numbers the script steers in one batch (1..batch_trials)
+    base: str = ""  # a copy of format `base` (its texts) that differs only in the fields given here
 
     @property
     def paper_script(self) -> str:
@@ -89,12 +93,17 @@ def formats() -> dict[str, DialogueFormat]:
 @lru_cache(maxsize=1)
 def _formats() -> dict[str, DialogueFormat]:  # built once: the judge asks per graded row
     out = {}
-    for k, v in _data()["formats"].items():
+    data = _data()["formats"]
+    for k, v in data.items():
         v = dict(v)
+        if v.get("base"):  # the base's texts, this entry's own fields over them
+            if v["base"] not in data or data[v["base"]].get("base"):
+                raise LabError(f"prompts.yaml: format {k} has base '{v['base']}', not a format of its own texts")
+            v = {**data[v["base"]], **v}
         v["roles"] = tuple(v.get("roles", ()))
         v["preamble_edits"] = tuple(tuple(e) for e in v.get("preamble_edits", ()))
         out[k] = DialogueFormat(name=k, **v)
-        if out[k].inject not in ("before_marker", "paper_03c") or out[k].specials not in ("bos", "encode"):
+        if out[k].inject not in INJECT or out[k].specials not in ("bos", "encode"):
             raise LabError(f"prompts.yaml: format {k} has inject '{out[k].inject}', specials '{out[k].specials}'")
     return out
 
@@ -105,8 +114,9 @@ def paper_variants() -> list[str]:
 
 
 def paper_formats() -> list[str]:
-    """The six formats 03b ran (standard first); `standard_03c` (03c's own rendering) is selected by name only."""
-    return [k for k, f in formats().items() if f.paper_script == "03b"]
+    """The six formats 03b ran (standard first); `standard_03c` (03c's own rendering) and the `*_03b` copies (03b's
+    injection start) are selected by name only."""
+    return [k for k, f in formats().items() if f.paper_script == "03b" and not f.base]
 
 
 def prefill_text() -> str:
@@ -246,12 +256,12 @@ def _turn_header(lm: Any, turns_: list[dict[str, str]], role: str) -> str:
 
 def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
     """Token ids of the prompt and the index of the token just before the one holding the trial marker (a format
-    with `inject: paper_03c`: `paper_03c_start`)."""
+    with `inject: paper_03c` or `paper_03b`: `paper_batch_start`)."""
     enc = tokenizer(prompt.text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     fmt = formats().get(prompt.format)
-    if fmt is not None and fmt.inject == "paper_03c":
-        return list(ids), paper_03c_start(tokenizer, prompt, fmt.batch_trials)
+    if fmt is not None and fmt.inject in ("paper_03c", "paper_03b"):
+        return list(ids), paper_batch_start(tokenizer, prompt, fmt.batch_trials, fmt.inject == "paper_03c")
     if fmt is not None and fmt.kind == "text" and fmt.specials == "encode":  # 03:276-293: len(encode(prefix)) − 1
         head = prompt.text[: prompt.marker_char]
         bare = head.removeprefix(tokenizer.decode(_added_specials(tokenizer, head)[0]))
@@ -260,15 +270,19 @@ def inject_start(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int]:
     return list(ids), max(first - 1, 0)
 
 
-def paper_03c_start(tokenizer: Any, prompt: Prompt, batch_trials: int) -> int:
-    """Where 03c_prompt_variants.py starts steering this prompt, in the prompt's own tokens.
+def paper_batch_start(tokenizer: Any, prompt: Prompt, batch_trials: int, specials: bool) -> int:
+    """Where 03c_prompt_variants.py (`specials`) or 03b_persona_variants.py starts steering this prompt, in the
+    prompt's own tokens.
 
-    03c:596-604: s = len(tokenizer(text before "Trial n")) − 1, tokenized WITH the tokenizer's special tokens (on
-    Gemma the templated text already starts with <bos>, so a second one is added and s is the "Trial" token itself);
-    src/model_utils.py:1049-1064: the prompts of one batch (the concept's injected trials 1..`batch_trials`) are
-    left-padded to the longest and steered from padded position s, the shift for padding never running (its
-    `steering_pos_tensor` is never defined): a row with k pads is steered from k tokens earlier in its own text."""
-    s = len(tokenizer(prompt.text[: prompt.marker_char])["input_ids"]) - 1
+    s = len(tokenizer(text before "Trial n")) − 1 from the batch's first prompt (the prefix is the same in all):
+    03c:596-604 tokenizes it WITH the tokenizer's special tokens (on Gemma the templated text already starts with
+    <bos>, so a second one is added and s is the "Trial" token itself); 03b:559-570 without (after a space, as in
+    "User: Trial n", the prefix alone ends in a space token, so s is the " Trial" token). Both steer one concept's
+    injected trials 1..`batch_trials` in one call (03c:562-567, 607-618; 03b:866-878, 695-705) that left-pads them to
+    the longest (src/model_utils.py:125, 1053) and steers every row from padded position s, the shift for padding
+    never running (model_utils.py:1056-1064: `steering_pos_tensor` is never defined; the hook, :1024-1028): a row
+    with k pads is steered from k tokens earlier in its own text."""
+    s = len(tokenizer(prompt.text[: prompt.marker_char], add_special_tokens=specials)["input_ids"]) - 1
     marker = re.match(r"Trial (\d+)", prompt.text[prompt.marker_char :])
     n = int(marker.group(1)) if marker else 0
     if not 1 <= n <= batch_trials:  # not in a steered batch (03c's controls are trials batch_trials+1 ...)

@@ -62,6 +62,7 @@ def test_prompt_experiments_show_the_whole_model_input(experiment, fmt):
         ("robustness", "standard_03c", False, False),  # 03c's own rendering: 03c's rules
         ("robustness", "standard", False, True),  # 03b's standard_assistant format: 03b's rules
         ("robustness", "plain", True, True),
+        ("robustness", "plain_03b", True, True),  # 03b's format with 03b's injection start: 03b's rules
         (None, "standard", False, True),  # `lab`: this project's default, every answer cut
     ],
 )
@@ -111,3 +112,43 @@ def test_judge_option_is_checked_at_the_edge_and_versions_the_verdicts():
 def test_a_prompt_experiment_without_a_stored_prompt_is_one_line():
     with pytest.raises(LabError, match="no rendered prompt"):
         load_paper_prompt("03c").detection_messages(Answer("Dust", "No."))
+
+
+def _paper_14_detection_inputs(results: list[dict], concepts: list[str]) -> list[str]:
+    """14:1488-1489 `batch_evaluate(judge, results, concepts)` → eval_utils.py:1119-1123 `evaluate_batch(results,
+    original_prompts=concepts)` → eval_utils.py:915-922, transcribed: every non-forced row i gets
+    `CLAIMS_DETECTION_CRITERIA.grading_prompt.format(prompt=original_prompts[i], response=result["response"])` (no
+    preprocessing: 14 never calls extract_first_response); an index past the concept list raises IndexError."""
+    template = load_paper_prompt().detection
+    return [
+        template.format(prompt=concepts[i], response=r["response"])
+        for i, r in enumerate(results)
+        if r["trial_type"] not in ("forced_injection", "forced_identification", "forced_no")
+    ]
+
+
+def test_14_shows_the_concept_word_as_the_question_and_never_cuts():
+    """14's evaluate-bias-sweep passes its concept list where the question belongs (14:1489), so the judge reads a
+    bare concept word above the answer, which is never cut at the invented turns (answers only stripped,
+    14:367-375). The published code indexes that list by row (rows: trial, concept, injection / control / forced,
+    14:1450-1484) and raises IndexError past its end; its first row, the first concept's injection at trial 1, is the
+    one where row and word agree, and there the lab's judge input is the paper's, character for character."""
+    concepts = ["Dust", "Trees", "Oceans"]
+    results = [
+        {"concept": "Dust", "trial_type": "injection", "trial_num": 1, "response": LONG},
+        {"concept": "Dust", "trial_type": "control", "trial_num": 1, "response": "No."},
+        {"concept": "Dust", "trial_type": "forced_injection", "trial_num": 1, "response": 'dust"**.'},
+    ]
+    paper = _paper_14_detection_inputs(results, concepts)
+    ours = _shown("14", Answer("Dust", LONG, False, "", "User: … Assistant:", 1, RENDERED, "standard", False))
+    assert ours == paper[0]
+    assert ours.startswith(
+        f"An AI assistant was asked the question below.\n\nDust\n\nBelow is their response.\n\n{LONG}"
+    )
+    assert "Trial 1" not in ours.split("Below is their response.")[0]  # no trial line, no dialogue, no template
+    with pytest.raises(IndexError):  # the full sweep: 3 rows per concept per trial number against one word each
+        _paper_14_detection_inputs(results * len(concepts), concepts)
+    [ident] = load_paper_prompt("14").identification_messages(Answer("Dust", LONG, forced=True))
+    assert "asked the question below.\n\nDust\n\n" in ident["content"] and "Trial 8: again?" in ident["content"]
+    with pytest.raises(LabError, match="no concept word"):
+        load_paper_prompt("14").detection_messages(Answer(None, "No."))

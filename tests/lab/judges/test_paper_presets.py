@@ -23,6 +23,7 @@ SCRIPT = {  # preset → the script of the paper's code it reproduces (lab/data/
     "robustness-qwen3-235b-a22b.yaml": "robustness",
     "abliteration-gemma-3-27b-it.yaml": "03d",
     "ablations-olmo-3.1-32b.yaml": "03f",
+    "steering-vector-gemma-3-27b-it.yaml": "14",
 }
 # logit readouts, nothing to grade: patching (06_activation_patching.py) and the gates (a Yes−No logit; the code
 # behind the paper's judged −29.4 % / +25.1 % gate numbers is not published, docs/protocol.md)
