@@ -6,6 +6,11 @@ script may read both the stored tables (Parquet, the analyses' JSON through `ana
 `wall_s`, its git commit) — which `analysis/` must not, and `lab/` may not import `analysis/`. It runs no model: it
 reads what the demo jobs stored (`<output_dir>` of each configs/*-demo.yaml, the MLflow DB they logged to).
 
+Every demo config (configs/*-demo.yaml, demo.yaml, demo-greedy.yaml) has a summary in SUMMARIES that recomputes
+the headline its job prints at its end from what the job stored, through the package's own functions. The runs may
+have been made in another clone: `--results CLONE --db CLONE/mlflow.db` (a run's relative `output_dir` param is read
+relative to --results; `--made-in DIR` re-roots absolute ones when CLONE's outputs were copied from DIR).
+
 Per demo config, a row is regenerated only when its stored run is there: the wall time is the run's `wall_s`
 (the job's time to its report), "what it printed" is recomputed from the stored outputs, and the commit is the run's
 `provenance.git_commit`. A row without a stored run is left as it is, marked with the date it was measured, so the
@@ -261,7 +266,8 @@ def robustness_summary(out: Path, cfg: dict[str, Any] | None = None) -> str | No
     if ok.empty:
         return None
     head = f"{len(ok)} cells" + (f" ({len(t) - len(ok)} skipped)" if len(t) > len(ok) else "")
-    n = f"n = {_span(ok, 'n_tpr').replace('.00', '')} per cell"
+    lo, hi = int(ok["n_tpr"].min()), int(ok["n_tpr"].max())
+    n = f"n = {lo} per cell" if lo == hi else f"n = {lo}–{hi} per cell"
     text = f"{head}: TPR {_span(ok, 'tpr')}, FPR {_span(ok, 'fpr')} ({n})"
     above = _above_control(ok, "cells")
     return text + (f"; {above}" if above else "")
