@@ -8,7 +8,7 @@ reads what the demo jobs stored (`<output_dir>` of each configs/*-demo.yaml, the
 
 Every demo config (configs/*-demo.yaml, demo.yaml, demo-greedy.yaml) has a summary in SUMMARIES that recomputes
 the headline its job prints at its end from what the job stored, through the package's own functions. The runs may
-have been made in another clone: `--results CLONE --db CLONE/mlflow.db` (a run's relative `output_dir` param is read
+have been made in another clone: `--results CLONE` (its mlflow.db; a run's relative `output_dir` param is read
 relative to --results; `--made-in DIR` re-roots absolute ones when CLONE's outputs were copied from DIR).
 
 Per demo config, a row is regenerated only when its stored run is there: the wall time is the run's `wall_s`
@@ -449,7 +449,7 @@ def results_paragraph(results: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python bench/readme_tables.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=ROOT, help="the folder the configs' output_dir are relative to")
-    ap.add_argument("--db", type=Path, default=ROOT / "mlflow.db", help="the MLflow sqlite DB the demos logged to")
+    ap.add_argument("--db", type=Path, help="the MLflow sqlite DB the demos logged to; default: <results>/mlflow.db")
     ap.add_argument(
         "--made-in",
         type=Path,
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if the README differs from the stored runs")
     a = ap.parse_args(argv)
     old = a.readme.read_text()
-    new = render(old, a.results, a.db, a.made_in)
+    new = render(old, a.results, a.db or a.results / "mlflow.db", a.made_in)
     if a.write:
         a.readme.write_text(new)
     elif a.check:
