@@ -344,3 +344,16 @@ def test_runs_made_in_another_folder_are_found(rt, tmp_path):
     assert rt.stored_run(tmp_path / "mlflow.db", "dose-response-demo.yaml", out, copy) is None
     found = rt.stored_run(tmp_path / "mlflow.db", "dose-response-demo.yaml", out, copy, clone)
     assert found["commit"] == "1234567" and found["wall_s"] > 0
+
+
+def test_results_alone_reads_that_clones_db(rt, tmp_path):
+    """`--results CLONE` reads CLONE/mlflow.db and the outputs under it; the row shows the run's commit and wall_s."""
+    out = tmp_path / "results" / "transcoders-demo"
+    out.mkdir(parents=True)
+    pd.DataFrame([{"layer": 12, "fve": 0.5}]).to_csv(out / "transcoders.csv", index=False)
+    _log(tmp_path / "mlflow.db", "transcoders-demo", "results/transcoders-demo")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{rt.BEGIN}\n{rt.HEADER}\n| `transcoders-demo.yaml` | 1 s | old | old |\n{rt.END}\n")
+    assert rt.main(["--results", str(tmp_path), "--readme", str(readme), "--write"]) == 0
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| `transcoders"))
+    assert row.endswith(" | held-out FVE 0.500 at layers 12 | `1234567` |") and row.split(" | ")[1] != "1 s"
