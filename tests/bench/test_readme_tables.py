@@ -46,7 +46,7 @@ def test_rows_are_regenerated_from_stored_runs(tmp_path):
     assert rt.main(["--results", str(tmp_path), "--db", str(db), "--readme", str(readme), "--check"]) == 1
     assert rt.main(["--results", str(tmp_path), "--db", str(db), "--readme", str(readme), "--write"]) == 0
     rows = [line for line in readme.read_text().splitlines() if line.startswith("| `")]
-    geometry, gates, demo, greedy = rows
+    geometry, gates, *new = rows  # the README's two rows, then one "not run yet" row per other summarised config
     assert geometry.startswith("| `geometry-demo.yaml` | ") and geometry.endswith(
         " | PC1·mean-diff 0.64, PC1·refusal 0.05; ridge nested-CV R² −0.03 | `abcdef0` |"
     )
@@ -56,9 +56,9 @@ def test_rows_are_regenerated_from_stored_runs(tmp_path):
         gates
         == '| `gates-demo.yaml` | 2 min 32 s | "no gate" | measured 2026-12-01 on an older commit; not rerun since |'
     )
-    assert demo == "| `demo.yaml` | — | not run yet | — |" and greedy.startswith(
-        "| `demo-greedy.yaml` | — | not run yet"
-    )
+    assert new == [
+        f"| `{c}` | — | not run yet | — |" for c in rt.SUMMARIES if c not in ("geometry-demo.yaml", "gates-demo.yaml")
+    ]
     assert rt.main(["--results", str(tmp_path), "--db", str(db), "--readme", str(readme), "--check"]) == 0
 
 
