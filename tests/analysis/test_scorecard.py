@@ -224,6 +224,20 @@ def test_the_geometry_rows_have_a_bootstrap_interval_over_the_stored_concepts(tm
     fewer = sc.scorecard([tmp_path / "geo"], rows, resamples=200, seed=1).set_index("key")
     assert fewer.loc["geometry_pc1_meandiff", "value_lo"] != md["value_lo"]
     assert fewer.loc["geometry_pc1_meandiff", "interval"].startswith("bootstrap ×200:")
+    # one resample is what analysis.geometry's own functions give on the concepts it drew (PC1 signed as in `pca`)
+    from analysis import geometry as geo
+
+    Xs, stored, refs = geo.load_inputs(tmp_path / "geo" / "analysis")
+    ys = stored["rate"].to_numpy(float)
+    success = ys > g.tau
+    for seed in (0, 1, 2):
+        rng = np.random.default_rng(seed)
+        s, f = np.flatnonzero(success), np.flatnonzero(~success)
+        i = np.r_[rng.choice(s, len(s)), rng.choice(f, len(f))]
+        pc1 = geo.unit(geo.pca(Xs[i], ys[i], 10)[0][0])
+        one = sc.geometry_bootstrap(Xs, ys, success, refs, resamples=1, seed=seed)
+        assert one["pc1_meandiff_cos"][0] == pytest.approx(pc1 @ geo.meandiff_direction(Xs[i], success[i]), abs=1e-9)
+        assert one["pc1_refusal_cos"][1] == pytest.approx(pc1 @ geo.unit(refs), abs=1e-9)
     metrics = sc.scorecard_metrics(card.reset_index())
     assert (
         metrics["geometry_pc1_meandiff/0/lo"] == md["value_lo"]
