@@ -19,10 +19,12 @@ a stored output folder; what it measures is read from the files its job wrote (n
 Every row says which interval it has (the `interval` column), or why it has none. The two bootstraps are computed here
 from stored outputs, seeded and with a fixed number of resamples (`--resamples`, `--seed`; 1000 and 0 by default):
 - geometry: concepts resampled with replacement within the stored success and failure classes (the split at the
-  stored τ: τ's cross-validated choice is not re-made, so its variability is not in the interval), PC1 recomputed by
-  `analysis.geometry.pca` and signed as the point estimate's (correlating positively with the resample's detection
-  rates), the mean-difference direction by `meandiff_direction`, the refusal direction held fixed; 2.5 and 97.5
-  percentiles. A geometry.json without its inputs beside it (vectors.safetensors, rates.csv) says "no interval".
+  stored τ: τ's cross-validated choice is not re-made, so its variability is not in the interval), PC1 and the
+  mean-difference direction recomputed as `analysis.geometry.pca` and `meandiff_direction` define them (PC1 signed
+  as the point estimate's: correlating positively with the resample's detection rates; computed through the Gram
+  matrix, `_Cosines`), the refusal direction held fixed; 2.5 and 97.5 percentiles. A geometry.json without its
+  inputs beside it (vectors.safetensors, rates.csv), or whose inputs do not reproduce its cosines, says "no
+  interval" and why.
 - regression: concepts resampled with replacement, R² recomputed on the pooled out-of-fold predictions of the
   paper's procedure at its chosen N and α (`analysis.regression.bootstrap`, as the lab's nested estimate's interval).
   This is the sampling spread of the concepts, not the spread over the 30 outer folds (whose R²s are not the pooled
