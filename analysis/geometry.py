@@ -309,21 +309,28 @@ def save_inputs(
     return o
 
 
+def load_inputs(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame, np.ndarray | None]:
+    """(vectors [N, d] in the rates' row order, the rates of concepts with a vector, the refusal direction or None)
+    from a directory written by `save_inputs`, in float64 as `analyse` got them in the job."""
+    from safetensors.torch import load_file
+
+    o = Path(path)
+    vecs = load_file(str(o / VECTORS))
+    rates = pd.read_csv(o / RATES_FILE)
+    rates = rates[rates.concept.isin(vecs)].reset_index(drop=True)
+    X = torch.stack([vecs[c] for c in rates.concept]).double().numpy()
+    ref = load_file(str(o / REFUSAL))["direction"].double().numpy() if (o / REFUSAL).is_file() else None
+    return X, rates, ref
+
+
 def rerun(
     path: str | os.PathLike, tau: float | None = None, split: str | None = None, ridge: str | None = None
 ) -> Geometry:
     """Recompute from a directory written by `save_inputs` (the geometry job's <output_dir>/analysis); `split` and
     `ridge` default to what the stored result used."""
-    from safetensors.torch import load_file
-
     o = Path(path)
-    if (o / "analysis" / VECTORS).is_file():
-        o = o / "analysis"
-    vecs = load_file(str(o / VECTORS))
-    rates = pd.read_csv(o / RATES_FILE)
-    rates = rates[rates.concept.isin(vecs)]
-    X = torch.stack([vecs[c] for c in rates.concept]).double().numpy()
-    ref = load_file(str(o / REFUSAL))["direction"].double().numpy() if (o / REFUSAL).is_file() else None
+    o = o / "analysis" if (o / "analysis" / VECTORS).is_file() else o
+    X, rates, ref = load_inputs(o)
     prev = json.loads((o / RESULT).read_text()) if (o / RESULT).is_file() else {}
     if tau is None:
         tau = prev["tau"] if prev.get("tau_source") == "fixed" else None

@@ -223,7 +223,8 @@ def paper_procedure(features: pd.DataFrame, meta: pd.DataFrame, vectors: pd.Data
     the best N × α scored on those same folds (04h:1198-1236: optimistic, selection is not nested). Baseline: each
     concept vector's projection on the global mean-difference direction (success − failure over all concepts,
     split by `analysis.geometry.choose_threshold`, as 04b), one column, the same folds and the best α
-    (04h:1100-1107)."""
+    (04h:1100-1107). Also returns the out-of-fold predictions behind both R²s (`paper_pred`,
+    `paper_projection_pred`: analysis.scorecard bootstraps them over concepts)."""
     from sklearn.model_selection import KFold
 
     from analysis.geometry import choose_threshold, meandiff_direction
@@ -233,26 +234,30 @@ def paper_procedure(features: pd.DataFrame, meta: pd.DataFrame, vectors: pd.Data
     var = features[cols].var(ddof=0)
     names = [f for f in cols if var[f] > 0]
     splits = list(KFold(min(PAPER_FOLDS, len(y)), shuffle=True, random_state=PAPER_KFOLD_SEED).split(y))
-    curve = []
+    curve, preds = [], []
     for n in [n for n in PAPER_NS if n <= len(names)] or [len(names)]:
         paths = _oof_paths(features[names[:n]].to_numpy(float), y, splits, PAPER_ALPHAS)
         scores = [r2(y, p) for p in paths]
         a = int(np.argmax(scores))  # the first best α (04h: `if r2 > best`)
         curve.append({"n": n, "alpha": PAPER_ALPHAS[a], "r2": scores[a]})
-    best = max(curve, key=lambda c: c["r2"])  # the first N reaching the maximum
+        preds.append(paths[a])
+    best = int(np.argmax([c["r2"] for c in curve]))  # the first N reaching the maximum
     v = vectors.set_index("concept").loc[features["concept"]].to_numpy(float)
     tau, _, _ = choose_threshold(v, y)
     proj = (v @ meandiff_direction(v, y > tau))[:, None]
-    pscores = [r2(y, p) for p in _oof_paths(proj, y, splits, PAPER_ALPHAS)]
+    ppaths = _oof_paths(proj, y, splits, PAPER_ALPHAS)
+    pscores = [r2(y, p) for p in ppaths]
     a = int(np.argmax(pscores))
     return {
-        "r2_paper": best["r2"],
-        "paper_n": best["n"],
-        "paper_alpha": best["alpha"],
+        "r2_paper": curve[best]["r2"],
+        "paper_n": curve[best]["n"],
+        "paper_alpha": curve[best]["alpha"],
         "r2_paper_projection": pscores[a],
         "paper_projection_alpha": PAPER_ALPHAS[a],
         "paper_tau": tau,
         "paper_curve": pd.DataFrame(curve),
+        "paper_pred": preds[best],  # the pooled out-of-fold predictions behind r2_paper (for a bootstrap interval)
+        "paper_projection_pred": ppaths[a],
     }
 
 

@@ -3,15 +3,33 @@ whether the run is comparable (same model, judge instrument, stimuli, n) and if 
 
 The paper's numbers are versioned data (`analysis/data/paper_headlines.yaml`, each row naming its source). A run is
 a stored output folder; what it measures is read from the files its job wrote (no model, no Ray, no MLflow here):
-  trial Parquet at its root   fpr, fpr_minus_tpr (Newcombe interval), peak_depth (≥ 3 layers)
-  original/ + abliterated/    tpr_before/after, introspection_before/after, fpr_delta (jobs.abliteration)
-  analysis/geometry.json      pc1_meandiff_cos, pc1_refusal_cos (jobs.geometry)
+  trial Parquet at its root   fpr (Wilson interval), fpr_minus_tpr (Newcombe interval), peak_depth (≥ 3 layers; no
+                              interval: it is the index of the best layer)
+  original/ + abliterated/    tpr_before/after, introspection_before/after (Wilson), fpr_delta (Newcombe)
+                              (jobs.abliteration)
+  analysis/geometry.json      pc1_meandiff_cos, pc1_refusal_cos (jobs.geometry), with a bootstrap interval from the
+                              inputs stored beside it (`geometry_bootstrap`)
   regression/spec.json        r2_features, r2_projection by the paper's procedure (analysis.regression; the nested
-                              estimate is shown in the note)
-  report/causal.csv           gates_ablate, gates_patch: Δ logit-based detection (jobs.gates; a Yes − No logit, never
-                              the paper's judged detection, so never comparable on the instrument)
+                              estimate is shown in the note), with a bootstrap interval (`_regression`)
+  report/causal.csv           gates_ablate, gates_patch: Δ logit-based detection with the concept-bootstrap interval
+                              analysis.gates_report stored (jobs.gates; a Yes − No logit, never the paper's judged
+                              detection, so never comparable on the instrument)
   arms/*/result.json          bias_tpr_gain, bias_fpr, bias_introspection_gain (jobs.steering_vector; the first
-                              trained arm against `baseline`)
+                              trained arm against `baseline`; Newcombe, Wilson, Newcombe)
+Every row says which interval it has (the `interval` column), or why it has none. The two bootstraps are computed here
+from stored outputs, seeded and with a fixed number of resamples (`--resamples`, `--seed`; 1000 and 0 by default):
+- geometry: concepts resampled with replacement within the stored success and failure classes (the split at the
+  stored τ: τ's cross-validated choice is not re-made, so its variability is not in the interval), PC1 and the
+  mean-difference direction recomputed as `analysis.geometry.pca` and `meandiff_direction` define them (PC1 signed
+  as the point estimate's: correlating positively with the resample's detection rates; computed through the Gram
+  matrix, `_Cosines`), the refusal direction held fixed; 2.5 and 97.5 percentiles. A geometry.json without its
+  inputs beside it (vectors.safetensors, rates.csv), or whose inputs do not reproduce its cosines, says "no
+  interval" and why.
+- regression: concepts resampled with replacement, R² recomputed on the pooled out-of-fold predictions of the
+  paper's procedure at its chosen N and α (`analysis.regression.bootstrap`, as the lab's nested estimate's interval).
+  This is the sampling spread of the concepts, not the spread over the 30 outer folds (whose R²s are not the pooled
+  R² the paper reports, each on ~N/30 concepts); the choice of N and α on those same folds is not redone inside
+  a resample, so the paper's selection optimism is not in it either.
 Comparable means: the run's model is the paper's, its judge is the paper's instrument (gpt-4.1-mini with the
 `paper` prompt), its prompt variants / formats / number of concepts are the paper's, and it has at least the
 paper's n where the paper's code fixes n. Anything else says why not, e.g. "not comparable: model, judge".
@@ -26,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -33,6 +52,8 @@ from lab.reporting.metrics import summarize
 
 HEADLINES_FILE = Path(__file__).resolve().parent / "data" / "paper_headlines.yaml"
 PAPER_JUDGE = ("gpt-4.1-mini", "@paper")  # judge_version "openai:gpt-4.1-mini@paper…" (lab/judges/llm.py)
+BOOT_RESAMPLES, BOOT_SEED = 1000, 0  # the scorecard's own bootstraps (geometry, regression): resamples and seed
+GEOMETRY_MEASURES = ("pc1_meandiff_cos", "pc1_refusal_cos")
 
 
 def headlines(path: str | Path = HEADLINES_FILE) -> tuple[str, list[dict[str, Any]]]:
@@ -72,6 +93,7 @@ def _rate(s: Mapping[str, float], name: str, facts: Mapping[str, Any], n_key: st
         "hi": s.get(f"{name}_hi", math.nan),
         "n": s.get(n_key or f"n_{name}", math.nan),
         "facts": dict(facts),
+        "interval": "Wilson",
     }
 
 
@@ -81,7 +103,7 @@ def _diff(after: Mapping[str, float], before: Mapping[str, float], name: str, fa
 
     na, nb = int(after.get(f"n_{name}", 0)), int(before.get(f"n_{name}", 0))
     d, lo, hi = diff_interval(round(after.get(name, 0) * na), na, round(before.get(name, 0) * nb), nb)
-    return {"value": d, "lo": lo, "hi": hi, "n": min(na, nb), "facts": dict(facts)}
+    return {"value": d, "lo": lo, "hi": hi, "n": min(na, nb), "facts": dict(facts), "interval": "Newcombe"}
 
 
 def _peak_depth(df: pd.DataFrame, facts: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -95,11 +117,15 @@ def _peak_depth(df: pd.DataFrame, facts: Mapping[str, Any]) -> dict[str, Any] | 
         return None
     by = inj.assign(d=inj.detected.astype(bool)).groupby("layer")["d"].mean()
     best = int(by.idxmax())
-    return {"value": best / spec.n_layers, "lo": math.nan, "hi": math.nan, "n": len(inj), "facts": dict(facts)}
+    facts = dict(facts)
+    return {"value": best / spec.n_layers, "lo": math.nan, "hi": math.nan, "n": len(inj), "facts": facts} | {
+        "interval": "none: the best layer's depth"
+    }
 
 
-def measures(run: str | Path) -> dict[str, dict[str, Any]]:
-    """Every measure this run's stored files give: name → {value, lo, hi, n, facts[, note]}."""
+def measures(run: str | Path, resamples: int = BOOT_RESAMPLES, seed: int = BOOT_SEED) -> dict[str, dict[str, Any]]:
+    """Every measure this run's stored files give: name → {value, lo, hi, n, facts, interval[, note]}; `resamples`
+    and `seed` are those of the bootstraps computed here (geometry, regression)."""
     root, out = Path(run), {}
     df = _trials(root)
     if df is not None and len(df):
@@ -114,11 +140,94 @@ def measures(run: str | Path) -> dict[str, dict[str, Any]]:
         for name in ("tpr", "introspection"):
             out[f"{name}_before"], out[f"{name}_after"] = _rate(sb, name, facts), _rate(sa, name, facts)
         out["fpr_delta"] = _diff(sa, sb, "fpr", facts)
-    out |= _geometry(root) | _regression(root) | _gates(root) | _bias(root)
+    out |= _geometry(root, resamples, seed) | _regression(root, resamples, seed) | _gates(root) | _bias(root)
     return out
 
 
-def _geometry(root: Path) -> dict[str, dict[str, Any]]:
+class _Cosines:
+    """cos(PC1, mean-diff) and, with a refusal direction, cos(PC1, refusal) of any multiset of the concepts (row
+    indices, repeats allowed), as `analysis.geometry.analyse` defines them: PC1 of the L2-normalised rows, signed so
+    the PC1 scores correlate positively with the detection rates; the unit difference of the success and failure
+    means of the raw rows (`analysis.geometry.meandiff_direction`). Computed for N³ instead of N²·d work per
+    resample (500 concepts × 5376 dimensions through scikit-learn's full SVD: ~20 s per resample on this project's
+    shared 2-core box): PC1 ∝ (rows − their mean)ᵀ u with u the top eigenvector of the centred Gram matrix of the
+    resampled normalised rows (a sub-matrix of one Gram matrix computed once; LAPACK's exact eigensolver), the
+    direction `analysis.geometry.pca`'s SVD finds; the scores are λ·u, so u's correlation with the rates sets the
+    sign; sums over a resample's rows are count-weighted sums over the stored rows. tests/analysis/test_scorecard.py
+    checks a resample against `pca` and `meandiff_direction` themselves, and `_geometry_interval` checks the whole
+    sample against the stored point estimate before it gives an interval."""
+
+    def __init__(self, X: np.ndarray, rates: np.ndarray, success: np.ndarray, refusal: np.ndarray | None):
+        from analysis.geometry import unit
+
+        self.X, self.rates, self.success = X, rates, success
+        self.Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)  # as analysis.geometry.pca
+        self.K = self.Xn @ self.Xn.T
+        self.ref = unit(refusal) if refusal is not None else None
+
+    def __call__(self, i: np.ndarray) -> dict[str, float]:
+        import scipy.linalg
+
+        from analysis.geometry import unit
+
+        n, k = len(self.X), self.K[np.ix_(i, i)]
+        c = k - k.mean(0) - k.mean(1)[:, None] + k.mean()
+        u = scipy.linalg.eigh((c + c.T) / 2, subset_by_index=[len(i) - 1, len(i) - 1])[1][:, 0]
+        y = self.rates[i]
+        if np.std(y) > 0 and np.corrcoef(u, y)[0, 1] < 0:
+            u = -u
+        pc1 = unit(self.Xn.T @ np.bincount(i, weights=u - u.mean(), minlength=n))
+        s = self.success[i]
+        w = np.bincount(i[s], minlength=n) / s.sum() - np.bincount(i[~s], minlength=n) / (~s).sum()
+        out = {"pc1_meandiff_cos": float(np.dot(pc1, unit(self.X.T @ w)))}
+        return out | ({"pc1_refusal_cos": float(np.dot(pc1, self.ref))} if self.ref is not None else {})
+
+
+def geometry_bootstrap(
+    X: np.ndarray,
+    rates: np.ndarray,
+    success: np.ndarray,
+    refusal: np.ndarray | None,
+    resamples: int = BOOT_RESAMPLES,
+    seed: int = BOOT_SEED,
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals (2.5 and 97.5 percentiles) of the geometry cosines over `resamples` resamples of
+    the concepts: drawn with replacement within the success and within the failure class (`success`, the stored
+    split: τ is not re-chosen), each resample's PC1 and mean-difference direction recomputed (`_Cosines`), the
+    refusal direction fixed."""
+    import scipy.linalg  # noqa: F401  (loaded before the limit below, so that its BLAS is limited too)
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+    rng, cosines = np.random.default_rng(seed), _Cosines(X, rates, success, refusal)
+    s, f = np.flatnonzero(success), np.flatnonzero(~success)
+    vals: dict[str, list[float]] = {}
+    with threadpool_limits(1):  # N × N eigensolves: one BLAS thread is fastest (12 ms vs 1.5 s at N=500 here)
+        for _ in range(resamples):
+            for k, v in cosines(np.r_[rng.choice(s, len(s)), rng.choice(f, len(f))]).items():
+                vals.setdefault(k, []).append(v)
+    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in vals.items()}
+
+
+def _geometry_interval(folder: Path, g: Mapping[str, Any], resamples: int, seed: int) -> tuple[dict, str]:
+    """(bootstrap intervals, what they are) from the inputs `analysis.geometry.save_inputs` stored beside
+    geometry.json; ({}, why not) where they are missing or do not reproduce the stored cosines."""
+    from analysis import geometry as geo
+
+    if not ((folder / geo.VECTORS).is_file() and (folder / geo.RATES_FILE).is_file()):
+        return {}, f"no interval: {geo.VECTORS} and {geo.RATES_FILE} not stored beside geometry.json"
+    X, rates, ref = geo.load_inputs(folder)
+    split_on = "combined" if g.get("split_metric") == "combined_rate" else "rate"
+    if list(rates.concept) != list(g["concepts"]) or split_on not in rates.columns:
+        return {}, "no interval: the stored inputs are not geometry.json's concepts"
+    y, success = rates["rate"].to_numpy(float), rates[split_on].to_numpy(float) > float(g["tau"])
+    point = _Cosines(X, y, success, ref)(np.arange(len(y)))  # must be the stored point estimate
+    if any(not abs(v - g[k]) <= 1e-6 for k, v in point.items()):
+        return {}, "no interval: the stored inputs do not reproduce geometry.json's cosines"
+    label = f"bootstrap ×{resamples}: concepts within success/failure (τ fixed), seed {seed}"
+    return geometry_bootstrap(X, y, success, ref, resamples, seed), label
+
+
+def _geometry(root: Path, resamples: int = BOOT_RESAMPLES, seed: int = BOOT_SEED) -> dict[str, dict[str, Any]]:
     path = next((p for p in (root / "analysis" / "geometry.json", root / "geometry.json") if p.is_file()), None)
     if path is None:
         return {}
@@ -127,14 +236,19 @@ def _geometry(root: Path) -> dict[str, dict[str, Any]]:
     facts = trial_facts(_trials(Path(src))) if src and Path(src).is_dir() and _trials(Path(src)) is not None else {}
     facts = dict(facts) | {"model": [g.get("extra", {}).get("model", "unknown")], "concepts": len(g["concepts"])}
     n = len(g["concepts"])
-    return {
-        k: {"value": g[k], "lo": math.nan, "hi": math.nan, "n": n, "facts": facts}
-        for k in ("pc1_meandiff_cos", "pc1_refusal_cos")
-    }
+    ci, label = _geometry_interval(path.parent, g, resamples, seed)
+    out = {}
+    for k in GEOMETRY_MEASURES:
+        lo, hi = ci.get(k, (math.nan, math.nan))
+        why = label if k in ci or not ci else "no interval: no refusal direction stored"
+        out[k] = {"value": g[k], "lo": lo, "hi": hi, "n": n, "facts": facts, "interval": why}
+    return out
 
 
-def _regression(root: Path) -> dict[str, dict[str, Any]]:
-    from analysis.regression import summarize_fits
+def _regression(root: Path, resamples: int = BOOT_RESAMPLES, seed: int = BOOT_SEED) -> dict[str, dict[str, Any]]:
+    """r2_features and r2_projection by the paper's procedure (04h), each with a 95 % percentile interval over
+    `resamples` bootstrap resamples of the concepts of its pooled out-of-fold predictions (N and α as chosen)."""
+    from analysis.regression import bootstrap, summarize_fits
 
     reg = root / "regression" if (root / "regression" / "spec.json").is_file() else root
     if not (reg / "spec.json").is_file() or not (reg / "features.parquet").is_file():
@@ -143,16 +257,21 @@ def _regression(root: Path) -> dict[str, dict[str, Any]]:
     s = summarize_fits(reg)
     facts = {"model": [spec.get("model", "unknown")], "concepts": int(s["n_concepts"])}
     note = f"04h's procedure (best N × α on its own folds); nested estimate {s['r2_nested']:.3f}"
+    y = pd.read_parquet(reg / "features.parquet")["detection_rate"].to_numpy(float)
+    label = f"bootstrap ×{resamples}: concepts of the out-of-fold predictions ({{}} fixed), seed {seed}"
+    lo, hi = bootstrap(y, np.asarray(s["paper_pred"]), resamples, seed)
+    plo, phi = bootstrap(y, np.asarray(s["paper_projection_pred"]), resamples, seed)
     return {
-        "r2_features": {"value": s["r2_paper"], "lo": math.nan, "hi": math.nan, "n": s["n_concepts"], "facts": facts}
-        | {"note": note + f", N {s['paper_n']}"},
+        "r2_features": {"value": s["r2_paper"], "lo": lo, "hi": hi, "n": s["n_concepts"], "facts": facts}
+        | {"note": note + f", N {s['paper_n']}", "interval": label.format("N, α")},
         "r2_projection": {
             "value": s["r2_paper_projection"],
-            "lo": math.nan,
-            "hi": math.nan,
+            "lo": plo,
+            "hi": phi,
             "n": s["n_concepts"],
             "facts": facts,
             "note": f"global mean-diff projection; nested {s['r2_projection_nested']:.3f}",
+            "interval": label.format("α"),
         },
     }
 
@@ -176,6 +295,7 @@ def _gates(root: Path) -> dict[str, dict[str, Any]]:
                 "n": int(r["n"]),
                 "facts": facts,
                 "note": "Δ P(Yes) > P(No), points",
+                "interval": "bootstrap over concepts (jobs.gates' stored one)",
             }
     return out
 
@@ -217,11 +337,17 @@ def why_not(row: Mapping[str, Any], m: Mapping[str, Any]) -> list[str]:
     return why
 
 
-def scorecard(runs: Sequence[str | Path], rows: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """One line per (paper row, run that measures it): the paper's number, the run's with its interval and n, and
-    `comparable` / `why`. Paper rows no run measures appear once with an empty run."""
+def scorecard(
+    runs: Sequence[str | Path],
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    resamples: int = BOOT_RESAMPLES,
+    seed: int = BOOT_SEED,
+) -> pd.DataFrame:
+    """One line per (paper row, run that measures it): the paper's number, the run's with its interval (and what
+    that interval is) and n, and `comparable` / `why`. Paper rows no run measures appear once with an empty run.
+    `resamples` and `seed`: the bootstraps computed here (geometry, regression)."""
     rows = headlines()[1] if rows is None else rows
-    got = {str(r): measures(r) for r in runs}
+    got = {str(r): measures(r, resamples, seed) for r in runs}
     out = []
     for row in rows:
         hits = [(run, ms[row["measure"]]) for run, ms in got.items() if row["measure"] in ms]
@@ -250,6 +376,7 @@ def scorecard(runs: Sequence[str | Path], rows: Sequence[Mapping[str, Any]] | No
                     "value_lo": m["lo"],
                     "value_hi": m["hi"],
                     "n_value": m["n"],
+                    "interval": m.get("interval", ""),
                     "paper_in_interval": inside,
                     "comparable": not why,
                     "why": "comparable" if not why else "not comparable: " + ", ".join(why),
@@ -283,17 +410,22 @@ def print_scorecard(card: pd.DataFrame, version: str = "") -> None:
         ("paper", _paper_cell),
         ("run", lambda r: Path(str(r["run"])).name or "-"),
         ("run's value [95 %]", _value_cell),
+        ("interval", lambda r: str(r.get("interval") or "")),
         ("verdict", "{why}"),
     ]
-    print_table(card.fillna({"note": ""}), cols)
+    print_table(card.fillna({"note": "", "interval": ""}), cols)
 
 
 def scorecard_metrics(card: pd.DataFrame) -> dict[str, float]:
-    """Flat numbers for MLflow: per row and run, the value and whether it is comparable."""
+    """Flat numbers for MLflow: per row and run, the value, its interval (`lo`, `hi`, where it has one) and whether
+    it is comparable."""
     out: dict[str, float] = {}
     for i, r in card[card["run"] != ""].iterrows():
         tag = f"{r['key']}/{i}"
         out[f"{tag}/value"] = float(r["value"])
+        for end in ("lo", "hi"):
+            if (v := float(r.get(f"value_{end}", math.nan))) == v:
+                out[f"{tag}/{end}"] = v
         out[f"{tag}/comparable"] = float(bool(r["comparable"]))
     return out
 
@@ -308,14 +440,20 @@ if __name__ == "__main__":
         p.add_argument("--out", help="write the table as CSV here (default: none)")
         p.add_argument("--no-mlflow", action="store_true", help="do not log the table to MLflow")
         p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        p.add_argument(
+            "--resamples", type=int, default=BOOT_RESAMPLES, help="bootstrap resamples (geometry, regression)"
+        )
+        p.add_argument("--seed", type=int, default=BOOT_SEED, help="the bootstraps' seed (default: 0)")
         a = p.parse_args()
+        if a.resamples < 2:
+            raise LabError(f"--resamples must be at least 2, got {a.resamples}")
         for run in a.run:
-            if not measures(input_folder(run, made_by="a lab job")):
+            if not measures(input_folder(run, made_by="a lab job"), 2, a.seed):
                 raise LabError(f"--run {run} holds no stored trials or analysis outputs the scorecard reads")
         if a.out:
             writable(Path(a.out).parent, "--out")
         version, _ = headlines()
-        card = scorecard(a.run)
+        card = scorecard(a.run, resamples=a.resamples, seed=a.seed)
         print_scorecard(card, version)
         if a.out:
             card.to_csv(a.out, index=False)
@@ -323,7 +461,8 @@ if __name__ == "__main__":
             from lab.run import tracking
 
             cfg = tracking.TrackingConfig(uri=a.tracking_uri, experiment="scorecard")
-            with tracking.run(cfg, {"headlines": version, "runs": ",".join(a.run)}, {"job": "scorecard"}, "scorecard"):
+            params = {"headlines": version, "runs": ",".join(a.run), "resamples": a.resamples, "seed": a.seed}
+            with tracking.run(cfg, params, {"job": "scorecard"}, "scorecard"):
                 tracking.log_metrics(scorecard_metrics(card))
                 tracking.log_text(card.to_csv(index=False), "scorecard.csv")
             print("mlflow: logged to experiment 'scorecard'")

@@ -116,6 +116,10 @@ def test_every_row_of_an_embedded_run_is_not_comparable_on_the_model(tmp_path, c
     assert by.loc[("geometry_pc1_meandiff", str(tmp_path / "geo")), "value"] == pytest.approx(g.pc1_meandiff_cos)
     reg = by.loc[("regression_features", str(tmp_path / "reg"))]
     assert round(reg["value"], 4) == 0.2386 and "nested estimate 0.840" in reg["note"]
+    assert (round(reg["value_lo"], 4), round(reg["value_hi"], 4)) == (-0.213, 0.5231)  # 1000 resamples, seed 0
+    geo_row = by.loc[("geometry_pc1_meandiff", str(tmp_path / "geo"))]  # geometry.json alone: no stored inputs
+    assert math.isnan(geo_row["value_lo"]) and geo_row["interval"].startswith("no interval: vectors.safetensors")
+    assert by.loc[("variants_fpr_gemma", sweep), "interval"] == "Wilson"
     gates = by.loc[("gates_ablated", str(tmp_path / "gates"))]
     assert (gates["value"], gates["n_value"]) == (-0.2, 40) and "judge" in gates["why"]
     bias = by.loc[("bias_tpr_gain", str(tmp_path / "bias"))]
@@ -133,6 +137,12 @@ def test_every_row_of_an_embedded_run_is_not_comparable_on_the_model(tmp_path, c
     logged = mlflow.search_runs(experiment_names=["scorecard"])
     assert len(logged) == 1 and logged.loc[0, "params.headlines"] == "headlines-v1"
     assert logged.loc[0, "metrics.variants_fpr_gemma/0/comparable"] == 0.0
+    assert logged.loc[0, "params.resamples"] == "1000" and logged.loc[0, "params.seed"] == "0"
+    i = card.index[(card["key"] == "regression_features") & (card["run"] == str(tmp_path / "reg"))][0]
+    assert logged.loc[0, f"metrics.regression_features/{i}/lo"] == pytest.approx(card.loc[i, "value_lo"])
+    assert logged.loc[0, f"metrics.regression_features/{i}/hi"] == pytest.approx(card.loc[i, "value_hi"])
+    j = card.index[card["key"] == "geometry_pc1_meandiff"][0]
+    assert f"metrics.geometry_pc1_meandiff/{j}/lo" not in logged.columns  # no interval, nothing logged for it
 
 
 def test_a_run_made_like_the_paper_s_is_comparable(tmp_path):
@@ -170,3 +180,126 @@ def test_the_scorecard_on_a_real_embedded_sweep(tmp_path, capsys, monkeypatch):
     assert measured["why"].str.startswith("not comparable: model, judge").all()
     assert run_module("analysis.scorecard", "--run", str(tmp_path / "tiny"), "--no-mlflow") == 0
     assert capsys.readouterr().out.count("not comparable: model") == len(measured)
+
+
+def _stored_geometry(folder, X, rates, refusal, tau=None):
+    """A geometry output as jobs.geometry stores it: its inputs (`save_inputs`: float32 vectors, rates.csv, the
+    refusal direction) and the result computed from them (`write_result`), both in folder/analysis."""
+    import torch
+
+    from analysis import geometry as geo
+
+    concepts = [f"c{i}" for i in range(len(X))]
+    V = {c: torch.tensor(X[i], dtype=torch.float32) for i, c in enumerate(concepts)}
+    ref = None if refusal is None else torch.tensor(refusal, dtype=torch.float32)
+    table = pd.DataFrame({"concept": concepts, "rate": rates, "n": 10})
+    adir = geo.save_inputs(folder / "analysis", V, table, ref, 12)
+    Xs, _, refs = geo.load_inputs(adir)
+    g, _ = geo.analyse(Xs, np.asarray(rates, float), concepts, refs, tau)
+    g.extra = {"model": "smollm2-135m"}
+    geo.write_result(g, adir)
+    return g
+
+
+def test_the_geometry_rows_have_a_bootstrap_interval_over_the_stored_concepts(tmp_path):
+    """cos(PC1, mean-diff) and cos(PC1, refusal) of a stored geometry run: 1000 resamples of its 40 concepts (within
+    the 13 successes and 27 failures of its τ = 0.67), seed 0; the point estimate lies inside; the same seed gives
+    the same interval, `resamples` and `seed` change it; a geometry.json without its inputs has none, and says so."""
+    from tests.analysis.test_geometry import _synthetic
+
+    X, y, _, ref = _synthetic()
+    g = _stored_geometry(tmp_path / "geo", X, y, ref)
+    assert (g.tau, g.n_success, g.n_failure) == (0.67, 13, 27)
+    rows = [r for r in sc.headlines()[1] if r["key"].startswith("geometry_")]
+    card = sc.scorecard([tmp_path / "geo"], rows).set_index("key")
+    md, rf = card.loc["geometry_pc1_meandiff"], card.loc["geometry_pc1_refusal"]
+    assert md["value"] == g.pc1_meandiff_cos and rf["value"] == g.pc1_refusal_cos
+    assert (round(md["value"], 4), round(md["value_lo"], 4), round(md["value_hi"], 4)) == (0.9606, 0.7569, 0.9762)
+    assert (round(rf["value"], 4), round(rf["value_lo"], 4), round(rf["value_hi"], 4)) == (0.2942, 0.0285, 0.4782)
+    assert md["value_lo"] <= md["value"] <= md["value_hi"] and rf["value_lo"] <= rf["value"] <= rf["value_hi"]
+    assert md["interval"] == "bootstrap ×1000: concepts within success/failure (τ fixed), seed 0"
+    assert md["paper_in_interval"] and not rf["paper_in_interval"]  # 0.97 ≤ 0.9762; −0.09 < 0.0285
+    again = sc.scorecard([tmp_path / "geo"], rows).set_index("key")
+    assert again.loc["geometry_pc1_meandiff", "value_lo"] == md["value_lo"]  # seeded: deterministic
+    fewer = sc.scorecard([tmp_path / "geo"], rows, resamples=200, seed=1).set_index("key")
+    assert fewer.loc["geometry_pc1_meandiff", "value_lo"] != md["value_lo"]
+    assert fewer.loc["geometry_pc1_meandiff", "interval"].startswith("bootstrap ×200:")
+    # one resample is what analysis.geometry's own functions give on the concepts it drew (PC1 signed as in `pca`)
+    from analysis import geometry as geo
+
+    Xs, stored, refs = geo.load_inputs(tmp_path / "geo" / "analysis")
+    ys = stored["rate"].to_numpy(float)
+    success = ys > g.tau
+    for seed in (0, 1, 2):
+        rng = np.random.default_rng(seed)
+        s, f = np.flatnonzero(success), np.flatnonzero(~success)
+        i = np.r_[rng.choice(s, len(s)), rng.choice(f, len(f))]
+        pc1 = geo.unit(geo.pca(Xs[i], ys[i], 10)[0][0])
+        one = sc.geometry_bootstrap(Xs, ys, success, refs, resamples=1, seed=seed)
+        assert one["pc1_meandiff_cos"][0] == pytest.approx(pc1 @ geo.meandiff_direction(Xs[i], success[i]), abs=1e-9)
+        assert one["pc1_refusal_cos"][1] == pytest.approx(pc1 @ geo.unit(refs), abs=1e-9)
+    metrics = sc.scorecard_metrics(card.reset_index())
+    assert (
+        metrics["geometry_pc1_meandiff/0/lo"] == md["value_lo"]
+        and metrics["geometry_pc1_refusal/1/hi"] == rf["value_hi"]
+    )
+    # an output with geometry.json alone (no stored vectors / rates): the value, no interval, and why
+    (tmp_path / "geo" / "analysis" / "vectors.safetensors").unlink()
+    bare = sc.scorecard([tmp_path / "geo"], rows).set_index("key").loc["geometry_pc1_meandiff"]
+    assert bare["value"] == g.pc1_meandiff_cos and math.isnan(bare["value_lo"])
+    assert bare["interval"] == "no interval: vectors.safetensors and rates.csv not stored beside geometry.json"
+    assert bare["paper_in_interval"] is None
+
+
+def test_a_geometry_whose_cosine_is_one_in_every_resample_has_the_interval_one_one(tmp_path):
+    """Every concept vector on one axis (successes +e1, failures −e1, at different lengths): every resample's PC1
+    and mean-diff direction are +e1 when PC1 is signed as the point estimate's, so cos(PC1, mean-diff) is 1 in every
+    resample and the interval is [1, 1]; cos(PC1, refusal) with refusal = (0.5, 1, 0, 0) is 0.5/√1.25 in every
+    resample. A PC1 left with an arbitrary sign would give −1 in some resamples."""
+    e1 = np.eye(4)[0]
+    lengths = np.array([1.0, 2.0, 3.0, 0.5, 1.5, 2.5, 1.0, 4.0])
+    signs = np.array([1, 1, 1, 1, -1, -1, -1, -1])
+    X = (signs * lengths)[:, None] * e1
+    rates = [0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1, 0.0]
+    g = _stored_geometry(tmp_path / "line", X, rates, np.array([0.5, 1.0, 0.0, 0.0]), tau=0.5)
+    rows = [r for r in sc.headlines()[1] if r["key"].startswith("geometry_")]
+    card = sc.scorecard([tmp_path / "line"], rows, resamples=300).set_index("key")
+    md, rf = card.loc["geometry_pc1_meandiff"], card.loc["geometry_pc1_refusal"]
+    assert g.pc1_meandiff_cos == pytest.approx(1.0, abs=1e-12)
+    assert md["value_lo"] == pytest.approx(1.0, abs=1e-12) and md["value_hi"] == pytest.approx(1.0, abs=1e-12)
+    one_value = pytest.approx(0.5 / 1.25**0.5, abs=1e-7)  # float32-stored refusal direction
+    assert rf["value_lo"] == one_value and rf["value_hi"] == one_value and rf["value"] == one_value
+
+
+def test_the_regression_rows_have_a_bootstrap_interval_of_their_out_of_fold_predictions(tmp_path):
+    """r2_features (the paper's procedure: N 10, α 10 on KFold(30, shuffle, 42)) and r2_projection: 1000 resamples of
+    the 40 concepts of the pooled out-of-fold predictions at the chosen N and α, seed 0 (`regression.bootstrap`),
+    rebuilt here by hand from the stored tables; the point estimate lies inside."""
+    from sklearn.model_selection import KFold
+
+    from analysis import regression as rg
+    from tests.analysis.test_regression import _tables
+
+    (tmp_path / "reg" / "regression").mkdir(parents=True)
+    feats = _tables(tmp_path / "reg" / "regression")
+    spec = json.loads((tmp_path / "reg" / "regression" / "spec.json").read_text())
+    (tmp_path / "reg" / "regression" / "spec.json").write_text(json.dumps(spec | {"ns": [10], "n_perm": 1}))
+    rows = [r for r in sc.headlines()[1] if r["key"].startswith("regression_")]
+    card = sc.scorecard([tmp_path / "reg"], rows).set_index("key")
+    f, p = card.loc["regression_features"], card.loc["regression_projection"]
+    assert (round(f["value"], 4), round(f["value_lo"], 4), round(f["value_hi"], 4)) == (0.2386, -0.213, 0.5231)
+    assert (round(p["value"], 4), round(p["value_lo"], 4), round(p["value_hi"], 4)) == (0.4848, 0.0506, 0.677)
+    assert f["value_lo"] <= f["value"] <= f["value_hi"] and p["value_lo"] <= p["value"] <= p["value_hi"]
+    assert f["interval"] == "bootstrap ×1000: concepts of the out-of-fold predictions (N, α fixed), seed 0"
+    assert p["interval"].endswith("(α fixed), seed 0")
+    assert not f["paper_in_interval"] and p["paper_in_interval"]  # 0.62 > 0.5231; 0.31 in [0.0506, 0.677]
+    names = rg.ranked(pd.read_parquet(tmp_path / "reg" / "regression" / "feature_meta.parquet"), None)[:10]
+    y = feats["detection_rate"].to_numpy(float)
+    kf = list(KFold(30, shuffle=True, random_state=42).split(y))
+    pred = rg.oof_ridge(feats[names].to_numpy(float), y, kf, 10.0)
+    assert rg.bootstrap(y, pred, 1000, 0) == (f["value_lo"], f["value_hi"])
+
+
+def test_the_command_line_refuses_fewer_than_two_resamples(tmp_path, capsys):
+    assert run_module("analysis.scorecard", "--run", str(tmp_path), "--resamples", "1", "--no-mlflow") == 2
+    assert capsys.readouterr().err.strip() == "error: --resamples must be at least 2, got 1"
