@@ -106,6 +106,28 @@ def _diff(after: Mapping[str, float], before: Mapping[str, float], name: str, fa
     return {"value": d, "lo": lo, "hi": hi, "n": min(na, nb), "facts": dict(facts), "interval": "Newcombe"}
 
 
+def _relative(after: Mapping[str, float], before: Mapping[str, float], name: str, facts: Mapping[str, Any]) -> dict:
+    """(after − before) / before of one rate — the paper's "Change" column for the trained bias vector
+    (14:1624-1638: `delta = ((l29 - bl) / bl * 100)`, printed as +75 %) — with Katz's log interval of the ratio
+    after / before, minus 1 (no interval when either count is 0; the value is inf when before is 0, as 14 prints)."""
+    na, nb = int(after.get(f"n_{name}", 0)), int(before.get(f"n_{name}", 0))
+    xa, xb = round(after.get(name, 0) * na), round(before.get(name, 0) * nb)
+    out = {"n": min(na, nb), "facts": dict(facts), "interval": "Katz log ratio", "lo": math.nan, "hi": math.nan}
+    if not (na and nb):
+        return out | {"value": math.nan}
+    if xb == 0:
+        return out | {"value": math.inf if xa else math.nan, "interval": "none: the baseline count is 0"}
+    value = (xa / na) / (xb / nb) - 1
+    if xa == 0:
+        return out | {"value": value, "interval": "none: the arm's count is 0"}
+    se = math.sqrt(1 / xa - 1 / na + 1 / xb - 1 / nb)
+    return out | {
+        "value": value,
+        "lo": (value + 1) * math.exp(-1.96 * se) - 1,
+        "hi": (value + 1) * math.exp(1.96 * se) - 1,
+    }
+
+
 def _peak_depth(df: pd.DataFrame, facts: Mapping[str, Any]) -> dict[str, Any] | None:
     from lab.model.loading import spec_for
 
@@ -309,9 +331,9 @@ def _bias(root: Path) -> dict[str, dict[str, Any]]:
     facts = {"model": [arm.get("model", "unknown")], "concepts": arm.get("concepts_evaluated", math.nan)}
     note = f"arm {trained[0]}, evaluation protocol {arm.get('evaluation_protocol', 'lab')}"
     return {
-        "bias_tpr_gain": _diff(arm, base, "tpr", facts) | {"note": note},
+        "bias_tpr_gain": _relative(arm, base, "tpr", facts) | {"note": note + ", relative change"},
         "bias_fpr": _rate(arm, "fpr", facts) | {"note": note},
-        "bias_introspection_gain": _diff(arm, base, "introspection", facts) | {"note": note},
+        "bias_introspection_gain": _relative(arm, base, "introspection", facts) | {"note": note + ", relative change"},
     }
 
 

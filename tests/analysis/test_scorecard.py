@@ -65,6 +65,16 @@ def test_the_paper_s_numbers_are_the_data_file_s():
     assert by["abliteration_tpr_after"]["source"] == "README.md:16; PROTOCOL.md:96"
 
 
+def test_the_bias_rows_are_14_s_relative_change():
+    """The paper's +75 % / +55 % are 14's "Change" column, `((l29 - bl) / bl * 100)` (14:1638, the L29 comparison
+    table), not differences in points; a zero baseline prints inf there, as here."""
+    src = {r["key"]: r for r in sc.headlines()[1]}
+    assert "(L29 − baseline) / baseline" in src["bias_tpr_gain"]["claim"]
+    row = sc._relative({"tpr": 0.35, "n_tpr": 100}, {"tpr": 0.2, "n_tpr": 100}, "tpr", {})
+    assert row["value"] == pytest.approx(0.75) and row["lo"] < 0.75 < row["hi"]
+    assert sc._relative({"tpr": 0.1, "n_tpr": 10}, {"tpr": 0.0, "n_tpr": 10}, "tpr", {})["value"] == math.inf
+
+
 def test_every_row_of_an_embedded_run_is_not_comparable_on_the_model(tmp_path, capsys):
     from analysis import geometry as geo
     from tests.analysis.test_geometry import _synthetic
@@ -123,7 +133,14 @@ def test_every_row_of_an_embedded_run_is_not_comparable_on_the_model(tmp_path, c
     gates = by.loc[("gates_ablated", str(tmp_path / "gates"))]
     assert (gates["value"], gates["n_value"]) == (-0.2, 40) and "judge" in gates["why"]
     bias = by.loc[("bias_tpr_gain", str(tmp_path / "bias"))]
-    assert bias["value"] == pytest.approx(0.5) and "evaluation protocol lab" in bias["note"]
+    # 14's "Change" column: (L29 − baseline) / baseline (14:1638), so TPR 0.25 → 0.75 is +200 %, not +50 points;
+    # Katz: log(30/40 ÷ 10/40) ± 1.96·√(1/30 − 1/40 + 1/10 − 1/40)
+    se = math.sqrt(1 / 30 - 1 / 40 + 1 / 10 - 1 / 40)
+    assert bias["value"] == pytest.approx(2.0) and "evaluation protocol lab, relative change" in bias["note"]
+    assert (bias["value_lo"], bias["value_hi"]) == pytest.approx(
+        (3 * math.exp(-1.96 * se) - 1, 3 * math.exp(1.96 * se) - 1)
+    )
+    assert bias["interval"] == "Katz log ratio"
     # the command line prints the full table and logs it to MLflow (through lab.run.tracking, only there)
     args = [a for r in runs for a in ("--run", str(r))]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

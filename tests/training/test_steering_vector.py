@@ -67,8 +67,12 @@ def test_the_paper_s_targets_controls_and_protocol():
     assert (cfg.bias.lr, cfg.bias.batch_size, cfg.bias.epochs, cfg.bias.protocol) == (1e-3, 8, 1.0, "paper")
     assert cfg.bias.band == tuple(range(29, 56, 2)) and cfg.bias.strengths == (2.0, 3.0, 4.0, 5.0)
     ev = cfg.evaluation
-    assert ev.protocol == "paper" and ev.sweep.layers == (int(62 * 0.60),) == (37,)
-    assert (ev.sweep.strengths, ev.sweep.temperature) == ((4.0,), 0.7)
+    # 14's evaluate-bias-sweep, whose results make the paper's L29 comparison (14:1197-1199: DEFAULT_SWEEP_INJECTION_
+    # LAYERS = [20, 30, 40, 50, 60], DEFAULT_SWEEP_EVAL_STRENGTHS = [1.0, 2.0, 4.0, 8.0], DEFAULT_SWEEP_N_TRIALS = 20;
+    # 14:1461 `max_new_tokens=100, temperature=0.0`)
+    assert ev.protocol == "paper" and ev.sweep.layers == (20, 30, 40, 50, 60)
+    assert (ev.sweep.strengths, ev.sweep.temperature) == ((1.0, 2.0, 4.0, 8.0), 0.0)
+    assert (ev.sweep.trials_per_concept, ev.sweep.max_new_tokens) == (20, 100)
     lab_cfg = from_dict(SteeringVectorConfig, load_yaml(ROOT / "configs" / "steering-vector-demo.yaml"))
     assert lab_cfg.bias.protocol == "lab" and lab_cfg.evaluation.protocol == "lab"  # the lab's default
     concepts, _, val_ex = training_examples(split, lab_cfg.bias, (14, 16))

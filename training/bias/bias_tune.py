@@ -53,8 +53,8 @@ class HeldoutEval:
         metadata={
             "help": "lab: the held-out concepts, injected from 'Trial n' through the answer; paper: 14's own "
             "evaluation as the arm's numbers — all 500 concepts (training ones included), steering only the tokens "
-            "before the trial turn (training.bias.bias_paper_eval); preset: layer 0.60 depth, strength 4, "
-            "temperature 0.7 (14:1746-1748)"
+            "before the trial turn (training.bias.bias_paper_eval); preset: 14's evaluate-bias-sweep, layers 20-60 × "
+            "strengths 1-8, 20 trial numbers, greedy (14:1197-1199, 1461)"
         },
     )
 
