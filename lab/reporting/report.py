@@ -129,16 +129,17 @@ def interpret_cells(table: pd.DataFrame, label: Sequence[str], noun: str = "cell
         if not with_ctl:
             continue
         ctl = k[: -len("_rate")]
-        above = [" × ".join(str(r[c]) for c in label) for r in with_ctl if r["tpr_lo"] > r[f"{k}_hi"]]
+        above = [" × ".join(str(r[c]) for c in label) for r in with_ctl if r["tpr_lo"] > r[f"{k}_hi"] and _above_fpr(r)]
         if above:
             out.append(
-                f"reading: TPR is above the {ctl}-vector control (intervals apart) in {len(above)} of "
+                f"reading: TPR is above both FPR and the {ctl}-vector control (intervals apart) in {len(above)} of "
                 f"{len(with_ctl)} {noun}: {', '.join(above)}; detection looks concept-specific there, not elsewhere"
             )
         else:
             out.append(
-                f"reading: TPR is above the {ctl}-vector control in none of the {len(with_ctl)} {noun} (intervals "
-                "overlap): no evidence that detection is concept-specific rather than a yes-bias under any perturbation"
+                f"reading: TPR is above both FPR and the {ctl}-vector control in none of the {len(with_ctl)} {noun} "
+                "(intervals overlap): no evidence that detection is concept-specific rather than a yes-bias under "
+                "any perturbation"
             )
     if rows and all(r.get("n_introspection") and r.get("introspection") == 0 for r in rows):
         out.append(f"reading: no injected concept was named with a detection claim in any of the {noun}")
@@ -158,14 +159,29 @@ def n_of(r: Mapping[str, Any], k: str) -> str:
     return "0" if n is None or n != n else str(int(n))
 
 
+def _above_fpr(r: Mapping[str, Any]) -> bool:
+    """TPR's interval lies above FPR's (True where no FPR was measured: nothing to compare with)."""
+    return not r.get("n_fpr") or r["tpr_lo"] > r["fpr_hi"]
+
+
 def interpret(o: Mapping[str, Any]) -> list[str]:
     """Plain-language reading of the overall rates, from their intervals (no verdict beyond what they support)."""
     out = []
+    if o.get("n_tpr") and o.get("n_fpr") and not _above_fpr(o):
+        out.append(
+            f"reading: TPR {o['tpr']:.2f} is not above FPR {o['fpr']:.2f} (intervals overlap): it claims detection "
+            "about as often with no injection, so no evidence that it detects the injection"
+        )
     for k in CONTROL_RATES:
         if not o.get(f"n_{k}"):
             continue
         ctl = k[: -len("_rate")]
-        if o["tpr_lo"] > o[f"{k}_hi"]:
+        if o["tpr_lo"] > o[f"{k}_hi"] and not _above_fpr(o):
+            out.append(
+                f"reading: TPR is above the {ctl}-vector control (intervals apart) but not above FPR: the {ctl} "
+                "vectors lower the yes-rate below the no-injection one; no evidence of concept-specific detection"
+            )
+        elif o["tpr_lo"] > o[f"{k}_hi"]:
             out.append(
                 f"reading: TPR is above the {ctl}-vector control (intervals apart): detection is concept-specific here"
             )

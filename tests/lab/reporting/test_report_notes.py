@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lab.reporting import metrics
-from lab.reporting.report import interpret_cells, n_note, print_rates
+from lab.reporting.report import interpret, interpret_cells, n_note, print_rates
 
 RATES = ("tpr", "fpr", "random_rate")
 
@@ -60,7 +60,11 @@ def test_the_demo_table_prints_the_note_then_the_reading(capsys) -> None:
     df = _trials(20, 9, 180, 2)
     print_rates(metrics.rates(df), metrics.summarize(df))
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-3].startswith("note: n = the distinct generations") and "180 control trials count as n=2" in lines[-3]
+    assert lines[-4].startswith("note: n = the distinct generations") and "180 control trials count as n=2" in lines[-4]
+    assert lines[-3] == (
+        "reading: TPR 0.45 is not above FPR 0.00 (intervals overlap): it claims detection about as often with no "
+        "injection, so no evidence that it detects the injection"
+    )
     assert lines[-2].startswith("reading: TPR 0.45 is not above the random-vector control 0.50 (intervals overlap)")
     assert lines[-1] == "reading: no injected concept was named with a detection claim (0/20, 95% CI up to 0.16)"
 
@@ -68,16 +72,42 @@ def test_the_demo_table_prints_the_note_then_the_reading(capsys) -> None:
 def test_a_grid_of_cells_gets_a_reading() -> None:
     """Robustness / stages: the cells where TPR is above the random-vector control, named, or none."""
     flat = metrics.summarize(_trials(40, 20, 40, 40, temperature=1.0))
-    strong = metrics.summarize(_trials(40, 40, 40, 40, temperature=1.0).assign(detected=lambda d: d.kind != "random"))
+    strong = metrics.summarize(
+        _trials(40, 40, 40, 40, temperature=1.0).assign(detected=lambda d: d.kind == "injection")
+    )
+    # yes to everything but the random vectors: above the random control, not above FPR (a yes-bias, not detection)
+    yes = metrics.summarize(_trials(40, 40, 40, 40, temperature=1.0).assign(detected=lambda d: d.kind != "random"))
     table = pd.DataFrame(
         [{"prompt_variant": "original", "dialogue_format": "standard"} | flat]
         + [{"prompt_variant": "skeptical", "dialogue_format": "plain"} | strong]
+        + [{"prompt_variant": "casual", "dialogue_format": "plain"} | yes]
     )
     assert interpret_cells(table, ("prompt_variant", "dialogue_format")) == [
-        "reading: TPR is above the random-vector control (intervals apart) in 1 of 2 cells: skeptical × plain; "
-        "detection looks concept-specific there, not elsewhere",
+        "reading: TPR is above both FPR and the random-vector control (intervals apart) in 1 of 3 cells: skeptical × "
+        "plain; detection looks concept-specific there, not elsewhere",
         "reading: no injected concept was named with a detection claim in any of the cells",
     ]
     assert interpret_cells(table.iloc[:1], ("prompt_variant", "dialogue_format"))[0].startswith(
-        "reading: TPR is above the random-vector control in none of the 1 cells (intervals overlap)"
+        "reading: TPR is above both FPR and the random-vector control in none of the 1 cells (intervals overlap)"
     )
+
+
+def test_tpr_no_higher_than_fpr_is_read_as_no_detection_even_above_the_random_control() -> None:
+    """Gemma 3 270M's sampled demo: TPR 0.07 ≈ FPR 0.06 while random vectors gave 0.00 — the random vectors lower
+    the yes-rate; that is not concept-specific detection."""
+    o = metrics.summarize(_trials(180, 13, 180, 180, temperature=1.0))
+    o |= {
+        "fpr": 0.06,
+        "fpr_lo": 0.03,
+        "fpr_hi": 0.11,
+        "random_rate": 0.0,
+        "random_rate_lo": 0.0,
+        "random_rate_hi": 0.02,
+    }
+    o |= {"tpr": 0.07, "tpr_lo": 0.04, "tpr_hi": 0.11}
+    assert interpret(o)[:2] == [
+        "reading: TPR 0.07 is not above FPR 0.06 (intervals overlap): it claims detection about as often with no "
+        "injection, so no evidence that it detects the injection",
+        "reading: TPR is above the random-vector control (intervals apart) but not above FPR: the random vectors "
+        "lower the yes-rate below the no-injection one; no evidence of concept-specific detection",
+    ]
