@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ArgumentParser, one_line_errors
+from lab.errors import ArgumentParser, LabError, one_line_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -407,8 +407,14 @@ def row(config: str, results: Path, db: Path, made_in: Path | None = None) -> st
     return f"| `{config}` | {wall} | {text} | {made} |"
 
 
-def render(readme: str, results: Path, db: Path, made_in: Path | None = None) -> str:
-    """The README with its demo table's rows regenerated where stored runs exist, and the results paragraph."""
+Source = tuple[Path, Path, Any]  # (results folder, its MLflow DB, the folder its runs were made in)
+
+
+def render(readme: str, results: Path, db: Path, made_in: Path | None = None, more: Sequence[Source] = ()) -> str:
+    """The README with its demo table's rows regenerated where stored runs exist, and the results paragraph. `more`:
+    further (results, db, made_in) sources, tried in order for a config the first has no stored run of (demos run in
+    different clones)."""
+    sources: list[Source] = [(results, db, made_in), *more]
     start, stop = readme.index(BEGIN) + len(BEGIN), readme.index(END)
     rows = [line for line in readme[start:stop].strip().splitlines()[2:] if line.startswith("|")]
     by_config = {re.match(r"\| `([^`]+)`", line)[1]: line for line in rows}
@@ -416,17 +422,17 @@ def render(readme: str, results: Path, db: Path, made_in: Path | None = None) ->
         by_config.setdefault(config, f"| `{config}` | — | not run yet | — |")
     new_rows = []
     for config, old in by_config.items():
-        fresh = row(config, results, db, made_in)
+        fresh = next((r for src in sources if (r := row(config, *src)) is not None), None)
         if fresh is None and "| measured " not in old and "not run yet" not in old:
             cells = old.rstrip(" |").split(" | ")
             fresh = " | ".join(cells[:3]) + f" | {STALE} |"
         new_rows.append(fresh or old)
     body = "\n" + HEADER + "\n" + "\n".join(new_rows) + "\n"
     readme = readme[:start] + body + readme[stop:]
-    demo = rates_summary(results / _yaml("demo.yaml")["output_dir"])
-    if demo and RESULTS_BEGIN in readme:
+    demo = next((src[0] for src in sources if rates_summary(src[0] / _yaml("demo.yaml")["output_dir"])), None)
+    if demo is not None and RESULTS_BEGIN in readme:
         a, b = readme.index(RESULTS_BEGIN) + len(RESULTS_BEGIN), readme.index(RESULTS_END)
-        readme = readme[:a] + "\n" + results_paragraph(results) + "\n" + readme[b:]
+        readme = readme[:a] + "\n" + results_paragraph(demo) + "\n" + readme[b:]
     return readme
 
 
@@ -448,7 +454,13 @@ def results_paragraph(results: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python bench/readme_tables.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", type=Path, default=ROOT, help="the folder the configs' output_dir are relative to")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        action="append",
+        help="the folder the configs' output_dir are relative to (default: this checkout); repeatable: demos run in "
+        "different clones, each with its own mlflow.db, the first that stored a config's run gives its row",
+    )
     ap.add_argument("--db", type=Path, help="the MLflow sqlite DB the demos logged to; default: <results>/mlflow.db")
     ap.add_argument(
         "--made-in",
@@ -462,7 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if the README differs from the stored runs")
     a = ap.parse_args(argv)
     old = a.readme.read_text()
-    new = render(old, a.results, a.db or a.results / "mlflow.db", a.made_in)
+    results = a.results or [ROOT]
+    if len(results) > 1 and (a.db or a.made_in):
+        raise LabError("--db and --made-in go with a single --results (each repeated --results uses its own mlflow.db)")
+    more = [(r, r / "mlflow.db", None) for r in results[1:]]
+    new = render(old, results[0], a.db or results[0] / "mlflow.db", a.made_in, more)
     if a.write:
         a.readme.write_text(new)
     elif a.check:

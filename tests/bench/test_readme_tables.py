@@ -8,6 +8,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
+from lab.errors import LabError
+
 ROOT = Path(__file__).resolve().parents[2]
 
 README = """# x
@@ -70,3 +74,29 @@ def test_the_readme_is_what_its_stored_runs_and_marks_say():
     for config in rt.SUMMARIES:
         assert f"| `{config}` |" in block
     assert all(line.count(" | ") == 3 for line in block.splitlines() if line.startswith("| `"))
+
+
+def test_repeated_results_take_each_row_from_the_first_clone_that_ran_it(tmp_path):
+    """Demos run in two clones, each with its own mlflow.db: `--results B --results A` takes the geometry row from A
+    (B has no stored run of it) with A's wall time and commit; `--db` with several --results is refused in one line."""
+    from lab.run import tracking
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    out = a / "results" / "geometry-demo"
+    (out / "analysis").mkdir(parents=True)
+    b.mkdir()
+    (out / "analysis" / "geometry.json").write_text(
+        json.dumps({"pc1_meandiff_cos": 0.6359, "pc1_refusal_cos": 0.047, "ridge_r2": -0.032})
+    )
+    cfg = tracking.TrackingConfig(uri=f"sqlite:///{a / 'mlflow.db'}", experiment="geometry-demo")
+    with tracking.run(cfg, {"output_dir": str(out)}, tags={"provenance.git_commit": "abcdef0123"}, run_name="geometry"):
+        pass
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    rt = _script()
+    assert rt.main(["--results", str(b), "--results", str(a), "--readme", str(readme), "--write"]) == 0
+    geo = next(line for line in readme.read_text().splitlines() if line.startswith("| `geometry-demo.yaml`"))
+    assert "PC1·mean-diff 0.64, PC1·refusal 0.05" in geo and geo.endswith("| `abcdef0` |")
+    with_db = ["--results", str(a), "--results", str(b), "--db", str(a / "mlflow.db"), "--readme", str(readme)]
+    with pytest.raises(LabError, match="^--db and --made-in go with a single --results"):
+        rt.main(with_db)
