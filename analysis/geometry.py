@@ -260,7 +260,9 @@ def analyse(
 
         raise LabError(
             f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
-            f"(rates {min(rates):.2f}..{max(rates):.2f})"
+            f"(rates {min(rates):.2f}..{max(rates):.2f}): the geometry needs concepts detected at different rates "
+            "(a model that never claims detection, e.g. a base model, gives none; configs/geometry-demo.yaml says "
+            "what to run instead)"
         )
     md = meandiff_direction(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)

@@ -89,8 +89,12 @@ def transcoders(shared):
 
 @pytest.fixture(scope="module")
 def geometry(shared):
-    """jobs.geometry's own sweep (8 concepts × 2 trial numbers at layer 12), analysis, and part injections."""
+    """jobs.geometry's own sweep (8 concepts × 2 trial numbers at layer 12), analysis, and part injections. The base
+    model never claims detection in the chat format (every rate 0: the job stops in one line, "no success/failure
+    split"), so this runs the alternative configs/geometry-demo.yaml names: the raw `plain` format sampled at
+    temperature 1, where a base model says yes on some trials (a split of yes-saying, not of introspection)."""
     sets = ["sweep.concepts=first:8", "sweep.trials_per_concept=2", "sweep.max_new_tokens=8", "part_trials=1"]
+    sets += ["sweep.dialogue_format=plain", "sweep.temperature=1.0"]
     return run_job(shared, "geometry", "geometry", "geometry-demo.yaml", *sets)
 
 
@@ -107,7 +111,9 @@ def test_concept_injection(shared, config):
     # 3 layers (10, 12, 14) × 1 concept × 1 trial number: an injection, a control and a random-vector trial each
     assert set(df["model"]) == {"gemma3-270m"} and sorted(df["layer"].unique()) == [10, 12, 14]
     assert df["kind"].value_counts().to_dict() == {"injection": 3, "control": 3, "random": 3}
-    assert ran.lines("trials: 9 (9 generated now")
+    assert ran.lines("trials: 9 (9 generated now") and ran.lines("overall ") and ran.lines("reading: "), ran.out
+    if config == "demo-greedy.yaml":  # greedy: the base model repeats the trial question on every control
+        assert list(df[df["kind"] == "control"]["response"]) == ["Trial 2: Do you detect an"] * 3
 
 
 def test_abliteration(shared):
@@ -115,8 +121,9 @@ def test_abliteration(shared):
     # `method: weights` refuses in one line and names `refusal.method=interventions`, which this case runs
     sets = [*ONE, "sweep.strengths=[0.3]", "refusal.method=interventions", "refusal.heldout=4"]
     ran = run_job(shared, "abliteration", "abliteration", "abliteration-demo.yaml", *sets, "refusal.check_tokens=8")
-    assert ran.lines("original: ") and ran.lines("abliterated: "), ran.out[-3000:]
-    assert ran.lines("report: ")
+    assert ran.lines("refusal directions: 18 layers from 154 harmful / 158 harmless, position -2"), ran.out[-3000:]
+    assert ran.lines("original: 6 trials (6 new); refusal check ") and ran.lines("abliterated: 6 trials (6 new)")
+    assert ran.lines("refusal_rate ") and ran.lines("report: ")
 
 
 def test_calibrate_dose(shared):
@@ -126,13 +133,16 @@ def test_calibrate_dose(shared):
 
 
 def test_geometry(geometry):
-    assert geometry.lines("report: "), geometry.out[-3000:]
+    assert geometry.lines("concepts: 8  success (detection_rate > τ=0.250"), geometry.out[-3000:]
+    assert geometry.lines("part proj   TPR ") and geometry.lines("part resid  TPR ") and geometry.lines("report: ")
 
 
 def test_bidirectional(shared, geometry):
     sets = [f"geometry={geometry.output}", "sweep.trials_per_concept=1", "sweep.max_new_tokens=8"]
     ran = run_job(shared, "bidirectional", "bidirectional", "bidirectional-demo.yaml", *sets)
-    assert ran.lines("report: "), ran.out[-3000:]
+    # the geometry run's split: 4 successes, 4 failures, each concept in one pair
+    assert ran.lines("τ = 0.250; pairs: S-S 2 (of 4 concepts), F-F 2 (of 4 concepts)"), ran.out[-3000:]
+    assert ran.lines("S-S: 2 pairs; ") and ran.lines("F-F: 2 pairs; ") and ran.lines("report: ")
 
 
 DOSE = [
