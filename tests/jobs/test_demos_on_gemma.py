@@ -174,11 +174,17 @@ def test_transcoders(transcoders):
     assert [line.split(":")[0] for line in transcoders.lines("layer ")] == ["layer 8", "layer 12", "layer 16"]
 
 
-def test_feature_regression(shared, transcoders):
-    sets = ["concepts=first:4", "trials_per_concept=1", "folds=2", "inner_folds=2", "ns=[10, 0]", "alphas=[1.0, 100.0]"]
-    sets += ["resamples=[20, 2]", f"transcoder={TC_YAML}", f"transcoder_dir={shared / 'transcoders'}", *IN_PROCESS]
+def test_feature_regression(shared, transcoders, geometry):
+    # The job's own sweep on the base model detects nothing (every rate 0: a constant target; it stops in one line,
+    # "nothing to regress ... give sweep_dir"), so this gives the documented alternative, a stored sweep whose rates
+    # vary: the geometry run's (raw format, sampled; layer 12, relative 0.3) — hence layer 12 and the transcoder
+    # after it (16, trained by the transcoders case), where the config's per_model block injects at 8
+    sets = ["concepts=first:8", f"sweep_dir={geometry.output / 'sweep'}", "layer=12", "strength=0.3"]
+    sets += ["feature_layers=[16]", "trials_per_concept=1", "folds=2", "inner_folds=2", "ns=[10, 0]"]
+    sets += ["alphas=[1.0, 100.0]", "resamples=[20, 2]", f"transcoder={TC_YAML}"]
+    sets += [f"transcoder_dir={shared / 'transcoders'}", *IN_PROCESS]
     ran = run_job(shared, "feature-regression", "feature_regression", "feature-regression-demo.yaml", *sets)
-    assert ran.lines("4 concepts, "), ran.out[-3000:]
+    assert ran.lines("8 concepts, "), ran.out[-3000:]
 
 
 def test_localisation(shared):
