@@ -251,7 +251,7 @@ def analyse(
         split_on, source = (combined if metric == "combined_rate" else rates), "cv_lda_f1_paper"
     elif tau is None:
         tau, f1, _ = choose_threshold(X, rates, seed=seed)
-        source = "cv_lda_f1"
+        source = "cv_lda_f1" if f1 == f1 else "median"  # no split had the minority for CV: the median's
     else:
         f1, source = float("nan"), "fixed"
     success = split_on > tau

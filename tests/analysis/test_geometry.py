@@ -185,3 +185,6 @@ def test_a_model_that_never_claims_detection_is_refused_in_one_line():
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("no success/failure split: every concept's detection rate is on one side")
     assert "(rates 0.00..0.00)" in msg and "configs/geometry-demo.yaml says what to run instead" in msg
+    # 8 concepts cannot give a CV split (minority >= 5): τ is the median, and the report says so
+    g, _ = geo.analyse(X, np.array([0, 0, 0, 0, 0.5, 0.5, 1, 1.0]), concepts, None)
+    assert (g.tau, g.tau_source, g.n_success) == (0.25, "median", 4) and np.isnan(g.tau_f1)

@@ -129,7 +129,9 @@ def test_abliteration(shared):
 def test_calibrate_dose(shared):
     sets = ["sweep.concepts=first:1", "sweep.max_new_tokens=8", "sweep.strengths=[0.1, 0.4]"]
     ran = run_job(shared, "calibrate-dose", "calibrate_dose", "calibrate-dose-demo.yaml", *sets)
-    assert ran.lines("dose: "), ran.out[-3000:]
+    assert ran.lines("trials: 18 (18 generated now"), ran.out[-3000:]  # 1 concept × 3 layers × 2 strengths × 3 kinds
+    assert [line.split(":")[0] for line in ran.lines("#   layer ")] == ["#   layer 8", "#   layer 12", "#   layer 16"]
+    assert ran.lines("dose: ")
 
 
 def test_geometry(geometry):
@@ -156,13 +158,15 @@ DOSE = [
 
 def test_dose_response(shared, transcoders):
     ran = run_job(shared, "dose-response", "dose_response", "dose-response-demo.yaml", *DOSE, _tc_cache(shared))
-    assert ran.lines("tables: "), ran.out[-3000:]
+    assert ran.lines("dose response: 2 concepts × 3 strengths × 1 trials on gemma3-270m"), ran.out[-3000:]
+    assert ran.lines("gemma3-270m: ") and ran.lines("tables: ")
 
 
 def test_gates(shared, transcoders):
     sets = [*DOSE, _tc_cache(shared), "n_boot=50"]
     ran = run_job(shared, "gates", "gates", "gates-demo.yaml", *sets)
-    assert ran.lines("== "), ran.out[-3000:]
+    assert ran.lines("== gemma3-270m ["), ran.out[-3000:]
+    assert ran.lines("patch gates: ") and ran.lines("ablate gates: ") and ran.lines("verdict: ")
 
 
 def _tc_cache(shared) -> str:
@@ -172,6 +176,8 @@ def _tc_cache(shared) -> str:
 def test_transcoders(transcoders):
     # Gemma's layers from the config's per_model block, each trained here (one activation pass)
     assert [line.split(":")[0] for line in transcoders.lines("layer ")] == ["layer 8", "layer 12", "layer 16"]
+    assert all("held-out FVE " in line for line in transcoders.lines("layer ")), transcoders.out[-3000:]
+    assert transcoders.lines("transcoders: 3 layers in ")
 
 
 def test_feature_regression(shared, transcoders, geometry):
@@ -191,17 +197,21 @@ def test_localisation(shared):
     sets = ["sweep.concepts=first:1", "sweep.trials_per_concept=1", "sweep.max_new_tokens=8", *IN_PROCESS]
     ran = run_job(shared, "localisation", "localisation", "localisation-demo.yaml", *sets)
     # every 4th layer from 2 on Gemma's 18: 2, 6, 10, 14
-    assert ran.lines("trials: ") and "over layers [2, 6, 10, 14]" in ran.lines("trials: ")[0], ran.out[-3000:]
+    assert ran.lines("trials: 12 (12 new, 0 stored) over layers [2, 6, 10, 14]"), ran.out[-3000:]
+    assert ran.lines("detection peaks at layer ") and ran.lines("report: ")
 
 
 def test_patching(shared):
     ran = run_job(shared, "patching", "patching", "patching-demo.yaml", "concepts=first:1", *IN_PROCESS)
-    assert ran.lines("report: "), ran.out[-3000:]
+    # every 4th layer after the injection layer 12 on Gemma's 18: 13 and 17
+    assert ran.lines("patching: 4 tasks (1 batches × 2 layers × 2 components)"), ran.out[-3000:]
+    assert ran.lines("injection moves Yes−No from ") and ran.lines("report: ")
 
 
 def test_probes(shared):
     ran = run_job(shared, "probes", "probes", "probes-demo.yaml", "concepts=first:1", "repeats=1")
-    assert ran.lines("report: "), ran.out[-3000:]
+    assert ran.lines("probe trials: 36 on gemma3-270m (36 scored now"), ran.out[-3000:]
+    assert ran.lines("discrimination: ") and ran.lines("localisation: ") and ran.lines("report: ")
 
 
 def test_robustness(shared):
