@@ -217,12 +217,18 @@ def test_probes(shared):
 def test_robustness(shared):
     sets = ["sweep.concepts=[Dust]", "sweep.max_new_tokens=8", *IN_PROCESS]
     ran = run_job(shared, "robustness", "robustness", "robustness-demo.yaml", *sets)
-    assert ran.lines("report: "), ran.out[-3000:]
+    # the paper's 7 variants (standard format) and 6 formats: every one renders with Gemma's template (no system role)
+    assert ran.lines("cells: 12 run, 0 skipped; trials: 36 (36 generated now"), ran.out[-3000:]
+    assert len(ran.lines("original ")) == 6 and ran.lines("report: ") and ran.lines("mlflow:  parent run ")
 
 
 def test_stages(shared):
     ran = run_job(shared, "stages", "stages", "stages-demo.yaml", *ONE, *IN_PROCESS)
-    assert ran.lines("stage") or ran.out, ran.out[-3000:]
+    # both stages run the top-level model, the second with a random LoRA made for Gemma's modules
+    assert ran.lines("created an UNTRAINED random LoRA adapter for stage 'base+random-lora'"), ran.out[-3000:]
+    assert ran.lines("stage base (gemma3-270m): 3 trials (3 generated now")
+    assert ran.lines("stage base+random-lora (gemma3-270m + adapter adapters/random-lora): 3 trials (3 generated now")
+    assert ran.lines("report: ") and ran.lines("mlflow:  parent run ")
 
 
 def test_steering_vector(shared):
