@@ -237,13 +237,20 @@ def test_steering_vector(shared):
     sets += ["bias.val_every=1", "bias.trials_per_concept=1", "evaluation.n_heldout=1"]
     sets += ["evaluation.sweep.trials_per_concept=1", "evaluation.sweep.max_new_tokens=8"]
     ran = run_job(shared, "steering-vector", "steering_vector", "steering-vector-demo.yaml", *sets, vectors=False)
-    assert ran.lines("report: "), ran.out[-3000:]
+    # the bias layers 10 and 14 and the paper's band scaled to Gemma's 18 layers; each arm trained and evaluated
+    assert ran.lines("steering vector: 3 arms (baseline, L10_seed0, L14_seed0), model gemma3-270m"), ran.out[-3000:]
+    assert ran.lines("== L10_seed0") and ran.lines("== L14_seed0") and ran.lines("report: ")
+    assert not ran.lines("error: arms failed")
 
 
 def test_ablations(shared):
-    # Ray Tune is the job's point (one condition per trial): kept, with 2 conditions (DPO, SFT) and 4 pairs each
-    sets = ["conditions=[{name: dpo}, {name: sft_chosen}]", "data.synthetic_pairs=4", "hparams.max_length=128"]
+    # Ray Tune is the job's point (one condition per trial): kept, all 5 conditions, 4 pairs each (2 steps)
+    sets = ["data.synthetic_pairs=4", "hparams.max_length=128"]
     sets += ["evaluation.sweep.concepts=first:1", "evaluation.sweep.strengths=[0.2]"]
     sets += ["evaluation.sweep.trials_per_concept=1", "evaluation.sweep.max_new_tokens=8"]
     ran = run_job(shared, "ablations", "train_ablations", "ablations-demo.yaml", *sets, vectors=False)
-    assert ran.lines("report: "), ran.out[-3000:]
+    conditions = ["dpo", "dpo_no_ref", "sft_chosen", "sft_kl", "dpo_shuffled"]
+    assert [line.split()[1] for line in ran.out.splitlines() if line.split()[:1] in ([c] for c in conditions)] == [
+        "finished"
+    ] * 5, ran.out[-3000:]
+    assert ran.lines("mlflow:  parent run ") and "(5 finished child runs)" in ran.lines("mlflow:  parent run ")[0]
