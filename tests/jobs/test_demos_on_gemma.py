@@ -4,13 +4,17 @@ only shrinking overrides (fewer concepts, trial numbers, strengths, new tokens, 
 dictionaries, no Ray actors where Ray is not what the job is about). Layers, sites, formats, variants, methods and
 everything else Gemma-specific stay as the config (and its `per_model:` block) give them, so a failure on Gemma's
 shape (18 layers, post-sublayer norms, sliding-window layers, scaled embeddings, 262k vocabulary, its chat template)
-shows here. One exception, by design: `abliteration-demo.yaml` orthogonalises weights (`refusal.method: weights`),
+shows here. Three exceptions, each by design. `abliteration-demo.yaml` orthogonalises weights (`refusal.method: weights`),
 which refuses in one line on a model with norms after its sublayers, pointing to `refusal.method=interventions`; its
-case runs that documented alternative (and a fast test checks the refusal itself).
+case runs that documented alternative (tests/lab/architectures/test_abliteration.py checks the refusal itself). Two
+more stop in one line on the base model, by design: it never claims detection in the chat format, so geometry has no
+success/failure split and feature regression no target that varies; their cases run what their configs name instead
+(geometry: the raw `plain` format sampled at temperature 1; feature regression: `sweep_dir` = that geometry sweep).
 
 Shared prerequisites are module-scoped: the concept-vector cache (computed here, in a tmp folder), the transcoder
 cache (small dictionaries trained here by the transcoders case and reused by feature regression, dose response and
-gates), and the geometry run that bidirectional reads. Slow (about 2–8 min per case on the shared 2-core machine):
+gates), and the geometry run that bidirectional and feature regression read. Slow (40 s to 4.5 min per case on the
+shared 2-core machine, 36 min for the file):
 `make test-slow`, or `pytest -m slow tests/jobs/test_demos_on_gemma.py`. The README's Gemma section has the times."""
 
 from __future__ import annotations
