@@ -1,13 +1,13 @@
-"""Every demo config RUNS end to end on the second embedded model, Gemma 3 270M base: one case per demo config, each
-the real job as a subprocess, `python -m jobs.<job> --config configs/<x>.yaml --set model.name=gemma3-270m`, plus
-only shrinking overrides (fewer concepts, trial numbers, strengths, new tokens, training steps and tokens, smaller
+"""Every demo config RUNS end to end on the second embedded model, Gemma 3 270M base: one case per demo config, each the
+real job as a subprocess, `python -m jobs.<job> --config configs/<x>.yaml --set model.name=gemma3-270m`, plus only
+shrinking overrides (fewer concepts, trial numbers, strengths, new tokens, training steps and tokens, smaller
 dictionaries, no Ray actors where Ray is not what the job is about). Layers, sites, formats, variants, methods and
-everything else Gemma-specific stay as the config (and its `per_model:` block) give them, so a failure on Gemma's
-shape (18 layers, post-sublayer norms, sliding-window layers, scaled embeddings, 262k vocabulary, its chat template)
-shows here. Three exceptions, each by design. `abliteration-demo.yaml` orthogonalises weights
-(`refusal.method: weights`), which refuses in one line on a model with norms after its sublayers, pointing to `refusal.method=interventions`; its
-case runs that documented alternative (tests/lab/architectures/test_abliteration.py checks the refusal itself). Two
-more stop in one line on the base model, by design: it never claims detection in the chat format, so geometry has no
+everything else Gemma-specific stay as the config (and its `per_model:` block) give them, so a failure on Gemma's shape
+(18 layers, post-sublayer norms, sliding-window layers, scaled embeddings, 262k vocabulary, its chat template) shows
+here. Three exceptions, each by design. `abliteration-demo.yaml` orthogonalises weights (`refusal.method: weights`),
+which refuses in one line on a model with norms after its sublayers, pointing to `refusal.method=interventions`; its
+case runs that documented alternative (tests/lab/architectures/test_abliteration.py checks the refusal itself). Two more
+stop in one line on the base model, by design: it never claims detection in the chat format, so geometry has no
 success/failure split and feature regression no target that varies; their cases run what their configs name instead
 (geometry: the raw `plain` format sampled at temperature 1; feature regression: `sweep_dir` = that geometry sweep).
 
