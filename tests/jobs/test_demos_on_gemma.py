@@ -53,7 +53,9 @@ def shared(tmp_path_factory):
     return tmp_path_factory.mktemp("gemma-demos")
 
 
-def run_job(shared, name: str, module: str, config: str, *sets: str, vectors: bool = True, timeout: int = 1200) -> Ran:
+def run_job(
+    shared, name: str, module: str, config: str, *sets: str, vectors: bool = True, timeout: int = 1200, code: int = 0
+) -> Ran:
     """`python -m jobs.<module> --config configs/<config> --set model.name=gemma3-270m --set <sets>…` with its
     output in `shared/<name>` and MLflow in `shared/mlflow.db`; fails the test with its last output unless exit 0."""
     output = shared / name
@@ -73,7 +75,7 @@ def run_job(shared, name: str, module: str, config: str, *sets: str, vectors: bo
         pytest.fail(f"{module} on Gemma ran past {timeout} s:\n{out[-4000:]}")
     ran = Ran(out, output, time.time() - t0)
     (shared / f"{name}.log").write_text(f"{' '.join(argv)}\n[{ran.wall:.0f} s, exit {proc.returncode}]\n{out}")
-    assert proc.returncode == 0, f"{module} on Gemma exited {proc.returncode}:\n{out[-6000:]}"
+    assert proc.returncode == code, f"{module} on Gemma exited {proc.returncode}:\n{out[-6000:]}"
     return ran
 
 
@@ -128,6 +130,13 @@ def test_abliteration(shared):
     assert ran.lines("refusal directions: 18 layers from 154 harmful / 158 harmless, position -2"), ran.out[-3000:]
     assert ran.lines("original: 6 trials (6 new); refusal check ") and ran.lines("abliterated: 6 trials (6 new)")
     assert ran.lines("refusal_rate ") and ran.lines("report: ")
+
+
+def test_abliteration_by_weights_refuses_on_gemma_before_any_direction(shared):
+    """The config as it is: `method: weights` stops in one line (exit 2) right after the model loads."""
+    ran = run_job(shared, "abliteration-weights", "abliteration", "abliteration-demo.yaml", code=2)
+    assert ran.lines("error: method 'weights' cannot abliterate Gemma3DecoderLayer: it normalises each sublayer's")
+    assert "use method: interventions (exact there)" in ran.out and not ran.lines("refusal directions: ")
 
 
 def test_calibrate_dose(shared):
