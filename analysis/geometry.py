@@ -251,7 +251,7 @@ def analyse(
         split_on, source = (combined if metric == "combined_rate" else rates), "cv_lda_f1_paper"
     elif tau is None:
         tau, f1, _ = choose_threshold(X, rates, seed=seed)
-        source = "cv_lda_f1"
+        source = "cv_lda_f1" if f1 == f1 else "median"  # no split had the minority for CV: the median's
     else:
         f1, source = float("nan"), "fixed"
     success = split_on > tau
@@ -260,7 +260,9 @@ def analyse(
 
         raise LabError(
             f"no success/failure split: every concept's detection rate is on one side of τ={tau:.3f} "
-            f"(rates {min(rates):.2f}..{max(rates):.2f})"
+            f"(rates {min(rates):.2f}..{max(rates):.2f}): the geometry needs concepts detected at different rates "
+            "(a model that never claims detection, e.g. a base model, gives none; configs/geometry-demo.yaml says "
+            "what to run instead)"
         )
     md = meandiff_direction(X, success)
     comps, ratios, scores = pca(X, rates, n_pcs)

@@ -29,7 +29,7 @@ from lab.steer.injection import Strength
 
 def sweep_rates(sweep: Any, layer: int, concepts: Sequence[str], folds: int, run: bool) -> dict[str, float]:
     """Detection rate per concept at `layer` from the sweep stored in `sweep.output_dir` (an `InjectionConfig`),
-    run there first when `run`; at least `folds` concepts must have one."""
+    run there first when `run`; at least `folds` concepts must have one, and the rates must vary."""
     from lab.experiments.concept_injection import run_sweep
     from lab.experiments.features import detection_by_concept
     from lab.run import store
@@ -38,6 +38,12 @@ def sweep_rates(sweep: Any, layer: int, concepts: Sequence[str], folds: int, run
         run_sweep(sweep, progress=False)
     if len(rates := detection_by_concept(store.read(sweep.output_dir), layer, concepts)) < folds:
         raise LabError(f"{sweep.output_dir} has rates for {len(rates)} of the concepts; need >= folds ({folds})")
+    if len(set(rates.values())) == 1:  # a constant target: no R², and no success/failure split for the baseline
+        raise LabError(
+            f"every concept's detection rate at layer {layer} in {sweep.output_dir} is {next(iter(rates.values())):.2f}: "
+            "nothing to regress (a model that never claims detection, e.g. a base model, gives this); give sweep_dir, "
+            "a stored sweep at this layer where the rates vary"
+        )
     return rates
 
 

@@ -559,7 +559,9 @@ def prepare_arms(
     then_abliterate: bool = True,
 ) -> Arms:
     """jobs.abliteration's model-side step in one call: `check_original`, then (`then_abliterate`: on a replica that no
-    sweep shares) `abliterate`."""
+    sweep shares) `abliterate`. `weights` on blocks it cannot orthogonalise is refused first, before the directions."""
+    if rc.method == "weights":
+        writers(lm.model)  # a post-sublayer-norm block (Gemma 3, OLMo 3): one line now, not after minutes of passes
     arms = check_original(lm, rc, harmful, harmless, held, given)
     return abliterate(lm, rc, arms, held, model_dir) if then_abliterate else arms
 

@@ -173,3 +173,18 @@ def test_the_paper_s_ridge_r2_is_the_mean_of_folds_with_global_centring():
     g, _ = geo.analyse(X, y, concepts, ref, ridge="paper")
     assert g.ridge_method == "paper" and g.ridge_r2 == pytest.approx(res["r2_mean_folds"])
     assert geo.analyse(X, y, concepts, ref)[0].ridge_r2 == pytest.approx(R2_POOLED)  # the lab's default: pooled
+
+
+def test_a_model_that_never_claims_detection_is_refused_in_one_line():
+    """Gemma 3 270M base in the chat format: every rate 0, nothing to split; the one line says why and where to look."""
+    from lab.errors import LabError
+
+    X, _, concepts, _ = _synthetic(n=8)
+    with pytest.raises(LabError) as err:
+        geo.analyse(X, np.zeros(8), concepts, None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("no success/failure split: every concept's detection rate is on one side")
+    assert "(rates 0.00..0.00)" in msg and "configs/geometry-demo.yaml says what to run instead" in msg
+    # 8 concepts cannot give a CV split (minority >= 5): τ is the median, and the report says so
+    g, _ = geo.analyse(X, np.array([0, 0, 0, 0, 0.5, 0.5, 1, 1.0]), concepts, None)
+    assert (g.tau, g.tau_source, g.n_success) == (0.25, "median", 4) and np.isnan(g.tau_f1)

@@ -64,6 +64,9 @@ def test_post_norm_blocks_are_refused_in_one_line(arch):
     msg = str(e.value)
     assert "\n" not in msg and "post_feedforward_layernorm" in msg and "use method: interventions" in msg
     assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before.items())  # nothing was changed
+    # the job's model-side step refuses before computing any direction (no prompt is ever run: none is given)
+    with pytest.raises(LabError, match="use method: interventions"):
+        refusal.prepare_arms(lm, refusal.RefusalConfig(method="weights"), [], [], [], None, "unused")
 
 
 @pytest.mark.parametrize("sites", ["writers", "resid"])

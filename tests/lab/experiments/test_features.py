@@ -98,3 +98,26 @@ def test_detection_rates_use_free_injection_trials_at_the_layer():
         }
     )
     assert detection_by_concept(df, 12, ["A", "B"]) == {"A": 0.5}
+
+
+def test_a_sweep_where_no_concept_is_detected_is_refused_before_any_feature_read(tmp_path):
+    """Gemma 3 270M base never claims detection: every rate 0 is a constant target (the paper procedure's
+    projection baseline crashed in an SVD on it); refused in one line, naming sweep_dir."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import pytest
+
+    from lab.errors import LabError
+    from lab.experiments.feature_regression import sweep_rates
+
+    rows = {"trial_id": ["a", "b", "c", "d"], "kind": ["injection"] * 4, "forced": [False] * 4, "layer": [8] * 4}
+    df = pd.DataFrame(rows | {"concept": ["A", "A", "B", "B"], "detected": [False] * 4})
+    df.to_parquet(tmp_path / "shard-0.parquet", index=False)
+    sweep = SimpleNamespace(output_dir=str(tmp_path))
+    with pytest.raises(
+        LabError, match=r"^every concept's detection rate at layer 8 in .* is 0\.00: nothing to regress"
+    ):
+        sweep_rates(sweep, 8, ["A", "B"], 2, run=False)
+    df.assign(detected=[True, False, False, False]).to_parquet(tmp_path / "shard-0.parquet", index=False)
+    assert sweep_rates(sweep, 8, ["A", "B"], 2, run=False) == {"A": 0.5, "B": 0.0}
