@@ -32,6 +32,8 @@ class FeatureRegressionConfig:
     strength: float = field(default=0.2, metadata={"help": "injection strength, in strength_mode units"})
     strength_mode: Literal["raw", "relative"] = field(default="relative", metadata={"help": "as sweep.strength_mode"})
     trials_per_concept: int = field(default=2, metadata={"help": "trial numbers n = 1..N (sweep and feature reads)"})
+    dialogue_format: str = field(default="standard", metadata={"help": "the sweep's format (a base model: plain)"})
+    temperature: float = field(default=0.0, metadata={"help": "the sweep's sampling temperature (0: greedy)"})
     feature_layers: tuple[int, ...] = field(default=(16, 20), metadata={"help": "transcoder layers (> layer)"})
     transcoder: TranscoderConfig = field(default_factory=TranscoderConfig, metadata={"help": "as jobs.transcoders"})
     transcoder_dir: str | None = field(default=None, metadata={"help": "cache; empty: <model cache>/transcoders"})
@@ -93,21 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
     sweep = SweepConfig(
-        concepts=cfg.concepts,
-        layers=(cfg.layer,),
-        strengths=(cfg.strength,),
-        strength_mode=cfg.strength_mode,
-        trials_per_concept=cfg.trials_per_concept,
-        controls=(),
-    )
+        concepts=cfg.concepts, layers=(cfg.layer,), strengths=(cfg.strength,), strength_mode=cfg.strength_mode,
+        trials_per_concept=cfg.trials_per_concept, controls=(), dialogue_format=cfg.dialogue_format,
+        temperature=cfg.temperature,
+    )  # fmt: skip
     sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
     off = TrackingConfig(enabled=False)
     inj = InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, off, sweep_dir, cfg.cache_dir)
     rates = fr.sweep_rates(inj, cfg.layer, select_concepts(cfg.concepts), cfg.folds, run=not cfg.sweep_dir)
     if not (root / "spec.json").is_file():
         tc_dir = default_dir(cfg.transcoder_dir)
+        strength = Strength(cfg.strength, cfg.strength_mode)
         reads = fr.ConceptReads(
-            cfg.layer, Strength(cfg.strength, cfg.strength_mode), cfg.feature_layers, tuple(trials), cfg.cache_dir
+            cfg.layer, strength, cfg.feature_layers, tuple(trials), cfg.cache_dir, cfg.dialogue_format
         )
         dicts = partial(transcoders_for, cache_dir=tc_dir, cfg=cfg.transcoder)
         tc_key = {"cache_dir": tc_dir, "config": asdict(cfg.transcoder)}

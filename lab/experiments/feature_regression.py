@@ -50,13 +50,14 @@ def sweep_rates(sweep: Any, layer: int, concepts: Sequence[str], folds: int, run
 @dataclass(frozen=True)
 class ConceptReads:
     """What to read per concept: `strength` × its vector at resid_post.<layer>, dictionaries at `read_layers`, over
-    the standard-dialogue trial prompts of `trial_numbers`."""
+    the trial prompts of `trial_numbers` in `dialogue_format` (the sweep's)."""
 
     layer: int
     strength: Strength
     read_layers: tuple[int, ...]
     trial_numbers: tuple[int, ...]
     cache_dir: str | None = None  # concept-vector cache; None: <lab cache>/vectors
+    dialogue_format: str = "standard"  # the trial prompts' format: the one the detection rates were measured in
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def prepare_codes(lm: Any, concepts: list[str], reads: ConceptReads, dictionarie
     direction = logit_direction(lm)
     dla = {L: tc.w_dec.float() @ direction for L, tc in dicts.items()}
     v = {c: x for (c, _), x in vecs.items()}
-    return _Context(v, dicts, trial_prompts(lm, reads.trial_numbers), dla, reads)
+    return _Context(v, dicts, trial_prompts(lm, reads.trial_numbers, fmt=reads.dialogue_format), dla, reads)
 
 
 def read_concept_codes(lm: Any, shard: list[ConceptTrial], ctx: _Context) -> list[dict[str, Any]]:
@@ -119,7 +120,10 @@ def read_codes(
     from lab.run import store
     from lab.run.experiment import execute
 
-    key = {"model": model_key(model), "reads": to_dict(reads), "dictionaries": dict(dictionary_key)}
+    spec = to_dict(reads)
+    if spec["dialogue_format"] == "standard":  # the default keeps the ids reads had before the field existed
+        del spec["dialogue_format"]
+    key = {"model": model_key(model), "reads": spec, "dictionaries": dict(dictionary_key)}
     trials = [ConceptTrial(trial_id(**key, concept=c), c) for c in concepts]
     args = (list(concepts), reads, dictionaries, model_key(model))
     execute(

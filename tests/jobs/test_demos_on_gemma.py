@@ -4,16 +4,15 @@ shrinking overrides (fewer concepts, trial numbers, strengths, new tokens, train
 dictionaries, no Ray actors where Ray is not what the job is about). Layers, sites, formats, variants, methods and
 everything else Gemma-specific stay as the config (and its `per_model:` block) give them, so a failure on Gemma's shape
 (18 layers, post-sublayer norms, sliding-window layers, scaled embeddings, 262k vocabulary, its chat template) shows
-here. Three exceptions, each by design. `abliteration-demo.yaml` orthogonalises weights (`refusal.method: weights`),
-which refuses in one line on a model with norms after its sublayers, pointing to `refusal.method=interventions`; its
-case runs that documented alternative (tests/lab/architectures/test_abliteration.py checks the refusal itself). Two more
-stop in one line on the base model, by design: it never claims detection in the chat format, so geometry has no
-success/failure split and feature regression no target that varies; their cases run what their configs name instead
-(geometry: the raw `plain` format sampled at temperature 1; feature regression: `sweep_dir` = that geometry sweep).
+here. Three configs carry Gemma settings in their `per_model:` block beside its layers, each by design:
+`abliteration-demo.yaml` ablates by interventions (orthogonalised weights refuse in one line on a model with norms
+after its sublayers: the abliteration-by-weights case checks that), and geometry and feature regression sample the
+raw `plain` format at temperature 1 (the base model never claims detection in the chat format, so geometry would
+have no success/failure split and feature regression no target that varies: both stop in one line there).
 
 Shared prerequisites are module-scoped: the concept-vector cache (computed here, in a tmp folder), the transcoder
 cache (small dictionaries trained here by the transcoders case and reused by feature regression, dose response and
-gates), and the geometry run that bidirectional and feature regression read. Slow (40 s to 4.5 min per case on the
+gates), and the geometry run that bidirectional reads. Slow (40 s to 4.5 min per case on the
 shared 2-core machine, 36 min for the file):
 `make test-slow`, or `pytest -m slow tests/jobs/test_demos_on_gemma.py`. The README's Gemma section has the times."""
 
@@ -97,10 +96,9 @@ def transcoders(shared):
 def geometry(shared):
     """jobs.geometry's own sweep (8 concepts × 2 trial numbers at layer 12), analysis, and part injections. The base
     model never claims detection in the chat format (every rate 0: the job stops in one line, "no success/failure
-    split"), so this runs the alternative configs/geometry-demo.yaml names: the raw `plain` format sampled at
-    temperature 1, where a base model says yes on some trials (a split of yes-saying, not of introspection)."""
+    split"), so the config's per_model block runs the raw `plain` format sampled at temperature 1 on Gemma, where a
+    base model says yes on some trials (a split of yes-saying, not of introspection)."""
     sets = ["sweep.concepts=first:8", "sweep.trials_per_concept=2", "sweep.max_new_tokens=8", "part_trials=1"]
-    sets += ["sweep.dialogue_format=plain", "sweep.temperature=1.0"]
     return run_job(shared, "geometry", "geometry", "geometry-demo.yaml", *sets)
 
 
@@ -124,8 +122,8 @@ def test_concept_injection(shared, config):
 
 def test_abliteration(shared):
     # Gemma 3 normalises after each sublayer, so orthogonalised weights would not equal the hooks: the config's
-    # `method: weights` refuses in one line and names `refusal.method=interventions`, which this case runs
-    sets = [*ONE, "sweep.strengths=[0.3]", "refusal.method=interventions", "refusal.heldout=4"]
+    # per_model block runs `refusal.method: interventions` on Gemma (weights refuse in one line, the next case)
+    sets = [*ONE, "sweep.strengths=[0.3]", "refusal.heldout=4"]
     ran = run_job(shared, "abliteration", "abliteration", "abliteration-demo.yaml", *sets, "refusal.check_tokens=8")
     assert ran.lines("refusal directions: 18 layers from 154 harmful / 158 harmless, position -2"), ran.out[-3000:]
     assert ran.lines("original: 6 trials (6 new); refusal check ") and ran.lines("abliterated: 6 trials (6 new)")
@@ -133,8 +131,10 @@ def test_abliteration(shared):
 
 
 def test_abliteration_by_weights_refuses_on_gemma_before_any_direction(shared):
-    """The config as it is: `method: weights` stops in one line (exit 2) right after the model loads."""
-    ran = run_job(shared, "abliteration-weights", "abliteration", "abliteration-demo.yaml", code=2)
+    """`method: weights` (SmolLM2's setting) stops in one line (exit 2) right after the model loads."""
+    ran = run_job(
+        shared, "abliteration-weights", "abliteration", "abliteration-demo.yaml", "refusal.method=weights", code=2
+    )
     assert ran.lines("error: method 'weights' cannot abliterate Gemma3DecoderLayer: it normalises each sublayer's")
     assert "use method: interventions (exact there)" in ran.out and not ran.lines("refusal directions: ")
 
@@ -193,13 +193,11 @@ def test_transcoders(transcoders):
     assert transcoders.lines("transcoders: 3 layers in ")
 
 
-def test_feature_regression(shared, transcoders, geometry):
-    # The job's own sweep on the base model detects nothing (every rate 0: a constant target; it stops in one line,
-    # "nothing to regress ... give sweep_dir"), so this gives the documented alternative, a stored sweep whose rates
-    # vary: the geometry run's (raw format, sampled; layer 12, relative 0.3) — hence layer 12 and the transcoder
-    # after it (16, trained by the transcoders case), where the config's per_model block injects at 8
-    sets = ["concepts=first:8", f"sweep_dir={geometry.output / 'sweep'}", "layer=12", "strength=0.3"]
-    sets += ["feature_layers=[16]", "trials_per_concept=1", "folds=2", "inner_folds=2", "ns=[10, 0]"]
+def test_feature_regression(shared, transcoders):
+    # In the chat format the base model detects nothing (every rate 0: a constant target, which stops the job in one
+    # line); the config's per_model block runs Gemma's sweep and reads in the raw `plain` format sampled at
+    # temperature 1, injecting at 8 and reading the transcoders of 12 and 16 (trained by the transcoders case)
+    sets = ["concepts=first:8", "trials_per_concept=2", "folds=2", "inner_folds=2", "ns=[10, 0]"]
     sets += ["alphas=[1.0, 100.0]", "resamples=[20, 2]", f"transcoder={TC_YAML}"]
     sets += [f"transcoder_dir={shared / 'transcoders'}", *IN_PROCESS]
     ran = run_job(shared, "feature-regression", "feature_regression", "feature-regression-demo.yaml", *sets)
