@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.bias_guards import comparison, load_rates, verdict
     from analysis.bias_report import SHOWN, write_report
     from lab.config import flatten, to_dict
-    from lab.run import parallel, tracking
+    from lab.run import parallel, provenance, tracking
     from training.bias.bias_tune import annotate_children, fit_arms
     from training.bias.examples import stored_split
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.run(
                     cfg.tracking,
                     flatten(to_dict(cfg)),
-                    {"job": "steering_vector", "model": cfg.model.name},
+                    provenance.tags(flatten(to_dict(cfg))) | {"job": "steering_vector", "model": cfg.model.name},
                     run_name=cfg.tracking.run_name or "steering-vector",
                     reuse=len(stored) == len(plan),  # a rerun that adds nothing: the same parent run
                 )

@@ -225,6 +225,11 @@ def test_submit_tiny_ablation_and_read_back(ray_head, tiny_ablation, tmp_path):
 
     arts = {a.path for a in ml.list_artifacts(parent.info.run_id)}
     assert {"comparison.csv", "comparison.png", "trials.csv", "failed_trials.json"} <= arts
+    # the parent carries provenance like every job's top-level run (bench/readme_tables.py prints its commit; under
+    # `ray job submit` the code runs from Ray's copy of the working dir, where git may say "unknown")
+    from lab.run.provenance import data_fingerprint
+
+    assert parent.data.tags["provenance.data"] == data_fingerprint() and "provenance.git_commit" in parent.data.tags
     comp = pd.read_csv(ml.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path)))
     assert list(comp["condition"]) == ["dpo_no_ref", "sft_chosen"] and set(comp["status"]) == {"finished"}
     assert comp["n_tpr"].tolist() == [1, 1]

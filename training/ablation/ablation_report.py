@@ -28,14 +28,14 @@ class _NoRun:
 def parent(cfg: AblationConfig, params: dict[str, Any], reuse: bool = False) -> Any:
     """The ablation's parent run; `reuse` (every trial already stored: the rerun adds nothing) resumes the parent
     run of the same config instead of opening a second one."""
-    from lab.run import tracking
+    from lab.run import provenance, tracking
 
     if not cfg.tracking.enabled:
         return _NoRun()
     return tracking.run(
         cfg.tracking,
         params,
-        tags={"job": "train_ablations", "model": cfg.model.name},
+        tags=provenance.tags(params) | {"job": "train_ablations", "model": cfg.model.name},
         run_name=cfg.tracking.run_name or "ablations",
         reuse=reuse,
     )
