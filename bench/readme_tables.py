@@ -67,12 +67,15 @@ def rates_summary(out: Path, cfg: dict[str, Any] | None = None) -> str | None:
     return ", ".join(parts)
 
 
+def _stored_json(f: Path) -> Any:
+    """The JSON a job stored at `f`, or None when it has not (yet)."""
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def geometry_summary(out: Path, cfg: dict[str, Any] | None = None) -> str | None:
     """geometry: PC1·mean-diff, PC1·refusal and the ridge's nested-CV R², from the stored analysis/geometry.json."""
-    f = out / "analysis" / "geometry.json"
-    if not f.is_file():
+    if (g := _stored_json(out / "analysis" / "geometry.json")) is None:
         return None
-    g = json.loads(f.read_text())
     return (
         f"PC1·mean-diff {_f(g['pc1_meandiff_cos'])}, PC1·refusal {_f(g['pc1_refusal_cos'])}; ridge nested-CV R² "
         f"{_f(g['ridge_r2'])}"
@@ -229,10 +232,8 @@ def gates_summary(out: Path, cfg: dict[str, Any] | None = None) -> str | None:
 def dose_response_summary(out: Path, cfg: dict[str, Any] | None = None) -> str | None:
     """dose_response: the gate / carrier counts from report/summary.json (analysis.gates_report.gate_report), as the
     job prints them."""
-    f = out / "report" / "summary.json"
-    if not f.is_file():
+    if (s := _stored_json(out / "report" / "summary.json")) is None:
         return None
-    s = json.loads(f.read_text())
     return (
         f"{s['n_features_seen']} features seen, {s['n_gates']} gate candidates, {s['n_inverted_v']} with an inverted "
         f"V, {s['n_carriers']} evidence carriers ({s['n_generic_carriers']} generic)"

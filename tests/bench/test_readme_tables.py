@@ -32,18 +32,25 @@ def _script():
     return mod
 
 
-def test_rows_are_regenerated_from_stored_runs(tmp_path):
+def _stored_geometry(root: Path) -> Path:
+    """A stored geometry-demo output under `root`/results and its finished MLflow run in `root`/mlflow.db."""
     from lab.run import tracking
 
-    out = tmp_path / "results" / "geometry-demo"
+    out = root / "results" / "geometry-demo"
     (out / "analysis").mkdir(parents=True)
     (out / "analysis" / "geometry.json").write_text(
         json.dumps({"pc1_meandiff_cos": 0.6359, "pc1_refusal_cos": 0.047, "ridge_r2": -0.032})
     )
-    db = tmp_path / "mlflow.db"
+    db = root / "mlflow.db"
     cfg = tracking.TrackingConfig(uri=f"sqlite:///{db}", experiment="geometry-demo")
     with tracking.run(cfg, {"output_dir": str(out)}, tags={"provenance.git_commit": "abcdef0123"}, run_name="geometry"):
         pass
+    return db
+
+
+def test_rows_are_regenerated_from_stored_runs(tmp_path):
+
+    db = _stored_geometry(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(README)
     rt = _script()
@@ -79,18 +86,10 @@ def test_the_readme_is_what_its_stored_runs_and_marks_say():
 def test_repeated_results_take_each_row_from_the_first_clone_that_ran_it(tmp_path):
     """Demos run in two clones, each with its own mlflow.db: `--results B --results A` takes the geometry row from A
     (B has no stored run of it) with A's wall time and commit; `--db` with several --results is refused in one line."""
-    from lab.run import tracking
 
     a, b = tmp_path / "a", tmp_path / "b"
-    out = a / "results" / "geometry-demo"
-    (out / "analysis").mkdir(parents=True)
     b.mkdir()
-    (out / "analysis" / "geometry.json").write_text(
-        json.dumps({"pc1_meandiff_cos": 0.6359, "pc1_refusal_cos": 0.047, "ridge_r2": -0.032})
-    )
-    cfg = tracking.TrackingConfig(uri=f"sqlite:///{a / 'mlflow.db'}", experiment="geometry-demo")
-    with tracking.run(cfg, {"output_dir": str(out)}, tags={"provenance.git_commit": "abcdef0123"}, run_name="geometry"):
-        pass
+    _stored_geometry(a)
     readme = tmp_path / "README.md"
     readme.write_text(README)
     rt = _script()
