@@ -437,6 +437,10 @@ def render(readme: str, results: Path, db: Path, made_in: Path | None = None, mo
     return readme
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def results_paragraph(results: Path) -> str:
     """The README's honest reading of `make demo`, from its stored dataset."""
     from lab.reporting import metrics
@@ -444,7 +448,7 @@ def results_paragraph(results: Path) -> str:
     from lab.run import store
 
     o = metrics.summarize(store.read(results / _yaml("demo.yaml")["output_dir"]))
-    reading = " ".join(line.removeprefix("reading: ") + "." for line in interpret(o))
+    reading = " ".join(_sentence(line.removeprefix("reading: ")) for line in interpret(o))
     return (
         f"Results on the embedded model (`make demo`: sampled at temperature 1.0, the paper's verbatim stimuli, the "
         f"rule judge): TPR {_ci(o, 'tpr')} (n={o['n_tpr']}), FPR {_ci(o, 'fpr')} (n={o['n_fpr']}), random-vector "
