@@ -317,10 +317,11 @@ def test_gates_preset_ranks_as_the_paper():
     """configs/gates-gemma-3-27b-it.yaml against 07: top 200 most negative DLA (07:1460-1461), strengths −8 … 8
     (07:70), steering layer 37 → detector layer 38 (07:67)."""
     from jobs.gates import GatesConfig
-    from lab.config import from_dict, load_yaml
+    from lab.config import for_model, from_dict, load_yaml
     from tests.conftest import ROOT
 
     cfg = from_dict(GatesConfig, load_yaml(ROOT / "configs" / "gates-gemma-3-27b-it.yaml"))
     assert (cfg.dla, cfg.gates_k, cfg.dose.inject_layer, cfg.dose.layers[0]) == ("paper", 200, 37, 38)
     assert [s for s in cfg.dose.strengths if s != 0] == [-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0]
-    assert from_dict(GatesConfig, load_yaml(ROOT / "configs" / "gates-demo.yaml")).dla == "lab"  # the default
+    demo = for_model(load_yaml(ROOT / "configs" / "gates-demo.yaml"))  # as jobs.cli loads it
+    assert from_dict(GatesConfig, demo).dla == "lab"  # the default

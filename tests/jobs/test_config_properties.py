@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lab.config import from_dict, load_yaml, to_dict
+from lab.config import for_model, from_dict, load_yaml, to_dict
 from lab.errors import LabError
 from tests.conftest import ROOT
 from tests.jobs.test_configs import JOBS
@@ -45,7 +45,7 @@ def _set(data, path, value):
 def test_corrupted_configs_fail_in_one_line_or_round_trip(name, pick, value, extra):
     module, cls_name = JOBS[name]
     cls = getattr(importlib.import_module(f"jobs.{module}"), cls_name)
-    data = load_yaml(ROOT / "configs" / name)
+    data = for_model(load_yaml(ROOT / "configs" / name))  # as jobs.cli loads it (its per_model: block applied)
     paths = list(_paths(data))
     path = paths[pick % len(paths)]
     if extra:  # an unknown key next to a real one
