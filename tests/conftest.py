@@ -18,6 +18,29 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
+# the fields every test trial shares unless it says otherwise (lab.protocol.trials.make_trial takes them all)
+TRIAL_DEFAULTS = {
+    "model": "tiny",
+    "strength_mode": "relative",
+    "kind": "injection",
+    "trial_number": 1,
+    "sample": 0,
+    "forced": False,
+    "prompt_variant": "original",
+    "dialogue_format": "standard",
+    "seed": 0,
+    "max_new_tokens": 8,
+    "temperature": 0.0,
+}
+
+
+def trial(**fields):
+    """A `Trial` of the original prompt in the standard format, `fields` over TRIAL_DEFAULTS."""
+    from lab.protocol.trials import make_trial
+
+    return make_trial(**(TRIAL_DEFAULTS | fields))
+
+
 @pytest.fixture(scope="session")
 def embedded():
     import torch

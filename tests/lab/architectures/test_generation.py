@@ -31,11 +31,11 @@ from lab.generate import decode, prefix_attention
 from lab.generate.runner import Runner, VectorBank, _seed
 from lab.model import loading
 from lab.protocol.prompts import inject_start, render
-from lab.protocol.trials import make_trial
 from lab.steer import interventions as iv
 from lab.steer.concepts import ConceptVector
 from lab.steer.injection import Injection
 from tests import architectures as A
+from tests.conftest import trial
 
 NEW = 12  # new tokens per row
 SAMPLING = decode.Sampling(0.9, top_k=20, top_p=0.95)
@@ -223,22 +223,10 @@ def test_shared_prefix_attention_on_sliding_layers(arch):
 
 
 def _trial(arch: str, concept: str, layer: int, strength: float, kind: str, n: int, temperature: float, forced=False):
-    return make_trial(
-        model=f"tiny-{arch}",
-        concept=concept,
-        layer=layer,
-        strength=strength,
-        strength_mode="relative",
-        kind=kind,
-        trial_number=n,
-        sample=0,
-        forced=forced,
-        prompt_variant="original",
-        dialogue_format="standard",
-        seed=0,
-        max_new_tokens=NEW,
-        temperature=temperature,
-    )
+    return trial(
+        model=f"tiny-{arch}", concept=concept, layer=layer, strength=strength, kind=kind, trial_number=n,
+        forced=forced, max_new_tokens=NEW, temperature=temperature,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("arch", A.ARCHS)

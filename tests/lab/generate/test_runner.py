@@ -6,28 +6,16 @@ import torch
 
 from lab.generate.runner import Runner, VectorBank
 from lab.protocol.prompts import inject_start, render
-from lab.protocol.trials import make_trial
 from lab.steer.concepts import concept_vectors
 from lab.steer.injection import Injection, inject
+from tests.conftest import trial
 
 
 def _trial(concept, layer, strength, kind="injection", n=1, forced=False, mode="relative"):
-    return make_trial(
-        model="smollm2-135m",
-        concept=concept,
-        layer=layer,
-        strength=strength,
-        strength_mode=mode,
-        kind=kind,
-        trial_number=n,
-        sample=0,
-        forced=forced,
-        prompt_variant="original",
-        dialogue_format="standard",
-        seed=0,
-        max_new_tokens=12,
-        temperature=0.0,
-    )
+    return trial(
+        model="smollm2-135m", concept=concept, layer=layer, strength=strength, strength_mode=mode, kind=kind,
+        trial_number=n, forced=forced, max_new_tokens=12,
+    )  # fmt: skip
 
 
 def test_batched_equals_unbatched(embedded, tmp_path):

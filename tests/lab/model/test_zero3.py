@@ -11,29 +11,14 @@ from lab.config import ModelConfig, ShardConfig
 from lab.errors import LabError
 from lab.generate.runner import Runner, VectorBank
 from lab.model.zero3 import inference_config, zero3_buckets
-from lab.protocol.trials import make_trial
 from lab.steer.concepts import DEFAULT_TEMPLATE, concept_vectors
+from tests.conftest import trial
 
 pytest.importorskip("deepspeed")
 
 
 def _trial(concept, layer, strength, kind="injection", n=1):
-    return make_trial(
-        model="tiny",
-        concept=concept,
-        layer=layer,
-        strength=strength,
-        strength_mode="relative",
-        kind=kind,
-        trial_number=n,
-        sample=0,
-        forced=False,
-        prompt_variant="original",
-        dialogue_format="standard",
-        seed=0,
-        max_new_tokens=8,
-        temperature=0.0,
-    )
+    return trial(concept=concept, layer=layer, strength=strength, kind=kind, trial_number=n)
 
 
 @pytest.fixture(scope="module")
