@@ -110,24 +110,27 @@ class _Shards:
     progress: Any  # lab.run.progress.Progress: trials done, counted inside shards as they go
 
 
-def _local_worker(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | None) -> Any:
-    """The in-process replica: around `lm` when given, else a fresh load of `model`."""
-    from lab.run.parallel import ModelWorker
+def _local_model(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | None) -> LoadedModel:
+    """The in-process replica: `lm` when given, else a fresh load of `model` (no actor, no wrapper)."""
+    from lab.model import loading
 
-    if model.shard == "zero3" and lm is None:
+    if lm is not None:
+        return lm
+    if model.shard == "zero3":
         raise LabError("model.shard: zero3 runs on Ray actors: set runner.num_actors >= 1")
-    return ModelWorker.wrap(lm) if lm is not None else ModelWorker(model, runner.threads)
+    loading.threads(runner.threads)
+    return loading.load(model)
 
 
 def _in_process(job: _Shards, lm: LoadedModel | None) -> None:
-    worker = _local_worker(job.model, job.runner, lm)
-    ctx = worker.call(job.prepare, *job.prepare_args) if job.prepare else None
+    replica = _local_model(job.model, job.runner, lm)
+    ctx = job.prepare(replica, *job.prepare_args) if job.prepare else None
     job.res["t0"] = time.perf_counter()
     job.progress.start()
     done = 0
     for shard in job.shards:
         with reporting(lambda n, before=done: job.progress.set(before + n)):
-            rows = worker.call(job.work, shard, ctx)
+            rows = job.work(replica, shard, ctx)
         job.on_shard(rows)
         done += len(shard)
         job.progress.set(done)
@@ -170,7 +173,7 @@ def on_replica(
     from lab.run import parallel
 
     if lm is not None or runner.num_actors == 0:
-        return _local_worker(model, runner, lm).call(fn, *args)
+        return fn(_local_model(model, runner, lm), *args)
     one = dataclasses.replace(runner, num_actors=1)
     with parallel.ray_session(one.address, max(one.cpus_per_actor, 1)):
         workers = parallel.start_pool(model, one)

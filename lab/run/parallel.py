@@ -17,14 +17,11 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 from lab.config import ModelConfig
 from lab.errors import LabError
-
-if TYPE_CHECKING:
-    from lab.model.loading import LoadedModel
 
 LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address; 127.0.0.2 stays on loopback
 
@@ -116,13 +113,6 @@ class ModelWorker:
 
         loading.threads(threads)
         self.lm = loading.load(model_cfg)
-
-    @classmethod
-    def wrap(cls, lm: LoadedModel) -> ModelWorker:
-        """A worker around an already loaded `LoadedModel` (in-process runs)."""
-        self = cls.__new__(cls)
-        self.lm = lm
-        return self
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(lm, *args)` on this replica's model (a shard's work, or the context a sweep prepares once)."""
