@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,6 +192,54 @@ def tiny_ablation(ray_head, tmp_path_factory):
     logs = client.get_job_logs(sid)
     assert str(client.get_job_status(sid)).endswith("SUCCEEDED"), proc.stdout + proc.stderr + logs
     return entry, sid, proc, logs, out, uri
+
+
+# one concept, one trial per condition, 8 new tokens: the smallest sweep a job's --set can ask for
+TINY_SWEEP = [
+    "--set",
+    "sweep.concepts=[Dust]",
+    "--set",
+    "sweep.trials_per_concept=1",
+    "--set",
+    "sweep.max_new_tokens=8",
+]
+
+
+def dust_sweep(tmp_path: Path, trials: int, max_new: int, runner: Any) -> Any:
+    """An `InjectionConfig` of concept Dust at layer 12, relative strength 0.2, `trials` trial numbers, writing to
+    tmp_path/out with its vectors cached in tmp_path/vec, on the given `FanOutConfig`."""
+    from lab.config import ModelConfig
+    from lab.experiments.concept_injection import InjectionConfig
+    from lab.protocol.trials import SweepConfig
+
+    sweep = SweepConfig(
+        concepts=("Dust",),
+        layers=(12,),
+        strengths=(0.2,),
+        strength_mode="relative",
+        trials_per_concept=trials,
+        max_new_tokens=max_new,
+    )
+    out, vec = str(tmp_path / "out"), str(tmp_path / "vec")
+    return InjectionConfig(model=ModelConfig("smollm2-135m"), sweep=sweep, runner=runner, output_dir=out, cache_dir=vec)
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url`/health answers 200 (an MLflow server)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def job_command(job: str, config: str, tmp_path: Path, *extra: str) -> list[str]:
+    """`python -m jobs.<job> --config <config>` writing its results to tmp_path/out and MLflow to tmp_path/mlflow.db,
+    then `extra` (--set … --quiet)."""
+    out, db = str(tmp_path / "out"), f"sqlite:///{tmp_path}/mlflow.db"
+    return [PY, "-m", f"jobs.{job}", "--config", config, "--output", out, "--tracking-uri", db, *extra]
 
 
 def free_port() -> int:

@@ -180,15 +180,19 @@ def test_carriers_by_the_three_criteria_and_the_pathway():
     assert p["gates→No"] == 0.5 * (0.5 - 3.0) and p["gates→No (unsteered)"] == 1.5
 
 
+def _store_tables(run):
+    """`_tables()` stored as a gates run keeps them (features/, rows/), with an empty transcoders/ folder."""
+    feats, rows = _tables()
+    for sub, table in (("features", feats), ("rows", rows)):
+        (run / sub).mkdir()
+        table.to_parquet(run / sub / "c0.parquet")
+    (run / "transcoders").mkdir()
+
+
 def test_gate_selection_reruns_from_stored_tables(tmp_path):
     from safetensors.torch import save_file
 
-    feats, rows = _tables()
-    (tmp_path / "features").mkdir()
-    (tmp_path / "rows").mkdir()
-    feats.to_parquet(tmp_path / "features" / "c0.parquet")
-    rows.to_parquet(tmp_path / "rows" / "c0.parquet")
-    (tmp_path / "transcoders").mkdir()
+    _store_tables(tmp_path)
     dec2 = torch.zeros(8, 3)
     dec2[4] = torch.tensor([1.0, 0, 0])
     dec2[6] = torch.tensor([0, 1.0, 0])
@@ -273,12 +277,7 @@ def test_the_paper_s_dla_from_stored_tables(tmp_path):
 
     from lab.steer.readouts import NO_VARIANTS, YES_VARIANTS
 
-    feats, rows = _tables()
-    (tmp_path / "features").mkdir()
-    (tmp_path / "rows").mkdir()
-    feats.to_parquet(tmp_path / "features" / "c0.parquet")
-    rows.to_parquet(tmp_path / "rows" / "c0.parquet")
-    (tmp_path / "transcoders").mkdir()
+    _store_tables(tmp_path)
     dec1, dec2 = torch.zeros(8, 3), torch.zeros(8, 3)
     dec1[0] = torch.tensor([3.0, 0, 0])  # not unit: the paper normalises the row
     dec2[4], dec2[6] = torch.tensor([2.0, 0, 0]), torch.tensor([0, 3.0, 0])

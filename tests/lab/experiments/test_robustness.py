@@ -8,16 +8,11 @@ import subprocess
 import pytest
 
 from lab.config import from_dict, load_yaml
-from tests.conftest import PY, ROOT, env
+from tests.conftest import ROOT, TINY_SWEEP, env, job_command
 
 CONFIG = "configs/robustness-demo.yaml"
 TINY = [
-    "--set",
-    "sweep.concepts=[Dust]",
-    "--set",
-    "sweep.trials_per_concept=1",
-    "--set",
-    "sweep.max_new_tokens=8",
+    *TINY_SWEEP,
     "--set",
     "runner.cpus_per_actor=1",
     "--set",
@@ -28,19 +23,7 @@ TINY = [
 
 def _run(tmp_path, *extra):
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [
-        PY,
-        "-m",
-        "jobs.robustness",
-        "--config",
-        CONFIG,
-        "--output",
-        str(tmp_path / "out"),
-        "--tracking-uri",
-        db,
-        *TINY,
-        *extra,
-    ]
+    args = job_command("robustness", CONFIG, tmp_path, *TINY, *extra)
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, db
@@ -149,16 +132,10 @@ def test_chat_format_without_template_is_skipped(tmp_path, no_template_model):
 
 
 def test_only_inapplicable_cells_fail_in_one_line(tmp_path, no_template_model):
-    args = [
-        PY,
-        "-m",
-        "jobs.robustness",
-        "--config",
+    args = job_command(
+        "robustness",
         CONFIG,
-        "--output",
-        str(tmp_path / "out"),
-        "--tracking-uri",
-        f"sqlite:///{tmp_path}/mlflow.db",
+        tmp_path,
         "--set",
         f"model.name={no_template_model}",
         "--set",
@@ -168,6 +145,6 @@ def test_only_inapplicable_cells_fail_in_one_line(tmp_path, no_template_model):
         "--set",
         "sweep.layers=[1]",
         "--quiet",
-    ]
+    )
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: no (variant, format)")

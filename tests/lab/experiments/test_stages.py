@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from lab.config import from_dict, load_yaml
-from tests.conftest import PY, ROOT, env
+from tests.conftest import ROOT, TINY_SWEEP, env, job_command
 
 CONFIG = "configs/stages-demo.yaml"
 
@@ -26,19 +26,13 @@ def test_paper_preset_plans_without_loading():
 
 
 def test_missing_adapter_fails_in_one_line(tmp_path):
-    args = [
-        PY,
-        "-m",
-        "jobs.stages",
-        "--config",
+    args = job_command(
+        "stages",
         CONFIG,
-        "--output",
-        str(tmp_path / "out"),
-        "--tracking-uri",
-        f"sqlite:///{tmp_path}/mlflow.db",
+        tmp_path,
         "--set",
         f"stages=[{{name: a, model: {{name: smollm2-135m, adapter: {tmp_path}/nope}}}}]",
-    ]
+    )
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: stage 'a': LoRA adapter not found")
@@ -53,28 +47,17 @@ def test_two_stages_with_a_created_random_adapter(tmp_path):
         f"stages=[{{name: plain, model: {{name: smollm2-135m}}}}, {{name: lora, model: {{name: smollm2-135m, "
         f"adapter: {adapter}}}, create_adapter: true}}]"
     )
-    args = [
-        PY,
-        "-m",
-        "jobs.stages",
-        "--config",
+    args = job_command(
+        "stages",
         CONFIG,
-        "--output",
-        str(tmp_path / "out"),
-        "--tracking-uri",
-        db,
+        tmp_path,
         "--set",
         stages,
-        "--set",
-        "sweep.concepts=[Dust]",
-        "--set",
-        "sweep.trials_per_concept=1",
-        "--set",
-        "sweep.max_new_tokens=8",
+        *TINY_SWEEP,
         "--set",
         "runner.num_actors=0",  # each stage in this process: the Ray fan-out is tested by the sweep tests
         "--quiet",
-    ]
+    )
     proc = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "created an UNTRAINED random LoRA adapter for stage 'lora'" in proc.stdout

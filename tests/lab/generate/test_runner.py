@@ -8,7 +8,7 @@ from lab.generate.runner import Runner, VectorBank
 from lab.protocol.prompts import inject_start, render
 from lab.steer.concepts import concept_vectors
 from lab.steer.injection import Injection, inject
-from tests.conftest import trial
+from tests.conftest import dust_sweep, trial
 
 
 def _trial(concept, layer, strength, kind="injection", n=1, forced=False, mode="relative"):
@@ -85,26 +85,11 @@ def test_injection_starts_just_before_trial_marker(embedded):
 
 def test_in_process_sweep_with_a_loaded_model(embedded, tmp_path):
     """`run_sweep(cfg, lm=...)` (used inside Tune trials) stores the same rows the Ray path would."""
-    from lab.config import ModelConfig
-    from lab.experiments.concept_injection import InjectionConfig, run_sweep
-    from lab.protocol.trials import SweepConfig
+    from lab.experiments.concept_injection import run_sweep
     from lab.run import store
     from lab.run.parallel import FanOutConfig
 
-    cfg = InjectionConfig(
-        model=ModelConfig("smollm2-135m"),
-        sweep=SweepConfig(
-            concepts=("Dust",),
-            layers=(12,),
-            strengths=(0.2,),
-            strength_mode="relative",
-            trials_per_concept=1,
-            max_new_tokens=6,
-        ),
-        runner=FanOutConfig(num_actors=0, batch_size=4, shard_size=2),
-        output_dir=str(tmp_path / "out"),
-        cache_dir=str(tmp_path / "vec"),
-    )
+    cfg = dust_sweep(tmp_path, 1, 6, FanOutConfig(num_actors=0, batch_size=4, shard_size=2))
     res = run_sweep(cfg, progress=False, lm=embedded)
     df = store.read(tmp_path / "out")
     assert res["new"] == 3 and len(df) == 3 and len(store.shard_files(tmp_path / "out")) == 2

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, env, free_port, stop_group, wait_for
+from tests.conftest import ROOT, env, free_port, http_ok, stop_group, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VENV = Path(sys.executable).parent.parent
-
-
-def _up(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -55,7 +45,7 @@ def test_the_rates_view_shows_rounded_rates_with_intervals(tmp_path):
     with open(log, "w") as ul:
         ui = subprocess.Popen(make_ui, cwd=ROOT, env=env(), start_new_session=True, stdout=ul, stderr=ul)
         try:
-            wait_for(lambda: _up(url), 180, "the MLflow UI (make ui)")
+            wait_for(lambda: http_ok(url), 180, "the MLflow UI (make ui)")
             view = f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=rates"
             assert log.read_text().splitlines()[2] == f"  rounded-rates: {view}"
             cells = _cells(view)

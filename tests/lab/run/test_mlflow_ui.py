@@ -15,22 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, env, free_port, stop_group, wait_for
+from tests.conftest import ROOT, env, free_port, http_ok, stop_group, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
 VENV = Path(sys.executable).parent.parent  # the venv running the tests (not resolved: it is a symlink to python)
 CHILDREN = ("dpo_no_ref-s0", "sft_chosen-s0")
-
-
-def _up(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
@@ -70,7 +60,7 @@ def _check(client, url: str, ui_log: Path) -> None:
     }
     failed = [r.info.run_name for r in runs if r.info.status == "FAILED"]
     assert sorted(children) == list(CHILDREN) and failed == ["sft_chosen-s0"] and len(runs) == 4
-    wait_for(lambda: _up(url), 180, "the MLflow UI (make ui)")
+    wait_for(lambda: http_ok(url), 180, "the MLflow UI (make ui)")
     view = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=rates"
     printed = ui_log.read_text().splitlines()  # banner, header, one line per experiment, then the server's log
     assert printed[2] == f"  dpo-ablation-test: {view}", printed[:4]

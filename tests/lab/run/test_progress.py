@@ -8,6 +8,7 @@ import re
 import pytest
 
 from lab.run import store
+from tests.conftest import dust_sweep
 
 
 class Recorder:
@@ -30,25 +31,10 @@ class Recorder:
 
 
 def _cfg(tmp_path, num_actors, max_new):
-    from lab.config import ModelConfig
-    from lab.experiments.concept_injection import InjectionConfig
-    from lab.protocol.trials import SweepConfig
     from lab.run.parallel import FanOutConfig
 
-    return InjectionConfig(
-        model=ModelConfig("smollm2-135m"),
-        sweep=SweepConfig(
-            concepts=("Dust",),
-            layers=(12,),
-            strengths=(0.2,),
-            strength_mode="relative",
-            trials_per_concept=2,
-            max_new_tokens=max_new,
-        ),
-        runner=FanOutConfig(num_actors=num_actors, cpus_per_actor=1, threads=1, batch_size=2, shard_size=6),
-        output_dir=str(tmp_path / "out"),
-        cache_dir=str(tmp_path / "vec"),
-    )
+    runner = FanOutConfig(num_actors=num_actors, cpus_per_actor=1, threads=1, batch_size=2, shard_size=6)
+    return dust_sweep(tmp_path, 2, max_new, runner)
 
 
 LINE = re.compile(r"^trials: (\d+)/6 \((\d+) %\), (\d+\.\d\d) trials/s, ETA (.+)$")
