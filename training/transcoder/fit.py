@@ -24,6 +24,8 @@ import torch
 from lab.errors import LabError
 from lab.steer.transcoder import Transcoder
 
+FIT_VERSION = 2  # of the fit, in the cache key: 2 = the skip map solved reproducibly in float64 (`least_squares`)
+
 
 @dataclass(frozen=True)
 class TranscoderConfig:
@@ -53,6 +55,20 @@ class TranscoderConfig:
             raise LabError("transcoder config: holdout must be in (0, 1), l1 ≥ 0 and lr > 0")
 
 
+def least_squares(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """argmin_W ‖xW − y‖, solved in float64 through the d × d normal equations (Cholesky; where x is rank-deficient,
+    the minimum-norm solution by SVD) and returned as float32. The float32 LAPACK solve it replaces was not
+    reproducible: on the embedded model's layer 12 (28k rows × 576, condition number ~6,000) two calls on the same
+    tensors in one process gave solutions up to 0.32 apart, which moved the trained transcoder's held-out FVE by up to
+    ±0.05 from run to run (pivoted QR, gelsy, is not bit-stable even in float64 here; Cholesky is, and takes well under
+    a second). tests/analysis/test_transcoders.py checks repeated solves and fits agree bit for bit."""
+    xd, yd = x.double(), y.double()
+    gram, rhs = xd.T @ xd, xd.T @ yd
+    chol, info = torch.linalg.cholesky_ex(gram)
+    w = torch.cholesky_solve(rhs, chol) if int(info) == 0 else torch.linalg.lstsq(gram, rhs, driver="gelsd").solution
+    return w.float().contiguous()
+
+
 def fit_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> Transcoder:
     """Fit on (x, y) rows; returns the transcoder in raw units (meta: training loss, time)."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -61,7 +77,7 @@ def fit_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig) -> T
     sx, sy = float((x - mx).pow(2).mean().sqrt()), float((y - my).pow(2).mean().sqrt())
     xn, yn = (x - mx) / sx, (y - my) / sy
     d_in, d_out, n = x.shape[1], y.shape[1], cfg.n_features
-    w_skip = torch.linalg.lstsq(xn, yn).solution.clone().requires_grad_() if cfg.skip else None
+    w_skip = least_squares(xn, yn).requires_grad_() if cfg.skip else None
     b_enc = torch.zeros(n)
     if cfg.init == "data":  # feature i starts as "tokens like token t_i", writing t_i's residual after the skip
         pick = torch.randperm(xn.shape[0], generator=g)[:n]

@@ -27,7 +27,7 @@ import torch
 
 from lab.errors import LabError
 from lab.steer.transcoder import Transcoder, load_transcoder
-from training.transcoder.fit import TranscoderConfig, evaluate, fit_transcoder
+from training.transcoder.fit import FIT_VERSION, TranscoderConfig, evaluate, fit_transcoder
 
 
 def windows(tokenizer: Any, texts: Sequence[str], seq_len: int, max_tokens: int) -> torch.Tensor:
@@ -130,11 +130,18 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 def cache_key(model_name: str, layer: int, cfg: TranscoderConfig, digest: str = "") -> str:
-    """Model, layer, training config and the corpus text itself (a changed prompt file retrains)."""
+    """Model, layer, training config, the corpus text itself (a changed prompt file retrains) and the fit's version."""
     from training.transcoder.corpus import CORPUS_VERSION
 
     blob = json.dumps(
-        {"model": model_name, "layer": layer, "config": asdict(cfg), "corpus": digest, "builder": CORPUS_VERSION},
+        {
+            "model": model_name,
+            "layer": layer,
+            "config": asdict(cfg),
+            "corpus": digest,
+            "builder": CORPUS_VERSION,
+            "fit": FIT_VERSION,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
