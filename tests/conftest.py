@@ -133,20 +133,10 @@ def ray_head():
     try:
         from ray.job_submission import JobSubmissionClient
 
-        wait_for(lambda: _dashboard_up(address), 90, "the Ray dashboard")
+        wait_for(lambda: http_ok(address, "/api/version"), 90, "the Ray dashboard")
         yield address, JobSubmissionClient(address)
     finally:
         stop_group(proc, grace=30)
-
-
-def _dashboard_up(address: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def submit(address: str, sid: str, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
@@ -224,12 +214,12 @@ def dust_sweep(tmp_path: Path, trials: int, max_new: int, runner: Any) -> Any:
     return InjectionConfig(model=ModelConfig("smollm2-135m"), sweep=sweep, runner=runner, output_dir=out, cache_dir=vec)
 
 
-def http_ok(url: str) -> bool:
-    """Whether `url`/health answers 200 (an MLflow server)."""
+def http_ok(url: str, path: str = "/health") -> bool:
+    """Whether `url` + `path` answers 200 (an MLflow server's /health, the Ray dashboard's /api/version)."""
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"{url}{path}", timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
