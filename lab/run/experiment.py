@@ -112,14 +112,13 @@ class _Shards:
 
 def _local_model(model: ModelConfig, runner: FanOutConfig, lm: LoadedModel | None) -> LoadedModel:
     """The in-process replica: `lm` when given, else a fresh load of `model` (no actor, no wrapper)."""
-    from lab.model import loading
+    from lab.run.parallel import load_replica
 
     if lm is not None:
         return lm
     if model.shard == "zero3":
         raise LabError("model.shard: zero3 runs on Ray actors: set runner.num_actors >= 1")
-    loading.threads(runner.threads)
-    return loading.load(model)
+    return load_replica(model, runner.threads)
 
 
 def _in_process(job: _Shards, lm: LoadedModel | None) -> None:

@@ -105,14 +105,20 @@ def ray_session(address: str | None = None, num_cpus: float | None = None) -> It
             ray.shutdown()
 
 
+def load_replica(model_cfg: ModelConfig, threads: int) -> Any:
+    """One model replica's `LoadedModel`: torch threads set first, then the load (a Ray actor's and the in-process
+    runner's)."""
+    from lab.model import loading
+
+    loading.threads(threads)
+    return loading.load(model_cfg)
+
+
 class ModelWorker:
     """One model replica (made a Ray actor by `start_pool`); runs any experiment's functions on its model."""
 
     def __init__(self, model_cfg: ModelConfig, threads: int):
-        from lab.model import loading
-
-        loading.threads(threads)
-        self.lm = loading.load(model_cfg)
+        self.lm = load_replica(model_cfg, threads)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(lm, *args)` on this replica's model (a shard's work, or the context a sweep prepares once)."""
