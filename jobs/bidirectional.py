@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig
 
@@ -65,65 +65,67 @@ class BidirectionalConfig(InjectionConfig):
         )
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Inject A − B and B − A for matched pairs; exit 2 on bad input."""
-    from analysis import pairs as pr
-    from lab.experiments.concept_injection import model_key, run_sweep
-    from lab.protocol.trials import vector_trials
-    from lab.reporting import report
-    from lab.run import store
-    from lab.steer.concepts import ConceptVector
+    with Job(__name__, argv) as job:
+        from analysis import pairs as pr
+        from lab.experiments.concept_injection import model_key, run_sweep
+        from lab.protocol.trials import vector_trials
+        from lab.reporting import report
+        from lab.run import store
+        from lab.steer.concepts import ConceptVector
 
-    check, planned = BidirectionalConfig.source_dir, BidirectionalConfig.planned
-    cfg, args = configure(BidirectionalConfig, __doc__, argv, plan=planned, check=check)
-    adir, out = cfg.source_dir(), Path(cfg.output_dir)
-    plan = pr.plan_pairs(adir, cfg.threshold, cfg.bucket, cfg.max_pairs, cfg.pair_units)
-    layer, vecs, tau = plan.layer, plan.vectors, plan.tau
-    strength = cfg.strength if cfg.strength is not None else plan.strength
-    counts = {grp: sum(p[0] == grp for p in plan.pairs) for grp in plan.groups}
-    print(
-        f"τ = {tau:.3f}; pairs: " + ", ".join(f"{k} {n} (of {len(plan.groups[k])} concepts)" for k, n in counts.items())
-    )
-    if not plan.pairs:
-        raise LabError("no pairs could be matched (too few concepts per group)")
-    # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖, so both signs get the same raw multiplier
-    diffs = {
-        (f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), plan.resid)
-        for _, a, b in plan.pairs
-        for x, z in ((a, b), (b, a))
-    }
-    specs = [(name, cv.concept, strength) for (name, _), cv in diffs.items()]
-    sw = cfg.sweep
-    trials = vector_trials(sw, model_key(cfg.model), specs, layer, plan.mode, sw.trials_per_concept, sw.samples)
-    sub = dataclasses.replace(cfg, output_dir=str(out / "trials"))
-    run_sweep(sub, progress=not args.quiet, trials=trials, extra_vectors=diffs)
-    df = store.read(out / "trials")
-    df = df[df.trial_id.isin({t.trial_id for t in trials})]
-    det = df.assign(detected=df.detected.astype(float)).groupby("vector")["detected"].mean()
-    per_pair = pr.per_pair_table(plan, det)
-    summary = pr.summarize_pairs(per_pair, tau)
-    rep = out / "report"
-    rep.mkdir(parents=True, exist_ok=True)
-    per_pair.to_csv(rep / "pairs.csv", index=False)
-    summary.to_csv(rep / "summary.csv", index=False)
-    print(*pr.summary_lines(summary), sep="\n")
-    plot = pr.plot_pairs(
-        summary, tau, rep / "bidirectional.png", f"{plan.model or cfg.model.name} L{layer}: A−B vs B−A"
-    )
-    keys = ("pairs", "a_minus_b", "b_minus_a", "both", "either", "both_lo", "both_hi")
-    params = {"geometry": str(adir), "layer": layer, "strength": strength, "tau": tau, "threshold": cfg.threshold}
-    run_id = report.log_run(
-        cfg.tracking,
-        params | {"bucket": cfg.bucket, "model": cfg.model.name, "output_dir": str(out.resolve())},
-        {f"{r['group']}/{k}": r[k] for _, r in summary.iterrows() for k in keys},
-        [rep / "pairs.csv", rep / "summary.csv", plot],
-        tags={"job": "bidirectional", "results_dir": str(out.resolve())},
-        run_name="bidirectional",
-    )
-    report.announce(run_id, cfg.tracking)
-    print(f"report: {rep.resolve()}")
-    return 0
+        check, planned = BidirectionalConfig.source_dir, BidirectionalConfig.planned
+        cfg, args = configure(BidirectionalConfig, __doc__, argv, plan=planned, check=check)
+        adir, out = cfg.source_dir(), Path(cfg.output_dir)
+        plan = pr.plan_pairs(adir, cfg.threshold, cfg.bucket, cfg.max_pairs, cfg.pair_units)
+        layer, vecs, tau = plan.layer, plan.vectors, plan.tau
+        strength = cfg.strength if cfg.strength is not None else plan.strength
+        counts = {grp: sum(p[0] == grp for p in plan.pairs) for grp in plan.groups}
+        print(
+            f"τ = {tau:.3f}; pairs: "
+            + ", ".join(f"{k} {n} (of {len(plan.groups[k])} concepts)" for k, n in counts.items())
+        )
+        if not plan.pairs:
+            raise LabError("no pairs could be matched (too few concepts per group)")
+        # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖, so both signs get the same raw multiplier
+        diffs = {
+            (f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), plan.resid)
+            for _, a, b in plan.pairs
+            for x, z in ((a, b), (b, a))
+        }
+        specs = [(name, cv.concept, strength) for (name, _), cv in diffs.items()]
+        sw = cfg.sweep
+        trials = vector_trials(sw, model_key(cfg.model), specs, layer, plan.mode, sw.trials_per_concept, sw.samples)
+        sub = dataclasses.replace(cfg, output_dir=str(out / "trials"))
+        run_sweep(sub, progress=not args.quiet, trials=trials, extra_vectors=diffs)
+        df = store.read(out / "trials")
+        df = df[df.trial_id.isin({t.trial_id for t in trials})]
+        det = df.assign(detected=df.detected.astype(float)).groupby("vector")["detected"].mean()
+        per_pair = pr.per_pair_table(plan, det)
+        summary = pr.summarize_pairs(per_pair, tau)
+        rep = out / "report"
+        rep.mkdir(parents=True, exist_ok=True)
+        per_pair.to_csv(rep / "pairs.csv", index=False)
+        summary.to_csv(rep / "summary.csv", index=False)
+        print(*pr.summary_lines(summary), sep="\n")
+        plot = pr.plot_pairs(
+            summary, tau, rep / "bidirectional.png", f"{plan.model or cfg.model.name} L{layer}: A−B vs B−A"
+        )
+        keys = ("pairs", "a_minus_b", "b_minus_a", "both", "either", "both_lo", "both_hi")
+        params = {"geometry": str(adir), "layer": layer, "strength": strength, "tau": tau, "threshold": cfg.threshold}
+        run_id = report.log_run(
+            cfg.tracking,
+            params | {"bucket": cfg.bucket, "model": cfg.model.name, "output_dir": str(out.resolve())},
+            {f"{r['group']}/{k}": r[k] for _, r in summary.iterrows() for k in keys},
+            [rep / "pairs.csv", rep / "summary.csv", plot],
+            tags={"job": "bidirectional", "results_dir": str(out.resolve())},
+            run_name="bidirectional",
+        )
+        report.announce(run_id, cfg.tracking)
+        print(f"report: {rep.resolve()}")
+        return 0
+    return job.code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What every job shares: `--config`/`--set` parsing into a frozen config (`--show-config` prints it with each key's
 help, `--dry-run` plans it and prints what would run), the preflight before any model work (lab.run.preflight), the
-absolute output and tracking paths at start and end, and one-line errors (exit 2) through `entry`."""
+absolute output and tracking paths at start and end, and one-line errors (exit 2) through `Job`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _Raw = argparse.RawDescriptionHelpFormatter
 _Plan = Callable[[Any], "Sequence[Any] | tuple[int, str]"]
 
 
-# the job this process runs (set by `entry`): its module and command line; once started, the line saying where its
+# the job this process runs (set by `Job`): its module and command line; once started, the line saying where its
 # results go (printed at start and end), its output folder and the command that reruns its report
 _RUN: dict[str, Any] = {"job": "jobs", "argv": [], "where": "", "output": "", "rerun": ""}
 
@@ -89,7 +89,7 @@ def configure(
 
 
 def begin(cfg: Any, out: str, rerun: str = "") -> None:
-    """Say where results go (printed again at the end by `entry`)."""
+    """Say where results go (printed again at the end by `Job`)."""
     from lab.run.preflight import destinations
 
     _RUN.update(where=destinations(cfg, out), output=out)
@@ -97,28 +97,34 @@ def begin(cfg: Any, out: str, rerun: str = "") -> None:
     print(_RUN["where"], flush=True)
 
 
-def entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a job's main: a `LabError` becomes one line on stderr and exit code 2; `--help`, `--show-config` and
-    `--dry-run` raise SystemExit(0); once a job has started (`configure`), where its results went is printed at the end, and
-    after a failure, what was kept and the one command that reruns the report."""
+class Job:
+    """One run of a job, around its main's body: `with Job(__name__, argv) as job: ...` then `return job.code`.
 
-    def wrapped(argv: list[str] | None = None) -> int:
-        spec = getattr(sys.modules.get(main.__module__), "__spec__", None)
-        argv_ = list(sys.argv[1:] if argv is None else argv)
-        _RUN.update(job=spec.name if spec else main.__module__, argv=argv_, where="", output="", rerun="")
-        try:
-            code = main(argv)
-        except SystemExit:  # --help, --show-config, --dry-run: exit 0 as argparse does
-            raise
-        except BaseException as e:
-            if _RUN["where"] and Path(_RUN["output"]).exists():
-                print(f"kept: what was done is in {_RUN['output']}; rerun the report with: {_RUN['rerun']}", flush=True)
-            if isinstance(e, LabError):
-                return fail(e)
-            raise
-        if _RUN["where"]:
-            print(_RUN["where"], flush=True)
-        return code
+    A `LabError` becomes one line on stderr and `job.code` 2; `--help`, `--show-config` and `--dry-run` raise
+    SystemExit(0) through it; once a job has started (`configure`), where its results went is printed at the end, and
+    after a failure, what was kept and the one command that reruns the report. A context manager rather than a wrapper
+    around main: nothing of it is on the stack while the job runs, so a traceback, and the path from a config to the
+    hook (docs/architecture.md), start in the job itself."""
 
-    wrapped.__doc__ = main.__doc__
-    return wrapped
+    def __init__(self, module: str, argv: list[str] | None = None):
+        spec = getattr(sys.modules.get(module), "__spec__", None)
+        _RUN.update(job=spec.name if spec else module, where="", output="", rerun="")
+        _RUN["argv"] = list(sys.argv[1:] if argv is None else argv)
+        self.code = 0  # the exit code when the body raised a LabError (the body returns its own otherwise)
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, tb: Any) -> bool:
+        if e is None:
+            if _RUN["where"]:
+                print(_RUN["where"], flush=True)
+            return False
+        if isinstance(e, SystemExit):  # --help, --show-config, --dry-run: exit 0 as argparse does
+            return False
+        if _RUN["where"] and Path(_RUN["output"]).exists():
+            print(f"kept: what was done is in {_RUN['output']}; rerun the report with: {_RUN['rerun']}", flush=True)
+        if isinstance(e, LabError):
+            self.code = fail(e)
+            return True
+        return False

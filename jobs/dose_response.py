@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.experiments.dose_response import FeatureJobConfig
 from lab.run.tracking import TrackingConfig
 
@@ -47,45 +47,46 @@ def print_dose_report(res: dict, label: str) -> None:
     print(res["pathway"].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Run the dose response of --config; exit 0 on success, 2 on bad input."""
-    import time
-    from functools import partial
+    with Job(__name__, argv) as job:
+        import time
+        from functools import partial
 
-    from analysis.gates_report import detection_from, gate_report
-    from lab.config import flatten, to_dict
-    from lab.experiments import dose_response
-    from lab.experiments.dose_response import dose_trials
-    from lab.model import loading
-    from lab.reporting import report
-    from training.transcoder.train import from_source
+        from analysis.gates_report import detection_from, gate_report
+        from lab.config import flatten, to_dict
+        from lab.experiments import dose_response
+        from lab.experiments.dose_response import dose_trials
+        from lab.model import loading
+        from lab.reporting import report
+        from training.transcoder.train import from_source
 
-    rerun = "python -m analysis.gates_report --run {output}"
-    cfg, args = configure(DoseResponseConfig, __doc__, argv, plan=lambda c: dose_trials(c, c.model), rerun=rerun)
-    t0 = time.time()
-    loading.threads(cfg.threads)
-    d = cfg.dose
-    dictionaries = partial(from_source, src=cfg.transcoders)
-    done = dose_response.run_dose_response(cfg, cfg.model, cfg.output_dir, dictionaries, progress=not args.quiet)
-    t_setup = time.time() - t0 - done.work_s  # model, vectors, transcoders (none when every concept was stored)
-    res = gate_report(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
-    print(
-        f"dose response: {done.total} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
-        f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]"
-    )
-    print_dose_report(res, cfg.model.name)
-    run_id = report.log_run(
-        cfg.tracking,
-        flatten(to_dict(cfg)),
-        res["summary"],
-        res["paths"],
-        tags={"job": "dose_response", "model": cfg.model.name},
-        run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}",
-    )
-    report.announce(run_id, cfg.tracking)
-    print(f"tables:  {cfg.output_dir}/features, {cfg.output_dir}/rows; report: {cfg.output_dir}/report")
-    return 0
+        rerun = "python -m analysis.gates_report --run {output}"
+        cfg, args = configure(DoseResponseConfig, __doc__, argv, plan=lambda c: dose_trials(c, c.model), rerun=rerun)
+        t0 = time.time()
+        loading.threads(cfg.threads)
+        d = cfg.dose
+        dictionaries = partial(from_source, src=cfg.transcoders)
+        done = dose_response.run_dose_response(cfg, cfg.model, cfg.output_dir, dictionaries, progress=not args.quiet)
+        t_setup = time.time() - t0 - done.work_s  # model, vectors, transcoders (none when every concept was stored)
+        res = gate_report(cfg.output_dir, cfg.gates_k, detection=detection_from(cfg.output_dir, cfg.detection_from))
+        print(
+            f"dose response: {done.total} concepts × {len(d.strengths)} strengths × {len(d.trial_numbers)} trials "
+            f"on {cfg.model.name} [setup {t_setup:.0f} s, total {time.time() - t0:.0f} s]"
+        )
+        print_dose_report(res, cfg.model.name)
+        run_id = report.log_run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            res["summary"],
+            res["paths"],
+            tags={"job": "dose_response", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"dose response {cfg.model.name}",
+        )
+        report.announce(run_id, cfg.tracking)
+        print(f"tables:  {cfg.output_dir}/features, {cfg.output_dir}/rows; report: {cfg.output_dir}/report")
+        return 0
+    return job.code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.experiments.concept_injection import JudgeConfig
@@ -68,79 +68,82 @@ class FeatureRegressionConfig:
             raise LabError("inner_folds must be >= 2 and gemma_scope_pattern must hold {layer}")
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Build the feature table of --config, fan the fits out on Ray Tune, log parent + children; exit 0 / 2."""
-    import time
-    from functools import partial
+    with Job(__name__, argv) as job:
+        import time
+        from functools import partial
 
-    import pandas as pd
+        import pandas as pd
 
-    from analysis import regression as rg
-    from lab.config import flatten, to_dict
-    from lab.experiments import feature_regression as fr
-    from lab.experiments.concept_injection import InjectionConfig
-    from lab.protocol.trials import SweepConfig
-    from lab.protocol.words import select_concepts
-    from lab.reporting import report
-    from lab.run import tracking
-    from lab.run.parallel import tune_map
-    from lab.steer.injection import Strength
-    from training.transcoder.train import default_dir, transcoders_for
+        from analysis import regression as rg
+        from lab.config import flatten, to_dict
+        from lab.experiments import feature_regression as fr
+        from lab.experiments.concept_injection import InjectionConfig
+        from lab.protocol.trials import SweepConfig
+        from lab.protocol.words import select_concepts
+        from lab.reporting import report
+        from lab.run import tracking
+        from lab.run.parallel import tune_map
+        from lab.steer.injection import Strength
+        from training.transcoder.train import default_dir, transcoders_for
 
-    n = lambda c: (len(select_concepts(c.concepts)), f"concepts × {c.trials_per_concept} trials, then the fits")  # noqa: E731
-    (cfg, _), t0 = (
-        configure(FeatureRegressionConfig, __doc__, argv, n, "python -m analysis.regression --run {output}"),
-        time.time(),
-    )
-    root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
-    sweep = SweepConfig(
-        concepts=cfg.concepts, layers=(cfg.layer,), strengths=(cfg.strength,), strength_mode=cfg.strength_mode,
-        trials_per_concept=cfg.trials_per_concept, controls=(), dialogue_format=cfg.dialogue_format,
-        temperature=cfg.temperature,
-    )  # fmt: skip
-    sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
-    off = TrackingConfig(enabled=False)
-    inj = InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, off, sweep_dir, cfg.cache_dir)
-    rates = fr.sweep_rates(inj, cfg.layer, select_concepts(cfg.concepts), cfg.folds, run=not cfg.sweep_dir)
-    if not (root / "spec.json").is_file():
-        tc_dir = default_dir(cfg.transcoder_dir)
-        strength = Strength(cfg.strength, cfg.strength_mode)
-        reads = fr.ConceptReads(
-            cfg.layer, strength, cfg.feature_layers, tuple(trials), cfg.cache_dir, cfg.dialogue_format
+        n = lambda c: (len(select_concepts(c.concepts)), f"concepts × {c.trials_per_concept} trials, then the fits")  # noqa: E731
+        (cfg, _), t0 = (
+            configure(FeatureRegressionConfig, __doc__, argv, n, "python -m analysis.regression --run {output}"),
+            time.time(),
         )
-        dicts = partial(transcoders_for, cache_dir=tc_dir, cfg=cfg.transcoder)
-        tc_key = {"cache_dir": tc_dir, "config": asdict(cfg.transcoder)}
-        if cfg.gemma_scope:
-            dicts = partial(fr.load_gemma_scope, root=cfg.gemma_scope, pattern=cfg.gemma_scope_pattern)
-            tc_key = {"gemma_scope": cfg.gemma_scope, "pattern": cfg.gemma_scope_pattern}
-        rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
-        spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
-        spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
-        spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers, "model": cfg.model.name}
-        fr.write_tables(root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)})
-    spec = json.loads((root / "spec.json").read_text())
-    grid = rg.fit_grid(root, spec, cfg.folds, cfg.seed)
-    if cfg.runner.num_actors == 0:  # in process (no Ray): the same fits, one after another
-        cells = pd.DataFrame([rg.fit_stored(g) for g in grid])
-    else:
-        cells = pd.DataFrame(tune_map(rg.fit_stored, grid, cfg.runner.address, root.parent / "tune", "cells"))
-    cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
-    s = rg.summarize_fits(root, cells, cfg.procedure)
-    png = rg.plot_curve(cells, s, root.parent / "r2_vs_n.png")
-    cells.to_csv(root.parent / "cells.csv", index=False)
-    tags = {"job": "feature_regression", "model": cfg.model.name}
-    with report.parent_run(cfg.tracking, flatten(to_dict(cfg)), tags, "feature regression") as parent:
-        if parent:
-            tracking.log_metrics({k: v for k, v in s.items() if isinstance(v, (int, float))})
-            tracking.log_artifacts(png, root.parent / "cells.csv", root / "spec.json")
-        for r in cells.itertuples():
-            params, name = {"layers": r.layers, "n": r.n, "alpha": r.alpha}, f"L{r.layers} N{r.n} a{r.alpha:g}"
-            report.log_run(cfg.tracking, params, {"r2": r.r2}, tags=tags, run_name=name, parent_run_id=parent)
-    report.announce(parent, cfg.tracking)
-    print(f"{len(rates)} concepts, {len(cells)} fits [{time.time() - t0:.0f} s]; plot {png}")
-    rg.print_fits(s)
-    return 0
+        root, trials = Path(cfg.output_dir).resolve() / "regression", range(1, cfg.trials_per_concept + 1)
+        sweep = SweepConfig(
+            concepts=cfg.concepts, layers=(cfg.layer,), strengths=(cfg.strength,), strength_mode=cfg.strength_mode,
+            trials_per_concept=cfg.trials_per_concept, controls=(), dialogue_format=cfg.dialogue_format,
+            temperature=cfg.temperature,
+        )  # fmt: skip
+        sweep_dir = cfg.sweep_dir or str(Path(cfg.output_dir) / "sweep")
+        off = TrackingConfig(enabled=False)
+        inj = InjectionConfig(cfg.model, sweep, cfg.runner, cfg.judge, off, sweep_dir, cfg.cache_dir)
+        rates = fr.sweep_rates(inj, cfg.layer, select_concepts(cfg.concepts), cfg.folds, run=not cfg.sweep_dir)
+        if not (root / "spec.json").is_file():
+            tc_dir = default_dir(cfg.transcoder_dir)
+            strength = Strength(cfg.strength, cfg.strength_mode)
+            reads = fr.ConceptReads(
+                cfg.layer, strength, cfg.feature_layers, tuple(trials), cfg.cache_dir, cfg.dialogue_format
+            )
+            dicts = partial(transcoders_for, cache_dir=tc_dir, cfg=cfg.transcoder)
+            tc_key = {"cache_dir": tc_dir, "config": asdict(cfg.transcoder)}
+            if cfg.gemma_scope:
+                dicts = partial(fr.load_gemma_scope, root=cfg.gemma_scope, pattern=cfg.gemma_scope_pattern)
+                tc_key = {"gemma_scope": cfg.gemma_scope, "pattern": cfg.gemma_scope_pattern}
+            rows = fr.read_codes(cfg.model, cfg.runner, sorted(rates), reads, dicts, tc_key, root.parent / "reads")
+            spec = {"ns": list(cfg.ns), "alphas": list(cfg.alphas), "layers": list(cfg.feature_layers)}
+            spec |= {"folds": cfg.folds, "seed": cfg.seed, "n_boot": cfg.resamples[0], "n_perm": cfg.resamples[1]}
+            spec |= {"inner_folds": cfg.inner_folds, "single_layers": cfg.single_layers, "model": cfg.model.name}
+            fr.write_tables(
+                root, rates, rows, spec | {"injection_layer": cfg.layer, "transcoder": asdict(cfg.transcoder)}
+            )
+        spec = json.loads((root / "spec.json").read_text())
+        grid = rg.fit_grid(root, spec, cfg.folds, cfg.seed)
+        if cfg.runner.num_actors == 0:  # in process (no Ray): the same fits, one after another
+            cells = pd.DataFrame([rg.fit_stored(g) for g in grid])
+        else:
+            cells = pd.DataFrame(tune_map(rg.fit_stored, grid, cfg.runner.address, root.parent / "tune", "cells"))
+        cells = cells[["layers", "n", "n_req", "alpha", "r2"]]
+        s = rg.summarize_fits(root, cells, cfg.procedure)
+        png = rg.plot_curve(cells, s, root.parent / "r2_vs_n.png")
+        cells.to_csv(root.parent / "cells.csv", index=False)
+        tags = {"job": "feature_regression", "model": cfg.model.name}
+        with report.parent_run(cfg.tracking, flatten(to_dict(cfg)), tags, "feature regression") as parent:
+            if parent:
+                tracking.log_metrics({k: v for k, v in s.items() if isinstance(v, (int, float))})
+                tracking.log_artifacts(png, root.parent / "cells.csv", root / "spec.json")
+            for r in cells.itertuples():
+                params, name = {"layers": r.layers, "n": r.n, "alpha": r.alpha}, f"L{r.layers} N{r.n} a{r.alpha:g}"
+                report.log_run(cfg.tracking, params, {"r2": r.r2}, tags=tags, run_name=name, parent_run_id=parent)
+        report.announce(parent, cfg.tracking)
+        print(f"{len(rates)} concepts, {len(cells)} fits [{time.time() - t0:.0f} s]; plot {png}")
+        rg.print_fits(s)
+        return 0
+    return job.code
 
 
 if __name__ == "__main__":

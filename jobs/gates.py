@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.config import ModelConfig
 from lab.errors import LabError
 from lab.experiments.dose_response import FeatureJobConfig
@@ -90,46 +90,60 @@ def planned(cfg: GatesConfig) -> tuple[int, str]:
     return n, f"dose-response concepts over {1 + len(cfg.compare)} model(s), then the causal gate tests"
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Run the gate causal tests of --config; exit 0 on success, 2 on bad input."""
-    import time
-    from contextlib import nullcontext
+    with Job(__name__, argv) as job:
+        import time
+        from contextlib import nullcontext
 
-    from lab.config import flatten, to_dict
-    from lab.model import loading
-    from lab.reporting import report
+        from lab.config import flatten, to_dict
+        from lab.model import loading
+        from lab.reporting import report
 
-    cfg, args = configure(GatesConfig, __doc__, argv, plan=planned)
-    loading.threads(cfg.threads)
-    t0 = time.time()
-    many = bool(cfg.compare)
-    name = cfg.tracking.run_name or f"gates {cfg.model.name}"
-    keys = ("d_score", "d_score_lo", "d_score_hi", "d_detection", "d_detection_lo", "d_detection_hi", "detection", "n")
-    parent = report.parent_run(cfg.tracking, flatten(to_dict(cfg)), {"job": "gates"}, name) if many else nullcontext()
-    with parent as top:
-        for mc in (cfg.model, *cfg.compare):
-            label = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
-            out = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
-            r = one_model(cfg, mc, out, args.quiet)
-            print(f"== {label} [{time.time() - t0:.0f} s]")
-            print(r["table"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-            print("\n".join(r["lines"]))
-            (out / "report" / "verdict.txt").write_text("\n".join(r["lines"]) + "\n")
-            causal = {
-                f"{row['condition'].replace(':', '/')}/{m}": row[m] for _, row in r["table"].iterrows() for m in keys
-            }
-            run_id = report.log_run(
-                cfg.tracking,
-                {"model": label} if many else flatten(to_dict(cfg)),
-                dict(r["res"]["summary"]) | causal,
-                [*r["paths"], out / "report" / "verdict.txt"],
-                tags={"job": "gates", "model": label},
-                run_name=f"gates {label}",
-                parent_run_id=top,
-            )
-            report.announce(run_id, cfg.tracking)
-    return 0
+        cfg, args = configure(GatesConfig, __doc__, argv, plan=planned)
+        loading.threads(cfg.threads)
+        t0 = time.time()
+        many = bool(cfg.compare)
+        name = cfg.tracking.run_name or f"gates {cfg.model.name}"
+        keys = (
+            "d_score",
+            "d_score_lo",
+            "d_score_hi",
+            "d_detection",
+            "d_detection_lo",
+            "d_detection_hi",
+            "detection",
+            "n",
+        )
+        parent = (
+            report.parent_run(cfg.tracking, flatten(to_dict(cfg)), {"job": "gates"}, name) if many else nullcontext()
+        )
+        with parent as top:
+            for mc in (cfg.model, *cfg.compare):
+                label = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
+                out = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
+                r = one_model(cfg, mc, out, args.quiet)
+                print(f"== {label} [{time.time() - t0:.0f} s]")
+                print(r["table"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+                print("\n".join(r["lines"]))
+                (out / "report" / "verdict.txt").write_text("\n".join(r["lines"]) + "\n")
+                causal = {
+                    f"{row['condition'].replace(':', '/')}/{m}": row[m]
+                    for _, row in r["table"].iterrows()
+                    for m in keys
+                }
+                run_id = report.log_run(
+                    cfg.tracking,
+                    {"model": label} if many else flatten(to_dict(cfg)),
+                    dict(r["res"]["summary"]) | causal,
+                    [*r["paths"], out / "report" / "verdict.txt"],
+                    tags={"job": "gates", "model": label},
+                    run_name=f"gates {label}",
+                    parent_run_id=top,
+                )
+                report.announce(run_id, cfg.tracking)
+        return 0
+    return job.code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import bare_parser, entry
+from jobs.cli import Job, bare_parser
 from lab.config import load_yaml
 from lab.errors import LabError
 from lab.judges import Answer, Judge, Verdict, make_judge
@@ -50,35 +50,36 @@ def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]
     }
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Grade the labelled responses with the judge and print agreement; exit 0, or 2 on bad input."""
-    ap = bare_parser(__doc__.splitlines()[0])
-    ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="hand-labelled CSV (default: shipped labels)")
-    ap.add_argument("--judge", default="rules", help="judge name or YAML config file with name + options")
-    args = ap.parse_args(argv)
-    try:
-        rows = read_labels(args.labels)
-    except UnicodeDecodeError:
-        raise LabError(f"labels file {args.labels} is not a UTF-8 CSV") from None
-    if args.dry_run:  # the judge is not built (an `hf` judge would load its model)
-        print(f"dry run: {len(rows)} labelled answers from {args.labels} would be graded by judge {args.judge}")
+    with Job(__name__, argv) as job:
+        ap = bare_parser(__doc__.splitlines()[0])
+        ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="hand-labelled CSV (default: shipped labels)")
+        ap.add_argument("--judge", default="rules", help="judge name or YAML config file with name + options")
+        args = ap.parse_args(argv)
+        try:
+            rows = read_labels(args.labels)
+        except UnicodeDecodeError:
+            raise LabError(f"labels file {args.labels} is not a UTF-8 CSV") from None
+        if args.dry_run:  # the judge is not built (an `hf` judge would load its model)
+            print(f"dry run: {len(rows)} labelled answers from {args.labels} would be graded by judge {args.judge}")
+            return 0
+        judge = load_judge(args.judge)
+        verdicts = judge.grade([Answer(concept=r["concept"], text=r["response"]) for r in rows])
+        if len(verdicts) != len(rows):
+            raise LabError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(rows)} answers")
+        s = score(rows, verdicts)
+        print(f"judge: {judge.name} {judge.version}  labels: {args.labels}  rows: {len(rows)}")
+        for field in ("detected", "identified"):
+            key = "detection" if field == "detected" else "identification"
+            print(f"{field}: accuracy={s[key + '_accuracy']:.4f} kappa={s[key + '_kappa']:.4f}")
+            print(format_confusion(s[field], field))
+        print(f"unparseable verdicts: {s['parse_errors']}")
+        print(
+            f"detection_accuracy={s['detection_accuracy']:.4f} identification_accuracy={s['identification_accuracy']:.4f}"
+        )
         return 0
-    judge = load_judge(args.judge)
-    verdicts = judge.grade([Answer(concept=r["concept"], text=r["response"]) for r in rows])
-    if len(verdicts) != len(rows):
-        raise LabError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(rows)} answers")
-    s = score(rows, verdicts)
-    print(f"judge: {judge.name} {judge.version}  labels: {args.labels}  rows: {len(rows)}")
-    for field in ("detected", "identified"):
-        key = "detection" if field == "detected" else "identification"
-        print(f"{field}: accuracy={s[key + '_accuracy']:.4f} kappa={s[key + '_kappa']:.4f}")
-        print(format_confusion(s[field], field))
-    print(f"unparseable verdicts: {s['parse_errors']}")
-    print(
-        f"detection_accuracy={s['detection_accuracy']:.4f} identification_accuracy={s['identification_accuracy']:.4f}"
-    )
-    return 0
+    return job.code
 
 
 if __name__ == "__main__":

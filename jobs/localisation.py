@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig, injection_of
 from lab.protocol.trials import SweepConfig
@@ -45,49 +45,53 @@ class LocalisationConfig(InjectionConfig):
         return injection_of(self, sweep=replace(self.sweep, layers=layers, forced_identification=True))
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Run the localisation sweep of --config; exit 0 on success, 2 on bad input."""
-    import time
+    with Job(__name__, argv) as job:
+        import time
 
-    from analysis import localisation as al
-    from lab.config import flatten, to_dict
-    from lab.experiments.concept_injection import plan, run_sweep
-    from lab.reporting import report
-    from lab.run import store
+        from analysis import localisation as al
+        from lab.config import flatten, to_dict
+        from lab.experiments.concept_injection import plan, run_sweep
+        from lab.reporting import report
+        from lab.run import store
 
-    cfg, args = configure(LocalisationConfig, __doc__, argv, plan=lambda c: plan(c.injection()).trials)
-    inj = cfg.injection()
-    t0 = time.time()
-    res = run_sweep(inj, progress=not args.quiet)
-    print(f"trials: {res['total']} ({res['new']} new, {res['skipped']} stored) over layers {list(inj.sweep.layers)}")
-    table = al.by_layer(store.read(cfg.output_dir))
-    rep = Path(cfg.output_dir) / "report"
-    rep.mkdir(parents=True, exist_ok=True)
-    table.to_csv(rep / "localisation.csv", index=False)
-    png = al.plot(table, rep / "localisation.png", f"{cfg.model.name}: detection vs forced identification")
-    al.print_localisation_table(table)
-    peak = table.loc[table["detection"].idxmax()] if len(table) else None
-    if peak is not None:
+        cfg, args = configure(LocalisationConfig, __doc__, argv, plan=lambda c: plan(c.injection()).trials)
+        inj = cfg.injection()
+        t0 = time.time()
+        res = run_sweep(inj, progress=not args.quiet)
         print(
-            f"detection peaks at layer {int(peak['layer'])} ({peak['detection']:.2f} "
-            f"[{peak['detection_lo']:.2f},{peak['detection_hi']:.2f}]); forced identification peaks at layer "
-            f"{int(table.loc[table['forced_id'].idxmax(), 'layer'])}"
+            f"trials: {res['total']} ({res['new']} new, {res['skipped']} stored) over layers {list(inj.sweep.layers)}"
         )
-    run_id = report.log_run(
-        cfg.tracking,
-        flatten(to_dict(cfg)),
-        {},
-        [rep / "localisation.csv", png],
-        tags={"job": "localisation", "model": cfg.model.name},
-        run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}",
-        stepped=[
-            (r.layer, {"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr}) for r in table.itertuples()
-        ],
-    )
-    report.announce(run_id, cfg.tracking)
-    print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")
-    return 0
+        table = al.by_layer(store.read(cfg.output_dir))
+        rep = Path(cfg.output_dir) / "report"
+        rep.mkdir(parents=True, exist_ok=True)
+        table.to_csv(rep / "localisation.csv", index=False)
+        png = al.plot(table, rep / "localisation.png", f"{cfg.model.name}: detection vs forced identification")
+        al.print_localisation_table(table)
+        peak = table.loc[table["detection"].idxmax()] if len(table) else None
+        if peak is not None:
+            print(
+                f"detection peaks at layer {int(peak['layer'])} ({peak['detection']:.2f} "
+                f"[{peak['detection_lo']:.2f},{peak['detection_hi']:.2f}]); forced identification peaks at layer "
+                f"{int(table.loc[table['forced_id'].idxmax(), 'layer'])}"
+            )
+        run_id = report.log_run(
+            cfg.tracking,
+            flatten(to_dict(cfg)),
+            {},
+            [rep / "localisation.csv", png],
+            tags={"job": "localisation", "model": cfg.model.name},
+            run_name=cfg.tracking.run_name or f"localisation {cfg.model.name}",
+            stepped=[
+                (r.layer, {"detection": r.detection, "forced_id": r.forced_id, "corr": r.corr})
+                for r in table.itertuples()
+            ],
+        )
+        report.announce(run_id, cfg.tracking)
+        print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")
+        return 0
+    return job.code
 
 
 if __name__ == "__main__":

@@ -14,51 +14,52 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.experiments.probes import ProbesConfig, settings
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Run the probes of --config; exit 0 on success, 2 on bad input."""
-    import time
+    with Job(__name__, argv) as job:
+        import time
 
-    from lab.experiments import probes
-    from lab.experiments.concept_injection import model_key, prepare
-    from lab.run import store
-    from lab.run.experiment import execute
-    from lab.run.parallel import FanOutConfig
+        from lab.experiments import probes
+        from lab.experiments.concept_injection import model_key, prepare
+        from lab.run import store
+        from lab.run.experiment import execute
+        from lab.run.parallel import FanOutConfig
 
-    cfg, args = configure(
-        ProbesConfig, __doc__, argv, plan=lambda c: probes.expand_probes(settings(c), model_key(c.model))
-    )
-    st = settings(cfg)
-    t0 = time.time()
-    from lab.model.embedded import default_cache_dir
+        cfg, args = configure(
+            ProbesConfig, __doc__, argv, plan=lambda c: probes.expand_probes(settings(c), model_key(c.model))
+        )
+        st = settings(cfg)
+        t0 = time.time()
+        from lab.model.embedded import default_cache_dir
 
-    cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
-    trials = probes.expand_probes(st, model_key(cfg.model))
-    runner = FanOutConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
-    out = execute(
-        trials,
-        cfg.output_dir,
-        cfg.model,
-        runner,
-        probes.score_shard,
-        prepare,
-        (st.concepts, st.layers, cfg.template, cfg.baseline, cache, model_key(cfg.model), cfg.batch_size, (), None),
-        progress=not args.quiet,
-        desc="probe trials",
-    )
-    ids = {t.trial_id for t in trials}
-    df = store.read(cfg.output_dir)
-    df = df[df["trial_id"].isin(ids)]
-    print(
-        f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
-        f"[{time.time() - t0:.0f} s]"
-    )
-    report_probes(cfg, df)
-    return 0
+        cache = cfg.cache_dir or str(default_cache_dir() / "vectors")
+        trials = probes.expand_probes(st, model_key(cfg.model))
+        runner = FanOutConfig(num_actors=0, threads=cfg.threads, batch_size=cfg.batch_size, shard_size=256)
+        out = execute(
+            trials,
+            cfg.output_dir,
+            cfg.model,
+            runner,
+            probes.score_shard,
+            prepare,
+            (st.concepts, st.layers, cfg.template, cfg.baseline, cache, model_key(cfg.model), cfg.batch_size, (), None),
+            progress=not args.quiet,
+            desc="probe trials",
+        )
+        ids = {t.trial_id for t in trials}
+        df = store.read(cfg.output_dir)
+        df = df[df["trial_id"].isin(ids)]
+        print(
+            f"probe trials: {out.total} on {cfg.model.name} ({out.new} scored now, {out.skipped} already stored) "
+            f"[{time.time() - t0:.0f} s]"
+        )
+        report_probes(cfg, df)
+        return 0
+    return job.code
 
 
 def report_probes(cfg: ProbesConfig, df: Any) -> Any:

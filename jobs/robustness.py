@@ -16,49 +16,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.errors import LabError
 from lab.experiments import robustness
 from lab.experiments.robustness import RobustnessConfig
 from lab.protocol.trials import Trial
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Run the variant × format grid of --config; exit 0 on success, 2 on bad input."""
-    import time
+    with Job(__name__, argv) as job:
+        import time
 
-    from lab.experiments.concept_injection import plan, run_sweep
+        from lab.experiments.concept_injection import plan, run_sweep
 
-    def planned(c: RobustnessConfig) -> tuple[int, str]:
-        n = sum(len(plan(c.injection(v, f)).trials) for v, f in c.cells())
-        return n, f"trials over {len(c.cells())} cells (a cell the model's template refuses is skipped when run)"
+        def planned(c: RobustnessConfig) -> tuple[int, str]:
+            n = sum(len(plan(c.injection(v, f)).trials) for v, f in c.cells())
+            return n, f"trials over {len(c.cells())} cells (a cell the model's template refuses is skipped when run)"
 
-    cfg, args = configure(RobustnessConfig, __doc__, argv, plan=planned)
-    base = cfg.injection()
-    t0 = time.time()
-    reasons = robustness.skip_reasons(
-        cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification
-    )
-    trials: list[Trial] = []
-    cell_ids: dict[robustness.GridCell, list[str]] = {}
-    for (v, f), reason in reasons.items():
-        if reason is None:
-            ts = plan(cfg.injection(v, f)).trials
-            cell_ids[(v, f)] = [t.trial_id for t in ts]
-            trials.extend(ts)
-        else:
-            print(f"skipped: {v} × {f}: {reason}")
-    if not trials:
-        raise LabError("no (variant, format) cell applies to this model; nothing to run")
-    res = run_sweep(base, progress=not args.quiet, trials=trials)
-    print(
-        f"cells: {len(cell_ids)} run, {len(reasons) - len(cell_ids)} skipped; trials: {res['total']} "
-        f"({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']} "
-        f"[{time.time() - t0:.0f} s]"
-    )
-    report_grid(cfg, reasons, cell_ids)
-    return 0
+        cfg, args = configure(RobustnessConfig, __doc__, argv, plan=planned)
+        base = cfg.injection()
+        t0 = time.time()
+        reasons = robustness.skip_reasons(
+            cfg.model, cfg.cells(), cfg.sweep.trials_per_concept, cfg.sweep.forced_identification
+        )
+        trials: list[Trial] = []
+        cell_ids: dict[robustness.GridCell, list[str]] = {}
+        for (v, f), reason in reasons.items():
+            if reason is None:
+                ts = plan(cfg.injection(v, f)).trials
+                cell_ids[(v, f)] = [t.trial_id for t in ts]
+                trials.extend(ts)
+            else:
+                print(f"skipped: {v} × {f}: {reason}")
+        if not trials:
+            raise LabError("no (variant, format) cell applies to this model; nothing to run")
+        res = run_sweep(base, progress=not args.quiet, trials=trials)
+        print(
+            f"cells: {len(cell_ids)} run, {len(reasons) - len(cell_ids)} skipped; trials: {res['total']} "
+            f"({res['new']} generated now, {res['skipped']} already stored) judge: {res['judge']} "
+            f"[{time.time() - t0:.0f} s]"
+        )
+        report_grid(cfg, reasons, cell_ids)
+        return 0
+    return job.code
 
 
 def report_grid(

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray import serve
 
-from jobs.cli import apply_overrides, bare_parser, entry
+from jobs.cli import Job, apply_overrides, bare_parser
 from lab.config import describe, from_dict, load_yaml
 from lab.errors import LabError
 from lab.judges.serve import ChatServer, ServeJudgeConfig, wait_ready
@@ -92,40 +92,45 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """Deploy the judge endpoint and block until Ctrl-C; exit 0, or 2 on bad input."""
-    ap = bare_parser(__doc__.splitlines()[0], ServeJudgeConfig)
-    ap.add_argument("--config", required=True, help="YAML config (configs/judge-serve.yaml)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    ap.add_argument("--show-config", action="store_true", help="print the resolved config, each key's help, and exit")
-    args = ap.parse_args(argv)
-    cfg = checked(from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set)))
-    if args.show_config:
-        print(describe(cfg), end="")
-        return 0
-    if args.dry_run:
-        print(
-            f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} ({cfg.num_replicas} replicas)"
+    with Job(__name__, argv) as job:
+        ap = bare_parser(__doc__.splitlines()[0], ServeJudgeConfig)
+        ap.add_argument("--config", required=True, help="YAML config (configs/judge-serve.yaml)")
+        ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+        ap.add_argument(
+            "--show-config", action="store_true", help="print the resolved config, each key's help, and exit"
         )
+        args = ap.parse_args(argv)
+        cfg = checked(from_dict(ServeJudgeConfig, apply_overrides(load_yaml(args.config), args.set)))
+        if args.show_config:
+            print(describe(cfg), end="")
+            return 0
+        if args.dry_run:
+            print(
+                f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} ({cfg.num_replicas} replicas)"
+            )
+            return 0
+        url = start(cfg)
+        print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
+        print(
+            f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray's start, whatever it or the parent left in place
+            signal.signal(sig, _interrupt)
+        # Short naps, not one long sleep: the kernel may hand Ctrl-C to one of Ray's threads, and Python then runs the
+        # handler only when the main thread next runs bytecode (time.sleep(3600) left Ctrl-C unanswered under load).
+        try:
+            while True:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("stopping the judge endpoint", flush=True)
+            if not stop():
+                os._exit(0)
+        finally:
+            stop()  # any other way out: the error still propagates with its traceback and exit code
         return 0
-    url = start(cfg)
-    print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)
-    print(f"use it with: judge: {{name: openai, options: {{base_url: {url}, model: {cfg.served_name}}}}}", flush=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray's start, whatever it or the parent left in place
-        signal.signal(sig, _interrupt)
-    # Short naps, not one long sleep: the kernel may hand Ctrl-C to one of Ray's threads, and Python then runs the
-    # handler only when the main thread next runs bytecode (time.sleep(3600) left Ctrl-C unanswered under load).
-    try:
-        while True:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        print("stopping the judge endpoint", flush=True)
-        if not stop():
-            os._exit(0)
-    finally:
-        stop()  # any other way out: the error still propagates with its traceback and exit code
-    return 0
+    return job.code
 
 
 if __name__ == "__main__":

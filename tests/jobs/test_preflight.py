@@ -1,6 +1,6 @@
 """The preflight's parts a job does not show on its own: where paths land under `ray job submit` (lab.run.preflight
 `anchor`, driven by the environment Ray gives a job's driver), the model-aware checks on a local HF folder (its
-config.json, not its weights), and what `jobs.cli.entry` prints when a job fails after it started."""
+config.json, not its weights), and what `jobs.cli.Job` prints when a job fails after it started."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from jobs.cli import configure, entry
+from jobs.cli import Job, configure
 from lab.config import ModelConfig, from_dict
 from lab.errors import LabError
 from lab.experiments.concept_injection import InjectionConfig
@@ -53,15 +53,16 @@ def test_layers_are_checked_against_a_local_models_config_json(tmp_path, monkeyp
     assert not (tmp_path / "o").exists() and not (tmp_path / "cache").exists()
 
 
-@entry
 def main(argv: list[str] | None = None) -> int:
     """A job that stores a shard and then fails, as a crash in its report would."""
-    cfg, _ = configure(InjectionConfig, "a job that fails after storing a shard", argv)
-    from pathlib import Path
+    with Job(__name__, argv) as job:
+        cfg, _ = configure(InjectionConfig, "a job that fails after storing a shard", argv)
+        from pathlib import Path
 
-    Path(cfg.output_dir).mkdir(parents=True)
-    (Path(cfg.output_dir) / "shard-0.parquet").write_text("")
-    raise RuntimeError("the report failed")
+        Path(cfg.output_dir).mkdir(parents=True)
+        (Path(cfg.output_dir) / "shard-0.parquet").write_text("")
+        raise RuntimeError("the report failed")
+    return job.code
 
 
 def test_a_job_that_fails_after_starting_keeps_its_work_and_names_the_rerun(tmp_path, capsys):
