@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
         report.announce(parent, cfg.tracking)
         print(f"report: {(rep / 'compare.csv').resolve()}  {plot.resolve()}")
-        return 0
     return job.code
 
 

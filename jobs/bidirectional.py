@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.announce(run_id, cfg.tracking)
         print(f"report: {rep.resolve()}")
-        return 0
     return job.code
 
 

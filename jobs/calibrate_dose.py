@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         print("\n" + paths[2].read_text())
         print(f"dose:    {paths[0].resolve()}  {paths[3].resolve()}  {paths[2].resolve()}")
-        return 0
     return job.code
 
 

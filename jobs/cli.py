@@ -110,7 +110,7 @@ class Job:
         spec = getattr(sys.modules.get(module), "__spec__", None)
         _RUN.update(job=spec.name if spec else module, where="", output="", rerun="")
         _RUN["argv"] = list(sys.argv[1:] if argv is None else argv)
-        self.code = 0  # the exit code when the body raised a LabError (the body returns its own otherwise)
+        self.code = 0  # the job's exit code: 0, or 2 once the body raised a LabError
 
     def __enter__(self) -> Job:
         return self

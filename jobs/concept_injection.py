@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
         store.save_config(cfg.output_dir, to_dict(cfg))  # Parquet + this config are the run: jobs.sync_mlflow relogs it
         report.report_config(df, cfg, "concept_injection", "concept injection", calibration=cal)
         print(f"results: {Path(cfg.output_dir).resolve()} (Parquet, {len(store.shard_files(cfg.output_dir))} shards)")
-        return 0
     return job.code
 
 

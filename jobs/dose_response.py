@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.announce(run_id, cfg.tracking)
         print(f"tables:  {cfg.output_dir}/features, {cfg.output_dir}/rows; report: {cfg.output_dir}/report")
-        return 0
     return job.code
 
 

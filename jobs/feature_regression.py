@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         report.announce(parent, cfg.tracking)
         print(f"{len(rates)} concepts, {len(cells)} fits [{time.time() - t0:.0f} s]; plot {png}")
         rg.print_fits(s)
-        return 0
     return job.code
 
 

@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
                     parent_run_id=top,
                 )
                 report.announce(run_id, cfg.tracking)
-        return 0
     return job.code
 
 

@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         report.announce(run_id, cfg.tracking)
         print(f"report: {rep.resolve()}  (rerun: python -m analysis.geometry --run {out})")
         print(geo.report_lines(g)[-1])
-        return 0
     return job.code
 
 

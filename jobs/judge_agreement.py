@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"detection_accuracy={s['detection_accuracy']:.4f} identification_accuracy={s['identification_accuracy']:.4f}"
         )
-        return 0
     return job.code
 
 

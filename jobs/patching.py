@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.announce(run_id, cfg.tracking)
         print(f"report:  {png.resolve()}  [{time.time() - t0:.0f} s]")
-        return 0
     return job.code
 
 

@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             f"[{time.time() - t0:.0f} s]"
         )
         report_probes(cfg, df)
-        return 0
     return job.code
 
 

@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                 tracking.log_metrics(logged)
                 tracking.log_text(text + "\n", "agreement.txt")
             print(f"mlflow:  run {active.info.run_id} in experiment '{cfg.experiment}' at {tracking.resolve_uri(cfg)}")
-        return 0
     return job.code
 
 

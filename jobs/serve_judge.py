@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                 os._exit(0)
         finally:
             stop()  # any other way out: the error still propagates with its traceback and exit code
-        return 0
     return job.code
 
 

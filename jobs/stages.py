@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             tags={"job": "stages"},
             run_name=cfg.tracking.run_name or "stages",
         )
-        return 0
     return job.code
 
 

@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"error: arms failed: {', '.join(failed)}")
             return 3
-        return 0
     return job.code
 
 

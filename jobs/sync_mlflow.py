@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         begin(synced, str(out.resolve()))
         print(f"stored run {out.resolve()}: {len(df)} trials in {len(store.shard_files(out))} shards")
         report.report_config(df, synced, "concept_injection", "concept injection", {"synced_from": str(out.resolve())})
-        return 0
     return job.code
 
 

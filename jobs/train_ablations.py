@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f["trial"] for f in failed)
             )
             return EXIT_TRIALS_FAILED
-        return 0
     return job.code
 
 

@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.announce(run_id, cfg.tracking)
         print(f"transcoders: {len(rows)} layers in {cache_dir(cfg.cache_dir)} [{time.time() - t0:.0f} s]")
-        return 0
     return job.code
 
 
