@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         local = cfg.runner.num_actors == 0
         lm = load(cfg.model) if local else None  # in process: one model for the checks and the original arm's sweep
         mdir = (out / "model").resolve()
-        # on an actor every model-side step runs at once; in process the original arm's sweep comes before abliterating.
-        # `weights` orthogonalises and saves whole weights: that replica is never ZeRO-3 sharded (as in the driver before)
+        # on an actor every model-side step runs at once; in process the original arm's sweep comes before
+        # abliterating. `weights` orthogonalises and saves whole weights: that replica is never ZeRO-3 sharded
         whole = dataclasses.replace(cfg.model, shard="none", workers_per_replica=1, offload=False)
         step = (rc, harmful, harmless, held, given, mdir, not local)
         prep = on_replica(
@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         rd = prep.directions
         rd.save(out / "refusal_directions.safetensors")
         print(
-            f"refusal directions: {prep.n_layers} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, position "
-            f"{rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms)
+            f"refusal directions: {prep.n_layers} layers from {rd.n_harmful} harmful / {rd.n_harmless} harmless, "
+            f"position {rd.position}; ‖mean diff‖ by layer: " + " ".join(f"{x:.1f}" for x in rd.raw_norms)
         )
 
         arms: dict[str, dict] = {}
         cfgs: dict[str, AbliterationConfig] = {}
 
-        def arm(name: str, replies: list[str], model_lm, model_cfg, edits=(), tag="") -> None:  # type: ignore[no-untyped-def]
+        def arm(name: str, replies: list[str], model_lm, model_cfg, edits=(), tag=""):  # type: ignore[no-untyped-def]
             from lab.experiments.concept_injection import run_sweep
 
             acfg = dataclasses.replace(cfg, model=model_cfg, output_dir=str(out / name))

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not plan.pairs:
             raise LabError("no pairs could be matched (too few concepts per group)")
-        # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖, so both signs get the same raw multiplier
+        # A − B is the bank vector "A-B", judged for A; ‖A − B‖ = ‖B − A‖: both signs get the same raw multiplier
         diffs = {
             (f"{x}-{z}", layer): ConceptVector(x, layer, (vecs[x] - vecs[z]).float(), plan.resid)
             for _, a, b in plan.pairs

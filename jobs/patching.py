@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in p.trials:
             cells.setdefault((t.batch, t.patch_layer, t.component), []).append(t.trial_id in done)
         print(
-            f"patching: {len(cells)} tasks ({len(p.batches)} batches × {len(p.layers)} layers × {len(cfg.components)} "
-            f"components), {sum(map(all, cells.values()))} already stored"
+            f"patching: {len(cells)} tasks ({len(p.batches)} batches × {len(p.layers)} layers × "
+            f"{len(cfg.components)} components), {sum(map(all, cells.values()))} already stored"
         )
         spec = spec_for(cfg.model.name)
         if spec is not None and spec.source == "embedded":

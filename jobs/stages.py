@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             model = cfg.injection(s).model
             if model.adapter and not (Path(model.adapter) / "adapter_config.json").is_file():
                 print(create_random_adapter(dataclasses.replace(s, model=model)))
-        # plan after the adapters exist: trial ids carry the adapter's fingerprint (lab.experiments.concept_injection.model_key)
+        # plan after the adapters exist: trial ids carry the adapter's fingerprint
+        # (lab.experiments.concept_injection.model_key)
         plans = {s.name: check_stage(cfg, s) for s in cfg.stages}
         groups = {}
         with parallel.ray_session(cfg.runner.address, max(cfg.runner.cpus_per_actor * cfg.runner.num_actors, 1)):
