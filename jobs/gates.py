@@ -23,6 +23,9 @@ from lab.errors import LabError
 from lab.experiments.dose_response import FeatureJobConfig
 from lab.run.tracking import TrackingConfig
 
+# each condition's columns of the patched-gates table logged to MLflow
+_LOGGED = ("d_score", "d_score_lo", "d_score_hi", "d_detection", "d_detection_lo", "d_detection_hi", "detection", "n")
+
 
 @dataclass(frozen=True)
 class GatesConfig(FeatureJobConfig):
@@ -105,16 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         many = bool(cfg.compare)
         name = cfg.tracking.run_name or f"gates {cfg.model.name}"
-        keys = (
-            "d_score",
-            "d_score_lo",
-            "d_score_hi",
-            "d_detection",
-            "d_detection_lo",
-            "d_detection_hi",
-            "detection",
-            "n",
-        )
         parent = (
             report.parent_run(cfg.tracking, flatten(to_dict(cfg)), {"job": "gates"}, name) if many else nullcontext()
         )
@@ -130,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 causal = {
                     f"{row['condition'].replace(':', '/')}/{m}": row[m]
                     for _, row in r["table"].iterrows()
-                    for m in keys
+                    for m in _LOGGED
                 }
                 run_id = report.log_run(
                     cfg.tracking,

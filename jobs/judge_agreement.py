@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{field}: accuracy={s[key + '_accuracy']:.4f} kappa={s[key + '_kappa']:.4f}")
             print(format_confusion(s[field], field))
         print(f"unparseable verdicts: {s['parse_errors']}")
-        accuracy = {k: s[f"{k}_accuracy"] for k in ("detection", "identification")}
-        print(" ".join(f"{k}_accuracy={v:.4f}" for k, v in accuracy.items()))
+        print(
+            f"detection_accuracy={s['detection_accuracy']:.4f} "
+            f"identification_accuracy={s['identification_accuracy']:.4f}"
+        )
     return job.code
 
 

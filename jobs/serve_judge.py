@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(cfg), end="")
             return 0
         if args.dry_run:
-            replicas = f"({cfg.num_replicas} replicas)"
-            print(f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} {replicas}")
+            print(
+                f"dry run: would serve {cfg.model.name} as '{cfg.served_name}' at {cfg.base_url} "
+                f"({cfg.num_replicas} replicas)"
+            )
             return 0
         url = start(cfg)
         print(f"judge endpoint: {url}/chat/completions (model '{cfg.served_name}')", flush=True)

@@ -17,11 +17,14 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from lab.config import ModelConfig
 from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.model.loading import LoadedModel
 
 LOOPBACK_NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's address; 127.0.0.2 stays on loopback
 
@@ -105,7 +108,7 @@ def ray_session(address: str | None = None, num_cpus: float | None = None) -> It
             ray.shutdown()
 
 
-def load_replica(model_cfg: ModelConfig, threads: int) -> Any:
+def load_replica(model_cfg: ModelConfig, threads: int) -> LoadedModel:
     """One model replica's `LoadedModel`: torch threads set first, then the load (a Ray actor's and the in-process
     runner's)."""
     from lab.model import loading
